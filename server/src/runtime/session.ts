@@ -1,0 +1,60 @@
+// onnxruntime-node sessions for compiled graphs: execution provider and thread settings in one place.
+import * as ort from "onnxruntime-node";
+import { join } from "node:path";
+import { MODEL_FILE, readGraphMetadata, type GraphMetadata } from "../compiler/metadata.js";
+
+export type ExecutionProvider = "cpu" | "cuda";
+
+export interface SessionOptions {
+  provider?: ExecutionProvider;
+  /** ORT intra-op threads (0: ORT's default, one per core). */
+  intraOpThreads?: number;
+  graphOptimizationLevel?: "disabled" | "basic" | "extended" | "all";
+}
+
+export interface LoadedGraph {
+  session: ort.InferenceSession;
+  metadata: GraphMetadata;
+  provider: ExecutionProvider;
+}
+
+export async function loadGraph(dir: string, o: SessionOptions = {}): Promise<LoadedGraph> {
+  const metadata = readGraphMetadata(dir);
+  const provider = o.provider ?? "cpu";
+  const session = await ort.InferenceSession.create(join(dir, MODEL_FILE), {
+    executionProviders: provider === "cuda" ? ["cuda", "cpu"] : ["cpu"],
+    intraOpNumThreads: o.intraOpThreads ?? 0,
+    interOpNumThreads: 1,
+    executionMode: "sequential",
+    graphOptimizationLevel: o.graphOptimizationLevel ?? "all",
+    enableCpuMemArena: true,
+  });
+  return { session, metadata, provider };
+}
+
+export interface GraphOutputs {
+  summary: Float32Array;
+  summaryDims: number[];
+  features: Float32Array;
+  featureDims: number[];
+}
+
+/** Runs pixels [B, 3, H, W] through the graph; H and W must be multiples of the graph's step. */
+export async function runGraph(g: LoadedGraph, pixels: Float32Array, dims: [number, number, number, number]): Promise<GraphOutputs> {
+  const [b, c, h, w] = dims;
+  const step = g.metadata.resolution.step;
+  if (c !== 3) throw new Error(`pixels must have 3 channels, got ${c}`);
+  if (h % step !== 0 || w % step !== 0 || h === 0 || w === 0) {
+    throw new Error(`input ${h}×${w} is not a multiple of ${step} (patch ${g.metadata.patchSize}${g.metadata.windowSize ? ` × window ${g.metadata.windowSize}` : ""})`);
+  }
+  if (pixels.length !== b * c * h * w) throw new Error(`pixels hold ${pixels.length} values, expected ${b}×${c}×${h}×${w}`);
+  const out = await g.session.run({ pixels: new ort.Tensor("float32", pixels, dims) });
+  const summary = out.summary!;
+  const features = out.features!;
+  return {
+    summary: summary.data as Float32Array,
+    summaryDims: [...summary.dims],
+    features: features.data as Float32Array,
+    featureDims: [...features.dims],
+  };
+}

@@ -1,0 +1,684 @@
+/**
+ * Heatmap post-processing: every stage is checked against a float64 Python oracle
+ * (numpy / scikit-learn / scipy / torch, test/python/heatmap_reference.py) on fixed
+ * pseudo-random features, plus invariance properties that need no oracle.
+ *
+ * Python: $RADIO_TEST_PYTHON, else <repo>/.venv/bin/python. Without it (or without one of
+ * its modules) the oracle comparisons are skipped, the property tests still run.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it, type TestContext } from 'node:test';
+
+import { sanitizeAndClip } from '../../server/src/postprocess/clip.js';
+import {
+  DEFAULT_HEATMAP_SIGMA,
+  computeHeatmap,
+  computeScoreMaps,
+  defaultHeatmapSize,
+  type FeatureDims,
+  type HeatmapMode,
+} from '../../server/src/postprocess/heatmap.js';
+import { lanczosTopEigenpairs } from '../../server/src/postprocess/lanczos.js';
+import { orientComponent, positionNorms } from '../../server/src/postprocess/orientation.js';
+import { principalComponents } from '../../server/src/postprocess/pca.js';
+import { numpyLerp, percentileIndex, percentilePair } from '../../server/src/postprocess/percentile.js';
+import { minMaxToUint8 } from '../../server/src/postprocess/quantize.js';
+import { resizeBilinear } from '../../server/src/postprocess/resize.js';
+import { gaussianFilter2d, gaussianKernel1d } from '../../server/src/postprocess/smoothing.js';
+import { symmetricTridiagonalEigen } from '../../server/src/postprocess/tridiagonal-eigen.js';
+
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+const SCRIPT = path.join(REPO, 'test/python/heatmap_reference.py');
+const PYTHON = process.env.RADIO_TEST_PYTHON ?? path.join(REPO, '.venv/bin/python');
+
+// ---------------------------------------------------------------------------
+// Deterministic data
+// ---------------------------------------------------------------------------
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function gaussian(rnd: () => number): () => number {
+  return () => {
+    const u = 1 - rnd();
+    const v = rnd();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  };
+}
+
+/**
+ * Features with three spatial patterns of decreasing strength (so PC1..PC3 are well
+ * separated), unit noise, per-channel offsets, and sprinkled outliers / NaN / ±Inf.
+ */
+function makeFeatures(C: number, h: number, w: number, seed: number): Float32Array {
+  const rnd = mulberry32(seed);
+  const g = gaussian(rnd);
+  const n = h * w;
+  const patterns = [
+    (y: number, x: number) => Math.sin((3 * y) / h + 0.3) * Math.cos((2 * x) / w),
+    (y: number, x: number) => (x / Math.max(1, w - 1) - 0.5) * 2,
+    (y: number, x: number) => Math.cos((5 * y) / h) * Math.sin((4 * x) / w + 1),
+  ];
+  const amps = [9, 5, 3];
+  const loads = patterns.map(() => Float64Array.from({ length: C }, g));
+  const offsets = Float64Array.from({ length: C }, () => 2 * g());
+  const x = new Float32Array(C * n);
+  for (let c = 0; c < C; c++) {
+    for (let p = 0; p < n; p++) {
+      const yy = Math.floor(p / w);
+      const xx = p % w;
+      let v = offsets[c]! + 0.7 * g();
+      for (let k = 0; k < patterns.length; k++) v += amps[k]! * loads[k]![c]! * patterns[k]!(yy, xx);
+      x[c * n + p] = v;
+    }
+  }
+  const specials = [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 1e4, -3e3, 250];
+  const count = Math.max(6, Math.floor(x.length / 200));
+  for (let i = 0; i < count; i++) x[Math.floor(rnd() * x.length)] = specials[i % specials.length]!;
+  return x;
+}
+
+/** Norms identical at every position (integer vectors of length 5): the correlation rule is void. */
+function makeConstantNormFeatures(): { x: Float32Array; dims: FeatureDims } {
+  const vecs = [
+    [5, 0],
+    [-5, 0],
+    [3, 4],
+    [-3, -4],
+  ];
+  const h = 4;
+  const w = 4;
+  const n = h * w;
+  const x = new Float32Array(2 * n);
+  for (let p = 0; p < n; p++) {
+    const v = vecs[(p * 7 + (p >> 2)) % 4]!;
+    x[p] = v[0]!;
+    x[n + p] = v[1]!;
+  }
+  return { x, dims: { channels: 2, height: h, width: w } };
+}
+
+function randomMap(h: number, w: number, seed: number): Float64Array {
+  const g = gaussian(mulberry32(seed));
+  return Float64Array.from({ length: h * w }, (_, i) => g() + Math.sin(i / 3));
+}
+
+// ---------------------------------------------------------------------------
+// Comparison helpers
+// ---------------------------------------------------------------------------
+
+/** max |a − b| / max |b|: relative to the reference's scale. */
+function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length, 'length mismatch');
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num = Math.max(num, Math.abs(a[i]! - b[i]!));
+    den = Math.max(den, Math.abs(b[i]!));
+  }
+  return den === 0 ? num : num / den;
+}
+
+function assertClose(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, what: string): number {
+  const e = relErr(a, b);
+  assert.ok(e <= tol, `${what}: relative error ${e.toExponential(3)} > ${tol}`);
+  return e;
+}
+
+function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i]! * b[i]!;
+  return s;
+}
+
+/** Largest |a − b| over two byte arrays, and how many bytes differ. */
+function byteDiff(a: Uint8Array, b: Uint8Array): { max: number; differing: number } {
+  assert.equal(a.length, b.length, 'length mismatch');
+  let max = 0;
+  let differing = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    if (d > 0) differing++;
+    if (d > max) max = d;
+  }
+  return { max, differing };
+}
+
+function scaled(x: Float32Array, s: number): Float32Array {
+  return x.map((v) => v * s);
+}
+
+// ---------------------------------------------------------------------------
+// Python oracle
+// ---------------------------------------------------------------------------
+
+interface ArrayInfo {
+  file: string;
+  dtype: '<f8' | 'u1';
+  shape: number[];
+}
+type Manifest = Record<string, { arrays: Record<string, ArrayInfo>; scalars: Record<string, unknown> }>;
+
+interface PipelineCase {
+  name: string;
+  dims: FeatureDims;
+  features: Float32Array;
+  components: 1 | 3;
+  sigma: number | null;
+  outH: number;
+  outW: number;
+}
+
+const constantNorm = makeConstantNormFeatures();
+const PIPELINES: PipelineCase[] = [
+  // C < h·w: the solver runs on the C×C covariance side.
+  { name: 'cov', dims: { channels: 48, height: 20, width: 24 }, components: 3, sigma: DEFAULT_HEATMAP_SIGMA, outH: 157, outW: 203 },
+  // C > h·w: Gram side.
+  { name: 'gram', dims: { channels: 160, height: 9, width: 11 }, components: 3, sigma: 0.9, outH: 40, outW: 33 },
+  // No smoothing, downscaling.
+  { name: 'nosmooth', dims: { channels: 32, height: 16, width: 16 }, components: 1, sigma: null, outH: 12, outW: 10 },
+  // Kernel radius (12) larger than the map: reflect must wrap periodically. Same-size output.
+  { name: 'bigsigma', dims: { channels: 24, height: 6, width: 5 }, components: 3, sigma: 3, outH: 6, outW: 5 },
+].map((c, i) => ({ ...c, features: makeFeatures(c.dims.channels, c.dims.height, c.dims.width, 1000 + i) } as PipelineCase));
+PIPELINES.push({ name: 'fallback', dims: constantNorm.dims, features: constantNorm.x, components: 1, sigma: 1.51, outH: 8, outW: 8 });
+
+const SMOOTH_CASES: [number, number, number][] = [
+  [1, 1, 1.51],
+  [1, 7, 1.51],
+  [5, 4, 3],
+  [32, 32, 1.51],
+  [17, 9, 0.7],
+  [3, 40, 2.2],
+];
+const RESIZE_CASES: [number, number, number, number][] = [
+  [32, 32, 512, 384],
+  [64, 48, 20, 13],
+  [7, 3, 1, 1],
+  [1, 5, 3, 7],
+  [10, 10, 10, 10],
+  [5, 9, 13, 4],
+];
+
+let tmpDir = '';
+let manifest: Manifest | null = null;
+let skipReason: string | null = null;
+
+function readArray(info: ArrayInfo): Float64Array | Uint8Array {
+  const buf = readFileSync(info.file);
+  if (info.dtype === 'u1') return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  const out = new Float64Array(buf.byteLength / 8);
+  for (let i = 0; i < out.length; i++) out[i] = buf.readDoubleLE(i * 8);
+  return out;
+}
+
+function ref(caseName: string, key: string): Float64Array {
+  const info = manifest![caseName]!.arrays[key];
+  assert.ok(info, `oracle has no ${caseName}.${key}`);
+  const a = readArray(info);
+  assert.ok(a instanceof Float64Array);
+  return a;
+}
+
+function refU8(caseName: string, key: string): { data: Uint8Array; shape: number[] } {
+  const info = manifest![caseName]!.arrays[key]!;
+  const a = readArray(info);
+  assert.ok(a instanceof Uint8Array);
+  return { data: a, shape: info.shape };
+}
+
+/** Row i of a row-major (rows, len) array. */
+function row(a: Float64Array, i: number, len: number): Float64Array {
+  return a.subarray(i * len, (i + 1) * len);
+}
+
+function needOracle(t: TestContext): boolean {
+  if (manifest) return true;
+  t.skip(skipReason ?? 'python oracle unavailable');
+  return false;
+}
+
+function writeF64(file: string, a: Float64Array): void {
+  const b = Buffer.alloc(a.length * 8);
+  a.forEach((v, i) => b.writeDoubleLE(v, i * 8));
+  writeFileSync(file, b);
+}
+
+before(() => {
+  if (!existsSync(PYTHON)) {
+    skipReason = `python not found at ${PYTHON} (set RADIO_TEST_PYTHON)`;
+    return;
+  }
+  tmpDir = mkdtempSync(path.join(os.tmpdir(), 'heatmap-test-'));
+  const cases: object[] = [];
+  for (const c of PIPELINES) {
+    const file = path.join(tmpDir, `${c.name}.features.f32`);
+    const b = Buffer.alloc(c.features.length * 4);
+    c.features.forEach((v, i) => b.writeFloatLE(v, i * 4));
+    writeFileSync(file, b);
+    cases.push({
+      name: c.name,
+      kind: 'pipeline',
+      features: file,
+      channels: c.dims.channels,
+      height: c.dims.height,
+      width: c.dims.width,
+      components: c.components,
+      sigma: c.sigma,
+      out_height: c.outH,
+      out_width: c.outW,
+    });
+  }
+  SMOOTH_CASES.forEach(([h, w, sigma], i) => {
+    const file = path.join(tmpDir, `smooth${i}.f64`);
+    writeF64(file, randomMap(h, w, 50 + i));
+    cases.push({ name: `smooth${i}`, kind: 'smooth', input: file, height: h, width: w, sigma });
+  });
+  RESIZE_CASES.forEach(([h, w, oh, ow], i) => {
+    const file = path.join(tmpDir, `resize${i}.f64`);
+    writeF64(file, randomMap(h, w, 80 + i));
+    cases.push({ name: `resize${i}`, kind: 'resize', input: file, height: h, width: w, out_height: oh, out_width: ow });
+  });
+  const jobFile = path.join(tmpDir, 'job.json');
+  writeFileSync(jobFile, JSON.stringify({ out_dir: tmpDir, cases }));
+  const r = spawnSync(PYTHON, [SCRIPT, jobFile], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.error) {
+    skipReason = `cannot run ${PYTHON}: ${r.error.message}`;
+    return;
+  }
+  if (r.status === 3) {
+    skipReason = `python oracle lacks a module: ${r.stderr.trim()}`;
+    return;
+  }
+  assert.equal(r.status, 0, `heatmap_reference.py failed:\n${r.stderr}`);
+  manifest = JSON.parse(r.stdout) as Manifest;
+});
+
+after(() => {
+  if (tmpDir) rmSync(tmpDir, { recursive: true, force: true });
+});
+
+// ---------------------------------------------------------------------------
+// Stage-by-stage against the oracle
+// ---------------------------------------------------------------------------
+
+describe('heatmap stages vs numpy / sklearn / scipy / torch', () => {
+  for (const c of PIPELINES) {
+    const n = c.dims.height * c.dims.width;
+    const C = c.dims.channels;
+
+    describe(`case ${c.name} (C=${C}, ${c.dims.height}×${c.dims.width}, k=${c.components})`, () => {
+      it('sanitise + percentile clip matches numpy', (t) => {
+        if (!needOracle(t)) return;
+        const clip = sanitizeAndClip(c.features, c.dims);
+        // Bounds are computed in float64 from identical values with numpy's formula.
+        assertClose(clip.lower, ref(c.name, 'lower'), 1e-14, 'lower bounds');
+        assertClose(clip.upper, ref(c.name, 'upper'), 1e-14, 'upper bounds');
+        // Clipped data are stored as float32 (bounds rounded to float32).
+        assertClose(clip.data, ref(c.name, 'clipped'), 1e-7, 'clipped data');
+        assertClose(positionNorms(clip.data, C, n), ref(c.name, 'norms'), 1e-7, 'per-position norms');
+        for (const v of clip.data) assert.ok(Number.isFinite(v));
+      });
+
+      it('principal components match sklearn PCA up to sign', (t) => {
+        if (!needOracle(t)) return;
+        const clip = sanitizeAndClip(c.features, c.dims);
+        const pca = principalComponents(clip.data, c.dims, c.components);
+        assert.equal(pca.converged, true);
+        assert.equal(pca.side, C > n ? 'gram' : 'covariance');
+        assertClose(pca.mean, ref(c.name, 'mean'), 1e-7, 'channel means');
+        assertClose(pca.explainedVariance, ref(c.name, 'explained_variance'), 1e-6, 'explained variance');
+        const scores = ref(c.name, 'scores');
+        const comps = ref(c.name, 'components');
+        for (let i = 0; i < c.components; i++) {
+          const want = row(scores, i, n);
+          const s = Math.sign(dot(pca.scores[i]!, want));
+          assert.notEqual(s, 0);
+          assertClose(pca.scores[i]!.map((v) => s * v), want, 1e-6, `PC${i + 1} scores`);
+          assertClose(pca.components[i]!.map((v) => s * v), row(comps, i, C), 1e-6, `PC${i + 1} loadings`);
+        }
+      });
+
+      it('oriented score maps match the numpy sign rule exactly (sign and values)', (t) => {
+        if (!needOracle(t)) return;
+        const sm = computeScoreMaps(c.features, c.dims, c.components);
+        const want = ref(c.name, 'oriented');
+        const rules = manifest![c.name]!.scalars.rules as string[];
+        for (let i = 0; i < c.components; i++) {
+          assert.equal(sm.orientation[i]!.rule, rules[i], `PC${i + 1} rule`);
+          assert.ok(dot(sm.maps[i]!, row(want, i, n)) > 0, `PC${i + 1} sign differs from the numpy rule`);
+          assertClose(sm.maps[i]!, row(want, i, n), 1e-6, `oriented PC${i + 1}`);
+        }
+        assertClose(
+          sm.pca.components[0]!,
+          row(ref(c.name, 'oriented_components'), 0, C),
+          1e-5,
+          'oriented PC1 loading',
+        );
+      });
+
+      it('smoothing matches scipy.ndimage.gaussian_filter (on the oracle scores)', (t) => {
+        if (!needOracle(t)) return;
+        const oriented = ref(c.name, 'oriented');
+        const want = ref(c.name, 'smoothed');
+        for (let i = 0; i < c.components; i++) {
+          const got =
+            c.sigma === null
+              ? row(oriented, i, n)
+              : gaussianFilter2d(row(oriented, i, n), c.dims.height, c.dims.width, c.sigma);
+          assertClose(got, row(want, i, n), 1e-12, `smoothed PC${i + 1}`);
+        }
+      });
+
+      it('resize matches torch bilinear (on the oracle smoothed maps)', (t) => {
+        if (!needOracle(t)) return;
+        const smoothed = ref(c.name, 'smoothed');
+        const want = ref(c.name, 'resized');
+        for (let i = 0; i < c.components; i++) {
+          const got = resizeBilinear(row(smoothed, i, n), c.dims.height, c.dims.width, c.outH, c.outW);
+          assertClose(got, row(want, i, c.outH * c.outW), 1e-12, `resized PC${i + 1}`);
+        }
+      });
+
+      it('uint8 quantisation matches exactly (on the oracle resized maps)', (t) => {
+        if (!needOracle(t)) return;
+        const resized = ref(c.name, 'resized');
+        const want = refU8(c.name, 'uint8');
+        const got = new Uint8Array(want.data.length);
+        for (let i = 0; i < c.components; i++) {
+          minMaxToUint8(row(resized, i, c.outH * c.outW), got, c.components, i);
+        }
+        assert.deepEqual(byteDiff(got, want.data), { max: 0, differing: 0 });
+      });
+
+      it('computeHeatmap end to end is within ±1 of the oracle', (t) => {
+        if (!needOracle(t)) return;
+        const want = refU8(c.name, 'uint8');
+        const modes: [HeatmapMode, number][] = c.components === 3 ? [['pca1', 1], ['pca3', 3]] : [['pca1', 1]];
+        for (const [mode, ch] of modes) {
+          const hm = computeHeatmap(c.features, c.dims, { mode, sigma: c.sigma, outputHeight: c.outH, outputWidth: c.outW });
+          assert.equal(hm.height, c.outH);
+          assert.equal(hm.width, c.outW);
+          assert.equal(hm.channels, ch);
+          // Oracle layout is (H, W, k); take the first `ch` channels.
+          const expected = new Uint8Array(c.outH * c.outW * ch);
+          for (let p = 0; p < c.outH * c.outW; p++) {
+            for (let j = 0; j < ch; j++) expected[p * ch + j] = want.data[p * c.components + j]!;
+          }
+          const d = byteDiff(hm.data, expected);
+          assert.ok(d.max <= 1, `${mode}: max byte difference ${d.max}`);
+          assert.ok(d.differing <= expected.length / 100, `${mode}: ${d.differing} bytes differ`);
+        }
+      });
+    });
+  }
+
+  it('smoothing matches scipy on assorted shapes and sigmas', (t) => {
+    if (!needOracle(t)) return;
+    SMOOTH_CASES.forEach(([h, w, sigma], i) => {
+      const got = gaussianFilter2d(randomMap(h, w, 50 + i), h, w, sigma);
+      assertClose(got, ref(`smooth${i}`, 'out'), 1e-12, `smooth ${h}×${w} σ=${sigma}`);
+    });
+  });
+
+  it('resize matches torch on up-, down- and odd-scale cases', (t) => {
+    if (!needOracle(t)) return;
+    RESIZE_CASES.forEach(([h, w, oh, ow], i) => {
+      const got = resizeBilinear(randomMap(h, w, 80 + i), h, w, oh, ow);
+      assertClose(got, ref(`resize${i}`, 'out'), 1e-12, `resize ${h}×${w}→${oh}×${ow}`);
+    });
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Properties (no oracle needed)
+// ---------------------------------------------------------------------------
+
+describe('heatmap properties', () => {
+  const dims: FeatureDims = { channels: 64, height: 14, width: 18 };
+  const x = makeFeatures(dims.channels, dims.height, dims.width, 7);
+  const opts = { outputHeight: 70, outputWidth: 90 };
+
+  it('is deterministic across runs', () => {
+    for (const mode of ['pca1', 'pca3'] as const) {
+      const a = computeHeatmap(x, dims, { ...opts, mode });
+      const b = computeHeatmap(Float32Array.from(x), dims, { ...opts, mode });
+      assert.deepEqual(a, b);
+    }
+  });
+
+  it('does not modify its input', () => {
+    const copy = Float32Array.from(x);
+    computeHeatmap(x, dims, { ...opts, mode: 'pca3' });
+    assert.deepEqual(Buffer.from(x.buffer), Buffer.from(copy.buffer));
+  });
+
+  it('sign is stable under positive scaling of the features', () => {
+    const base = computeScoreMaps(x, dims, 3);
+    for (const s of [2.5, 1e-3, 1000]) {
+      const other = computeScoreMaps(scaled(x, s), dims, 3);
+      for (let i = 0; i < 3; i++) {
+        assertClose(other.maps[i]!.map((v) => v / s), base.maps[i]!, 1e-6, `PC${i + 1} ×${s}`);
+      }
+      const d = byteDiff(
+        computeHeatmap(scaled(x, s), dims, { ...opts, mode: 'pca3' }).data,
+        computeHeatmap(x, dims, { ...opts, mode: 'pca3' }).data,
+      );
+      assert.ok(d.max <= 1, `×${s}: max byte difference ${d.max}`);
+    }
+  });
+
+  it('sign is stable under channel permutation', () => {
+    const n = dims.height * dims.width;
+    const rnd = mulberry32(99);
+    const perm = Array.from({ length: dims.channels }, (_, i) => i);
+    for (let i = perm.length - 1; i > 0; i--) {
+      const j = Math.floor(rnd() * (i + 1));
+      [perm[i], perm[j]] = [perm[j]!, perm[i]!];
+    }
+    const xp = new Float32Array(x.length);
+    perm.forEach((src, dst) => xp.set(x.subarray(src * n, (src + 1) * n), dst * n));
+    const a = computeScoreMaps(x, dims, 3);
+    const b = computeScoreMaps(xp, dims, 3);
+    for (let i = 0; i < 3; i++) assertClose(b.maps[i]!, a.maps[i]!, 1e-6, `PC${i + 1} permuted`);
+    const d = byteDiff(computeHeatmap(xp, dims, { ...opts, mode: 'pca3' }).data, computeHeatmap(x, dims, { ...opts, mode: 'pca3' }).data);
+    assert.ok(d.max <= 1);
+  });
+
+  it('negating the features leaves the map unchanged (the rule, not the solver, picks the sign)', () => {
+    const a = computeScoreMaps(x, dims, 3);
+    const b = computeScoreMaps(scaled(x, -1), dims, 3);
+    for (let i = 0; i < 3; i++) {
+      assert.equal(a.orientation[i]!.rule, 'norm-correlation');
+      assertClose(b.maps[i]!, a.maps[i]!, 1e-6, `PC${i + 1} negated`);
+    }
+  });
+
+  it('falls back to the largest loading when all positions have the same norm', () => {
+    const { x: xc, dims: dc } = constantNorm;
+    for (const s of [1, -1, 3]) {
+      const sm = computeScoreMaps(scaled(xc, s), dc, 1);
+      assert.equal(sm.orientation[0]!.rule, 'max-loading');
+      const l = sm.pca.components[0]!;
+      assert.ok(Math.abs(l[0]!) > Math.abs(l[1]!) && l[0]! > 0, `loading ${Array.from(l)}`);
+    }
+    // Direct check of the rule with a hand-made component.
+    const scores = Float64Array.of(1, -1, 2, -2);
+    const loading = Float64Array.of(0.2, -0.9, 0.3);
+    const res = orientComponent(scores, loading, Float64Array.of(4, 4, 4, 4));
+    assert.deepEqual(res, { rule: 'max-loading', flipped: true });
+    assert.deepEqual(Array.from(loading), [-0.2, 0.9, -0.3]);
+    assert.deepEqual(Array.from(scores), [-1, 1, -2, 2]);
+    const res2 = orientComponent(Float64Array.of(1, 2, 3), Float64Array.of(1), Float64Array.of(3, 2, 1));
+    assert.deepEqual(res2, { rule: 'norm-correlation', flipped: true });
+    // Correlation with the norm itself (negative here), not with the squared norm (positive).
+    const res3 = orientComponent(Float64Array.of(1.1, -2, 0.9), Float64Array.of(1), Float64Array.of(1, 2, 3));
+    assert.deepEqual(res3, { rule: 'norm-correlation', flipped: true });
+  });
+
+  it('constant, all-NaN and single-position inputs give all-zero maps', () => {
+    const d = { channels: 5, height: 4, width: 6 };
+    for (const fill of [0, 3.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      for (const mode of ['pca1', 'pca3'] as const) {
+        const hm = computeHeatmap(new Float32Array(5 * 24).fill(fill), d, { mode, outputHeight: 8, outputWidth: 12 });
+        assert.ok(hm.data.every((v) => v === 0), `fill ${fill} ${mode}`);
+      }
+    }
+    const one = computeHeatmap(Float32Array.of(1, 2, 3), { channels: 3, height: 1, width: 1 }, { outputHeight: 2, outputWidth: 2 });
+    assert.deepEqual(Array.from(one.data), [0, 0, 0, 0]);
+  });
+
+  it('pca3 on rank-1 data leaves the missing components black', () => {
+    const d = { channels: 6, height: 5, width: 5 };
+    const n = 25;
+    const f = new Float32Array(6 * n);
+    for (let c = 0; c < 6; c++) for (let p = 0; p < n; p++) f[c * n + p] = (c + 1) * Math.sin(p);
+    const hm = computeHeatmap(f, d, { mode: 'pca3', sigma: null, outputHeight: 5, outputWidth: 5 });
+    let r = 0;
+    for (let p = 0; p < n; p++) {
+      r = Math.max(r, hm.data[p * 3]!);
+      assert.equal(hm.data[p * 3 + 1], 0);
+      assert.equal(hm.data[p * 3 + 2], 0);
+    }
+    assert.equal(r, 255);
+  });
+
+  it('pca1 output equals the R channel of pca3', () => {
+    const a = computeHeatmap(x, dims, { ...opts, mode: 'pca1' });
+    const b = computeHeatmap(x, dims, { ...opts, mode: 'pca3' });
+    assert.equal(a.channels, 1);
+    assert.equal(b.channels, 3);
+    assert.equal(b.data.length, a.data.length * 3);
+    const r = b.data.filter((_, i) => i % 3 === 0);
+    assert.ok(byteDiff(a.data, r).max <= 1);
+  });
+
+  it('uses the defaults: sigma 1.51, feature-grid size or defaultHeatmapSize(source)', () => {
+    const a = computeHeatmap(x, dims);
+    assert.deepEqual([a.height, a.width, a.channels], [dims.height, dims.width, 1]);
+    const b = computeHeatmap(x, dims, { sigma: DEFAULT_HEATMAP_SIGMA });
+    assert.deepEqual(a, b);
+    const c = computeHeatmap(x, dims, { sigma: null });
+    assert.notDeepEqual(a.data, c.data);
+    assert.deepEqual(computeHeatmap(x, dims, { sigma: 0 }), c);
+    const d = computeHeatmap(x, dims, { sourceHeight: 1080, sourceWidth: 1920 });
+    assert.deepEqual([d.height, d.width], [288, 512]);
+  });
+
+  it('defaultHeatmapSize keeps the aspect with the longest side ≤ maxSide', () => {
+    assert.deepEqual(defaultHeatmapSize(1080, 1920), { height: 288, width: 512 });
+    assert.deepEqual(defaultHeatmapSize(3000, 2000), { height: 512, width: 341 });
+    assert.deepEqual(defaultHeatmapSize(1024, 1024), { height: 512, width: 512 });
+    assert.deepEqual(defaultHeatmapSize(300, 200), { height: 300, width: 200 });
+    assert.deepEqual(defaultHeatmapSize(4000, 3), { height: 512, width: 1 });
+    assert.deepEqual(defaultHeatmapSize(600, 800, 256), { height: 192, width: 256 });
+    assert.throws(() => defaultHeatmapSize(0, 10), RangeError);
+  });
+
+  it('rejects inconsistent input', () => {
+    assert.throws(() => computeHeatmap(new Float32Array(10), { channels: 2, height: 2, width: 2 }), RangeError);
+    assert.throws(() => computeHeatmap(x, { ...dims, channels: 0 }), RangeError);
+    assert.throws(() => computeHeatmap(x, dims, { sigma: -1 }), RangeError);
+    assert.throws(() => computeHeatmap(x, dims, { outputHeight: 10 }), RangeError);
+    assert.throws(() => computeHeatmap(x, dims, { outputHeight: 10, outputWidth: 0 }), RangeError);
+    assert.throws(() => computeHeatmap(x, dims, { mode: 'pca2' as HeatmapMode }), RangeError);
+  });
+
+  it('reports its speed for 1280 channels (diagnostic only)', (t) => {
+    for (const [h, w] of [[32, 32], [64, 64]] as const) {
+      const d = { channels: 1280, height: h, width: w };
+      const f = makeFeatures(1280, h, w, 3);
+      computeHeatmap(f, d, { outputHeight: 512, outputWidth: 512 }); // warm-up
+      const t0 = performance.now();
+      computeHeatmap(f, d, { outputHeight: 512, outputWidth: 512 });
+      const t1 = performance.now();
+      computeHeatmap(f, d, { outputHeight: 512, outputWidth: 512, mode: 'pca3' });
+      const t2 = performance.now();
+      t.diagnostic(`1280×${h}×${w} → 512×512: pca1 ${(t1 - t0).toFixed(1)} ms, pca3 ${(t2 - t1).toFixed(1)} ms`);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Building blocks
+// ---------------------------------------------------------------------------
+
+describe('heatmap building blocks', () => {
+  it('percentilePair equals numpy linear percentiles computed by sorting', () => {
+    const rnd = mulberry32(5);
+    for (let trial = 0; trial < 3000; trial++) {
+      const n = 1 + Math.floor(rnd() * 70);
+      const levels = trial % 3 === 0 ? 3 : 1000; // many ties every third trial
+      const a = Float64Array.from({ length: n }, () => Math.floor(rnd() * levels) - levels / 2);
+      const q1 = Math.floor(rnd() * 101);
+      const q2 = q1 + rnd() * (100 - q1);
+      const sorted = Float64Array.from(a).sort();
+      const exact = (q: number) => {
+        const { prev, next, gamma } = percentileIndex(n, q);
+        return numpyLerp(sorted[prev]!, sorted[next]!, gamma);
+      };
+      const before = Float64Array.from(a);
+      assert.deepEqual(percentilePair(a, 0, n, q1, q2), [exact(q1), exact(q2)], `n=${n} q=${q1},${q2}`);
+      assert.deepEqual(a, before, 'input modified');
+    }
+  });
+
+  it('gaussianKernel1d has scipy radius int(4σ + 0.5) and unit sum', () => {
+    assert.equal(gaussianKernel1d(1.51).length, 2 * 6 + 1);
+    assert.equal(gaussianKernel1d(0.1).length, 1);
+    assert.equal(gaussianKernel1d(3).length, 25);
+    const k = gaussianKernel1d(2.2);
+    assert.ok(Math.abs(k.reduce((s, v) => s + v, 0) - 1) < 1e-15);
+  });
+
+  it('symmetricTridiagonalEigen solves the 1-D Laplacian', () => {
+    const m = 12;
+    const eig = symmetricTridiagonalEigen(new Float64Array(m).fill(2), new Float64Array(m - 1).fill(-1), m, [0, m - 1]);
+    for (let j = 0; j < m; j++) {
+      const want = 2 - 2 * Math.cos(((m - j) * Math.PI) / (m + 1));
+      assert.ok(Math.abs(eig.values[j]! - want) < 1e-13, `eigenvalue ${j}`);
+      // Eigenvector components are ∝ sin(i·k·π/(m+1)); check |first| = |last| (symmetry).
+      assert.ok(Math.abs(Math.abs(eig.rows[j]!) - Math.abs(eig.rows[m + j]!)) < 1e-12);
+    }
+  });
+
+  it('lanczos finds the top eigenpairs of a diagonal operator with close eigenvalues', () => {
+    const dim = 200;
+    const diag = Float64Array.from({ length: dim }, (_, i) => 1 + i / dim);
+    diag[17] = 3;
+    diag[120] = 2.999; // gap 3e-4 relative
+    const res = lanczosTopEigenpairs((v, y) => v.forEach((x, i) => (y[i] = diag[i]! * x)), dim, 3);
+    assert.equal(res.converged, true);
+    assert.ok(Math.abs(res.values[0]! - 3) < 1e-9 && Math.abs(res.values[1]! - 2.999) < 1e-9);
+    assert.ok(Math.abs(Math.abs(res.vectors[0]![17]!) - 1) < 1e-6);
+    assert.ok(Math.abs(Math.abs(res.vectors[1]![120]!) - 1) < 1e-6);
+    assert.ok(Math.abs(res.values[2]! - diag[dim - 1]!) < 1e-9);
+  });
+
+  it('resizeBilinear is the identity at the same size and constant-preserving', () => {
+    const m = randomMap(6, 7, 1);
+    assert.deepEqual(resizeBilinear(m, 6, 7, 6, 7), m);
+    const c = resizeBilinear(new Float64Array(12).fill(2.5), 3, 4, 11, 5);
+    assert.ok(c.every((v) => Math.abs(v - 2.5) < 1e-15));
+  });
+
+  it('minMaxToUint8 rounds half up and maps constants to 0', () => {
+    const out = new Uint8Array(4);
+    minMaxToUint8(Float64Array.of(0, 0.5 / 255, 1.5 / 255, 1), out);
+    assert.deepEqual(Array.from(out), [0, 1, 2, 255]);
+    minMaxToUint8(Float64Array.of(7, 7, 7, 7), out);
+    assert.deepEqual(Array.from(out), [0, 0, 0, 0]);
+  });
+});

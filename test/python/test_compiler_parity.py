@@ -1,0 +1,157 @@
+"""Parity of the compiled ONNX graph (run by onnxruntime-node through the CLI) with the independent
+torch reference, and with the upstream model's own outputs where the golden fixture is present.
+
+Bounds (fp32): cosine >= 0.99999, relative L2 <= 1e-5, max |diff| <= 1e-4 on summary and features.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+
+from radio_reference import compare, load_checkpoint, within_bounds
+from sidecar_cli import compile_graph, make_checkpoint, run_graph, sidecar
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+GOLDEN = SHARED / "fixtures" / "upstream-golden"
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("parity")
+
+
+@pytest.fixture(scope="module")
+def tiny(work: Path) -> Path:
+    return make_checkpoint(work / "tiny", "tiny")
+
+
+def pixels(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+def reference(ckpt: Path, x: np.ndarray, **kw) -> tuple[np.ndarray, np.ndarray]:
+    ref = load_checkpoint(ckpt)
+    with torch.no_grad():
+        s, f = ref.forward(torch.from_numpy(x), **kw)
+    return s.numpy(), f.numpy()
+
+
+def assert_parity(ours: tuple[np.ndarray, np.ndarray], truth: tuple[np.ndarray, np.ndarray], label: str,
+                  **bounds: float) -> dict[str, dict[str, float]]:
+    stats = {}
+    for name, a, b in (("summary", ours[0], truth[0]), ("features", ours[1], truth[1])):
+        assert a.shape == b.shape, f"{label} {name}: shape {a.shape} != {b.shape}"
+        st = compare(torch.from_numpy(np.asarray(a, dtype=np.float64)), torch.from_numpy(np.asarray(b, dtype=np.float64)))
+        print(f"{label} {name}: cos={st['cosine']:.8f} relL2={st['rel_l2']:.3e} maxabs={st['max_abs']:.3e}")
+        assert within_bounds(st, **bounds), f"{label} {name} out of bounds: {st}"
+        stats[name] = st
+    return stats
+
+
+CASES = [
+    # name, shape, compile flags, reference kwargs
+    ("square_224", (1, 3, 224, 224), [], {}),
+    ("nonsquare_256x384", (1, 3, 256, 384), [], {}),
+    ("batch3_320x192", (3, 3, 320, 192), [], {}),
+    ("exact_grid_2048", (1, 3, 2048, 2048), [], {}),
+    ("vitdet_w2_256x384", (2, 3, 256, 384), ["--window-size", "2"], {"vitdet_window_size": 2}),
+    ("vitdet_w4_256", (1, 3, 256, 256), ["--window-size", "4"], {"vitdet_window_size": 4}),
+]
+
+
+@pytest.mark.parametrize("attention", ["matmul", "mha"])
+@pytest.mark.parametrize("name,shape,flags,kw", CASES, ids=[c[0] for c in CASES])
+def test_fp32_parity_with_reference(tiny: Path, work: Path, attention: str, name: str,
+                                    shape: tuple[int, ...], flags: list[str], kw: dict) -> None:
+    if name == "exact_grid_2048" and attention == "matmul":
+        pytest.skip("one attention implementation suffices for the 16k-token case")
+    graph = compile_graph(tiny, work / f"g-{attention}-{'-'.join(flags) or 'global'}", "--attention", attention, *flags)
+    x = pixels(shape, seed=hash(name) % 2**32)
+    ours = run_graph(graph, x, work / f"run-{attention}-{name}")
+    assert_parity(ours, reference(tiny, x, **kw), f"{name}/{attention}")
+
+
+def test_external_preprocessor(tiny: Path, work: Path) -> None:
+    graph = compile_graph(tiny, work / "g-ext", "--external-preprocessor")
+    meta = json.loads((graph / "metadata.json").read_text())
+    x = pixels((2, 3, 224, 288), seed=5)
+    mean = np.asarray(meta["normMean"], dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(meta["normStd"], dtype=np.float32).reshape(1, 3, 1, 1)
+    ours = run_graph(graph, (x - mean) / std, work / "run-ext")
+    assert_parity(ours, reference(tiny, x), "external_preprocessor")
+
+
+def test_final_norm_and_so400m_shape(work: Path) -> None:
+    # A checkpoint with model.norm.* gets a final LayerNorm; SO400M's MLP ratio 4304/1152.
+    so = make_checkpoint(work / "tiny-so400m", "tiny-so400m")
+    x = pixels((2, 3, 192, 160), seed=9)
+    ours = run_graph(compile_graph(so, work / "g-so"), x, work / "run-so")
+    assert ours[0].shape == (2, 2 * 72)
+    assert_parity(ours, reference(so, x), "so400m_tiny")
+
+
+def test_layernorm_eps_1e5_breaks_the_bounds(tiny: Path, work: Path) -> None:
+    """The bounds are tight: a reference with LayerNorm eps 1e-5 instead of 1e-6 must fail them."""
+    graph = compile_graph(tiny, work / "g-eps", "--attention", "mha")
+    x = pixels((1, 3, 224, 224), seed=11)
+    ours = run_graph(graph, x, work / "run-eps")
+    wrong = reference(tiny, x, ln_eps=1e-5)
+    results = [within_bounds(compare(torch.from_numpy(a.astype(np.float64)), torch.from_numpy(b))) for a, b in zip(ours, wrong)]
+    assert not all(results), "a LayerNorm epsilon of 1e-5 should not pass the parity bounds"
+
+
+def test_fp16_graph(tiny: Path, work: Path) -> None:
+    graph = compile_graph(tiny, work / "g-fp16", "--precision", "fp16", "--attention", "matmul")
+    x = pixels((2, 3, 224, 224), seed=13)
+    try:
+        ours = run_graph(graph, x, work / "run-fp16")
+    except RuntimeError as err:
+        pytest.skip(f"onnxruntime's CPU execution provider cannot run this fp16 graph: {str(err).splitlines()[-1][:300]}")
+    truth = reference(tiny, x)
+    for a, b in zip(ours, truth):
+        st = compare(torch.from_numpy(a.astype(np.float64)), torch.from_numpy(b))
+        print(f"fp16: {st}")
+        assert st["cosine"] >= 0.999
+
+
+@pytest.mark.skipif(not (GOLDEN / "reference_index.json").exists(), reason="upstream golden fixture not present")
+def test_upstream_golden(work: Path) -> None:
+    """The upstream model's own outputs on its own tiny checkpoint."""
+    index = json.loads((GOLDEN / "reference_index.json").read_text())
+    ref = load_file(str(GOLDEN / index["reference_file"]))
+    graphs: dict[int | None, Path] = {}
+    for case in index["cases"]:
+        w = case["vitdet_window_size"]
+        if w not in graphs:
+            flags = ["--window-size", str(w)] if w else []
+            graphs[w] = compile_graph(GOLDEN, work / f"golden-{w}", *flags)
+        x = ref[case["input_key"]].astype(np.float32) / np.float32(255.0)
+        summary, features = run_graph(graphs[w], x, work / f"golden-run-{case['name']}")
+        b, c, h, wd = case["outputs"]["features"]["shape"]
+        nchw = features.reshape(b, h, wd, c).transpose(0, 3, 1, 2)
+        assert_parity((summary, nchw), (ref[case["outputs"]["summary"]["key"]], ref[case["outputs"]["features"]["key"]]),
+                      f"upstream/{case['name']}")
+
+
+def test_bad_checkpoints_name_the_key(tiny: Path, work: Path) -> None:
+    import shutil
+    bad = work / "bad"
+    shutil.copytree(tiny, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["args"]["model_kwargs"]["embed_dim"] = 80
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(RuntimeError, match=r"embedder\.weight gives width 64.*expects embed_dim 80"):
+        compile_graph(bad, work / "g-bad")
+    cfg["args"]["model_kwargs"]["embed_dim"] = 64
+    cfg["args"]["model"] = "vit_tiny_unknown"
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(RuntimeError, match=r"unknown architecture args\.model=\"vit_tiny_unknown\""):
+        compile_graph(bad, work / "g-bad")
+    with pytest.raises(RuntimeError, match="ViTDet needs depth >= 8"):
+        so = make_checkpoint(work / "tiny-so400m-2", "tiny-so400m")
+        compile_graph(so, work / "g-bad-win", "--window-size", "2")
