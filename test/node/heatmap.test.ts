@@ -91,23 +91,26 @@ function makeFeatures(C: number, h: number, w: number, seed: number): Float32Arr
   return x;
 }
 
-/** Norms identical at every position (integer vectors of length 5): the correlation rule is void. */
-function makeConstantNormFeatures(): { x: Float32Array; dims: FeatureDims } {
-  const vecs = [
-    [5, 0],
-    [-5, 0],
-    [3, 4],
-    [-3, -4],
-  ];
+/**
+ * All positions have the same norm, so the correlation rule is void and the fallback
+ * must decide. 'exact': integer vectors of length 5 (covariance exactly 0).
+ * 'rounded': (0.5, 0) and (0.3, 0.4) in float32, whose norms differ by rounding only
+ * (~2e-8 relative), in unbalanced counts so the covariance is tiny but not 0.
+ */
+function makeConstantNormFeatures(kind: 'exact' | 'rounded'): { x: Float32Array; dims: FeatureDims } {
+  const a = kind === 'exact' ? [5, 0] : [0.5, 0];
+  const b = kind === 'exact' ? [3, 4] : [0.3, 0.4];
+  const neg = (v: number[]) => v.map((t) => -t);
+  // 4×A, 4×−A, 5×B, 3×−B, shuffled over a 4×4 grid.
+  const order = [a, b, neg(a), b, neg(b), a, b, neg(a), a, neg(b), b, neg(a), neg(b), a, b, neg(a)];
   const h = 4;
   const w = 4;
   const n = h * w;
   const x = new Float32Array(2 * n);
-  for (let p = 0; p < n; p++) {
-    const v = vecs[(p * 7 + (p >> 2)) % 4]!;
+  order.forEach((v, p) => {
     x[p] = v[0]!;
     x[n + p] = v[1]!;
-  }
+  });
   return { x, dims: { channels: 2, height: h, width: w } };
 }
 
@@ -182,7 +185,8 @@ interface PipelineCase {
   outW: number;
 }
 
-const constantNorm = makeConstantNormFeatures();
+const constantNorm = makeConstantNormFeatures('exact');
+const roundedNorm = makeConstantNormFeatures('rounded');
 const PIPELINES: PipelineCase[] = [
   // C < h·w: the solver runs on the C×C covariance side.
   { name: 'cov', dims: { channels: 48, height: 20, width: 24 }, components: 3, sigma: DEFAULT_HEATMAP_SIGMA, outH: 157, outW: 203 },
@@ -193,7 +197,10 @@ const PIPELINES: PipelineCase[] = [
   // Kernel radius (12) larger than the map: reflect must wrap periodically. Same-size output.
   { name: 'bigsigma', dims: { channels: 24, height: 6, width: 5 }, components: 3, sigma: 3, outH: 6, outW: 5 },
 ].map((c, i) => ({ ...c, features: makeFeatures(c.dims.channels, c.dims.height, c.dims.width, 1000 + i) } as PipelineCase));
-PIPELINES.push({ name: 'fallback', dims: constantNorm.dims, features: constantNorm.x, components: 1, sigma: 1.51, outH: 8, outW: 8 });
+PIPELINES.push(
+  { name: 'fallback', dims: constantNorm.dims, features: constantNorm.x, components: 1, sigma: 1.51, outH: 8, outW: 8 },
+  { name: 'fallback_rounded', dims: roundedNorm.dims, features: roundedNorm.x, components: 1, sigma: 1.51, outH: 8, outW: 8 },
+);
 
 const SMOOTH_CASES: [number, number, number][] = [
   [1, 1, 1.51],
@@ -507,12 +514,13 @@ describe('heatmap properties', () => {
   });
 
   it('falls back to the largest loading when all positions have the same norm', () => {
-    const { x: xc, dims: dc } = constantNorm;
-    for (const s of [1, -1, 3]) {
-      const sm = computeScoreMaps(scaled(xc, s), dc, 1);
-      assert.equal(sm.orientation[0]!.rule, 'max-loading');
-      const l = sm.pca.components[0]!;
-      assert.ok(Math.abs(l[0]!) > Math.abs(l[1]!) && l[0]! > 0, `loading ${Array.from(l)}`);
+    for (const { x: xc, dims: dc } of [constantNorm, roundedNorm]) {
+      for (const s of [1, -1, 3]) {
+        const sm = computeScoreMaps(scaled(xc, s), dc, 1);
+        assert.equal(sm.orientation[0]!.rule, 'max-loading');
+        const l = sm.pca.components[0]!;
+        assert.ok(Math.abs(l[0]!) > Math.abs(l[1]!) && l[0]! > 0, `loading ${Array.from(l)}`);
+      }
     }
     // Direct check of the rule with a hand-made component.
     const scores = Float64Array.of(1, -1, 2, -2);

@@ -1,7 +1,8 @@
 /**
  * Stage 1+2 of the heatmap pipeline: replace non-finite values by 0, then clip every
  * channel to its [low, high] percentile (default 1st/99th, numpy 'linear' method)
- * taken over the h·w spatial positions.
+ * taken over the h·w spatial positions. The result is float32 (float64 input is
+ * rounded to float32 first); bounds are computed in float64.
  */
 import { type FeatureDims, type FloatArray, validateFeatureDims } from './dims.js';
 import { PercentileScratch, percentilePair } from './percentile.js';
@@ -36,7 +37,8 @@ export function sanitizeAndClip(features: FloatArray, dims: FeatureDims, opts: C
   for (let c = 0; c < C; c++) {
     const base = c * n;
     for (let p = 0; p < n; p++) {
-      const v = features[base + p]!;
+      // Rounded to float32 first, so float64 input beyond float32 range also counts as non-finite.
+      const v = Math.fround(features[base + p]!);
       // v - v is 0 for finite v and NaN for NaN/±Inf.
       const s = v - v === 0 ? v : 0;
       out[base + p] = s;

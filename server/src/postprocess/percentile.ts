@@ -7,9 +7,10 @@
  *   result = lerp(sorted[prev], sorted[next], gamma)
  * where numpy's lerp is `a + (b − a)·t`, but `b − (b − a)·(1 − t)` when t ≥ 0.5.
  *
- * The two order statistics needed at each end are found with a bounded heap
- * holding the prev+2 smallest (or n−prev largest) values: one pass, O(n log k)
- * worst case and close to one comparison per element for the 1st/99th percentile.
+ * The two order statistics needed at each end come from two bounded max-heaps
+ * filled in a single pass: the (next + 1) smallest values and the (n − prev)
+ * largest (negated). O(n log k) worst case; for the 1st/99th percentile the heaps
+ * hold ~1% of the values and most elements cost two comparisons.
  */
 
 /** numpy's `_lerp`, reproduced so that results agree to the last bit where possible. */

@@ -1,0 +1,222 @@
+"""A gRPC client for radio.v1: Embed (streamed per-image results), Info, health.
+
+Several sidecar addresses are used round-robin, one call each. A call that fails with
+RESOURCE_EXHAUSTED (the sidecar's queue is full) is retried with exponential backoff; images whose
+results already arrived are never asked for again, so nothing is computed or written twice.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import grpc
+import numpy as np
+
+from . import messages as m
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+_DTYPES = {m.enum_value("radio.v1.DType", "DTYPE_UINT8"): np.uint8,
+           m.enum_value("radio.v1.DType", "DTYPE_FLOAT32"): np.dtype("<f4")}
+
+
+class SidecarUnavailable(RuntimeError):
+    """The sidecar could not be reached (not running, crashed, or shutting down)."""
+
+
+@dataclass
+class ImageResult:
+    """One image's outcome: `array` (and sizes) on success, else `error_code` + `error`."""
+
+    index: int
+    id: str
+    array: np.ndarray | None = None
+    input_size: tuple[int, int] | None = None
+    original_size: tuple[int, int] | None = None
+    error_code: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.array is not None
+
+
+@dataclass
+class EmbedOptions:
+    output: str = "SUMMARY"  # SUMMARY | FEATURES_NCHW | FEATURES_NLC | HEATMAP
+    resolution: str = ""
+    model: str = ""
+    heatmap: dict[str, Any] = field(default_factory=dict)
+
+
+def normalize_target(address: str) -> str:
+    """'unix:/path', '/path/to.sock' → a gRPC unix target; 'host:port' stays as is."""
+    if address.startswith("unix:"):
+        return address
+    if address.startswith("/"):
+        return f"unix:{address}"
+    return address
+
+
+class RadioClient:
+    def __init__(self, addresses: str | Sequence[str], *, max_retries: int = 8,
+                 backoff_s: float = 0.05, token: str | None = None,
+                 root_certificates: bytes | None = None) -> None:
+        addrs = [addresses] if isinstance(addresses, str) else list(addresses)
+        if not addrs:
+            raise ValueError("at least one sidecar address is needed")
+        self.addresses = [normalize_target(a) for a in addrs]
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+        self._channels = []
+        for target in self.addresses:
+            if root_certificates is not None:
+                creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+                self._channels.append(grpc.secure_channel(target, creds, options=options))
+            else:
+                self._channels.append(grpc.insecure_channel(target, options=options))
+        self._next = itertools.cycle(range(len(self._channels)))
+        self._lock = threading.Lock()
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+
+    def _channel(self) -> grpc.Channel:
+        with self._lock:
+            return self._channels[next(self._next)]
+
+    def close(self) -> None:
+        for ch in self._channels:
+            ch.close()
+
+    # -- health and info ------------------------------------------------------------------
+
+    def serving(self, timeout: float = 2.0) -> bool:
+        """True when every address answers health SERVING."""
+        for ch in self._channels:
+            call = ch.unary_unary(m.HEALTH_METHOD, request_serializer=lambda r: r.SerializeToString(),
+                                  response_deserializer=m.HealthCheckResponse.FromString)
+            try:
+                if call(m.HealthCheckRequest(), timeout=timeout, metadata=self._metadata).status != m.SERVING:
+                    return False
+            except grpc.RpcError:
+                return False
+        return True
+
+    def info(self, timeout: float = 10.0) -> Any:
+        call = self._channel().unary_unary(m.INFO_METHOD, request_serializer=lambda r: r.SerializeToString(),
+                                           response_deserializer=m.InfoResponse.FromString)
+        try:
+            return call(m.InfoRequest(), timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise _translate(err, self.addresses) from err
+
+    # -- embed ----------------------------------------------------------------------------
+
+    def embed(self, inputs: Sequence[dict[str, Any]], options: EmbedOptions,
+              timeout: float | None = None, on_result: Callable[[ImageResult], None] | None = None) -> list[ImageResult]:
+        """Runs images through the sidecar. Each input is {'id', and one of 'path' | 'encoded' |
+        'raw' (an HxWxC uint8/float32 array)}. Returns one ImageResult per input, in order."""
+        results: dict[int, ImageResult] = {}
+        pending = list(range(len(inputs)))
+        attempt = 0
+        while pending:
+            request = self._request([inputs[i] for i in pending], options)
+            try:
+                for result in self._stream(request, timeout):
+                    original = pending[result.index]
+                    result.index = original
+                    results[original] = result
+                    if on_result is not None:
+                        on_result(result)
+            except grpc.RpcError as err:
+                pending = [i for i in pending if i not in results]
+                if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and attempt < self.max_retries:
+                    delay = self.backoff_s * (2 ** attempt) * (1 + random.random())
+                    logger.info("sidecar queue full; retrying %d images in %.2f s", len(pending), delay)
+                    time.sleep(delay)
+                    attempt += 1
+                    continue
+                raise _translate(err, self.addresses) from err
+            pending = [i for i in pending if i not in results]
+            if pending:
+                raise RuntimeError(f"sidecar answered without results for {len(pending)} images")
+        return [results[i] for i in range(len(inputs))]
+
+    def _stream(self, request: Any, timeout: float | None) -> Iterable[ImageResult]:
+        call = self._channel().unary_stream(m.EMBED_METHOD, request_serializer=lambda r: r.SerializeToString(),
+                                            response_deserializer=m.EmbedResponse.FromString)
+        for response in call(request, timeout=timeout, metadata=self._metadata):
+            for r in response.results:
+                yield _result(r)
+
+    @staticmethod
+    def _request(inputs: Sequence[dict[str, Any]], options: EmbedOptions) -> Any:
+        req = m.EmbedRequest()
+        for item in inputs:
+            img = req.images.add()
+            img.id = str(item.get("id", ""))
+            if "path" in item:
+                img.path = str(item["path"])
+            elif "encoded" in item:
+                img.encoded = bytes(item["encoded"])
+            elif "raw" in item:
+                arr = np.asarray(item["raw"])
+                if arr.ndim == 2:
+                    arr = arr[:, :, None]
+                if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+                    raise ValueError(f"image {img.id!r}: raw pixels must be HxW or HxWxC (C = 1, 3, 4), got shape {arr.shape}")
+                if arr.dtype == np.uint8:
+                    img.raw.dtype = m.enum_value("radio.v1.DType", "DTYPE_UINT8")
+                else:
+                    arr = arr.astype("<f4")
+                    img.raw.dtype = m.enum_value("radio.v1.DType", "DTYPE_FLOAT32")
+                img.raw.data = np.ascontiguousarray(arr).tobytes()
+                img.raw.height, img.raw.width, img.raw.channels = (int(d) for d in arr.shape)
+            else:
+                raise ValueError(f"image {img.id!r}: give one of path, encoded, raw")
+        o = req.options
+        o.output = m.enum_value("radio.v1.OutputKind", options.output)
+        o.resolution = options.resolution
+        o.model = options.model
+        h = options.heatmap
+        if h:
+            o.heatmap.smoothing = bool(h.get("smoothing", False))
+            o.heatmap.sigma = float(h.get("sigma", 0.0))
+            o.heatmap.output_height = int(h.get("output_height", 0))
+            o.heatmap.output_width = int(h.get("output_width", 0))
+            o.heatmap.max_side = int(h.get("max_side", 0))
+            o.heatmap.mode = m.enum_value("radio.v1.HeatmapMode", h.get("mode", "PCA1"))
+        return req
+
+
+def _result(r: Any) -> ImageResult:
+    out = ImageResult(index=r.index, id=r.id)
+    if r.HasField("output"):
+        t = r.output.tensor
+        dtype = _DTYPES.get(t.dtype)
+        if dtype is None:
+            raise RuntimeError(f"image {r.id!r}: unknown tensor dtype {t.dtype}")
+        out.array = np.frombuffer(t.data, dtype=dtype).reshape(tuple(t.shape))
+        out.input_size = (r.output.input_height, r.output.input_width)
+        out.original_size = (r.output.original_height, r.output.original_width)
+    else:
+        out.error_code = m.enum_name("radio.v1.ErrorCode", r.error.code)
+        out.error = r.error.message
+    return out
+
+
+def _translate(err: grpc.RpcError, addresses: list[str]) -> Exception:
+    code = err.code() if hasattr(err, "code") else None
+    detail = err.details() if hasattr(err, "details") else str(err)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) and "shutting down" not in (detail or ""):
+        return SidecarUnavailable(f"sidecar at {', '.join(addresses)} is unavailable: {detail}")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return SidecarUnavailable(f"sidecar at {', '.join(addresses)} is shutting down: {detail}")
+    return RuntimeError(f"sidecar call failed ({code.name if code else 'error'}): {detail}")

@@ -1,0 +1,217 @@
+"""The local sidecar's process lifetime: spawn it on a private unix socket, wait until it is
+SERVING, share it between models of this process, restart it once if it dies, stop it when the last
+model using it is released or Python exits. No orphans: the child also gets SIGTERM from the kernel
+if this process dies without running its exit handlers (Linux PR_SET_PDEATHSIG).
+"""
+from __future__ import annotations
+
+import atexit
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from .grpc_client import RadioClient
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+MIN_NODE_MAJOR = 20
+
+
+def node_executable() -> str:
+    """The `node` to run the sidecar with (RADIO_NODE overrides); checks it is Node >= 20."""
+    node = os.environ.get("RADIO_NODE") or shutil.which("node")
+    if not node:
+        raise RuntimeError(
+            "Node.js >= 20 is required to run the C-RADIOv4 sidecar but `node` is not on PATH. "
+            "Install it (e.g. `apt-get install nodejs`, `brew install node`, or from https://nodejs.org) "
+            "or set RADIO_NODE to its path.")
+    out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30)
+    version = out.stdout.strip().lstrip("v")
+    major = int(version.split(".")[0]) if version[:1].isdigit() else 0
+    if major < MIN_NODE_MAJOR:
+        raise RuntimeError(f"Node.js >= {MIN_NODE_MAJOR} is required, but {node} is v{version}. "
+                           "Upgrade Node.js (https://nodejs.org) or set RADIO_NODE to a newer one.")
+    return node
+
+
+def cli_path(repo: Path = REPO) -> Path:
+    return repo / "server" / "dist" / "cli.js"
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: ask the kernel for SIGTERM when the parent dies.
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass
+class SidecarSpec:
+    """What a sidecar serves and how; equal specs share one process."""
+
+    models: tuple[tuple[str, str], ...]  # (name, compiled graph dir)
+    provider: str = "cpu"
+    workers: int | None = None
+    threads: int | None = None
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass
+class LocalSidecar:
+    spec: SidecarSpec
+    repo: Path = REPO
+    startup_timeout_s: float = 180.0
+    process: subprocess.Popen[str] | None = None
+    socket_path: Path | None = None
+    client: RadioClient | None = None
+    refs: int = 0
+    _tmpdir: Path | None = None
+    _log_tail: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        assert self.socket_path is not None
+        return f"unix:{self.socket_path}"
+
+    def start(self) -> None:
+        node = node_executable()
+        cli = cli_path(self.repo)
+        if not cli.exists():
+            raise RuntimeError(f"{cli} is missing: the sidecar is not built (run `npm ci && npm run build` in {self.repo})")
+        self._tmpdir = Path(tempfile.mkdtemp(prefix="radio-sidecar-"))
+        os.chmod(self._tmpdir, 0o700)  # the socket is private to this user
+        self.socket_path = self._tmpdir / "radio.sock"
+        cmd = [node, str(cli), "serve", "--socket", str(self.socket_path), "--http-port", "0",
+               "--allowed-root", "/", "--provider", self.spec.provider]
+        for name, path in self.spec.models:
+            cmd += ["--model", f"{name}={path}"]
+        if self.spec.workers:
+            cmd += ["--workers", str(self.spec.workers)]
+        if self.spec.threads:
+            cmd += ["--threads", str(self.spec.threads)]
+        cmd += list(self.spec.extra_args)
+        logger.info("starting C-RADIOv4 sidecar: %s", " ".join(cmd))
+        self.process = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        ready = threading.Event()
+        threading.Thread(target=self._read_stdout, args=(self.process, ready), daemon=True).start()
+        threading.Thread(target=self._read_stderr, args=(self.process,), daemon=True).start()
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not ready.wait(0.05):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the sidecar exited with code {self.process.returncode} while starting:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the sidecar was not ready after {self.startup_timeout_s:.0f} s:\n{self.log_tail()}")
+        self.client = RadioClient(self.address)
+        while not self.client.serving():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"the sidecar never reported SERVING:\n{self.log_tail()}")
+            time.sleep(0.05)
+        logger.info("sidecar ready on %s (pid %d)", self.address, self.process.pid)
+
+    def _read_stdout(self, proc: subprocess.Popen[str], ready: threading.Event) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                if json.loads(line).get("event") == "ready":
+                    ready.set()
+            except (ValueError, AttributeError):
+                self._remember(line)
+
+    def _read_stderr(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            self._remember(line)
+
+    def _remember(self, line: str) -> None:
+        self._log_tail.append(line.rstrip())
+        del self._log_tail[:-50]
+
+    def log_tail(self) -> str:
+        return "\n".join(self._log_tail[-20:])
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def restart(self) -> None:
+        logger.warning("the sidecar (pid %s) died; restarting it. Last log lines:\n%s",
+                       self.process.pid if self.process else "?", self.log_tail())
+        self.stop()
+        self.start()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # graceful: finishes in-flight work
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+
+class _Registry:
+    """Process-wide: one sidecar per spec, reference-counted by the models using it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sidecars: dict[tuple, LocalSidecar] = {}
+        atexit.register(self.stop_all)
+
+    @staticmethod
+    def _key(spec: SidecarSpec) -> tuple:
+        return (spec.models, spec.provider, spec.workers, spec.threads, spec.extra_args)
+
+    def acquire(self, spec: SidecarSpec) -> LocalSidecar:
+        with self._lock:
+            key = self._key(spec)
+            sc = self._sidecars.get(key)
+            if sc is None or not sc.alive:
+                sc = LocalSidecar(spec)
+                sc.start()
+                self._sidecars[key] = sc
+            sc.refs += 1
+            return sc
+
+    def release(self, sc: LocalSidecar) -> None:
+        with self._lock:
+            sc.refs -= 1
+            if sc.refs <= 0:
+                sc.stop()
+                self._sidecars = {k: v for k, v in self._sidecars.items() if v is not sc}
+
+    def running(self) -> Sequence[LocalSidecar]:
+        return [s for s in self._sidecars.values() if s.alive]
+
+    def stop_all(self) -> None:
+        with self._lock:
+            for sc in self._sidecars.values():
+                sc.stop()
+            self._sidecars.clear()
+
+
+registry = _Registry()

@@ -1,0 +1,49 @@
+// Messages between the inference pool (main thread) and its workers. Plain data only: typed arrays
+// travel in transfer lists, so a batch tensor moves to a worker and its outputs move back without
+// copies.
+import type { ExecutionProvider } from "./session.js";
+
+export interface WorkerModel {
+  name: string;
+  dir: string;
+}
+
+/** Given to every worker as workerData. */
+export interface WorkerConfig {
+  /** BroadcastChannel on which each worker announces that it is ready (or failed to load). */
+  channel: string;
+  models: WorkerModel[];
+  provider: ExecutionProvider;
+  intraOpThreads: number;
+  /** One run per model at its preferred resolution before announcing ready. */
+  warmup: boolean;
+}
+
+export interface InferTask {
+  model: string;
+  /** [B, 3, H, W] float32; its buffer is transferred (detached on the sending side). */
+  pixels: Float32Array;
+  dims: [number, number, number, number];
+}
+
+export interface InferResult {
+  /** [B, S] */
+  summary: Float32Array;
+  summaryDims: number[];
+  /** [B, h*w, C] (NLC, as the graph writes it) */
+  features: Float32Array;
+  featureDims: number[];
+  /** Wall time of session.run inside the worker. */
+  runMs: number;
+  threadId: number;
+}
+
+export interface ReadyModel {
+  name: string;
+  provider: ExecutionProvider;
+  warmupMs: number;
+}
+
+export type WorkerAnnouncement =
+  | { type: "ready"; threadId: number; ortVersion: string; loadMs: number; models: ReadyModel[] }
+  | { type: "failed"; threadId: number; message: string };

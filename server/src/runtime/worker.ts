@@ -1,0 +1,70 @@
+// An inference worker thread: loads every served graph once (top-level await, so piscina hands it no
+// task before it is ready), warms each up, announces itself on a BroadcastChannel, then runs batches.
+// onnxruntime's run() blocks this thread for the whole batch, which is why it lives here and not on
+// the main thread.
+import { BroadcastChannel, threadId, workerData } from "node:worker_threads";
+import { transferableSymbol, valueSymbol } from "piscina";
+import * as ort from "onnxruntime-node";
+import { loadGraph, runGraph, type LoadedGraph } from "./session.js";
+import type { InferResult, InferTask, ReadyModel, WorkerAnnouncement, WorkerConfig } from "./protocol.js";
+
+const config = workerData as WorkerConfig;
+const graphs = new Map<string, LoadedGraph>();
+
+function announce(msg: WorkerAnnouncement): void {
+  const ch = new BroadcastChannel(config.channel);
+  ch.postMessage(msg);
+  ch.close();
+}
+
+async function load(): Promise<void> {
+  const t0 = performance.now();
+  const ready: ReadyModel[] = [];
+  for (const m of config.models) {
+    let g: LoadedGraph;
+    try {
+      g = await loadGraph(m.dir, { provider: config.provider, intraOpThreads: config.intraOpThreads });
+    } catch (err) {
+      const msg = (err as Error).message;
+      if (config.provider === "cuda") {
+        throw new Error(
+          `model ${m.name}: the CUDA execution provider could not be created (${msg.split("\n", 1)[0]}). ` +
+            "It needs onnxruntime-node's CUDA binaries (installed by its install script; see README) and a CUDA 12 driver; " +
+            "run with --provider cpu to use the CPU instead",
+        );
+      }
+      throw new Error(`model ${m.name}: cannot load ${m.dir}: ${msg}`);
+    }
+    graphs.set(m.name, g);
+    let warmupMs = 0;
+    if (config.warmup) {
+      // One run at the preferred resolution: allocates the arenas and picks kernels before the first
+      // real request, so health only says SERVING when a request would not pay for that.
+      const [h, w] = g.metadata.resolution.preferred;
+      const t = performance.now();
+      await runGraph(g, new Float32Array(3 * h * w).fill(0.5), [1, 3, h, w]);
+      warmupMs = performance.now() - t;
+    }
+    ready.push({ name: m.name, provider: g.provider, warmupMs });
+  }
+  announce({ type: "ready", threadId, ortVersion: ort.env.versions.node ?? ort.env.versions.common ?? "unknown", loadMs: performance.now() - t0, models: ready });
+}
+
+try {
+  await load();
+} catch (err) {
+  announce({ type: "failed", threadId, message: (err as Error).message });
+  throw err;
+}
+
+/** Runs one batch; the outputs' buffers are transferred back, not copied. */
+export default async function infer(task: InferTask): Promise<unknown> {
+  const g = graphs.get(task.model);
+  if (!g) throw new Error(`model ${task.model} is not loaded in this worker`);
+  const t = performance.now();
+  const out = await runGraph(g, task.pixels, task.dims);
+  const runMs = performance.now() - t;
+  const result: InferResult = { ...out, runMs, threadId };
+  const buffers = new Set<ArrayBufferLike>([out.summary.buffer, out.features.buffer]);
+  return { [transferableSymbol]: [...buffers], [valueSymbol]: result };
+}

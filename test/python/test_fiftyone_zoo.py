@@ -1,0 +1,192 @@
+"""End to end under a real FiftyOne with a real MongoDB: the zoo source registered from an archive
+of the working tree served on loopback, checkpoints downloaded from a loopback Hugging Face hub,
+the sidecar built, compiled and spawned by the zoo code itself."""
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import subprocess
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fiftyone as fo
+import fiftyone.brain as fob
+import fiftyone.zoo as foz
+
+from sidecar_cli import REPO, make_checkpoint
+
+H = "nv_labs/c-radio_v4-h"
+SO = "nv_labs/c-radio_v4-so400m"
+
+
+def _sidecar_pids() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "dist/cli.js serve"], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("hub")
+    h = make_checkpoint(root / "h", "tiny")
+    so = make_checkpoint(root / "so", "tiny-so400m")
+    proc = subprocess.Popen(["npx", "tsx", "test/node/support/serve-fake-hub.ts",
+                             f"nvidia/C-RADIOv4-H={h}", f"nvidia/C-RADIOv4-SO400M={so}"],
+                            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    endpoint = json.loads(proc.stdout.readline())["endpoint"]
+    os.environ["HF_ENDPOINT"] = endpoint
+    yield {"endpoint": endpoint, "h": h, "so": so}
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def source_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The working tree (tracked + untracked, not ignored) as a tar.gz on a loopback HTTP server."""
+    root = tmp_path_factory.mktemp("source")
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split("\n")
+    archive = root / "c-radio-fiftyone.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for f in files:
+            if f and (REPO / f).is_file():
+                tar.add(REPO / f, arcname=f"c-radio-fiftyone/{f}")
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(root), **k)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/{archive.name}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    samples = []
+    for i, (h, w) in enumerate([(480, 640), (640, 480), (300, 300), (360, 640), (500, 375), (256, 256)]):
+        yy, xx = np.mgrid[0:h, 0:w]
+        img = np.stack([(xx * (i + 1)) % 256, (yy * 2) % 256, rng.integers(0, 256, (h, w))], -1).astype(np.uint8)
+        path = root / f"img{i}.jpg"
+        Image.fromarray(img).save(path, quality=90)
+        samples.append(fo.Sample(filepath=str(path)))
+    ds = fo.Dataset()
+    ds.add_samples(samples)
+    yield ds
+    ds.delete()
+
+
+@pytest.fixture(scope="module")
+def registered(hub, source_url: str) -> str:
+    foz.register_zoo_model_source(source_url, overwrite=True)
+    return source_url
+
+
+@pytest.fixture(scope="module")
+def model_h(registered):
+    model = foz.load_zoo_model(H)
+    yield model
+    model.close()
+
+
+def test_compute_embeddings_equals_direct_sidecar(model_h, dataset) -> None:
+    dataset.compute_embeddings(model_h, embeddings_field="radio_embeddings", batch_size=4)
+    embs = dataset.values("radio_embeddings")
+    assert all(e is not None for e in embs)
+    e0 = np.asarray(embs[0])
+    assert e0.shape == (128,) and e0.dtype == np.float32
+    # The same image straight through the sidecar client gives the same vector.
+    direct = model_h._client_now().embed([{"id": "x", "path": dataset.first().filepath}], _opts("SUMMARY"))
+    np.testing.assert_array_equal(direct[0].array, e0)
+
+
+def _opts(kind: str):
+    """EmbedOptions from the zoo's own copy of the client (the module FiftyOne imported)."""
+    import sys
+    mod = next(m for n, m in sys.modules.items() if n.endswith(".client.grpc_client"))
+    return mod.EmbedOptions(output=kind)
+
+
+def test_so400m_loads_and_embeds(registered, dataset) -> None:
+    model = foz.load_zoo_model(SO)
+    try:
+        emb = dataset.compute_embeddings(model, batch_size=3)
+        assert emb.shape == (len(dataset), 144)
+    finally:
+        model.close()
+
+
+def test_heatmaps_and_dense_features(registered, dataset, tmp_path: Path) -> None:
+    spatial = foz.load_zoo_model(H, output_type="spatial", apply_smoothing=True, smoothing_sigma=1.51,
+                                 feature_format="NCHW")
+    try:
+        dataset.apply_model(spatial, "radio_heatmap", batch_size=4)
+        maps = dataset.values("radio_heatmap")
+        for s, hm in zip(dataset, maps):
+            assert hm is not None and hm.map.dtype == np.uint8
+            assert hm.map.min() == 0 and hm.map.max() == 255
+            assert max(hm.map.shape) <= 512
+        first = maps[0].map.copy()
+        dataset.apply_model(spatial, "radio_heatmap2", batch_size=2, output_dir=str(tmp_path / "maps"))
+        again = dataset.values("radio_heatmap2")
+        assert again[0].map_path and Path(again[0].map_path).exists()
+        np.testing.assert_array_equal(np.asarray(Image.open(again[0].map_path)), first)  # deterministic
+        feats = dataset.compute_embeddings(spatial, batch_size=4)
+        assert feats[0].ndim == 3 and feats[0].shape[0] == 64
+    finally:
+        spatial.close()
+    nlc = foz.load_zoo_model(H, output_type="spatial", feature_format="NLC")
+    try:
+        f = nlc.embed(dataset.first().filepath)
+        assert f.ndim == 2 and f.shape[1] == 64
+    finally:
+        nlc.close()
+
+
+def test_brain(model_h, dataset) -> None:
+    if "radio_embeddings" not in dataset.get_field_schema():
+        dataset.compute_embeddings(model_h, embeddings_field="radio_embeddings")
+    fob.compute_similarity(dataset, embeddings="radio_embeddings", brain_key="radio_sim")
+    view = dataset.sort_by_similarity(dataset.first().id, k=3, brain_key="radio_sim")
+    assert view.first().id == dataset.first().id
+    fob.compute_uniqueness(dataset, embeddings="radio_embeddings")
+    fob.compute_representativeness(dataset, embeddings="radio_embeddings")
+    fob.compute_visualization(dataset, embeddings="radio_embeddings", method="umap", brain_key="radio_umap",
+                              num_neighbors=3)
+    assert dataset.bounds("uniqueness")[1] <= 1.0
+
+
+def test_corrupt_image_is_reported_rest_labelled(model_h, dataset, tmp_path: Path) -> None:
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    ds = dataset.clone()
+    try:
+        ds.add_sample(fo.Sample(filepath=str(bad)))
+        ds.compute_embeddings(model_h, embeddings_field="e", batch_size=16, skip_failures=True)
+        values = dict(zip(ds.values("filepath"), ds.values("e")))
+        assert values[str(bad)] is None
+        assert all(v is not None for k, v in values.items() if k != str(bad))
+        assert any(f[0] == str(bad) for f in model_h.failures)
+    finally:
+        ds.delete()
+
+
+def test_bad_option_lists_valid_ones(registered) -> None:
+    with pytest.raises(ValueError, match="output_type='dense' is not valid; use one of 'summary', 'spatial'"):
+        foz.load_zoo_model(H, output_type="dense")
+    with pytest.raises(ValueError, match="unknown option"):
+        foz.load_zoo_model(H, colour="blue")
+
+
+def test_no_sidecar_left_after_close(registered, dataset) -> None:
+    model = foz.load_zoo_model(H, output_type="spatial", feature_format="NLC", cache=False)
+    model.embed(dataset.first().filepath)
+    pid = model._sidecar.process.pid
+    model.close()
+    time.sleep(0.5)
+    assert pid not in _sidecar_pids()

@@ -1,0 +1,248 @@
+"""FiftyOne model for C-RADIOv4, backed by the TypeScript sidecar over gRPC.
+
+Batches go to the sidecar whole. Python never decodes images: file paths go to a local sidecar
+(bytes to a remote one); numpy/PIL inputs go as raw pixels. With torch installed, FiftyOne's data
+loader hands this model file paths (``SupportsGetItem``); without torch, FiftyOne's batch loop
+would decode every image before calling ``predict_all``, so while the model is in use that loop's
+image reader yields lazy file references instead (see ``_LazyImageReader``).
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+import fiftyone.core.labels as fol
+import fiftyone.core.models as fom
+
+from .client.grpc_client import EmbedOptions, ImageResult, RadioClient, SidecarUnavailable
+from .client.options import RadioOptions
+from .client.sidecar import LocalSidecar, SidecarSpec, registry
+
+logger = logging.getLogger(__name__)
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+class LazyImage(str):
+    """A file path standing in for a decoded image: what the batch loop gets instead of pixels."""
+
+
+class _LazyImageReader:
+    """Stands in for ``fiftyone.utils.image`` inside ``fiftyone.core.models`` while this model is
+    entered: ``read(path)`` returns the path, everything else is the real module."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def read(self, path_or_url: str, include_alpha: bool = False, flag: Any = None) -> LazyImage:
+        return LazyImage(path_or_url)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class SampleFailure(RuntimeError):
+    """Raised in strict mode when an image fails; names the sample and the reason."""
+
+
+def _mixins() -> tuple[type, ...]:
+    if HAS_TORCH:
+        return (fom.Model, fom.EmbeddingsMixin, fom.SupportsGetItem)
+    return (fom.Model, fom.EmbeddingsMixin)
+
+
+class RadioModel(*_mixins()):  # type: ignore[misc]
+    """C-RADIOv4 as a FiftyOne model: ``compute_embeddings`` gives summary vectors (or dense
+    features with ``output_type="spatial"``); ``apply_model`` gives PCA heatmaps (``fo.Heatmap``)."""
+
+    def __init__(self, model_name: str, options: RadioOptions, *, sidecar: LocalSidecar | None = None,
+                 client: RadioClient | None = None, graph_name: str = "", strict: bool = False) -> None:
+        if (sidecar is None) == (client is None):
+            raise ValueError("give exactly one of a local sidecar or a client of remote sidecars")
+        self.model_name = model_name
+        self.options = options
+        self.graph_name = graph_name
+        self.strict = strict
+        self._sidecar = sidecar
+        self._client = client
+        self._patched: Any = None
+        self.failures: list[tuple[str, str, str]] = []  # (id, code, message) of failed images
+        self.preprocess = True
+
+    # -- FiftyOne Model interface ---------------------------------------------------------------
+
+    @property
+    def media_type(self) -> str:
+        return "image"
+
+    @property
+    def has_logits(self) -> bool:
+        return False
+
+    @property
+    def ragged_batches(self) -> bool:
+        return True  # file paths, not tensors: nothing to stack
+
+    @property
+    def transforms(self) -> None:
+        return None
+
+    @property
+    def has_collate_fn(self) -> bool:
+        return True
+
+    @staticmethod
+    def collate_fn(batch: list[Any]) -> list[Any]:
+        return batch
+
+    @property
+    def has_embeddings(self) -> bool:
+        return True
+
+    def build_get_item(self, field_mapping: dict[str, str] | None = None) -> Any:
+        from .client.get_item import FilepathGetItem
+
+        return FilepathGetItem(field_mapping=field_mapping)
+
+    def __enter__(self) -> "RadioModel":
+        if self._patched is None:
+            self._patched = fom.foui
+            fom.foui = _LazyImageReader(fom.foui)
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        if self._patched is not None:
+            fom.foui = self._patched
+            self._patched = None
+
+    def predict(self, arg: Any) -> Any:
+        return self.predict_all([arg])[0]
+
+    def predict_all(self, args: Sequence[Any]) -> list[Any]:
+        if self.options.output_type != "spatial":
+            raise ValueError(
+                "a summary model has no labels to apply: use dataset.compute_embeddings(model, ...) for "
+                "embeddings, or load the model with output_type='spatial' for heatmaps via apply_model")
+        results = self._run(args, "HEATMAP")
+        labels: list[Any] = []
+        for r in results:
+            if not r.ok:
+                labels.append(None)
+            elif self.options.heatmap_mode == "pca3":
+                labels.append(np.asarray(r.array))
+            else:
+                labels.append(fol.Heatmap(map=np.array(r.array, dtype=np.uint8), range=[0, 255]))
+        return labels
+
+    def embed(self, arg: Any) -> np.ndarray | None:
+        return self.embed_all([arg])[0]
+
+    def embed_all(self, args: Sequence[Any]) -> list[np.ndarray | None]:
+        if self.options.output_type == "summary":
+            kind = "SUMMARY"
+        else:
+            kind = "FEATURES_NCHW" if self.options.feature_format == "NCHW" else "FEATURES_NLC"
+        return [np.array(r.array, dtype=np.float32) if r.ok else None for r in self._run(args, kind)]
+
+    def get_embeddings(self) -> None:
+        raise NotImplementedError("use embed() / embed_all()")
+
+    # -- transport --------------------------------------------------------------------------------
+
+    def _inputs(self, args: Sequence[Any]) -> list[dict[str, Any]]:
+        inputs = []
+        for i, arg in enumerate(args):
+            if isinstance(arg, (str, Path)):
+                path = str(arg)
+                if self._sidecar is not None:
+                    inputs.append({"id": path, "path": path})
+                else:
+                    with open(path, "rb") as f:  # a remote sidecar can't read our files: send bytes
+                        inputs.append({"id": path, "encoded": f.read()})
+            elif isinstance(arg, (bytes, bytearray)):
+                inputs.append({"id": f"image {i}", "encoded": bytes(arg)})
+            else:
+                inputs.append({"id": f"image {i}", "raw": _to_hwc(arg)})
+        return inputs
+
+    def _run(self, args: Sequence[Any], kind: str) -> list[ImageResult]:
+        o = self.options
+        heatmap = {}
+        if kind == "HEATMAP":
+            heatmap = {"smoothing": o.apply_smoothing, "sigma": o.smoothing_sigma, "max_side": o.heatmap_max_side,
+                       "mode": "PCA3_RGB" if o.heatmap_mode == "pca3" else "PCA1"}
+        options = EmbedOptions(output=kind, resolution=o.resolution, model=self.graph_name, heatmap=heatmap)
+        inputs = self._inputs(args)
+        try:
+            results = self._client_now().embed(inputs, options)
+        except SidecarUnavailable:
+            if self._sidecar is None:
+                raise
+            # The local sidecar died (crash, OOM, killed): restart it once and run the batch again.
+            self._sidecar.restart()
+            results = self._client_now().embed(inputs, options)
+        for r in results:
+            if not r.ok:
+                self.failures.append((r.id, r.error_code or "", r.error or ""))
+                if self.strict:
+                    raise SampleFailure(f"{r.id}: {r.error}")
+                logger.warning("C-RADIOv4: %s failed (%s): %s", r.id, r.error_code, r.error)
+        return results
+
+    def _client_now(self) -> RadioClient:
+        if self._sidecar is not None:
+            if not self._sidecar.alive:
+                self._sidecar.restart()
+            assert self._sidecar.client is not None
+            return self._sidecar.client
+        assert self._client is not None
+        return self._client
+
+    def info(self) -> Any:
+        return self._client_now().info()
+
+    # -- lifetime ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Releases the sidecar (stopped once no model of this process uses it)."""
+        if self._sidecar is not None:
+            sc, self._sidecar = self._sidecar, None
+            registry.release(sc)
+        elif self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _to_hwc(arg: Any) -> np.ndarray:
+    """numpy (HxW, HxWxC) / PIL / torch CHW tensors → an HxWxC uint8 or float32 array."""
+    if hasattr(arg, "mode") and hasattr(arg, "size") and hasattr(arg, "convert"):  # PIL
+        return np.asarray(arg.convert("RGB"))
+    if type(arg).__module__.startswith("torch"):
+        arr = arg.detach().cpu().numpy()
+        return np.moveaxis(arr, 0, -1) if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) else arr
+    arr = np.asarray(arg)
+    if arr.dtype != np.uint8:
+        arr = arr.astype(np.float32)
+    return arr
+
+
+def make_local_model(model_name: str, options: RadioOptions, graphs: dict[str, Path], graph_name: str,
+                     provider: str) -> RadioModel:
+    spec = SidecarSpec(models=tuple(sorted((k, str(v)) for k, v in graphs.items())), provider=provider,
+                       workers=options.workers, threads=options.threads)
+    return RadioModel(model_name, options, sidecar=registry.acquire(spec), graph_name=graph_name)
+
+
+def make_remote_model(model_name: str, options: RadioOptions) -> RadioModel:
+    client = RadioClient(options.servers, token=options.token)
+    return RadioModel(model_name, options, client=client, graph_name="")
