@@ -77,13 +77,22 @@ def _compile(model_name: str, out: Path, flags: list[str], checkpoint_dir: str |
          f"compiling {model_name} ({out.name})")
 
 
+def _graphs_dir(model_path: str) -> Path:
+    """model_path is a small JSON marker file (FiftyOne counts a model as downloaded when its path
+    is a file); the compiled graphs live in the folder beside it, without the .json."""
+    return Path(model_path).with_suffix("")
+
+
 def download_model(model_name: str, model_path: str) -> None:
     """First-use set-up: build the sidecar, download the checkpoint, compile the fp32 graph."""
     if model_name not in MODELS:
         raise ValueError(f"unknown model {model_name!r}; this source has {', '.join(MODELS)}")
-    path = Path(model_path)
-    path.mkdir(parents=True, exist_ok=True)
-    _compile(model_name, path / BASE_GRAPH, [], revision=os.environ.get("RADIO_HF_REVISION"))
+    graphs = _graphs_dir(model_path)
+    graphs.mkdir(parents=True, exist_ok=True)
+    _compile(model_name, graphs / BASE_GRAPH, [], revision=os.environ.get("RADIO_HF_REVISION"))
+    meta = json.loads((graphs / BASE_GRAPH / "metadata.json").read_text())
+    # Written last: its presence tells FiftyOne (and us) that set-up completed.
+    Path(model_path).write_text(json.dumps({"model": model_name, "graphs": str(graphs), "source": meta["source"]}, indent=2))
 
 
 def _variant(o: RadioOptions, fp16: bool) -> tuple[str, list[str]]:
@@ -104,9 +113,9 @@ def load_model(model_name: str, model_path: str, **kwargs: Any) -> RadioModel:
     device = options.device or "auto"
     cuda = device.startswith("cuda") or (device == "auto" and _gpu_available())
     fp16 = options.use_mixed_precision if options.use_mixed_precision is not None else cuda
-    path = Path(model_path)
+    path = _graphs_dir(model_path)
     base = path / BASE_GRAPH
-    if not (base / "metadata.json").exists():
+    if not Path(model_path).is_file() or not (base / "metadata.json").exists():
         download_model(model_name, model_path)
     name, flags = _variant(options, fp16)
     graph = path / name

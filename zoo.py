@@ -24,7 +24,18 @@ from .client.sidecar import LocalSidecar, SidecarSpec, registry
 
 logger = logging.getLogger(__name__)
 
-HAS_TORCH = importlib.util.find_spec("torch") is not None
+def _data_loader_available() -> bool:
+    """FiftyOne's data-loader path needs torch and torchvision (fiftyone.utils.torch imports both)."""
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is None:
+        return False
+    try:
+        import fiftyone.utils.torch  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+HAS_TORCH = _data_loader_available()
 
 
 class LazyImage(str):
@@ -85,7 +96,8 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
 
     @property
     def ragged_batches(self) -> bool:
-        return True  # file paths, not tensors: nothing to stack
+        # False, or FiftyOne ignores batch_size; our collate_fn keeps batches as lists of paths.
+        return False
 
     @property
     def transforms(self) -> None:

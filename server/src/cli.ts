@@ -8,7 +8,9 @@ import { compileCheckpoint } from "./compiler/compile.js";
 import { KNOWN_MODELS, resolveModelName } from "./checkpoint/models.js";
 import { loadGraph, runGraph } from "./runtime/session.js";
 import { readNpy, writeNpy } from "./runtime/npy.js";
+import type { LogLevel } from "./observability/logger.js";
 import { PRODUCT } from "./version.js";
+import { delimiter } from "node:path";
 
 const positiveInt = (v: string): number => {
   const n = Number(v);
@@ -36,12 +38,15 @@ program
   .addOption(new Option("--precision <p>", "graph precision").choices(["fp32", "fp16"]).default("fp32"))
   .option("--window-size <n>", "ViTDet window size in patches (windowed attention)", positiveInt)
   .option("--external-preprocessor", "leave the (x - mean) / std normalisation out of the graph", false)
-  .addOption(new Option("--attention <impl>", "attention ops").choices(["matmul", "mha"]).default("mha"))
+  .addOption(
+    new Option("--attention <impl>", "attention ops: auto = MatMul/Softmax for fp32 (as fast on CPU: see README), com.microsoft.MultiHeadAttention for fp16 (fused kernels on GPU)")
+      .choices(["auto", "matmul", "mha"]).default("auto"),
+  )
   .option("--copy-weights", "write the fp32 weights into the output folder instead of hard-linking the checkpoint", false)
   .option("--cache-dir <dir>", "Hugging Face hub cache (default: $HF_HUB_CACHE or $HF_HOME/hub)")
   .action(async (o: {
     model?: string; checkpoint?: string; revision?: string; out: string; precision: "fp32" | "fp16"; windowSize?: number;
-    externalPreprocessor: boolean; attention: "matmul" | "mha"; copyWeights: boolean; cacheDir?: string;
+    externalPreprocessor: boolean; attention: "auto" | "matmul" | "mha"; copyWeights: boolean; cacheDir?: string;
   }) => {
     let checkpointDir = o.checkpoint;
     let repo: string | null = null;
@@ -57,7 +62,8 @@ program
     }
     const r = await compileCheckpoint({
       checkpointDir: checkpointDir!, outDir: o.out, precision: o.precision, windowSize: o.windowSize ?? null,
-      externalPreprocessor: o.externalPreprocessor, attention: o.attention, weightsMode: o.copyWeights ? "copy" : "link",
+      externalPreprocessor: o.externalPreprocessor,
+      attention: o.attention === "auto" ? (o.precision === "fp16" ? "mha" : "matmul") : o.attention, weightsMode: o.copyWeights ? "copy" : "link",
       repo, revision, onStage: (s) => process.stderr.write(`compile: ${s}\n`),
     });
     process.stderr.write(`compile: wrote ${r.outDir} (${r.nodeCount} nodes, ${r.seconds.toFixed(2)} s)\n`);
@@ -88,11 +94,94 @@ program
   .description("write a random checkpoint in the Hugging Face layout (tiny ones for tests and the demo; full-size shapes for benchmarks)")
   .addOption(new Option("--preset <name>", "shape").choices(Object.keys(PRESETS)).default("tiny"))
   .option("--seed <n>", "random seed", nonNegativeInt)
+  .option("--cpe-max-size <px>", "position-grid size in pixels (grid side = this / 16; default 2048)", positiveInt)
+  .option("--final-norm", "add a final LayerNorm (model.norm.*; real v4 checkpoints have none)", false)
   .requiredOption("--out <dir>", "output folder")
-  .action(async (o: { preset: PresetName; seed?: number; out: string }) => {
+  .action(async (o: { preset: PresetName; seed?: number; cpeMaxSize?: number; finalNorm: boolean; out: string }) => {
     const preset = PRESETS[o.preset];
-    await generateCheckpoint(o.out, { ...preset, seed: o.seed ?? preset.seed });
+    await generateCheckpoint(o.out, { ...preset, seed: o.seed ?? preset.seed, cpeMaxSize: o.cpeMaxSize ?? preset.cpeMaxSize, finalNorm: o.finalNorm });
     process.stderr.write(`make-checkpoint: wrote ${o.preset} checkpoint to ${resolve(o.out)} (random weights)\n`);
+  });
+
+// --- serve ---------------------------------------------------------------------------------------
+
+const collect = (v: string, prev: string[] | undefined): string[] => [...(prev ?? []), v];
+/** Repeatable options may also come from one env var, entries separated like PATH (":" on Unix). */
+const envList = (name: string): string[] => (process.env[name] ?? "").split(delimiter).filter((s) => s !== "");
+const portNumber = (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError("must be a port number (0-65535)");
+  return n;
+};
+const httpPortArg = (v: string): number | "auto" => (v === "auto" ? "auto" : portNumber(v));
+
+function parseModelArg(v: string): { name?: string; dir: string } {
+  const eq = v.indexOf("=");
+  // NAME=DIR; a bare DIR is named after its metadata (variant-precision).
+  if (eq > 0 && !v.slice(0, eq).includes("/")) return { name: v.slice(0, eq), dir: v.slice(eq + 1) };
+  return { dir: v };
+}
+
+program
+  .command("serve")
+  .description("serve compiled graphs over gRPC (radio.v1.Radio + health + reflection); prints one JSON line to stdout when ready")
+  .option("--model <[name=]dir>", "compiled graph folder, repeatable; the first is the default model; name defaults to <variant>-<precision> [env RADIO_MODEL, ':'-separated]", collect)
+  .addOption(new Option("--socket <path>", "unix socket to listen on (default: a new private temp dir) [env RADIO_SOCKET]").env("RADIO_SOCKET").conflicts("port"))
+  .addOption(new Option("--port <n>", "listen on TCP instead of a unix socket (0 = any free port) [env RADIO_PORT]").env("RADIO_PORT").argParser(portNumber))
+  .addOption(new Option("--host <addr>", "TCP / HTTP host [env RADIO_HOST]").env("RADIO_HOST").default("127.0.0.1"))
+  .addOption(new Option("--http-port <n|auto>", "HTTP port for /healthz /readyz /metrics /v1/info (0 = off, auto = any free port) [env RADIO_HTTP_PORT]").env("RADIO_HTTP_PORT").argParser(httpPortArg).default(0))
+  .addOption(new Option("--workers <n>", "inference workers (each holds its own copy of the weights) [env RADIO_WORKERS]").env("RADIO_WORKERS").argParser(positiveInt).default(1))
+  .addOption(new Option("--threads <n>", "ORT intra-op threads per worker (0 = cores / workers) [env RADIO_THREADS]").env("RADIO_THREADS").argParser(nonNegativeInt).default(0))
+  .addOption(new Option("--postprocess-threads <n>", "threads for heatmaps and NCHW transposes (0 = main thread) [env RADIO_POSTPROCESS_THREADS]").env("RADIO_POSTPROCESS_THREADS").argParser(nonNegativeInt).default(1))
+  .addOption(new Option("--max-batch <n>", "largest inference batch [env RADIO_MAX_BATCH]").env("RADIO_MAX_BATCH").argParser(positiveInt).default(8))
+  .addOption(new Option("--queue-delay-ms <ms>", "longest an image waits for batch-mates when a worker is free [env RADIO_QUEUE_DELAY_MS]").env("RADIO_QUEUE_DELAY_MS").argParser(nonNegativeInt).default(5))
+  .addOption(new Option("--max-queue <n>", "images admitted and not yet running, across calls; a call that does not fit gets RESOURCE_EXHAUSTED; also the most images per call [env RADIO_MAX_QUEUE]").env("RADIO_MAX_QUEUE").argParser(positiveInt).default(256))
+  .addOption(new Option("--decode-parallelism <n>", "image decodes in flight (0 = one per core) [env RADIO_DECODE_PARALLELISM]").env("RADIO_DECODE_PARALLELISM").argParser(nonNegativeInt).default(0))
+  .option("--allowed-root <dir>", "absolute directory that path inputs may be read from, repeatable (default: none, path inputs refused) [env RADIO_ALLOWED_ROOT, ':'-separated]", collect)
+  .addOption(new Option("--provider <ep>", "execution provider; cuda fails (no fallback) when CUDA is unavailable [env RADIO_PROVIDER]").choices(["cpu", "cuda"]).env("RADIO_PROVIDER").default("cpu"))
+  .addOption(new Option("--shutdown-timeout-s <s>", "on SIGTERM/SIGINT, how long admitted work may take to finish [env RADIO_SHUTDOWN_TIMEOUT_S]").env("RADIO_SHUTDOWN_TIMEOUT_S").argParser(nonNegativeInt).default(30))
+  .addOption(new Option("--log-level <level>", "pino log level (logs are JSON on stderr) [env RADIO_LOG_LEVEL]").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).env("RADIO_LOG_LEVEL").default("info"))
+  .action(async (o: {
+    model?: string[]; socket?: string; port?: number; host: string; httpPort: number | "auto"; workers: number; threads: number;
+    postprocessThreads: number; maxBatch: number; queueDelayMs: number; maxQueue: number; decodeParallelism: number;
+    allowedRoot?: string[]; provider: "cpu" | "cuda"; shutdownTimeoutS: number; logLevel: LogLevel;
+  }) => {
+    const { serve } = await import("./serve.js");
+    const { createLogger } = await import("./observability/logger.js");
+    const logger = createLogger(o.logLevel);
+    const models = (o.model ?? envList("RADIO_MODEL")).map(parseModelArg);
+    if (models.length === 0) throw new InvalidArgumentError("give at least one --model [name=]DIR (or RADIO_MODEL)");
+    const running = await serve(
+      {
+        models,
+        listen: o.port !== undefined ? { host: o.host, port: o.port } : { socket: o.socket ?? null },
+        httpPort: o.httpPort === "auto" ? 0 : o.httpPort === 0 ? null : o.httpPort,
+        httpHost: o.host,
+        workers: o.workers,
+        threads: o.threads,
+        postprocessThreads: o.postprocessThreads,
+        maxBatch: o.maxBatch,
+        queueDelayMs: o.queueDelayMs,
+        maxQueue: o.maxQueue,
+        decodeParallelism: o.decodeParallelism,
+        allowedRoots: o.allowedRoot ?? envList("RADIO_ALLOWED_ROOT"),
+        provider: o.provider,
+        shutdownTimeoutMs: o.shutdownTimeoutS * 1000,
+        warmup: true,
+      },
+      logger,
+    );
+    const stop = (code: number) => {
+      const hard = setTimeout(() => process.exit(code), o.shutdownTimeoutS * 1000 + 5000);
+      hard.unref();
+      void running.shutdown().then(() => process.exit(code));
+    };
+    process.once("SIGTERM", () => stop(0));
+    process.once("SIGINT", () => stop(0));
+    void running.fatal.then(() => stop(1));
+    process.stdout.write(
+      JSON.stringify({ event: "ready", socket: running.socket, grpcPort: running.grpcPort, httpPort: running.httpPort, address: running.address, pid: process.pid, models: running.info().models.map((m) => m.name) }) + "\n",
+    );
   });
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -36,10 +36,13 @@ def sidecar(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     return proc
 
 
-def make_checkpoint(out: Path, preset: str = "tiny", seed: int | None = None) -> Path:
-    args = ["make-checkpoint", "--preset", preset, "--out", str(out)]
+def make_checkpoint(out: Path, preset: str = "tiny", seed: int | None = None, cpe_max_size: int | None = None,
+                    final_norm: bool = False) -> Path:
+    args = ["make-checkpoint", "--preset", preset, "--out", str(out)] + (["--final-norm"] if final_norm else [])
     if seed is not None:
         args += ["--seed", str(seed)]
+    if cpe_max_size is not None:
+        args += ["--cpe-max-size", str(cpe_max_size)]
     sidecar(*args)
     return out
 

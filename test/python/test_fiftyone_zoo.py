@@ -3,12 +3,9 @@ of the working tree served on loopback, checkpoints downloaded from a loopback H
 the sidecar built, compiled and spawned by the zoo code itself."""
 from __future__ import annotations
 
-import http.server
-import json
 import os
 import subprocess
-import tarfile
-import threading
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +18,9 @@ import fiftyone.brain as fob
 import fiftyone.zoo as foz
 
 from sidecar_cli import REPO, make_checkpoint
+
+sys.path.insert(0, str(REPO / "scripts"))
+from loopback import fake_hub, source_archive  # noqa: E402
 
 H = "nv_labs/c-radio_v4-h"
 SO = "nv_labs/c-radio_v4-so400m"
@@ -36,32 +36,15 @@ def hub(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("hub")
     h = make_checkpoint(root / "h", "tiny")
     so = make_checkpoint(root / "so", "tiny-so400m")
-    proc = subprocess.Popen(["npx", "tsx", "test/node/support/serve-fake-hub.ts",
-                             f"nvidia/C-RADIOv4-H={h}", f"nvidia/C-RADIOv4-SO400M={so}"],
-                            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    endpoint = json.loads(proc.stdout.readline())["endpoint"]
-    os.environ["HF_ENDPOINT"] = endpoint
-    yield {"endpoint": endpoint, "h": h, "so": so}
-    proc.terminate()
-    proc.wait(10)
+    with fake_hub({"nvidia/C-RADIOv4-H": h, "nvidia/C-RADIOv4-SO400M": so}) as endpoint:
+        os.environ["HF_ENDPOINT"] = endpoint
+        yield {"endpoint": endpoint, "h": h, "so": so}
 
 
 @pytest.fixture(scope="module")
-def source_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The working tree (tracked + untracked, not ignored) as a tar.gz on a loopback HTTP server."""
-    root = tmp_path_factory.mktemp("source")
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split("\n")
-    archive = root / "c-radio-fiftyone.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for f in files:
-            if f and (REPO / f).is_file():
-                tar.add(REPO / f, arcname=f"c-radio-fiftyone/{f}")
-    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(root), **k)  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/{archive.name}"
-    server.shutdown()
+def source_url():
+    with source_archive() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
