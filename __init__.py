@@ -18,9 +18,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .client.options import MODELS, RadioOptions, parse_options
-from .client.sidecar import cli_path, node_executable
-from .zoo import RadioModel, make_local_model, make_remote_model
+import types
+
+
+def _register_parent_packages(name: str) -> None:
+    # FiftyOne imports this folder as module "<source name with dots>" (e.g. nv_labs.c-radio_v4)
+    # without importing its parents; relative imports below need them in sys.modules.
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        parent = ".".join(parts[:i])
+        if parent not in sys.modules:
+            module = types.ModuleType(parent)
+            module.__path__ = []
+            sys.modules[parent] = module
+
+
+_register_parent_packages(__name__)
+
+from .client.options import MODELS, RadioOptions, parse_options  # noqa: E402
+from .client.sidecar import cli_path, node_executable  # noqa: E402
+from .zoo import RadioModel, make_local_model, make_remote_model  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

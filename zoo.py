@@ -82,7 +82,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         self._client = client
         self._patched: Any = None
         self.failures: list[tuple[str, str, str]] = []  # (id, code, message) of failed images
-        self.preprocess = True
+        self._preprocess = True
 
     # -- FiftyOne Model interface ---------------------------------------------------------------
 
@@ -101,7 +101,15 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
 
     @property
     def transforms(self) -> None:
-        return None
+        return None  # the sidecar decodes and resizes
+
+    @property
+    def preprocess(self) -> bool:
+        return self._preprocess
+
+    @preprocess.setter
+    def preprocess(self, value: bool) -> None:
+        self._preprocess = value
 
     @property
     def has_collate_fn(self) -> bool:

@@ -52,7 +52,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
     samples = []
-    for i, (h, w) in enumerate([(480, 640), (640, 480), (300, 300), (360, 640), (500, 375), (256, 256)]):
+    # 24 images (representativeness clusters into 20), mixed aspect ratios.
+    sizes = [(480, 640), (640, 480), (300, 300), (360, 640), (500, 375), (256, 256)]
+    for i, (h, w) in enumerate(sizes * 4):
         yy, xx = np.mgrid[0:h, 0:w]
         img = np.stack([(xx * (i + 1)) % 256, (yy * 2) % 256, rng.integers(0, 256, (h, w))], -1).astype(np.uint8)
         path = root / f"img{i}.jpg"
@@ -74,7 +76,7 @@ def registered(hub, source_url: str) -> str:
 def model_h(registered):
     model = foz.load_zoo_model(H)
     yield model
-    model.close()
+    model.close()  # idempotent
 
 
 def test_compute_embeddings_equals_direct_sidecar(model_h, dataset) -> None:
@@ -119,8 +121,15 @@ def test_heatmaps_and_dense_features(registered, dataset, tmp_path: Path) -> Non
         again = dataset.values("radio_heatmap2")
         assert again[0].map_path and Path(again[0].map_path).exists()
         np.testing.assert_array_equal(np.asarray(Image.open(again[0].map_path)), first)  # deterministic
-        feats = dataset.compute_embeddings(spatial, batch_size=4)
-        assert feats[0].ndim == 3 and feats[0].shape[0] == 64
+        # Dense features differ in shape between aspect ratios: store them per sample, in an
+        # ArrayField (compute_embeddings would otherwise declare a 1-D VectorField).
+        dataset.add_sample_field("radio_dense", fo.ArrayField)
+        dataset.compute_embeddings(spatial, embeddings_field="radio_dense", batch_size=4)
+        for s in dataset:
+            c, h, w = np.asarray(s.radio_dense).shape
+            assert c == 64 and h * w >= 16 * 16
+            img_h, img_w = Image.open(s.filepath).size[::-1]
+            assert abs(w / h - img_w / img_h) < 0.35  # aspect kept (snapped to a bucket)
     finally:
         spatial.close()
     nlc = foz.load_zoo_model(H, output_type="spatial", feature_format="NLC")
@@ -166,10 +175,72 @@ def test_bad_option_lists_valid_ones(registered) -> None:
         foz.load_zoo_model(H, colour="blue")
 
 
-def test_no_sidecar_left_after_close(registered, dataset) -> None:
-    model = foz.load_zoo_model(H, output_type="spatial", feature_format="NLC", cache=False)
-    model.embed(dataset.first().filepath)
-    pid = model._sidecar.process.pid
-    model.close()
-    time.sleep(0.5)
+def test_sidecar_killed_mid_run_is_restarted(registered, dataset) -> None:
+    """SIGKILL the sidecar between batches: the model restarts it and every sample is labelled once."""
+    import signal
+
+    model = foz.load_zoo_model(H, cache=False, image_size=(224, 224))
+    ds = dataset.clone()
+    try:
+        first = model._sidecar.process.pid
+        calls = {"n": 0}
+        real_embed_all = model.embed_all
+
+        def embed_all_then_kill(args):  # kill after the first batch went through
+            out = real_embed_all(args)
+            calls["n"] += 1
+            if calls["n"] == 1:
+                os.kill(model._sidecar.process.pid, signal.SIGKILL)
+                model._sidecar.process.wait(10)
+            return out
+
+        model.embed_all = embed_all_then_kill
+        ds.compute_embeddings(model, embeddings_field="e", batch_size=8)
+        assert all(v is not None for v in ds.values("e"))
+        assert model._sidecar.process.pid != first
+    finally:
+        ds.delete()
+        model.close()
+
+
+def test_shared_sidecar_stops_with_its_last_model(model_h, registered, dataset) -> None:
+    # Same graph as model_h: the process-wide registry shares one sidecar between them.
+    other = foz.load_zoo_model(H, output_type="spatial", feature_format="NLC", cache=False)
+    other.embed(dataset.first().filepath)
+    assert other._sidecar is model_h._sidecar
+    pid = other._sidecar.process.pid
+    other.close()
+    assert pid in _sidecar_pids()  # model_h still uses it
+    model_h.close()
+    deadline = time.monotonic() + 20
+    while pid in _sidecar_pids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pid not in _sidecar_pids()
+
+
+CHILD = """
+import os, sys, time
+import fiftyone.zoo as foz
+model = foz.load_zoo_model("nv_labs/c-radio_v4-h")
+model.embed(sys.argv[1])
+print(model._sidecar.process.pid, flush=True)
+if sys.argv[2] == "hang":
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+def test_no_orphan_sidecar(registered, dataset, how: str) -> None:
+    """A Python process that exits, or is SIGKILLed, leaves no sidecar behind."""
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, dataset.first().filepath, "hang" if how == "sigkill" else "exit"],
+                            stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    assert proc.stdout is not None
+    pid = int(proc.stdout.readline())
+    assert pid in _sidecar_pids()
+    if how == "sigkill":
+        proc.kill()
+    proc.wait(60)
+    deadline = time.monotonic() + 20
+    while pid in _sidecar_pids() and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert pid not in _sidecar_pids()
