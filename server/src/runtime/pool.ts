@@ -3,12 +3,11 @@
 // dies is replaced by piscina (the new one loads and warms before it takes work); the batch it held
 // fails, and the caller turns that into per-image INTERNAL errors.
 import { EventEmitter } from "node:events";
-import { extname } from "node:path";
-import { fileURLToPath } from "node:url";
 import { BroadcastChannel } from "node:worker_threads";
 import { Piscina } from "piscina";
 import type { ExecutionProvider } from "./session.js";
 import type { InferResult, InferTask, ReadyModel, WorkerAnnouncement, WorkerConfig, WorkerModel } from "./protocol.js";
+import { workerEntry } from "./worker-entry.js";
 
 export type { InferResult } from "./protocol.js";
 export type { ExecutionProvider } from "./session.js";
@@ -31,9 +30,6 @@ export interface PoolReady {
 
 let poolCounter = 0;
 
-// In the built server this file is pool.js beside worker.js; under tsx (tests) both are .ts.
-const WORKER_FILE = new URL(`./worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url).href;
-
 /**
  * Events: 'workerReady' (announcement) when a replacement worker has loaded; 'fatal' (Error) when a
  * replacement worker cannot load its models (the server cannot recover from that on its own).
@@ -55,7 +51,9 @@ export class InferencePool extends EventEmitter {
   /** Starts the workers and resolves once every one of them has loaded (and warmed) every model. */
   static async start(o: PoolOptions): Promise<InferencePool> {
     const channelName = `radio-inference-${process.pid}-${++poolCounter}`;
+    const entry = workerEntry("worker", import.meta.url);
     const config: WorkerConfig = {
+      entry: entry.entry,
       channel: channelName,
       models: o.models,
       provider: o.provider,
@@ -64,7 +62,7 @@ export class InferencePool extends EventEmitter {
     };
     const channel = new BroadcastChannel(channelName);
     const piscina = new Piscina({
-      filename: WORKER_FILE,
+      filename: entry.filename,
       minThreads: o.workers,
       maxThreads: o.workers,
       concurrentTasksPerWorker: 1,
@@ -72,15 +70,16 @@ export class InferencePool extends EventEmitter {
       atomics: "disabled",
       workerData: config,
     });
-    // Errors not tied to a task (a worker failing between tasks) must not crash the process.
-    const early: Error[] = [];
-    const onError = (err: Error) => early.push(err);
+    // Until every worker is ready, a worker error (e.g. its module failed to load) fails the start.
+    let failStart: (err: Error) => void = () => undefined;
+    const onError = (err: Error) => failStart(err);
     piscina.on("error", onError);
 
     const announcements = new Map<number, Extract<WorkerAnnouncement, { type: "ready" }>>();
     let ready: Extract<WorkerAnnouncement, { type: "ready" }>;
     try {
       ready = await new Promise((resolve, reject) => {
+        failStart = (err) => reject(new Error(`an inference worker failed to start: ${err.message}`));
         channel.onmessage = (ev) => {
           const msg = (ev as { data: WorkerAnnouncement }).data;
           if (msg.type === "failed") reject(new Error(msg.message));
@@ -101,6 +100,7 @@ export class InferencePool extends EventEmitter {
       loadMs: Math.max(...[...announcements.values()].map((a) => a.loadMs)),
     });
     piscina.off("error", onError);
+    // Errors not tied to a task (a worker failing between tasks) must not crash the process.
     piscina.on("error", (err: Error) => pool.emit("workerError", err));
     channel.onmessage = (ev) => {
       const msg = (ev as { data: WorkerAnnouncement }).data;

@@ -10,6 +10,8 @@ export interface WorkerModel {
 
 /** Given to every worker as workerData. */
 export interface WorkerConfig {
+  /** Set when running from TypeScript source (see worker-entry.ts). */
+  entry: string | undefined;
   /** BroadcastChannel on which each worker announces that it is ready (or failed to load). */
   channel: string;
   models: WorkerModel[];

@@ -3,7 +3,7 @@
 // onnxruntime's run() blocks this thread for the whole batch, which is why it lives here and not on
 // the main thread.
 import { BroadcastChannel, threadId, workerData } from "node:worker_threads";
-import { transferableSymbol, valueSymbol } from "piscina";
+import { move, transferableSymbol, valueSymbol } from "piscina";
 import * as ort from "onnxruntime-node";
 import { loadGraph, runGraph, type LoadedGraph } from "./session.js";
 import type { InferResult, InferTask, ReadyModel, WorkerAnnouncement, WorkerConfig } from "./protocol.js";
@@ -29,7 +29,8 @@ async function load(): Promise<void> {
       if (config.provider === "cuda") {
         throw new Error(
           `model ${m.name}: the CUDA execution provider could not be created (${msg.split("\n", 1)[0]}). ` +
-            "It needs onnxruntime-node's CUDA binaries (installed by its install script; see README) and a CUDA 12 driver; " +
+            "It needs onnxruntime-node's CUDA provider libraries (fetched by its install script; see README), an NVIDIA driver " +
+            "and the CUDA/cuDNN libraries that onnxruntime build expects; " +
             "run with --provider cpu to use the CPU instead",
         );
       }
@@ -57,14 +58,19 @@ try {
   throw err;
 }
 
+// Fault injection for tests only: a worker given a batch of this height exits (as a crashed worker
+// would) instead of running it. Unset in normal use.
+const exitOnHeight = Number(process.env.RADIO_TEST_WORKER_EXIT_ON_HEIGHT ?? 0);
+
 /** Runs one batch; the outputs' buffers are transferred back, not copied. */
 export default async function infer(task: InferTask): Promise<unknown> {
   const g = graphs.get(task.model);
   if (!g) throw new Error(`model ${task.model} is not loaded in this worker`);
+  if (exitOnHeight > 0 && task.dims[2] === exitOnHeight) process.exit(70);
   const t = performance.now();
   const out = await runGraph(g, task.pixels, task.dims);
   const runMs = performance.now() - t;
   const result: InferResult = { ...out, runMs, threadId };
   const buffers = new Set<ArrayBufferLike>([out.summary.buffer, out.features.buffer]);
-  return { [transferableSymbol]: [...buffers], [valueSymbol]: result };
+  return move({ [transferableSymbol]: [...buffers], [valueSymbol]: result } as never);
 }

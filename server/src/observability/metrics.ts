@@ -1,0 +1,163 @@
+// Prometheus metrics (prom-client), one registry per server so several servers (tests) can live in
+// one process. Counters are updated as things happen; gauges of current state are read at scrape
+// time from whoever owns that state.
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { DropReason, ImageErrorCode, OutputKind, PipelineMetrics } from "../pipeline/types.js";
+
+export interface LiveState {
+  /** Images admitted and not yet running. */
+  admitted(): number;
+  /** Decoded images waiting in the batcher. */
+  queueDepth(): number;
+  /** Batches running now. */
+  runningBatches(): number;
+  workers(): number;
+  /** Total worker time spent running batches, seconds. */
+  workerBusySeconds(): number;
+}
+
+const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+export class ServerMetrics implements PipelineMetrics {
+  readonly registry = new Registry();
+  private live: LiveState | null = null;
+
+  private readonly requests = new Counter({
+    name: "radio_grpc_requests_total",
+    help: "gRPC calls finished, by method and status code",
+    labelNames: ["method", "code"] as const,
+    registers: [this.registry],
+  });
+  private readonly images = new Counter({
+    name: "radio_images_total",
+    help: "Images encoded successfully (images/s: rate of this)",
+    labelNames: ["model", "output"] as const,
+    registers: [this.registry],
+  });
+  private readonly failures = new Counter({
+    name: "radio_image_failures_total",
+    help: "Images answered with an error, by reason code",
+    labelNames: ["code"] as const,
+    registers: [this.registry],
+  });
+  private readonly dropped = new Counter({
+    name: "radio_images_dropped_total",
+    help: "Queued images dropped before running because their call was cancelled, ran past its deadline, or the server shut down",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  private readonly batchSize = new Histogram({
+    name: "radio_batch_size",
+    help: "Images per inference batch",
+    labelNames: ["model"] as const,
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128],
+    registers: [this.registry],
+  });
+  private readonly inference = new Histogram({
+    name: "radio_inference_seconds",
+    help: "Time a worker spent running one batch",
+    labelNames: ["model"] as const,
+    buckets: SECONDS,
+    registers: [this.registry],
+  });
+  private readonly queueTime = new Histogram({
+    name: "radio_queue_time_seconds",
+    help: "Time a decoded image waited for its batch",
+    buckets: SECONDS,
+    registers: [this.registry],
+  });
+  private readonly preprocessTime = new Histogram({
+    name: "radio_preprocess_seconds",
+    help: "Time to read, decode and resize one image",
+    buckets: SECONDS,
+    registers: [this.registry],
+  });
+  private readonly postprocessTime = new Histogram({
+    name: "radio_postprocess_seconds",
+    help: "Time to turn one image's features into its output (NCHW transpose or heatmap), queueing included",
+    labelNames: ["output"] as const,
+    buckets: SECONDS,
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+    const live = () => this.live;
+    new Gauge({
+      name: "radio_queue_admitted_images",
+      help: "Images admitted and not yet running (the bounded queue's fill; see --max-queue)",
+      registers: [this.registry],
+      collect() {
+        this.set(live()?.admitted() ?? 0);
+      },
+    });
+    new Gauge({
+      name: "radio_queue_depth",
+      help: "Decoded images waiting in the batcher",
+      registers: [this.registry],
+      collect() {
+        this.set(live()?.queueDepth() ?? 0);
+      },
+    });
+    new Gauge({
+      name: "radio_workers",
+      help: "Inference workers",
+      registers: [this.registry],
+      collect() {
+        this.set(live()?.workers() ?? 0);
+      },
+    });
+    new Gauge({
+      name: "radio_worker_utilization",
+      help: "Fraction of inference workers running a batch right now (over time: rate(radio_worker_busy_seconds_total) / radio_workers)",
+      registers: [this.registry],
+      collect() {
+        const l = live();
+        this.set(l && l.workers() > 0 ? l.runningBatches() / l.workers() : 0);
+      },
+    });
+    let reported = 0;
+    new Counter({
+      name: "radio_worker_busy_seconds_total",
+      help: "Worker time spent running batches",
+      registers: [this.registry],
+      collect() {
+        const now = live()?.workerBusySeconds() ?? 0;
+        if (now > reported) this.inc(now - reported);
+        reported = Math.max(reported, now);
+      },
+    });
+  }
+
+  /** Connects the scrape-time gauges to the running server. */
+  observe(state: LiveState): void {
+    this.live = state;
+  }
+
+  request(method: string, code: string): void {
+    this.requests.inc({ method, code });
+  }
+
+  imageSucceeded(model: string, output: OutputKind): void {
+    this.images.inc({ model, output });
+  }
+  imageFailed(code: ImageErrorCode): void {
+    this.failures.inc({ code });
+  }
+  imagesDropped(reason: DropReason, n: number): void {
+    this.dropped.inc({ reason }, n);
+  }
+  batchRan(model: string, size: number, inferenceSeconds: number): void {
+    this.batchSize.observe({ model }, size);
+    this.inference.observe({ model }, inferenceSeconds);
+  }
+  queueWait(seconds: number): void {
+    this.queueTime.observe(seconds);
+  }
+  preprocessed(seconds: number): void {
+    this.preprocessTime.observe(seconds);
+  }
+  postprocessed(output: OutputKind, seconds: number): void {
+    this.postprocessTime.observe({ output }, seconds);
+  }
+}

@@ -1,0 +1,451 @@
+// One request's images through the server: admission (bounded, all-or-nothing) → preprocessing
+// (sharp on the libuv pool, a few decodes at a time) → the dynamic batcher (per model × resolution)
+// → an inference worker → per-image outputs (views, or a postprocess worker for NCHW / heatmaps).
+// Every image ends in exactly one outcome for the sink, unless its request was cancelled first.
+// Transport-agnostic: nothing here knows gRPC, nothing here knows onnxruntime.
+import { setMaxListeners } from "node:events";
+import type { Logger } from "pino";
+import { Admission } from "../batching/admission.js";
+import { DynamicBatcher, type Batchable } from "../batching/batcher.js";
+import { Semaphore } from "../batching/semaphore.js";
+import {
+  decodeOpened,
+  InputError,
+  openImage,
+  parseResolutionPolicy,
+  resolveTargetResolution,
+  type ImageInput,
+  type PathPolicy,
+  type PreprocessLimits,
+  type ResolutionPolicy,
+} from "../preprocess/index.js";
+import { nlcRow, nlcTensor, resolveHeatmapSpec, summaryTensor, type HeatmapSpec, type OutputTensor } from "../postprocess/outputs.js";
+import type { PostprocessTask } from "../postprocess/protocol.js";
+import type { ServedModel } from "./models.js";
+import {
+  NO_METRICS,
+  RequestError,
+  type DropReason,
+  type EmbedHandle,
+  type EmbedJobSpec,
+  type ImageErrorCode,
+  type ImageOutcome,
+  type OutputKind,
+  type PipelineMetrics,
+} from "./types.js";
+
+/** What the pipeline needs from the inference runtime. */
+export interface InferenceBackend {
+  readonly workers: number;
+  run(
+    model: string,
+    pixels: Float32Array,
+    dims: [number, number, number, number],
+  ): Promise<{ summary: Float32Array; summaryDims: number[]; features: Float32Array; featureDims: number[]; runMs: number }>;
+}
+
+export interface PostprocessBackend {
+  run(task: PostprocessTask): Promise<OutputTensor>;
+}
+
+export interface PipelineOptions {
+  models: readonly ServedModel[];
+  /** Defaults to the first model. */
+  defaultModel?: string;
+  inference: InferenceBackend;
+  postprocess: PostprocessBackend;
+  paths: PathPolicy;
+  maxBatch: number;
+  maxQueueDelayMs: number;
+  /** Images admitted and not yet running, across requests; also the most one request may hold. */
+  maxQueue: number;
+  /** Decodes in flight at once. */
+  decodeParallelism: number;
+  /** Decoded images held while they wait for a batch (memory bound); default 2 × maxBatch × workers. */
+  maxPrepared?: number;
+  limits?: Partial<PreprocessLimits>;
+  metrics?: PipelineMetrics;
+  logger?: Logger;
+}
+
+type ImageState = "queued" | "running" | "settled";
+
+class Job {
+  readonly abort = new AbortController();
+  closed: DropReason | null = null;
+  readonly state: ImageState[];
+  unsettled: number;
+  deadlineTimer: NodeJS.Timeout | null = null;
+  readonly done: Promise<void>;
+  resolveDone!: () => void;
+
+  constructor(
+    readonly seq: number,
+    readonly model: ServedModel,
+    readonly policy: ResolutionPolicy,
+    readonly output: OutputKind,
+    readonly heatmap: HeatmapSpec | null,
+    readonly images: readonly (ImageInput | InputError)[],
+    readonly deadline: number | null,
+    readonly sink: (o: ImageOutcome) => void,
+  ) {
+    this.state = images.map(() => "queued");
+    // Each image waiting for a decode slot listens on this signal.
+    setMaxListeners(0, this.abort.signal);
+    this.unsettled = images.length;
+    this.done = new Promise((r) => (this.resolveDone = r));
+  }
+
+  expired(now = Date.now()): boolean {
+    return this.deadline !== null && now >= this.deadline;
+  }
+}
+
+interface Item extends Batchable {
+  job: Job;
+  index: number;
+  id: string;
+  pixels: Float32Array | null;
+  height: number;
+  width: number;
+  originalHeight: number;
+  originalWidth: number;
+}
+
+export class Pipeline {
+  private readonly models = new Map<string, ServedModel>();
+  readonly defaultModel: string;
+  private readonly admission: Admission;
+  private readonly decodes: Semaphore;
+  private readonly prepared: Semaphore;
+  private readonly batcher: DynamicBatcher<Item>;
+  private readonly jobs = new Set<Job>();
+  private readonly metrics: PipelineMetrics;
+  private seq = 0;
+  private closing = false;
+
+  constructor(private readonly o: PipelineOptions) {
+    for (const m of o.models) this.models.set(m.name, m);
+    const first = o.models[0];
+    if (!first) throw new Error("the pipeline needs at least one model");
+    this.defaultModel = o.defaultModel ?? first.name;
+    if (!this.models.has(this.defaultModel)) throw new Error(`default model ${this.defaultModel} is not served`);
+    this.admission = new Admission(o.maxQueue);
+    this.decodes = new Semaphore(o.decodeParallelism);
+    this.prepared = new Semaphore(Math.max(o.maxPrepared ?? 2 * o.maxBatch * o.inference.workers, o.decodeParallelism));
+    this.metrics = o.metrics ?? NO_METRICS;
+    this.batcher = new DynamicBatcher<Item>({
+      maxBatch: o.maxBatch,
+      maxDelayMs: o.maxQueueDelayMs,
+      concurrency: o.inference.workers,
+      run: (_key, items) => this.runBatch(items),
+    });
+  }
+
+  /** Images admitted and not yet running (preprocessing or waiting for a batch). */
+  get admitted(): number {
+    return this.admission.admitted;
+  }
+
+  /** Decoded images waiting in the batcher. */
+  get queueDepth(): number {
+    return this.batcher.depth;
+  }
+
+  get runningBatches(): number {
+    return this.batcher.running;
+  }
+
+  get activeRequests(): number {
+    return this.jobs.size;
+  }
+
+  /**
+   * Starts a request. Throws RequestError when the request as a whole is refused (bad request, queue
+   * full, shutting down); then nothing was started. Otherwise every image reaches `sink` once, in
+   * completion order, until the request is cancelled.
+   */
+  submit(spec: EmbedJobSpec, sink: (o: ImageOutcome) => void): EmbedHandle {
+    if (this.closing) throw new RequestError("UNAVAILABLE", "the server is shutting down");
+    const modelName = spec.model || this.defaultModel;
+    const model = this.models.get(modelName);
+    if (!model) {
+      throw new RequestError("INVALID_ARGUMENT", `unknown model ${JSON.stringify(modelName)}; served: ${[...this.models.keys()].join(", ")}`);
+    }
+    let policy: ResolutionPolicy;
+    try {
+      policy = parseResolutionPolicy(spec.resolution);
+      // A fixed size or a max:N is checked against the model once, for the whole request.
+      resolveTargetResolution(model.geometry.preferred[0], model.geometry.preferred[1], model.geometry, policy);
+    } catch (err) {
+      throw new RequestError("INVALID_ARGUMENT", err instanceof InputError ? err.reason : (err as Error).message);
+    }
+    let heatmap: HeatmapSpec | null = null;
+    if (spec.output === "heatmap") {
+      try {
+        heatmap = resolveHeatmapSpec(spec.heatmap);
+      } catch (err) {
+        throw new RequestError("INVALID_ARGUMENT", (err as Error).message);
+      }
+    }
+    const n = spec.images.length;
+    if (n > this.admission.capacity) {
+      throw new RequestError("INVALID_ARGUMENT", `the request has ${n} images; at most ${this.admission.capacity} fit in the queue (--max-queue): send smaller requests`);
+    }
+    if (!this.admission.tryReserve(n)) {
+      throw new RequestError(
+        "RESOURCE_EXHAUSTED",
+        `the queue is full (${this.admission.admitted} of ${this.admission.capacity} images queued, ${n} asked for); retry later`,
+      );
+    }
+    const job = new Job(++this.seq, model, policy, spec.output, heatmap, spec.images, spec.deadline, sink);
+    this.jobs.add(job);
+    if (n === 0) this.finishJob(job);
+    const untilDeadline = job.deadline === null ? Infinity : job.deadline - Date.now();
+    // (setTimeout overflows past ~24.8 days; such deadlines are still checked when a batch forms.)
+    if (n > 0 && untilDeadline < 2 ** 31 - 1) {
+      job.deadlineTimer = setTimeout(() => this.cancel(job, "deadline"), Math.max(0, untilDeadline));
+    }
+    for (let i = 0; i < n; i++) {
+      this.prepare(job, i).catch((err: Error) => {
+        this.o.logger?.error({ err }, "image pipeline failed unexpectedly");
+        this.fail(job, i, "INTERNAL", `input ${JSON.stringify(this.idOf(job, i))}: ${err.message}`);
+      });
+    }
+    return { done: job.done, cancel: (reason) => this.cancel(job, reason) };
+  }
+
+  /** Refuses new requests and resolves when every admitted one has finished. */
+  async drain(): Promise<void> {
+    this.closing = true;
+    await Promise.all([...this.jobs].map((j) => j.done));
+  }
+
+  /** Drops everything not yet run (shutdown after the grace period). */
+  cancelAll(reason: DropReason): void {
+    for (const job of [...this.jobs]) this.cancel(job, reason);
+  }
+
+  close(): void {
+    this.closing = true;
+    this.batcher.close();
+  }
+
+  // --- per image -------------------------------------------------------------------------------
+
+  private idOf(job: Job, index: number): string {
+    const input = job.images[index]!;
+    return input instanceof InputError ? input.inputId : input.id;
+  }
+
+  /** Read, decode and resize one image, then queue it for a batch. */
+  private async prepare(job: Job, index: number): Promise<void> {
+    const input = job.images[index]!;
+    if (input instanceof InputError) return this.fail(job, index, input.code, input.message);
+    // Bound the decoded images held in memory, then the decodes running at once.
+    if (!(await this.prepared.acquire(job.abort.signal))) return this.drop(job, index);
+    if (!(await this.decodes.acquire(job.abort.signal))) {
+      this.prepared.release();
+      return this.drop(job, index);
+    }
+    const t = performance.now();
+    let item: Item;
+    try {
+      const limits = this.o.limits ?? {};
+      const opened = await openImage(input, { paths: this.o.paths, limits });
+      const target = resolveTargetResolution(opened.originalHeight, opened.originalWidth, job.model.geometry, job.policy, opened.id);
+      const img = await decodeOpened(opened, target, { limits });
+      item = {
+        key: `${job.model.name}|${img.height}x${img.width}`,
+        enqueuedAt: performance.now(),
+        job,
+        index,
+        id: input.id,
+        pixels: img.pixels,
+        height: img.height,
+        width: img.width,
+        originalHeight: img.originalHeight,
+        originalWidth: img.originalWidth,
+      };
+    } catch (err) {
+      this.prepared.release();
+      if (err instanceof InputError) return this.fail(job, index, err.code, err.message);
+      this.o.logger?.error({ err, id: input.id }, "preprocessing failed unexpectedly");
+      return this.fail(job, index, "INTERNAL", `input ${JSON.stringify(input.id)}: preprocessing failed: ${(err as Error).message}`);
+    } finally {
+      this.decodes.release();
+    }
+    this.metrics.preprocessed((performance.now() - t) / 1000);
+    if (job.closed) {
+      this.prepared.release();
+      return this.drop(job, index);
+    }
+    this.batcher.add(item);
+  }
+
+  /** One batch of same-model, same-size images through a worker. */
+  private async runBatch(items: Item[]): Promise<void> {
+    const live: Item[] = [];
+    const now = Date.now();
+    for (const it of items) {
+      if (!it.job.closed && it.job.expired(now)) this.cancel(it.job, "deadline");
+      if (it.job.closed) {
+        it.pixels = null;
+        this.prepared.release();
+        this.drop(it.job, it.index);
+      } else {
+        live.push(it);
+      }
+    }
+    const first = live[0];
+    if (!first) return;
+    const model = first.job.model;
+    const { height: H, width: W } = first;
+    const B = live.length;
+    const plane = H * W;
+    const pixels = new Float32Array(B * 3 * plane);
+    const t = performance.now();
+    const norm = model.metadata.externalPreprocessor ? { mean: model.metadata.normMean, std: model.metadata.normStd } : null;
+    for (let b = 0; b < B; b++) {
+      const it = live[b]!;
+      const src = it.pixels!;
+      if (!norm) pixels.set(src, b * 3 * plane);
+      else {
+        // External-preprocessor graphs expect (x - mean) / std; clients always send [0, 1].
+        for (let c = 0; c < 3; c++) {
+          const m = norm.mean[c]!;
+          const inv = 1 / norm.std[c]!;
+          const o = (b * 3 + c) * plane;
+          for (let i = 0; i < plane; i++) pixels[o + i] = (src[c * plane + i]! - m) * inv;
+        }
+      }
+      it.pixels = null;
+      this.prepared.release();
+      this.markRunning(it.job, it.index);
+      this.metrics.queueWait((t - it.enqueuedAt) / 1000);
+    }
+
+    let out: Awaited<ReturnType<InferenceBackend["run"]>>;
+    try {
+      out = await this.o.inference.run(model.name, pixels, [B, 3, H, W]);
+    } catch (err) {
+      this.o.logger?.error({ err, model: model.name, batch: B, height: H, width: W }, "inference failed");
+      for (const it of live) {
+        this.fail(it.job, it.index, "INTERNAL", `input ${JSON.stringify(it.id)}: inference failed: ${(err as Error).message}`);
+      }
+      return;
+    }
+    this.metrics.batchRan(model.name, B, out.runMs / 1000);
+    const S = out.summaryDims[1]!;
+    const positions = out.featureDims[1]!;
+    const C = out.featureDims[2]!;
+    const gridH = H / model.metadata.patchSize;
+    const gridW = W / model.metadata.patchSize;
+    if (gridH * gridW !== positions) {
+      for (const it of live) {
+        this.fail(it.job, it.index, "INTERNAL", `input ${JSON.stringify(it.id)}: the graph returned ${positions} positions for a ${gridH}×${gridW} grid`);
+      }
+      return;
+    }
+    for (let b = 0; b < B; b++) {
+      const it = live[b]!;
+      const job = it.job;
+      if (job.closed) {
+        this.settle(job, it.index, null);
+        continue;
+      }
+      const sizes = { inputHeight: H, inputWidth: W, originalHeight: it.originalHeight, originalWidth: it.originalWidth };
+      if (job.output === "summary") {
+        this.succeed(job, it.index, { tensor: summaryTensor(out.summary, b, S), ...sizes });
+      } else if (job.output === "features_nlc") {
+        this.succeed(job, it.index, { tensor: nlcTensor(nlcRow(out.features, b, positions, C), positions, C), ...sizes });
+      } else {
+        // A copy of this image's features goes to a postprocess worker (transferred, not copied again).
+        const nlc = nlcRow(out.features, b, positions, C).slice();
+        const task: PostprocessTask =
+          job.output === "features_nchw"
+            ? { op: "features_nchw", nlc, gridHeight: gridH, gridWidth: gridW, channels: C }
+            : { op: "heatmap", nlc, gridHeight: gridH, gridWidth: gridW, channels: C, spec: job.heatmap!, originalHeight: it.originalHeight, originalWidth: it.originalWidth };
+        const tp = performance.now();
+        this.o.postprocess.run(task).then(
+          (tensor) => {
+            this.metrics.postprocessed(job.output, (performance.now() - tp) / 1000);
+            this.succeed(job, it.index, { tensor, ...sizes });
+          },
+          (err: Error) => {
+            this.o.logger?.error({ err, id: it.id }, "postprocessing failed");
+            this.fail(job, it.index, "INTERNAL", `input ${JSON.stringify(it.id)}: ${job.output === "heatmap" ? "heatmap" : "NCHW transpose"} failed: ${err.message}`);
+          },
+        );
+      }
+    }
+  }
+
+  // --- bookkeeping -----------------------------------------------------------------------------
+
+  /** The image leaves the queue (its admission slot frees up): it is running now. */
+  private markRunning(job: Job, index: number): void {
+    if (job.state[index] === "queued") {
+      job.state[index] = "running";
+      this.admission.release(1);
+    }
+  }
+
+  private succeed(job: Job, index: number, output: ImageOutcome["output"] & object): void {
+    if (job.state[index] === "settled") return;
+    if (!job.closed) this.metrics.imageSucceeded(job.model.name, job.output);
+    this.settle(job, index, { index, output });
+  }
+
+  private fail(job: Job, index: number, code: ImageErrorCode, message: string): void {
+    if (job.state[index] === "settled") return;
+    if (!job.closed) this.metrics.imageFailed(code);
+    this.settle(job, index, { index, error: { code, message } });
+  }
+
+  /** The image was never run because its request went away. */
+  private drop(job: Job, index: number): void {
+    if (job.state[index] !== "queued") return this.settle(job, index, null);
+    this.metrics.imagesDropped(job.closed ?? "cancelled", 1);
+    this.settle(job, index, null);
+  }
+
+  private settle(job: Job, index: number, outcome: ImageOutcome | null): void {
+    if (job.state[index] === "settled") return;
+    this.markRunning(job, index);
+    job.state[index] = "settled";
+    job.unsettled--;
+    if (outcome && !job.closed) {
+      try {
+        job.sink(outcome);
+      } catch (err) {
+        this.o.logger?.error({ err }, "result sink failed");
+      }
+    }
+    if (job.unsettled === 0) this.finishJob(job);
+  }
+
+  private finishJob(job: Job): void {
+    if (job.deadlineTimer) clearTimeout(job.deadlineTimer);
+    job.deadlineTimer = null;
+    this.jobs.delete(job);
+    job.resolveDone();
+  }
+
+  private cancel(job: Job, reason: DropReason): void {
+    if (job.closed || job.unsettled === 0) return;
+    job.closed = reason;
+    if (job.deadlineTimer) clearTimeout(job.deadlineTimer);
+    job.deadlineTimer = null;
+    // Waiting for a decode slot: those give up at once (and are dropped by prepare()).
+    job.abort.abort();
+    // Decoded and waiting for a batch: out of the queue now.
+    for (const it of this.batcher.remove((x) => x.job === job)) {
+      it.pixels = null;
+      this.prepared.release();
+      this.drop(job, it.index);
+    }
+    // Being decoded: dropped when the decode ends. Running: the result is discarded.
+    this.o.logger?.debug({ request: job.seq, reason }, "request cancelled");
+  }
+}

@@ -1,0 +1,75 @@
+// The pipeline's request and result types: what a transport hands in and gets back. No gRPC here.
+import type { ImageInput, InputError, InputErrorCode } from "../preprocess/index.js";
+import type { HeatmapRequest, OutputKind, OutputTensor } from "../postprocess/outputs.js";
+
+export type { OutputKind, OutputTensor, HeatmapRequest };
+
+export type ImageErrorCode = InputErrorCode | "INTERNAL" | "CANCELLED" | "DEADLINE_EXCEEDED" | "RESOURCE_EXHAUSTED" | "PERMISSION_DENIED";
+
+/** Why queued images were dropped without running. */
+export type DropReason = "cancelled" | "deadline" | "shutdown";
+
+export interface EmbedJobSpec {
+  /** A served model's name; "" = the default model. */
+  model: string;
+  /** Resolution policy text: "default", "native", "max:N", "HxW"; "" = default. */
+  resolution: string;
+  output: OutputKind;
+  heatmap: HeatmapRequest;
+  /** An InputError stands for an image the transport could not even map (it is reported as is). */
+  images: readonly (ImageInput | InputError)[];
+  /** Date.now() milliseconds after which unfinished images are dropped; null = none. */
+  deadline: number | null;
+}
+
+export interface ImageOutput {
+  tensor: OutputTensor;
+  inputHeight: number;
+  inputWidth: number;
+  originalHeight: number;
+  originalWidth: number;
+}
+
+export type ImageOutcome =
+  | { index: number; output: ImageOutput; error?: undefined }
+  | { index: number; output?: undefined; error: { code: ImageErrorCode; message: string } };
+
+export type RequestErrorCode = "INVALID_ARGUMENT" | "RESOURCE_EXHAUSTED" | "UNAVAILABLE";
+
+/** The whole request is refused (nothing was started). */
+export class RequestError extends Error {
+  override readonly name = "RequestError";
+  constructor(
+    readonly code: RequestErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface EmbedHandle {
+  /** Resolves when every image has a result, was dropped, or was discarded after a cancel. */
+  readonly done: Promise<void>;
+  /** Drops the request's images that have not run yet; nothing more reaches the sink. */
+  cancel(reason: DropReason): void;
+}
+
+export interface PipelineMetrics {
+  imageSucceeded(model: string, output: OutputKind): void;
+  imageFailed(code: ImageErrorCode): void;
+  imagesDropped(reason: DropReason, n: number): void;
+  batchRan(model: string, size: number, inferenceSeconds: number): void;
+  queueWait(seconds: number): void;
+  preprocessed(seconds: number): void;
+  postprocessed(output: OutputKind, seconds: number): void;
+}
+
+export const NO_METRICS: PipelineMetrics = {
+  imageSucceeded: () => undefined,
+  imageFailed: () => undefined,
+  imagesDropped: () => undefined,
+  batchRan: () => undefined,
+  queueWait: () => undefined,
+  preprocessed: () => undefined,
+  postprocessed: () => undefined,
+};

@@ -1,0 +1,123 @@
+// What a client gets per image, from one row of a batch's graph outputs. Summary and NLC features
+// are views (no copy); NCHW is a transpose of the graph's NLC; heatmaps go through computeHeatmap.
+// Tensors are little-endian bytes (the host order: serve.ts refuses to start on a big-endian host).
+import { computeHeatmap, defaultHeatmapSize, DEFAULT_HEATMAP_MAX_SIDE, DEFAULT_HEATMAP_SIGMA } from "./heatmap.js";
+
+export type OutputKind = "summary" | "features_nchw" | "features_nlc" | "heatmap";
+
+export interface OutputTensor {
+  dtype: "float32" | "uint8";
+  shape: number[];
+  /** Little-endian, C order. */
+  data: Uint8Array;
+}
+
+export interface HeatmapSpec {
+  mode: "pca1" | "pca3";
+  /** Gaussian sigma in feature-grid cells; null = no smoothing. */
+  sigma: number | null;
+  /** Both set, or both undefined (= the image's aspect, longest side <= maxSide). */
+  outputHeight: number | undefined;
+  outputWidth: number | undefined;
+  maxSide: number;
+}
+
+/** Largest heatmap side accepted (a 8192² uint8 RGB map is 200 MB: enough). */
+export const MAX_HEATMAP_SIDE = 8192;
+
+/** Request-level heatmap options as they arrive (0 = default, as in the proto). */
+export interface HeatmapRequest {
+  mode: "pca1" | "pca3";
+  smoothing: boolean;
+  sigma: number;
+  outputHeight: number;
+  outputWidth: number;
+  maxSide: number;
+}
+
+/** Validates and fills defaults; throws RangeError with a message fit for the caller. */
+export function resolveHeatmapSpec(r: HeatmapRequest): HeatmapSpec {
+  if (!Number.isFinite(r.sigma) || r.sigma < 0) throw new RangeError(`heatmap sigma must be a finite number >= 0, got ${r.sigma}`);
+  const side = (v: number, name: string) => {
+    if (!Number.isInteger(v) || v < 0 || v > MAX_HEATMAP_SIDE) throw new RangeError(`heatmap ${name} must be an integer in [0, ${MAX_HEATMAP_SIDE}], got ${v}`);
+  };
+  side(r.outputHeight, "output_height");
+  side(r.outputWidth, "output_width");
+  side(r.maxSide, "max_side");
+  if ((r.outputHeight === 0) !== (r.outputWidth === 0)) {
+    throw new RangeError(`heatmap output_height and output_width must both be set or both be 0, got ${r.outputHeight}x${r.outputWidth}`);
+  }
+  return {
+    mode: r.mode,
+    sigma: r.smoothing ? (r.sigma > 0 ? r.sigma : DEFAULT_HEATMAP_SIGMA) : null,
+    outputHeight: r.outputHeight || undefined,
+    outputWidth: r.outputWidth || undefined,
+    maxSide: r.maxSide || DEFAULT_HEATMAP_MAX_SIDE,
+  };
+}
+
+export function bytesOf(a: Float32Array | Uint8Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** Row b of summary [B, S], as a view. */
+export function summaryTensor(summary: Float32Array, b: number, dim: number): OutputTensor {
+  return { dtype: "float32", shape: [dim], data: bytesOf(summary.subarray(b * dim, (b + 1) * dim)) };
+}
+
+/** Image b of features [B, n, C] (NLC), as a view. */
+export function nlcRow(features: Float32Array, b: number, positions: number, channels: number): Float32Array {
+  const size = positions * channels;
+  return features.subarray(b * size, (b + 1) * size);
+}
+
+export function nlcTensor(nlc: Float32Array, positions: number, channels: number): OutputTensor {
+  return { dtype: "float32", shape: [positions, channels], data: bytesOf(nlc) };
+}
+
+/** [h*w, C] → [C, h, w], in cache-friendly tiles. */
+export function nlcToChw(nlc: Float32Array, positions: number, channels: number): Float32Array {
+  if (nlc.length !== positions * channels) throw new RangeError(`features hold ${nlc.length} values, expected ${positions}×${channels}`);
+  const out = new Float32Array(nlc.length);
+  const T = 32;
+  for (let p0 = 0; p0 < positions; p0 += T) {
+    const p1 = Math.min(positions, p0 + T);
+    for (let c0 = 0; c0 < channels; c0 += T) {
+      const c1 = Math.min(channels, c0 + T);
+      for (let p = p0; p < p1; p++) {
+        const row = p * channels;
+        for (let c = c0; c < c1; c++) out[c * positions + p] = nlc[row + c]!;
+      }
+    }
+  }
+  return out;
+}
+
+export function nchwTensor(nlc: Float32Array, gridHeight: number, gridWidth: number, channels: number): OutputTensor {
+  const chw = nlcToChw(nlc, gridHeight * gridWidth, channels);
+  return { dtype: "float32", shape: [channels, gridHeight, gridWidth], data: bytesOf(chw) };
+}
+
+/** PCA heatmap of one image's features; [H, W] (pca1) or [H, W, 3] (pca3) uint8. */
+export function heatmapTensor(
+  nlc: Float32Array,
+  gridHeight: number,
+  gridWidth: number,
+  channels: number,
+  spec: HeatmapSpec,
+  originalHeight: number,
+  originalWidth: number,
+): OutputTensor {
+  const size =
+    spec.outputHeight !== undefined && spec.outputWidth !== undefined
+      ? { height: spec.outputHeight, width: spec.outputWidth }
+      : defaultHeatmapSize(originalHeight, originalWidth, spec.maxSide);
+  const chw = nlcToChw(nlc, gridHeight * gridWidth, channels);
+  const map = computeHeatmap(chw, { channels, height: gridHeight, width: gridWidth }, {
+    mode: spec.mode,
+    sigma: spec.sigma,
+    outputHeight: size.height,
+    outputWidth: size.width,
+  });
+  return { dtype: "uint8", shape: map.channels === 1 ? [map.height, map.width] : [map.height, map.width, 3], data: map.data };
+}

@@ -1,0 +1,37 @@
+// Postprocess thread pool (piscina). threads = 0 runs tasks on the calling thread instead.
+import { Piscina } from "piscina";
+import { workerEntry } from "../runtime/worker-entry.js";
+import type { OutputTensor } from "./outputs.js";
+import type { PostprocessTask } from "./protocol.js";
+import { runPostprocessTask } from "./run-task.js";
+
+export class PostprocessPool {
+  private readonly piscina: Piscina | null;
+
+  constructor(readonly threads: number) {
+    if (threads > 0) {
+      const entry = workerEntry("worker", import.meta.url);
+      this.piscina = new Piscina({
+        filename: entry.filename,
+        workerData: { entry: entry.entry },
+        minThreads: threads,
+        maxThreads: threads,
+        atomics: "disabled",
+      });
+      // A postprocess worker dying fails its task (the image gets an INTERNAL error); piscina replaces it.
+      this.piscina.on("error", () => undefined);
+    } else {
+      this.piscina = null;
+    }
+  }
+
+  /** The task's features buffer is transferred when a worker runs it: pass a copy you own. */
+  async run(task: PostprocessTask): Promise<OutputTensor> {
+    if (!this.piscina) return runPostprocessTask(task);
+    return (await this.piscina.run(task, { transferList: [task.nlc.buffer as ArrayBuffer] })) as OutputTensor;
+  }
+
+  async close(): Promise<void> {
+    await this.piscina?.destroy();
+  }
+}

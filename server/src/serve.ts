@@ -1,0 +1,246 @@
+// Wires the long-running server: transports (gRPC, HTTP) → pipeline (preprocess, batching,
+// postprocess) → inference pool. Startup: listen with health NOT_SERVING, load and warm every model
+// in every worker, then SERVING. Shutdown: NOT_SERVING, refuse new calls, finish what was admitted
+// (bounded), close.
+import os from "node:os";
+import type { Logger } from "pino";
+import { configureSharp, createPathPolicy, recommendedDecodeParallelism } from "./preprocess/index.js";
+import { PostprocessPool } from "./postprocess/pool.js";
+import { loadServedModels, type ModelSource } from "./pipeline/models.js";
+import { Pipeline } from "./pipeline/pipeline.js";
+import { InferencePool, type ExecutionProvider } from "./runtime/pool.js";
+import { ServerMetrics } from "./observability/metrics.js";
+import { buildServerInfo, providerName, type ServerInfo } from "./server-info.js";
+import { startGrpcServer, type GrpcListen, type GrpcServer } from "./transport/grpc/server.js";
+import { startHttpServer, type HttpServer } from "./transport/http/server.js";
+
+export interface ServeConfig {
+  models: ModelSource[];
+  /** Unix socket ({ socket: null } = a fresh private temp dir) or TCP. */
+  listen: GrpcListen;
+  /** HTTP side port: null = off, 0 = any free port. */
+  httpPort: number | null;
+  httpHost: string;
+  workers: number;
+  /** ORT intra-op threads per worker; 0 = cores / workers. */
+  threads: number;
+  /** Heatmap / NCHW threads; 0 = on the main thread. */
+  postprocessThreads: number;
+  maxBatch: number;
+  queueDelayMs: number;
+  maxQueue: number;
+  /** Decodes in flight; 0 = one per core. */
+  decodeParallelism: number;
+  /** Roots that path inputs must lie under; empty = path inputs refused. */
+  allowedRoots: string[];
+  provider: ExecutionProvider;
+  /** Grace period for in-flight work on shutdown. */
+  shutdownTimeoutMs: number;
+  warmup: boolean;
+}
+
+export const SERVE_DEFAULTS = {
+  httpPort: null,
+  httpHost: "127.0.0.1",
+  workers: 1,
+  threads: 0,
+  postprocessThreads: 1,
+  maxBatch: 8,
+  queueDelayMs: 5,
+  maxQueue: 256,
+  decodeParallelism: 0,
+  allowedRoots: [],
+  provider: "cpu",
+  shutdownTimeoutMs: 30_000,
+  warmup: true,
+} as const satisfies Partial<ServeConfig>;
+
+export interface ServeHooks {
+  /** Called once the transports listen and before models load (health is NOT_SERVING meanwhile). */
+  onListening?(addresses: { socket: string | null; grpcPort: number | null; httpPort: number | null }): void | Promise<void>;
+}
+
+export interface RunningServer {
+  socket: string | null;
+  grpcPort: number | null;
+  /** "unix:/path" or "host:port". */
+  address: string;
+  httpPort: number | null;
+  metrics: ServerMetrics;
+  pipeline: Pipeline;
+  pool: InferencePool;
+  info(): ServerInfo;
+  /** Settles when a replacement worker cannot load (the server cannot heal itself). */
+  fatal: Promise<Error>;
+  /** Graceful shutdown; idempotent. */
+  shutdown(): Promise<void>;
+}
+
+function timeout(ms: number): Promise<"timeout"> {
+  return new Promise((r) => setTimeout(() => r("timeout"), ms).unref());
+}
+
+export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHooks = {}): Promise<RunningServer> {
+  if (os.endianness() !== "LE") throw new Error("this server writes little-endian tensors and needs a little-endian host");
+  const cores = os.availableParallelism();
+  const threads = config.threads > 0 ? config.threads : Math.max(1, Math.floor(cores / config.workers));
+  const decodeParallelism = config.decodeParallelism > 0 ? config.decodeParallelism : recommendedDecodeParallelism(cores);
+
+  // Everything that can be checked without loading a graph fails here, before anything listens.
+  const models = loadServedModels(config.models);
+  const paths = await createPathPolicy(config.allowedRoots);
+  const sharp = configureSharp();
+  for (const m of models) {
+    if (config.provider === "cpu" && m.metadata.precision === "fp16") {
+      logger.warn({ model: m.name }, "fp16 graph on the CPU execution provider: expect it to be slower than fp32");
+    }
+  }
+
+  const metrics = new ServerMetrics();
+  let pipeline: Pipeline | null = null;
+  let pool: InferencePool | null = null;
+  let shuttingDown = false;
+  const providers = new Map<string, string>();
+  let ortVersion = "";
+  const info = (): ServerInfo =>
+    buildServerInfo({
+      models,
+      defaultModel: models[0]!.name,
+      providers,
+      onnxruntimeVersion: ortVersion,
+      workers: config.workers,
+      intraOpThreads: threads,
+      maxBatchSize: config.maxBatch,
+    });
+
+  const grpc: GrpcServer = await startGrpcServer({
+    listen: config.listen,
+    state: { pipeline: () => pipeline, shuttingDown: () => shuttingDown, info },
+    recorder: metrics,
+    logger: logger.child({ component: "grpc" }),
+  });
+  let http: HttpServer | null = null;
+  const postprocess = new PostprocessPool(config.postprocessThreads);
+  const closeEarly = async () => {
+    await http?.close();
+    await grpc.close(0);
+    await postprocess.close();
+  };
+  try {
+    if (config.httpPort !== null) {
+      http = await startHttpServer({
+        host: config.httpHost,
+        port: config.httpPort,
+        logger: logger.child({ component: "http" }),
+        registry: metrics.registry,
+        ready: () => pipeline !== null && !shuttingDown,
+        shuttingDown: () => shuttingDown,
+        info,
+      });
+    }
+    logger.info({ address: grpc.address, httpPort: http?.port ?? null }, "listening (NOT_SERVING until the models are warm)");
+    await hooks.onListening?.({ socket: grpc.socket, grpcPort: grpc.port, httpPort: http?.port ?? null });
+
+    logger.info(
+      { models: models.map((m) => ({ name: m.name, dir: m.dir, precision: m.metadata.precision })), provider: config.provider, workers: config.workers, threads },
+      "loading models",
+    );
+    pool = await InferencePool.start({
+      models: models.map((m) => ({ name: m.name, dir: m.dir })),
+      workers: config.workers,
+      intraOpThreads: threads,
+      provider: config.provider,
+      warmup: config.warmup,
+    });
+  } catch (err) {
+    await closeEarly();
+    throw err;
+  }
+  ortVersion = pool.ready.ortVersion;
+  for (const m of pool.ready.models) providers.set(m.name, providerName(m.provider));
+  // The one line that says what runs where.
+  logger.info(
+    {
+      provider: providerName(config.provider),
+      onnxruntime: ortVersion,
+      workers: config.workers,
+      intraOpThreads: threads,
+      models: pool.ready.models.map((m) => `${m.name} (warm-up ${m.warmupMs.toFixed(0)} ms)`),
+      loadMs: Math.round(pool.ready.loadMs),
+    },
+    `inference runs on ${providerName(config.provider)}: ${config.workers} worker(s) × ${threads} intra-op thread(s)`,
+  );
+  logger.info(
+    { maxBatch: config.maxBatch, queueDelayMs: config.queueDelayMs, maxQueue: config.maxQueue, decodeParallelism, postprocessThreads: config.postprocessThreads, sharp, allowedRoots: paths.roots },
+    "pipeline settings",
+  );
+
+  const running = pool;
+  let fatalResolve!: (e: Error) => void;
+  const fatal = new Promise<Error>((r) => (fatalResolve = r));
+  running.on("fatal", (err: Error) => {
+    logger.fatal({ err }, "an inference worker cannot be replaced");
+    fatalResolve(err);
+  });
+  running.on("workerReady", (m: { threadId: number }) => logger.warn({ threadId: m.threadId }, "a replacement inference worker is ready"));
+  running.on("workerError", (err: Error) => logger.error({ err }, "an inference worker failed"));
+
+  const pipe = new Pipeline({
+    models,
+    inference: running,
+    postprocess,
+    paths,
+    maxBatch: config.maxBatch,
+    maxQueueDelayMs: config.queueDelayMs,
+    maxQueue: config.maxQueue,
+    decodeParallelism,
+    metrics,
+    logger: logger.child({ component: "pipeline" }),
+  });
+  metrics.observe({
+    admitted: () => pipe.admitted,
+    queueDepth: () => pipe.queueDepth,
+    runningBatches: () => running.running,
+    workers: () => running.workers,
+    workerBusySeconds: () => running.busySeconds,
+  });
+  pipeline = pipe;
+  grpc.setServing(true);
+  logger.info("SERVING");
+
+  let shutdownPromise: Promise<void> | null = null;
+  const shutdown = (): Promise<void> => {
+    shutdownPromise ??= (async () => {
+      shuttingDown = true;
+      grpc.setServing(false);
+      logger.info({ active: pipe.activeRequests, admitted: pipe.admitted }, "shutting down: NOT_SERVING, refusing new calls, finishing admitted work");
+      if ((await Promise.race([pipe.drain(), timeout(config.shutdownTimeoutMs)])) === "timeout") {
+        logger.warn({ admitted: pipe.admitted }, "shutdown grace period over: dropping queued images");
+        pipe.cancelAll("shutdown");
+      }
+      pipe.close();
+      await grpc.close(1000); // only long-lived calls (health Watch) are left by now
+      await http?.close();
+      await postprocess.close();
+      // Terminating a worker inside session.run aborts the process (onnxruntime-node), so a batch
+      // still running after the grace period is left to the process exit instead.
+      if (running.running === 0) await running.close();
+      else logger.warn({ running: running.running }, "leaving running batches to process exit");
+      logger.info("stopped");
+    })();
+    return shutdownPromise;
+  };
+
+  return {
+    socket: grpc.socket,
+    grpcPort: grpc.port,
+    address: grpc.address,
+    httpPort: http?.port ?? null,
+    metrics,
+    pipeline: pipe,
+    pool: running,
+    info,
+    fatal,
+    shutdown,
+  };
+}

@@ -1,0 +1,74 @@
+// What the server has loaded and how it runs: the Info RPC and GET /v1/info return this (fields
+// named as in proto3 JSON, i.e. radio.v1.InfoResponse in lowerCamelCase).
+import type { ServedModel } from "./pipeline/models.js";
+import { PRODUCT } from "./version.js";
+
+export interface ModelInfo {
+  name: string;
+  variant: string;
+  precision: string;
+  patchSize: number;
+  summaryDim: number;
+  featureDim: number;
+  preferredHeight: number;
+  preferredWidth: number;
+  maxResolution: number;
+  resolutionStep: number;
+  windowSize: number;
+  externalPreprocessor: boolean;
+  sourceRepo: string;
+  sourceRevision: string;
+  executionProvider: string;
+}
+
+export interface ServerInfo {
+  models: ModelInfo[];
+  defaultModel: string;
+  serverVersion: string;
+  onnxruntimeVersion: string;
+  workers: number;
+  intraOpThreads: number;
+  maxBatchSize: number;
+}
+
+export function buildServerInfo(o: {
+  models: readonly ServedModel[];
+  defaultModel: string;
+  /** Per model name, e.g. "CPUExecutionProvider" (empty while loading). */
+  providers: ReadonlyMap<string, string>;
+  onnxruntimeVersion: string;
+  workers: number;
+  intraOpThreads: number;
+  maxBatchSize: number;
+}): ServerInfo {
+  return {
+    models: o.models.map((m) => ({
+      name: m.name,
+      variant: m.metadata.variant,
+      precision: m.metadata.precision,
+      patchSize: m.metadata.patchSize,
+      summaryDim: m.metadata.summaryDim,
+      featureDim: m.metadata.featureDim,
+      preferredHeight: m.metadata.resolution.preferred[0],
+      preferredWidth: m.metadata.resolution.preferred[1],
+      maxResolution: m.metadata.resolution.max,
+      resolutionStep: m.metadata.resolution.step,
+      windowSize: m.metadata.windowSize ?? 0,
+      externalPreprocessor: m.metadata.externalPreprocessor,
+      sourceRepo: m.metadata.source.repo ?? "",
+      sourceRevision: m.metadata.source.revision ?? "",
+      executionProvider: o.providers.get(m.name) ?? "",
+    })),
+    defaultModel: o.defaultModel,
+    serverVersion: PRODUCT.version,
+    onnxruntimeVersion: o.onnxruntimeVersion,
+    workers: o.workers,
+    intraOpThreads: o.intraOpThreads,
+    maxBatchSize: o.maxBatchSize,
+  };
+}
+
+/** ORT's names for the providers. */
+export function providerName(p: "cpu" | "cuda"): string {
+  return p === "cuda" ? "CUDAExecutionProvider" : "CPUExecutionProvider";
+}

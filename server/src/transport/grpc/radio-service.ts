@@ -1,0 +1,205 @@
+// radio.v1.Radio handlers: map wire messages to pipeline requests and outcomes back, stream one
+// EmbedResponse per finished image, and turn cancellation and deadlines into dropped work.
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { InputError, type ImageInput, type RawPixels } from "../../preprocess/index.js";
+import type { Pipeline } from "../../pipeline/pipeline.js";
+import { RequestError, type EmbedJobSpec, type ImageOutcome, type OutputKind } from "../../pipeline/types.js";
+import type { ServerInfo } from "../../server-info.js";
+import type {
+  ProtoEmbedRequest,
+  ProtoEmbedResponse,
+  ProtoImageInput,
+  ProtoImageResult,
+  ProtoOutputKind,
+  ProtoRawPixels,
+} from "./proto.js";
+
+export interface RadioServiceState {
+  /** Null until the models are loaded and warmed. */
+  pipeline(): Pipeline | null;
+  /** True once shutdown has begun. */
+  shuttingDown(): boolean;
+  info(): ServerInfo;
+}
+
+export interface RequestRecorder {
+  request(method: string, code: string): void;
+}
+
+const OUTPUT_KINDS: Record<ProtoOutputKind, OutputKind> = {
+  OUTPUT_KIND_UNSPECIFIED: "summary",
+  SUMMARY: "summary",
+  FEATURES_NCHW: "features_nchw",
+  FEATURES_NLC: "features_nlc",
+  HEATMAP: "heatmap",
+};
+
+const STATUS_NAME: Record<number, string> = Object.fromEntries(
+  Object.entries(grpc.status).filter(([, v]) => typeof v === "number").map(([k, v]) => [v as number, k]),
+);
+
+function statusError(code: grpc.status, details: string): grpc.ServiceError {
+  return Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
+}
+
+/** The caller's id, or its position when it gave none; used to name the image in messages. */
+function displayId(img: ProtoImageInput, index: number): string {
+  return img.id || `#${index}`;
+}
+
+function rawFromProto(id: string, r: ProtoRawPixels): RawPixels | InputError {
+  const { data, height, width, channels } = r;
+  const n = height * width * channels;
+  let dtype = r.dtype;
+  if (dtype === "DTYPE_UNSPECIFIED") {
+    // Unambiguous from the length: one byte or four per value.
+    if (data.byteLength === n) dtype = "DTYPE_UINT8";
+    else if (data.byteLength === 4 * n) dtype = "DTYPE_FLOAT32";
+    else return new InputError("INVALID_ARGUMENT", id, `raw pixels: dtype unspecified and ${data.byteLength} bytes fit neither uint8 nor float32 for ${height}x${width}x${channels}`);
+  }
+  let arr: Uint8Array | Float32Array;
+  if (dtype === "DTYPE_UINT8") {
+    arr = data;
+  } else if (dtype === "DTYPE_FLOAT32") {
+    if (data.byteLength % 4 !== 0) return new InputError("INVALID_ARGUMENT", id, `raw float32 pixels: ${data.byteLength} bytes is not a multiple of 4`);
+    // Decoded bytes are a slice of the message buffer, often not 4-byte aligned: copy only then.
+    arr =
+      data.byteOffset % 4 === 0
+        ? new Float32Array(data.buffer, data.byteOffset, data.byteLength / 4)
+        : new Float32Array(new Uint8Array(data).buffer);
+  } else {
+    return new InputError("INVALID_ARGUMENT", id, `raw pixels: unknown dtype ${String(dtype)}`);
+  }
+  return { data: arr, height, width, channels: channels as RawPixels["channels"], dtype: dtype === "DTYPE_UINT8" ? "uint8" : "float32" };
+}
+
+function imageFromProto(img: ProtoImageInput, index: number): ImageInput | InputError {
+  const id = displayId(img, index);
+  switch (img.source) {
+    case "path":
+      return { id, path: img.path ?? "" };
+    case "encoded":
+      return { id, bytes: img.encoded ?? Buffer.alloc(0) };
+    case "raw": {
+      const raw = rawFromProto(id, img.raw!);
+      return raw instanceof InputError ? raw : { id, raw };
+    }
+    default:
+      return new InputError("INVALID_ARGUMENT", id, "the image has no source (set one of path, encoded, raw)");
+  }
+}
+
+function specFromProto(req: ProtoEmbedRequest, deadline: number | null): EmbedJobSpec {
+  const o = req.options;
+  const h = o?.heatmap;
+  const output = OUTPUT_KINDS[o?.output ?? "OUTPUT_KIND_UNSPECIFIED"];
+  if (!output) throw new RequestError("INVALID_ARGUMENT", `unknown output kind ${String(o?.output)}`);
+  return {
+    model: o?.model ?? "",
+    resolution: o?.resolution ?? "",
+    output,
+    heatmap: {
+      mode: h?.mode === "PCA3_RGB" ? "pca3" : "pca1",
+      smoothing: h?.smoothing ?? false,
+      sigma: h?.sigma ?? 0,
+      outputHeight: h?.outputHeight ?? 0,
+      outputWidth: h?.outputWidth ?? 0,
+      maxSide: h?.maxSide ?? 0,
+    },
+    images: (req.images ?? []).map(imageFromProto),
+    deadline,
+  };
+}
+
+function resultToProto(o: ImageOutcome, req: ProtoEmbedRequest): ProtoImageResult {
+  const id = req.images[o.index]?.id ?? "";
+  if (o.error) return { index: o.index, id, error: { code: o.error.code, message: o.error.message } };
+  const t = o.output.tensor;
+  return {
+    index: o.index,
+    id,
+    output: {
+      tensor: { dtype: t.dtype === "uint8" ? "DTYPE_UINT8" : "DTYPE_FLOAT32", shape: t.shape, data: t.data },
+      inputHeight: o.output.inputHeight,
+      inputWidth: o.output.inputWidth,
+      originalHeight: o.output.originalHeight,
+      originalWidth: o.output.originalWidth,
+    },
+  };
+}
+
+function deadlineOf(call: grpc.ServerWritableStream<unknown, unknown>): number | null {
+  const d = call.getDeadline();
+  const ms = d instanceof Date ? d.getTime() : Number(d);
+  return Number.isFinite(ms) ? ms : null;
+}
+
+const REQUEST_CODES: Record<RequestError["code"], grpc.status> = {
+  INVALID_ARGUMENT: grpc.status.INVALID_ARGUMENT,
+  RESOURCE_EXHAUSTED: grpc.status.RESOURCE_EXHAUSTED,
+  UNAVAILABLE: grpc.status.UNAVAILABLE,
+};
+
+export function radioHandlers(state: RadioServiceState, recorder: RequestRecorder, logger: Logger): grpc.UntypedServiceImplementation {
+  const finish = (method: string, code: grpc.status) => recorder.request(method, STATUS_NAME[code] ?? String(code));
+
+  const embed = (call: grpc.ServerWritableStream<ProtoEmbedRequest, ProtoEmbedResponse>) => {
+    const req = call.request;
+    const refuse = (code: grpc.status, details: string) => {
+      finish("Embed", code);
+      call.emit("error", statusError(code, details));
+    };
+    const pipeline = state.pipeline();
+    if (state.shuttingDown()) return refuse(grpc.status.UNAVAILABLE, "the server is shutting down");
+    if (!pipeline) return refuse(grpc.status.UNAVAILABLE, "the models are still loading; wait for health SERVING");
+
+    const deadline = deadlineOf(call);
+    let closed = false;
+    let handle;
+    try {
+      handle = pipeline.submit(specFromProto(req, deadline), (outcome) => {
+        // Never write to a call that is gone (cancelled, or past its deadline: grpc-js has already
+        // answered DEADLINE_EXCEEDED).
+        if (closed || call.cancelled || (deadline !== null && Date.now() >= deadline)) return;
+        call.write({ results: [resultToProto(outcome, req)] } satisfies ProtoEmbedResponse);
+      });
+    } catch (err) {
+      if (err instanceof RequestError) return refuse(REQUEST_CODES[err.code], err.message);
+      logger.error({ err }, "Embed failed");
+      return refuse(grpc.status.INTERNAL, `internal error: ${(err as Error).message}`);
+    }
+    const started = performance.now();
+    const images = req.images?.length ?? 0;
+    const onCancelled = () => {
+      if (closed) return;
+      closed = true;
+      // A client's own deadline timer usually fires (and resets the stream) just before ours.
+      const expired = deadline !== null && Date.now() >= deadline - 5;
+      handle.cancel(expired ? "deadline" : "cancelled");
+      finish("Embed", expired ? grpc.status.DEADLINE_EXCEEDED : grpc.status.CANCELLED);
+      logger.debug({ images, ms: Math.round(performance.now() - started), expired }, "Embed cancelled");
+    };
+    call.on("cancelled", onCancelled);
+    if (call.cancelled) onCancelled();
+    void handle.done.then(() => {
+      if (closed || call.cancelled) return;
+      closed = true;
+      if (deadline !== null && Date.now() >= deadline) {
+        // The last image finished after the deadline: grpc-js answers DEADLINE_EXCEEDED itself.
+        finish("Embed", grpc.status.DEADLINE_EXCEEDED);
+        return;
+      }
+      finish("Embed", grpc.status.OK);
+      call.end();
+      logger.debug({ images, ms: Math.round(performance.now() - started) }, "Embed done");
+    });
+  };
+
+  const info = (_call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<ServerInfo>) => {
+    finish("Info", grpc.status.OK);
+    callback(null, state.info());
+  };
+
+  return { Embed: embed as grpc.handleServerStreamingCall<unknown, unknown>, Info: info };
+}

@@ -1,0 +1,148 @@
+/**
+ * `radio-sidecar serve` as a parent process sees it: flags and RADIO_* env, the one JSON "ready"
+ * line on stdout, a private unix socket, and SIGTERM finishing in-flight work before exit 0.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createInterface } from 'node:readline';
+
+import sharp from 'sharp';
+
+import { noiseRaw } from './support/images.js';
+import { compileTinyModel, RadioClient, tempDir } from './support/server.js';
+
+const SRC = path.resolve(import.meta.dirname, '../../server/src');
+const DIST_CLI = path.resolve(import.meta.dirname, '../../server/dist/cli.js');
+
+/** The built CLI when it is newer than every source file (much faster to start), else the source under tsx. */
+function cliCommand(): string[] {
+  const newest = (dir: string): number =>
+    Math.max(0, ...readdirSync(dir, { withFileTypes: true }).map((e) => (e.isDirectory() ? newest(path.join(dir, e.name)) : statSync(path.join(dir, e.name)).mtimeMs)));
+  if (existsSync(DIST_CLI) && statSync(DIST_CLI).mtimeMs >= newest(SRC)) return [DIST_CLI];
+  return ['--import', 'tsx', path.join(SRC, 'cli.ts')];
+}
+const CLI = cliCommand();
+
+interface Spawned {
+  proc: ChildProcessWithoutNullStreams;
+  ready: Promise<Record<string, unknown>>;
+  exit: Promise<number | null>;
+  stderr: () => string;
+}
+
+function spawnServe(args: string[], env: Record<string, string> = {}): Spawned {
+  const proc = spawn(process.execPath, [...CLI, 'serve', ...args], {
+    env: { ...process.env, RADIO_LOG_LEVEL: 'warn', ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let err = '';
+  proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const lines = createInterface({ input: proc.stdout });
+  const exit = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  const ready = new Promise<Record<string, unknown>>((resolve, reject) => {
+    lines.once('line', (l) => resolve(JSON.parse(l) as Record<string, unknown>));
+    void exit.then((code) => reject(new Error(`serve exited (${code}) before ready:\n${err}`)));
+  });
+  ready.catch(() => undefined);
+  return { proc, ready, exit, stderr: () => err };
+}
+
+describe('radio-sidecar serve (CLI)', () => {
+  const tmp = tempDir();
+  let graph: string;
+  let png: Buffer;
+
+  before(async () => {
+    graph = await compileTinyModel(tmp.dir);
+    png = await sharp(noiseRaw(64, 64, 1), { raw: { width: 64, height: 64, channels: 3 } }).png().toBuffer();
+    writeFileSync(path.join(tmp.dir, 'a.png'), png);
+  });
+  after(() => tmp.cleanup());
+
+  it('prints one ready line, listens on a private socket, and drains on SIGTERM before exiting 0', async () => {
+    const sockDir = path.join(tmp.dir, 'run', 'sock'); // does not exist yet: created 0700
+    const socket = path.join(sockDir, 'radio.sock');
+    const s = spawnServe(['--socket', socket, '--model', `tiny=${graph}`, '--http-port', 'auto', '--max-batch', '4'], {
+      RADIO_ALLOWED_ROOT: tmp.dir,
+      RADIO_QUEUE_DELAY_MS: '2',
+    });
+    const ready = await s.ready;
+    assert.equal(ready.event, 'ready');
+    assert.equal(ready.socket, socket);
+    assert.equal(ready.grpcPort, null);
+    assert.equal(typeof ready.httpPort, 'number');
+    assert.deepEqual(ready.models, ['tiny']);
+    assert.equal(statSync(socket).mode & 0o777, 0o600, 'socket is owner-only');
+    assert.equal(statSync(sockDir).mode & 0o777, 0o700, 'socket dir is owner-only');
+
+    const c = new RadioClient(`unix:${socket}`);
+    try {
+      assert.equal(await c.healthCheck(''), 'SERVING');
+      const info = await c.info();
+      assert.equal(info.maxBatchSize, 4);
+      // A path input under the root given by env, while the call below is in flight, SIGTERM.
+      const inflight = c.embed({
+        images: Array.from({ length: 12 }, (_, i) => ({ id: `p${i}`, path: path.join(tmp.dir, 'a.png') })),
+        options: { resolution: '256x256' },
+      });
+      await inflight.first;
+      s.proc.kill('SIGTERM');
+      const results = await inflight.done;
+      assert.equal(results.length, 12);
+      assert.ok(results.every((r) => r.output), 'in-flight images all finished');
+      assert.equal(await s.exit, 0, s.stderr());
+      assert.equal(existsSync(socket), false, 'socket removed');
+    } finally {
+      c.close();
+      s.proc.kill('SIGKILL');
+    }
+  });
+
+  it('--provider cuda runs on CUDA or fails with a clear error (never a silent CPU fallback)', async () => {
+    const s = spawnServe(['--model', graph, '--provider', 'cuda']);
+    try {
+      const ready = await s.ready.catch((err: Error) => err);
+      if (ready instanceof Error) {
+        assert.match(ready.message, /CUDA execution provider could not be created/);
+        assert.equal(await s.exit, 1);
+      } else {
+        const c = new RadioClient(`unix:${ready.socket}`);
+        const info = await c.info();
+        c.close();
+        assert.equal((info.models as { executionProvider: string }[])[0]!.executionProvider, 'CUDAExecutionProvider');
+      }
+    } finally {
+      s.proc.kill('SIGKILL');
+    }
+  });
+
+  it('fails fast with a clear message on a bad model folder, and serves TCP when asked', async () => {
+    const bad = spawnServe(['--model', path.join(tmp.dir, 'no-such-graph')]);
+    await assert.rejects(bad.ready, /not a compiled RADIO graph folder/);
+    assert.equal(await bad.exit, 1);
+
+    const s = spawnServe(['--port', '0'], { RADIO_MODEL: graph });
+    try {
+      const ready = await s.ready;
+      assert.equal(ready.socket, null);
+      assert.ok((ready.grpcPort as number) > 0);
+      const c = new RadioClient(`127.0.0.1:${ready.grpcPort}`);
+      try {
+        const [r] = await c.embed({ images: [{ id: 'x', encoded: png }] }).done;
+        assert.ok(r!.output, 'TCP works');
+        // Path inputs are refused when no root is allowed.
+        const [p] = await c.embed({ images: [{ id: 'p', path: path.join(tmp.dir, 'a.png') }] }).done;
+        assert.equal(p!.error?.code, 'OUTSIDE_ALLOWED_ROOTS');
+      } finally {
+        c.close();
+      }
+      s.proc.kill('SIGINT');
+      assert.equal(await s.exit, 0);
+    } finally {
+      s.proc.kill('SIGKILL');
+    }
+  });
+});
