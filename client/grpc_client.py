@@ -67,7 +67,7 @@ def normalize_target(address: str) -> str:
 class RadioClient:
     def __init__(self, addresses: str | Sequence[str], *, max_retries: int = 8,
                  backoff_s: float = 0.05, token: str | None = None,
-                 root_certificates: bytes | None = None) -> None:
+                 root_certificates: bytes | None = None, max_images_per_call: int = 64) -> None:
         addrs = [addresses] if isinstance(addresses, str) else list(addresses)
         if not addrs:
             raise ValueError("at least one sidecar address is needed")
@@ -86,6 +86,7 @@ class RadioClient:
         self._lock = threading.Lock()
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.max_images_per_call = max_images_per_call
 
     def _channel(self) -> grpc.Channel:
         with self._lock:
@@ -122,7 +123,18 @@ class RadioClient:
     def embed(self, inputs: Sequence[dict[str, Any]], options: EmbedOptions,
               timeout: float | None = None, on_result: Callable[[ImageResult], None] | None = None) -> list[ImageResult]:
         """Runs images through the sidecar. Each input is {'id', and one of 'path' | 'encoded' |
-        'raw' (an HxWxC uint8/float32 array)}. Returns one ImageResult per input, in order."""
+        'raw' (an HxWxC uint8/float32 array)}. Returns one ImageResult per input, in order.
+        Large inputs go as several calls (the sidecar admits a bounded number per call)."""
+        out: list[ImageResult] = []
+        for start in range(0, len(inputs), self.max_images_per_call):
+            chunk = self._embed_call(inputs[start:start + self.max_images_per_call], options, timeout, on_result)
+            for r in chunk:
+                r.index += start
+            out.extend(chunk)
+        return out
+
+    def _embed_call(self, inputs: Sequence[dict[str, Any]], options: EmbedOptions, timeout: float | None,
+                    on_result: Callable[[ImageResult], None] | None) -> list[ImageResult]:
         results: dict[int, ImageResult] = {}
         pending = list(range(len(inputs)))
         attempt = 0
