@@ -62,20 +62,20 @@ def render_heatmaps(dataset, path: Path) -> None:
 
     cmap = colormaps["inferno"]
     tiles = []
-    for s in dataset.limit(6):
+    for s in dataset.limit(4):
         img = Image.open(s.filepath).convert("RGB")
         hm = s.radio_heatmap.map
         color = Image.fromarray((cmap(hm / 255.0)[..., :3] * 255).astype(np.uint8)).resize(img.size, Image.BILINEAR)
         both = Image.new("RGB", (img.width * 2, img.height))
         both.paste(img, (0, 0))
         both.paste(Image.blend(img, color, 0.6), (img.width, 0))
-        tiles.append(both.resize((512, int(256 * img.height / img.width))))
-    sheet = Image.new("RGB", (512 * 2, sum(t.height for t in tiles[::2])), "white")
+        tiles.append(both.resize((768, int(384 * img.height / img.width))))
+    # One image per row: the photo, then the heatmap over it.
+    sheet = Image.new("RGB", (768, sum(t.height for t in tiles)), "white")
     y = 0
-    for a, b in zip(tiles[::2], tiles[1::2]):
-        sheet.paste(a, (0, y))
-        sheet.paste(b, (512, y))
-        y += max(a.height, b.height)
+    for t in tiles:
+        sheet.paste(t, (0, y))
+        y += t.height
     sheet.save(path)
 
 
