@@ -112,7 +112,7 @@ def bilinear_resize(grid: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
         lo = src.floor().long().clamp(max=in_size - 1)
         hi = (lo + 1).clamp(max=in_size - 1)
         frac = (src - lo.to(f32)).clamp(0.0, 1.0).to(grid.dtype)
-        return lo, hi, frac
+        return lo.to(grid.device), hi.to(grid.device), frac.to(grid.device)
 
     y0, y1, fy = axis(grid.shape[1], out_h)
     x0, x1, fx = axis(grid.shape[2], out_w)
