@@ -7,6 +7,7 @@ results already arrived are never asked for again, so nothing is computed or wri
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import random
 import threading
@@ -136,7 +137,13 @@ class RadioClient:
     def _embed_call(self, inputs: Sequence[dict[str, Any]], options: EmbedOptions, timeout: float | None,
                     on_result: Callable[[ImageResult], None] | None) -> list[ImageResult]:
         results: dict[int, ImageResult] = {}
-        pending = list(range(len(inputs)))
+        for i, item in enumerate(inputs):  # inputs that cannot even be sent fail on their own
+            problem = _input_problem(item)
+            if problem is not None:
+                results[i] = ImageResult(index=i, id=str(item.get("id", "")), error_code="INVALID_ARGUMENT", error=problem)
+                if on_result is not None:
+                    on_result(results[i])
+        pending = [i for i in range(len(inputs)) if i not in results]
         attempt = 0
         while pending:
             request = self._request([inputs[i] for i in pending], options)
@@ -206,6 +213,24 @@ class RadioClient:
             o.heatmap.max_side = int(h.get("max_side", 0))
             o.heatmap.mode = m.enum_value("radio.v1.HeatmapMode", h.get("mode", "PCA1"))
         return req
+
+
+def _input_problem(item: dict[str, Any]) -> str | None:
+    """Why an input cannot be put in a request (named like the sidecar's own errors), or None."""
+    name = json.dumps(str(item.get("id", "")))
+    if not any(k in item for k in ("path", "encoded", "raw")):
+        return f"input {name}: give one of path, encoded, raw [INVALID_ARGUMENT]"
+    if "raw" in item and "path" not in item and "encoded" not in item:
+        try:
+            arr = np.asarray(item["raw"])
+        except Exception as err:  # e.g. ragged nested lists
+            return f"input {name}: raw pixels are not an array ({err}) [INVALID_ARGUMENT]"
+        if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 3, 4))):
+            return (f"input {name}: raw pixels must be HxW or HxWxC with C = 1, 3 or 4, got shape {arr.shape} "
+                    "[INVALID_ARGUMENT]")
+        if arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.number):
+            return f"input {name}: raw pixels must be numbers, got dtype {arr.dtype} [INVALID_ARGUMENT]"
+    return None
 
 
 def _result(r: Any) -> ImageResult:

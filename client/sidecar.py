@@ -59,6 +59,13 @@ def _die_with_parent() -> None:
         pass
 
 
+def _allowed_roots() -> tuple[str, ...]:
+    """Where the local sidecar may read path inputs: RADIO_ALLOWED_ROOT (os.pathsep-separated), else
+    anywhere this user can read (the socket is private to this user)."""
+    roots = tuple(r for r in os.environ.get("RADIO_ALLOWED_ROOT", "").split(os.pathsep) if r)
+    return roots or ("/",)
+
+
 @dataclass
 class SidecarSpec:
     """What a sidecar serves and how; equal specs share one process."""
@@ -68,6 +75,7 @@ class SidecarSpec:
     workers: int | None = None
     threads: int | None = None
     extra_args: tuple[str, ...] = ()
+    allowed_roots: tuple[str, ...] = field(default_factory=_allowed_roots)
 
 
 @dataclass
@@ -96,7 +104,9 @@ class LocalSidecar:
         os.chmod(self._tmpdir, 0o700)  # the socket is private to this user
         self.socket_path = self._tmpdir / "radio.sock"
         cmd = [node, str(cli), "serve", "--socket", str(self.socket_path), "--http-port", "0",
-               "--allowed-root", "/", "--provider", self.spec.provider]
+               "--provider", self.spec.provider]
+        for root in self.spec.allowed_roots:
+            cmd += ["--allowed-root", root]
         for name, path in self.spec.models:
             cmd += ["--model", f"{name}={path}"]
         if self.spec.workers:
@@ -184,7 +194,7 @@ class _Registry:
 
     @staticmethod
     def _key(spec: SidecarSpec) -> tuple:
-        return (spec.models, spec.provider, spec.workers, spec.threads, spec.extra_args)
+        return (spec.models, spec.provider, spec.workers, spec.threads, spec.extra_args, spec.allowed_roots)
 
     def acquire(self, spec: SidecarSpec) -> LocalSidecar:
         with self._lock:

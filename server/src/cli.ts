@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // radio-sidecar: compile checkpoints, run compiled graphs on tensors, make test checkpoints, serve.
 import { Command, InvalidArgumentError, Option } from "commander";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { generateCheckpoint, PRESETS, type PresetName } from "./checkpoint/generate.js";
 import { compileCheckpoint } from "./compiler/compile.js";
@@ -139,18 +139,28 @@ program
   .addOption(new Option("--decode-parallelism <n>", "image decodes in flight (0 = one per core) [env RADIO_DECODE_PARALLELISM]").env("RADIO_DECODE_PARALLELISM").argParser(nonNegativeInt).default(0))
   .option("--allowed-root <dir>", "absolute directory that path inputs may be read from, repeatable (default: none, path inputs refused) [env RADIO_ALLOWED_ROOT, ':'-separated]", collect)
   .addOption(new Option("--provider <ep>", "execution provider; cuda fails (no fallback) when CUDA is unavailable [env RADIO_PROVIDER]").choices(["cpu", "cuda"]).env("RADIO_PROVIDER").default("cpu"))
+  .addOption(new Option("--token <token>", "bearer token every call but health must carry (metadata authorization: Bearer <token>); required with a non-loopback --host; prefer the env var, which ps does not show [env RADIO_TOKEN]").env("RADIO_TOKEN"))
+  .addOption(new Option("--tls-cert <pem>", "TLS certificate chain (PEM) for the TCP listener; needs --tls-key [env RADIO_TLS_CERT]").env("RADIO_TLS_CERT"))
+  .addOption(new Option("--tls-key <pem>", "TLS private key (PEM) [env RADIO_TLS_KEY]").env("RADIO_TLS_KEY"))
+  .option("--allow-remote-paths", "accept path inputs from TCP clients too (still confined to --allowed-root); unix-socket clients always may (no env var: only this flag turns it on)", false)
+  .addOption(new Option("--inference-timeout-s <s>", "a batch still running this long after its worker started it fails; a worker still stuck on it as long again is replaced (0 = no limit); for hangs, set well above the slowest batch: see docs/reliability.md [env RADIO_INFERENCE_TIMEOUT_S]").env("RADIO_INFERENCE_TIMEOUT_S").argParser(nonNegativeInt).default(0))
+  .addOption(new Option("--max-message-mb <n>", "largest request message, MB [env RADIO_MAX_MESSAGE_MB]").env("RADIO_MAX_MESSAGE_MB").argParser(positiveInt).default(256))
+  .addOption(new Option("--max-image-pixels <n>", "most pixels per image, checked from the header before decoding [env RADIO_MAX_IMAGE_PIXELS]").env("RADIO_MAX_IMAGE_PIXELS").argParser(positiveInt).default(100_000_000))
   .addOption(new Option("--shutdown-timeout-s <s>", "on SIGTERM/SIGINT, how long admitted work may take to finish [env RADIO_SHUTDOWN_TIMEOUT_S]").env("RADIO_SHUTDOWN_TIMEOUT_S").argParser(nonNegativeInt).default(30))
   .addOption(new Option("--log-level <level>", "pino log level (logs are JSON on stderr) [env RADIO_LOG_LEVEL]").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).env("RADIO_LOG_LEVEL").default("info"))
   .action(async (o: {
     model?: string[]; socket?: string; port?: number; host: string; httpPort: number | "auto"; workers: number; threads: number;
     postprocessThreads: number; maxBatch: number; queueDelayMs: number; maxQueue: number; decodeParallelism: number;
     allowedRoot?: string[]; provider: "cpu" | "cuda"; shutdownTimeoutS: number; logLevel: LogLevel;
+    token?: string; tlsCert?: string; tlsKey?: string; allowRemotePaths: boolean; inferenceTimeoutS: number; maxMessageMb: number; maxImagePixels: number;
   }) => {
     const { serve } = await import("./serve.js");
     const { createLogger } = await import("./observability/logger.js");
     const logger = createLogger(o.logLevel);
     const models = (o.model ?? envList("RADIO_MODEL")).map(parseModelArg);
     if (models.length === 0) throw new InvalidArgumentError("give at least one --model [name=]DIR (or RADIO_MODEL)");
+    if (Boolean(o.tlsCert) !== Boolean(o.tlsKey)) throw new InvalidArgumentError("--tls-cert and --tls-key go together");
+    const tls = o.tlsCert && o.tlsKey ? { cert: readFileSync(o.tlsCert), key: readFileSync(o.tlsKey) } : null;
     const running = await serve(
       {
         models,
@@ -168,6 +178,12 @@ program
         provider: o.provider,
         shutdownTimeoutMs: o.shutdownTimeoutS * 1000,
         warmup: true,
+        token: o.token || null,
+        tls,
+        allowRemotePaths: o.allowRemotePaths,
+        inferenceTimeoutMs: o.inferenceTimeoutS * 1000,
+        maxRequestBytes: o.maxMessageMb * 1024 * 1024,
+        maxImagePixels: o.maxImagePixels,
       },
       logger,
     );

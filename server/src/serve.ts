@@ -4,7 +4,7 @@
 // (bounded), close.
 import os from "node:os";
 import type { Logger } from "pino";
-import { configureSharp, createPathPolicy, recommendedDecodeParallelism } from "./preprocess/index.js";
+import { configureSharp, createPathPolicy, DEFAULT_LIMITS, recommendedDecodeParallelism } from "./preprocess/index.js";
 import { PostprocessPool } from "./postprocess/pool.js";
 import { loadServedModels, type ModelSource } from "./pipeline/models.js";
 import { Pipeline } from "./pipeline/pipeline.js";
@@ -37,6 +37,20 @@ export interface ServeConfig {
   /** Grace period for in-flight work on shutdown. */
   shutdownTimeoutMs: number;
   warmup: boolean;
+  /** Bearer token every call but health must carry; required to listen beyond loopback. */
+  token?: string | null;
+  /** PEM certificate chain and key: TLS on the TCP listener. */
+  tls?: { cert: Buffer; key: Buffer } | null;
+  /** Accept path inputs from TCP clients (unix-socket clients, the local user, always may). */
+  allowRemotePaths?: boolean;
+  /** A batch running this long after it started fails; a worker still stuck as long again is replaced (0 = no limit; see InferencePool). */
+  inferenceTimeoutMs?: number;
+  /** V8 heap limit per inference worker, MB (0 = Node's default). */
+  workerHeapMb?: number;
+  /** Largest request message, bytes. */
+  maxRequestBytes?: number;
+  /** Most pixels per image (from the header, before decoding; or raw height × width). */
+  maxImagePixels?: number;
 }
 
 export const SERVE_DEFAULTS = {
@@ -53,6 +67,13 @@ export const SERVE_DEFAULTS = {
   provider: "cpu",
   shutdownTimeoutMs: 30_000,
   warmup: true,
+  token: null,
+  tls: null,
+  allowRemotePaths: false,
+  inferenceTimeoutMs: 0,
+  workerHeapMb: 1024,
+  maxRequestBytes: 256 * 1024 * 1024,
+  maxImagePixels: DEFAULT_LIMITS.limitInputPixels,
 } as const satisfies Partial<ServeConfig>;
 
 export interface ServeHooks {
@@ -115,9 +136,12 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
 
   const grpc: GrpcServer = await startGrpcServer({
     listen: config.listen,
-    state: { pipeline: () => pipeline, shuttingDown: () => shuttingDown, info },
+    state: { pipeline: () => pipeline, shuttingDown: () => shuttingDown, info, pathInputs: "socket" in config.listen || (config.allowRemotePaths ?? false) },
     recorder: metrics,
     logger: logger.child({ component: "grpc" }),
+    maxRequestBytes: config.maxRequestBytes,
+    token: config.token ?? null,
+    tls: config.tls ?? null,
   });
   let http: HttpServer | null = null;
   const postprocess = new PostprocessPool(config.postprocessThreads);
@@ -151,6 +175,8 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
       intraOpThreads: threads,
       provider: config.provider,
       warmup: config.warmup,
+      inferenceTimeoutMs: config.inferenceTimeoutMs ?? 0,
+      workerHeapMb: config.workerHeapMb ?? SERVE_DEFAULTS.workerHeapMb,
     });
   } catch (err) {
     await closeEarly();
@@ -171,7 +197,12 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     `inference runs on ${providerName(config.provider)}: ${config.workers} worker(s) × ${threads} intra-op thread(s)`,
   );
   logger.info(
-    { maxBatch: config.maxBatch, queueDelayMs: config.queueDelayMs, maxQueue: config.maxQueue, decodeParallelism, postprocessThreads: config.postprocessThreads, sharp, allowedRoots: paths.roots },
+    {
+      maxBatch: config.maxBatch, queueDelayMs: config.queueDelayMs, maxQueue: config.maxQueue, decodeParallelism, postprocessThreads: config.postprocessThreads, sharp, allowedRoots: paths.roots,
+      // Never the token itself.
+      auth: config.token ? "token" : "none", tls: Boolean(config.tls), pathInputs: "socket" in config.listen || Boolean(config.allowRemotePaths),
+      inferenceTimeoutMs: config.inferenceTimeoutMs ?? 0, maxRequestBytes: config.maxRequestBytes, maxImagePixels: config.maxImagePixels,
+    },
     "pipeline settings",
   );
 
@@ -182,7 +213,14 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     logger.fatal({ err }, "an inference worker cannot be replaced");
     fatalResolve(err);
   });
-  running.on("workerReady", (m: { threadId: number }) => logger.warn({ threadId: m.threadId }, "a replacement inference worker is ready"));
+  running.on("workerReady", (m: { threadId: number }) => {
+    metrics.workerReplaced();
+    logger.warn({ threadId: m.threadId }, "a replacement inference worker is ready");
+  });
+  running.on("timeout", (err: Error) => {
+    metrics.inferenceTimedOut();
+    logger.error({ err }, "an inference batch timed out");
+  });
   running.on("workerError", (err: Error) => logger.error({ err }, "an inference worker failed"));
 
   const pipe = new Pipeline({
@@ -194,6 +232,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     maxQueueDelayMs: config.queueDelayMs,
     maxQueue: config.maxQueue,
     decodeParallelism,
+    limits: { limitInputPixels: config.maxImagePixels ?? DEFAULT_LIMITS.limitInputPixels },
     metrics,
     logger: logger.child({ component: "pipeline" }),
   });

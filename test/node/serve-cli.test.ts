@@ -133,9 +133,9 @@ describe('radio-sidecar serve (CLI)', () => {
       try {
         const [r] = await c.embed({ images: [{ id: 'x', encoded: png }] }).done;
         assert.ok(r!.output, 'TCP works');
-        // Path inputs are refused when no root is allowed.
+        // Path inputs are refused over TCP (no --allow-remote-paths).
         const [p] = await c.embed({ images: [{ id: 'p', path: path.join(tmp.dir, 'a.png') }] }).done;
-        assert.equal(p!.error?.code, 'OUTSIDE_ALLOWED_ROOTS');
+        assert.equal(p!.error?.code, 'PERMISSION_DENIED');
       } finally {
         c.close();
       }

@@ -80,6 +80,17 @@ export class ServerMetrics implements PipelineMetrics {
     registers: [this.registry],
   });
 
+  private readonly timeouts = new Counter({
+    name: "radio_inference_timeouts_total",
+    help: "Batches that ran past --inference-timeout-s (their worker was terminated)",
+    registers: [this.registry],
+  });
+  private readonly replacements = new Counter({
+    name: "radio_worker_replacements_total",
+    help: "Inference workers started to replace one that crashed, ran out of memory or timed out",
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
     const live = () => this.live;
@@ -159,5 +170,11 @@ export class ServerMetrics implements PipelineMetrics {
   }
   postprocessed(output: OutputKind, seconds: number): void {
     this.postprocessTime.observe({ output }, seconds);
+  }
+  inferenceTimedOut(): void {
+    this.timeouts.inc();
+  }
+  workerReplaced(): void {
+    this.replacements.inc();
   }
 }

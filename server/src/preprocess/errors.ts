@@ -18,6 +18,7 @@ export const INPUT_ERROR_CODES = [
   'CORRUPT_IMAGE',
   'TOO_LARGE',
   'INVALID_ARGUMENT',
+  'PERMISSION_DENIED',
 ] as const;
 
 export type InputErrorCode = (typeof INPUT_ERROR_CODES)[number];

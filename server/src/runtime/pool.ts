@@ -19,6 +19,21 @@ export interface PoolOptions {
   intraOpThreads: number;
   provider: ExecutionProvider;
   warmup?: boolean;
+  /**
+   * A batch still running this long after its worker started it fails; if its worker is still busy
+   * with it as long again, the worker is terminated and replaced (0 = no limit). Caveat: a worker
+   * stuck inside onnxruntime's native run cannot be interrupted, and if that run ever returns after
+   * the worker was terminated, onnxruntime-node aborts the process. So this is for hangs: set it well
+   * above the slowest batch.
+   */
+  inferenceTimeoutMs?: number;
+  /** V8 old-generation limit per worker: a worker whose JS heap runs away dies alone (0 = Node's default). */
+  workerHeapMb?: number;
+}
+
+/** A batch ran past PoolOptions.inferenceTimeoutMs (its worker is terminated if it stays stuck as long again). */
+export class InferenceTimeoutError extends Error {
+  override readonly name = "InferenceTimeoutError";
 }
 
 export interface PoolReady {
@@ -32,7 +47,8 @@ let poolCounter = 0;
 
 /**
  * Events: 'workerReady' (announcement) when a replacement worker has loaded; 'fatal' (Error) when a
- * replacement worker cannot load its models (the server cannot recover from that on its own).
+ * replacement worker cannot load its models (the server cannot recover from that on its own);
+ * 'timeout' (InferenceTimeoutError) when a batch ran past the inference timeout.
  */
 export class InferencePool extends EventEmitter {
   private inFlight = 0;
@@ -69,6 +85,7 @@ export class InferencePool extends EventEmitter {
       // A worker blocks inside session.run anyway; atomics only save microseconds per ~100 ms task.
       atomics: "disabled",
       workerData: config,
+      ...(o.workerHeapMb ? { resourceLimits: { maxOldGenerationSizeMb: o.workerHeapMb } } : {}),
     });
     // Until every worker is ready, a worker error (e.g. its module failed to load) fails the start.
     let failStart: (err: Error) => void = () => undefined;
@@ -131,17 +148,54 @@ export class InferencePool extends EventEmitter {
   }
 
   /** Runs pixels [B, 3, H, W] through `model`. The pixels' buffer is transferred: do not reuse it. */
-  async run(model: string, pixels: Float32Array, dims: InferTask["dims"]): Promise<InferResult> {
-    if (this.closed) throw new Error("the inference pool is closed");
-    const task: InferTask = { model, pixels, dims };
+  run(model: string, pixels: Float32Array, dims: InferTask["dims"]): Promise<InferResult> {
+    if (this.closed) return Promise.reject(new Error("the inference pool is closed"));
+    const limit = this.options.inferenceTimeoutMs ?? 0;
+    // The clock starts when a worker starts the batch (it may first wait for a replacement worker
+    // to load): the worker stores the time here.
+    const started = limit > 0 ? new BigInt64Array(new SharedArrayBuffer(8)) : undefined;
+    const abort = limit > 0 ? new AbortController() : null;
+    const task: InferTask = { model, pixels, dims, ...(started ? { started } : {}) };
     const t = performance.now();
     this.inFlight++;
-    try {
-      return (await this.piscina.run(task, { transferList: [pixels.buffer as ArrayBuffer] })) as InferResult;
-    } finally {
+    // `running` counts the worker as busy until the batch is really over, even after a timeout.
+    const running = (this.piscina.run(task, { transferList: [pixels.buffer as ArrayBuffer], ...(abort ? { signal: abort.signal } : {}) }) as Promise<InferResult>).finally(() => {
       this.inFlight--;
       this.busyMs += performance.now() - t;
-    }
+    });
+    if (!abort || !started) return running;
+    return new Promise<InferResult>((resolve, reject) => {
+      let late: InferenceTimeoutError | null = null;
+      let timer: NodeJS.Timeout;
+      const check = () => {
+        const at = Number(Atomics.load(started, 0));
+        const left = at === 0 ? limit : at + limit - Date.now();
+        if (left > 0) {
+          timer = setTimeout(check, left);
+          return;
+        }
+        const s = limit / 1000;
+        late = new InferenceTimeoutError(`inference did not finish within ${s} s; its worker is replaced if it is still stuck ${s} s later`);
+        this.emit("timeout", late);
+        reject(late);
+        // Aborting a running piscina task terminates its worker (piscina starts a replacement). A
+        // worker inside onnxruntime's native run cannot be stopped there, and onnxruntime-node
+        // aborts the process if that run returns after all: so a slow batch gets as long again to
+        // come back (its worker is then kept), and only a worker still stuck is terminated.
+        timer = setTimeout(() => abort.abort(late), limit);
+      };
+      timer = setTimeout(check, limit);
+      running.then(
+        (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(late ?? err);
+        },
+      );
+    });
   }
 
   async close(): Promise<void> {

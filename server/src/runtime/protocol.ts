@@ -26,6 +26,8 @@ export interface InferTask {
   /** [B, 3, H, W] float32; its buffer is transferred (detached on the sending side). */
   pixels: Float32Array;
   dims: [number, number, number, number];
+  /** Shared with the pool: the worker stores Date.now() here when it starts the batch (0 = queued). */
+  started?: BigInt64Array;
 }
 
 export interface InferResult {

@@ -140,19 +140,19 @@ export class RadioClient {
   readonly health: grpc.Client & Record<string, (...a: unknown[]) => unknown>;
   readonly reflection: grpc.Client & Record<string, (...a: unknown[]) => unknown>;
 
-  constructor(address: string) {
-    const opts = { 'grpc.max_receive_message_length': MAX_MESSAGE, 'grpc.max_send_message_length': MAX_MESSAGE };
-    const creds = grpc.credentials.createInsecure();
+  constructor(address: string, o: { credentials?: grpc.ChannelCredentials; options?: grpc.ChannelOptions } = {}) {
+    const opts = { 'grpc.max_receive_message_length': MAX_MESSAGE, 'grpc.max_send_message_length': MAX_MESSAGE, ...o.options };
+    const creds = o.credentials ?? grpc.credentials.createInsecure();
     this.radio = new CLIENTS.Radio(address, creds, opts) as never;
     this.health = new CLIENTS.Health(address, creds, opts) as never;
     this.reflection = new CLIENTS.Reflection(address, creds, opts) as never;
   }
 
-  embed(req: EmbedRequestMsg, o: { deadlineMs?: number } = {}): EmbedCall {
+  embed(req: EmbedRequestMsg, o: { deadlineMs?: number; metadata?: grpc.Metadata } = {}): EmbedCall {
     const callOpts: grpc.CallOptions = o.deadlineMs !== undefined ? { deadline: Date.now() + o.deadlineMs } : {};
     const call = (this.radio.Embed as (r: unknown, m: grpc.Metadata, o: grpc.CallOptions) => grpc.ClientReadableStream<{ results: ImageResult[] }>)(
       req,
-      new grpc.Metadata(),
+      o.metadata ?? new grpc.Metadata(),
       callOpts,
     );
     const received: ImageResult[] = [];
@@ -170,9 +170,11 @@ export class RadioClient {
     return { done, received, call, first };
   }
 
-  info(): Promise<Record<string, unknown>> {
+  info(metadata: grpc.Metadata = new grpc.Metadata()): Promise<Record<string, unknown>> {
     return new Promise((resolve, reject) =>
-      (this.radio.Info as (r: unknown, cb: (e: Error | null, v: Record<string, unknown>) => void) => void)({}, (e, v) => (e ? reject(e) : resolve(v))),
+      (this.radio.Info as (r: unknown, m: grpc.Metadata, cb: (e: Error | null, v: Record<string, unknown>) => void) => void)({}, metadata, (e, v) =>
+        e ? reject(e) : resolve(v),
+      ),
     );
   }
 

@@ -21,6 +21,8 @@ export interface RadioServiceState {
   /** True once shutdown has begun. */
   shuttingDown(): boolean;
   info(): ServerInfo;
+  /** False: path inputs are refused (PERMISSION_DENIED), e.g. for TCP clients. Default true. */
+  pathInputs?: boolean;
 }
 
 export interface RequestRecorder {
@@ -74,10 +76,14 @@ function rawFromProto(id: string, r: ProtoRawPixels): RawPixels | InputError {
   return { data: arr, height, width, channels: channels as RawPixels["channels"], dtype: dtype === "DTYPE_UINT8" ? "uint8" : "float32" };
 }
 
-function imageFromProto(img: ProtoImageInput, index: number): ImageInput | InputError {
+const PATHS_REFUSED =
+  "path inputs are refused on this listener (TCP without --allow-remote-paths): send the image's bytes (encoded) instead";
+
+function imageFromProto(img: ProtoImageInput, index: number, pathInputs: boolean): ImageInput | InputError {
   const id = displayId(img, index);
   switch (img.source) {
     case "path":
+      if (!pathInputs) return new InputError("PERMISSION_DENIED", id, PATHS_REFUSED);
       return { id, path: img.path ?? "" };
     case "encoded":
       return { id, bytes: img.encoded ?? Buffer.alloc(0) };
@@ -90,7 +96,7 @@ function imageFromProto(img: ProtoImageInput, index: number): ImageInput | Input
   }
 }
 
-function specFromProto(req: ProtoEmbedRequest, deadline: number | null): EmbedJobSpec {
+function specFromProto(req: ProtoEmbedRequest, deadline: number | null, pathInputs: boolean): EmbedJobSpec {
   const o = req.options;
   const h = o?.heatmap;
   const output = OUTPUT_KINDS[o?.output ?? "OUTPUT_KIND_UNSPECIFIED"];
@@ -107,7 +113,7 @@ function specFromProto(req: ProtoEmbedRequest, deadline: number | null): EmbedJo
       outputWidth: h?.outputWidth ?? 0,
       maxSide: h?.maxSide ?? 0,
     },
-    images: (req.images ?? []).map(imageFromProto),
+    images: (req.images ?? []).map((img, i) => imageFromProto(img, i, pathInputs)),
     deadline,
   };
 }
@@ -158,7 +164,7 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
     let closed = false;
     let handle;
     try {
-      handle = pipeline.submit(specFromProto(req, deadline), (outcome) => {
+      handle = pipeline.submit(specFromProto(req, deadline, state.pathInputs ?? true), (outcome) => {
         // Never write to a call that is gone (cancelled, or past its deadline: grpc-js has already
         // answered DEADLINE_EXCEEDED).
         if (closed || call.cancelled || (deadline !== null && Date.now() >= deadline)) return;

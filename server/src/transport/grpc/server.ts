@@ -1,6 +1,10 @@
 // The gRPC server: radio.v1.Radio, grpc.health.v1 (grpc-health-check) and server reflection, on a
 // unix socket (default) or TCP. Message limits are raised because a single spatial output is tens
 // of MB (C-RADIOv4-H NCHW at 2048²: 1280×128×128×4 = 84 MB) and uploads carry encoded images.
+// Access: the unix socket is private to its user. TCP binds loopback unless told otherwise, and any
+// other address needs a bearer token (checked on every call but health); TLS is optional.
+import { createHash, timingSafeEqual } from "node:crypto";
+import { isIPv4 } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation, type ServingStatus } from "grpc-health-check";
@@ -19,6 +23,44 @@ export interface GrpcServerOptions {
   recorder: RequestRecorder;
   logger: Logger;
   maxMessageBytes?: number;
+  /** Largest request message accepted (default maxMessageBytes); larger ones get RESOURCE_EXHAUSTED. */
+  maxRequestBytes?: number;
+  /** Bearer token every call but health must carry (metadata "authorization: Bearer <token>"). */
+  token?: string | null;
+  /** PEM certificate chain and key: serve TCP over TLS. */
+  tls?: { cert: Buffer; key: Buffer } | null;
+}
+
+/** 127.0.0.0/8, ::1, ::ffff:127.x and "localhost": addresses other machines cannot reach. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  if (h === "localhost" || h === "::1") return true;
+  const v4 = h.startsWith("::ffff:") ? h.slice(7) : h;
+  return isIPv4(v4) && v4.startsWith("127.");
+}
+
+/** Calls that need no token: health (so probes and supervisors work), nothing else. */
+const OPEN_METHOD = /^\/grpc\.health\.v1\.Health\//;
+
+function tokenInterceptor(token: string, recorder: RequestRecorder): grpc.ServerInterceptor {
+  const digest = (s: string) => createHash("sha256").update(s).digest();
+  const want = digest(token);
+  const authorized = (md: grpc.Metadata): boolean => {
+    const v = md.get("authorization")[0];
+    if (typeof v !== "string" || !/^bearer /i.test(v)) return false;
+    return timingSafeEqual(digest(v.slice(7).trim()), want); // constant time, any length
+  };
+  return (method, call) => {
+    if (OPEN_METHOD.test(method.path)) return new grpc.ServerInterceptingCall(call);
+    const listener = new grpc.ServerListenerBuilder()
+      .withOnReceiveMetadata((md, next) => {
+        if (authorized(md)) return next(md);
+        recorder.request(method.path.slice(method.path.lastIndexOf("/") + 1), "UNAUTHENTICATED");
+        call.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: "missing or wrong token: send metadata \"authorization: Bearer <token>\"", metadata: new grpc.Metadata() });
+      })
+      .build();
+    return new grpc.ServerInterceptingCall(call, new grpc.ResponderBuilder().withStart((next) => next(listener)).build());
+  };
 }
 
 export interface GrpcServer {
@@ -37,17 +79,24 @@ function tcpAddress(host: string, port: number): string {
   return host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-function bind(server: grpc.Server, address: string): Promise<number> {
-  return new Promise((resolve, reject) =>
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
-  );
+function bind(server: grpc.Server, address: string, creds = grpc.ServerCredentials.createInsecure()): Promise<number> {
+  return new Promise((resolve, reject) => server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port))));
 }
 
 export async function startGrpcServer(o: GrpcServerOptions): Promise<GrpcServer> {
   const limit = o.maxMessageBytes ?? MAX_MESSAGE_BYTES;
+  const token = o.token || null;
+  if ("host" in o.listen && !isLoopbackHost(o.listen.host) && !token) {
+    throw new Error(
+      `--host ${o.listen.host} listens beyond this machine, which needs a token: set --token or RADIO_TOKEN ` +
+        `(clients send "authorization: Bearer <token>"), and --tls-cert/--tls-key so it does not travel in clear text`,
+    );
+  }
+  if (o.tls && "socket" in o.listen) throw new Error("TLS (--tls-cert, --tls-key) needs TCP (--port); the unix socket is private already");
   const server = new grpc.Server({
-    "grpc.max_receive_message_length": limit,
+    "grpc.max_receive_message_length": o.maxRequestBytes ?? limit,
     "grpc.max_send_message_length": limit,
+    ...(token ? { interceptors: [tokenInterceptor(token, o.recorder)] } : {}),
   });
   const pkg = loadPackageDefinition();
   server.addService(radioServiceDefinition(pkg), radioHandlers(o.state, o.recorder, o.logger));
@@ -76,13 +125,16 @@ export async function startGrpcServer(o: GrpcServerOptions): Promise<GrpcServer>
     sock.secure();
   } else {
     const { host, port: wanted } = o.listen;
-    const bound = await bind(server, tcpAddress(host, wanted)).catch((err: Error) => {
+    const creds = o.tls
+      ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: o.tls.cert, private_key: o.tls.key }], false)
+      : grpc.ServerCredentials.createInsecure();
+    const bound = await bind(server, tcpAddress(host, wanted), creds).catch((err: Error) => {
       throw new Error(`cannot listen on ${tcpAddress(host, wanted)}: ${err.message}`);
     });
     port = bound;
     address = tcpAddress(host, bound);
-    if (!["127.0.0.1", "::1", "localhost"].includes(host)) {
-      o.logger.warn({ host }, "gRPC listens beyond loopback without TLS or authentication");
+    if (!isLoopbackHost(host) && !o.tls) {
+      o.logger.warn({ host }, "gRPC listens beyond loopback without TLS: the token travels in clear text");
     }
   }
 
