@@ -1,0 +1,922 @@
+#!/usr/bin/env python
+"""C-RADIOv4 throughput / latency / memory benchmark: ONE command.
+
+    .venv/bin/python bench/run.py --quick      # ~2 min: tiny + ViT-B-shaped random checkpoints
+    .venv/bin/python bench/run.py --full       # < 45 min on 2 cores: adds full-size H (224², 512²)
+                                               # and SO400M (512²), and sidecar RSS at 1/2/4 workers
+
+On the same random checkpoint and the same JPEGs it measures images/s, p50/p95 per-image latency and
+peak RSS for
+
+  a      reference-style FiftyOne model (bench/reference_model.py): per image PIL + numpy
+         preprocessing, eager torch forward of test/python/radio_reference.py, one image at a time
+  b      torch batched: the same reference forward on batches (decode + preprocessing included)
+  bf     as b, with torch's fused attention / LayerNorm / GELU (what a modern torch model gets)
+  c      bare onnxruntime-node session on our compiled graph, pixels already in memory (ceiling)
+  d      the sidecar over gRPC (client/grpc_client.py RadioClient, JPEG file paths)
+  e.emb  FiftyOne compute_embeddings through our zoo model
+  e.heat FiftyOne apply_model (PCA heatmaps) through our zoo model (a.heat is a's equivalent)
+
+All paths of a case run interleaved in one invocation (round 1: a b c d e, round 2: a b c d e, …) and
+every ratio is taken per round, then the median over rounds. Per-image latency = the duration of
+the call (batch) the image was in; for FiftyOne paths, from the end of the previous batch to the
+end of this one (FiftyOne's own per-batch work included). Peak RSS = VmHWM of the processes doing
+the work (reset before each run via /proc/<pid>/clear_refs): a/b: the torch process; c: the node
+process; d, e: the sidecar plus the Python client process.
+
+Writes bench/out/results-<mode>.json, docs/images/bench-throughput[-quick].png and the generated
+section of docs/benchmarks.md. Checkpoints and graphs are cached in $RADIO_BENCH_CACHE
+(default ~/.cache/c-radio-bench; the H checkpoint is 2.6 GB).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (BENCH, PRESET_SHAPES, REPO, CpuMeter, checkpoint_shape, clip_preprocess, make_images, median,  # noqa: E402
+                    percentile, proc_status, reset_peak, vit_flops)
+
+CACHE = Path(os.environ.get("RADIO_BENCH_CACHE", Path.home() / ".cache" / "c-radio-bench"))
+PY = sys.executable
+NODE = os.environ.get("RADIO_NODE") or shutil.which("node") or "node"
+CLI = REPO / "server" / "dist" / "cli.js"
+GIB = 1024 ** 3
+
+
+@dataclass
+class Case:
+    name: str
+    preset: str
+    res: int
+    n: int                      # images per path per round
+    batches: list[int]
+    paths: list[str]            # a.emb a.heat b bf c d e.emb e.heat
+    rounds: int
+    warmup_rounds: int = 0      # extra leading rounds, discarded
+    bf_batches: list[int] | None = None  # batch sizes for bf (default: the largest of `batches`)
+    configs: list[tuple[str, int]] | None = None  # explicit (path, batch) list, instead of paths × batches
+
+
+def case_configs(case: "Case") -> list[tuple[str, int]]:
+    """The (path, batch size) runs of one round, in order."""
+    if case.configs:
+        return [(p, int(b)) for p, b in case.configs]
+    configs: list[tuple[str, int]] = []
+    for p in case.paths:
+        if p.startswith("a."):
+            configs.append((p, 1))
+        elif p == "bf":
+            configs += [(p, b) for b in (case.bf_batches or [max(case.batches)])]
+        else:
+            configs += [(p, b) for b in case.batches]
+    return configs
+
+
+DISTURBED = 0.10  # share of the CPUs taken by other processes above which a run counts as disturbed
+
+ALL_PATHS = ["a.emb", "a.heat", "a.loop", "b", "bf", "c", "d", "e.emb", "e.heat"]
+DEFAULT_PATHS = ["a.emb", "a.heat", "b", "bf", "c", "d", "e.emb", "e.heat"]
+
+
+def quick_cases() -> list[Case]:
+    return [
+        Case("tiny-224", "tiny", 224, 16, [1, 4, 16], DEFAULT_PATHS, rounds=2, warmup_rounds=1),
+        Case("tiny-512", "tiny", 512, 16, [1, 4, 16], DEFAULT_PATHS, rounds=2, warmup_rounds=1),
+        Case("vit-b-224", "vit-b", 224, 4, [1, 4], DEFAULT_PATHS, rounds=2, warmup_rounds=0, bf_batches=[4]),
+    ]
+
+
+def full_cases() -> list[Case]:
+    # Sized for 2 CPU cores, where one forward of H takes ~4 s at 224² and ~20 s at 512² (SO400M
+    # ~13 s at 512²): few images, and at 512² batch 2 (batch size barely matters to a CPU that is
+    # compute-bound at batch 1) plus batch 1 for the bare-ORT ceiling and the reference.
+    big = [("a.emb", 1), ("b", 2), ("bf", 2), ("c", 1), ("c", 2), ("d", 2), ("e.emb", 2), ("e.heat", 2)]
+    return quick_cases() + [
+        Case("h-224", "h", 224, 4, [1, 4], DEFAULT_PATHS, rounds=2,
+             configs=[("a.emb", 1), ("a.heat", 1), ("b", 1), ("b", 4), ("bf", 4), ("c", 1), ("c", 4), ("d", 4),
+                      ("e.emb", 1), ("e.emb", 4), ("e.heat", 4)]),
+        Case("h-512", "h", 512, 2, [1, 2], DEFAULT_PATHS, rounds=2, configs=big),
+        Case("so400m-512", "so400m", 512, 2, [1, 2], DEFAULT_PATHS, rounds=2, configs=big),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# Processes
+# ----------------------------------------------------------------------------------------------
+
+class Worker:
+    """A child speaking JSON lines: commands on stdin, replies on stdout; stderr to a log file."""
+
+    def __init__(self, name: str, cmd: list[str], log_dir: Path, env: dict[str, str] | None = None,
+                 cwd: Path = REPO, timeout_s: float = 900) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                     text=True, env={**os.environ, **(env or {})})
+        self.hello = self._read(timeout_s)
+        if not self.hello.get("ready"):
+            raise RuntimeError(f"{name} did not start: {self.hello}\n{self.tail()}")
+
+    def _read(self, timeout_s: float = 3600) -> dict:
+        assert self.proc.stdout is not None
+        box: list[str] = []
+        t = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        t.start()
+        t.join(timeout_s)
+        if not box or not box[0]:
+            raise RuntimeError(f"{self.name} gave no answer (exit code {self.proc.poll()}):\n{self.tail()}")
+        return json.loads(box[0])
+
+    def call(self, cmd: str, **kw: Any) -> dict:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}) + "\n")
+        self.proc.stdin.flush()
+        reply = self._read()
+        if not reply.get("ok"):
+            raise RuntimeError(f"{self.name} {cmd} {kw} failed: {reply.get('error')}\n{reply.get('trace', '')}\n{self.tail()}")
+        return reply
+
+    def tail(self, n: int = 30) -> str:
+        self.log.flush()
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.call("exit")
+            except Exception:
+                pass
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.terminate()
+                self.proc.wait(30)
+        self.log.close()
+
+
+def sidecar_cli(*args: str) -> str:
+    proc = subprocess.run([NODE, str(CLI), *args], cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"radio-sidecar {' '.join(args)} failed:\n{proc.stderr}")
+    return proc.stdout
+
+
+def ensure_checkpoint(preset: str) -> Path:
+    ckpt = CACHE / "ckpt" / preset
+    if not (ckpt / "model.safetensors").exists() or not (ckpt / ".complete").exists():
+        print(f"[bench] make-checkpoint --preset {preset} (random weights) → {ckpt}", flush=True)
+        t0 = time.perf_counter()
+        shutil.rmtree(ckpt, ignore_errors=True)
+        sidecar_cli("make-checkpoint", "--preset", preset, "--out", str(ckpt))
+        (ckpt / ".complete").write_text("")
+        print(f"[bench]   {time.perf_counter() - t0:.0f} s", flush=True)
+    return ckpt
+
+
+def ensure_graph(preset: str, precision: str) -> Path:
+    ckpt = ensure_checkpoint(preset)
+    graph = CACHE / "graphs" / f"{preset}-{precision}"
+    meta = graph / "metadata.json"
+    if not meta.exists() or json.loads(meta.read_text())["source"]["dir"] != str(ckpt):
+        print(f"[bench] compile {preset} ({precision}) → {graph}", flush=True)
+        sidecar_cli("compile", "--checkpoint", str(ckpt), "--out", str(graph), "--precision", precision)
+    return graph
+
+
+# ----------------------------------------------------------------------------------------------
+# Machine
+# ----------------------------------------------------------------------------------------------
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"cores": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()}
+    try:
+        cpu = Path("/proc/cpuinfo").read_text()
+        info["cpu"] = re.search(r"model name\s*:\s*(.*)", cpu).group(1).strip()  # type: ignore[union-attr]
+        flags = re.search(r"flags\s*:\s*(.*)", cpu).group(1).split()  # type: ignore[union-attr]
+        info["simd"] = " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags)
+    except (OSError, AttributeError):
+        pass
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for key in ("Thread(s) per core", "Core(s) per socket", "Socket(s)", "Hypervisor vendor", "L3 cache"):
+            m = re.search(rf"{re.escape(key)}:\s*(.*)", lscpu)
+            if m:
+                info[key] = m.group(1).strip()
+    except OSError:
+        pass
+    mem = Path("/proc/meminfo").read_text()
+    info["memory_gib"] = round(int(re.search(r"MemTotal:\s*(\d+)", mem).group(1)) * 1024 / GIB, 1)  # type: ignore[union-attr]
+    try:
+        info["node"] = subprocess.run([NODE, "--version"], capture_output=True, text=True).stdout.strip()
+    except FileNotFoundError:
+        info["node"] = "absent"
+    try:
+        ort_pkg = json.loads((REPO / "node_modules" / "onnxruntime-node" / "package.json").read_text())
+        info["onnxruntime_node"] = ort_pkg["version"]
+    except OSError:
+        pass
+    for mod in ("torch", "fiftyone", "numpy", "PIL"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:
+            pass
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        if smi.returncode == 0:
+            info["gpu"] = smi.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return info
+
+
+# ----------------------------------------------------------------------------------------------
+# The benchmark
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    case: str
+    path: str
+    batch: int
+    round: int
+    images: int
+    wall_s: float
+    lat: list[float]
+    rss: dict[str, int]
+    breakdown: dict[str, Any] = field(default_factory=dict)
+    server: dict[str, float] = field(default_factory=dict)
+    gpu_peak_bytes: int | None = None
+    gpu_util: float | None = None
+    foreign: float = 0.0        # share of all CPUs used by processes outside the harness meanwhile
+    attempts: int = 1
+
+    @property
+    def ips(self) -> float:
+        return self.images / self.wall_s
+
+
+class GpuSampler:
+    """nvidia-smi utilisation sampling (GPU runs only)."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+        self.samples: list[tuple[float, float]] = []
+        if shutil.which("nvidia-smi"):
+            self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                          "-lms", "100"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.samples.append((time.perf_counter(), float(line.strip().split(",")[0])))
+            except ValueError:
+                pass
+
+    def mean(self, t0: float, t1: float) -> float | None:
+        xs = [u for t, u in self.samples if t0 <= t <= t1]
+        return sum(xs) / len(xs) if xs else None
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, out_dir: Path) -> None:
+        self.args = args
+        self.out_dir = out_dir
+        self.runs: list[Run] = []
+        self.setup_times: dict[str, Any] = {}
+        self.gpu = GpuSampler() if args.device.startswith("cuda") else None
+        self.machine: dict[str, Any] = {}
+        self.cases: list[Case] = []
+        self.shapes: dict[str, Any] = {}
+        self.workers_rss: list[dict[str, Any]] = []
+        self.cpu = CpuMeter()
+        self.fo_env = {"FIFTYONE_DATABASE_DIR": str(out_dir / "fo-db"), "FIFTYONE_DO_NOT_TRACK": "true",
+                       "FIFTYONE_DATABASE_VALIDATION": "false", "FIFTYONE_SHOW_PROGRESS_BARS": "false",
+                       "PYTHONUNBUFFERED": "1"}
+
+    def measure(self, worker: Worker, pids: list[int], case: Case, path: str, batch: int, rnd: int) -> Run:
+        """One run; repeated (up to --retries times) when other processes took > 10 % of the CPUs."""
+        best: Run | None = None
+        retries = self.args.retries if rnd >= 0 else 0  # warm-up rounds: no waiting, no retries
+        for attempt in range(1 + retries):
+            waited = self.cpu.wait_quiet(max_wait_s=self.args.max_wait if rnd >= 0 else 0)
+            if waited > 2:
+                print(f"[bench]   (waited {waited:.0f} s for other processes to leave the CPUs)", flush=True)
+            self.cpu.start()
+            run = self._measure(worker, pids, case, path, batch, rnd)
+            run.foreign = self.cpu.foreign()
+            run.attempts = attempt + 1
+            if best is None or run.foreign < best.foreign:
+                best = run
+            if run.foreign <= 0.10:
+                break
+            print(f"[bench]   other processes took {run.foreign * 100:.0f} % of the CPUs during {path} B={batch}; "
+                  f"{'again' if attempt < retries else 'kept, flagged'}", flush=True)
+        assert best is not None
+        return best
+
+    def _measure(self, worker: Worker, pids: list[int], case: Case, path: str, batch: int, rnd: int) -> Run:
+        for pid in pids:
+            reset_peak(pid)
+        t0 = time.perf_counter()
+        if worker.name == "ort":
+            r = worker.call("run", batch=batch)
+        else:
+            r = worker.call("run", path=path, batch=batch)
+        t1 = time.perf_counter()
+        rss = {str(pid): proc_status(pid)["VmHWM"] for pid in pids}
+        run = Run(case.name, path, batch, rnd, r["images"], r["wall_s"], r["lat"], rss,
+                  r.get("breakdown", {}), r.get("server", {}), r.get("gpu_peak_bytes"))
+        if self.gpu is not None:
+            run.gpu_util = self.gpu.mean(t0, t1)
+        return run
+
+    def run_preset(self, preset: str, cases: list[Case], images: list[str]) -> None:
+        args = self.args
+        need = {p for c in cases for p, _ in case_configs(c)}
+        graph = ensure_graph(preset, args.precision) if need & {"c", "d", "e.emb", "e.heat"} else Path()
+        ckpt = CACHE / "ckpt" / preset
+        threads = args.threads or os.cpu_count() or 1
+        log_dir = self.out_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        workers: dict[str, Worker] = {}
+        try:
+            t0 = time.perf_counter()
+            if need & {"a.emb", "a.heat", "a.loop", "b", "bf"}:
+                src = ["--synthetic", preset] if args.synthetic else ["--checkpoint", str(ensure_checkpoint(preset))]
+                cmd = [PY, str(BENCH / "torch_worker.py"), *src, "--device", args.device,
+                       "--threads", str(threads), "--prep-threads", str(args.prep_threads)]
+                if not need & {"a.emb", "a.heat"}:
+                    cmd.append("--no-fiftyone")
+                workers["torch"] = Worker(f"{preset}-torch", cmd, log_dir, self.fo_env)
+            if "c" in need:
+                workers["ort"] = Worker(f"{preset}-ort", [NODE, "--import", "tsx", str(BENCH / "ort_bare.ts")], log_dir)
+                load = workers["ort"].call("load", graph=str(graph), provider=args.provider, threads=threads)
+                self.setup_times[f"{preset}:ort_load_s"] = load["load_s"]
+            if need & {"d", "e.emb", "e.heat"}:
+                cmd = [PY, str(BENCH / "zoo_worker.py"), "--graph", str(graph), "--provider", args.provider,
+                       "--model-name", "nv_labs/c-radio_v4-so400m" if preset.startswith("so400m") else "nv_labs/c-radio_v4-h"]
+                if args.threads:
+                    cmd += ["--threads", str(args.threads)]
+                if not need & {"e.emb", "e.heat"}:
+                    cmd.append("--no-fiftyone")
+                workers["zoo"] = Worker(f"{preset}-zoo", cmd, log_dir, self.fo_env)
+                self.setup_times[f"{preset}:sidecar_start_s"] = workers["zoo"].hello["sidecar_start_s"]
+            self.setup_times[f"{preset}:processes_s"] = time.perf_counter() - t0
+            if "torch" in workers:
+                self.setup_times[f"{preset}:torch_load_s"] = workers["torch"].hello["load_s"]
+
+            for case in cases:
+                self.run_case(case, images[: case.n], workers, graph)
+        finally:
+            for w in workers.values():
+                w.close()
+
+    def run_case(self, case: Case, images: list[str], workers: dict[str, Worker], graph: Path) -> None:
+        import numpy as np
+
+        print(f"[bench] case {case.name}: {case.n} images at {case.res}², batches {case.batches}, "
+              f"{case.rounds} rounds (+{case.warmup_rounds} warm-up), paths {' '.join(case.paths)}", flush=True)
+        for key in ("torch", "zoo"):
+            if key in workers:
+                workers[key].call("setup", images=images, resolution=case.res)
+        if "ort" in workers:
+            npy = self.out_dir / f"pixels-{case.res}-{case.n}.npy"
+            if not npy.exists():
+                from PIL import Image
+                np.save(npy, np.stack([clip_preprocess(Image.open(p), case.res) for p in images]))
+            workers["ort"].call("pixels", npy=str(npy))
+            workers["ort"].call("run", batch=1, limit=1)  # first run at this shape
+        if "zoo" in workers:
+            workers["zoo"].call("warmup", batch=1)
+
+        configs = case_configs(case)
+        wk = {"a.emb": "torch", "a.heat": "torch", "a.loop": "torch", "b": "torch", "bf": "torch", "c": "ort",
+              "d": "zoo", "e.emb": "zoo", "e.heat": "zoo"}
+        for rnd in range(case.warmup_rounds + case.rounds):
+            t_round = time.perf_counter()
+            for path, batch in configs:
+                w = workers[wk[path]]
+                pids = [w.proc.pid]
+                if wk[path] == "zoo":
+                    pids.append(w.hello["sidecar_pid"])
+                run = self.measure(w, pids, case, path, batch, rnd - case.warmup_rounds)
+                if rnd >= case.warmup_rounds:
+                    self.runs.append(run)
+                    print(f"[bench]   r{run.round} {path:7s} B={batch:<3d} {run.ips:8.2f} img/s  "
+                          f"p50 {percentile(run.lat, 50) * 1000:8.1f} ms  "
+                          f"rss {sum(run.rss.values()) / GIB:5.2f} GiB  other CPU {run.foreign * 100:3.0f} %", flush=True)
+            print(f"[bench]   round {rnd - case.warmup_rounds} took {time.perf_counter() - t_round:.0f} s", flush=True)
+            self.save()
+
+    def save(self) -> None:
+        data = {"args": vars(self.args), "machine": self.machine, "setup": self.setup_times,
+                "runs": [r.__dict__ for r in self.runs], "cases": [c.__dict__ for c in self.cases],
+                "shapes": self.shapes, "workers_rss": self.workers_rss}
+        (self.out_dir / "results.json").write_text(json.dumps(data, indent=1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Sidecar RSS vs --workers
+# ----------------------------------------------------------------------------------------------
+
+def load_client_package() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("radio_client", REPO / "client" / "__init__.py",
+                                                  submodule_search_locations=[str(REPO / "client")])
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["radio_client"] = mod
+    spec.loader.exec_module(mod)
+    from radio_client import grpc_client
+    return grpc_client
+
+
+def workers_rss(preset: str, counts: list[int], images: list[str], res: int, precision: str, out_dir: Path,
+                provider: str) -> list[dict[str, Any]]:
+    """Starts `serve --workers N` alone, reads VmRSS once SERVING (every worker has loaded and warmed
+    up at 512²) and VmHWM after 2 images per worker at `res` (--max-batch 2 spreads them over the
+    workers)."""
+    gc = load_client_package()
+    graph = ensure_graph(preset, precision)
+    rows = []
+    for n in counts:
+        sock_dir = Path(subprocess.check_output(["mktemp", "-d"], text=True).strip())
+        cmd = [NODE, str(CLI), "serve", "--socket", str(sock_dir / "s.sock"), "--model", f"m={graph}",
+               "--workers", str(n), "--max-batch", "2", "--allowed-root", "/", "--provider", provider,
+               "--log-level", "warn"]
+        t0 = time.perf_counter()
+        log = open(out_dir / "logs" / f"workers-{preset}-{n}.log", "w")
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
+        try:
+            assert proc.stdout is not None
+            ready = json.loads(proc.stdout.readline() or "{}")
+            if ready.get("event") != "ready":
+                raise RuntimeError(f"serve --workers {n} did not start (see {log.name})")
+            start_s = time.perf_counter() - t0
+            time.sleep(1.0)
+            idle = proc_status(proc.pid)
+            client = gc.RadioClient(ready["address"])
+            k = min(len(images), 2 * n)
+            t1 = time.perf_counter()
+            res_ = client.embed([{"id": p, "path": p} for p in images[:k]], gc.EmbedOptions(resolution=f"{res}x{res}"))
+            assert all(r.ok for r in res_)
+            busy_s = time.perf_counter() - t1
+            peak = proc_status(proc.pid)
+            client.close()
+            rows.append({"preset": preset, "workers": n, "start_s": start_s, "idle_rss": idle["VmRSS"],
+                         "peak_hwm": peak["VmHWM"], "rss_after": peak["VmRSS"], "images": k, "res": res,
+                         "ips": k / busy_s})
+            print(f"[bench] workers={n}: ready in {start_s:.0f} s, idle VmRSS {idle['VmRSS'] / GIB:.2f} GiB, "
+                  f"VmHWM {peak['VmHWM'] / GIB:.2f} GiB after {k} images ({k / busy_s:.2f} img/s)", flush=True)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+            shutil.rmtree(sock_dir, ignore_errors=True)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------
+
+LABEL = {"a.emb": "a  reference-style FiftyOne model, embeddings", "a.heat": "a  reference-style FiftyOne model, heatmaps",
+         "a.loop": "a  reference-style model in a plain loop (no FiftyOne), embeddings",
+         "b": "b  torch batched (reference ops)", "bf": "b′ torch batched, fused SDPA/LayerNorm/GELU",
+         "c": "c  bare onnxruntime-node, pixels in memory", "d": "d  sidecar over gRPC (RadioClient, JPEG paths)",
+         "e.emb": "e  FiftyOne compute_embeddings, zoo model", "e.heat": "e  FiftyOne apply_model heatmaps, zoo model"}
+
+
+def aggregate(runs: list[Run]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    groups: dict[tuple[str, str, int], list[Run]] = {}
+    for r in runs:
+        groups.setdefault((r.case, r.path, r.batch), []).append(r)
+    out = {}
+    for key, all_rs in groups.items():
+        # Runs disturbed by other processes (> 10 % of the CPUs) are left out when an undisturbed
+        # round of the same (path, batch) exists; otherwise they are kept and the row is flagged.
+        clean = [r for r in all_rs if r.foreign <= DISTURBED]
+        rs = clean or all_rs
+        lat = [x for r in rs for x in r.lat]
+        util = [r.gpu_util for r in rs if r.gpu_util is not None]
+        out[key] = {
+            "ips": sum(r.images for r in rs) / sum(r.wall_s for r in rs),
+            "ips_rounds": {r.round: r.ips for r in all_rs},
+            "foreign_rounds": {r.round: r.foreign for r in all_rs},
+            "dropped": len(all_rs) - len(rs),
+            "p50": percentile(lat, 50), "p95": percentile(lat, 95),
+            "rss": max(sum(r.rss.values()) for r in rs),
+            "images": sum(r.images for r in rs), "rounds": len(rs),
+            "gpu_util": sum(util) / len(util) if util else None,
+            "gpu_peak": max((r.gpu_peak_bytes or 0) for r in rs) or None,
+            "breakdown": _sum_dicts([r.breakdown for r in rs]),
+            "server": _sum_dicts([r.server for r in rs]),
+            "wall_s": sum(r.wall_s for r in rs),
+            "foreign": max(r.foreign for r in rs),
+        }
+    return out
+
+
+def _sum_dicts(ds: list[dict[str, Any]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for d in ds:
+        for k, v in d.items():
+            if isinstance(v, (int, float)):
+                out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def ratio(agg: dict, case: str, num: tuple[str, int], den: tuple[str, int]) -> tuple[float, float, float, bool] | None:
+    """Median over rounds of the per-round throughput ratio, its min / max, and whether it had to use
+    disturbed rounds (only rounds where both runs were undisturbed count, when there are any)."""
+    a, b = agg.get((case, *num)), agg.get((case, *den))
+    if not a or not b:
+        return None
+    both = [k for k in a["ips_rounds"] if k in b["ips_rounds"]]
+    ok = [k for k in both if a["foreign_rounds"][k] <= DISTURBED and b["foreign_rounds"][k] <= DISTURBED]
+    if ok:
+        rs = [a["ips_rounds"][k] / b["ips_rounds"][k] for k in ok]
+        return (median(rs), min(rs), max(rs), "")
+    if a["foreign"] <= DISTURBED and b["foreign"] <= DISTURBED:
+        # undisturbed runs on both sides, but in different rounds: the ratio of those runs
+        r = a["ips"] / b["ips"]
+        return (r, r, r, " ‡")
+    rs = [a["ips_rounds"][k] / b["ips_rounds"][k] for k in both]
+    return (median(rs), min(rs), max(rs), " ⚠") if rs else None
+
+
+def fmt_ratio(r: tuple[float, float, float, str] | None) -> str:
+    if r is None:
+        return "–"
+    return f"**{r[0]:.2f}**" + (f" ({r[1]:.2f}–{r[2]:.2f})" if r[2] - r[1] > 0.005 else "") + r[3]
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:,.0f}" if x >= 0.1 else f"{x * 1000:.1f}"
+
+
+def report(data: dict[str, Any], mode: str, plot_rel: str) -> str:
+    runs = [Run(**r) for r in data["runs"]]
+    agg = aggregate(runs)
+    m = data["machine"]
+    cases = [Case(**c) for c in data["cases"]]
+    args = data["args"]
+    L: list[str] = []
+    gpu = args["device"].startswith("cuda")
+    L.append(f"Generated by `bench/run.py {' '.join(data.get('argv', []))}` on {data.get('date', '')} "
+             f"in {data.get('elapsed_s', 0) / 60:.1f} min.\n")
+    L.append(f"**Machine:** {m.get('cores')} × {m.get('cpu', '?')} ({m.get('Core(s) per socket', '?')} cores × "
+             f"{m.get('Thread(s) per core', '?')} threads, {m.get('Hypervisor vendor', 'bare metal')} VM; SIMD {m.get('simd', '?')}), "
+             f"{m.get('memory_gib')} GiB RAM{', GPU ' + m['gpu'] if m.get('gpu') else ''}; Linux {m.get('kernel')}; "
+             f"Node {m.get('node')}, onnxruntime-node {m.get('onnxruntime_node')}, torch {m.get('torch')}, "
+             f"FiftyOne {m.get('fiftyone')}, Python {m.get('python')}.  "
+             f"Device {args['device']}, graph precision {args['precision']}, "
+             f"{args.get('threads') or m.get('cores')} intra-op threads for torch and onnxruntime.\n")
+    L.append("**Cases** (random weights; same checkpoint and same 640×480 JPEGs for every path; every image resized to "
+             "exactly res×res):\n")
+    L.append("| case | checkpoint | res | images / path / round | runs per round (path × batch) | rounds (+ warm-up) | GFLOP / image |")
+    L.append("|---|---|---|---|---|---|---|")
+    for c in cases:
+        runs = ", ".join(f"{p}×{b}" for p, b in case_configs(c))
+        L.append(f"| {c.name} | `--preset {c.preset}` | {c.res}² | {c.n} | {runs} | "
+                 f"{c.rounds} (+{c.warmup_rounds}) | {data['shapes'][c.name]['gflop']:.1f} |")
+    L.append("")
+    L.append("*other CPU %*: the largest share of the machine's CPUs that processes outside the harness used during "
+             "the runs a row is made of. Runs above 10 % count as disturbed: a row or ratio leaves them out when an "
+             "undisturbed round exists, and is marked ⚠ when none does (treat those numbers as lower bounds). A ratio "
+             "uses the rounds where both of its runs were undisturbed; ‡ = no such round, so it divides the undisturbed "
+             "runs of different rounds.\n")
+    for c in cases:
+        L.append(f"#### {c.name}\n")
+        gfl = data["shapes"][c.name]["gflop"]
+        hdr = "| path | batch | images/s | p50 ms | p95 ms | peak RSS GiB | GFLOP/s | other CPU % |"
+        sep = "|---|---|---|---|---|---|---|---|"
+        if gpu:
+            hdr += " GPU util % | MFU % | forward-only images/s | forward-only MFU % |"
+            sep += "---|---|---|---|"
+        L += [hdr, sep]
+        for p in ALL_PATHS:
+            for (cn, pp, b), g in sorted(agg.items(), key=lambda kv: kv[0][2]):
+                if cn != c.name or pp != p:
+                    continue
+                other = f"{g['foreign'] * 100:.0f}" + (" ⚠" if g["foreign"] > DISTURBED else "")
+                if g["dropped"]:
+                    other += f" ({g['dropped']} disturbed run{'s' if g['dropped'] > 1 else ''} left out)"
+                row = (f"| {LABEL[p]} | {b} | {g['ips']:.3g} | {ms(g['p50'])} | {ms(g['p95'])} | "
+                       f"{g['rss'] / GIB:.2f} | {g['ips'] * gfl:.3g} | {other} |")
+                if gpu:
+                    peak = args["peak_tflops"] * 1e12
+                    mfu = g["ips"] * gfl * 1e9 / peak * 100
+                    row += f" {g['gpu_util']:.0f} |" if g["gpu_util"] is not None else " – |"
+                    row += f" {mfu:.1f} |"
+                    k = g["breakdown"]
+                    if k.get("forward_s"):
+                        fips = k["images"] / k["forward_s"]
+                        row += f" {fips:.3g} | {fips * gfl * 1e9 / peak * 100:.1f} |"
+                    else:
+                        row += " – | – |"
+                L.append(row)
+        L.append("")
+        # ratios
+        L.append("| ratio (throughput; median over rounds, min–max) | " +
+                 " | ".join(f"B={b}" for b in c.batches) + " |")
+        L.append("|---|" + "---|" * len(c.batches))
+        rows = [("e/c  compute_embeddings ÷ bare ORT (overhead; 1 = none)", ("e.emb", None), ("c", None)),
+                ("e/a  compute_embeddings ÷ reference-style (speed-up)", ("e.emb", None), ("a.emb", 1)),
+                ("e/a  apply_model heatmaps ÷ reference-style heatmaps", ("e.heat", None), ("a.heat", 1)),
+                ("d/c  sidecar over gRPC ÷ bare ORT", ("d", None), ("c", None)),
+                ("e/d  FiftyOne ÷ direct gRPC", ("e.emb", None), ("d", None)),
+                ("c/b  bare ORT ÷ torch batched (reference ops)", ("c", None), ("b", None)),
+                ("c/b′ bare ORT ÷ torch batched (fused ops)", ("c", None), ("bf", None)),
+                ("b/a  torch batched ÷ reference-style", ("b", None), ("a.emb", 1)),
+                ("b/a  torch batched ÷ reference-style loop", ("b", None), ("a.loop", 1)),
+                ("b′/a fused torch batched ÷ reference-style loop", ("bf", None), ("a.loop", 1)),
+                ("b′/b fused ÷ reference ops, both batched", ("bf", None), ("b", None))]
+        for label, (np_, nb), (dp, db) in rows:
+            cells = [fmt_ratio(ratio(agg, c.name, (np_, nb or b), (dp, db or b))) for b in c.batches]
+            if any(x != "–" for x in cells):
+                L.append(f"| {label} | " + " | ".join(cells) + " |")
+        L.append("")
+        # where the time goes in the sidecar
+        prof = []
+        for (cn, pp, b), g in sorted(agg.items(), key=lambda kv: (kv[0][1], kv[0][2])):
+            s = g["server"]
+            if cn != c.name or pp not in ("d", "e.emb", "e.heat") or not s:
+                continue
+            n = g["images"]
+            gname = data.get("graph_names", {}).get(c.preset, f"{c.preset}-{args['precision']}")
+            bs = s.get('radio_batch_size_sum{model="%s"}' % gname, 0)
+            bc = s.get('radio_batch_size_count{model="%s"}' % gname, 0)
+            inf = s.get('radio_inference_seconds_sum{model="%s"}' % gname, 0)
+            pre = s.get("radio_preprocess_seconds_sum", 0)
+            q = s.get("radio_queue_time_seconds_sum", 0)
+            post = sum(v for k, v in s.items() if k.startswith("radio_postprocess_seconds_sum"))
+            busy = s.get("radio_worker_busy_seconds_total", inf)
+            wall_per = g["wall_s"] / n
+            prof.append(f"| {pp} | {b} | {ms(wall_per)} | {ms(inf / n)} | {ms(pre / n)} | {ms(q / n)} | {ms(post / n)} | "
+                        f"{bs / bc if bc else 0:.1f} | {busy / g['wall_s'] * 100:.0f} % | {ms(wall_per - inf / n)} |")
+        if prof:
+            L.append("Sidecar profile (from its /metrics histograms; per image, ms): wall = client-observed time per image; "
+                     "inference = worker time in session.run ÷ images; preprocess = read + decode + resize (overlaps "
+                     "other images' inference); queue = decoded image waiting for its batch (batching wait + waiting "
+                     "for a busy worker); postprocess = heatmap / output building; busy = fraction of the wall time "
+                     "the inference worker was running; not inference = wall − inference (preprocessing on the "
+                     "critical path, batching wait, serialization, gRPC, FiftyOne).\n")
+            L.append("| path | call batch | wall | inference | preprocess | queue | postprocess | mean ORT batch | worker busy | not inference |")
+            L.append("|---|---|---|---|---|---|---|---|---|---|")
+            L += prof
+            L.append("")
+        bd = []
+        for (cn, pp, b), g in sorted(agg.items(), key=lambda kv: (kv[0][1], kv[0][2])):
+            k = g["breakdown"]
+            if cn != c.name or not k.get("images"):
+                continue
+            n = k["images"]
+            bd.append(f"| {pp} | {b} | {ms(g['wall_s'] / n)} | {ms(k.get('prep_s', 0) / n)} | {ms(k.get('forward_s', 0) / n)} | "
+                      f"{ms(k.get('post_s', 0) / n)} |")
+        if bd:
+            L.append("Torch paths, per image (ms): wall; PIL/numpy preprocessing (decode too for b); forward; heatmap PCA.\n")
+            L.append("| path | batch | wall | preprocess | forward | heatmap |")
+            L.append("|---|---|---|---|---|---|")
+            L += bd
+            L.append("")
+    if data.get("workers_rss"):
+        L.append("#### Sidecar memory vs `serve --workers N`\n")
+        L.append("Each worker is a thread with its own onnxruntime session (its own copy of the weights). Idle = "
+                 "VmRSS once SERVING (every worker loaded and warmed up at 512²); peak = VmHWM after 2 images per "
+                 "worker (`--max-batch 2`).\n")
+        L.append("| checkpoint | workers | start → SERVING s | idle VmRSS GiB | peak VmHWM GiB | images/s (2 per worker) |")
+        L.append("|---|---|---|---|---|---|")
+        for r in data["workers_rss"]:
+            L.append(f"| {r['preset']} {args['precision']} | {r['workers']} | {r['start_s']:.0f} | {r['idle_rss'] / GIB:.2f} | "
+                     f"{r['peak_hwm'] / GIB:.2f} | {r['ips']:.3g} at {r['res']}² |")
+        L.append("")
+    setup = data.get("setup", {})
+    if setup:
+        L.append("Set-up (not in the numbers above): " + "; ".join(f"{k} {v:.1f}" for k, v in sorted(setup.items())) + ".\n")
+    L.append(f"![throughput vs batch size]({plot_rel})\n")
+    return "\n".join(L)
+
+
+SHORT = {"a.emb": "a: reference-style FiftyOne model, embeddings (1 image at a time)",
+         "a.heat": "a: reference-style FiftyOne model, heatmaps (1 at a time)",
+         "a.loop": "a: reference-style model, plain loop (1 at a time)",
+         "b": "b: torch batched (reference ops)", "bf": "b′: torch batched, fused SDPA",
+         "c": "c: bare onnxruntime-node (ceiling)", "d": "d: sidecar over gRPC",
+         "e.emb": "e: FiftyOne compute_embeddings (zoo)", "e.heat": "e: FiftyOne apply_model heatmaps (zoo)"}
+
+
+def plot(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
+
+    runs = [Run(**r) for r in data["runs"]]
+    agg = aggregate(runs)
+    cases = [Case(**c) for c in data["cases"]]
+    cols = min(3, len(cases))
+    rows = (len(cases) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows + 0.6), dpi=110, squeeze=False)
+    style = {"a.emb": ("tab:gray", "s"), "a.heat": ("silver", "s"), "a.loop": ("tab:gray", "s"), "b": ("tab:orange", "o"), "bf": ("tab:brown", "o"),
+             "c": ("black", "^"), "d": ("tab:blue", "D"), "e.emb": ("tab:green", "v"), "e.heat": ("tab:olive", "v")}
+    flagged = False
+    for ax, c in zip(axes.flat, cases):
+        for p in ALL_PATHS:
+            pts = sorted((b, g["ips"]) for (cn, pp, b), g in agg.items() if cn == c.name and pp == p)
+            if not pts:
+                continue
+            color, marker = style[p]
+            xs, ys = zip(*pts)
+            if p.startswith("a."):
+                ax.axhline(ys[0], color=color, ls="--", lw=1, label=SHORT[p])
+            else:
+                ax.plot(xs, ys, marker=marker, color=color, label=SHORT[p])
+                bad = [(b, y) for b, y in pts if agg[(c.name, p, b)]["foreign"] > 0.10]
+                if bad:
+                    bx, by = zip(*bad)
+                    ax.scatter(bx, by, s=90, facecolors="none", edgecolors="red", zorder=5,
+                               label="disturbed (> 10 % other CPU)" if not flagged else None)
+                    flagged = True
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(c.batches, [str(b) for b in c.batches])
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
+        ax.set_title(f"{c.name} ({data['args']['device']}, {data['args']['precision']})")
+        ax.set_xlabel("batch size (images per call)")
+        ax.set_ylabel("images/s")
+        ax.grid(alpha=0.3, which="both")
+    for ax in list(axes.flat)[len(cases):]:
+        ax.axis("off")
+    seen: dict[str, Any] = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", ncol=min(5, len(seen)), fontsize=8)
+    fig.suptitle("C-RADIOv4 throughput vs batch size: a reference-style, b torch batched, b′ fused torch, "
+                 "c bare ORT, d sidecar gRPC, e FiftyOne zoo model", fontsize=9)
+    fig.tight_layout(rect=(0, 0.07 * (2 if len(seen) > 5 else 1) / rows, 1, 0.96))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def write_doc(section: str, marker: str) -> Path:
+    doc = REPO / "docs" / "benchmarks.md"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    begin, end = f"<!-- bench:{marker}:begin -->", f"<!-- bench:{marker}:end -->"
+    block = f"{begin}\n{section}\n{end}"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + f"\n\n## Results: {marker}\n\n{block}\n"
+    doc.write_text(text)
+    return doc
+
+
+# ----------------------------------------------------------------------------------------------
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="tiny + ViT-B-shaped checkpoints (~2 min; default)")
+    mode.add_argument("--full", action="store_true", help="quick + full-size H (224², 512²) and SO400M (512²) + workers RSS")
+    ap.add_argument("--cases", help="comma-separated case names to keep (e.g. h-224,h-512)")
+    ap.add_argument("--paths", help=f"comma-separated paths to keep ({','.join(ALL_PATHS)})")
+    ap.add_argument("--res", type=int, help="override every case's resolution")
+    ap.add_argument("--images", type=int, help="override images per case")
+    ap.add_argument("--batches", help="override batch sizes, e.g. 1,4,16")
+    ap.add_argument("--rounds", type=int, help="override rounds")
+    ap.add_argument("--warmup-rounds", type=int, help="override discarded leading rounds")
+    ap.add_argument("--bf-batches", help="batch sizes for b′ (default: the largest of a case's)")
+    ap.add_argument("--preset", action="append", help="run these presets at --res instead of the named cases")
+    ap.add_argument("--device", default="cpu", help="torch device for a/b (cpu | cuda)")
+    ap.add_argument("--provider", default="cpu", help="onnxruntime execution provider for c/d/e (cpu | cuda)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16"], help="compiled graph precision for c/d/e")
+    ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = all cores)")
+    ap.add_argument("--prep-threads", type=int, default=0, help="b/bf: threads decoding the next batch meanwhile (0 = inline)")
+    ap.add_argument("--synthetic", action="store_true", help="torch paths: random weights made in memory, no checkpoint file")
+    ap.add_argument("--workers-rss", default=None, help="presets for the --workers 1,2,4 RSS probe (full: h)")
+    ap.add_argument("--no-workers-rss", action="store_true")
+    ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16/fp16 peak for MFU (H100/H200 SXM: 989)")
+    ap.add_argument("--retries", type=int, default=1, help="re-runs of a measurement disturbed by other processes")
+    ap.add_argument("--max-wait", type=float, default=300, help="longest wait (s) for a quiet machine before a run")
+    ap.add_argument("--tag", default=None, help="results name (default: quick / full / custom)")
+    ap.add_argument("--no-doc", action="store_true", help="don't touch docs/benchmarks.md")
+    ap.add_argument("--report-only", metavar="DIR", help="re-render report, plot and doc section from DIR/results.json")
+    args = ap.parse_args()
+    if args.report_only:
+        finish(json.loads((Path(args.report_only) / "results.json").read_text()), Path(args.report_only), args.no_doc)
+        return
+    if not CLI.exists():
+        sys.exit(f"{CLI} is missing: run `npm run build` first")
+    t_start = time.perf_counter()
+    tag = args.tag or ("full" if args.full else "custom" if (args.preset or args.cases) and not args.quick else "quick")
+    cases = full_cases() if args.full else quick_cases()
+    if args.preset:
+        res = args.res or 512
+        cases = [Case(f"{p}-{res}", p, res, args.images or 4, [1, 4], DEFAULT_PATHS, rounds=args.rounds or 2) for p in args.preset]
+    if args.cases:
+        keep = args.cases.split(",")
+        cases = [c for c in cases if c.name in keep]
+    for c in cases:
+        if args.res:
+            c.res = args.res
+            c.name = f"{c.preset}-{args.res}"
+        if args.images:
+            c.n = args.images
+        if args.batches:
+            c.batches = [int(b) for b in args.batches.split(",")]
+            c.bf_batches = None
+        if args.rounds:
+            c.rounds = args.rounds
+        if args.bf_batches:
+            c.bf_batches = [int(b) for b in args.bf_batches.split(",")]
+        if args.warmup_rounds is not None:
+            c.warmup_rounds = args.warmup_rounds
+        if args.paths:
+            c.paths = [p for p in c.paths if p in args.paths.split(",")] + [
+                p for p in args.paths.split(",") if p not in c.paths and p in ALL_PATHS]
+        if c.configs and (args.paths or args.batches or args.bf_batches):
+            c.configs = None if args.batches or args.bf_batches else [x for x in c.configs if x[0] in c.paths]
+    out_dir = BENCH / "out" / tag
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bench = Bench(args, out_dir)
+    bench.machine = machine()
+    bench.cases = cases
+    print(f"[bench] {tag}: {len(cases)} cases → {out_dir}", flush=True)
+    print(f"[bench] machine: {json.dumps(bench.machine)}", flush=True)
+    images = make_images(CACHE / "images", max(c.n for c in cases))
+    graph_names = {}
+    for c in cases:
+        if args.synthetic:
+            w_, d_, _h, m_ = PRESET_SHAPES[c.preset]
+            shape = {"width": w_, "depth": d_, "mlp": m_, "prefix": 10}
+        else:
+            shape = checkpoint_shape(ensure_checkpoint(c.preset))
+        bench.shapes[c.name] = {**shape, "gflop": vit_flops(shape["width"], shape["depth"], shape["mlp"],
+                                                            shape["prefix"], c.res) / 1e9}
+        graph_names[c.preset] = f"{c.preset}-{args.precision}"
+    try:
+        for preset in dict.fromkeys(c.preset for c in cases):
+            bench.run_preset(preset, [c for c in cases if c.preset == preset], images)
+        rss_presets = args.workers_rss.split(",") if args.workers_rss else (["h"] if args.full else [])
+        if not args.no_workers_rss and not args.device.startswith("cuda"):
+            for p in rss_presets:
+                bench.workers_rss += workers_rss(p, [1, 2, 4], images, 224, args.precision, out_dir, args.provider)
+    finally:
+        if bench.gpu is not None:
+            bench.gpu.close()
+        bench.save()
+    data = json.loads((out_dir / "results.json").read_text())
+    data["graph_names"] = graph_names
+    data["argv"] = sys.argv[1:]
+    data["date"] = time.strftime("%Y-%m-%d %H:%M")
+    data["elapsed_s"] = time.perf_counter() - t_start
+    data["tag"] = tag
+    (out_dir / "results.json").write_text(json.dumps(data, indent=1))
+    finish(data, out_dir, args.no_doc)
+    print(f"[bench] done in {(time.perf_counter() - t_start) / 60:.1f} min")
+
+
+def finish(data: dict[str, Any], out_dir: Path, no_doc: bool) -> None:
+    tag = data.get("tag") or out_dir.name
+    png = REPO / "docs" / "images" / ("bench-throughput.png" if tag == "full" else f"bench-throughput-{tag}.png")
+    plot(data, png)
+    section = report(data, tag, os.path.relpath(png, REPO / "docs"))
+    (out_dir / "report.md").write_text(section)
+    print(section)
+    if not no_doc and tag in ("quick", "full"):
+        print(f"[bench] wrote {write_doc(section, tag)} and {png}")
+
+
+if __name__ == "__main__":
+    main()
