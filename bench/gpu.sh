@@ -50,7 +50,9 @@ for mod in ("torch", "numpy", "PIL", "onnxruntime", "fiftyone", "grpc", "matplot
         print(f"python: {mod} MISSING ({type(e).__name__}: {e})")
 EOF
 DEVICE="${DEVICE:-cuda}"
-PROVIDER=cuda; [ "$DEVICE" = cpu ] && PROVIDER=cpu
+PROVIDER=cuda; TAG=gpu
+# A dry run on a CPU-only machine must not overwrite the GPU plot in docs/images.
+[ "$DEVICE" = cpu ] && { PROVIDER=cpu; TAG=gpu-dryrun; }
 if [ "$DEVICE" != cpu ]; then
   $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null \
     || { say "FATAL: torch with CUDA is not importable by $PY: nothing to run"; exit 1; }
@@ -79,7 +81,7 @@ $PY -c "import grpc, google.protobuf" >/dev/null 2>&1 || { MISSING+=("python: gr
 
 if [ "$NODE_OK" = 1 ]; then
   # The EP library can be present and still fail to load (CUDA / cuDNN major versions): try it.
-  say "== trying onnxruntime-node's CUDA execution provider on a tiny fp16 graph"
+  say "== trying onnxruntime-node's $PROVIDER execution provider on a tiny fp16 graph"
   TMP=$(mktemp -d)
   if node server/dist/cli.js make-checkpoint --preset tiny --out "$TMP/ckpt" >>"$LOG" 2>&1 \
      && node server/dist/cli.js compile --checkpoint "$TMP/ckpt" --out "$TMP/g" --precision fp16 >>"$LOG" 2>&1 \
@@ -111,11 +113,12 @@ else
 fi
 say "== bench/run.py ${PRESET_ARGS[*]} ${COMMON[*]} --paths $PATHS ${EXTRA[*]}"
 RADIO_BENCH_CACHE="${RADIO_BENCH_CACHE:-/tmp/radio-bench}" timeout 420 "$PY" bench/run.py "${PRESET_ARGS[@]}" \
-  "${COMMON[@]}" --paths "$PATHS" "${EXTRA[@]}" --warmup-rounds 1 --tag gpu 2>&1 | tee -a "$LOG"
+  "${COMMON[@]}" --paths "$PATHS" "${EXTRA[@]}" --warmup-rounds 1 --tag "$TAG" 2>&1 | tee -a "$LOG"
 RC=${PIPESTATUS[0]}
-cp bench/out/gpu/report.md "$DEST/gpu-report.md" 2>/dev/null
-cp bench/out/gpu/results.json "$DEST/gpu-results.json" 2>/dev/null
-cp docs/images/bench-throughput-gpu.png "$DEST/" 2>/dev/null
+cp "bench/out/$TAG/report.md" "$DEST/gpu-report.md" 2>/dev/null
+cp "bench/out/$TAG/results.json" "$DEST/gpu-results.json" 2>/dev/null
+if [ "$TAG" = gpu ]; then cp docs/images/bench-throughput-gpu.png "$DEST/" 2>/dev/null
+else cp "bench/out/$TAG/bench-throughput.png" "$DEST/bench-throughput-gpu.png" 2>/dev/null; fi
 say "== done in $(( $(date +%s) - START )) s (exit $RC); report: $DEST/gpu-report.md"
 if [ ${#MISSING[@]} -gt 0 ]; then say "missing:"; for m in "${MISSING[@]}"; do say "  - $m"; done; fi
 exit "$RC"

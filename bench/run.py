@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """C-RADIOv4 throughput / latency / memory benchmark: ONE command.
 
-    .venv/bin/python bench/run.py --quick      # ~2 min: tiny + ViT-B-shaped random checkpoints
-    .venv/bin/python bench/run.py --full       # < 45 min on 2 cores: adds full-size H (224², 512²)
-                                               # and SO400M (512²), and sidecar RSS at 1/2/4 workers
+    .venv/bin/python bench/run.py --quick      # ~3.5 min on an idle 2-core machine: tiny + ViT-B-shaped
+                                               # random checkpoints
+    .venv/bin/python bench/run.py --full       # ~30–35 min on an idle 2-core machine: adds full-size H
+                                               # (224², 512²) and SO400M (512²), and sidecar RSS at 1/2/4 workers
 
 On the same random checkpoint and the same JPEGs it measures images/s, p50/p95 per-image latency and
 peak RSS for
@@ -24,8 +25,8 @@ end of this one (FiftyOne's own per-batch work included). Peak RSS = VmHWM of th
 the work (reset before each run via /proc/<pid>/clear_refs): a/b: the torch process; c: the node
 process; d, e: the sidecar plus the Python client process.
 
-Writes bench/out/results-<mode>.json, docs/images/bench-throughput[-quick].png and the generated
-section of docs/benchmarks.md. Checkpoints and graphs are cached in $RADIO_BENCH_CACHE
+Writes bench/out/<mode>/results.json (+ report.md, logs/), docs/images/bench-throughput[-quick].png and
+the generated section of docs/benchmarks.md. Checkpoints and graphs are cached in $RADIO_BENCH_CACHE
 (default ~/.cache/c-radio-bench; the H checkpoint is 2.6 GB).
 """
 from __future__ import annotations
@@ -92,9 +93,10 @@ DEFAULT_PATHS = ["a.emb", "a.heat", "b", "bf", "c", "d", "e.emb", "e.heat"]
 
 def quick_cases() -> list[Case]:
     return [
-        Case("tiny-224", "tiny", 224, 16, [1, 4, 16], DEFAULT_PATHS, rounds=2, warmup_rounds=1),
-        Case("tiny-512", "tiny", 512, 16, [1, 4, 16], DEFAULT_PATHS, rounds=2, warmup_rounds=1),
-        Case("vit-b-224", "vit-b", 224, 4, [1, 4], DEFAULT_PATHS, rounds=2, warmup_rounds=0, bf_batches=[4]),
+        # ~3.5 min on an idle 2-core machine, ~1 min of it starting processes and FiftyOne's database
+        Case("tiny-224", "tiny", 224, 16, [1, 4, 16], DEFAULT_PATHS, rounds=2),
+        Case("tiny-512", "tiny", 512, 4, [1, 4], DEFAULT_PATHS, rounds=2),
+        Case("vit-b-224", "vit-b", 224, 4, [1, 4], DEFAULT_PATHS, rounds=2, bf_batches=[4]),
     ]
 
 
@@ -273,29 +275,58 @@ class Run:
 
 
 class GpuSampler:
-    """nvidia-smi utilisation sampling (GPU runs only)."""
+    """GPU utilisation sampled every 50 ms (GPU runs only): NVML in a thread (nvidia-ml-py), else
+    nvidia-smi's own timestamps (its output to a pipe is block-buffered, so arrival times lie)."""
 
-    def __init__(self) -> None:
+    def __init__(self, index: int = 0) -> None:
+        self.samples: list[tuple[float, float]] = []  # (time.time(), utilisation %)
         self.proc: subprocess.Popen[str] | None = None
-        self.samples: list[tuple[float, float]] = []
+        self.stop = threading.Event()
+        self.source = "none"
+        try:
+            import pynvml  # nvidia-ml-py
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            pynvml.nvmlDeviceGetUtilizationRates(handle)
+            self.source = "nvml"
+
+            def poll() -> None:
+                while not self.stop.wait(0.05):
+                    try:
+                        self.samples.append((time.time(), float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)))
+                    except Exception:
+                        pass
+            threading.Thread(target=poll, daemon=True).start()
+            return
+        except Exception:
+            pass
         if shutil.which("nvidia-smi"):
-            self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                                          "-lms", "100"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self.source = "nvidia-smi"
+            self.proc = subprocess.Popen(["nvidia-smi", "-i", str(index), "--query-gpu=timestamp,utilization.gpu",
+                                          "--format=csv,noheader,nounits", "-lms", "50"],
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
+        import datetime
+
         assert self.proc is not None and self.proc.stdout is not None
         for line in self.proc.stdout:
             try:
-                self.samples.append((time.perf_counter(), float(line.strip().split(",")[0])))
+                stamp, util = (x.strip() for x in line.split(","))
+                t = datetime.datetime.strptime(stamp, "%Y/%m/%d %H:%M:%S.%f").timestamp()
+                self.samples.append((t, float(util)))
             except ValueError:
                 pass
 
     def mean(self, t0: float, t1: float) -> float | None:
-        xs = [u for t, u in self.samples if t0 <= t <= t1]
+        """Mean utilisation between two time.time() instants."""
+        xs = [u for t, u in list(self.samples) if t0 <= t <= t1]
         return sum(xs) / len(xs) if xs else None
 
     def close(self) -> None:
+        self.stop.set()
         if self.proc is not None:
             self.proc.terminate()
 
@@ -340,12 +371,12 @@ class Bench:
     def _measure(self, worker: Worker, pids: list[int], case: Case, path: str, batch: int, rnd: int) -> Run:
         for pid in pids:
             reset_peak(pid)
-        t0 = time.perf_counter()
+        t0 = time.time()
         if worker.name == "ort":
             r = worker.call("run", batch=batch)
         else:
             r = worker.call("run", path=path, batch=batch)
-        t1 = time.perf_counter()
+        t1 = time.time()
         rss = {str(pid): proc_status(pid)["VmHWM"] for pid in pids}
         run = Run(case.name, path, batch, rnd, r["images"], r["wall_s"], r["lat"], rss,
                   r.get("breakdown", {}), r.get("server", {}), r.get("gpu_peak_bytes"))
@@ -595,8 +626,9 @@ def report(data: dict[str, Any], mode: str, plot_rel: str) -> str:
     L.append(f"**Machine:** {m.get('cores')} × {m.get('cpu', '?')} ({m.get('Core(s) per socket', '?')} cores × "
              f"{m.get('Thread(s) per core', '?')} threads, {m.get('Hypervisor vendor', 'bare metal')} VM; SIMD {m.get('simd', '?')}), "
              f"{m.get('memory_gib')} GiB RAM{', GPU ' + m['gpu'] if m.get('gpu') else ''}; Linux {m.get('kernel')}; "
-             f"Node {m.get('node')}, onnxruntime-node {m.get('onnxruntime_node')}, torch {m.get('torch')}, "
-             f"FiftyOne {m.get('fiftyone')}, Python {m.get('python')}.  "
+             f"Node {m.get('node') or 'absent'}, onnxruntime-node {m.get('onnxruntime_node') or 'absent'}, torch {m.get('torch')}, "
+             f"FiftyOne {m.get('fiftyone') or 'absent'}, Python {m.get('python')}.  "
+             + (f"GPU utilisation sampled by {m['gpu_util_source']} every 50 ms.  " if m.get("gpu_util_source") else "") +
              f"Device {args['device']}, graph precision {args['precision']}, "
              f"{args.get('threads') or m.get('cores')} intra-op threads for torch and onnxruntime.\n")
     L.append("**Cases** (random weights; same checkpoint and same 640×480 JPEGs for every path; every image resized to "
@@ -710,13 +742,13 @@ def report(data: dict[str, Any], mode: str, plot_rel: str) -> str:
     if data.get("workers_rss"):
         L.append("#### Sidecar memory vs `serve --workers N`\n")
         L.append("Each worker is a thread with its own onnxruntime session (its own copy of the weights). Idle = "
-                 "VmRSS once SERVING (every worker loaded and warmed up at 512²); peak = VmHWM after 2 images per "
-                 "worker (`--max-batch 2`).\n")
-        L.append("| checkpoint | workers | start → SERVING s | idle VmRSS GiB | peak VmHWM GiB | images/s (2 per worker) |")
+                 "VmRSS once SERVING (every worker loaded and warmed up at 512²); peak = VmHWM after one call of "
+                 "up to 2 images per worker (`--max-batch 2`, so the batches spread over the workers).\n")
+        L.append("| checkpoint | workers | start → SERVING s | idle VmRSS GiB | peak VmHWM GiB | images/s (one call) |")
         L.append("|---|---|---|---|---|---|")
         for r in data["workers_rss"]:
             L.append(f"| {r['preset']} {args['precision']} | {r['workers']} | {r['start_s']:.0f} | {r['idle_rss'] / GIB:.2f} | "
-                     f"{r['peak_hwm'] / GIB:.2f} | {r['ips']:.3g} at {r['res']}² |")
+                     f"{r['peak_hwm'] / GIB:.2f} | {r['ips']:.3g} ({r['images']} images at {r['res']}²) |")
         L.append("")
     setup = data.get("setup", {})
     if setup:
@@ -768,8 +800,12 @@ def plot(data: dict[str, Any], path: Path) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xticks(c.batches, [str(b) for b in c.batches])
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+        lo, hi = ax.get_ylim()
+        narrow = hi / lo < 10  # within a decade: label every minor tick, else only 2× and 5×
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+            lambda v, _, narrow=narrow: f"{v:.3g}" if narrow or f"{v:.1e}"[0] in "25" else ""))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.set_title(f"{c.name} ({data['args']['device']}, {data['args']['precision']})")
         ax.set_xlabel("batch size (images per call)")
         ax.set_ylabel("images/s")
@@ -807,7 +843,7 @@ def write_doc(section: str, marker: str) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="tiny + ViT-B-shaped checkpoints (~2 min; default)")
+    mode.add_argument("--quick", action="store_true", help="tiny + ViT-B-shaped checkpoints (~3.5 min; default)")
     mode.add_argument("--full", action="store_true", help="quick + full-size H (224², 512²) and SO400M (512²) + workers RSS")
     ap.add_argument("--cases", help="comma-separated case names to keep (e.g. h-224,h-512)")
     ap.add_argument("--paths", help=f"comma-separated paths to keep ({','.join(ALL_PATHS)})")
@@ -871,6 +907,8 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     bench = Bench(args, out_dir)
     bench.machine = machine()
+    if bench.gpu is not None:
+        bench.machine["gpu_util_source"] = bench.gpu.source
     bench.cases = cases
     print(f"[bench] {tag}: {len(cases)} cases → {out_dir}", flush=True)
     print(f"[bench] machine: {json.dumps(bench.machine)}", flush=True)
@@ -909,9 +947,11 @@ def main() -> None:
 
 def finish(data: dict[str, Any], out_dir: Path, no_doc: bool) -> None:
     tag = data.get("tag") or out_dir.name
-    png = REPO / "docs" / "images" / ("bench-throughput.png" if tag == "full" else f"bench-throughput-{tag}.png")
+    # Only the documented runs draw into docs/images; anything else stays beside its results.
+    png = (REPO / "docs" / "images" / ("bench-throughput.png" if tag == "full" else f"bench-throughput-{tag}.png")
+           if tag in ("quick", "full", "gpu") else out_dir / "bench-throughput.png")
     plot(data, png)
-    section = report(data, tag, os.path.relpath(png, REPO / "docs"))
+    section = report(data, tag, os.path.relpath(png, REPO / "docs") if tag in ("quick", "full", "gpu") else str(png))
     (out_dir / "report.md").write_text(section)
     print(section)
     if not no_doc and tag in ("quick", "full"):

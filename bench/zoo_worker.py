@@ -5,10 +5,12 @@
   e.emb   FiftyOne compute_embeddings through the zoo model (zoo.RadioModel)
   e.heat  FiftyOne apply_model (PCA heatmaps, fo.Heatmap) through the zoo model
 
-The zoo package is imported from this working tree (the code the zoo source serves) and its model is
-built the way ``load_model`` builds it (``make_local_model``: a LocalSidecar from the process-wide
-registry, shared by the summary and the spatial model), with one addition: the sidecar's HTTP port
-is on, so the harness can read its stage timings from /metrics. d and e share that one sidecar.
+The zoo package is imported from this working tree (the code the zoo source serves, imported as a
+package the way FiftyOne imports a remote source) and its model is built the way ``load_model``
+builds it (``make_local_model``: a LocalSidecar from the process-wide registry, shared by the summary
+and the spatial model), with one addition: the sidecar's HTTP port is on, so the harness can read its
+stage timings from /metrics. d and e share that one sidecar. (``foz.load_zoo_model`` through the
+loopback hub reaches the same classes; it would add a 2.6 GB download and compile per run.)
 """
 from __future__ import annotations
 
@@ -75,9 +77,8 @@ def main() -> None:
 
     notes: list[str] = []
     if "preprocess" not in RadioModel.__dict__:
-        # zoo.RadioModel.__init__ assigns self.preprocess, but fom.Model.preprocess is a read-only
-        # property that raises: the model can't be constructed. Bench-only stand-in until zoo.py
-        # defines the property.
+        # An older zoo.py assigned self.preprocess in __init__ without defining the property, and
+        # fom.Model's raises: the model could not be constructed. Inert once zoo.py defines it.
         class RadioModel(RadioModel):  # type: ignore[no-redef]
             @property
             def preprocess(self) -> bool:
