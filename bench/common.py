@@ -51,6 +51,21 @@ def serve_commands(out: Any, handlers: dict[str, Callable[[dict], dict]]) -> Non
 # Images and preprocessing
 # ----------------------------------------------------------------------------------------------
 
+def setup_images(state: dict, msg: dict, fo: Any) -> dict:
+    """The workers' `setup` command: the case's resolution, and (when the image list changes) a
+    fresh FiftyOne dataset of those images, if FiftyOne is loaded."""
+    state["res"] = int(msg["resolution"])
+    if msg.get("images") and msg["images"] != state["images"]:
+        state["images"] = list(msg["images"])
+        if fo is not None:
+            if state["dataset"] is not None:
+                state["dataset"].delete()
+            ds = fo.Dataset()
+            ds.add_samples([fo.Sample(filepath=p) for p in state["images"]])
+            state["dataset"] = ds
+    return {}
+
+
 def make_images(root: Path, n: int, size: tuple[int, int] = (480, 640), seed: int = 7) -> list[str]:
     """n synthetic photo-like JPEGs (gradients, discs, bars), height × width = size."""
     from PIL import Image, ImageDraw

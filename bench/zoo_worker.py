@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, protocol_channel, serve_commands  # noqa: E402
+from common import REPO, protocol_channel, serve_commands, setup_images  # noqa: E402
 
 
 def import_zoo() -> Any:
@@ -121,16 +121,7 @@ def main() -> None:
         return state["models"][key]
 
     def setup(msg: dict) -> dict:
-        state["res"] = int(msg["resolution"])
-        if msg.get("images") and msg["images"] != state["images"]:
-            state["images"] = list(msg["images"])
-            if fo is not None:
-                if state["dataset"] is not None:
-                    state["dataset"].delete()
-                ds = fo.Dataset()
-                ds.add_samples([fo.Sample(filepath=p) for p in state["images"]])
-                state["dataset"] = ds
-        return {}
+        return setup_images(state, msg, fo)
 
     def run_d(batch: int, limit: int | None = None) -> dict:
         client = sidecar.client
