@@ -9,6 +9,7 @@ and starts (or reuses) the local sidecar, or connects to remote ones (``server=`
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -65,8 +66,6 @@ def ensure_sidecar_built(source: Path = SOURCE_DIR) -> Path:
     cli = cli_path(source)
     stamp = source / "server" / "dist" / ".built-from"
     lock = (source / "package-lock.json").read_bytes() if (source / "package-lock.json").exists() else b""
-    import hashlib
-
     digest = hashlib.sha256(lock).hexdigest()
     if cli.exists() and stamp.exists() and stamp.read_text() == digest:
         return cli

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import grpc
 import numpy as np
@@ -122,27 +122,25 @@ class RadioClient:
     # -- embed ----------------------------------------------------------------------------
 
     def embed(self, inputs: Sequence[dict[str, Any]], options: EmbedOptions,
-              timeout: float | None = None, on_result: Callable[[ImageResult], None] | None = None) -> list[ImageResult]:
+              timeout: float | None = None) -> list[ImageResult]:
         """Runs images through the sidecar. Each input is {'id', and one of 'path' | 'encoded' |
         'raw' (an HxWxC uint8/float32 array)}. Returns one ImageResult per input, in order.
         Large inputs go as several calls (the sidecar admits a bounded number per call)."""
         out: list[ImageResult] = []
         for start in range(0, len(inputs), self.max_images_per_call):
-            chunk = self._embed_call(inputs[start:start + self.max_images_per_call], options, timeout, on_result)
+            chunk = self._embed_call(inputs[start:start + self.max_images_per_call], options, timeout)
             for r in chunk:
                 r.index += start
             out.extend(chunk)
         return out
 
-    def _embed_call(self, inputs: Sequence[dict[str, Any]], options: EmbedOptions, timeout: float | None,
-                    on_result: Callable[[ImageResult], None] | None) -> list[ImageResult]:
+    def _embed_call(self, inputs: Sequence[dict[str, Any]], options: EmbedOptions,
+                    timeout: float | None) -> list[ImageResult]:
         results: dict[int, ImageResult] = {}
         for i, item in enumerate(inputs):  # inputs that cannot even be sent fail on their own
             problem = _input_problem(item)
             if problem is not None:
                 results[i] = ImageResult(index=i, id=str(item.get("id", "")), error_code="INVALID_ARGUMENT", error=problem)
-                if on_result is not None:
-                    on_result(results[i])
         pending = [i for i in range(len(inputs)) if i not in results]
         attempt = 0
         while pending:
@@ -152,8 +150,6 @@ class RadioClient:
                     original = pending[result.index]
                     result.index = original
                     results[original] = result
-                    if on_result is not None:
-                        on_result(result)
             except grpc.RpcError as err:
                 pending = [i for i in pending if i not in results]
                 if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and attempt < self.max_retries:
