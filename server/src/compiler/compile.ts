@@ -64,6 +64,8 @@ export async function compileCheckpoint(o: CompileOptions): Promise<CompileResul
     } finally {
       store.close();
     }
+    // A hard link can't cross filesystems: say so, since the copy costs a second 2.6 GB on disk.
+    for (const f of store.linkFallbacks) o.onStage?.(`could not hard-link the weights (${f}): the checkpoint and the output folder are on different filesystems`);
     const { spec } = ckpt;
     const bytes = g.build({ name: PRODUCT.name, version: PRODUCT.version }, { variant: spec.version, precision });
     writeFileSync(join(outDir, MODEL_FILE), bytes);
