@@ -17,6 +17,7 @@ class RadioOptions:
     output_type: str = "summary"            # summary | spatial
     feature_format: str = "NCHW"            # NCHW | NLC (dense features from compute_embeddings)
     use_mixed_precision: bool | None = None  # None: fp16 graph on a GPU, fp32 on CPU
+    quantize: bool = False                  # int8 linear layers (CPU only): faster, approximate
     use_external_preprocessor: bool = False
     apply_smoothing: bool = True
     smoothing_sigma: float = 1.51
@@ -73,6 +74,10 @@ def parse_options(model_name: str, kwargs: dict[str, Any]) -> RadioOptions:
     _choice("heatmap_mode", o.heatmap_mode, ["pca1", "pca3"])
     _choice("use_mixed_precision", o.use_mixed_precision, [None, True, False])
     _choice("use_external_preprocessor", o.use_external_preprocessor, [True, False])
+    _choice("quantize", o.quantize, [True, False])
+    if o.quantize and (o.use_mixed_precision or (o.device or "").startswith("cuda")):
+        raise ValueError("quantize=True makes an int8 graph for the CPU; it can't be combined with "
+                         f"use_mixed_precision={o.use_mixed_precision!r} / device={o.device!r} (use fp16 on a GPU)")
     _choice("apply_smoothing", o.apply_smoothing, [True, False])
     if not isinstance(o.smoothing_sigma, (int, float)) or isinstance(o.smoothing_sigma, bool) or not o.smoothing_sigma > 0:
         raise ValueError(f"smoothing_sigma={o.smoothing_sigma!r} is not valid; use a positive number of feature-grid cells (default 1.51)")

@@ -75,6 +75,19 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return y if bias is None else y + bias
 
 
+def int8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The compiler's int8 scheme, written out: weights per output channel, symmetric, |q| <= 63 (7 bits);
+    activations per token (row), symmetric, |q| <= 127; integer products summed exactly, then scaled."""
+    w_amax = weight.abs().amax(dim=1)
+    w_scale = torch.where(w_amax > 0, (w_amax / 63).to(torch.float32).to(weight.dtype), torch.ones_like(w_amax))
+    w_q = torch.round(weight / w_scale[:, None])
+    x_amax = x.abs().amax(dim=-1, keepdim=True)
+    x_scale = torch.where(x_amax > 0, x_amax / 127, torch.ones_like(x_amax))
+    x_q = torch.round(x / x_scale).clamp(-127, 127)
+    y = (x_q.double() @ w_q.double().T).to(x.dtype) * w_scale * x_scale
+    return y if bias is None else y + bias
+
+
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
     # Biased variance over the last axis, as nn.LayerNorm does.
     mean = x.mean(dim=-1, keepdim=True)
@@ -155,30 +168,30 @@ def position_embedding(pos_grid: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 def attention(x: torch.Tensor, qkv_w: torch.Tensor, qkv_b: torch.Tensor,
-              proj_w: torch.Tensor, proj_b: torch.Tensor, num_heads: int) -> torch.Tensor:
+              proj_w: torch.Tensor, proj_b: torch.Tensor, num_heads: int, lin=linear) -> torch.Tensor:
     """Multi-head self-attention on [N, T, C]. qkv rows are [q | k | v], heads contiguous."""
     n, t, c = x.shape
     hd = c // num_heads
-    qkv = linear(x, qkv_w, qkv_b).reshape(n, t, 3, num_heads, hd).permute(2, 0, 3, 1, 4)
+    qkv = lin(x, qkv_w, qkv_b).reshape(n, t, 3, num_heads, hd).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]                       # [N, heads, T, hd]
     attn = softmax((q @ k.transpose(-2, -1)) * hd ** -0.5)
     out = (attn @ v).transpose(1, 2).reshape(n, t, c)
-    return linear(out, proj_w, proj_b)
+    return lin(out, proj_w, proj_b)
 
 
 def mlp(x: torch.Tensor, fc1_w: torch.Tensor, fc1_b: torch.Tensor,
-        fc2_w: torch.Tensor, fc2_b: torch.Tensor) -> torch.Tensor:
-    return linear(gelu_erf(linear(x, fc1_w, fc1_b)), fc2_w, fc2_b)
+        fc2_w: torch.Tensor, fc2_b: torch.Tensor, lin=linear) -> torch.Tensor:
+    return lin(gelu_erf(lin(x, fc1_w, fc1_b)), fc2_w, fc2_b)
 
 
 def transformer_block(x: torch.Tensor, p: dict[str, torch.Tensor], num_heads: int,
-                      eps: float) -> torch.Tensor:
+                      eps: float, lin=linear) -> torch.Tensor:
     """Pre-LN block on [N, T, C]; no LayerScale, no drop path."""
     x = x + attention(layer_norm(x, p["norm1.weight"], p["norm1.bias"], eps),
                       p["attn.qkv.weight"], p["attn.qkv.bias"],
-                      p["attn.proj.weight"], p["attn.proj.bias"], num_heads)
+                      p["attn.proj.weight"], p["attn.proj.bias"], num_heads, lin)
     x = x + mlp(layer_norm(x, p["norm2.weight"], p["norm2.bias"], eps),
-                p["mlp.fc1.weight"], p["mlp.fc1.bias"], p["mlp.fc2.weight"], p["mlp.fc2.bias"])
+                p["mlp.fc1.weight"], p["mlp.fc1.bias"], p["mlp.fc2.weight"], p["mlp.fc2.bias"], lin)
     return x
 
 
@@ -253,12 +266,14 @@ class RadioReference:
 
     def forward(self, x: torch.Tensor, vitdet_window_size: int | None = None,
                 external_preprocessor: bool = False, dtype: torch.dtype = torch.float64,
-                ln_eps: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                ln_eps: float | None = None, int8: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [B, 3, H, W] in [0, 1] (or already normalised if external_preprocessor).
+        int8: the blocks' linear layers follow the compiler's int8 scheme (`int8_linear`).
 
         Returns (summary [B, len(summary_idxs) * C], features [B, h*w, C]) in `dtype`.
         """
         eps = self.ln_eps if ln_eps is None else ln_eps
+        lin = int8_linear if int8 else linear
         p = self.patch_size
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected [B, 3, H, W], got {tuple(x.shape)}")
@@ -291,11 +306,11 @@ class RadioReference:
             params = {k: cast(v) for k, v in block.items()}
             if windowed[i]:
                 win_tokens = to_windows(tokens, h, w, vitdet_window_size)
-                win_tokens = transformer_block(win_tokens, params, self.num_heads, eps)
+                win_tokens = transformer_block(win_tokens, params, self.num_heads, eps, lin)
                 tokens = from_windows(win_tokens, b, h, w, vitdet_window_size)
             else:
                 seq = transformer_block(torch.cat([prefix, tokens], dim=1), params,
-                                        self.num_heads, eps)
+                                        self.num_heads, eps, lin)
                 prefix, tokens = seq[:, :npre], seq[:, npre:]
 
         if self.final_norm is not None:

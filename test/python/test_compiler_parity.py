@@ -129,6 +129,35 @@ def test_fp16_graph(tiny: Path, work: Path, attention: str) -> None:
         assert st["cosine"] >= 0.999
 
 
+def test_int8_graph(tiny: Path, work: Path) -> None:
+    """int8 graphs implement the documented scheme (matched against it written out in torch), stay close
+    to the exact model, and give an image the same result whatever else is in its batch."""
+    graph = compile_graph(tiny, work / "g-int8", "--precision", "int8")
+    meta = json.loads((graph / "metadata.json").read_text())
+    assert meta["precision"] == "int8" and "weights.int8.bin" in meta["weights"]["files"]
+    x = pixels((3, 3, 256, 384), seed=17)
+    ours = run_graph(graph, x, work / "run-int8")
+    truth = reference(tiny, x)
+    exact = assert_parity(ours, truth, "int8 vs exact", min_cosine=0.99, max_rel_l2=0.15, max_abs=10.0)
+    # The approximation is real: an int8 graph that matched fp32 to fp32 precision would be suspect.
+    assert exact["features"]["rel_l2"] > 1e-3
+    # And it is the documented scheme: the graph's error is the scheme's error. Not to fp32 precision
+    # (a float32 value within ~1e-6 of a rounding boundary may take the other code, and such flips
+    # spread through attention), so the test compares error directions.
+    scheme = reference(tiny, x, int8=True)
+    for name, a, s_, t in zip(("summary", "features"), ours, scheme, truth):
+        err, scheme_err = a.astype(np.float64) - t, s_ - t
+        agreement = float((err * scheme_err).sum() / np.sqrt((err ** 2).sum() * (scheme_err ** 2).sum()))
+        print(f"int8 {name}: cosine(graph error, scheme error) = {agreement:.3f}")
+        assert agreement >= 0.8, f"{name}: the int8 graph's error does not follow the int8 scheme ({agreement:.3f})"
+    alone = run_graph(graph, x[1:2], work / "run-int8-alone")
+    for a, b in zip(alone, ours):
+        np.testing.assert_allclose(a[0], b[1], rtol=0, atol=1e-5)
+    # onnxruntime would run the int8 ops on the CPU beside a CUDA session without a word: refused.
+    with pytest.raises(RuntimeError, match="int8 graph, made for the CPU provider"):
+        run_graph(graph, x[:1], work / "run-int8-cuda", "--provider", "cuda")
+
+
 @pytest.mark.skipif(not (GOLDEN / "reference_index.json").exists(), reason="upstream golden fixture not present")
 def test_upstream_golden(work: Path) -> None:
     """The upstream model's own outputs on its own tiny checkpoint."""

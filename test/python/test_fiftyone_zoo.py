@@ -97,6 +97,19 @@ def _opts(kind: str):
     return mod.EmbedOptions(output=kind)
 
 
+def test_quantize_compiles_an_int8_graph_close_to_fp32(model_h, registered, dataset) -> None:
+    exact = np.stack(dataset.compute_embeddings(model_h, batch_size=4))
+    model = foz.load_zoo_model(H, quantize=True, device="cpu", cache=False)
+    try:
+        info = model._client_now().info()
+        assert [m.precision for m in info.models] == ["int8"], info
+        approx = np.stack(dataset.compute_embeddings(model, batch_size=4))
+    finally:
+        model.close()
+    cos = (approx * exact).sum(1) / np.linalg.norm(approx, axis=1) / np.linalg.norm(exact, axis=1)
+    assert cos.min() >= 0.99 and not np.array_equal(approx, exact), cos
+
+
 def test_so400m_loads_and_embeds(registered, dataset) -> None:
     model = foz.load_zoo_model(SO)
     try:

@@ -34,6 +34,9 @@ def test_image_size_policies(size, policy) -> None:
     ({"vitdet_window_size": 0}, "vitdet_window_size=0 is not valid"),
     ({"device": "tpu"}, "device='tpu' is not valid; use None/'auto', 'cpu', 'cuda' or 'cuda:N'"),
     ({"server": 5}, "server=5 is not valid"),
+    ({"quantize": "yes"}, "quantize='yes' is not valid; use one of True, False"),
+    ({"quantize": True, "device": "cuda"}, "quantize=True makes an int8 graph for the CPU"),
+    ({"quantize": True, "use_mixed_precision": True}, "quantize=True makes an int8 graph for the CPU"),
     ({"colour": "blue"}, "unknown option\\(s\\) colour .* valid options: .*output_type"),
 ])
 def test_bad_options_are_rejected_with_the_valid_ones(kwargs, message) -> None:

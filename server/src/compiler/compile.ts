@@ -48,6 +48,7 @@ export async function compileCheckpoint(o: CompileOptions): Promise<CompileResul
   const attention = o.attention ?? "matmul";
   const weightsMode = o.weightsMode ?? "link";
   const externalPreprocessor = o.externalPreprocessor ?? false;
+  if (precision === "int8" && attention !== "matmul") throw new Error("int8 graphs use MatMul/Softmax attention (--attention matmul or auto)");
   if (windowSize !== null && (!Number.isInteger(windowSize) || windowSize < 1)) throw new Error(`window size must be a positive integer, got ${windowSize}`);
 
   o.onStage?.("reading checkpoint");
@@ -58,7 +59,7 @@ export async function compileCheckpoint(o: CompileOptions): Promise<CompileResul
     mkdirSync(outDir, { recursive: true });
     const store = new WeightStore(ckpt.weights, outDir, precision, weightsMode);
     const g = new GraphBuilder(OPSET);
-    o.onStage?.(precision === "fp16" ? "building graph (converting weights to fp16)" : "building graph");
+    o.onStage?.(precision === "fp32" ? "building graph" : `building graph (converting weights to ${precision})`);
     try {
       buildVitGraph(g, store, ckpt.spec, { externalPreprocessor, windowSize, attention });
     } finally {

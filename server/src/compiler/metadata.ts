@@ -29,7 +29,7 @@ export const GraphMetadataSchema = z.object({
   normMean: z.array(z.number()).length(3),
   normStd: z.array(z.number()).length(3),
   windowSize: z.number().int().nullable(),
-  precision: z.enum(["fp32", "fp16"]),
+  precision: z.enum(["fp32", "fp16", "int8"]),
   attention: z.enum(["matmul", "mha"]),
   externalPreprocessor: z.boolean(),
   opset: z.number().int(),

@@ -217,9 +217,39 @@ function layerNorm(ctx: Ctx, x: string, keys: { weight: string; bias: string }, 
 /** x W^T + b on [tokens, in] rows, with W in the checkpoint's [out, in] layout (no transposed copy). */
 function linear(ctx: Ctx, x2d: string, keys: { weight: string; bias: string }, name: string): string {
   const { g, w } = ctx;
+  if (w.precision === "int8") return int8Linear(ctx, x2d, keys, name);
   const weight = g.initializer(w.tensor(keys.weight, `${name}.weight`));
   const bias = g.initializer(w.tensor(keys.bias, `${name}.bias`));
   return g.op("Gemm", [x2d, weight, bias], { transB: int(1) }, { stem: name });
+}
+
+/**
+ * The int8 linear layer: each token (row) is quantized on its own, symmetric, to uint8 around 128
+ * with scale max|x|/127, so a token's result never depends on the other tokens or images in the
+ * batch, and a few high-norm tokens (cls, registers) don't coarsen every patch's quantization.
+ * MatMulIntegerToFloat multiplies the codes with the per-output-channel int8 weights and scales the
+ * int32 sums by the channel scale in its output stage; × token scale and + the fp32 bias follow.
+ * Everything else (attention products, softmax, LayerNorm, GELU, patch embedding) stays float32.
+ */
+function int8Linear(ctx: Ctx, x2d: string, keys: { weight: string; bias: string }, name: string): string {
+  const { g, w } = ctx;
+  const q = w.int8Linear(keys.weight, name);
+  const weight = g.initializer(q.weight);
+  const channelScale = g.initializer(q.scale);
+  const bias = g.initializer(w.tensor(keys.bias, `${name}.bias`));
+  const amax = g.op("ReduceMax", [g.op("Abs", [x2d]), g.int64([-1])], { keepdims: int(0) }); // [tokens]
+  // An all-zero row gets scale 1 (its codes are all 128 either way) instead of a division by zero.
+  const tokenScale = g.op("Where", [
+    g.op("Greater", [amax, g.floatConst([0], [])]),
+    g.op("Div", [amax, g.floatConst([127], [])]),
+    g.floatConst([1], []),
+  ], {}, { stem: `${name}.token_scale` });
+  const zeroPoint = g.initializer({ name: g.fresh(`${name}.x_zero_point`), dataType: DataType.UINT8, dims: [1], rawData: new Uint8Array([128]) });
+  const zeroPoints = g.op("Expand", [zeroPoint, g.op("Shape", [tokenScale])]);
+  const codes = g.op("QuantizeLinear", [x2d, tokenScale, zeroPoints], { axis: int(0) }, { stem: `${name}.x_uint8` });
+  // int32 sums × channel scale in the GEMM's output stage, then × token scale, + bias.
+  const y = g.op("MatMulIntegerToFloat", [codes, weight, g.floatConst([1], []), channelScale, zeroPoint], {}, { domain: "ms", stem: `${name}.int8` });
+  return g.op("Add", [g.op("Mul", [y, g.op("Unsqueeze", [tokenScale, g.int64([1])])]), bias], {}, { stem: name });
 }
 
 /** Pre-LN transformer block on [b, n, C] tokens: x + attn(norm1(x)), then x + mlp(norm2(x)). */

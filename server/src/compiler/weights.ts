@@ -3,13 +3,21 @@
 // copy of a 2.6 GB checkpoint on disk, and the graph survives a cleared Hugging Face cache.
 // onnxruntime refuses external data outside the model's folder (symlinks are resolved first), so a
 // symlink won't do; across filesystems the file is copied, and `linkFallbacks` says so.
-// fp16 graphs, or --copy-weights, write their own file.
+// fp16 graphs, or --copy-weights, write their own file; int8 graphs link the fp32 tensors they keep
+// and write the quantized linear weights to their own file.
 import { closeSync, copyFileSync, linkSync, mkdirSync, openSync, realpathSync, rmSync, writeSync } from "node:fs";
 import { basename, join } from "node:path";
 import { DataType, float32ToFloat16Bytes, type TensorProto } from "./onnx-graph.js";
 import type { SafetensorsCheckpoint } from "../checkpoint/safetensors.js";
 
-export type Precision = "fp32" | "fp16";
+export type Precision = "fp32" | "fp16" | "int8";
+
+/**
+ * int8 weights use 7 bits ([-63, 63]): on x86 CPUs without VNNI, onnxruntime's u8×s8 kernels add
+ * pairs of products in int16 (vpmaddubsw), and 255 × 64 × 2 still fits where 255 × 127 × 2 would
+ * saturate. The same limit onnxruntime's own quantizer uses ("reduce_range").
+ */
+export const INT8_WEIGHT_LIMIT = 63;
 export type WeightsMode = "link" | "copy";
 
 const ALIGN = 64;
@@ -28,7 +36,7 @@ export class WeightStore {
     readonly precision: Precision,
     readonly mode: WeightsMode,
   ) {
-    this.fileName = precision === "fp16" ? "weights.fp16.bin" : mode === "copy" ? "weights.fp32.bin" : null;
+    this.fileName = precision !== "fp32" ? `weights.${precision}.bin` : mode === "copy" ? "weights.fp32.bin" : null;
     mkdirSync(outDir, { recursive: true });
     if (this.fileName) {
       this.fd = openSync(join(outDir, this.fileName), "w");
@@ -59,19 +67,62 @@ export class WeightStore {
         { key: "length", value: String(length) },
       ],
     });
-    if (this.fd === null) {
+    if (this.fd === null || (this.precision === "int8" && this.mode === "link")) {
       return external(this.linkFor(info.file), info.fileOffset, info.byteLength);
     }
     const f32 = this.ckpt.readFloat32(key);
     const bytes = this.precision === "fp16" ? float32ToFloat16Bytes(f32) : new Uint8Array(f32.buffer, f32.byteOffset, f32.byteLength);
+    return external(this.fileName!, this.write(bytes), bytes.byteLength);
+  }
+
+  /**
+   * A linear layer's [out, in] weight as int8 [in, out] (MatMulInteger's layout) with one symmetric
+   * scale per output channel: w ≈ q · scale, |q| ≤ INT8_WEIGHT_LIMIT.
+   */
+  int8Linear(key: string, name: string): { weight: TensorProto & { name: string }; scale: TensorProto & { name: string } } {
+    if (this.precision !== "int8" || this.fd === null) throw new Error("int8Linear needs an int8 weight store");
+    const info = this.ckpt.tensors.get(key);
+    if (!info) throw new Error(`checkpoint is missing tensor ${key}`);
+    if (info.shape.length !== 2) throw new Error(`tensor ${key} [${info.shape}] is not a linear weight`);
+    const [out, inp] = info.shape as [number, number];
+    const w = this.ckpt.readFloat32(key);
+    const q = new Int8Array(out * inp);
+    const scale = new Float32Array(out);
+    for (let n = 0; n < out; n++) {
+      let amax = 0;
+      for (let k = 0, row = n * inp; k < inp; k++) amax = Math.max(amax, Math.abs(w[row + k]!));
+      const s = amax > 0 ? Math.fround(amax / INT8_WEIGHT_LIMIT) : 1; // the float32 the graph stores
+      scale[n] = s;
+      for (let k = 0, row = n * inp; k < inp; k++) q[k * out + n] = roundHalfEven(w[row + k]! / s);
+    }
+    const at = (bytes: Uint8Array, dataType: number, dims: number[], tensorName: string): TensorProto & { name: string } => ({
+      name: tensorName,
+      dataType,
+      dims,
+      dataLocation: 1,
+      externalData: [
+        { key: "location", value: this.fileName! },
+        { key: "offset", value: String(this.write(bytes)) },
+        { key: "length", value: String(bytes.byteLength) },
+      ],
+    });
+    return {
+      weight: at(new Uint8Array(q.buffer), DataType.INT8, [inp, out], `${name}.weight_int8`),
+      scale: at(new Uint8Array(scale.buffer), DataType.FLOAT, [out], `${name}.weight_scale`),
+    };
+  }
+
+  /** Appends bytes (64-byte aligned) to this graph's own weight file; returns their offset. */
+  private write(bytes: Uint8Array): number {
+    const fd = this.fd!;
     const pad = (ALIGN - (this.offset % ALIGN)) % ALIGN;
-    if (pad) writeSync(this.fd, Buffer.alloc(pad), 0, pad, this.offset);
+    if (pad) writeSync(fd, Buffer.alloc(pad), 0, pad, this.offset);
     this.offset += pad;
     const at = this.offset;
-    writeSync(this.fd, bytes, 0, bytes.byteLength, at);
+    writeSync(fd, bytes, 0, bytes.byteLength, at);
     this.offset += bytes.byteLength;
     this.bytesWritten += bytes.byteLength;
-    return external(this.fileName!, at, bytes.byteLength);
+    return at;
   }
 
   /** A hard link in the output folder to a safetensors file (ONNX external data is resolved relative to the model). */
@@ -96,11 +147,17 @@ export class WeightStore {
 
   /** The weight files the graph reads, relative to the output folder. */
   get files(): string[] {
-    return this.fileName ? [this.fileName] : [...this.links.values()];
+    return [...(this.fileName ? [this.fileName] : []), ...this.links.values()];
   }
 
   close(): void {
     if (this.fd !== null) closeSync(this.fd);
     this.fd = null;
   }
+}
+
+/** Round half to even, as numpy and torch do. */
+function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }

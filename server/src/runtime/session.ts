@@ -21,6 +21,10 @@ export interface LoadedGraph {
 export async function loadGraph(dir: string, o: SessionOptions = {}): Promise<LoadedGraph> {
   const metadata = readGraphMetadata(dir);
   const provider = o.provider ?? "cpu";
+  // onnxruntime would quietly run the int8 ops on the CPU beside a CUDA session: refuse instead.
+  if (provider === "cuda" && metadata.precision === "int8") {
+    throw new Error(`${dir} is an int8 graph, made for the CPU provider; compile an fp16 graph (--precision fp16) for CUDA`);
+  }
   const session = await ort.InferenceSession.create(join(dir, MODEL_FILE), {
     executionProviders: provider === "cuda" ? ["cuda", "cpu"] : ["cpu"],
     intraOpNumThreads: o.intraOpThreads ?? 0,
