@@ -179,6 +179,20 @@ def checkpoint_shape(ckpt: Path) -> dict[str, int]:
 # Memory: /proc/<pid>/status
 # ----------------------------------------------------------------------------------------------
 
+def proc_memory(pid: int) -> dict[str, int]:
+    """Rss / Pss / Anonymous in bytes from smaps_rollup. Pss splits shared pages (a weight file mapped by
+    several workers, or by several processes) between their users: the memory really used."""
+    out = {"Rss": 0, "Pss": 0, "Anonymous": 0}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            k, _, v = line.partition(":")
+            if k in out:
+                out[k] = int(v.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS / VmHWM in bytes (0 when the process is gone)."""
     out = {"VmRSS": 0, "VmHWM": 0}

@@ -17,6 +17,8 @@ peak RSS for
   d      the sidecar over gRPC (client/grpc_client.py RadioClient, JPEG file paths)
   e.emb  FiftyOne compute_embeddings through our zoo model
   e.heat FiftyOne apply_model (PCA heatmaps) through our zoo model (a.heat is a's equivalent)
+  c8, e8.emb  c and e.emb on the opt-in int8 graph (`--precision int8`, zoo option quantize=True),
+         with its agreement to the fp32 graph on the same images
 
 All paths of a case run interleaved in one invocation (round 1: a b c d e, round 2: a b c d e, …) and
 every ratio is taken per round, then the median over rounds. Per-image latency = the duration of
@@ -47,7 +49,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (BENCH, PRESET_SHAPES, REPO, CpuMeter, checkpoint_shape, clip_preprocess, make_images, median,  # noqa: E402
-                    percentile, proc_status, reset_peak, vit_flops)
+                    percentile, proc_memory, proc_status, reset_peak, vit_flops)
 
 CACHE = Path(os.environ.get("RADIO_BENCH_CACHE", Path.home() / ".cache" / "c-radio-bench"))
 PY = sys.executable
@@ -87,7 +89,7 @@ def case_configs(case: "Case") -> list[tuple[str, int]]:
 
 DISTURBED = 0.10  # share of the CPUs taken by other processes above which a run counts as disturbed
 
-ALL_PATHS = ["a.emb", "a.heat", "a.loop", "b", "bf", "c", "d", "e.emb", "e.heat"]
+ALL_PATHS = ["a.emb", "a.heat", "a.loop", "b", "bf", "c", "d", "e.emb", "e.heat", "c8", "e8.emb"]
 DEFAULT_PATHS = ["a.emb", "a.heat", "b", "bf", "c", "d", "e.emb", "e.heat"]
 
 
@@ -104,13 +106,14 @@ def full_cases() -> list[Case]:
     # Sized for 2 CPU cores, where one forward of H takes ~4 s at 224² and ~20 s at 512² (SO400M
     # ~13 s at 512²): few images, and at 512² batch 2 (batch size barely matters to a CPU that is
     # compute-bound at batch 1) plus batch 1 for the bare-ORT ceiling and the reference.
-    big = [("a.emb", 1), ("b", 2), ("bf", 2), ("c", 1), ("c", 2), ("d", 2), ("e.emb", 2), ("e.heat", 2)]
+    big = [("a.emb", 1), ("b", 2), ("bf", 2), ("c", 1), ("c", 2), ("d", 2), ("e.emb", 2), ("e.heat", 2), ("c8", 1),
+           ("e8.emb", 2)]
     return quick_cases() + [
         Case("h-224", "h", 224, 4, [1, 4], DEFAULT_PATHS, rounds=2,
              configs=[("a.emb", 1), ("a.heat", 1), ("b", 1), ("b", 4), ("bf", 4), ("c", 1), ("c", 4), ("d", 4),
                       ("e.emb", 1), ("e.emb", 4), ("e.heat", 4)]),
-        Case("h-512", "h", 512, 2, [1, 2], DEFAULT_PATHS, rounds=2, configs=big),
-        Case("so400m-512", "so400m", 512, 2, [1, 2], DEFAULT_PATHS, rounds=2, configs=big),
+        Case("h-512", "h", 512, 2, [1, 2], DEFAULT_PATHS + ["c8", "e8.emb"], rounds=2, configs=big),
+        Case("so400m-512", "so400m", 512, 2, [1, 2], DEFAULT_PATHS + ["c8", "e8.emb"], rounds=2, configs=big),
     ]
 
 
@@ -342,6 +345,7 @@ class Bench:
         self.cases: list[Case] = []
         self.shapes: dict[str, Any] = {}
         self.workers_rss: list[dict[str, Any]] = []
+        self.int8_agreement: dict[str, dict[str, float]] = {}
         self.cpu = CpuMeter()
         self.fo_env = {"FIFTYONE_DATABASE_DIR": str(out_dir / "fo-db"), "FIFTYONE_DO_NOT_TRACK": "true",
                        "FIFTYONE_DATABASE_VALIDATION": "false", "FIFTYONE_SHOW_PROGRESS_BARS": "false",
@@ -375,7 +379,7 @@ class Bench:
         if worker.name == "ort":
             r = worker.call("run", batch=batch)
         else:
-            r = worker.call("run", path=path, batch=batch)
+            r = worker.call("run", path=path.replace("e8.", "e.").replace("c8", "c"), batch=batch)  # same code, int8 graph
         t1 = time.time()
         rss = {str(pid): proc_status(pid)["VmHWM"] for pid in pids}
         run = Run(case.name, path, batch, rnd, r["images"], r["wall_s"], r["lat"], rss,
@@ -387,7 +391,7 @@ class Bench:
     def run_preset(self, preset: str, cases: list[Case], images: list[str]) -> None:
         args = self.args
         need = {p for c in cases for p, _ in case_configs(c)}
-        graph = ensure_graph(preset, args.precision) if need & {"c", "d", "e.emb", "e.heat"} else Path()
+        graph = ensure_graph(preset, args.precision) if need & {"c", "d", "e.emb", "e.heat", "c8", "e8.emb"} else Path()
         ckpt = CACHE / "ckpt" / preset
         threads = args.threads or os.cpu_count() or 1
         log_dir = self.out_dir / "logs"
@@ -402,25 +406,31 @@ class Bench:
                 if not need & {"a.emb", "a.heat"}:
                     cmd.append("--no-fiftyone")
                 workers["torch"] = Worker(f"{preset}-torch", cmd, log_dir, self.fo_env)
-            if "c" in need:
-                workers["ort"] = Worker(f"{preset}-ort", [NODE, "--import", "tsx", str(BENCH / "ort_bare.ts")], log_dir)
-                load = workers["ort"].call("load", graph=str(graph), provider=args.provider, threads=threads)
-                self.setup_times[f"{preset}:ort_load_s"] = load["load_s"]
-            if need & {"d", "e.emb", "e.heat"}:
-                cmd = [PY, str(BENCH / "zoo_worker.py"), "--graph", str(graph), "--provider", args.provider,
-                       "--model-name", "nv_labs/c-radio_v4-so400m" if preset.startswith("so400m") else "nv_labs/c-radio_v4-h"]
-                if args.threads:
-                    cmd += ["--threads", str(args.threads)]
-                if not need & {"e.emb", "e.heat"}:
-                    cmd.append("--no-fiftyone")
-                workers["zoo"] = Worker(f"{preset}-zoo", cmd, log_dir, self.fo_env)
-                self.setup_times[f"{preset}:sidecar_start_s"] = workers["zoo"].hello["sidecar_start_s"]
+            graph8 = ensure_graph(preset, "int8") if need & {"c8", "e8.emb"} else Path()
+            for key, path_, g in (("ort", "c", graph), ("ort8", "c8", graph8)):
+                if path_ in need:
+                    workers[key] = Worker(f"{preset}-{key}", [NODE, "--import", "tsx", str(BENCH / "ort_bare.ts")], log_dir)
+                    load = workers[key].call("load", graph=str(g), provider=args.provider, threads=threads)
+                    self.setup_times[f"{preset}:{key}_load_s"] = load["load_s"]
+            for key, paths_, g in (("zoo", {"d", "e.emb", "e.heat"}, graph), ("zoo8", {"e8.emb"}, graph8)):
+                if need & paths_:
+                    cmd = [PY, str(BENCH / "zoo_worker.py"), "--graph", str(g), "--provider", args.provider,
+                           "--model-name", "nv_labs/c-radio_v4-so400m" if preset.startswith("so400m") else "nv_labs/c-radio_v4-h"]
+                    if args.threads:
+                        cmd += ["--threads", str(args.threads)]
+                    if not need & (paths_ - {"d"}):
+                        cmd.append("--no-fiftyone")
+                    workers[key] = Worker(f"{preset}-{key}", cmd, log_dir, self.fo_env)
+                    self.setup_times[f"{preset}:{key}_sidecar_start_s"] = workers[key].hello["sidecar_start_s"]
             self.setup_times[f"{preset}:processes_s"] = time.perf_counter() - t0
             if "torch" in workers:
                 self.setup_times[f"{preset}:torch_load_s"] = workers["torch"].hello["load_s"]
 
             for case in cases:
                 self.run_case(case, images[: case.n], workers, graph)
+                if "ort8" in workers:
+                    self.int8_agreement[case.name] = int8_agreement(graph, graph8, self.out_dir / f"pixels-{case.res}-{case.n}.npy",
+                                                                    self.out_dir / "int8")
         finally:
             for w in workers.values():
                 w.close()
@@ -430,28 +440,30 @@ class Bench:
 
         print(f"[bench] case {case.name}: {case.n} images at {case.res}², batches {case.batches}, "
               f"{case.rounds} rounds (+{case.warmup_rounds} warm-up), paths {' '.join(case.paths)}", flush=True)
-        for key in ("torch", "zoo"):
+        for key in ("torch", "zoo", "zoo8"):
             if key in workers:
                 workers[key].call("setup", images=images, resolution=case.res)
-        if "ort" in workers:
-            npy = self.out_dir / f"pixels-{case.res}-{case.n}.npy"
-            if not npy.exists():
-                from PIL import Image
-                np.save(npy, np.stack([clip_preprocess(Image.open(p), case.res) for p in images]))
-            workers["ort"].call("pixels", npy=str(npy))
-            workers["ort"].call("run", batch=1, limit=1)  # first run at this shape
-        if "zoo" in workers:
-            workers["zoo"].call("warmup", batch=1)
+        for key in ("ort", "ort8"):
+            if key in workers:
+                npy = self.out_dir / f"pixels-{case.res}-{case.n}.npy"
+                if not npy.exists():
+                    from PIL import Image
+                    np.save(npy, np.stack([clip_preprocess(Image.open(p), case.res) for p in images]))
+                workers[key].call("pixels", npy=str(npy))
+                workers[key].call("run", batch=1, limit=1)  # first run at this shape
+        for key in ("zoo", "zoo8"):
+            if key in workers:
+                workers[key].call("warmup", batch=1)
 
         configs = case_configs(case)
         wk = {"a.emb": "torch", "a.heat": "torch", "a.loop": "torch", "b": "torch", "bf": "torch", "c": "ort",
-              "d": "zoo", "e.emb": "zoo", "e.heat": "zoo"}
+              "d": "zoo", "e.emb": "zoo", "e.heat": "zoo", "c8": "ort8", "e8.emb": "zoo8"}
         for rnd in range(case.warmup_rounds + case.rounds):
             t_round = time.perf_counter()
             for path, batch in configs:
                 w = workers[wk[path]]
                 pids = [w.proc.pid]
-                if wk[path] == "zoo":
+                if wk[path].startswith("zoo"):
                     pids.append(w.hello["sidecar_pid"])
                 run = self.measure(w, pids, case, path, batch, rnd - case.warmup_rounds)
                 if rnd >= case.warmup_rounds:
@@ -465,8 +477,33 @@ class Bench:
     def save(self) -> None:
         data = {"args": vars(self.args), "machine": self.machine, "setup": self.setup_times,
                 "runs": [r.__dict__ for r in self.runs], "cases": [c.__dict__ for c in self.cases],
-                "shapes": self.shapes, "workers_rss": self.workers_rss}
+                "shapes": self.shapes, "workers_rss": self.workers_rss, "int8_agreement": self.int8_agreement}
         (self.out_dir / "results.json").write_text(json.dumps(data, indent=1))
+
+
+def int8_agreement(graph: Path, graph8: Path, npy: Path, work: Path) -> dict[str, float]:
+    """fp32 vs int8 graph on the case's first (at most 2) preprocessed images: cosine of the summary
+    vectors (the embeddings) and of each patch's feature vector."""
+    import numpy as np
+
+    work.mkdir(parents=True, exist_ok=True)
+    x = np.load(npy)[:2]
+    np.save(work / "input.npy", x)
+    out = {}
+    for name, g in (("fp32", graph), ("int8", graph8)):
+        sidecar_cli("run", "--model-dir", str(g), "--input", str(work / "input.npy"), "--out-dir", str(work / name))
+        out[name] = (np.load(work / name / "summary.npy").astype(np.float64), np.load(work / name / "features.npy").astype(np.float64))
+
+    def cos(a: Any, b: Any) -> Any:
+        return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+    s, f = cos(out["fp32"][0], out["int8"][0]), cos(out["fp32"][1], out["int8"][1])
+    rel = float(np.linalg.norm(out["fp32"][0] - out["int8"][0]) / np.linalg.norm(out["fp32"][0]))
+    r = {"images": int(x.shape[0]), "summary_cos_min": float(s.min()), "summary_rel_l2": rel,
+         "features_cos_mean": float(f.mean()), "features_cos_min": float(f.min())}
+    print(f"[bench] int8 vs fp32 on {x.shape[0]} images: summary cosine ≥ {r['summary_cos_min']:.5f}, "
+          f"patch features cosine mean {r['features_cos_mean']:.5f} (min {r['features_cos_min']:.4f})", flush=True)
+    return r
 
 
 # ----------------------------------------------------------------------------------------------
@@ -486,19 +523,19 @@ def load_client_package() -> Any:
     return grpc_client
 
 
-def workers_rss(preset: str, counts: list[int], images: list[str], res: int, precision: str, out_dir: Path,
+def workers_rss(preset: str, counts: list[tuple[int, str]], images: list[str], res: int, precision: str, out_dir: Path,
                 provider: str) -> list[dict[str, Any]]:
-    """Starts `serve --workers N` alone, reads VmRSS once SERVING (every worker has loaded and warmed
-    up at 512²) and VmHWM after 2 images per worker at `res` (--max-batch 2 spreads them over the
-    workers)."""
+    """Starts `serve --workers N --prepack-weights P` alone, reads VmRSS once SERVING (every worker has
+    loaded and warmed up at 512²) and VmHWM, Pss and anonymous memory after 2 images per worker at
+    `res` (--max-batch 2 spreads them over the workers)."""
     gc = load_client_package()
     graph = ensure_graph(preset, precision)
     rows = []
-    for n in counts:
+    for n, prepack in counts:
         sock_dir = Path(subprocess.check_output(["mktemp", "-d"], text=True).strip())
         cmd = [NODE, str(CLI), "serve", "--socket", str(sock_dir / "s.sock"), "--model", f"m={graph}",
                "--workers", str(n), "--max-batch", "2", "--allowed-root", "/", "--provider", provider,
-               "--log-level", "warn"]
+               "--prepack-weights", prepack, "--log-level", "warn"]
         t0 = time.perf_counter()
         log = open(out_dir / "logs" / f"workers-{preset}-{n}.log", "w")
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
@@ -517,12 +554,14 @@ def workers_rss(preset: str, counts: list[int], images: list[str], res: int, pre
             assert all(r.ok for r in res_)
             busy_s = time.perf_counter() - t1
             peak = proc_status(proc.pid)
+            mem = proc_memory(proc.pid)
             client.close()
-            rows.append({"preset": preset, "workers": n, "start_s": start_s, "idle_rss": idle["VmRSS"],
-                         "peak_hwm": peak["VmHWM"], "rss_after": peak["VmRSS"], "images": k, "res": res,
-                         "ips": k / busy_s})
-            print(f"[bench] workers={n}: ready in {start_s:.0f} s, idle VmRSS {idle['VmRSS'] / GIB:.2f} GiB, "
-                  f"VmHWM {peak['VmHWM'] / GIB:.2f} GiB after {k} images ({k / busy_s:.2f} img/s)", flush=True)
+            rows.append({"preset": preset, "workers": n, "prepack": prepack, "start_s": start_s, "idle_rss": idle["VmRSS"],
+                         "peak_hwm": peak["VmHWM"], "rss_after": peak["VmRSS"], "pss_after": mem["Pss"],
+                         "anon_after": mem["Anonymous"], "images": k, "res": res, "ips": k / busy_s})
+            print(f"[bench] workers={n} prepack={prepack}: ready in {start_s:.0f} s, idle VmRSS {idle['VmRSS'] / GIB:.2f} GiB, "
+                  f"VmHWM {peak['VmHWM'] / GIB:.2f} GiB, Pss {mem['Pss'] / GIB:.2f} GiB, anonymous {mem['Anonymous'] / GIB:.2f} GiB "
+                  f"after {k} images ({k / busy_s:.2f} img/s)", flush=True)
         finally:
             proc.terminate()
             try:
@@ -542,7 +581,8 @@ LABEL = {"a.emb": "a  reference-style FiftyOne model, embeddings", "a.heat": "a 
          "a.loop": "a  reference-style model in a plain loop (no FiftyOne), embeddings",
          "b": "b  torch batched (reference ops)", "bf": "b′ torch batched, fused SDPA/LayerNorm/GELU",
          "c": "c  bare onnxruntime-node, pixels in memory", "d": "d  sidecar over gRPC (RadioClient, JPEG paths)",
-         "e.emb": "e  FiftyOne compute_embeddings, zoo model", "e.heat": "e  FiftyOne apply_model heatmaps, zoo model"}
+         "e.emb": "e  FiftyOne compute_embeddings, zoo model", "e.heat": "e  FiftyOne apply_model heatmaps, zoo model",
+         "c8": "c8 bare onnxruntime-node, int8 graph", "e8.emb": "e8 FiftyOne compute_embeddings, zoo model quantize=True (int8)"}
 
 
 def aggregate(runs: list[Run]) -> dict[tuple[str, str, int], dict[str, Any]]:
@@ -683,6 +723,9 @@ def report(data: dict[str, Any], mode: str, plot_rel: str) -> str:
         rows = [("e/c  compute_embeddings ÷ bare ORT (overhead; 1 = none)", ("e.emb", None), ("c", None)),
                 ("e/a  compute_embeddings ÷ reference-style (speed-up)", ("e.emb", None), ("a.emb", 1)),
                 ("e/a  apply_model heatmaps ÷ reference-style heatmaps", ("e.heat", None), ("a.heat", 1)),
+                ("e8/a compute_embeddings, int8 graph ÷ reference-style (speed-up; approximate)", ("e8.emb", None), ("a.emb", 1)),
+                ("e8/e int8 ÷ fp32, both through FiftyOne", ("e8.emb", None), ("e.emb", None)),
+                ("c8/c bare ORT, int8 ÷ fp32", ("c8", None), ("c", 1)),
                 ("d/c  sidecar over gRPC ÷ bare ORT", ("d", None), ("c", None)),
                 ("e/d  FiftyOne ÷ direct gRPC", ("e.emb", None), ("d", None)),
                 ("c/b  bare ORT ÷ torch batched (reference ops)", ("c", None), ("b", None)),
@@ -695,6 +738,11 @@ def report(data: dict[str, Any], mode: str, plot_rel: str) -> str:
             cells = [fmt_ratio(ratio(agg, c.name, (np_, nb or b), (dp, db or b))) for b in c.batches]
             if any(x != "–" for x in cells):
                 L.append(f"| {label} | " + " | ".join(cells) + " |")
+        agree = data.get("int8_agreement", {}).get(c.name)
+        if agree:
+            L.append(f"\nint8 graph vs fp32 graph on {agree['images']} of these images (random weights): summary (embedding) "
+                     f"cosine ≥ {agree['summary_cos_min']:.5f} (relative L2 {agree['summary_rel_l2']:.3f}); patch features "
+                     f"cosine mean {agree['features_cos_mean']:.5f}, min {agree['features_cos_min']:.4f}.")
         L.append("")
         # where the time goes in the sidecar
         prof = []
@@ -741,14 +789,20 @@ def report(data: dict[str, Any], mode: str, plot_rel: str) -> str:
             L.append("")
     if data.get("workers_rss"):
         L.append("#### Sidecar memory vs `serve --workers N`\n")
-        L.append("Each worker is a thread with its own onnxruntime session (its own copy of the weights). Idle = "
-                 "VmRSS once SERVING (every worker loaded and warmed up at 512²); peak = VmHWM after one call of "
-                 "up to 2 images per worker (`--max-batch 2`, so the batches spread over the workers).\n")
-        L.append("| checkpoint | workers | start → SERVING s | idle VmRSS GiB | peak VmHWM GiB | images/s (one call) |")
-        L.append("|---|---|---|---|---|---|")
+        L.append("Each worker is a thread with its own onnxruntime session. With `--prepack-weights auto` (the "
+                 "default) fp32 weights stay memory-mapped from the weight file and every worker reads the same "
+                 "page-cache copy; `on` gives each worker onnxruntime's pre-packed private copy. Idle = VmRSS once "
+                 "SERVING (every worker loaded and warmed up at 512²); peak = VmHWM after one call of up to 2 images "
+                 "per worker (`--max-batch 2`, so the batches spread over the workers). VmRSS counts a page once per "
+                 "mapping, so shared weights count once per worker there; **Pss** (shared pages split between their "
+                 "mappings) and anonymous (private) memory, read after the call, are the memory really used.\n")
+        L.append("| checkpoint | workers | pre-pack | start → SERVING s | idle VmRSS GiB | peak VmHWM GiB | Pss GiB | anonymous GiB | images/s (one call) |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
         for r in data["workers_rss"]:
-            L.append(f"| {r['preset']} {args['precision']} | {r['workers']} | {r['start_s']:.0f} | {r['idle_rss'] / GIB:.2f} | "
-                     f"{r['peak_hwm'] / GIB:.2f} | {r['ips']:.3g} ({r['images']} images at {r['res']}²) |")
+            pss = f"{r['pss_after'] / GIB:.2f}" if "pss_after" in r else "–"
+            anon = f"{r['anon_after'] / GIB:.2f}" if "anon_after" in r else "–"
+            L.append(f"| {r['preset']} {args['precision']} | {r['workers']} | {r.get('prepack', 'on (before auto)')} | {r['start_s']:.0f} | "
+                     f"{r['idle_rss'] / GIB:.2f} | {r['peak_hwm'] / GIB:.2f} | {pss} | {anon} | {r['ips']:.3g} ({r['images']} images at {r['res']}²) |")
         L.append("")
     setup = data.get("setup", {})
     if setup:
@@ -762,7 +816,8 @@ SHORT = {"a.emb": "a: reference-style FiftyOne model, embeddings (1 image at a t
          "a.loop": "a: reference-style model, plain loop (1 at a time)",
          "b": "b: torch batched (reference ops)", "bf": "b′: torch batched, fused SDPA",
          "c": "c: bare onnxruntime-node (ceiling)", "d": "d: sidecar over gRPC",
-         "e.emb": "e: FiftyOne compute_embeddings (zoo)", "e.heat": "e: FiftyOne apply_model heatmaps (zoo)"}
+         "e.emb": "e: FiftyOne compute_embeddings (zoo)", "e.heat": "e: FiftyOne apply_model heatmaps (zoo)",
+         "c8": "c8: bare onnxruntime-node, int8", "e8.emb": "e8: FiftyOne compute_embeddings, int8"}
 
 
 def plot(data: dict[str, Any], path: Path) -> None:
@@ -778,7 +833,8 @@ def plot(data: dict[str, Any], path: Path) -> None:
     rows = (len(cases) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows + 0.6), dpi=110, squeeze=False)
     style = {"a.emb": ("tab:gray", "s"), "a.heat": ("silver", "s"), "a.loop": ("tab:gray", "s"), "b": ("tab:orange", "o"), "bf": ("tab:brown", "o"),
-             "c": ("black", "^"), "d": ("tab:blue", "D"), "e.emb": ("tab:green", "v"), "e.heat": ("tab:olive", "v")}
+             "c": ("black", "^"), "d": ("tab:blue", "D"), "e.emb": ("tab:green", "v"), "e.heat": ("tab:olive", "v"),
+             "c8": ("gray", "^"), "e8.emb": ("tab:cyan", "v")}
     flagged = False
     for ax, c in zip(axes.flat, cases):
         for p in ALL_PATHS:
@@ -929,7 +985,8 @@ def main() -> None:
         rss_presets = args.workers_rss.split(",") if args.workers_rss else (["h"] if args.full else [])
         if not args.no_workers_rss and not args.device.startswith("cuda"):
             for p in rss_presets:
-                bench.workers_rss += workers_rss(p, [1, 2, 4], images, 224, args.precision, out_dir, args.provider)
+                bench.workers_rss += workers_rss(p, [(1, "auto"), (2, "auto"), (4, "auto"), (1, "on"), (2, "on")], images,
+                                                 224, args.precision, out_dir, args.provider)
     finally:
         if bench.gpu is not None:
             bench.gpu.close()

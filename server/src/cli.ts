@@ -130,8 +130,12 @@ program
   .addOption(new Option("--port <n>", "listen on TCP instead of a unix socket (0 = any free port) [env RADIO_PORT]").env("RADIO_PORT").argParser(portNumber))
   .addOption(new Option("--host <addr>", "TCP / HTTP host [env RADIO_HOST]").env("RADIO_HOST").default("127.0.0.1"))
   .addOption(new Option("--http-port <n|auto>", "HTTP port for /healthz /readyz /metrics /v1/info (0 = off, auto = any free port) [env RADIO_HTTP_PORT]").env("RADIO_HTTP_PORT").argParser(httpPortArg).default(0))
-  .addOption(new Option("--workers <n>", "inference workers (each holds its own copy of the weights) [env RADIO_WORKERS]").env("RADIO_WORKERS").argParser(positiveInt).default(1))
+  .addOption(new Option("--workers <n>", "inference workers; fp32 weights are shared between them through the page cache, see --prepack-weights [env RADIO_WORKERS]").env("RADIO_WORKERS").argParser(positiveInt).default(1))
   .addOption(new Option("--threads <n>", "ORT intra-op threads per worker (0 = cores / workers) [env RADIO_THREADS]").env("RADIO_THREADS").argParser(nonNegativeInt).default(0))
+  .addOption(
+    new Option("--prepack-weights <when>", "onnxruntime's pre-packed copy of the GEMM weights, per worker: auto = only for int8 graphs (fp32 weights then stay memory-mapped and shared: one copy for all workers, same speed) [env RADIO_PREPACK_WEIGHTS]")
+      .choices(["auto", "on", "off"]).env("RADIO_PREPACK_WEIGHTS").default("auto"),
+  )
   .addOption(new Option("--postprocess-threads <n>", "threads for heatmaps and NCHW transposes (0 = main thread) [env RADIO_POSTPROCESS_THREADS]").env("RADIO_POSTPROCESS_THREADS").argParser(nonNegativeInt).default(1))
   .addOption(new Option("--max-batch <n>", "largest inference batch [env RADIO_MAX_BATCH]").env("RADIO_MAX_BATCH").argParser(positiveInt).default(8))
   .addOption(new Option("--queue-delay-ms <ms>", "longest an image waits for batch-mates when a worker is free [env RADIO_QUEUE_DELAY_MS]").env("RADIO_QUEUE_DELAY_MS").argParser(nonNegativeInt).default(5))
@@ -149,7 +153,7 @@ program
   .addOption(new Option("--shutdown-timeout-s <s>", "on SIGTERM/SIGINT, how long admitted work may take to finish [env RADIO_SHUTDOWN_TIMEOUT_S]").env("RADIO_SHUTDOWN_TIMEOUT_S").argParser(nonNegativeInt).default(30))
   .addOption(new Option("--log-level <level>", "pino log level (logs are JSON on stderr) [env RADIO_LOG_LEVEL]").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).env("RADIO_LOG_LEVEL").default("info"))
   .action(async (o: {
-    model?: string[]; socket?: string; port?: number; host: string; httpPort: number | "auto"; workers: number; threads: number;
+    model?: string[]; socket?: string; port?: number; host: string; httpPort: number | "auto"; workers: number; threads: number; prepackWeights: "auto" | "on" | "off";
     postprocessThreads: number; maxBatch: number; queueDelayMs: number; maxQueue: number; decodeParallelism: number;
     allowedRoot?: string[]; provider: "cpu" | "cuda"; shutdownTimeoutS: number; logLevel: LogLevel;
     token?: string; tlsCert?: string; tlsKey?: string; allowRemotePaths: boolean; inferenceTimeoutS: number; maxMessageMb: number; maxImagePixels: number;
@@ -169,6 +173,7 @@ program
         httpHost: o.host,
         workers: o.workers,
         threads: o.threads,
+        prepackWeights: o.prepackWeights,
         postprocessThreads: o.postprocessThreads,
         maxBatch: o.maxBatch,
         queueDelayMs: o.queueDelayMs,

@@ -8,7 +8,7 @@ import { configureSharp, createPathPolicy, DEFAULT_LIMITS, recommendedDecodePara
 import { PostprocessPool } from "./postprocess/pool.js";
 import { loadServedModels, type ModelSource } from "./pipeline/models.js";
 import { Pipeline } from "./pipeline/pipeline.js";
-import { InferencePool, type ExecutionProvider } from "./runtime/pool.js";
+import { InferencePool, type ExecutionProvider, type PrepackPolicy } from "./runtime/pool.js";
 import { ServerMetrics } from "./observability/metrics.js";
 import { buildServerInfo, providerName, type ServerInfo } from "./server-info.js";
 import { startGrpcServer, type GrpcListen, type GrpcServer } from "./transport/grpc/server.js";
@@ -24,6 +24,8 @@ export interface ServeConfig {
   workers: number;
   /** ORT intra-op threads per worker; 0 = cores / workers. */
   threads: number;
+  /** Pre-packed weight copies per worker ("auto": only for int8 graphs; see session.ts). */
+  prepackWeights?: PrepackPolicy;
   /** Heatmap / NCHW threads; 0 = on the main thread. */
   postprocessThreads: number;
   maxBatch: number;
@@ -174,6 +176,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
       workers: config.workers,
       intraOpThreads: threads,
       provider: config.provider,
+      prepackWeights: config.prepackWeights ?? "auto",
       warmup: config.warmup,
       inferenceTimeoutMs: config.inferenceTimeoutMs ?? 0,
       workerHeapMb: config.workerHeapMb ?? SERVE_DEFAULTS.workerHeapMb,

@@ -5,12 +5,12 @@
 import { EventEmitter } from "node:events";
 import { BroadcastChannel } from "node:worker_threads";
 import { Piscina } from "piscina";
-import type { ExecutionProvider } from "./session.js";
+import type { ExecutionProvider, PrepackPolicy } from "./session.js";
 import type { InferResult, InferTask, ReadyModel, WorkerAnnouncement, WorkerConfig, WorkerModel } from "./protocol.js";
 import { workerEntry } from "./worker-entry.js";
 
 export type { InferResult } from "./protocol.js";
-export type { ExecutionProvider } from "./session.js";
+export type { ExecutionProvider, PrepackPolicy } from "./session.js";
 
 export interface PoolOptions {
   models: WorkerModel[];
@@ -18,6 +18,8 @@ export interface PoolOptions {
   /** ORT intra-op threads per worker (0 = ORT's default, one per core). */
   intraOpThreads: number;
   provider: ExecutionProvider;
+  /** Pre-packed weight copies per worker (session.ts prepacks()). */
+  prepackWeights?: PrepackPolicy;
   warmup?: boolean;
   /**
    * A batch still running this long after its worker started it fails; if its worker is still busy
@@ -74,6 +76,7 @@ export class InferencePool extends EventEmitter {
       models: o.models,
       provider: o.provider,
       intraOpThreads: o.intraOpThreads,
+      prepackWeights: o.prepackWeights ?? "auto",
       warmup: o.warmup ?? true,
     };
     const channel = new BroadcastChannel(channelName);

@@ -1,7 +1,7 @@
 // Messages between the inference pool (main thread) and its workers. Plain data only: typed arrays
 // travel in transfer lists, so a batch tensor moves to a worker and its outputs move back without
 // copies.
-import type { ExecutionProvider } from "./session.js";
+import type { ExecutionProvider, PrepackPolicy } from "./session.js";
 
 export interface WorkerModel {
   name: string;
@@ -17,6 +17,7 @@ export interface WorkerConfig {
   models: WorkerModel[];
   provider: ExecutionProvider;
   intraOpThreads: number;
+  prepackWeights: PrepackPolicy;
   /** One run per model at its preferred resolution before announcing ready. */
   warmup: boolean;
 }

@@ -23,7 +23,7 @@ async function load(): Promise<void> {
   for (const m of config.models) {
     let g: LoadedGraph;
     try {
-      g = await loadGraph(m.dir, { provider: config.provider, intraOpThreads: config.intraOpThreads });
+      g = await loadGraph(m.dir, { provider: config.provider, intraOpThreads: config.intraOpThreads, prepackWeights: config.prepackWeights });
     } catch (err) {
       const msg = (err as Error).message;
       if (config.provider === "cuda") {
