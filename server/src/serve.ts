@@ -29,6 +29,8 @@ export interface ServeConfig {
   /** Heatmap / NCHW threads; 0 = on the main thread. */
   postprocessThreads: number;
   maxBatch: number;
+  /** Most patch tokens per batch; 0 = no limit; null/absent = 1024 on the CPU provider, no limit on CUDA (see Pipeline). */
+  maxBatchTokens?: number | null;
   queueDelayMs: number;
   maxQueue: number;
   /** Decodes in flight; 0 = one per core. */
@@ -54,6 +56,9 @@ export interface ServeConfig {
   /** Most pixels per image (from the header, before decoding; or raw height × width). */
   maxImagePixels?: number;
 }
+
+/** On a CPU, batches beyond ~1024 patch tokens are slower per image than running images one by one. */
+export const CPU_MAX_BATCH_TOKENS = 1024;
 
 export const SERVE_DEFAULTS = {
   httpPort: null,
@@ -199,9 +204,10 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     },
     `inference runs on ${providerName(config.provider)}: ${config.workers} worker(s) × ${threads} intra-op thread(s)`,
   );
+  const maxBatchTokens = config.maxBatchTokens ?? (config.provider === "cpu" ? CPU_MAX_BATCH_TOKENS : 0);
   logger.info(
     {
-      maxBatch: config.maxBatch, queueDelayMs: config.queueDelayMs, maxQueue: config.maxQueue, decodeParallelism, postprocessThreads: config.postprocessThreads, sharp, allowedRoots: paths.roots,
+      maxBatch: config.maxBatch, maxBatchTokens, queueDelayMs: config.queueDelayMs, maxQueue: config.maxQueue, decodeParallelism, postprocessThreads: config.postprocessThreads, sharp, allowedRoots: paths.roots,
       // Never the token itself.
       auth: config.token ? "token" : "none", tls: Boolean(config.tls), pathInputs: "socket" in config.listen || Boolean(config.allowRemotePaths),
       inferenceTimeoutMs: config.inferenceTimeoutMs ?? 0, maxRequestBytes: config.maxRequestBytes, maxImagePixels: config.maxImagePixels,
@@ -232,6 +238,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     postprocess,
     paths,
     maxBatch: config.maxBatch,
+    maxBatchTokens,
     maxQueueDelayMs: config.queueDelayMs,
     maxQueue: config.maxQueue,
     decodeParallelism,

@@ -15,7 +15,7 @@ interface It {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function harness(o: { maxBatch: number; maxDelayMs: number; concurrency: number; runMs?: number }) {
+function harness(o: { maxBatch: number; maxDelayMs: number; concurrency: number; runMs?: number; limit?: (it: It) => number }) {
   const runs: { key: string; ns: number[] }[] = [];
   let release: (() => void)[] = [];
   const b = new DynamicBatcher<It>({
@@ -45,6 +45,22 @@ describe('DynamicBatcher', () => {
     h.add();
     assert.deepEqual(h.runs, [{ key: 'a', ns: [0, 1, 2] }]);
     await h.b.idle();
+  });
+
+  it('caps each key by its limit (a token budget), never above maxBatch nor below 1', async () => {
+    // Keys stand for image sizes: 'small' allows 3 per batch, 'big' 0.5 (→ 1), 'huge' 99 (→ maxBatch).
+    const budget: Record<string, number> = { small: 3, big: 0.5, huge: 99 };
+    const h = harness({ maxBatch: 4, maxDelayMs: 10_000, concurrency: 1, runMs: 0, limit: (it) => budget[it.key]! });
+    h.add('big');
+    assert.deepEqual(h.runs, [{ key: 'big', ns: [0] }]); // full at 1: no waiting for batch-mates
+    await h.b.idle();
+    for (let i = 0; i < 3; i++) h.add('small');
+    await h.b.idle();
+    assert.deepEqual(h.runs[1], { key: 'small', ns: [1, 2, 3] });
+    for (let i = 0; i < 4; i++) h.add('huge');
+    await h.b.idle();
+    assert.deepEqual(h.runs[2], { key: 'huge', ns: [4, 5, 6, 7] });
+    h.b.close();
   });
 
   it('runs a partial batch once its oldest item waited maxDelayMs', async () => {

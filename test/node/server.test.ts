@@ -86,6 +86,7 @@ describe('radio sidecar over a unix socket', () => {
         allowedRoots: [root],
         httpPort: 0,
         maxBatch: 8,
+        maxBatchTokens: 0, // batching itself is under test here; the CPU token budget has its own test
         queueDelayMs: 5,
         maxQueue: 64,
         threads: 2,
@@ -405,6 +406,32 @@ describe('radio sidecar over a unix socket', () => {
     const [again] = await client.embed({ images: [rawFloat('again', randomPixels(32, 32, 3), 32, 32)] }).done;
     assert.ok(again!.output, 'the replacement worker serves');
     assert.equal(ts.server.pool.threads.length, 1);
+  });
+});
+
+describe('CPU batches stay within the token budget (default 1024 patch tokens)', () => {
+  const tmp = tempDir();
+  after(() => tmp.cleanup());
+
+  it('runs 512² images one by one and 224² images five at a time', async () => {
+    const graph = await compileTinyModel(tmp.dir);
+    const ts = await startTestServer({ models: [{ name: 'tiny', dir: graph }], maxBatch: 8, queueDelayMs: 5 }, tmp.dir);
+    try {
+      const px = noiseRaw(96, 96, 3);
+      for (const [res, expectedRuns] of [['512x512', 6], ['224x224', 2]] as const) {
+        // With the worker busy, all six images queue before any runs: the runs show the cap.
+        const blocker = ts.client.embed({ images: [rawUint8('big', noiseRaw(1024, 1024, 4), 1024, 1024)], options: { resolution: 'native' } });
+        await waitFor(() => ts.server.pool.running === 1, 5000, 'the blocker to run');
+        const before = await scrape(ts.server);
+        const results = await ts.client.embed({ images: Array.from({ length: 6 }, (_, i) => rawUint8(`i${i}`, px, 96, 96)), options: { resolution: res } }).done;
+        await blocker.done;
+        assert.ok(results.every((r) => r.output));
+        const runs = metricValue(await scrape(ts.server), 'radio_batch_size_count', { model: 'tiny' }) - metricValue(before, 'radio_batch_size_count', { model: 'tiny' }) - 1;
+        assert.equal(runs, expectedRuns, `${res}: 6 images ran as ${runs} batches`);
+      }
+    } finally {
+      await ts.close();
+    }
   });
 });
 

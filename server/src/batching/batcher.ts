@@ -11,6 +11,8 @@ export interface Batchable {
 
 export interface BatcherOptions<T> {
   maxBatch: number;
+  /** A smaller cap for a key's batches, from its head item (e.g. a token budget); at most maxBatch. */
+  limit?: (head: T) => number;
   maxDelayMs: number;
   /** Batches that may run at once (one per inference worker). */
   concurrency: number;
@@ -74,6 +76,11 @@ export class DynamicBatcher<T extends Batchable> {
     this.clearTimer();
   }
 
+  private cap(head: T): number {
+    const limit = this.o.limit ? this.o.limit(head) : this.o.maxBatch;
+    return Math.max(1, Math.min(this.o.maxBatch, Math.floor(limit)));
+  }
+
   private clearTimer(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
@@ -90,7 +97,7 @@ export class DynamicBatcher<T extends Batchable> {
       for (const [key, q] of this.queues) {
         const head = q[0]!.enqueuedAt;
         const due = head + this.o.maxDelayMs;
-        if (q.length >= this.o.maxBatch || due <= now) {
+        if (q.length >= this.cap(q[0]!) || due <= now) {
           if (head < bestHead) {
             bestHead = head;
             best = key;
@@ -104,7 +111,7 @@ export class DynamicBatcher<T extends Batchable> {
         return;
       }
       const q = this.queues.get(best)!;
-      const batch = q.splice(0, this.o.maxBatch);
+      const batch = q.splice(0, this.cap(q[0]!));
       if (q.length === 0) this.queues.delete(best);
       this.size -= batch.length;
       this.active++;
