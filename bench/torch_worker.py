@@ -78,11 +78,11 @@ def move(ref: Any, device: str, dtype: torch.dtype | None) -> Any:
                                        if f.name != "config"})
 
 
-def fused_attention(x, qkv_w, qkv_b, proj_w, proj_b, num_heads):  # type: ignore[no-untyped-def]
+def fused_attention(x, qkv_w, qkv_b, proj_w, proj_b, num_heads, lin=F.linear):  # type: ignore[no-untyped-def]
     n, t, c = x.shape
-    qkv = F.linear(x, qkv_w, qkv_b).reshape(n, t, 3, num_heads, c // num_heads).permute(2, 0, 3, 1, 4)
+    qkv = lin(x, qkv_w, qkv_b).reshape(n, t, 3, num_heads, c // num_heads).permute(2, 0, 3, 1, 4)
     o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
-    return F.linear(o.transpose(1, 2).reshape(n, t, c), proj_w, proj_b)
+    return lin(o.transpose(1, 2).reshape(n, t, c), proj_w, proj_b)
 
 
 FUSED = {
