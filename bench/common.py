@@ -179,31 +179,28 @@ def checkpoint_shape(ckpt: Path) -> dict[str, int]:
 # Memory: /proc/<pid>/status
 # ----------------------------------------------------------------------------------------------
 
-def proc_memory(pid: int) -> dict[str, int]:
-    """Rss / Pss / Anonymous in bytes from smaps_rollup. Pss splits shared pages (a weight file mapped by
-    several workers, or by several processes) between their users: the memory really used."""
-    out = {"Rss": 0, "Pss": 0, "Anonymous": 0}
+def _proc_kb_fields(path: str, keys: tuple[str, ...]) -> dict[str, int]:
+    """`Key: N kB` lines of a /proc file, in bytes (0 for each when the process is gone)."""
+    out = dict.fromkeys(keys, 0)
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        for line in Path(path).read_text().splitlines():
             k, _, v = line.partition(":")
             if k in out:
                 out[k] = int(v.split()[0]) * 1024
     except OSError:
         pass
     return out
+
+
+def proc_memory(pid: int) -> dict[str, int]:
+    """Rss / Pss / Anonymous from smaps_rollup. Pss splits shared pages (a weight file mapped by
+    several workers, or by several processes) between their users: the memory really used."""
+    return _proc_kb_fields(f"/proc/{pid}/smaps_rollup", ("Rss", "Pss", "Anonymous"))
 
 
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS / VmHWM in bytes (0 when the process is gone)."""
-    out = {"VmRSS": 0, "VmHWM": 0}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            k, _, v = line.partition(":")
-            if k in out:
-                out[k] = int(v.split()[0]) * 1024
-    except OSError:
-        pass
-    return out
+    return _proc_kb_fields(f"/proc/{pid}/status", ("VmRSS", "VmHWM"))
 
 
 def reset_peak(pid: int) -> bool:
