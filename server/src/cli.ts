@@ -140,6 +140,7 @@ program
   .addOption(new Option("--max-batch <n>", "largest inference batch [env RADIO_MAX_BATCH]").env("RADIO_MAX_BATCH").argParser(positiveInt).default(8))
   .addOption(new Option("--max-batch-tokens <n>", "most patch tokens per inference batch, 0 = no limit (default: 1024 with --provider cpu, where bigger batches are slower per image; no limit with cuda) [env RADIO_MAX_BATCH_TOKENS]").env("RADIO_MAX_BATCH_TOKENS").argParser(nonNegativeInt))
   .addOption(new Option("--queue-delay-ms <ms>", "longest an image waits for batch-mates when a worker is free [env RADIO_QUEUE_DELAY_MS]").env("RADIO_QUEUE_DELAY_MS").argParser(nonNegativeInt).default(5))
+  .addOption(new Option("--batch-hold-ms <ms>", "while images are still being decoded, longest a partial batch waits for them, 0 = only --queue-delay-ms (default: 0 with --provider cpu, where decoding beside inference beats bigger batches; 50 with cuda) [env RADIO_BATCH_HOLD_MS]").env("RADIO_BATCH_HOLD_MS").argParser(nonNegativeInt))
   .addOption(new Option("--max-queue <n>", "images admitted and not yet running, across calls; a call that does not fit gets RESOURCE_EXHAUSTED; also the most images per call [env RADIO_MAX_QUEUE]").env("RADIO_MAX_QUEUE").argParser(positiveInt).default(256))
   .addOption(new Option("--decode-parallelism <n>", "image decodes in flight (0 = one per core) [env RADIO_DECODE_PARALLELISM]").env("RADIO_DECODE_PARALLELISM").argParser(nonNegativeInt).default(0))
   .option("--allowed-root <dir>", "absolute directory that path inputs may be read from, repeatable (default: none, path inputs refused) [env RADIO_ALLOWED_ROOT, ':'-separated]", collect)
@@ -155,7 +156,7 @@ program
   .addOption(new Option("--log-level <level>", "pino log level (logs are JSON on stderr) [env RADIO_LOG_LEVEL]").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).env("RADIO_LOG_LEVEL").default("info"))
   .action(async (o: {
     model?: string[]; socket?: string; port?: number; host: string; httpPort: number | "auto"; workers: number; threads: number; prepackWeights: "auto" | "on" | "off";
-    postprocessThreads: number; maxBatch: number; maxBatchTokens?: number; queueDelayMs: number; maxQueue: number; decodeParallelism: number;
+    postprocessThreads: number; maxBatch: number; maxBatchTokens?: number; queueDelayMs: number; batchHoldMs?: number; maxQueue: number; decodeParallelism: number;
     allowedRoot?: string[]; provider: "cpu" | "cuda"; shutdownTimeoutS: number; logLevel: LogLevel;
     token?: string; tlsCert?: string; tlsKey?: string; allowRemotePaths: boolean; inferenceTimeoutS: number; maxMessageMb: number; maxImagePixels: number;
   }) => {
@@ -179,6 +180,7 @@ program
         maxBatch: o.maxBatch,
         maxBatchTokens: o.maxBatchTokens ?? null,
         queueDelayMs: o.queueDelayMs,
+        batchHoldMs: o.batchHoldMs ?? null,
         maxQueue: o.maxQueue,
         decodeParallelism: o.decodeParallelism,
         allowedRoots: o.allowedRoot ?? envList("RADIO_ALLOWED_ROOT"),

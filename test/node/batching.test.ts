@@ -15,7 +15,7 @@ interface It {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function harness(o: { maxBatch: number; maxDelayMs: number; concurrency: number; runMs?: number; limit?: (it: It) => number }) {
+function harness(o: { maxBatch: number; maxDelayMs: number; concurrency: number; runMs?: number; limit?: (it: It) => number; pending?: () => number; maxHoldMs?: number }) {
   const runs: { key: string; ns: number[] }[] = [];
   let release: (() => void)[] = [];
   const b = new DynamicBatcher<It>({
@@ -61,6 +61,27 @@ describe('DynamicBatcher', () => {
     await h.b.idle();
     assert.deepEqual(h.runs[2], { key: 'huge', ns: [4, 5, 6, 7] });
     h.b.close();
+  });
+
+  it('holds a partial batch for items still being decoded, up to maxHoldMs', async () => {
+    let decoding = 3;
+    const h = harness({ maxBatch: 8, maxDelayMs: 5, concurrency: 1, runMs: 0, pending: () => decoding, maxHoldMs: 60 });
+    h.add();
+    await sleep(20); // past maxDelayMs: without the hold this batch of 1 would have run
+    assert.equal(h.runs.length, 0);
+    decoding--;
+    h.add();
+    decoding -= 2; // the other two failed to decode: nothing more is coming
+    h.b.poke();
+    assert.deepEqual(h.runs, [{ key: 'a', ns: [0, 1] }]);
+    // Still decoding for good: the hold ends at maxHoldMs.
+    decoding = 1;
+    const t0 = performance.now();
+    h.add();
+    await h.b.idle();
+    const waited = performance.now() - t0;
+    assert.ok(waited >= 55 && waited < 500, `held ${waited.toFixed(0)} ms`);
+    assert.deepEqual(h.runs[1], { key: 'a', ns: [2] });
   });
 
   it('runs a partial batch once its oldest item waited maxDelayMs', async () => {

@@ -435,6 +435,27 @@ describe('CPU batches stay within the token budget (default 1024 patch tokens)',
   });
 });
 
+describe('batch hold (the GPU default): a call runs as one batch, not as its first decoded images', () => {
+  const tmp = tempDir();
+  after(() => tmp.cleanup());
+
+  it('runs 8 JPEGs of one call as one batch with the worker idle', async () => {
+    const graph = await compileTinyModel(tmp.dir);
+    const ts = await startTestServer({ models: [{ name: 'tiny', dir: graph }], maxBatch: 8, maxBatchTokens: 0, queueDelayMs: 1, batchHoldMs: 2000 }, tmp.dir);
+    try {
+      const jpegs = await Promise.all(Array.from({ length: 8 }, (_, i) => sharp(noiseRaw(640, 480, 200 + i), { raw: { width: 640, height: 480, channels: 3 } }).jpeg().toBuffer()));
+      const before = await scrape(ts.server);
+      const results = await ts.client.embed({ images: jpegs.map((b, i) => ({ id: `j${i}`, encoded: b })), options: { resolution: '224x224' } }).done;
+      assert.ok(results.every((r) => r.output));
+      const after_ = await scrape(ts.server);
+      const runs = metricValue(after_, 'radio_batch_size_count', { model: 'tiny' }) - metricValue(before, 'radio_batch_size_count', { model: 'tiny' });
+      assert.equal(runs, 1, `8 images of one call ran as ${runs} batches`);
+    } finally {
+      await ts.close();
+    }
+  });
+});
+
 describe('health transitions and graceful shutdown', () => {
   const tmp = tempDir();
   after(() => tmp.cleanup());

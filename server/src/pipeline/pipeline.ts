@@ -63,6 +63,8 @@ export interface PipelineOptions {
    */
   maxBatchTokens?: number;
   maxQueueDelayMs: number;
+  /** Longest a partial batch waits for images still being decoded (default 0; see DynamicBatcher). */
+  maxHoldMs?: number;
   /** Images admitted and not yet running, across requests; also the most one request may hold. */
   maxQueue: number;
   /** Decodes in flight at once. */
@@ -135,6 +137,8 @@ export class Pipeline {
   private readonly metrics: PipelineMetrics;
   private seq = 0;
   private closing = false;
+  /** Images holding a decode slot: a partial batch may wait for them (DynamicBatcher's hold). */
+  private decoding = 0;
 
   constructor(private readonly o: PipelineOptions) {
     for (const m of o.models) this.models.set(m.name, m);
@@ -150,6 +154,8 @@ export class Pipeline {
       maxBatch: o.maxBatch,
       ...(o.maxBatchTokens ? { limit: (it: Item) => o.maxBatchTokens! / tokensOf(it) } : {}),
       maxDelayMs: o.maxQueueDelayMs,
+      pending: () => this.decoding,
+      maxHoldMs: o.maxHoldMs ?? 0,
       concurrency: o.inference.workers,
       run: (_key, items) => this.runBatch(items),
     });
@@ -262,6 +268,7 @@ export class Pipeline {
       return this.drop(job, index);
     }
     const t = performance.now();
+    this.decoding++;
     let item: Item;
     try {
       const limits = this.o.limits ?? {};
@@ -287,6 +294,9 @@ export class Pipeline {
       return this.fail(job, index, "INTERNAL", `input ${JSON.stringify(input.id)}: preprocessing failed: ${(err as Error).message}`);
     } finally {
       this.decodes.release();
+      this.decoding--;
+      // A failed decode adds nothing: let a batch that was waiting for it go.
+      if (item! === undefined || job.closed) this.batcher.poke();
     }
     this.metrics.preprocessed((performance.now() - t) / 1000);
     if (job.closed) {
