@@ -19,7 +19,7 @@ export interface SessionOptions {
  * copy, weights stored as external data stay memory-mapped from the weight file, so every worker
  * (and every process) that loads the graph shares one copy through the page cache: H fp32 costs
  * 2.6 GB once instead of 2.6 GB per worker. fp32 GEMMs pack their weights per call instead, at no
- * measurable cost at these sizes (H 512²: 0.99×); the int8 kernels lose ~8 %, so int8 graphs
+ * measurable cost at these sizes (H 512²: 0.99–1.00×); the int8 kernels lose ~8 %, so int8 graphs
  * (0.6 GB of weights) keep the copy. "on"/"off" force it.
  */
 export type PrepackPolicy = "auto" | "on" | "off";
