@@ -56,23 +56,12 @@ export class WeightStore {
     if (shape.reduce((a, b) => a * b, 1) !== info.shape.reduce((a, b) => a * b, 1)) {
       throw new Error(`cannot view ${key} [${info.shape}] as [${shape}]`);
     }
-    const external = (location: string, offset: number, length: number): TensorProto & { name: string } => ({
-      name,
-      dataType: this.elemType,
-      dims: shape,
-      dataLocation: 1, // EXTERNAL
-      externalData: [
-        { key: "location", value: location },
-        { key: "offset", value: String(offset) },
-        { key: "length", value: String(length) },
-      ],
-    });
     if (this.fd === null || (this.precision === "int8" && this.mode === "link")) {
-      return external(this.linkFor(info.file), info.fileOffset, info.byteLength);
+      return externalTensor(name, this.elemType, shape, this.linkFor(info.file), info.fileOffset, info.byteLength);
     }
     const f32 = this.ckpt.readFloat32(key);
     const bytes = this.precision === "fp16" ? float32ToFloat16Bytes(f32) : new Uint8Array(f32.buffer, f32.byteOffset, f32.byteLength);
-    return external(this.fileName!, this.write(bytes), bytes.byteLength);
+    return this.written(name, this.elemType, shape, bytes);
   }
 
   /**
@@ -95,21 +84,15 @@ export class WeightStore {
       scale[n] = s;
       for (let k = 0, row = n * inp; k < inp; k++) q[k * out + n] = roundHalfEven(w[row + k]! / s);
     }
-    const at = (bytes: Uint8Array, dataType: number, dims: number[], tensorName: string): TensorProto & { name: string } => ({
-      name: tensorName,
-      dataType,
-      dims,
-      dataLocation: 1,
-      externalData: [
-        { key: "location", value: this.fileName! },
-        { key: "offset", value: String(this.write(bytes)) },
-        { key: "length", value: String(bytes.byteLength) },
-      ],
-    });
     return {
-      weight: at(new Uint8Array(q.buffer), DataType.INT8, [inp, out], `${name}.weight_int8`),
-      scale: at(new Uint8Array(scale.buffer), DataType.FLOAT, [out], `${name}.weight_scale`),
+      weight: this.written(`${name}.weight_int8`, DataType.INT8, [inp, out], new Uint8Array(q.buffer)),
+      scale: this.written(`${name}.weight_scale`, DataType.FLOAT, [out], new Uint8Array(scale.buffer)),
     };
+  }
+
+  /** An initializer whose bytes are appended to this graph's own weight file. */
+  private written(name: string, dataType: number, dims: number[], bytes: Uint8Array): TensorProto & { name: string } {
+    return externalTensor(name, dataType, dims, this.fileName!, this.write(bytes), bytes.byteLength);
   }
 
   /** Appends bytes (64-byte aligned) to this graph's own weight file; returns their offset. */
@@ -154,6 +137,21 @@ export class WeightStore {
     if (this.fd !== null) closeSync(this.fd);
     this.fd = null;
   }
+}
+
+/** An initializer stored as ONNX external data (relative to the model's folder). */
+function externalTensor(name: string, dataType: number, dims: number[], location: string, offset: number, length: number): TensorProto & { name: string } {
+  return {
+    name,
+    dataType,
+    dims,
+    dataLocation: 1, // EXTERNAL
+    externalData: [
+      { key: "location", value: location },
+      { key: "offset", value: String(offset) },
+      { key: "length", value: String(length) },
+    ],
+  };
 }
 
 /** Round half to even, as numpy and torch do. */
