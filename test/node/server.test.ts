@@ -43,6 +43,11 @@ function codeOf(err: unknown): number {
   return (err as grpc.ServiceError).code;
 }
 
+/** Inference batches the 'tiny' model ran between two metric scrapes. */
+function tinyRunsBetween(before: string, after: string): number {
+  return metricValue(after, 'radio_batch_size_count', { model: 'tiny' }) - metricValue(before, 'radio_batch_size_count', { model: 'tiny' });
+}
+
 async function expectStatus(p: Promise<unknown>, code: grpc.status, pattern?: RegExp): Promise<grpc.ServiceError> {
   const err = await p.then(
     () => assert.fail(`expected ${grpc.status[code]}, got success`),
@@ -303,7 +308,7 @@ describe('radio sidecar over a unix socket', () => {
     for (const [h, w] of sizes) perBucket.set(snapAspectBucket(h, w).name, (perBucket.get(snapAspectBucket(h, w).name) ?? 0) + 1);
     const resolutions = new Set(results.map((r) => `${r.output!.inputHeight}x${r.output!.inputWidth}`));
     assert.equal(resolutions.size, perBucket.size, `resolutions ${[...resolutions]}`);
-    const runs = metricValue(afterText, 'radio_batch_size_count', { model: 'tiny' }) - metricValue(before, 'radio_batch_size_count', { model: 'tiny' }) - 1;
+    const runs = tinyRunsBetween(before, afterText) - 1;
     const expected = [...perBucket.values()].reduce((a, n) => a + Math.ceil(n / 8), 0);
     assert.equal(runs, expected, `${runs} runs for ${perBucket.size} aspect buckets (${JSON.stringify([...perBucket])})`);
     for (const r of results) {
@@ -426,7 +431,7 @@ describe('CPU batches stay within the token budget (default 1024 patch tokens)',
         const results = await ts.client.embed({ images: Array.from({ length: 6 }, (_, i) => rawUint8(`i${i}`, px, 96, 96)), options: { resolution: res } }).done;
         await blocker.done;
         assert.ok(results.every((r) => r.output));
-        const runs = metricValue(await scrape(ts.server), 'radio_batch_size_count', { model: 'tiny' }) - metricValue(before, 'radio_batch_size_count', { model: 'tiny' }) - 1;
+        const runs = tinyRunsBetween(before, await scrape(ts.server)) - 1;
         assert.equal(runs, expectedRuns, `${res}: 6 images ran as ${runs} batches`);
       }
     } finally {
@@ -447,8 +452,7 @@ describe('batch hold (the GPU default): a call runs as one batch, not as its fir
       const before = await scrape(ts.server);
       const results = await ts.client.embed({ images: jpegs.map((b, i) => ({ id: `j${i}`, encoded: b })), options: { resolution: '224x224' } }).done;
       assert.ok(results.every((r) => r.output));
-      const after_ = await scrape(ts.server);
-      const runs = metricValue(after_, 'radio_batch_size_count', { model: 'tiny' }) - metricValue(before, 'radio_batch_size_count', { model: 'tiny' });
+      const runs = tinyRunsBetween(before, await scrape(ts.server));
       assert.equal(runs, 1, `8 images of one call ran as ${runs} batches`);
     } finally {
       await ts.close();
