@@ -47,6 +47,28 @@ def serve_commands(out: Any, handlers: dict[str, Callable[[dict], dict]]) -> Non
         out.write(json.dumps(reply) + "\n")
 
 
+def import_client(package: str = "c_radio_zoo") -> Any:
+    """The zoo's client package from this checkout as ``<package>.client``, without the zoo itself
+    (no FiftyOne: paths c/d run on machines without it, a lent GPU among them). ``package`` is the
+    name the zoo is imported under elsewhere, so both can share the client's classes."""
+    import importlib.util
+    import types
+
+    if f"{package}.client" in sys.modules:
+        return sys.modules[f"{package}.client"]
+    if package not in sys.modules:
+        root = types.ModuleType(package)
+        root.__path__ = [str(REPO)]
+        sys.modules[package] = root
+    spec = importlib.util.spec_from_file_location(f"{package}.client", REPO / "client" / "__init__.py",
+                                                  submodule_search_locations=[str(REPO / "client")])
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[f"{package}.client"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 # ----------------------------------------------------------------------------------------------
 # Images and preprocessing
 # ----------------------------------------------------------------------------------------------

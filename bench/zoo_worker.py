@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, protocol_channel, serve_commands, setup_images  # noqa: E402
+from common import REPO, import_client, protocol_channel, serve_commands, setup_images  # noqa: E402
 
 
 def import_zoo() -> Any:
@@ -67,16 +67,19 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-fiftyone", action="store_true", help="only path d")
+    ap.add_argument("--sidecar-arg", action="append", default=[], help="extra `serve` option (repeatable)")
     args = ap.parse_args()
 
-    zoo_pkg = import_zoo()
+    # Path d alone needs only the client package: machines without FiftyOne (a lent GPU) run it too.
+    zoo_pkg = import_client("c_radio_zoo") if args.no_fiftyone else import_zoo()
     from c_radio_zoo.client.grpc_client import EmbedOptions
     from c_radio_zoo.client.options import parse_options
     from c_radio_zoo.client.sidecar import SidecarSpec, registry
-    from c_radio_zoo.zoo import RadioModel
 
     notes: list[str] = []
-    if "preprocess" not in RadioModel.__dict__:
+    if not args.no_fiftyone:
+        from c_radio_zoo.zoo import RadioModel
+    if not args.no_fiftyone and "preprocess" not in RadioModel.__dict__:
         # An older zoo.py assigned self.preprocess in __init__ without defining the property, and
         # fom.Model's raises: the model could not be constructed. Inert once zoo.py defines it.
         class RadioModel(RadioModel):  # type: ignore[no-redef]
@@ -92,7 +95,7 @@ def main() -> None:
     http_port = free_port()
     graph_name = Path(args.graph).name
     spec = SidecarSpec(models=((graph_name, str(args.graph)),), provider=args.provider,
-                       workers=args.workers, threads=args.threads, extra_args=("--http-port", str(http_port)))
+                       workers=args.workers, threads=args.threads, extra_args=("--http-port", str(http_port), *args.sidecar_arg))
     t0 = time.perf_counter()
     sidecar = registry.acquire(spec)
     start_s = time.perf_counter() - t0
