@@ -283,6 +283,7 @@ class GpuSampler:
 
     def __init__(self, index: int = 0) -> None:
         self.samples: list[tuple[float, float]] = []  # (time.time(), utilisation %)
+        self.memory: list[tuple[float, dict[int, int]]] = []  # (time.time(), {pid: GPU bytes}), NVML only
         self.proc: subprocess.Popen[str] | None = None
         self.stop = threading.Event()
         self.source = "none"
@@ -298,6 +299,8 @@ class GpuSampler:
                 while not self.stop.wait(0.05):
                     try:
                         self.samples.append((time.time(), float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)))
+                        procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+                        self.memory.append((time.time(), {p.pid: int(p.usedGpuMemory or 0) for p in procs}))
                     except Exception:
                         pass
             threading.Thread(target=poll, daemon=True).start()
@@ -327,6 +330,11 @@ class GpuSampler:
         """Mean utilisation between two time.time() instants."""
         xs = [u for t, u in list(self.samples) if t0 <= t <= t1]
         return sum(xs) / len(xs) if xs else None
+
+    def peak_memory(self, pids: list[int], t0: float, t1: float) -> int | None:
+        """Largest GPU memory NVML saw the processes pids hold together between t0 and t1."""
+        xs = [sum(m.get(p, 0) for p in pids) for t, m in list(self.memory) if t0 <= t <= t1]
+        return max(xs) if xs and max(xs) > 0 else None
 
     def close(self) -> None:
         self.stop.set()
@@ -386,6 +394,8 @@ class Bench:
                   r.get("breakdown", {}), r.get("server", {}), r.get("gpu_peak_bytes"))
         if self.gpu is not None:
             run.gpu_util = self.gpu.mean(t0, t1)
+            if run.gpu_peak_bytes is None:  # onnxruntime paths: what NVML saw the node processes hold
+                run.gpu_peak_bytes = self.gpu.peak_memory(pids, t0, t1)
         return run
 
     def run_preset(self, preset: str, cases: list[Case], images: list[str]) -> None:
@@ -418,6 +428,8 @@ class Bench:
                            "--model-name", "nv_labs/c-radio_v4-so400m" if preset.startswith("so400m") else "nv_labs/c-radio_v4-h"]
                     if args.threads:
                         cmd += ["--threads", str(args.threads)]
+                    for a in (args.sidecar_args or "").split():
+                        cmd.append(f"--sidecar-arg={a}")
                     if not need & (paths_ - {"d"}):
                         cmd.append("--no-fiftyone")
                     workers[key] = Worker(f"{preset}-{key}", cmd, log_dir, self.fo_env)
@@ -691,8 +703,8 @@ def report(data: dict[str, Any], mode: str, plot_rel: str) -> str:
         hdr = "| path | batch | images/s | p50 ms | p95 ms | peak RSS GiB | GFLOP/s | other CPU % |"
         sep = "|---|---|---|---|---|---|---|---|"
         if gpu:
-            hdr += " GPU util % | MFU % | forward-only images/s | forward-only MFU % |"
-            sep += "---|---|---|---|"
+            hdr += " GPU util % | GPU memory GiB | MFU % | forward-only images/s | forward-only MFU % |"
+            sep += "---|---|---|---|---|"
         L += [hdr, sep]
         for p in ALL_PATHS:
             for (cn, pp, b), g in sorted(agg.items(), key=lambda kv: kv[0][2]):
@@ -707,6 +719,7 @@ def report(data: dict[str, Any], mode: str, plot_rel: str) -> str:
                     peak = args["peak_tflops"] * 1e12
                     mfu = g["ips"] * gfl * 1e9 / peak * 100
                     row += f" {g['gpu_util']:.0f} |" if g["gpu_util"] is not None else " – |"
+                    row += f" {g['gpu_peak'] / GIB:.2f} |" if g["gpu_peak"] else " – |"
                     row += f" {mfu:.1f} |"
                     k = g["breakdown"]
                     if k.get("forward_s"):
@@ -730,6 +743,9 @@ def report(data: dict[str, Any], mode: str, plot_rel: str) -> str:
                 ("e/d  FiftyOne ÷ direct gRPC", ("e.emb", None), ("d", None)),
                 ("c/b  bare ORT ÷ torch batched (reference ops)", ("c", None), ("b", None)),
                 ("c/b′ bare ORT ÷ torch batched (fused ops)", ("c", None), ("bf", None)),
+                ("d/b′ sidecar over gRPC ÷ torch batched (fused ops)", ("d", None), ("bf", None)),
+                ("d/a  sidecar over gRPC ÷ reference-style loop", ("d", None), ("a.loop", 1)),
+                ("c/a  bare ORT ÷ reference-style loop", ("c", None), ("a.loop", 1)),
                 ("b/a  torch batched ÷ reference-style", ("b", None), ("a.emb", 1)),
                 ("b/a  torch batched ÷ reference-style loop", ("b", None), ("a.loop", 1)),
                 ("b′/a fused torch batched ÷ reference-style loop", ("bf", None), ("a.loop", 1)),
@@ -913,6 +929,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="torch device for a/b (cpu | cuda)")
     ap.add_argument("--provider", default="cpu", help="onnxruntime execution provider for c/d/e (cpu | cuda)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16"], help="compiled graph precision for c/d/e")
+    ap.add_argument("--sidecar-args", default="", help="extra `serve` options for d/e, e.g. '--max-batch 64'")
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = all cores)")
     ap.add_argument("--prep-threads", type=int, default=0, help="b/bf: threads decoding the next batch meanwhile (0 = inline)")
     ap.add_argument("--synthetic", action="store_true", help="torch paths: random weights made in memory, no checkpoint file")

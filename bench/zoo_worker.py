@@ -40,6 +40,22 @@ def import_zoo() -> Any:
     return mod
 
 
+def import_client() -> Any:
+    """Only the zoo's client package (no FiftyOne), under the same package name as import_zoo's."""
+    import types
+
+    root = types.ModuleType("c_radio_zoo")
+    root.__path__ = [str(REPO)]
+    sys.modules["c_radio_zoo"] = root
+    spec = importlib.util.spec_from_file_location("c_radio_zoo.client", REPO / "client" / "__init__.py",
+                                                  submodule_search_locations=[str(REPO / "client")])
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["c_radio_zoo.client"] = mod
+    spec.loader.exec_module(mod)
+    return root
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -67,16 +83,19 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-fiftyone", action="store_true", help="only path d")
+    ap.add_argument("--sidecar-arg", action="append", default=[], help="extra `serve` option (repeatable)")
     args = ap.parse_args()
 
-    zoo_pkg = import_zoo()
+    # Path d alone needs only the client package: machines without FiftyOne (a lent GPU) run it too.
+    zoo_pkg = import_client() if args.no_fiftyone else import_zoo()
     from c_radio_zoo.client.grpc_client import EmbedOptions
     from c_radio_zoo.client.options import parse_options
     from c_radio_zoo.client.sidecar import SidecarSpec, registry
-    from c_radio_zoo.zoo import RadioModel
 
     notes: list[str] = []
-    if "preprocess" not in RadioModel.__dict__:
+    if not args.no_fiftyone:
+        from c_radio_zoo.zoo import RadioModel
+    if not args.no_fiftyone and "preprocess" not in RadioModel.__dict__:
         # An older zoo.py assigned self.preprocess in __init__ without defining the property, and
         # fom.Model's raises: the model could not be constructed. Inert once zoo.py defines it.
         class RadioModel(RadioModel):  # type: ignore[no-redef]
@@ -92,7 +111,7 @@ def main() -> None:
     http_port = free_port()
     graph_name = Path(args.graph).name
     spec = SidecarSpec(models=((graph_name, str(args.graph)),), provider=args.provider,
-                       workers=args.workers, threads=args.threads, extra_args=("--http-port", str(http_port)))
+                       workers=args.workers, threads=args.threads, extra_args=("--http-port", str(http_port), *args.sidecar_arg))
     t0 = time.perf_counter()
     sidecar = registry.acquire(spec)
     start_s = time.perf_counter() - t0

@@ -76,9 +76,9 @@ program
   .requiredOption("--model-dir <dir>", "compiled graph folder")
   .requiredOption("--input <file>", ".npy float32 [B, 3, H, W] (in [0, 1], or normalised for external-preprocessor graphs)")
   .requiredOption("--out-dir <dir>", "where summary.npy and features.npy go")
-  .addOption(new Option("--provider <ep>", "execution provider").choices(["cpu", "cuda"]).default("cpu"))
+  .addOption(new Option("--provider <ep>", "execution provider").choices(["cpu", "cuda", "webgpu"]).default("cpu"))
   .option("--threads <n>", "ORT intra-op threads (0 = one per core)", nonNegativeInt, 0)
-  .action(async (o: { modelDir: string; input: string; outDir: string; provider: "cpu" | "cuda"; threads: number }) => {
+  .action(async (o: { modelDir: string; input: string; outDir: string; provider: "cpu" | "cuda" | "webgpu"; threads: number }) => {
     const x = readNpy(o.input);
     if (x.dtype !== "<f4" || x.shape.length !== 4) throw new InvalidArgumentError(`${o.input} must be float32 [B, 3, H, W], got ${x.dtype} [${x.shape}]`);
     const g = await loadGraph(o.modelDir, { provider: o.provider, intraOpThreads: o.threads });
@@ -144,7 +144,7 @@ program
   .addOption(new Option("--max-queue <n>", "images admitted and not yet running, across calls; a call that does not fit gets RESOURCE_EXHAUSTED; also the most images per call [env RADIO_MAX_QUEUE]").env("RADIO_MAX_QUEUE").argParser(positiveInt).default(256))
   .addOption(new Option("--decode-parallelism <n>", "image decodes in flight (0 = one per core) [env RADIO_DECODE_PARALLELISM]").env("RADIO_DECODE_PARALLELISM").argParser(nonNegativeInt).default(0))
   .option("--allowed-root <dir>", "absolute directory that path inputs may be read from, repeatable (default: none, path inputs refused) [env RADIO_ALLOWED_ROOT, ':'-separated]", collect)
-  .addOption(new Option("--provider <ep>", "execution provider; cuda fails (no fallback) when CUDA is unavailable [env RADIO_PROVIDER]").choices(["cpu", "cuda"]).env("RADIO_PROVIDER").default("cpu"))
+  .addOption(new Option("--provider <ep>", "execution provider; cuda fails (no fallback) when CUDA is unavailable [env RADIO_PROVIDER]").choices(["cpu", "cuda", "webgpu"]).env("RADIO_PROVIDER").default("cpu"))
   .addOption(new Option("--token <token>", "bearer token every call but health must carry (metadata authorization: Bearer <token>); required with a non-loopback --host; prefer the env var, which ps does not show [env RADIO_TOKEN]").env("RADIO_TOKEN"))
   .addOption(new Option("--tls-cert <pem>", "TLS certificate chain (PEM) for the TCP listener; needs --tls-key [env RADIO_TLS_CERT]").env("RADIO_TLS_CERT"))
   .addOption(new Option("--tls-key <pem>", "TLS private key (PEM) [env RADIO_TLS_KEY]").env("RADIO_TLS_KEY"))
@@ -157,7 +157,7 @@ program
   .action(async (o: {
     model?: string[]; socket?: string; port?: number; host: string; httpPort: number | "auto"; workers: number; threads: number; prepackWeights: "auto" | "on" | "off";
     postprocessThreads: number; maxBatch: number; maxBatchTokens?: number; queueDelayMs: number; batchHoldMs?: number; maxQueue: number; decodeParallelism: number;
-    allowedRoot?: string[]; provider: "cpu" | "cuda"; shutdownTimeoutS: number; logLevel: LogLevel;
+    allowedRoot?: string[]; provider: "cpu" | "cuda" | "webgpu"; shutdownTimeoutS: number; logLevel: LogLevel;
     token?: string; tlsCert?: string; tlsKey?: string; allowRemotePaths: boolean; inferenceTimeoutS: number; maxMessageMb: number; maxImagePixels: number;
   }) => {
     const { serve } = await import("./serve.js");

@@ -1,6 +1,7 @@
 // What the server has loaded and how it runs: the Info RPC and GET /v1/info return this (fields
 // named as in proto3 JSON, i.e. radio.v1.InfoResponse in lowerCamelCase).
 import type { ServedModel } from "./pipeline/models.js";
+import type { ExecutionProvider } from "./runtime/session.js";
 import { PRODUCT } from "./version.js";
 
 export interface ModelInfo {
@@ -69,6 +70,6 @@ export function buildServerInfo(o: {
 }
 
 /** ORT's names for the providers. */
-export function providerName(p: "cpu" | "cuda"): string {
-  return p === "cuda" ? "CUDAExecutionProvider" : "CPUExecutionProvider";
+export function providerName(p: ExecutionProvider): string {
+  return { cpu: "CPUExecutionProvider", cuda: "CUDAExecutionProvider", webgpu: "WebGpuExecutionProvider" }[p];
 }

@@ -3,7 +3,8 @@ import * as ort from "onnxruntime-node";
 import { join } from "node:path";
 import { MODEL_FILE, readGraphMetadata, type GraphMetadata } from "../compiler/metadata.js";
 
-export type ExecutionProvider = "cpu" | "cuda";
+/** onnxruntime execution providers this server runs graphs on ("webgpu": Dawn over Vulkan, built into onnxruntime-node). */
+export type ExecutionProvider = "cpu" | "cuda" | "webgpu";
 
 export interface SessionOptions {
   provider?: ExecutionProvider;
@@ -38,11 +39,12 @@ export async function loadGraph(dir: string, o: SessionOptions = {}): Promise<Lo
   const metadata = readGraphMetadata(dir);
   const provider = o.provider ?? "cpu";
   // onnxruntime would quietly run the int8 ops on the CPU beside a CUDA session: refuse instead.
-  if (provider === "cuda" && metadata.precision === "int8") {
-    throw new Error(`${dir} is an int8 graph, made for the CPU provider; compile an fp16 graph (--precision fp16) for CUDA`);
+  if (provider !== "cpu" && metadata.precision === "int8") {
+    throw new Error(`${dir} is an int8 graph, made for the CPU provider; compile an fp16 graph (--precision fp16) for ${provider}`);
   }
   const session = await ort.InferenceSession.create(join(dir, MODEL_FILE), {
-    executionProviders: provider === "cuda" ? ["cuda", "cpu"] : ["cpu"],
+    // The CPU provider stays listed: onnxruntime places shape ops there on purpose.
+    executionProviders: provider === "cpu" ? ["cpu"] : [provider, "cpu"],
     intraOpNumThreads: o.intraOpThreads ?? 0,
     interOpNumThreads: 1,
     executionMode: "sequential",

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Agreement between execution providers on real JPEGs, through the whole sidecar (decode, resize,
+graph, outputs): the same photos at the same resolution, summary (the embedding) and patch features.
+
+    python3 bench/gpu/agreement.py outputs --graph G --provider cpu --photos DIR --res 512 --out ref.npz
+    python3 bench/gpu/agreement.py compare ref.npz other.npz          # prints one JSON line
+
+Needs only the zoo's client package (no FiftyOne): it runs on a lent GPU machine too.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def client_package() -> Any:
+    """The zoo's client package, imported from this checkout without the zoo (no FiftyOne)."""
+    if "radio_check" not in sys.modules:
+        root = types.ModuleType("radio_check")
+        root.__path__ = [str(REPO)]
+        sys.modules["radio_check"] = root
+        spec = importlib.util.spec_from_file_location("radio_check.client", REPO / "client" / "__init__.py",
+                                                      submodule_search_locations=[str(REPO / "client")])
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["radio_check.client"] = mod
+        spec.loader.exec_module(mod)
+    import radio_check.client.grpc_client as grpc_client
+    import radio_check.client.sidecar as sidecar
+
+    return types.SimpleNamespace(grpc_client=grpc_client, sidecar=sidecar)
+
+
+def outputs(graph: Path, provider: str, photos: list[Path], res: int, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Summary [N, S] and patch features [N, h·w, C] of each photo, from a sidecar on provider."""
+    pkg = client_package()
+    spec = pkg.sidecar.SidecarSpec(models=(("g", str(graph)),), provider=provider, extra_args=extra)
+    t0 = time.perf_counter()
+    sc = pkg.sidecar.LocalSidecar(spec, startup_timeout_s=600)
+    sc.start()
+    start_s = time.perf_counter() - t0
+    try:
+        got: dict[str, list[np.ndarray]] = {}
+        for output in ("SUMMARY", "FEATURES_NLC"):
+            opts = pkg.grpc_client.EmbedOptions(output=output, resolution=f"{res}x{res}", model="g")
+            results = sc.client.embed([{"id": p.name, "path": str(p)} for p in photos], opts)
+            bad = [f"{r.id}: {r.error}" for r in results if not r.ok]
+            if bad:
+                raise RuntimeError(f"{provider}: {bad}")
+            got[output] = [np.asarray(r.array, dtype=np.float32) for r in results]
+    finally:
+        sc.stop()
+    return {"summary": np.stack(got["SUMMARY"]), "features": np.stack(got["FEATURES_NLC"]),
+            "names": np.array([p.name for p in photos]), "start_s": start_s}
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def compare(ref: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """Summary cosine (min over photos) and relative L2; patch-feature cosine (mean and min)."""
+    if list(ref["names"]) != list(other["names"]):
+        raise ValueError("the two runs saw different photos")
+    s, f = _cos(ref["summary"], other["summary"]), _cos(ref["features"], other["features"])
+    rel = np.linalg.norm(other["summary"] - ref["summary"], axis=-1) / np.linalg.norm(ref["summary"], axis=-1)
+    finite = bool(np.isfinite(other["summary"]).all() and np.isfinite(other["features"]).all())
+    return {"photos": int(len(ref["names"])), "summary_cos_min": float(s.min()), "summary_cos_mean": float(s.mean()),
+            "summary_rel_l2_max": float(rel.max()), "features_cos_mean": float(f.mean()), "features_cos_min": float(f.min()),
+            "finite": finite}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    o = sub.add_parser("outputs")
+    o.add_argument("--graph", type=Path, required=True)
+    o.add_argument("--provider", default="cpu")
+    o.add_argument("--photos", type=Path, required=True)
+    o.add_argument("--res", type=int, default=512)
+    o.add_argument("--out", type=Path, required=True)
+    c = sub.add_parser("compare")
+    c.add_argument("ref", type=Path)
+    c.add_argument("other", type=Path)
+    args = ap.parse_args()
+    if args.cmd == "outputs":
+        photos = sorted(args.photos.glob("*.jpg"))
+        r = outputs(args.graph, args.provider, photos, args.res)
+        np.savez(args.out, **r)
+        print(json.dumps({"photos": len(photos), "start_s": r["start_s"], "summary": list(r["summary"].shape),
+                          "features": list(r["features"].shape)}))
+    else:
+        print(json.dumps(compare(dict(np.load(args.ref)), dict(np.load(args.other)))))
+
+
+if __name__ == "__main__":
+    main()

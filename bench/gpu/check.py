@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""The GPU device check: the same command on every device call (docs/gpu/README.md).
+
+    python3 bench/gpu/check.py
+
+Each call first stages the parts it carried (bench/gpu/stage.py), then does what the staged parts
+allow and has not been done on this machine yet:
+  prep   (once the runtime is staged: node, node_modules, photos) builds server/dist, writes the
+         random H and SO400M checkpoints, compiles fp32 / fp16 / fp16-with-MatMul-attention graphs,
+         takes the CPU fp32 sidecar outputs on real photos (the agreement reference) and runs WebGPU:
+         agreement and bare-session speed.
+  cuda   (once the CUDA provider is staged too): CUDA fp16 agreement, the two fp16 attention variants
+         timed on the bare session, then bench/run.py: a (reference-style loop), b′ (fused batched
+         torch), c (bare onnxruntime-node session) and d (the sidecar over gRPC, JPEG paths) at 512²,
+         batches 1/8/32/64, NVML utilisation and memory.
+Results go to $OUT (device machine) or bench/out/gpu-check: check.json, report.md, the bench's
+results.json and log.txt. State that must survive between calls lives in the stage folder.
+
+Knobs for a dry run on a machine without a GPU (env): RADIO_CHECK_PROVIDER (cuda), RADIO_CHECK_TORCH
+(cuda), RADIO_CHECK_PRESETS ("h so400m"), RADIO_CHECK_RES (512), RADIO_CHECK_IMAGES (128),
+RADIO_CHECK_BATCHES (1,8,32,64), RADIO_CHECK_ROUNDS (2), RADIO_CHECK_DEADLINE_S (540).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+import stage as staging  # noqa: E402
+
+T0 = time.monotonic()
+ENV = os.environ.get
+PROVIDER = ENV("RADIO_CHECK_PROVIDER", "cuda")
+TORCH_DEVICE = ENV("RADIO_CHECK_TORCH", "cuda")
+PRESETS = ENV("RADIO_CHECK_PRESETS", "h so400m").split()
+RES = int(ENV("RADIO_CHECK_RES", "512"))
+IMAGES = int(ENV("RADIO_CHECK_IMAGES", "128"))
+BATCHES = ENV("RADIO_CHECK_BATCHES", "1,8,32,64")
+ROUNDS = int(ENV("RADIO_CHECK_ROUNDS", "2"))
+DEADLINE_S = float(ENV("RADIO_CHECK_DEADLINE_S", "540"))
+OUT = Path(ENV("OUT") or REPO / "bench" / "out" / "gpu-check")
+
+
+def log(msg: str) -> None:
+    line = f"[check {time.monotonic() - T0:6.1f}s] {msg}"
+    print(line, flush=True)
+    with open(OUT / "log.txt", "a") as f:
+        f.write(line + "\n")
+
+
+def left_s() -> float:
+    return DEADLINE_S - (time.monotonic() - T0)
+
+
+class Check:
+    def __init__(self, stage_dir: Path) -> None:
+        self.stage_dir = stage_dir
+        self.root = stage_dir / "root"
+        self.work = stage_dir / "work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.state_path = self.work / "check.json"
+        self.state: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+        self.cache = self.work / "cache"
+
+    def save(self) -> None:
+        self.state_path.write_text(json.dumps(self.state, indent=1))
+        shutil.copyfile(self.state_path, OUT / "check.json")
+
+    def step(self, key: str, fn: Callable[[], Any], need_s: float = 0) -> Any:
+        """Runs fn once per machine (its result is kept in the state); failures are recorded, not fatal."""
+        if key in self.state and "error" not in self.state[key]:
+            return self.state[key]
+        if left_s() < need_s:
+            log(f"{key}: skipped ({left_s():.0f} s left, needs ~{need_s:.0f})")
+            return None
+        log(f"{key} ...")
+        t = time.monotonic()
+        try:
+            result = fn()
+            if not isinstance(result, dict):
+                result = {"value": result}
+        except Exception as err:  # one failing step must not cost the others their device time
+            result = {"error": f"{type(err).__name__}: {err}"[-3000:]}
+        result["seconds"] = round(time.monotonic() - t, 1)
+        self.state[key] = result
+        self.save()
+        log(f"{key}: {json.dumps(result)[:600]}")
+        return result
+
+    # --- environment ------------------------------------------------------------------------------
+
+    def environment(self) -> dict[str, Any]:
+        """Node from the stage, the CUDA/cuDNN pip libraries on LD_LIBRARY_PATH (client/gpu_libs.py,
+        as the zoo does), the staged Vulkan loader if the system has none, NVIDIA's Vulkan driver."""
+        sys.path.insert(0, str(REPO))
+        from client.gpu_libs import library_env, missing_libraries
+
+        env = library_env()
+        if (self.root / "bin" / "node").exists() and not shutil.which("node"):
+            env["PATH"] = f"{self.root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        has_vulkan = "libvulkan.so.1" in subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+        if not has_vulkan and (self.root / "lib" / "libvulkan.so.1").exists():
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(self.root / "lib"), env.get("LD_LIBRARY_PATH")) if p)
+        icd = next((p for p in ("/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json", "/usr/share/vulkan/icd.d/nvidia_icd.json",
+                                "/etc/vulkan/icd.d/nvidia_icd.json") if Path(p).exists()), None)
+        if icd and not env.get("VK_ICD_FILENAMES") and not env.get("VK_DRIVER_FILES"):
+            env["VK_DRIVER_FILES"] = icd
+        env["RADIO_BENCH_CACHE"] = str(self.cache)
+        os.environ.update(env)
+        return {"node": shutil.which("node"), "cuda_libs_missing": missing_libraries(), "vulkan_icd": icd,
+                "system_libvulkan": has_vulkan, "LD_LIBRARY_PATH": env.get("LD_LIBRARY_PATH", "")}
+
+    def link_runtime(self) -> None:
+        """node_modules of the stage, seen from the repo (bench/ort_bare.ts is run with tsx from here)."""
+        nm = REPO / "node_modules"
+        if not nm.exists():
+            nm.symlink_to(self.root / "node_modules")
+
+    def build(self) -> dict[str, Any]:
+        """server/dist from the source this call carried (no npm on the device: tsc directly)."""
+        r = subprocess.run(["node", str(REPO / "node_modules/typescript/bin/tsc"), "-p", str(REPO / "tsconfig.json")],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            raise RuntimeError(f"tsc failed: {r.stdout[-2000:]}{r.stderr[-2000:]}")
+        return {"node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()}
+
+    # --- prep ------------------------------------------------------------------------------------
+
+    def cli(self, *args: str, timeout: float = 600) -> str:
+        r = subprocess.run(["node", str(REPO / "server/dist/cli.js"), *args], cwd=REPO, capture_output=True, text=True,
+                           timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"radio-sidecar {' '.join(args)}: {r.stderr[-2000:]}")
+        return r.stdout
+
+    def checkpoints(self) -> dict[str, Any]:
+        """Random checkpoints, written side by side (each writer is one JS thread)."""
+        def make(preset: str) -> float:
+            ckpt = self.cache / "ckpt" / preset
+            if (ckpt / ".complete").exists():
+                return 0.0
+            t = time.monotonic()
+            shutil.rmtree(ckpt, ignore_errors=True)
+            self.cli("make-checkpoint", "--preset", preset, "--out", str(ckpt))
+            (ckpt / ".complete").write_text("")
+            return round(time.monotonic() - t, 1)
+        with ThreadPoolExecutor(len(PRESETS)) as pool:
+            return dict(zip(PRESETS, pool.map(make, PRESETS)))
+
+    def graphs(self) -> dict[str, Any]:
+        """fp32 (CPU reference), fp16 (default attention: fused MultiHeadAttention), fp16 with
+        MatMul/Softmax attention (the variant to time against it)."""
+        jobs = []
+        for p in PRESETS:
+            ckpt = str(self.cache / "ckpt" / p)
+            jobs += [(f"{p}-fp32", ["--checkpoint", ckpt]), (f"{p}-fp16", ["--checkpoint", ckpt, "--precision", "fp16"]),
+                     (f"{p}-fp16-matmul", ["--checkpoint", ckpt, "--precision", "fp16", "--attention", "matmul"])]
+
+        def build(job: tuple[str, list[str]]) -> float:
+            name, args = job
+            out = self.cache / "graphs" / name
+            if (out / "metadata.json").exists():
+                return 0.0
+            t = time.monotonic()
+            self.cli("compile", *args, "--out", str(out))
+            return round(time.monotonic() - t, 1)
+        with ThreadPoolExecutor(3) as pool:
+            return dict(zip([j[0] for j in jobs], pool.map(build, jobs)))
+
+    def photos(self) -> Path:
+        d = self.work / "photos"
+        d.mkdir(exist_ok=True)
+        for p in sorted((self.root / "photos").glob("*.jpg")):
+            shutil.copyfile(p, d / p.name)
+        return d
+
+    def outputs(self, graph: str, provider: str, tag: str) -> dict[str, Any]:
+        out = self.work / "agree" / f"{tag}.npz"
+        out.parent.mkdir(exist_ok=True)
+        r = subprocess.run([sys.executable, str(HERE / "agreement.py"), "outputs", "--graph", str(self.cache / "graphs" / graph),
+                            "--provider", provider, "--photos", str(self.photos()), "--res", str(RES), "--out", str(out)],
+                           capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr[-3000:])
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    def compare(self, ref: str, other: str) -> dict[str, Any]:
+        r = subprocess.run([sys.executable, str(HERE / "agreement.py"), "compare", str(self.work / "agree" / f"{ref}.npz"),
+                            str(self.work / "agree" / f"{other}.npz")], capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr[-3000:])
+        return json.loads(r.stdout)
+
+    def agreement(self, preset: str, graph: str, provider: str) -> dict[str, Any]:
+        tag = f"{graph}-{provider}"
+        run = self.outputs(graph, provider, tag)
+        return {**self.compare(f"{preset}-fp32-cpu", tag), "sidecar_start_s": run["start_s"]}
+
+    def bare_speed(self, graphs: list[str], provider: str, batches: list[int], n: int, rounds: int = 2) -> dict[str, Any]:
+        """Path c (bare onnxruntime-node session, pixels in memory) for several graphs, interleaved."""
+        import numpy as np
+        from run import NODE, Worker
+
+        x = np.random.default_rng(0).random((n, 3, RES, RES), dtype=np.float32)
+        npy = self.work / f"pixels-{RES}-{n}.npy"
+        np.save(npy, x)
+        workers = {}
+        out: dict[str, Any] = {}
+        try:
+            for g in graphs:
+                w = Worker(f"bare-{g}-{provider}", [NODE, "--import", "tsx", str(REPO / "bench" / "ort_bare.ts")], OUT)
+                load = w.call("load", graph=str(self.cache / "graphs" / g), provider=provider, threads=0)
+                w.call("pixels", npy=str(npy))
+                w.call("run", batch=max(batches), limit=max(batches))  # first run at this shape
+                workers[g] = w
+                out[g] = {"load_s": round(load["load_s"], 1)}
+            for b in batches:
+                for g, w in workers.items():
+                    ips = []
+                    for _ in range(rounds):
+                        r = w.call("run", batch=b)
+                        ips.append(r["images"] / r["wall_s"])
+                    out[g][f"B{b}"] = [round(v, 2) for v in ips]
+        finally:
+            for w in workers.values():
+                w.close()
+        return out
+
+    # --- the bench --------------------------------------------------------------------------------
+
+    def bench(self) -> dict[str, Any]:
+        argv = [sys.executable, str(REPO / "bench" / "run.py")]
+        for p in PRESETS:
+            argv += ["--preset", p]
+        argv += ["--res", str(RES), "--images", str(IMAGES), "--batches", BATCHES, "--bf-batches", BATCHES,
+                 "--rounds", str(ROUNDS), "--warmup-rounds", "1", "--paths", "a.loop,bf,c,d", "--device", TORCH_DEVICE,
+                 "--provider", PROVIDER, "--precision", "fp16" if PROVIDER != "cpu" else "fp32", "--synthetic",
+                 "--threads", "0", "--prep-threads", "8", "--no-workers-rss", "--no-doc", "--max-wait", "2", "--retries", "0",
+                 "--sidecar-args", f"--max-batch {max(int(b) for b in BATCHES.split(','))}", "--tag", "gpu-check"]
+        if TORCH_DEVICE.startswith("cuda"):
+            argv += ["--peak-tflops", "989"]
+        # run.py names graphs <preset>-<precision>: the fp16 graphs compiled above are reused.
+        with open(OUT / "bench-log.txt", "w") as f:
+            r = subprocess.run(argv, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=max(60.0, left_s() - 20))
+        res = REPO / "bench" / "out" / "gpu-check"
+        for name in ("results.json", "report.md"):
+            if (res / name).exists():
+                shutil.copyfile(res / name, OUT / f"bench-{name}")
+        if r.returncode != 0:
+            raise RuntimeError(f"bench/run.py exit {r.returncode}; see bench-log.txt")
+        return {"argv": argv[2:]}
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    status = staging.stage()
+    log(f"stage: {json.dumps(status)}")
+    src = Path(status["root"]) / "src"
+    if status["archives"].get("source") == "installed" and REPO != src:
+        # The packed commit runs, whatever this call's working tree holds.
+        log(f"running the packed commit {status.get('commit', '?')[:12]} from {src}")
+        sys.exit(subprocess.run([sys.executable, str(src / "bench" / "gpu" / "check.py")]).returncode)
+    c = Check(Path(status["stage_dir"]))
+    runtime = status["archives"].get("runtime") == "installed"
+    provider_ready = status["archives"].get("cuda-provider") == "installed" or PROVIDER != "cuda"
+    c.state["stage"] = status
+    c.save()
+    if not runtime:
+        log("the runtime is not staged yet: carry stage 1 first")
+        return
+    c.link_runtime()
+    c.state["env"] = c.environment()
+    if "error" in (c.step("build", c.build) or {"error": 1}):
+        return
+    c.step("checkpoints", c.checkpoints, need_s=60)
+    c.step("graphs", c.graphs, need_s=60)
+    for p in PRESETS:
+        c.step(f"agree:{p}:cpu-fp32-ref", lambda p=p: c.outputs(f"{p}-fp32", "cpu", f"{p}-fp32-cpu"), need_s=60)
+    for p in PRESETS:
+        c.step(f"agree:{p}:webgpu-fp16", lambda p=p: c.agreement(p, f"{p}-fp16", "webgpu"), need_s=60)
+    c.step("speed:webgpu", lambda: c.bare_speed([f"{PRESETS[0]}-fp16"], "webgpu", [1, 8], 16, rounds=1), need_s=90)
+    if not provider_ready:
+        log(f"CUDA provider: {status['archives'].get('cuda-provider')}; prep done, carry the next stage")
+        return
+    for p in PRESETS:
+        c.step(f"agree:{p}:{PROVIDER}-fp16", lambda p=p: c.agreement(p, f"{p}-fp16", PROVIDER), need_s=60)
+    c.step(f"speed:{PROVIDER}:attention", lambda: c.bare_speed([f"{PRESETS[0]}-fp16", f"{PRESETS[0]}-fp16-matmul"], PROVIDER,
+                                                              [8, 32], 64), need_s=120)
+    c.step("bench", c.bench, need_s=200)
+    log("done")
+
+
+if __name__ == "__main__":
+    main()
