@@ -218,7 +218,9 @@ class Check:
         out: dict[str, Any] = {}
         try:
             for g in graphs:
-                w = Worker(f"bare-{g}-{provider}", [NODE, "--import", "tsx", str(REPO / "bench" / "ort_bare.ts")], OUT)
+                # Worker logs stay on the machine: a call brings back at most 8 files.
+                (self.work / "logs").mkdir(exist_ok=True)
+                w = Worker(f"bare-{g}-{provider}", [NODE, "--import", "tsx", str(REPO / "bench" / "ort_bare.ts")], self.work / "logs")
                 load = w.call("load", graph=str(self.cache / "graphs" / g), provider=provider, threads=0)
                 w.call("pixels", npy=str(npy))
                 w.call("run", batch=max(batches), limit=max(batches))  # first run at this shape
@@ -253,10 +255,13 @@ class Check:
         with open(OUT / "bench-log.txt", "w") as f:
             r = subprocess.run(argv, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=max(60.0, left_s() - 20))
         res = REPO / "bench" / "out" / "gpu-check"
-        for name in ("results.json", "report.md"):
+        for name in ("results.json", "report.md", "bench-throughput.png"):
             if (res / name).exists():
-                shutil.copyfile(res / name, OUT / f"bench-{name}")
+                shutil.copyfile(res / name, OUT / (name if name.startswith("bench") else f"bench-{name}"))
         if r.returncode != 0:
+            with open(OUT / "bench-log.txt", "a") as f:  # the workers' own logs stay on the machine: their tails
+                for lg in sorted((res / "logs").glob("*.log")):
+                    f.write(f"\n==== {lg.name} (tail)\n" + "\n".join(lg.read_text(errors="replace").splitlines()[-40:]) + "\n")
             raise RuntimeError(f"bench/run.py exit {r.returncode}; see bench-log.txt")
         return {"argv": argv[2:]}
 
@@ -272,7 +277,7 @@ def main() -> None:
         sys.exit(subprocess.run([sys.executable, str(src / "bench" / "gpu" / "check.py")]).returncode)
     c = Check(Path(status["stage_dir"]))
     runtime = status["archives"].get("runtime") == "installed"
-    provider_ready = status["archives"].get("cuda-provider") == "installed" or PROVIDER != "cuda"
+    provider_ready = status["archives"].get("cuda-provider", "installed") == "installed"
     c.state["stage"] = status
     c.save()
     if not runtime:

@@ -218,6 +218,9 @@ def pack(stage: Path, part_bytes: int, members: dict[str, dict[str, Path]], leve
     work = stage / "work"
     work.mkdir(parents=True)
     manifest: dict = {**(meta or {}), "archives": [], "stages": 0}
+    names = [n for files in members.values() for n in files]
+    if len(names) != len(set(names)):
+        raise SystemExit("two archives hold the same file name: one would overwrite the other where they are unpacked")
     n_stage, used = 1, 0
     for name, files in members.items():
         archive = work / f"{name}.tar.xz"

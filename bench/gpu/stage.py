@@ -42,9 +42,9 @@ def log(msg: str) -> None:
     print(f"[stage] {msg}", file=sys.stderr, flush=True)
 
 
-def load_manifest(stage_dir: Path) -> dict:
+def load_manifest(stage_dir: Path, carried_dir: Path = CARRIED) -> dict:
     """The newest manifest: one carried now (each stage folder has a copy) replaces the kept one."""
-    carried = sorted(CARRIED.glob("*/manifest.json"))
+    carried = sorted(carried_dir.glob("*/manifest.json"))
     kept = stage_dir / "manifest.json"
     if carried:
         text = carried[0].read_text()
@@ -59,13 +59,13 @@ def load_manifest(stage_dir: Path) -> dict:
     return json.loads(kept.read_text())
 
 
-def collect(manifest: dict, stage_dir: Path) -> list[str]:
+def collect(manifest: dict, stage_dir: Path, carried_dir: Path = CARRIED) -> list[str]:
     """Copies the carried parts in, each checked against the manifest; returns their names."""
     wanted = {p["file"]: p for a in manifest["archives"] for p in a["parts"]}
     parts_dir = stage_dir / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
     got = []
-    for src in sorted(CARRIED.glob("*/*.part*")):
+    for src in sorted(carried_dir.glob("*/*.part*")):
         part = wanted.get(src.name)
         if part is None:
             raise StageError(f"{src} is not in the manifest (a part of another pack?)")
@@ -122,9 +122,9 @@ def install(archive: dict, stage_dir: Path) -> None:
     log(f"{archive['name']}: {len(archive['parts'])} part(s) reassembled, archive and {len(archive['files'])} file(s) match their sha256")
 
 
-def stage(stage_dir: Path = DEFAULT_STAGE_DIR) -> dict:
-    manifest = load_manifest(stage_dir)
-    got = collect(manifest, stage_dir)
+def stage(stage_dir: Path = DEFAULT_STAGE_DIR, carried_dir: Path = CARRIED) -> dict:
+    manifest = load_manifest(stage_dir, carried_dir)
+    got = collect(manifest, stage_dir, carried_dir)
     status: dict = {"stage_dir": str(stage_dir), "commit": manifest.get("commit"), "carried": got,
                     "stages": manifest["stages"], "archives": {}}
     for archive in manifest["archives"]:
