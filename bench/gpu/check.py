@@ -106,7 +106,7 @@ class Check:
         from client.gpu_libs import library_env, missing_libraries
 
         env = library_env()
-        if (self.root / "bin" / "node").exists() and not shutil.which("node"):
+        if (self.root / "bin" / "node").exists():  # the staged node, also where one is installed (dry runs)
             env["PATH"] = f"{self.root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         has_vulkan = "libvulkan.so.1" in subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
         if not has_vulkan and (self.root / "lib" / "libvulkan.so.1").exists():

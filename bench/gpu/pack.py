@@ -199,18 +199,6 @@ def write_archive(out: Path, members: dict[str, Path], level: int) -> dict[str, 
     return listing
 
 
-def split(archive: Path, part_bytes: int, dest: Path) -> list[dict]:
-    parts = []
-    with open(archive, "rb") as f:
-        i = 0
-        while block := f.read(part_bytes):
-            p = dest / f"{archive.name}.part{i:02d}"
-            p.write_bytes(block)
-            parts.append({"file": p.name, "size": len(block), "sha256": hashlib.sha256(block).hexdigest()})
-            i += 1
-    return parts
-
-
 def pack(stage: Path, part_bytes: int, members: dict[str, dict[str, Path]], level: int = 9,
          meta: dict | None = None) -> dict:
     """Writes the archives, their parts spread over stage/<n>/, and stage/manifest.json."""
@@ -221,19 +209,26 @@ def pack(stage: Path, part_bytes: int, members: dict[str, dict[str, Path]], leve
     names = [n for files in members.values() for n in files]
     if len(names) != len(set(names)):
         raise SystemExit("two archives hold the same file name: one would overwrite the other where they are unpacked")
+    # Stages are filled in order: an archive's first part takes what its stage has left.
     n_stage, used = 1, 0
+
     for name, files in members.items():
         archive = work / f"{name}.tar.xz"
         log(f"{name}: {len(files)} files, {sum(p.stat().st_size for p in files.values()) / MIB:.0f} MiB → xz")
         listing = write_archive(archive, files, level)
-        parts = split(archive, part_bytes, work)
-        for part in parts:
-            if used + part["size"] > part_bytes and used > 0:
-                n_stage, used = n_stage + 1, 0
-            (stage / str(n_stage)).mkdir(exist_ok=True)
-            (work / part["file"]).rename(stage / str(n_stage) / part["file"])
-            part["stage"] = n_stage
-            used += part["size"]
+        parts = []
+        with open(archive, "rb") as f:
+            while True:
+                if used >= part_bytes:
+                    n_stage, used = n_stage + 1, 0
+                block = f.read(part_bytes - used)
+                if not block:
+                    break
+                file = f"{archive.name}.part{len(parts):02d}"
+                (stage / str(n_stage)).mkdir(exist_ok=True)
+                (stage / str(n_stage) / file).write_bytes(block)
+                parts.append({"file": file, "size": len(block), "sha256": hashlib.sha256(block).hexdigest(), "stage": n_stage})
+                used += len(block)
         manifest["archives"].append({"name": name, "file": archive.name, "size": archive.stat().st_size,
                                      "sha256": sha256(archive), "parts": parts, "files": listing})
         log(f"{name}: {archive.stat().st_size / MIB:.1f} MiB in {len(parts)} part(s)")
