@@ -18,7 +18,8 @@ results.json and log.txt. State that must survive between calls lives in the sta
 
 Knobs for a dry run on a machine without a GPU (env): RADIO_CHECK_PROVIDER (cuda), RADIO_CHECK_TORCH
 (cuda), RADIO_CHECK_PRESETS ("h so400m"), RADIO_CHECK_RES (512), RADIO_CHECK_IMAGES (128),
-RADIO_CHECK_BATCHES (1,8,32,64), RADIO_CHECK_ROUNDS (2), RADIO_CHECK_DEADLINE_S (540).
+RADIO_CHECK_BATCHES (1,8,32,64), RADIO_CHECK_ROUNDS (2), RADIO_CHECK_DEADLINE_S (540); and
+RADIO_CHECK_RETRY_FAILED=1 to run steps again that failed on an earlier call.
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ IMAGES = int(ENV("RADIO_CHECK_IMAGES", "128"))
 BATCHES = ENV("RADIO_CHECK_BATCHES", "1,8,32,64")
 ROUNDS = int(ENV("RADIO_CHECK_ROUNDS", "2"))
 DEADLINE_S = float(ENV("RADIO_CHECK_DEADLINE_S", "540"))
+RETRY_FAILED = ENV("RADIO_CHECK_RETRY_FAILED", "") == "1"
 OUT = Path(ENV("OUT") or REPO / "bench" / "out" / "gpu-check")
 
 
@@ -78,7 +80,8 @@ class Check:
 
     def step(self, key: str, fn: Callable[[], Any], need_s: float = 0) -> Any:
         """Runs fn once per machine (its result is kept in the state); failures are recorded, not fatal."""
-        if key in self.state and "error" not in self.state[key]:
+        # A step that failed is not tried again on later calls (its failure is the finding), unless asked.
+        if key in self.state and ("error" not in self.state[key] or not RETRY_FAILED):
             return self.state[key]
         if left_s() < need_s:
             log(f"{key}: skipped ({left_s():.0f} s left, needs ~{need_s:.0f})")
