@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ def _register_parent_packages(name: str) -> None:
 
 _register_parent_packages(__name__)
 
+from .client.cuda_provider import ensure_for_zoo  # noqa: E402
+from .client import providers  # noqa: E402
 from .client.options import MODELS, RadioOptions, parse_options  # noqa: E402
 from .client.sidecar import cli_path, node_executable  # noqa: E402
 from .zoo import RadioModel, make_local_model, make_remote_model  # noqa: E402
@@ -55,29 +58,30 @@ def _run(cmd: list[str], cwd: Path, what: str, env: dict[str, str] | None = None
         raise RuntimeError(f"C-RADIOv4 set-up failed at '{what}' (exit {proc.returncode}): {' '.join(cmd)}")
 
 
-def _gpu_available() -> bool:
-    return shutil.which("nvidia-smi") is not None and subprocess.run(
-        ["nvidia-smi", "-L"], capture_output=True).returncode == 0
+def _setup_log(message: str) -> None:
+    logger.info("%s", message)
+    print(f"[c-radio] {message}", file=sys.stderr, flush=True)
 
 
 def ensure_sidecar_built(source: Path = SOURCE_DIR) -> Path:
-    """npm ci + build, once (again only when package-lock.json changed)."""
+    """npm ci + build, once (again only when package-lock.json changed); then, on NVIDIA GPU hosts, the
+    CUDA provider (client/cuda_provider.py: installed once, a failure reported and not retried)."""
     node = node_executable()
     cli = cli_path(source)
     stamp = source / "server" / "dist" / ".built-from"
     lock = (source / "package-lock.json").read_bytes() if (source / "package-lock.json").exists() else b""
     digest = hashlib.sha256(lock).hexdigest()
-    if cli.exists() and stamp.exists() and stamp.read_text() == digest:
-        return cli
-    npm = shutil.which("npm")
-    if npm is None:
-        raise RuntimeError(f"npm is required to build the C-RADIOv4 sidecar (Node {node}); install npm with Node.js")
-    env = {}
-    if "ONNXRUNTIME_NODE_INSTALL" not in os.environ and not _gpu_available():
-        env["ONNXRUNTIME_NODE_INSTALL"] = "skip"  # CUDA binaries are only fetched for GPU hosts
-    _run([npm, "ci", "--no-audit", "--no-fund"], source, "installing the sidecar's Node packages", env)
-    _run([npm, "run", "build"], source, "building the sidecar")
-    stamp.write_text(digest)
+    if not (cli.exists() and stamp.exists() and stamp.read_text() == digest):
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RuntimeError(f"npm is required to build the C-RADIOv4 sidecar (Node {node}); install npm with Node.js")
+        # onnxruntime-node's own CUDA download (route a) runs in ensure_for_zoo instead, so that a failed
+        # NuGet download fails neither npm ci nor the PyPI route after it. A value the user set is kept.
+        env = {} if "ONNXRUNTIME_NODE_INSTALL" in os.environ else {"ONNXRUNTIME_NODE_INSTALL": "skip"}
+        _run([npm, "ci", "--no-audit", "--no-fund"], source, "installing the sidecar's Node packages", env)
+        _run([npm, "run", "build"], source, "building the sidecar")
+        stamp.write_text(digest)
+    ensure_for_zoo(source, log=_setup_log)
     return cli
 
 
@@ -111,8 +115,7 @@ def download_model(model_name: str, model_path: str) -> None:
     Path(model_path).write_text(json.dumps({"model": model_name, "graphs": str(graphs), "source": meta["source"]}, indent=2))
 
 
-def _variant(o: RadioOptions, fp16: bool) -> tuple[str, list[str]]:
-    precision = "int8" if o.quantize else "fp16" if fp16 else "fp32"
+def _variant(o: RadioOptions, precision: str) -> tuple[str, list[str]]:
     name, flags = precision, ([] if precision == "fp32" else ["--precision", precision])
     if o.vitdet_window_size:
         name += f"-w{o.vitdet_window_size}"
@@ -128,24 +131,31 @@ def load_model(model_name: str, model_path: str, **kwargs: Any) -> RadioModel:
     if options.remote:
         return make_remote_model(model_name, options)
     device = options.device or "auto"
-    cuda = device.startswith("cuda") or (device == "auto" and _gpu_available())
-    if options.quantize and cuda:
-        raise ValueError("quantize=True makes an int8 graph for the CPU, but this host has a GPU and device="
-                         f"{device!r} would use it; pass device='cpu' to run int8 on the CPU, or drop quantize")
-    fp16 = options.use_mixed_precision if options.use_mixed_precision is not None else cuda
+    if device.startswith("cuda:"):
+        # Before the probe, so that it and the sidecar see the same GPU.
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", device.split(":", 1)[1])
+    # The sidecar's own probe decides (client/providers.py); before any download, so that a device
+    # that cannot be used, or quantize=True on a GPU, fails first.
+    try:
+        choice = providers.probe(providers.provider_request(options.device), node_executable(), ensure_sidecar_built())
+    except providers.ProviderUnavailable as err:
+        raise providers.ProviderUnavailable(f"device={options.device!r}: {err}") from None
+    precision, warning = providers.graph_precision(choice, options, options.device)
+    if warning:
+        warnings.warn(f"C-RADIOv4: {warning}", UserWarning, stacklevel=2)
     path = _graphs_dir(model_path)
     base = path / BASE_GRAPH
     if not Path(model_path).is_file() or not (base / "metadata.json").exists():
         download_model(model_name, model_path)
-    name, flags = _variant(options, fp16)
+    name, flags = _variant(options, precision)
     graph = path / name
     if not (graph / "metadata.json").exists():
         source = json.loads((base / "metadata.json").read_text())["source"]
         checkpoint = source["dir"] if Path(source["dir"], "config.json").exists() else None
         _compile(model_name, graph, flags, checkpoint_dir=checkpoint, revision=source.get("revision"))
-    if device.startswith("cuda:"):
-        os.environ.setdefault("CUDA_VISIBLE_DEVICES", device.split(":", 1)[1])
-    return make_local_model(model_name, options, {name: graph}, name, "cuda" if cuda else "cpu")
+    logger.info("C-RADIOv4 %s: %s", model_name, providers.describe(choice, precision))
+    return make_local_model(model_name, options, {name: graph}, name, choice.provider,
+                            precision=precision, provider_notes=choice.not_taken)
 
 
 def resolve_input(model_name: str, ctx: Any) -> Any:
@@ -161,6 +171,8 @@ def resolve_input(model_name: str, ctx: Any) -> Any:
     inputs.str("image_size", default="default", label="Resolution policy",
                description="default | native | max:N | HxW")
     inputs.int("vitdet_window_size", label="ViTDet window (patches)", required=False)
+    inputs.enum("device", ["auto", "cpu", "cuda", "webgpu"], default="auto", label="Device",
+                description="auto: CUDA, else a GPU through WebGPU (Vulkan), else the CPU (see README, Providers)")
     inputs.bool("use_mixed_precision", label="fp16 on GPU", required=False)
     inputs.bool("use_external_preprocessor", default=False, label="External preprocessor")
     inputs.bool("quantize", default=False, label="int8 on CPU",
@@ -179,5 +191,5 @@ def parse_parameters(model_name: str, ctx: Any, params: dict[str, Any]) -> None:
         servers = [s.strip() for s in params["server"].split(",") if s.strip()]
         params["server"] = servers[0] if len(servers) == 1 else servers
     known = {"output_type", "feature_format", "apply_smoothing", "smoothing_sigma", "image_size", "vitdet_window_size",
-             "use_mixed_precision", "use_external_preprocessor", "quantize", "server"}
+             "use_mixed_precision", "use_external_preprocessor", "quantize", "server", "device"}
     parse_options(model_name, {k: v for k, v in params.items() if k in known})

@@ -71,7 +71,8 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
     features with ``output_type="spatial"``); ``apply_model`` gives PCA heatmaps (``fo.Heatmap``)."""
 
     def __init__(self, model_name: str, options: RadioOptions, *, sidecar: LocalSidecar | None = None,
-                 client: RadioClient | None = None, graph_name: str = "", strict: bool = False) -> None:
+                 client: RadioClient | None = None, graph_name: str = "", strict: bool = False,
+                 provider: str | None = None, precision: str | None = None, provider_notes: Sequence[str] = ()) -> None:
         if (sidecar is None) == (client is None):
             raise ValueError("give exactly one of a local sidecar or a client of remote sidecars")
         self.model_name = model_name
@@ -83,6 +84,22 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         self._patched: Any = None
         self.failures: list[tuple[str, str, str]] = []  # (id, code, message) of failed images
         self._preprocess = True
+        # Where inference runs (cuda | webgpu | cpu), on which graph precision, and why not on a better
+        # provider; for remote sidecars, read from their Info on first use.
+        self._provider = provider
+        self.precision = precision
+        self.provider_notes = tuple(provider_notes)
+
+    @property
+    def provider(self) -> str | None:
+        """The execution provider the sidecar runs this model on: "cuda", "webgpu" or "cpu"."""
+        if self._provider is None and self._client is not None:
+            self._provider = self._client.info().provider or None
+        return self._provider
+
+    def __repr__(self) -> str:
+        where = "remote" if self._client is not None else f"provider={self._provider!r}, precision={self.precision!r}"
+        return f"RadioModel({self.model_name!r}, output_type={self.options.output_type!r}, {where})"
 
     # -- FiftyOne Model interface ---------------------------------------------------------------
 
@@ -257,10 +274,13 @@ def _to_hwc(arg: Any) -> np.ndarray:
 
 
 def make_local_model(model_name: str, options: RadioOptions, graphs: dict[str, Path], graph_name: str,
-                     provider: str) -> RadioModel:
+                     provider: str, *, precision: str | None = None, provider_notes: Sequence[str] = ()) -> RadioModel:
+    """A model on a local sidecar started with this explicit provider (the choice is made before, in
+    load_model, so the sidecar never chooses differently from the graph compiled for it)."""
     spec = SidecarSpec(models=tuple(sorted((k, str(v)) for k, v in graphs.items())), provider=provider,
                        workers=options.workers, threads=options.threads)
-    return RadioModel(model_name, options, sidecar=registry.acquire(spec), graph_name=graph_name)
+    return RadioModel(model_name, options, sidecar=registry.acquire(spec), graph_name=graph_name, provider=provider,
+                      precision=precision, provider_notes=provider_notes)
 
 
 def make_remote_model(model_name: str, options: RadioOptions) -> RadioModel:

@@ -16,7 +16,7 @@ MODELS = {
 class RadioOptions:
     output_type: str = "summary"            # summary | spatial
     feature_format: str = "NCHW"            # NCHW | NLC (dense features from compute_embeddings)
-    use_mixed_precision: bool | None = None  # None: fp16 graph on a GPU, fp32 on CPU
+    use_mixed_precision: bool | None = None  # None: fp16 graph on a GPU provider, fp32 on CPU (True on CPU: fp32, warned)
     quantize: bool = False                  # int8 linear layers (CPU only): faster, approximate
     use_external_preprocessor: bool = False
     apply_smoothing: bool = True
@@ -26,7 +26,7 @@ class RadioOptions:
     image_size: Any = None                  # None/"default" | "native" | int (max side) | (h, w) | "HxW"
     vitdet_window_size: int | None = None
     server: Any = None                      # None: local sidecar; "host:port" | "unix:/path" | list of them
-    device: str | None = None               # None/"auto" | "cpu" | "cuda" | "cuda:N"
+    device: str | None = None               # None/"auto" | "cpu" | "cuda" | "cuda:N" | "webgpu"
     revision: str | None = None             # Hugging Face revision to download
     token: str | None = None                # bearer token for a remote sidecar
     workers: int | None = None
@@ -75,7 +75,7 @@ def parse_options(model_name: str, kwargs: dict[str, Any]) -> RadioOptions:
     _choice("use_mixed_precision", o.use_mixed_precision, [None, True, False])
     _choice("use_external_preprocessor", o.use_external_preprocessor, [True, False])
     _choice("quantize", o.quantize, [True, False])
-    if o.quantize and (o.use_mixed_precision or (o.device or "").startswith("cuda")):
+    if o.quantize and (o.use_mixed_precision or (o.device or "").startswith(("cuda", "webgpu"))):
         raise ValueError("quantize=True makes an int8 graph for the CPU; it can't be combined with "
                          f"use_mixed_precision={o.use_mixed_precision!r} / device={o.device!r} (use fp16 on a GPU)")
     _choice("apply_smoothing", o.apply_smoothing, [True, False])
@@ -98,8 +98,8 @@ def parse_options(model_name: str, kwargs: dict[str, Any]) -> RadioOptions:
     if o.server is not None and not (isinstance(o.server, str) or (isinstance(o.server, (list, tuple)) and o.server and all(isinstance(x, str) for x in o.server))):
         raise ValueError(f"server={o.server!r} is not valid; use 'host:port', 'unix:/path/to.sock', or a list of them")
     d = o.device
-    if d is not None and not (d in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", d)):
-        raise ValueError(f"device={d!r} is not valid; use None/'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if d is not None and not (d in ("auto", "cpu", "cuda", "webgpu") or (isinstance(d, str) and re.fullmatch(r"cuda:\d+", d))):
+        raise ValueError(f"device={d!r} is not valid; use None/'auto', 'cpu', 'cuda', 'cuda:N' or 'webgpu'")
     for name in ("workers", "threads"):
         v = getattr(o, name)
         if v is not None and (not isinstance(v, int) or v < 1):

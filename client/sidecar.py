@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from .gpu_libs import library_env
 from .grpc_client import RadioClient
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,16 @@ def node_executable() -> str:
     return node
 
 
+# V8 flags for the sidecar (V8 reads this one only from node's command line, not NODE_OPTIONS). With
+# V8's defaults for a small heap (~22 MB live) the sidecar's main thread ran a full mark-compact
+# every ~25 images, started by V8's heuristics long before the old space filled (it grows only ~6 KB
+# an image); the marking cost ~2 CPU-ms an image. A 128 MB floor on the old-space limit stops that
+# (none in 1,920 images; 64 MB still had one per ~40): 640x480 JPEGs at the default size, 10.5 -> 8.6
+# CPU-ms an image outside inference (bench/cpu_per_image.py; docs/benchmarks.md). The cost: up to
+# ~100 MB more heap before a collection, reached only after ~20,000 images.
+NODE_FLAGS = ("--initial-old-space-size=128",)
+
+
 def cli_path(repo: Path = REPO) -> Path:
     return repo / "server" / "dist" / "cli.js"
 
@@ -57,6 +68,16 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+def _sidecar_env() -> dict[str, str]:
+    """library_env() plus a libuv thread pool with room for the sidecar's default of one image decode
+    per core and the file reads beside them. libuv reads UV_THREADPOOL_SIZE once, at start; its
+    default of 4 would cap decodes at 4 on any host (e.g. a 16-core GPU host). A value set is kept."""
+    env = library_env()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 4)
+    env.setdefault("UV_THREADPOOL_SIZE", str(min(1024, cores + 4)))
+    return env
 
 
 def _allowed_roots() -> tuple[str, ...]:
@@ -103,7 +124,7 @@ class LocalSidecar:
         self._tmpdir = Path(tempfile.mkdtemp(prefix="radio-sidecar-"))
         os.chmod(self._tmpdir, 0o700)  # the socket is private to this user
         self.socket_path = self._tmpdir / "radio.sock"
-        cmd = [node, str(cli), "serve", "--socket", str(self.socket_path), "--http-port", "0",
+        cmd = [node, *NODE_FLAGS, str(cli), "serve", "--socket", str(self.socket_path), "--http-port", "0",
                "--provider", self.spec.provider]
         for root in self.spec.allowed_roots:
             cmd += ["--allowed-root", root]
@@ -117,6 +138,8 @@ class LocalSidecar:
         logger.info("starting C-RADIOv4 sidecar: %s", " ".join(cmd))
         self.process = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            # The CUDA/cuDNN pip wheels' folders: the loader reads LD_LIBRARY_PATH only at exec.
+            env=_sidecar_env(),
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         ready = threading.Event()
         threading.Thread(target=self._read_stdout, args=(self.process, ready), daemon=True).start()

@@ -11,14 +11,33 @@ if [ "$node_major" -lt 20 ]; then
   exit 1
 fi
 
-# onnxruntime-node's install script downloads CUDA provider binaries (GPU hosts only); without
-# a GPU, or offline, skip it: the CPU provider ships inside the npm package.
-if [ -z "${ONNXRUNTIME_NODE_INSTALL:-}" ] && ! command -v nvidia-smi >/dev/null 2>&1; then
-  export ONNXRUNTIME_NODE_INSTALL=skip
-fi
-echo "[setup] npm ci (ONNXRUNTIME_NODE_INSTALL=${ONNXRUNTIME_NODE_INSTALL:-default})"
-npm ci --no-audit --no-fund
+for arg in "$@"; do
+  case "$arg" in
+    --cuda-provider) export RADIO_CUDA_PROVIDER=install ;;   # install it even without a GPU here
+    --no-cuda-provider) export RADIO_CUDA_PROVIDER=skip ;;
+    *) echo "setup: unknown argument $arg (known: --cuda-provider, --no-cuda-provider)" >&2; exit 2 ;;
+  esac
+done
+
+# The CPU provider ships inside the npm package. onnxruntime-node's own CUDA download (route a) runs
+# after npm ci, from client/cuda_provider.py, so that a failed NuGet download (offline, proxies)
+# fails neither npm ci nor the PyPI route (b) after it. A value the user set is kept.
+npm_ort_install="${ONNXRUNTIME_NODE_INSTALL:-skip}"
+echo "[setup] npm ci (ONNXRUNTIME_NODE_INSTALL=$npm_ort_install)"
+ONNXRUNTIME_NODE_INSTALL="$npm_ort_install" npm ci --no-audit --no-fund
 echo "[setup] npm run build"
 npm run build
 bash .ci/setup-python.sh
+# SwiftShader (Debian's chromium) and the Vulkan loader: the driver the WebGPU tests run on without a GPU.
+bash scripts/setup-swiftshader.sh
+
+# The CUDA provider: on hosts with an NVIDIA GPU, or when asked (RADIO_CUDA_PROVIDER=install or
+# --cuda-provider); a no-op elsewhere (CI). Unasked, a failure is a warning: the CPU still works.
+echo "[setup] CUDA provider (RADIO_CUDA_PROVIDER=${RADIO_CUDA_PROVIDER:-auto})"
+if ! "$ROOT/.venv/bin/python" -m client.cuda_provider install --auto; then
+  case "$(echo "${RADIO_CUDA_PROVIDER:-auto}" | tr 'A-Z' 'a-z')" in
+    install|1|true|yes|on) echo "setup: the CUDA provider was asked for and is not ready (see above)" >&2; exit 1 ;;
+  esac
+  echo "[setup] WARNING: the sidecar cannot use CUDA until the above is fixed; then run: .venv/bin/python -m client.cuda_provider install (README: 'GPU: installing the CUDA provider')" >&2
+fi
 echo "[setup] done"

@@ -11,6 +11,9 @@ import { readNpy, writeNpy } from "./runtime/npy.js";
 import type { LogLevel } from "./observability/logger.js";
 import { PRODUCT } from "./version.js";
 import { delimiter } from "node:path";
+import { describeBatchDefault } from "./provider-defaults.js";
+import { POSTPROCESS_THREADS_DEFAULT_TEXT } from "./postprocess/threads.js";
+import { PROVIDER_REQUESTS, PROVIDERS, type ProviderRequest } from "./runtime/providers.js";
 
 const positiveInt = (v: string): number => {
   const n = Number(v);
@@ -76,9 +79,9 @@ program
   .requiredOption("--model-dir <dir>", "compiled graph folder")
   .requiredOption("--input <file>", ".npy float32 [B, 3, H, W] (in [0, 1], or normalised for external-preprocessor graphs)")
   .requiredOption("--out-dir <dir>", "where summary.npy and features.npy go")
-  .addOption(new Option("--provider <ep>", "execution provider").choices(["cpu", "cuda"]).default("cpu"))
+  .addOption(new Option("--provider <ep>", "execution provider").choices(["cpu", "cuda", "webgpu"]).default("cpu"))
   .option("--threads <n>", "ORT intra-op threads (0 = one per core)", nonNegativeInt, 0)
-  .action(async (o: { modelDir: string; input: string; outDir: string; provider: "cpu" | "cuda"; threads: number }) => {
+  .action(async (o: { modelDir: string; input: string; outDir: string; provider: "cpu" | "cuda" | "webgpu"; threads: number }) => {
     const x = readNpy(o.input);
     if (x.dtype !== "<f4" || x.shape.length !== 4) throw new InvalidArgumentError(`${o.input} must be float32 [B, 3, H, W], got ${x.dtype} [${x.shape}]`);
     const g = await loadGraph(o.modelDir, { provider: o.provider, intraOpThreads: o.threads });
@@ -101,6 +104,27 @@ program
     const preset = PRESETS[o.preset];
     await generateCheckpoint(o.out, { ...preset, seed: o.seed ?? preset.seed, cpeMaxSize: o.cpeMaxSize ?? preset.cpeMaxSize, finalNorm: o.finalNorm });
     process.stderr.write(`make-checkpoint: wrote ${o.preset} checkpoint to ${resolve(o.out)} (random weights)\n`);
+  });
+
+program
+  .command("providers")
+  .description("probe the execution providers (cuda, webgpu, cpu), each in a child process: usable or why not, fp16 support, and the one serve --provider would take with the graph precision it wants; JSON on stdout (exit 1 when an explicit --provider cannot be used)")
+  .addOption(new Option("--provider <ep>", "what serve would be asked for: auto probes all three; an explicit one only itself").choices([...PROVIDER_REQUESTS]).default("auto"))
+  .addOption(new Option("--precision <p>", "precision of the graphs to be served, if known: int8 runs on cpu only, fp16 needs fp16 kernels").choices(["fp32", "fp16", "int8"]))
+  .action(async (o: { provider: ProviderRequest; precision?: "fp32" | "fp16" | "int8" }) => {
+    const { chooseProvider, probeProviders, ProviderUnavailableError } = await import("./runtime/providers.js");
+    const probes = await probeProviders(o.provider === "auto" ? PROVIDERS : [o.provider]);
+    let choice = null;
+    let error: string | null = null;
+    try {
+      choice = chooseProvider(o.provider, probes, o.precision ? [o.precision] : []);
+    } catch (err) {
+      if (!(err instanceof ProviderUnavailableError)) throw err;
+      error = err.message;
+    }
+    const report = { requested: o.provider, chosen: choice?.provider ?? null, precision: choice?.precision ?? null, notTaken: choice?.notTaken ?? [], error, providers: probes };
+    process.stdout.write(JSON.stringify(report, null, 2) + "\n");
+    if (error) process.exitCode = 1;
   });
 
 // --- serve ---------------------------------------------------------------------------------------
@@ -136,15 +160,18 @@ program
     new Option("--prepack-weights <when>", "onnxruntime's pre-packed copy of the GEMM weights, per worker: auto = only for int8 graphs (fp32 weights then stay memory-mapped and shared: one copy for all workers, same speed) [env RADIO_PREPACK_WEIGHTS]")
       .choices(["auto", "on", "off"]).env("RADIO_PREPACK_WEIGHTS").default("auto"),
   )
-  .addOption(new Option("--postprocess-threads <n>", "threads for heatmaps and NCHW transposes (0 = main thread) [env RADIO_POSTPROCESS_THREADS]").env("RADIO_POSTPROCESS_THREADS").argParser(nonNegativeInt).default(1))
-  .addOption(new Option("--max-batch <n>", "largest inference batch [env RADIO_MAX_BATCH]").env("RADIO_MAX_BATCH").argParser(positiveInt).default(8))
-  .addOption(new Option("--max-batch-tokens <n>", "most patch tokens per inference batch, 0 = no limit (default: 1024 with --provider cpu, where bigger batches are slower per image; no limit with cuda) [env RADIO_MAX_BATCH_TOKENS]").env("RADIO_MAX_BATCH_TOKENS").argParser(nonNegativeInt))
+  .addOption(new Option("--postprocess-threads <n>", `threads for heatmaps and NCHW transposes, 0 = main thread (default: ${POSTPROCESS_THREADS_DEFAULT_TEXT}: a 512² heatmap takes a thread ~35–55 ms) [env RADIO_POSTPROCESS_THREADS]`).env("RADIO_POSTPROCESS_THREADS").argParser(nonNegativeInt))
+  .addOption(new Option("--max-batch <n>", `largest inference batch (default: ${describeBatchDefault("maxBatch")}) [env RADIO_MAX_BATCH]`).env("RADIO_MAX_BATCH").argParser(positiveInt))
+  .addOption(new Option("--max-batch-tokens <n>", `most patch tokens per inference batch, 0 = no limit (default: ${describeBatchDefault("maxBatchTokens", true)}: bigger CPU batches are slower per image, GPU batches are sized by images) [env RADIO_MAX_BATCH_TOKENS]`).env("RADIO_MAX_BATCH_TOKENS").argParser(nonNegativeInt))
   .addOption(new Option("--queue-delay-ms <ms>", "longest an image waits for batch-mates when a worker is free [env RADIO_QUEUE_DELAY_MS]").env("RADIO_QUEUE_DELAY_MS").argParser(nonNegativeInt).default(5))
-  .addOption(new Option("--batch-hold-ms <ms>", "while images are still being decoded, longest a partial batch waits for them, 0 = only --queue-delay-ms (default: 0 with --provider cpu, where decoding beside inference beats bigger batches; 50 with cuda) [env RADIO_BATCH_HOLD_MS]").env("RADIO_BATCH_HOLD_MS").argParser(nonNegativeInt))
+  .addOption(new Option("--batch-hold-ms <ms>", `while images are still being decoded, longest a partial batch waits for them, 0 = only --queue-delay-ms (default: ${describeBatchDefault("batchHoldMs")}: on a CPU decoding beside inference beats bigger batches) [env RADIO_BATCH_HOLD_MS]`).env("RADIO_BATCH_HOLD_MS").argParser(nonNegativeInt))
   .addOption(new Option("--max-queue <n>", "images admitted and not yet running, across calls; a call that does not fit gets RESOURCE_EXHAUSTED; also the most images per call [env RADIO_MAX_QUEUE]").env("RADIO_MAX_QUEUE").argParser(positiveInt).default(256))
   .addOption(new Option("--decode-parallelism <n>", "image decodes in flight (0 = one per core) [env RADIO_DECODE_PARALLELISM]").env("RADIO_DECODE_PARALLELISM").argParser(nonNegativeInt).default(0))
   .option("--allowed-root <dir>", "absolute directory that path inputs may be read from, repeatable (default: none, path inputs refused) [env RADIO_ALLOWED_ROOT, ':'-separated]", collect)
-  .addOption(new Option("--provider <ep>", "execution provider; cuda fails (no fallback) when CUDA is unavailable [env RADIO_PROVIDER]").choices(["cpu", "cuda"]).env("RADIO_PROVIDER").default("cpu"))
+  .addOption(
+    new Option("--provider <ep>", "execution provider: auto = cuda if its provider loads, else webgpu on a GPU's Vulkan adapter, else cpu (the choice and why is logged once; `providers` shows it); an explicit one fails with the reason when it cannot be used, never falling back [env RADIO_PROVIDER]")
+      .choices([...PROVIDER_REQUESTS]).env("RADIO_PROVIDER").default("auto"),
+  )
   .addOption(new Option("--token <token>", "bearer token every call but health must carry (metadata authorization: Bearer <token>); required with a non-loopback --host; prefer the env var, which ps does not show [env RADIO_TOKEN]").env("RADIO_TOKEN"))
   .addOption(new Option("--tls-cert <pem>", "TLS certificate chain (PEM) for the TCP listener; needs --tls-key [env RADIO_TLS_CERT]").env("RADIO_TLS_CERT"))
   .addOption(new Option("--tls-key <pem>", "TLS private key (PEM) [env RADIO_TLS_KEY]").env("RADIO_TLS_KEY"))
@@ -156,8 +183,8 @@ program
   .addOption(new Option("--log-level <level>", "pino log level (logs are JSON on stderr) [env RADIO_LOG_LEVEL]").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).env("RADIO_LOG_LEVEL").default("info"))
   .action(async (o: {
     model?: string[]; socket?: string; port?: number; host: string; httpPort: number | "auto"; workers: number; threads: number; prepackWeights: "auto" | "on" | "off";
-    postprocessThreads: number; maxBatch: number; maxBatchTokens?: number; queueDelayMs: number; batchHoldMs?: number; maxQueue: number; decodeParallelism: number;
-    allowedRoot?: string[]; provider: "cpu" | "cuda"; shutdownTimeoutS: number; logLevel: LogLevel;
+    postprocessThreads?: number; maxBatch?: number; maxBatchTokens?: number; queueDelayMs: number; batchHoldMs?: number; maxQueue: number; decodeParallelism: number;
+    allowedRoot?: string[]; provider: ProviderRequest; shutdownTimeoutS: number; logLevel: LogLevel;
     token?: string; tlsCert?: string; tlsKey?: string; allowRemotePaths: boolean; inferenceTimeoutS: number; maxMessageMb: number; maxImagePixels: number;
   }) => {
     const { serve } = await import("./serve.js");
@@ -176,8 +203,8 @@ program
         workers: o.workers,
         threads: o.threads,
         prepackWeights: o.prepackWeights,
-        postprocessThreads: o.postprocessThreads,
-        maxBatch: o.maxBatch,
+        postprocessThreads: o.postprocessThreads ?? null,
+        maxBatch: o.maxBatch ?? null,
         maxBatchTokens: o.maxBatchTokens ?? null,
         queueDelayMs: o.queueDelayMs,
         batchHoldMs: o.batchHoldMs ?? null,

@@ -6,9 +6,12 @@ import os from "node:os";
 import type { Logger } from "pino";
 import { configureSharp, createPathPolicy, DEFAULT_LIMITS, recommendedDecodeParallelism } from "./preprocess/index.js";
 import { PostprocessPool } from "./postprocess/pool.js";
+import { defaultPostprocessThreads } from "./postprocess/threads.js";
 import { loadServedModels, type ModelSource } from "./pipeline/models.js";
 import { Pipeline } from "./pipeline/pipeline.js";
-import { InferencePool, type ExecutionProvider, type PrepackPolicy } from "./runtime/pool.js";
+import { InferencePool, type PrepackPolicy } from "./runtime/pool.js";
+import { describeChoice, resolveProvider, type ProviderChoice, type ProviderRequest } from "./runtime/providers.js";
+import { batchDefaults } from "./provider-defaults.js";
 import { ServerMetrics } from "./observability/metrics.js";
 import { buildServerInfo, providerName, type ServerInfo } from "./server-info.js";
 import { startGrpcServer, type GrpcListen, type GrpcServer } from "./transport/grpc/server.js";
@@ -26,24 +29,22 @@ export interface ServeConfig {
   threads: number;
   /** Pre-packed weight copies per worker ("auto": only for int8 graphs; see session.ts). */
   prepackWeights?: PrepackPolicy;
-  /** Heatmap / NCHW threads; 0 = on the main thread. */
-  postprocessThreads: number;
-  maxBatch: number;
-  /** Most patch tokens per batch; 0 = no limit; null/absent = 1024 on the CPU provider, no limit on CUDA (see Pipeline). */
+  /** Heatmap / NCHW threads; 0 = on the main thread; null/absent = the provider's default (postprocess/threads.ts). */
+  postprocessThreads?: number | null;
+  /** Largest inference batch; null/absent = the provider's default (provider-defaults.ts). */
+  maxBatch?: number | null;
+  /** Most patch tokens per batch; 0 = no limit; null/absent = the provider's default (a CPU budget; no limit on GPUs). */
   maxBatchTokens?: number | null;
   queueDelayMs: number;
-  /**
-   * Longest a partial batch waits for images still being decoded; null/absent = 0 on the CPU
-   * provider (tiny graph, calls of 4–16: batches of 4 instead of 2 but no faster, since decoding
-   * then stops overlapping inference on the same cores), GPU_BATCH_HOLD_MS on CUDA.
-   */
+  /** Longest a partial batch waits for images still being decoded; null/absent = the provider's default. */
   batchHoldMs?: number | null;
   maxQueue: number;
   /** Decodes in flight; 0 = one per core. */
   decodeParallelism: number;
   /** Roots that path inputs must lie under; empty = path inputs refused. */
   allowedRoots: string[];
-  provider: ExecutionProvider;
+  /** "auto": cuda, else webgpu on a GPU adapter, else cpu (runtime/providers.ts); an explicit provider never falls back. */
+  provider: ProviderRequest;
   /** Grace period for in-flight work on shutdown. */
   shutdownTimeoutMs: number;
   warmup: boolean;
@@ -63,23 +64,18 @@ export interface ServeConfig {
   maxImagePixels?: number;
 }
 
-/** On a CPU, batches beyond ~1024 patch tokens are slower per image than running images one by one. */
-export const CPU_MAX_BATCH_TOKENS = 1024;
-/** On a GPU a call's images should run as one batch, not as the few that were decoded first. */
-export const GPU_BATCH_HOLD_MS = 50;
-
 export const SERVE_DEFAULTS = {
   httpPort: null,
   httpHost: "127.0.0.1",
   workers: 1,
   threads: 0,
-  postprocessThreads: 1,
-  maxBatch: 8,
+  postprocessThreads: null,
+  maxBatch: null,
   queueDelayMs: 5,
   maxQueue: 256,
   decodeParallelism: 0,
   allowedRoots: [],
-  provider: "cpu",
+  provider: "auto",
   shutdownTimeoutMs: 30_000,
   warmup: true,
   token: null,
@@ -105,6 +101,8 @@ export interface RunningServer {
   metrics: ServerMetrics;
   pipeline: Pipeline;
   pool: InferencePool;
+  /** Which execution provider runs the graphs, and why. */
+  provider: ProviderChoice;
   info(): ServerInfo;
   /** Settles when a replacement worker cannot load (the server cannot heal itself). */
   fatal: Promise<Error>;
@@ -121,13 +119,29 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
   const cores = os.availableParallelism();
   const threads = config.threads > 0 ? config.threads : Math.max(1, Math.floor(cores / config.workers));
   const decodeParallelism = config.decodeParallelism > 0 ? config.decodeParallelism : recommendedDecodeParallelism(cores);
+  // sharp decodes on libuv's thread pool, sized once from UV_THREADPOOL_SIZE (default 4) when the
+  // process starts: decodes in flight beyond it only queue (measured: 4 at once whatever the setting).
+  const uvThreads = Number(process.env.UV_THREADPOOL_SIZE) || 4;
 
   // Everything that can be checked without loading a graph fails here, before anything listens.
   const models = loadServedModels(config.models);
   const paths = await createPathPolicy(config.allowedRoots);
   const sharp = configureSharp();
+  // Probed in child processes before anything listens: an explicit provider that cannot run fails here.
+  const choice = await resolveProvider(config.provider, { precisions: models.map((m) => m.metadata.precision) });
+  const provider = choice.provider;
+  logger.info(
+    { requested: choice.requested, provider, precision: choice.precision, probes: choice.probes.map(({ provider, usable, fp16, software, ms }) => ({ provider, usable, fp16, software, ms })) },
+    describeChoice(choice),
+  );
+  // An explicit webgpu on a software Vulkan driver runs, but slowly: say so.
+  const chosen = choice.probes.find((p) => p.provider === provider);
+  if (chosen?.software) logger.warn({ provider }, chosen.reason);
+  if (choice.probes.some((p) => p.detail)) logger.debug({ probes: choice.probes.map(({ provider, detail }) => ({ provider, detail })) }, "provider probe details");
+  const batching = batchDefaults(provider);
+  const maxBatch = config.maxBatch ?? batching.maxBatch;
   for (const m of models) {
-    if (config.provider === "cpu" && m.metadata.precision === "fp16") {
+    if (provider === "cpu" && m.metadata.precision === "fp16") {
       logger.warn({ model: m.name }, "fp16 graph on the CPU execution provider: expect it to be slower than fp32");
     }
   }
@@ -146,7 +160,8 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
       onnxruntimeVersion: ortVersion,
       workers: config.workers,
       intraOpThreads: threads,
-      maxBatchSize: config.maxBatch,
+      maxBatchSize: maxBatch,
+      provider: choice,
     });
 
   const grpc: GrpcServer = await startGrpcServer({
@@ -159,7 +174,8 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     tls: config.tls ?? null,
   });
   let http: HttpServer | null = null;
-  const postprocess = new PostprocessPool(config.postprocessThreads);
+  const postprocessThreads = config.postprocessThreads ?? defaultPostprocessThreads(provider, cores);
+  const postprocess = new PostprocessPool(postprocessThreads);
   const closeEarly = async () => {
     await http?.close();
     await grpc.close(0);
@@ -181,14 +197,14 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     await hooks.onListening?.({ socket: grpc.socket, grpcPort: grpc.port, httpPort: http?.port ?? null });
 
     logger.info(
-      { models: models.map((m) => ({ name: m.name, dir: m.dir, precision: m.metadata.precision })), provider: config.provider, workers: config.workers, threads },
+      { models: models.map((m) => ({ name: m.name, dir: m.dir, precision: m.metadata.precision })), provider, workers: config.workers, threads },
       "loading models",
     );
     pool = await InferencePool.start({
       models: models.map((m) => ({ name: m.name, dir: m.dir })),
       workers: config.workers,
       intraOpThreads: threads,
-      provider: config.provider,
+      provider,
       prepackWeights: config.prepackWeights ?? "auto",
       warmup: config.warmup,
       inferenceTimeoutMs: config.inferenceTimeoutMs ?? 0,
@@ -203,25 +219,31 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
   // The one line that says what runs where.
   logger.info(
     {
-      provider: providerName(config.provider),
+      provider: providerName(provider),
       onnxruntime: ortVersion,
       workers: config.workers,
       intraOpThreads: threads,
       models: pool.ready.models.map((m) => `${m.name} (warm-up ${m.warmupMs.toFixed(0)} ms)`),
       loadMs: Math.round(pool.ready.loadMs),
     },
-    `inference runs on ${providerName(config.provider)}: ${config.workers} worker(s) × ${threads} intra-op thread(s)`,
+    `inference runs on ${providerName(provider)}: ${config.workers} worker(s) × ${threads} intra-op thread(s)`,
   );
-  const maxBatchTokens = config.maxBatchTokens ?? (config.provider === "cpu" ? CPU_MAX_BATCH_TOKENS : 0);
+  const maxBatchTokens = config.maxBatchTokens ?? batching.maxBatchTokens;
   logger.info(
     {
-      maxBatch: config.maxBatch, maxBatchTokens, queueDelayMs: config.queueDelayMs, maxQueue: config.maxQueue, decodeParallelism, postprocessThreads: config.postprocessThreads, sharp, allowedRoots: paths.roots,
+      maxBatch, maxBatchTokens, queueDelayMs: config.queueDelayMs, maxQueue: config.maxQueue, decodeParallelism, uvThreads, postprocessThreads, sharp, allowedRoots: paths.roots,
       // Never the token itself.
       auth: config.token ? "token" : "none", tls: Boolean(config.tls), pathInputs: "socket" in config.listen || Boolean(config.allowRemotePaths),
       inferenceTimeoutMs: config.inferenceTimeoutMs ?? 0, maxRequestBytes: config.maxRequestBytes, maxImagePixels: config.maxImagePixels,
     },
     "pipeline settings",
   );
+  if (decodeParallelism > uvThreads) {
+    logger.warn(
+      { decodeParallelism, uvThreads },
+      `${decodeParallelism} decodes in flight, but libuv's thread pool runs ${uvThreads} at a time: start the server with UV_THREADPOOL_SIZE=${decodeParallelism + 4} (the zoo does)`,
+    );
+  }
 
   const running = pool;
   let fatalResolve!: (e: Error) => void;
@@ -245,10 +267,10 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     inference: running,
     postprocess,
     paths,
-    maxBatch: config.maxBatch,
+    maxBatch,
     maxBatchTokens,
     maxQueueDelayMs: config.queueDelayMs,
-    maxHoldMs: config.batchHoldMs ?? (config.provider === "cpu" ? 0 : GPU_BATCH_HOLD_MS),
+    maxHoldMs: config.batchHoldMs ?? batching.batchHoldMs,
     maxQueue: config.maxQueue,
     decodeParallelism,
     limits: { limitInputPixels: config.maxImagePixels ?? DEFAULT_LIMITS.limitInputPixels },
@@ -297,6 +319,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     metrics,
     pipeline: pipe,
     pool: running,
+    provider: choice,
     info,
     fatal,
     shutdown,

@@ -1,6 +1,8 @@
 // What the server has loaded and how it runs: the Info RPC and GET /v1/info return this (fields
 // named as in proto3 JSON, i.e. radio.v1.InfoResponse in lowerCamelCase).
 import type { ServedModel } from "./pipeline/models.js";
+import type { ExecutionProvider } from "./runtime/session.js";
+import type { ProviderChoice } from "./runtime/providers.js";
 import { PRODUCT } from "./version.js";
 
 export interface ModelInfo {
@@ -29,6 +31,13 @@ export interface ServerInfo {
   workers: number;
   intraOpThreads: number;
   maxBatchSize: number;
+  /** auto | cuda | webgpu | cpu, as asked. */
+  providerRequested: string;
+  /** The provider in use: cuda | webgpu | cpu. */
+  provider: string;
+  /** auto: why each better provider was not taken ("cuda: …"). */
+  providerNotTaken: string[];
+  providerProbes: { provider: string; usable: boolean; reason: string; fp16: boolean; software: boolean }[];
 }
 
 export function buildServerInfo(o: {
@@ -40,6 +49,7 @@ export function buildServerInfo(o: {
   workers: number;
   intraOpThreads: number;
   maxBatchSize: number;
+  provider: ProviderChoice;
 }): ServerInfo {
   return {
     models: o.models.map((m) => ({
@@ -65,10 +75,14 @@ export function buildServerInfo(o: {
     workers: o.workers,
     intraOpThreads: o.intraOpThreads,
     maxBatchSize: o.maxBatchSize,
+    providerRequested: o.provider.requested,
+    provider: o.provider.provider,
+    providerNotTaken: o.provider.notTaken,
+    providerProbes: o.provider.probes.map((p) => ({ provider: p.provider, usable: p.usable, reason: p.reason, fp16: p.fp16, software: p.software })),
   };
 }
 
 /** ORT's names for the providers. */
-export function providerName(p: "cpu" | "cuda"): string {
-  return p === "cuda" ? "CUDAExecutionProvider" : "CPUExecutionProvider";
+export function providerName(p: ExecutionProvider): string {
+  return { cpu: "CPUExecutionProvider", cuda: "CUDAExecutionProvider", webgpu: "WebGpuExecutionProvider" }[p];
 }

@@ -25,6 +25,7 @@ import {
 } from '../../server/src/postprocess/heatmap.js';
 import { lanczosTopEigenpairs } from '../../server/src/postprocess/lanczos.js';
 import { orientComponent, positionNorms } from '../../server/src/postprocess/orientation.js';
+import { clampToInlierRange, highNormTokens } from '../../server/src/postprocess/outliers.js';
 import { principalComponents } from '../../server/src/postprocess/pca.js';
 import { numpyLerp, percentileIndex, percentilePair } from '../../server/src/postprocess/percentile.js';
 import { minMaxToUint8 } from '../../server/src/postprocess/quantize.js';
@@ -114,6 +115,69 @@ function makeConstantNormFeatures(kind: 'exact' | 'rounded'): { x: Float32Array;
   return { x, dims: { channels: 2, height: h, width: w } };
 }
 
+/**
+ * An image-like map with planted high-norm tokens: a disc (the "object", 24 % of the
+ * positions) whose features are shifted by `shift` along a random direction, unit
+ * noise, a per-channel offset, and `count` tokens (corners first, then the background)
+ * pushed along one shared random direction to `times` × the median token norm, as
+ * registers / high-norm patches are (NVlabs/RADIO issue #174). Returns the features,
+ * the disc mask and the planted positions.
+ */
+function makeRegionFeatures(
+  C: number,
+  h: number,
+  w: number,
+  o: { shift: number; count: number; times: number; seed: number },
+): { x: Float32Array; region: Float64Array; spots: number[] } {
+  const g = gaussian(mulberry32(o.seed));
+  const n = h * w;
+  const region = new Float64Array(n);
+  for (let p = 0; p < n; p++) {
+    const y = Math.floor(p / w);
+    const x = p % w;
+    region[p] = (y - 0.55 * h) ** 2 + (x - 0.45 * w) ** 2 < (0.28 * h) ** 2 ? 1 : 0;
+  }
+  const offset = Float64Array.from({ length: C }, () => 0.5 * g());
+  const dir = Float64Array.from({ length: C }, g);
+  const spike = Float64Array.from({ length: C }, g);
+  const x = new Float32Array(C * n);
+  for (let c = 0; c < C; c++) {
+    for (let p = 0; p < n; p++) x[c * n + p] = offset[c]! + g() + o.shift * region[p]! * dir[c]!;
+  }
+  const norms = positionNorms(x, C, n);
+  const median = Float64Array.from(norms).sort()[n >> 1]!;
+  const corners = [0, w - 1, n - w, n - 1, 2 * w + 3, 6 * w - 4, (h - 3) * w + 2, 4 * w - 3];
+  const spots: number[] = [];
+  for (let i = 0; spots.length < o.count; i++) {
+    const p = i < corners.length ? corners[i]! : (7 + 37 * i) % n;
+    if (!region[p] && !spots.includes(p)) spots.push(p);
+  }
+  const scale = (o.times * median) / Math.sqrt(spike.reduce((a, v) => a + v * v, 0));
+  for (const p of spots) for (let c = 0; c < C; c++) x[c * n + p] = x[c * n + p]! + scale * spike[c]!;
+  return { x, region, spots };
+}
+
+function pearson(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  const n = a.length;
+  let ma = 0;
+  let mb = 0;
+  for (let i = 0; i < n; i++) {
+    ma += a[i]!;
+    mb += b[i]!;
+  }
+  ma /= n;
+  mb /= n;
+  let sab = 0;
+  let saa = 0;
+  let sbb = 0;
+  for (let i = 0; i < n; i++) {
+    sab += (a[i]! - ma) * (b[i]! - mb);
+    saa += (a[i]! - ma) ** 2;
+    sbb += (b[i]! - mb) ** 2;
+  }
+  return sab / Math.sqrt(saa * sbb);
+}
+
 function randomMap(h: number, w: number, seed: number): Float64Array {
   const g = gaussian(mulberry32(seed));
   return Float64Array.from({ length: h * w }, (_, i) => g() + Math.sin(i / 3));
@@ -197,7 +261,10 @@ const PIPELINES: PipelineCase[] = [
   // Kernel radius (12) larger than the map: reflect must wrap periodically. Same-size output.
   { name: 'bigsigma', dims: { channels: 24, height: 6, width: 5 }, components: 3, sigma: 3, outH: 6, outW: 5 },
 ].map((c, i) => ({ ...c, features: makeFeatures(c.dims.channels, c.dims.height, c.dims.width, 1000 + i) } as PipelineCase));
+const planted = makeRegionFeatures(64, 16, 16, { shift: 0.6, count: 5, times: 20, seed: 41 });
 PIPELINES.push(
+  // Planted high-norm tokens: left out of the fit, their scores clamped.
+  { name: 'highnorm', dims: { channels: 64, height: 16, width: 16 }, features: planted.x, components: 3, sigma: DEFAULT_HEATMAP_SIGMA, outH: 40, outW: 40 },
   { name: 'fallback', dims: constantNorm.dims, features: constantNorm.x, components: 1, sigma: 1.51, outH: 8, outW: 8 },
   { name: 'fallback_rounded', dims: roundedNorm.dims, features: roundedNorm.x, components: 1, sigma: 1.51, outH: 8, outW: 8 },
 );
@@ -336,13 +403,25 @@ describe('heatmap stages vs numpy / sklearn / scipy / torch', () => {
         // Clipped data are stored as float32 (bounds rounded to float32).
         assertClose(clip.data, ref(c.name, 'clipped'), 1e-7, 'clipped data');
         assertClose(positionNorms(clip.data, C, n), ref(c.name, 'norms'), 1e-7, 'per-position norms');
+        // The clip pass's own norms are the same numbers, bit for bit.
+        assert.deepEqual(clip.norms, positionNorms(clip.data, C, n));
+        assertClose(clip.rawNorms, ref(c.name, 'raw_norms'), 1e-12, 'unclipped per-position norms');
         for (const v of clip.data) assert.ok(Number.isFinite(v));
+      });
+
+      it('finds the same high-norm tokens as numpy', (t) => {
+        if (!needOracle(t)) return;
+        const { mask, count } = highNormTokens(sanitizeAndClip(c.features, c.dims).rawNorms);
+        const want = refU8(c.name, 'outliers').data;
+        assert.deepEqual(mask ?? new Uint8Array(n), Uint8Array.from(want));
+        assert.equal(count, want.reduce((a, v) => a + v, 0));
       });
 
       it('principal components match sklearn PCA up to sign', (t) => {
         if (!needOracle(t)) return;
         const clip = sanitizeAndClip(c.features, c.dims);
-        const pca = principalComponents(clip.data, c.dims, c.components);
+        const { mask } = highNormTokens(clip.rawNorms);
+        const pca = principalComponents(clip.data, c.dims, c.components, {}, { exclude: mask });
         assert.equal(pca.converged, true);
         assert.equal(pca.side, C > n ? 'gram' : 'covariance');
         assertClose(pca.mean, ref(c.name, 'mean'), 1e-7, 'channel means');
@@ -360,7 +439,9 @@ describe('heatmap stages vs numpy / sklearn / scipy / torch', () => {
 
       it('oriented score maps match the numpy sign rule exactly (sign and values)', (t) => {
         if (!needOracle(t)) return;
-        const sm = computeScoreMaps(c.features, c.dims, c.components);
+        // The solver at its own default precision: this checks the rule, not where the
+        // heatmap's looser tolerance stops (that is covered end to end below).
+        const sm = computeScoreMaps(c.features, c.dims, c.components, { solver: { tolerance: 1e-10 } });
         const want = ref(c.name, 'oriented');
         const rules = manifest![c.name]!.scalars.rules as string[];
         for (let i = 0; i < c.components; i++) {
@@ -616,6 +697,105 @@ describe('heatmap properties', () => {
       const t2 = performance.now();
       t.diagnostic(`1280×${h}×${w} → 512×512: pca1 ${(t1 - t0).toFixed(1)} ms, pca3 ${(t2 - t1).toFixed(1)} ms`);
     }
+  });
+});
+
+// ---------------------------------------------------------------------------
+// High-norm tokens (registers): the map must follow the image, not the outliers
+// ---------------------------------------------------------------------------
+
+describe('heatmaps with high-norm outlier tokens', () => {
+  // H's width and grid at 512²; the region is weak enough (it explains ~1–4 % of the
+  // variance) that a few clipped outliers outweigh it when they are fitted too.
+  const C = 1280;
+  const h = 32;
+  const w = 32;
+  const dims: FeatureDims = { channels: C, height: h, width: w };
+  const grid = { outputHeight: h, outputWidth: w };
+  const cases = [
+    { shift: 0.25, count: 3, times: 10, seed: 1 },
+    { shift: 0.5, count: 8, times: 50, seed: 2 },
+  ];
+
+  for (const o of cases) {
+    it(`${o.count} tokens at ${o.times}× the median norm: the map still follows the region`, (t) => {
+      const { x, region, spots } = makeRegionFeatures(C, h, w, o);
+      const sm = computeScoreMaps(x, dims, 1);
+      assert.equal(sm.outliers.count, o.count);
+      assert.deepEqual(spots.filter((p) => sm.outliers.mask![p] === 1).length, o.count, 'the planted tokens are the ones found');
+
+      const plain = computeHeatmap(x, dims, { ...grid, sigma: null });
+      const smooth = computeHeatmap(x, dims, grid);
+      const rPlain = pearson(plain.data, region);
+      const rSmooth = pearson(smooth.data, region);
+      assert.ok(rPlain >= 0.9, `correlation with the region ${rPlain.toFixed(3)} (unsmoothed)`);
+      assert.ok(rSmooth >= 0.9, `correlation with the region ${rSmooth.toFixed(3)} (sigma 1.51)`);
+      // The outliers' pixels are clamped: the inliers alone span the full 0..255 range.
+      const inliers = Array.from(plain.data).filter((_, p) => !sm.outliers.mask![p]);
+      assert.deepEqual([Math.min(...inliers), Math.max(...inliers)], [0, 255]);
+
+      // The previous algorithm (fit on every position) loses the region to the outliers.
+      const old = computeHeatmap(x, dims, { ...grid, sigma: null, highNorm: false });
+      const rOld = pearson(old.data, region);
+      assert.ok(rOld < 0.5, `fitting the outliers too should fail here (correlation ${rOld.toFixed(3)})`);
+      t.diagnostic(`region correlation: ${rPlain.toFixed(3)} (sigma 1.51: ${rSmooth.toFixed(3)}); fitting every position: ${rOld.toFixed(3)}`);
+    });
+  }
+
+  it('without outliers nothing is excluded and the map is unchanged', () => {
+    const { x, region } = makeRegionFeatures(C, h, w, { shift: 0.5, count: 0, times: 0, seed: 3 });
+    const sm = computeScoreMaps(x, dims, 3);
+    assert.equal(sm.outliers.count, 0);
+    assert.equal(sm.outliers.mask, null);
+    for (const mode of ['pca1', 'pca3'] as const) {
+      assert.deepEqual(computeHeatmap(x, dims, { ...grid, mode }), computeHeatmap(x, dims, { ...grid, mode, highNorm: false }));
+    }
+    assert.ok(pearson(computeHeatmap(x, dims, { ...grid, sigma: null }).data, region) >= 0.9);
+  });
+
+  it('a genuinely high-norm region is capped, not dropped, and still shown', () => {
+    // The disc's tokens are ~3.6× the background's norm: all pass the norm test, but at
+    // most 5 % of the positions (the longest first) are left out of the fit.
+    const { x, region } = makeRegionFeatures(C, h, w, { shift: 4, count: 0, times: 0, seed: 4 });
+    const sm = computeScoreMaps(x, dims, 1);
+    assert.equal(sm.outliers.count, Math.floor(0.05 * h * w));
+    const r = pearson(computeHeatmap(x, dims, { ...grid, sigma: null }).data, region);
+    assert.ok(r >= 0.9, `correlation ${r.toFixed(3)}`);
+  });
+
+  it('the NLC layout gives the same map as CHW', () => {
+    const { x } = makeRegionFeatures(C, h, w, { shift: 0.5, count: 8, times: 50, seed: 2 });
+    const n = h * w;
+    const nlc = new Float32Array(x.length);
+    for (let c = 0; c < C; c++) for (let p = 0; p < n; p++) nlc[p * C + c] = x[c * n + p]!;
+    nlc[5 * C + 7] = Number.NaN;
+    const chw = Float32Array.from(x);
+    chw[7 * n + 5] = Number.NaN;
+    for (const mode of ['pca1', 'pca3'] as const) {
+      assert.deepEqual(computeHeatmap(nlc, dims, { mode, layout: 'nlc', outputHeight: 64, outputWidth: 48 }), computeHeatmap(chw, dims, { mode, outputHeight: 64, outputWidth: 48 }));
+    }
+  });
+
+  it('highNormTokens: thresholds, cap and ties', () => {
+    const norms = Float64Array.from({ length: 100 }, (_, i) => 10 + (i % 10) * 0.1);
+    assert.equal(highNormTokens(norms).count, 0);
+    norms[3] = 35; // > 3 × median (≈ 10.45) and far beyond the MAD
+    norms[50] = 33;
+    const r = highNormTokens(norms);
+    assert.equal(r.count, 2);
+    assert.deepEqual([r.mask![3], r.mask![50]], [1, 1]);
+    // Cap 5 % = 5 of 100; equal norms are taken by position.
+    for (const p of [10, 20, 30, 40, 60, 70]) norms[p] = 33;
+    const capped = highNormTokens(norms);
+    assert.equal(capped.count, 5);
+    assert.deepEqual([3, 10, 20, 30, 40].map((p) => capped.mask![p]), [1, 1, 1, 1, 1]);
+    assert.equal(capped.mask![50], 0);
+    // A mostly-zero map has nothing to stand out from.
+    assert.equal(highNormTokens(Float64Array.of(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9)).count, 0);
+    assert.throws(() => highNormTokens(norms, { ratio: 0.5 }), RangeError);
+    const s = Float64Array.of(1, 5, -2, 100, -50);
+    clampToInlierRange(s, Uint8Array.of(0, 0, 0, 1, 1));
+    assert.deepEqual(Array.from(s), [1, 5, -2, 5, -2]);
   });
 });
 

@@ -13,6 +13,7 @@ import {
   createPathPolicy,
   decodeOpened,
   hwcToChw,
+  hwcToChwInto,
   nearestSupportedResolution,
   openImage,
   parseResolutionPolicy,
@@ -611,6 +612,30 @@ describe('misc', () => {
     assert.deepEqual([...grey], [0.25, 0.5, 0.25, 0.5, 0.25, 0.5]);
     const rgba = hwcToChw(new Float32Array([1, 0, 0, 0.5]), 1, 1, 4);
     assert.deepEqual([...rgba], [1, 0.5, 0.5]);
+  });
+
+  it('hwcToChwInto: writes one slot of a batch, every uint8 value exactly as v/255, and normalises like (x - mean) / std', () => {
+    // Every uint8 value in every channel: 256 pixels of (v, 255 - v, (7v) mod 256).
+    const n = 256;
+    const hwc = new Uint8Array(3 * n);
+    for (let v = 0; v < n; v++) hwc.set([v, 255 - v, (7 * v) % 256], 3 * v);
+    const expected = hwcToChw(hwc, 16, 16, 3);
+    for (let i = 0; i < 3 * n; i++) assert.equal(expected[i], Math.fround(hwc[3 * (i % n) + Math.floor(i / n)]! / 255));
+    // Into the second slot of a batch of 2, over stale values: the first slot is left alone.
+    const batch = new Float32Array(2 * 3 * n).fill(Number.NaN);
+    hwcToChwInto(batch, 3 * n, hwc, 16, 16, 3);
+    assert.ok(batch.subarray(0, 3 * n).every(Number.isNaN));
+    assert.deepEqual([...batch.subarray(3 * n)], [...expected]);
+    // With a norm: the float32 of ((float32 of v/255) - mean) * (1 / std), for uint8 and float32 input alike.
+    const norm = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+    const normed = (x: Float32Array) => x.map((v, i) => (v - norm.mean[Math.floor(i / n)]!) * (1 / norm.std[Math.floor(i / n)]!));
+    const out = new Float32Array(3 * n);
+    hwcToChwInto(out, 0, hwc, 16, 16, 3, norm);
+    assert.deepEqual([...out], [...normed(expected)]);
+    const f32 = Float32Array.from(hwc, (v) => v / 255);
+    hwcToChwInto(out.fill(0), 0, f32, 16, 16, 3, norm);
+    assert.deepEqual([...out], [...normed(hwcToChw(f32, 16, 16, 3))]);
+    assert.throws(() => hwcToChwInto(new Float32Array(3 * n - 1), 0, hwc, 16, 16, 3), RangeError);
   });
 
   it('decoding does not block the event loop', async () => {

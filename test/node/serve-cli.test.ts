@@ -106,7 +106,9 @@ describe('radio-sidecar serve (CLI)', () => {
     try {
       const ready = await s.ready.catch((err: Error) => err);
       if (ready instanceof Error) {
-        assert.match(ready.message, /CUDA execution provider could not be created/);
+        // The probe's reason and what to do, before anything listens.
+        assert.match(ready.message, /radio-sidecar: error: the cuda execution provider was asked for but cannot be used: (onnxruntime-node's CUDA provider is not installed .*scripts\/setup\.sh|no NVIDIA driver|no CUDA device|the CUDA provider needs|the NVIDIA driver is too old).*never falls back/);
+        assert.doesNotMatch(ready.message, /listening/);
         assert.equal(await s.exit, 1);
       } else {
         const c = new RadioClient(`unix:${ready.socket}`);
@@ -114,6 +116,41 @@ describe('radio-sidecar serve (CLI)', () => {
         c.close();
         assert.equal((info.models as { executionProvider: string }[])[0]!.executionProvider, 'CUDAExecutionProvider');
       }
+    } finally {
+      s.proc.kill('SIGKILL');
+    }
+  });
+
+  it('--provider auto (the default) logs its choice once, with why the better ones were not taken, and reports it in Info', async () => {
+    // No Vulkan driver: on this host auto ends on cpu unless CUDA loads.
+    const s = spawnServe(['--model', graph, '--http-port', 'auto', '--decode-parallelism', '6'], {
+      RADIO_LOG_LEVEL: 'info',
+      VK_ICD_FILENAMES: '/nonexistent/radio-test-no-vulkan-driver.json',
+      UV_THREADPOOL_SIZE: '', // libuv's default, 4
+    });
+    try {
+      const ready = await s.ready;
+      const choices = s.stderr().split('\n').filter((l) => l.includes('"msg":"execution provider: '));
+      assert.equal(choices.length, 1, s.stderr());
+      const line = JSON.parse(choices[0]!) as { requested: string; provider: string; msg: string };
+      assert.equal(line.requested, 'auto');
+      // More decodes in flight than libuv's thread pool can run: said once, with the fix.
+      assert.match(s.stderr(), /6 decodes in flight, but libuv's thread pool runs 4 at a time: start the server with UV_THREADPOOL_SIZE=10/);
+      const c = new RadioClient(`unix:${ready.socket}`);
+      const info = await c.info();
+      c.close();
+      assert.equal(info.providerRequested, 'auto');
+      assert.equal(info.provider, line.provider);
+      assert.deepEqual((info.providerProbes as { provider: string }[]).map((p) => p.provider), ['cuda', 'webgpu', 'cpu']);
+      const http = (await (await fetch(`http://127.0.0.1:${ready.httpPort as number}/v1/info`)).json()) as Record<string, unknown>;
+      assert.deepEqual(http.providerNotTaken, info.providerNotTaken);
+      if (line.provider === 'cpu') {
+        assert.match(line.msg, /^execution provider: cpu \(auto; fp32 graphs wanted\); not taken: cuda: .*; webgpu: no Vulkan driver/);
+        assert.equal((info.providerNotTaken as string[]).length, 2);
+        assert.equal(info.maxBatchSize, 8, 'the CPU default');
+      }
+      s.proc.kill('SIGTERM');
+      assert.equal(await s.exit, 0);
     } finally {
       s.proc.kill('SIGKILL');
     }

@@ -8,7 +8,8 @@ Invoked by test/node/heatmap.test.ts as
 JOB.json: {"out_dir": DIR, "cases": [CASE, ...]} where CASE is one of
 
   {"name", "kind": "pipeline", "features": PATH(<f4 raw, (C, h, w)), "channels", "height",
-   "width", "components": k, "sigma": float | null, "out_height", "out_width"}
+   "width", "components": k, "sigma": float | null, "out_height", "out_width",
+   "high_norm": {"ratio", "mads", "max_fraction"} | null (optional; null = fit on every position)}
   {"name", "kind": "smooth", "input": PATH(<f8 raw, (h, w)), "height", "width", "sigma"}
   {"name", "kind": "resize", "input": PATH(<f8 raw, (h, w)), "height", "width",
    "out_height", "out_width"}
@@ -20,7 +21,7 @@ the quantised maps) and described in the JSON manifest printed on stdout:
 Everything is computed in float64 with the libraries the TypeScript code must agree with:
 numpy.percentile (linear), sklearn PCA, scipy.ndimage.gaussian_filter(mode='reflect',
 truncate=4.0), torch.nn.functional.interpolate(bilinear, align_corners=False,
-antialias=False). The sign rule is re-implemented here in numpy.
+antialias=False). The sign rule and the high-norm token test are re-implemented here in numpy.
 
 Exit status 3 means a required module is missing (the node test then skips).
 """
@@ -41,14 +42,34 @@ except ImportError as exc:  # pragma: no cover - environment dependent
     sys.exit(3)
 
 ORIENTATION_ZERO_RELATIVE = 1e-6
+HIGH_NORM_DEFAULTS = {"ratio": 3.0, "mads": 6.0, "max_fraction": 0.05}
 
 
-def orient(scores: np.ndarray, loading: np.ndarray, norms: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
-    """Sign rule: scores correlate positively with the per-position feature norm;
-    if that covariance vanishes (relative 1e-6), the largest-|.| loading is positive."""
-    ds = scores - scores.mean()
-    cov = float(np.sum(ds * (norms - norms.mean())))
-    scale = float(np.sqrt(np.sum(ds * ds)) * np.sqrt(np.sum(norms * norms)))
+def high_norm_mask(norms: np.ndarray, ratio: float, mads: float, max_fraction: float) -> np.ndarray:
+    """Positions whose (unclipped) feature norm exceeds both ratio x median and
+    median + mads x MAD; at most floor(max_fraction * n) of them, longest first."""
+    n = norms.size
+    median = float(np.median(norms))
+    mad = float(np.median(np.abs(norms - median)))
+    threshold = max(ratio * median, median + mads * mad)
+    cap = int(np.floor(max_fraction * n))
+    mask = np.zeros(n, dtype=bool)
+    if cap == 0 or not median > 0:
+        return mask
+    over = np.flatnonzero(norms > threshold)
+    order = over[np.lexsort((over, -norms[over]))]  # longest first, then by position
+    mask[order[:cap]] = True
+    return mask
+
+
+def orient(scores: np.ndarray, loading: np.ndarray, norms: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """Sign rule: scores correlate positively with the per-position feature norm over the
+    fitted positions `keep`; if that covariance vanishes (relative 1e-6), the largest-|.|
+    loading is positive."""
+    ds = scores[keep] - scores[keep].mean()
+    r = norms[keep]
+    cov = float(np.sum(ds * (r - r.mean())))
+    scale = float(np.sqrt(np.sum(ds * ds)) * np.sqrt(np.sum(r * r)))
     if abs(cov) > ORIENTATION_ZERO_RELATIVE * scale:
         return (-scores, -loading, "norm-correlation") if cov < 0 else (scores, loading, "norm-correlation")
     idx = int(np.argmax(np.abs(loading)))  # first index on ties
@@ -99,6 +120,12 @@ def run_pipeline(case: dict, w: Writer) -> None:
     n = h * wd
     raw = np.fromfile(case["features"], dtype="<f4").astype(np.float64).reshape(C, n)
     x = np.where(np.isfinite(raw), raw, 0.0)
+    raw_norms = np.sqrt(np.sum(x * x, axis=0))
+    high_norm = case.get("high_norm", HIGH_NORM_DEFAULTS)
+    outliers = high_norm_mask(raw_norms, **high_norm) if high_norm is not None else np.zeros(n, dtype=bool)
+    keep = ~outliers
+    w.array("raw_norms", raw_norms)
+    w.array("outliers", outliers.astype(np.uint8))
     lower = np.percentile(x, 1, axis=1)
     upper = np.percentile(x, 99, axis=1)
     x = np.clip(x, lower[:, None], upper[:, None])
@@ -108,7 +135,8 @@ def run_pipeline(case: dict, w: Writer) -> None:
 
     samples = x.T  # (n positions, C channels)
     pca = PCA(n_components=k, svd_solver="full")
-    scores = pca.fit_transform(samples)  # (n, k) = (samples - mean) @ components.T
+    pca.fit(samples[keep])  # high-norm tokens are left out of the fit...
+    scores = pca.transform(samples)  # ...but scored: (n, k) = (samples - mean) @ components.T
     w.array("mean", pca.mean_)
     w.array("components", pca.components_)
     w.array("scores", scores.T)
@@ -118,7 +146,9 @@ def run_pipeline(case: dict, w: Writer) -> None:
     w.array("norms", norms)
     oriented, loadings, rules = [], [], []
     for i in range(k):
-        s, l, rule = orient(scores[:, i].copy(), pca.components_[i].copy(), norms)
+        s, l, rule = orient(scores[:, i].copy(), pca.components_[i].copy(), norms, keep)
+        if outliers.any():  # their own pixels saturate instead of stretching the colour range
+            s = np.where(keep, s, np.clip(s, s[keep].min(), s[keep].max()))
         oriented.append(s)
         loadings.append(l)
         rules.append(rule)

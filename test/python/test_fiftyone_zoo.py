@@ -3,10 +3,12 @@ of the working tree served on loopback, checkpoints downloaded from a loopback H
 the sidecar built, compiled and spawned by the zoo code itself."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import fiftyone as fo
 import fiftyone.brain as fob
 import fiftyone.zoo as foz
 
-from sidecar_cli import REPO, make_checkpoint
+from sidecar_cli import REPO, make_checkpoint, sidecar_command
 
 sys.path.insert(0, str(REPO / "scripts"))
 from loopback import fake_hub, source_archive  # noqa: E402
@@ -108,6 +110,73 @@ def test_quantize_compiles_an_int8_graph_close_to_fp32(model_h, registered, data
         model.close()
     cos = (approx * exact).sum(1) / np.linalg.norm(approx, axis=1) / np.linalg.norm(exact, axis=1)
     assert cos.min() >= 0.99 and not np.array_equal(approx, exact), cos
+
+
+def _providers_report(*args: str) -> dict:
+    """What this checkout's `radio-sidecar providers` says, run with the environment the zoo gives it."""
+    sys.path.insert(0, str(REPO))
+    from client.gpu_libs import library_env
+
+    proc = subprocess.run([*sidecar_command(), "providers", *args], capture_output=True, text=True, env=library_env(),
+                          timeout=300)
+    return json.loads(proc.stdout)
+
+
+def test_auto_device_runs_where_the_sidecars_probe_says(model_h) -> None:
+    report = _providers_report()
+    assert (model_h.provider, model_h.precision) == (report["chosen"], report["precision"])
+    # Why the better providers were not taken (the zoo's copy names its own onnxruntime-node folder).
+    assert [n.split(" (")[0] for n in model_h.provider_notes] == [n.split(" (")[0] for n in report["notTaken"]]
+    assert f"provider={report['chosen']!r}" in repr(model_h)
+    # The sidecar was started with that provider explicitly, on a graph of that precision.
+    info = model_h.info()
+    assert (info.provider, info.provider_requested) == (report["chosen"], report["chosen"])
+    assert [m.precision for m in info.models] == [report["precision"]]
+    if report["chosen"] == "cpu":
+        assert [n.split(":")[0] for n in model_h.provider_notes] == ["cuda", "webgpu"]
+
+
+def test_device_cpu_probes_nothing(model_h, registered) -> None:
+    model = foz.load_zoo_model(H, device="cpu", cache=False)
+    try:
+        assert (model.provider, model.precision, model.provider_notes) == ("cpu", "fp32", ())
+        info = model.info()
+        assert (info.provider, info.provider_requested, list(info.provider_probes)) == ("cpu", "cpu", [])
+        # The sidecar's libuv pool has room for one decode per core (libuv's own default is 4).
+        environ = Path(f"/proc/{model._sidecar.process.pid}/environ").read_bytes().split(b"\0")
+        uv = [kv.split(b"=", 1)[1] for kv in environ if kv.startswith(b"UV_THREADPOOL_SIZE=")]
+        assert uv and int(uv[0]) == int(os.environ.get("UV_THREADPOOL_SIZE") or len(os.sched_getaffinity(0)) + 4), uv
+    finally:
+        model.close()
+
+
+def test_mixed_precision_on_cpu_runs_fp32_with_one_warning(model_h, registered, dataset) -> None:
+    if model_h.provider != "cpu":
+        pytest.skip(f"auto chose {model_h.provider} here, where use_mixed_precision=True runs an fp16 graph")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = foz.load_zoo_model(H, use_mixed_precision=True, cache=False)
+    ours = [str(w.message) for w in caught if "use_mixed_precision=True" in str(w.message)]
+    assert len(ours) == 1, ours
+    assert "slower than fp32" in ours[0] and "running the fp32 graph" in ours[0] and "quantize=True" in ours[0]
+    try:
+        assert (model.provider, model.precision) == ("cpu", "fp32")
+        assert [m.precision for m in model.info().models] == ["fp32"]
+        assert model._sidecar is model_h._sidecar  # the same fp32 graph, so the same sidecar
+        view = dataset.limit(4)
+        np.testing.assert_array_equal(np.stack(view.compute_embeddings(model, batch_size=4)),
+                                      np.stack(view.compute_embeddings(model_h, batch_size=4)))
+    finally:
+        model.close()
+
+
+def test_device_cuda_without_cuda_fails_at_load(registered) -> None:
+    report = _providers_report("--provider", "cuda")
+    if report["chosen"] == "cuda":
+        pytest.skip("CUDA is usable here")
+    with pytest.raises(RuntimeError, match=r"^device='cuda': the cuda execution provider was asked for but cannot be "
+                                           r"used: .*never falls back"):
+        foz.load_zoo_model(H, device="cuda", cache=False)
 
 
 def test_so400m_loads_and_embeds(registered, dataset) -> None:

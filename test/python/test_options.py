@@ -32,7 +32,7 @@ def test_image_size_policies(size, policy) -> None:
     ({"smoothing_sigma": 0}, "smoothing_sigma=0 is not valid"),
     ({"image_size": "huge"}, "image_size='huge' is not valid"),
     ({"vitdet_window_size": 0}, "vitdet_window_size=0 is not valid"),
-    ({"device": "tpu"}, "device='tpu' is not valid; use None/'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    ({"device": "tpu"}, "device='tpu' is not valid; use None/'auto', 'cpu', 'cuda', 'cuda:N' or 'webgpu'"),
     ({"server": 5}, "server=5 is not valid"),
     ({"quantize": "yes"}, "quantize='yes' is not valid; use one of True, False"),
     ({"quantize": True, "device": "cuda"}, "quantize=True makes an int8 graph for the CPU"),

@@ -9,12 +9,14 @@ import { Admission } from "../batching/admission.js";
 import { DynamicBatcher, type Batchable } from "../batching/batcher.js";
 import { Semaphore } from "../batching/semaphore.js";
 import {
-  decodeOpened,
+  decodeOpenedInterleaved,
+  hwcToChwInto,
   InputError,
   openImage,
   parseResolutionPolicy,
   resolveTargetResolution,
   type ImageInput,
+  type InterleavedPixels,
   type PathPolicy,
   type PreprocessLimits,
   type ResolutionPolicy,
@@ -41,7 +43,17 @@ export interface InferenceBackend {
     model: string,
     pixels: Float32Array,
     dims: [number, number, number, number],
-  ): Promise<{ summary: Float32Array; summaryDims: number[]; features: Float32Array; featureDims: number[]; runMs: number }>;
+    /** Outputs to fetch (default both); one left out may come back empty. */
+    outputs?: readonly ("summary" | "features")[],
+  ): Promise<{
+    summary: Float32Array;
+    summaryDims: number[];
+    features: Float32Array;
+    featureDims: number[];
+    runMs: number;
+    /** The batch's pixels handed back once the run is over (their buffer is then reused for a later batch). */
+    input?: Float32Array;
+  }>;
 }
 
 export interface PostprocessBackend {
@@ -113,11 +125,45 @@ interface Item extends Batchable {
   job: Job;
   index: number;
   id: string;
-  pixels: Float32Array | null;
+  /** Decoded, still interleaved (a quarter of the float32 size for uint8); null once in a batch or dropped. */
+  pixels: InterleavedPixels | null;
   height: number;
   width: number;
   originalHeight: number;
   originalWidth: number;
+}
+
+/**
+ * Batch tensors, reused. Filling fresh memory costs the main thread ~1.4 CPU-ms more an image than
+ * refilling a buffer the worker handed back (first touch: page faults, zeroing; 592×448, 3.2 MB an
+ * image). Keeps at most `max` free buffers; a batch takes the smallest free one that fits and is not
+ * over twice its size (the tensor is a view of its first B·3·H·W values).
+ */
+export class TensorBuffers {
+  private readonly free: ArrayBuffer[] = [];
+  constructor(private readonly max: number) {}
+
+  take(length: number): Float32Array {
+    const bytes = length * Float32Array.BYTES_PER_ELEMENT;
+    let best = -1;
+    for (let i = 0; i < this.free.length; i++) {
+      const b = this.free[i]!.byteLength;
+      if (b >= bytes && b <= 2 * bytes && (best < 0 || b < this.free[best]!.byteLength)) best = i;
+    }
+    if (best < 0) return new Float32Array(length);
+    const [buf] = this.free.splice(best, 1);
+    return new Float32Array(buf!, 0, length);
+  }
+
+  give(buffer: ArrayBufferLike | undefined): void {
+    if (!(buffer instanceof ArrayBuffer) || buffer.byteLength === 0 || this.free.includes(buffer)) return;
+    this.free.push(buffer);
+    if (this.free.length > this.max) this.free.shift(); // the oldest goes
+  }
+
+  get size(): number {
+    return this.free.length;
+  }
 }
 
 /** Patch tokens of one image at its inference size. */
@@ -133,6 +179,7 @@ export class Pipeline {
   private readonly decodes: Semaphore;
   private readonly prepared: Semaphore;
   private readonly batcher: DynamicBatcher<Item>;
+  private readonly tensors: TensorBuffers;
   private readonly jobs = new Set<Job>();
   private readonly metrics: PipelineMetrics;
   private seq = 0;
@@ -150,6 +197,8 @@ export class Pipeline {
     this.decodes = new Semaphore(o.decodeParallelism);
     this.prepared = new Semaphore(Math.max(o.maxPrepared ?? 2 * o.maxBatch * o.inference.workers, o.decodeParallelism));
     this.metrics = o.metrics ?? NO_METRICS;
+    // One buffer per worker in flight plus one being filled.
+    this.tensors = new TensorBuffers(o.inference.workers + 1);
     this.batcher = new DynamicBatcher<Item>({
       maxBatch: o.maxBatch,
       ...(o.maxBatchTokens ? { limit: (it: Item) => o.maxBatchTokens! / tokensOf(it) } : {}),
@@ -274,16 +323,16 @@ export class Pipeline {
       const limits = this.o.limits ?? {};
       const opened = await openImage(input, { paths: this.o.paths, limits });
       const target = resolveTargetResolution(opened.originalHeight, opened.originalWidth, job.model.geometry, job.policy, opened.id);
-      const img = await decodeOpened(opened, target, { limits });
+      const img = await decodeOpenedInterleaved(opened, target, { limits });
       item = {
-        key: `${job.model.name}|${img.height}x${img.width}`,
+        key: `${job.model.name}|${img.pixels.height}x${img.pixels.width}`,
         enqueuedAt: performance.now(),
         job,
         index,
         id: input.id,
         pixels: img.pixels,
-        height: img.height,
-        width: img.width,
+        height: img.pixels.height,
+        width: img.pixels.width,
         originalHeight: img.originalHeight,
         originalWidth: img.originalWidth,
       };
@@ -326,21 +375,25 @@ export class Pipeline {
     const { height: H, width: W } = first;
     const B = live.length;
     const plane = H * W;
-    const pixels = new Float32Array(B * 3 * plane);
+    const pixels = this.tensors.take(B * 3 * plane);
     const t = performance.now();
+    // External-preprocessor graphs expect (x - mean) / std; clients always send [0, 1].
     const norm = model.metadata.externalPreprocessor ? { mean: model.metadata.normMean, std: model.metadata.normStd } : null;
     for (let b = 0; b < B; b++) {
       const it = live[b]!;
       const src = it.pixels!;
-      if (!norm) pixels.set(src, b * 3 * plane);
-      else {
-        // External-preprocessor graphs expect (x - mean) / std; clients always send [0, 1].
-        for (let c = 0; c < 3; c++) {
-          const m = norm.mean[c]!;
-          const inv = 1 / norm.std[c]!;
-          const o = (b * 3 + c) * plane;
-          for (let i = 0; i < plane; i++) pixels[o + i] = (src[c * plane + i]! - m) * inv;
+      try {
+        // Every value of the image's slot is written, so a reused buffer needs no clearing.
+        hwcToChwInto(pixels, b * 3 * plane, src.data, H, W, src.channels, norm);
+      } catch (err) {
+        // Cannot happen for what preprocessing returns; if it did, no image of the batch would end.
+        this.o.logger?.error({ err, id: it.id }, "batch assembly failed");
+        for (const x of live) {
+          if (x.pixels) this.prepared.release();
+          x.pixels = null;
+          this.fail(x.job, x.index, "INTERNAL", `input ${JSON.stringify(x.id)}: batch assembly failed: ${(err as Error).message}`);
         }
+        return;
       }
       it.pixels = null;
       this.prepared.release();
@@ -348,9 +401,13 @@ export class Pipeline {
       this.metrics.queueWait((t - it.enqueuedAt) / 1000);
     }
 
+    // Only what the batch's requests need leaves the graph: embeddings never copy out the features.
+    const wantSummary = live.some((it) => it.job.output === "summary");
+    const wantFeatures = live.some((it) => it.job.output !== "summary");
+    const outputs = wantFeatures ? (wantSummary ? (["summary", "features"] as const) : (["features"] as const)) : (["summary"] as const);
     let out: Awaited<ReturnType<InferenceBackend["run"]>>;
     try {
-      out = await this.o.inference.run(model.name, pixels, [B, 3, H, W]);
+      out = await this.o.inference.run(model.name, pixels, [B, 3, H, W], outputs);
     } catch (err) {
       this.o.logger?.error({ err, model: model.name, batch: B, height: H, width: W }, "inference failed");
       for (const it of live) {
@@ -358,13 +415,14 @@ export class Pipeline {
       }
       return;
     }
+    this.tensors.give(out.input?.buffer);
     this.metrics.batchRan(model.name, B, out.runMs / 1000);
     const S = out.summaryDims[1]!;
     const positions = out.featureDims[1]!;
     const C = out.featureDims[2]!;
     const gridH = H / model.metadata.patchSize;
     const gridW = W / model.metadata.patchSize;
-    if (gridH * gridW !== positions) {
+    if (wantFeatures && gridH * gridW !== positions) {
       for (const it of live) {
         this.fail(it.job, it.index, "INTERNAL", `input ${JSON.stringify(it.id)}: the graph returned ${positions} positions for a ${gridH}×${gridW} grid`);
       }

@@ -1,19 +1,23 @@
 /**
- * Server-side heatmaps from spatial features (C, h, w):
+ * Server-side heatmaps from spatial features (C, h, w), or (h·w, C) with layout 'nlc':
  *   1. non-finite → 0                                  (clip.ts)
  *   2. per-channel clip to the 1st/99th percentile      (clip.ts, percentile.ts)
- *   3. leading principal component(s) over positions   (pca.ts, lanczos.ts)
- *   4. deterministic sign per component                 (orientation.ts)
- *   5. optional Gaussian smoothing, sigma in grid cells (smoothing.ts)
- *   6. bilinear resize to the output size               (resize.ts)
- *   7. min–max to uint8                                 (quantize.ts)
+ *   3. high-norm tokens found on the unclipped norms    (outliers.ts)
+ *   4. leading principal component(s) over positions,   (pca.ts, lanczos.ts)
+ *      fitted on the other positions
+ *   5. deterministic sign per component                 (orientation.ts)
+ *   6. high-norm tokens' scores clamped to the others' range (outliers.ts)
+ *   7. optional Gaussian smoothing, sigma in grid cells (smoothing.ts)
+ *   8. bilinear resize to the output size               (resize.ts)
+ *   9. min–max to uint8                                 (quantize.ts)
  * 'pca1' gives one grey channel; 'pca3' maps the top three components to R, G, B,
  * each channel smoothed, resized and min–max scaled on its own, interleaved (H, W, 3).
  */
-import { type ClipOptions, type ClipResult, sanitizeAndClip } from './clip.js';
+import { type ClipOptions, type ClipResult, type FeatureLayout, sanitizeAndClip } from './clip.js';
 import { type FeatureDims, type FloatArray, assertPositiveInt, validateFeatureDims } from './dims.js';
 import type { LanczosOptions } from './lanczos.js';
-import { type OrientationRule, orientComponent, positionNorms } from './orientation.js';
+import { type OrientationRule, orientComponent } from './orientation.js';
+import { type HighNormOptions, type HighNormTokens, clampToInlierRange, highNormTokens } from './outliers.js';
 import { type PcaResult, principalComponents } from './pca.js';
 import { minMaxToUint8 } from './quantize.js';
 import { resizeBilinear } from './resize.js';
@@ -27,6 +31,12 @@ export type HeatmapMode = 'pca1' | 'pca3';
 export const DEFAULT_HEATMAP_SIGMA = 1.51;
 /** Default bound on the longest side of a heatmap. */
 export const DEFAULT_HEATMAP_MAX_SIDE = 512;
+/**
+ * Eigen-solver tolerance for heatmaps (relative residual). The maps end as 8-bit images,
+ * so 1e-6 (score errors ~1e-7 relative) is ample; it saves 1–3 of ~10–14 Lanczos steps,
+ * ~1.7 ms each at 1280×32×32, against the solver's own default of 1e-10.
+ */
+export const DEFAULT_HEATMAP_SOLVER_TOLERANCE = 1e-6;
 
 export interface HeatmapOptions {
   /** 'pca1' (default): grey map of PC1. 'pca3': PC1..PC3 as RGB. */
@@ -41,8 +51,12 @@ export interface HeatmapOptions {
   sourceWidth?: number;
   /** Clip percentiles, default [1, 99]. */
   clipPercentiles?: ClipOptions['percentiles'];
-  /** Eigen-solver knobs (tolerance, step cap). */
+  /** Eigen-solver knobs (tolerance, step cap); tolerance defaults to DEFAULT_HEATMAP_SOLVER_TOLERANCE. */
   solver?: LanczosOptions;
+  /** Layout of `features`: 'chw' (default) or the graph's position-major 'nlc'. */
+  layout?: FeatureLayout;
+  /** High-norm token thresholds (outliers.ts); false fits the PCA on every position. */
+  highNorm?: HighNormOptions | false;
 }
 
 export interface Heatmap {
@@ -75,26 +89,51 @@ export function defaultHeatmapSize(
 }
 
 export interface ScoreMaps {
-  /** Oriented score maps (row-major h×w), one per component. */
+  /** Oriented score maps (row-major h×w), one per component; high-norm tokens clamped. */
   maps: Float64Array[];
   clip: ClipResult;
+  /** High-norm tokens left out of the fit (count 0 when none, or when disabled). */
+  outliers: HighNormTokens;
   pca: PcaResult;
   orientation: { rule: OrientationRule; flipped: boolean }[];
 }
 
-/** Stages 1–4: sanitised/clipped features → oriented principal-component score maps. */
+export type ScoreMapOptions = Pick<HeatmapOptions, 'clipPercentiles' | 'solver' | 'layout' | 'highNorm'>;
+
+/** Per-channel mean of the clipped data over the inliers, from the clip pass's sums. */
+function inlierMean(clip: ClipResult, C: number, n: number, mask: Uint8Array | null): Float64Array {
+  const out: number[] = [];
+  if (mask) for (let p = 0; p < n; p++) if (mask[p]) out.push(p);
+  const mean = new Float64Array(C);
+  for (let c = 0; c < C; c++) {
+    let s = clip.sums[c]!;
+    for (const p of out) s -= clip.data[c * n + p]!;
+    mean[c] = s / (n - out.length);
+  }
+  return mean;
+}
+
+/** Stages 1–6: sanitised/clipped features → oriented principal-component score maps. */
 export function computeScoreMaps(
   features: FloatArray,
   dims: FeatureDims,
   components: number,
-  opts: { clipPercentiles?: ClipOptions['percentiles']; solver?: LanczosOptions } = {},
+  opts: ScoreMapOptions = {},
 ): ScoreMaps {
   const n = validateFeatureDims(features, dims);
-  const clip = sanitizeAndClip(features, dims, opts.clipPercentiles ? { percentiles: opts.clipPercentiles } : {});
-  const pca = principalComponents(clip.data, dims, components, opts.solver);
-  const norms = positionNorms(clip.data, dims.channels, n);
-  const orientation = pca.scores.map((s, i) => orientComponent(s, pca.components[i]!, norms));
-  return { maps: pca.scores, clip, pca, orientation };
+  const clipOpts: ClipOptions = { layout: opts.layout ?? 'chw' };
+  if (opts.clipPercentiles) clipOpts.percentiles = opts.clipPercentiles;
+  const clip = sanitizeAndClip(features, dims, clipOpts);
+  const outliers: HighNormTokens =
+    opts.highNorm === false
+      ? { mask: null, count: 0, median: Number.NaN, mad: Number.NaN, threshold: Infinity }
+      : highNormTokens(clip.rawNorms, opts.highNorm);
+  const mean = inlierMean(clip, dims.channels, n, outliers.mask);
+  const solver = { tolerance: DEFAULT_HEATMAP_SOLVER_TOLERANCE, ...opts.solver };
+  const pca = principalComponents(clip.data, dims, components, solver, { exclude: outliers.mask, mean });
+  const orientation = pca.scores.map((s, i) => orientComponent(s, pca.components[i]!, clip.norms, outliers.mask));
+  if (outliers.mask) for (const s of pca.scores) clampToInlierRange(s, outliers.mask);
+  return { maps: pca.scores, clip, outliers, pca, orientation };
 }
 
 /** Stages 5–6 for one map: optional smoothing, then resize (skipped when sizes match). */
@@ -137,10 +176,7 @@ export function computeHeatmap(features: FloatArray, dims: FeatureDims, opts: He
   assertPositiveInt(outW, 'outputWidth');
 
   const channels = mode === 'pca1' ? 1 : 3;
-  const scoreOpts: { clipPercentiles?: ClipOptions['percentiles']; solver?: LanczosOptions } = {};
-  if (opts.clipPercentiles) scoreOpts.clipPercentiles = opts.clipPercentiles;
-  if (opts.solver) scoreOpts.solver = opts.solver;
-  const { maps } = computeScoreMaps(features, dims, channels, scoreOpts);
+  const { maps } = computeScoreMaps(features, dims, channels, opts);
   const data = new Uint8Array(outH * outW * channels);
   for (let ch = 0; ch < channels; ch++) {
     const resized = smoothAndResize(maps[ch]!, dims.height, dims.width, sigma, outH, outW);

@@ -15,6 +15,9 @@
  *   |Σ (s − s̄)(r − r̄)| ≤ 1e-6 · ‖s − s̄‖ · ‖r‖,
  * rather than as exact 0.0: a mathematically zero covariance evaluates to rounding
  * noise of either sign, which would make the "exactly 0" test itself non-deterministic.
+ *
+ * Positions left out of the PCA fit (high-norm tokens, outliers.ts) are left out of the
+ * correlation too: their norms are the largest by construction and would decide it.
  */
 
 /** Relative threshold below which the score/norm covariance counts as zero. */
@@ -44,21 +47,27 @@ export function orientComponent(
   scores: Float64Array,
   loading: Float64Array,
   norms: Float64Array,
+  exclude: Uint8Array | null = null,
 ): { rule: OrientationRule; flipped: boolean } {
   const n = scores.length;
   if (norms.length !== n) throw new RangeError('scores and norms differ in length');
+  if (exclude && exclude.length !== n) throw new RangeError('scores and exclude differ in length');
   let sMean = 0;
   let rMean = 0;
+  let kept = 0;
   for (let p = 0; p < n; p++) {
+    if (exclude && exclude[p]) continue;
     sMean += scores[p]!;
     rMean += norms[p]!;
+    kept++;
   }
-  sMean /= n;
-  rMean /= n;
+  sMean /= kept;
+  rMean /= kept;
   let cov = 0;
   let sSq = 0;
   let rSq = 0;
   for (let p = 0; p < n; p++) {
+    if (exclude && exclude[p]) continue;
     const ds = scores[p]! - sMean;
     const r = norms[p]!;
     cov += ds * (r - rMean);

@@ -10,11 +10,16 @@
  * Each operator application is two passes over the data (2·C·n multiply-adds).
  * Scores are always recomputed as Xc · loading.
  *
+ * `exclude` leaves positions out of the fit (high-norm tokens, outliers.ts): the mean
+ * is the inliers' and the position-space vector inside each operator application is
+ * zeroed at excluded positions, which is exactly the PCA of the inlier rows, with no
+ * copy of the data. Scores are still computed for every position.
+ *
  * Signs are NOT fixed here (see orientation.ts).
  */
-import { CenteredMatrix } from './centered-matrix.js';
+import { CenteredMatrix, channelMeans } from './centered-matrix.js';
 import { type FeatureDims, validateFeatureDims } from './dims.js';
-import { type LanczosOptions, lanczosTopEigenpairs } from './lanczos.js';
+import { type LanczosOptions, deterministicStartVector, lanczosTopEigenpairs } from './lanczos.js';
 
 export interface PcaResult {
   /** Unit loading vectors (length C); all zeros for a component the data do not have. */
@@ -34,38 +39,78 @@ export interface PcaResult {
 /** Eigenvalues below this fraction of the largest are treated as zero variance. */
 const ZERO_VARIANCE_RELATIVE = 1e-10;
 
+export interface PcaFit {
+  /** 1 = leave this position out of the fit (length h·w). */
+  exclude?: Uint8Array | null;
+  /** Per-channel mean of the fitted positions, if already known (saves a pass). */
+  mean?: Float64Array;
+}
+
+/** Per-channel mean over the positions not excluded. */
+function inlierMeans(data: Float32Array, C: number, n: number, exclude: Uint8Array): Float64Array {
+  const mean = channelMeans(data, C, n);
+  const out: number[] = [];
+  for (let p = 0; p < n; p++) if (exclude[p]) out.push(p);
+  for (let c = 0; c < C; c++) {
+    let s = mean[c]! * n;
+    for (const p of out) s -= data[c * n + p]!;
+    mean[c] = s / (n - out.length);
+  }
+  return mean;
+}
+
+function zeroExcluded(u: Float64Array, exclude: Uint8Array | null): void {
+  if (exclude) for (let p = 0; p < u.length; p++) if (exclude[p]) u[p] = 0;
+}
+
 export function principalComponents(
   data: Float32Array,
   dims: FeatureDims,
   k: number,
   opts: LanczosOptions = {},
+  fit: PcaFit = {},
 ): PcaResult {
   const n = validateFeatureDims(data, dims);
   const C = dims.channels;
-  const X = new CenteredMatrix(data, C, n);
+  const exclude = fit.exclude ?? null;
+  if (exclude && exclude.length !== n) throw new RangeError(`exclude has length ${exclude.length}, expected ${n}`);
+  let kept = n;
+  if (exclude) for (let p = 0; p < n; p++) if (exclude[p]) kept--;
+  if (kept < 1) throw new RangeError('every position is excluded from the fit');
+  const mean = fit.mean ?? (exclude ? inlierMeans(data, C, n, exclude) : undefined);
+  const X = new CenteredMatrix(data, C, n, mean);
   const side = C > n ? 'gram' : 'covariance';
   const bufN = new Float64Array(n);
   const bufC = new Float64Array(C);
+  let solverOpts = opts;
+  if (exclude && side === 'gram') {
+    // The Krylov space must stay inside the inlier positions.
+    const start = opts.start ? Float64Array.from(opts.start) : deterministicStartVector(n, opts.seed);
+    zeroExcluded(start, exclude);
+    solverOpts = { ...opts, start };
+  }
 
   const result =
     side === 'covariance'
       ? lanczosTopEigenpairs(
           (v, y) => {
             X.mulX(v, bufN);
+            zeroExcluded(bufN, exclude);
             X.mulXt(bufN, y);
           },
           C,
           k,
-          opts,
+          solverOpts,
         )
       : lanczosTopEigenpairs(
           (u, y) => {
             X.mulXt(u, bufC);
             X.mulX(bufC, y);
+            zeroExcluded(y, exclude);
           },
           n,
           k,
-          opts,
+          solverOpts,
         );
 
   const top = result.values[0]!;
@@ -87,7 +132,7 @@ export function principalComponents(
         for (let c = 0; c < C; c++) loading[c] = loading[c]! * inv;
       }
       X.mulX(loading, score);
-      explainedVariance[i] = n > 1 ? theta / (n - 1) : 0;
+      explainedVariance[i] = kept > 1 ? theta / (kept - 1) : 0;
     }
     components.push(loading);
     scores.push(score);

@@ -46,20 +46,26 @@ export function resizeBilinear(
   if (dst.length !== outHeight * outWidth) throw new RangeError('out has the wrong length');
   const ry = axisWeights(inHeight, outHeight);
   const rx = axisWeights(inWidth, outWidth);
+  // Separable: every source row interpolated along x once, then each output row is a
+  // blend of two of those. Same products in the same order as the 2-D formula
+  // ly0·(lx0·a + lx1·b) + ly1·(lx0·c + lx1·d), so bit-identical, at 2 instead of 6
+  // multiplications per output pixel.
+  const rows = new Float64Array(inHeight * outWidth);
+  for (let r = 0; r < inHeight; r++) {
+    const s = r * inWidth;
+    const o = r * outWidth;
+    for (let x = 0; x < outWidth; x++) {
+      const lx1 = rx.l1[x]!;
+      rows[o + x] = (1 - lx1) * src[s + rx.i0[x]!]! + lx1 * src[s + rx.i1[x]!]!;
+    }
+  }
   for (let y = 0; y < outHeight; y++) {
-    const r0 = ry.i0[y]! * inWidth;
-    const r1 = ry.i1[y]! * inWidth;
+    const r0 = ry.i0[y]! * outWidth;
+    const r1 = ry.i1[y]! * outWidth;
     const ly1 = ry.l1[y]!;
     const ly0 = 1 - ly1;
     const o = y * outWidth;
-    for (let x = 0; x < outWidth; x++) {
-      const c0 = rx.i0[x]!;
-      const c1 = rx.i1[x]!;
-      const lx1 = rx.l1[x]!;
-      const lx0 = 1 - lx1;
-      dst[o + x] =
-        ly0 * (lx0 * src[r0 + c0]! + lx1 * src[r0 + c1]!) + ly1 * (lx0 * src[r1 + c0]! + lx1 * src[r1 + c1]!);
-    }
+    for (let x = 0; x < outWidth; x++) dst[o + x] = ly0 * rows[r0 + x]! + ly1 * rows[r1 + x]!;
   }
   return dst;
 }

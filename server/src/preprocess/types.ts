@@ -31,6 +31,18 @@ export interface RawInput {
 /** One image to preprocess; `id` is only used to name the input in errors. */
 export type ImageInput = PathInput | BytesInput | RawInput;
 
+/**
+ * Decoded pixels at the model's input size, still interleaved (HWC): uint8 from the decoder, or a
+ * raw input passed through (uint8 or float32, 1/3/4 channels). `hwcToChwInto` turns them into
+ * model-ready planes.
+ */
+export interface InterleavedPixels {
+  readonly data: Uint8Array | Float32Array;
+  readonly height: number;
+  readonly width: number;
+  readonly channels: 1 | 2 | 3 | 4;
+}
+
 /** Model-ready pixels: float32 CHW, RGB, values in [0, 1]. */
 export interface PreprocessedImage {
   readonly id: string;

@@ -5,7 +5,7 @@
 import { EventEmitter } from "node:events";
 import { BroadcastChannel } from "node:worker_threads";
 import { Piscina } from "piscina";
-import type { ExecutionProvider, PrepackPolicy } from "./session.js";
+import type { ExecutionProvider, GraphOutputName, PrepackPolicy } from "./session.js";
 import type { InferResult, InferTask, ReadyModel, WorkerAnnouncement, WorkerConfig, WorkerModel } from "./protocol.js";
 import { workerEntry } from "./worker-entry.js";
 
@@ -150,15 +150,18 @@ export class InferencePool extends EventEmitter {
     return this.piscina.threads;
   }
 
-  /** Runs pixels [B, 3, H, W] through `model`. The pixels' buffer is transferred: do not reuse it. */
-  run(model: string, pixels: Float32Array, dims: InferTask["dims"]): Promise<InferResult> {
+  /**
+   * Runs pixels [B, 3, H, W] through `model`, fetching `outputs` (default: all). The pixels' buffer
+   * is transferred: do not reuse it (the result hands it back as `input`).
+   */
+  run(model: string, pixels: Float32Array, dims: InferTask["dims"], outputs?: readonly GraphOutputName[]): Promise<InferResult> {
     if (this.closed) return Promise.reject(new Error("the inference pool is closed"));
     const limit = this.options.inferenceTimeoutMs ?? 0;
     // The clock starts when a worker starts the batch (it may first wait for a replacement worker
     // to load): the worker stores the time here.
     const started = limit > 0 ? new BigInt64Array(new SharedArrayBuffer(8)) : undefined;
     const abort = limit > 0 ? new AbortController() : null;
-    const task: InferTask = { model, pixels, dims, ...(started ? { started } : {}) };
+    const task: InferTask = { model, pixels, dims, ...(outputs ? { outputs: [...outputs] } : {}), ...(started ? { started } : {}) };
     const t = performance.now();
     this.inFlight++;
     // `running` counts the worker as busy until the batch is really over, even after a timeout.

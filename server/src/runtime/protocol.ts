@@ -1,7 +1,7 @@
 // Messages between the inference pool (main thread) and its workers. Plain data only: typed arrays
 // travel in transfer lists, so a batch tensor moves to a worker and its outputs move back without
 // copies.
-import type { ExecutionProvider, PrepackPolicy } from "./session.js";
+import type { ExecutionProvider, GraphOutputName, PrepackPolicy } from "./session.js";
 
 export interface WorkerModel {
   name: string;
@@ -27,6 +27,8 @@ export interface InferTask {
   /** [B, 3, H, W] float32; its buffer is transferred (detached on the sending side). */
   pixels: Float32Array;
   dims: [number, number, number, number];
+  /** The outputs to fetch (default: all); the others come back empty. */
+  outputs?: GraphOutputName[];
   /** Shared with the pool: the worker stores Date.now() here when it starts the batch (0 = queued). */
   started?: BigInt64Array;
 }
@@ -41,6 +43,8 @@ export interface InferResult {
   /** Wall time of session.run inside the worker. */
   runMs: number;
   threadId: number;
+  /** The task's pixels, transferred back once the run is over, for the sender to reuse. */
+  input?: Float32Array;
 }
 
 export interface ReadyModel {

@@ -3,7 +3,8 @@ import * as ort from "onnxruntime-node";
 import { join } from "node:path";
 import { MODEL_FILE, readGraphMetadata, type GraphMetadata } from "../compiler/metadata.js";
 
-export type ExecutionProvider = "cpu" | "cuda";
+/** onnxruntime execution providers this server runs graphs on ("webgpu": Dawn over Vulkan, built into onnxruntime-node). */
+export type ExecutionProvider = "cpu" | "cuda" | "webgpu";
 
 export interface SessionOptions {
   provider?: ExecutionProvider;
@@ -38,11 +39,12 @@ export async function loadGraph(dir: string, o: SessionOptions = {}): Promise<Lo
   const metadata = readGraphMetadata(dir);
   const provider = o.provider ?? "cpu";
   // onnxruntime would quietly run the int8 ops on the CPU beside a CUDA session: refuse instead.
-  if (provider === "cuda" && metadata.precision === "int8") {
-    throw new Error(`${dir} is an int8 graph, made for the CPU provider; compile an fp16 graph (--precision fp16) for CUDA`);
+  if (provider !== "cpu" && metadata.precision === "int8") {
+    throw new Error(`${dir} is an int8 graph, made for the CPU provider; compile an fp16 graph (--precision fp16) for ${provider}`);
   }
   const session = await ort.InferenceSession.create(join(dir, MODEL_FILE), {
-    executionProviders: provider === "cuda" ? ["cuda", "cpu"] : ["cpu"],
+    // The CPU provider stays listed: onnxruntime places shape ops there on purpose.
+    executionProviders: provider === "cpu" ? ["cpu"] : [provider, "cpu"],
     intraOpNumThreads: o.intraOpThreads ?? 0,
     interOpNumThreads: 1,
     executionMode: "sequential",
@@ -60,8 +62,22 @@ export interface GraphOutputs {
   featureDims: number[];
 }
 
-/** Runs pixels [B, 3, H, W] through the graph; H and W must be multiples of the graph's step. */
-export async function runGraph(g: LoadedGraph, pixels: Float32Array, dims: [number, number, number, number]): Promise<GraphOutputs> {
+/** The graph's outputs; a run can fetch a subset. */
+export type GraphOutputName = "summary" | "features";
+export const GRAPH_OUTPUTS: readonly GraphOutputName[] = ["summary", "features"];
+
+/**
+ * Runs pixels [B, 3, H, W] through the graph; H and W must be multiples of the graph's step. Only
+ * the outputs in `fetch` are copied out (an output left out comes back empty, dims []): summary-only
+ * calls then never copy the features, B × 1036 × 1280 floats (5.3 MB an image) for H at 512², off a
+ * GPU and into a JS buffer.
+ */
+export async function runGraph(
+  g: LoadedGraph,
+  pixels: Float32Array,
+  dims: [number, number, number, number],
+  fetch: readonly GraphOutputName[] = GRAPH_OUTPUTS,
+): Promise<GraphOutputs> {
   const [b, c, h, w] = dims;
   const step = g.metadata.resolution.step;
   if (c !== 3) throw new Error(`pixels must have 3 channels, got ${c}`);
@@ -69,13 +85,14 @@ export async function runGraph(g: LoadedGraph, pixels: Float32Array, dims: [numb
     throw new Error(`input ${h}×${w} is not a multiple of ${step} (patch ${g.metadata.patchSize}${g.metadata.windowSize ? ` × window ${g.metadata.windowSize}` : ""})`);
   }
   if (pixels.length !== b * c * h * w) throw new Error(`pixels hold ${pixels.length} values, expected ${b}×${c}×${h}×${w}`);
-  const out = await g.session.run({ pixels: new ort.Tensor("float32", pixels, dims) });
-  const summary = out.summary!;
-  const features = out.features!;
+  if (fetch.length === 0 || fetch.some((n) => !GRAPH_OUTPUTS.includes(n))) throw new Error(`fetch must name some of ${GRAPH_OUTPUTS.join(", ")}, got [${fetch.join(", ")}]`);
+  const out = await g.session.run({ pixels: new ort.Tensor("float32", pixels, dims) }, [...fetch]);
+  const summary = out.summary;
+  const features = out.features;
   return {
-    summary: summary.data as Float32Array,
-    summaryDims: [...summary.dims],
-    features: features.data as Float32Array,
-    featureDims: [...features.dims],
+    summary: summary ? (summary.data as Float32Array) : new Float32Array(0),
+    summaryDims: summary ? [...summary.dims] : [],
+    features: features ? (features.data as Float32Array) : new Float32Array(0),
+    featureDims: features ? [...features.dims] : [],
   };
 }

@@ -6,9 +6,12 @@ import { BroadcastChannel, threadId, workerData } from "node:worker_threads";
 import { move, transferableSymbol, valueSymbol } from "piscina";
 import * as ort from "onnxruntime-node";
 import { loadGraph, runGraph, type LoadedGraph } from "./session.js";
+import { nameThisThread } from "../observability/thread-name.js";
 import type { InferResult, InferTask, ReadyModel, WorkerAnnouncement, WorkerConfig } from "./protocol.js";
 
 const config = workerData as WorkerConfig;
+// Before the sessions exist, so their onnxruntime threads carry the name too.
+nameThisThread("radio-infer");
 const graphs = new Map<string, LoadedGraph>();
 
 function announce(msg: WorkerAnnouncement): void {
@@ -83,9 +86,10 @@ export default async function infer(task: InferTask): Promise<unknown> {
   if (task.started) Atomics.store(task.started, 0, BigInt(Date.now()));
   injectFault(task.dims[2]);
   const t = performance.now();
-  const out = await runGraph(g, task.pixels, task.dims);
+  const out = await runGraph(g, task.pixels, task.dims, task.outputs);
   const runMs = performance.now() - t;
-  const result: InferResult = { ...out, runMs, threadId };
-  const buffers = new Set<ArrayBufferLike>([out.summary.buffer, out.features.buffer]);
+  // The input goes back too: the pipeline reuses its buffer for a later batch (already paged in).
+  const result: InferResult = { ...out, runMs, threadId, input: task.pixels };
+  const buffers = new Set<ArrayBufferLike>([out.summary.buffer, out.features.buffer, task.pixels.buffer]);
   return move({ [transferableSymbol]: [...buffers], [valueSymbol]: result } as never);
 }

@@ -48,6 +48,8 @@ export async function startTestServer(
     {
       ...SERVE_DEFAULTS,
       allowedRoots: [],
+      // The CPU unless a test asks: results compared against CPU numerics, whatever this host has.
+      provider: 'cpu',
       listen: { socket },
       ...config,
     } as ServeConfig,

@@ -1,0 +1,184 @@
+// How the pipeline builds a batch tensor and what it asks the inference backend for, with a fake
+// backend: decoded images are converted straight into the batch (same values as hwcToChw), a
+// batch's buffer handed back by the backend is reused for a later batch of the same size (and fully
+// overwritten), external-preprocessor graphs get (x - mean) / std, and only the outputs the batch's
+// requests need are fetched (summary-only calls never ask for the features).
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import type { GraphMetadata } from '../../server/src/compiler/metadata.js';
+import type { ServedModel } from '../../server/src/pipeline/models.js';
+import { Pipeline, TensorBuffers, type InferenceBackend } from '../../server/src/pipeline/pipeline.js';
+import type { ImageOutcome, OutputKind } from '../../server/src/pipeline/types.js';
+import { createPathPolicy, hwcToChw } from '../../server/src/preprocess/index.js';
+
+const SIDE = 32; // 2×2 patches of 16
+const S = 6; // summary width
+const C = 5; // feature channels
+
+function model(externalPreprocessor = false): ServedModel {
+  const metadata = {
+    patchSize: 16,
+    windowSize: null,
+    externalPreprocessor,
+    normMean: [0.5, 0.25, 0.125],
+    normStd: [0.5, 0.25, 0.75],
+    resolution: { preferred: [SIDE, SIDE], max: 2048, step: 16 },
+  } as unknown as GraphMetadata;
+  return { name: 'm', dir: '/nonexistent', metadata, geometry: { patchSize: 16, windowSize: null, maxResolution: 2048, preferred: [SIDE, SIDE] } };
+}
+
+interface Call {
+  pixels: Float32Array;
+  copy: Float32Array;
+  buffer: ArrayBufferLike;
+  dims: number[];
+  outputs: readonly string[] | undefined;
+}
+
+/** Records every batch; hands its input back like the real worker does. */
+function fakeBackend(): InferenceBackend & { calls: Call[] } {
+  const calls: Call[] = [];
+  return {
+    workers: 1,
+    calls,
+    async run(_model, pixels, dims, outputs) {
+      calls.push({ pixels, copy: pixels.slice(), buffer: pixels.buffer, dims: [...dims], outputs });
+      const [B] = dims;
+      const positions = (dims[2] / 16) * (dims[3] / 16);
+      const wantS = !outputs || outputs.includes('summary');
+      const wantF = !outputs || outputs.includes('features');
+      return {
+        summary: wantS ? new Float32Array(B * S).fill(1) : new Float32Array(0),
+        summaryDims: wantS ? [B, S] : [],
+        features: wantF ? new Float32Array(B * positions * C).fill(2) : new Float32Array(0),
+        featureDims: wantF ? [B, positions, C] : [],
+        runMs: 1,
+        input: pixels,
+      };
+    },
+  };
+}
+
+function image(seed: number): Uint8Array {
+  const a = new Uint8Array(SIDE * SIDE * 3);
+  for (let i = 0; i < a.length; i++) a[i] = (i * 31 + seed * 97) % 256;
+  return a;
+}
+
+async function pipelineWith(backend: InferenceBackend, m: ServedModel, maxBatch: number, maxQueueDelayMs = 0): Promise<Pipeline> {
+  return new Pipeline({
+    models: [m],
+    inference: backend,
+    postprocess: { run: () => Promise.reject(new Error('no postprocess in this test')) },
+    paths: await createPathPolicy([]),
+    maxBatch,
+    maxQueueDelayMs,
+    maxQueue: 64,
+    decodeParallelism: 2,
+  });
+}
+
+async function submit(p: Pipeline, images: Uint8Array[], output: OutputKind = 'summary'): Promise<ImageOutcome[]> {
+  const outcomes: ImageOutcome[] = [];
+  const handle = p.submit(
+    {
+      model: '',
+      resolution: `${SIDE}x${SIDE}`,
+      output,
+      heatmap: { mode: 'pca1', smoothing: false, sigma: 0, outputHeight: 0, outputWidth: 0, maxSide: 0 },
+      images: images.map((data, i) => ({ id: `img${i}`, raw: { data, height: SIDE, width: SIDE, channels: 3 as const, dtype: 'uint8' as const } })),
+      deadline: null,
+    },
+    (o) => outcomes.push(o),
+  );
+  await handle.done;
+  return outcomes.sort((a, b) => a.index - b.index);
+}
+
+describe('batch assembly', () => {
+  it('converts decoded images straight into the batch, with the values hwcToChw gives', async () => {
+    const backend = fakeBackend();
+    const p = await pipelineWith(backend, model(), 1);
+    const imgs = [image(1), image(2), image(3)];
+    const out = await submit(p, imgs);
+    assert.ok(out.every((o) => o.output));
+    assert.equal(backend.calls.length, 3);
+    // One image a batch; decodes may finish in any order, so each batch is matched to its image by content.
+    const expected = imgs.map((im) => hwcToChw(im, SIDE, SIDE, 3));
+    for (const c of backend.calls) {
+      assert.deepEqual(c.dims, [1, 3, SIDE, SIDE]);
+      assert.ok(expected.some((e) => e.every((v, i) => v === c.copy[i])), 'a batch holds exactly one image, converted');
+    }
+    p.close();
+  });
+
+  it('reuses a batch buffer the backend handed back, overwriting all of it', async () => {
+    const backend = fakeBackend();
+    const p = await pipelineWith(backend, model(), 1);
+    await submit(p, [image(4)]);
+    await submit(p, [image(5)]);
+    await submit(p, [image(6)]);
+    assert.equal(backend.calls.length, 3);
+    assert.equal(backend.calls[1]!.buffer, backend.calls[0]!.buffer, 'the second batch reuses the first one\'s buffer');
+    assert.equal(backend.calls[2]!.buffer, backend.calls[0]!.buffer);
+    assert.deepEqual([...backend.calls[2]!.copy], [...hwcToChw(image(6), SIDE, SIDE, 3)], 'no value of the earlier image is left');
+    p.close();
+  });
+
+  it('TensorBuffers: takes the smallest free buffer that fits (up to twice the size), keeps at most `max`', () => {
+    const t = new TensorBuffers(2);
+    const a = new ArrayBuffer(400);
+    const b = new ArrayBuffer(160);
+    const c = new ArrayBuffer(1000);
+    t.give(a);
+    t.give(b);
+    t.give(c); // over max: the oldest (a) goes
+    assert.equal(t.size, 2);
+    const x = t.take(40); // 160 bytes: fits b exactly
+    assert.equal(x.buffer, b);
+    assert.equal(x.length, 40);
+    const y = t.take(100); // 400 bytes: c (1000) is over twice the size, so a new one
+    assert.notEqual(y.buffer, c);
+    assert.equal(y.byteLength, 400);
+    t.give(new SharedArrayBuffer(64)); // not reusable as an ORT input: ignored
+    t.give(c); // already free: not twice
+    assert.equal(t.size, 1);
+  });
+
+  it('normalises for external-preprocessor graphs exactly as (float32(v/255) - mean) * (1/std)', async () => {
+    const backend = fakeBackend();
+    const m = model(true);
+    const p = await pipelineWith(backend, m, 1);
+    const im = image(7);
+    await submit(p, [im]);
+    const unit = hwcToChw(im, SIDE, SIDE, 3);
+    const n = SIDE * SIDE;
+    const want = new Float32Array(3 * n);
+    for (let c = 0; c < 3; c++) {
+      const mean = m.metadata.normMean[c]!;
+      const inv = 1 / m.metadata.normStd[c]!;
+      for (let i = 0; i < n; i++) want[c * n + i] = (unit[c * n + i]! - mean) * inv;
+    }
+    assert.deepEqual([...backend.calls[0]!.copy], [...want]);
+    p.close();
+  });
+
+  it('fetches only the outputs the batch needs', async () => {
+    const backend = fakeBackend();
+    const p = await pipelineWith(backend, model(), 8, 50);
+    const summary = await submit(p, [image(8), image(9)], 'summary');
+    assert.deepEqual(backend.calls.at(-1)!.outputs, ['summary']);
+    assert.deepEqual(summary.map((o) => o.output!.tensor.shape), [[S], [S]]);
+    const nlc = await submit(p, [image(10)], 'features_nlc');
+    assert.deepEqual(backend.calls.at(-1)!.outputs, ['features']);
+    assert.deepEqual(nlc[0]!.output!.tensor.shape, [4, C]);
+    // Two requests whose images share a batch (same size, submitted together, 50 ms batching delay): both outputs.
+    const before = backend.calls.length;
+    const [a, b] = await Promise.all([submit(p, [image(11)], 'summary'), submit(p, [image(12)], 'features_nlc')]);
+    assert.deepEqual(a[0]!.output!.tensor.shape, [S]);
+    assert.deepEqual(b[0]!.output!.tensor.shape, [4, C]);
+    assert.deepEqual(backend.calls.slice(before).map((c) => c.outputs), [['summary', 'features']]);
+    p.close();
+  });
+});
