@@ -306,7 +306,8 @@ def main() -> None:
         c.step(f"agree:{p}:cpu-fp32-ref", lambda p=p: c.outputs(f"{p}-fp32", "cpu", f"{p}-fp32-cpu"), need_s=60)
     for p in PRESETS:
         r = c.step(f"agree:{p}:webgpu-fp16", lambda p=p: c.agreement(p, f"{p}-fp16", "webgpu"), need_s=60)
-        if r and "requires f16" in r.get("error", ""):  # an adapter without shader-f16 runs the fp32 graph
+        err = (r or {}).get("error", "")
+        if "shader-f16" in err or "requires f16" in err:  # an adapter without shader-f16 runs the fp32 graph
             c.step(f"agree:{p}:webgpu-fp32", lambda p=p: c.agreement(p, f"{p}-fp32", "webgpu"), need_s=60)
     c.step("speed:webgpu", lambda: c.bare_speed([f"{PRESETS[0]}-fp16"], "webgpu", [1, 8], 16, rounds=1), need_s=90)
     if not provider_ready:
