@@ -13,7 +13,9 @@ node_pass=$(grep -E '^# pass ' "$node_log" | awk '{print $3}' | tail -1)
 node_fail=$(grep -E '^# fail ' "$node_log" | awk '{print $3}' | tail -1)
 
 py_log=$(mktemp)
-.venv/bin/python -m pytest test/python -q -rs -p no:cacheprovider 2>&1 | tee "$py_log"
+# --rootdir test/python: the repo root holds the zoo's __init__.py, and from the root pytest would import
+# it as a package named after the clone's folder (which fails for a folder like "c-radio", not an identifier).
+.venv/bin/python -m pytest test/python --rootdir test/python -q -rs -p no:cacheprovider 2>&1 | tee "$py_log"
 py_rc=${PIPESTATUS[0]}
 py_pass=$(grep -oE '[0-9]+ passed' "$py_log" | tail -1 | awk '{print $1}')
 py_fail=$(grep -oE '[0-9]+ failed' "$py_log" | tail -1 | awk '{print $1}')
