@@ -28,7 +28,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { sanitizeAndClip } from '../server/src/postprocess/clip.js';
-import { DEFAULT_HEATMAP_SOLVER_TOLERANCE } from '../server/src/postprocess/heatmap.js';
+import { DEFAULT_HEATMAP_SOLVER_TOLERANCE, inlierMean } from '../server/src/postprocess/heatmap.js';
 import { orientComponent } from '../server/src/postprocess/orientation.js';
 import { clampToInlierRange, highNormTokens } from '../server/src/postprocess/outliers.js';
 import { heatmapTensor, type HeatmapSpec } from '../server/src/postprocess/outputs.js';
@@ -134,27 +134,28 @@ const cpuClock = () => {
 if (args.clock !== 'cpu' && args.clock !== 'wall') throw new Error(`--clock must be cpu or wall, got ${args.clock}`);
 const clock = args.clock === 'wall' ? wallClock : cpuClock;
 
+/** Time per named stage: lap(name) adds the time since the previous lap to t[name]. */
+function stopwatch(): { t: Stages; lap: (name: string) => void } {
+  const t: Stages = {};
+  let t0 = clock();
+  return {
+    t,
+    lap: (name: string) => {
+      const t1 = clock();
+      t[name] = (t[name] ?? 0) + t1 - t0;
+      t0 = t1;
+    },
+  };
+}
+
 function stagesNew(nlc: Float32Array, C: number, h: number, w: number, k: number): { t: Stages; steps: number; outliers: number } {
   const n = h * w;
   const dims = { channels: C, height: h, width: w };
-  const t: Stages = {};
-  let t0 = clock();
-  const lap = (name: string) => {
-    const t1 = clock();
-    t[name] = (t[name] ?? 0) + t1 - t0;
-    t0 = t1;
-  };
+  const { t, lap } = stopwatch();
   const clip = sanitizeAndClip(nlc, dims, { layout: 'nlc' });
   lap('transpose + sanitise + clip');
   const out = highNormTokens(clip.rawNorms);
-  const spots: number[] = [];
-  if (out.mask) for (let p = 0; p < n; p++) if (out.mask[p]) spots.push(p);
-  const mean = new Float64Array(C);
-  for (let c = 0; c < C; c++) {
-    let s = clip.sums[c]!;
-    for (const p of spots) s -= clip.data[c * n + p]!;
-    mean[c] = s / (n - spots.length);
-  }
+  const mean = inlierMean(clip, C, n, out.mask);
   lap('high-norm tokens');
   const pca = principalComponents(clip.data, dims, k, { tolerance: DEFAULT_HEATMAP_SOLVER_TOLERANCE }, { exclude: out.mask, mean });
   lap('PCA');
@@ -176,13 +177,7 @@ function stagesNew(nlc: Float32Array, C: number, h: number, w: number, k: number
 function stagesOld(b: Record<string, Mod>, nlc: Float32Array, C: number, h: number, w: number, k: number): { t: Stages; steps: number } {
   const n = h * w;
   const dims = { channels: C, height: h, width: w };
-  const t: Stages = {};
-  let t0 = clock();
-  const lap = (name: string) => {
-    const t1 = clock();
-    t[name] = (t[name] ?? 0) + t1 - t0;
-    t0 = t1;
-  };
+  const { t, lap } = stopwatch();
   const chw = b.outputs.nlcToChw(nlc, n, C);
   lap('transpose');
   const clip = b.clip.sanitizeAndClip(chw, dims);

@@ -40,8 +40,6 @@ CACHE = Path(os.environ.get("RADIO_GPU_PACK_CACHE", Path.home() / ".cache" / "c-
 MIB = 1024 * 1024
 # A device call carries the working tree and the carried paths, 64 MiB in all.
 CALL_LIMIT = 64 * MIB
-ORT_DIR = "node_modules/onnxruntime-node/bin/napi-v6/linux/x64"
-PROVIDER_FILES = ("libonnxruntime_providers_shared.so", "libonnxruntime_providers_cuda.so")
 # Not needed on the device: other platforms' onnxruntime builds (220 MB).
 NODE_MODULES_SKIP = ("node_modules/onnxruntime-node/bin/napi-v6/darwin", "node_modules/onnxruntime-node/bin/napi-v6/win32",
                      "node_modules/onnxruntime-node/bin/napi-v6/linux/arm64")
@@ -67,12 +65,13 @@ def ort_version() -> str:
 
 
 def provider_files() -> dict[str, Path]:
-    """The CUDA provider libraries for onnxruntime-node's version, by the zoo's own PyPI route
-    (client/ort_gpu_wheel.py: pip download, RECORD-checked copy), into a cache folder instead of
-    beside our libonnxruntime.so.1 (this machine has no GPU: the provider must stay absent here)."""
+    """The CUDA provider libraries for onnxruntime-node's version by archive name (beside
+    libonnxruntime.so.1), got by the zoo's own PyPI route (client/ort_gpu_wheel.py: pip download,
+    RECORD-checked copy) into a cache folder, not beside our libonnxruntime.so.1: this machine has no
+    GPU, and the provider must stay absent here."""
     sys.path.insert(0, str(REPO))
     from client.ort_gpu_wheel import cached_wheel, default_cache_dir, download_wheel, install_from_wheel
-    from client.provider_files import find_ort_node
+    from client.provider_files import PROVIDER_FILES, find_ort_node
 
     ort = find_ort_node(REPO)
     out = CACHE / f"onnxruntime-gpu-{ort.version}"
@@ -81,7 +80,8 @@ def provider_files() -> dict[str, Path]:
         wheels = default_cache_dir()
         wheel = cached_wheel(wheels, ort.version, ort.machine) or download_wheel(ort.version, wheels, ort.machine, log)
         install_from_wheel(wheel, dataclasses.replace(ort, bin_dir=out), log)
-    return {f: out / f for f in PROVIDER_FILES}
+    where = ort.bin_dir.relative_to(REPO)
+    return {f"{where}/{f}": out / f for f in PROVIDER_FILES}
 
 
 # The Vulkan loader, and the GL vendor-neutral dispatch libraries that NVIDIA's Vulkan driver
@@ -273,7 +273,7 @@ def main() -> None:
     commit, source = source_tree(args.source)
     members = {"source": source, "runtime": runtime}
     if not args.no_provider:
-        members["cuda-provider"] = {f"{ORT_DIR}/{f}": p for f, p in provider_files().items()}
+        members["cuda-provider"] = provider_files()
     manifest = pack(args.out, part, members, args.level, {"onnxruntime_node": ort_version(), "commit": commit})
     for k in range(1, manifest["stages"] + 1):
         size = sum(p.stat().st_size for p in (args.out / str(k)).iterdir())

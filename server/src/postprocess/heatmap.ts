@@ -101,7 +101,7 @@ export interface ScoreMaps {
 export type ScoreMapOptions = Pick<HeatmapOptions, 'clipPercentiles' | 'solver' | 'layout' | 'highNorm'>;
 
 /** Per-channel mean of the clipped data over the inliers, from the clip pass's sums. */
-function inlierMean(clip: ClipResult, C: number, n: number, mask: Uint8Array | null): Float64Array {
+export function inlierMean(clip: ClipResult, C: number, n: number, mask: Uint8Array | null): Float64Array {
   const out: number[] = [];
   if (mask) for (let p = 0; p < n; p++) if (mask[p]) out.push(p);
   const mean = new Float64Array(C);

@@ -53,7 +53,7 @@ export class ProviderUnavailableError extends Error {
   }
 }
 
-const SETUP_HINT = 'run scripts/setup.sh on this GPU host, let the zoo\'s first load_model set it up, or run python -m client.cuda_provider install (README, "GPU: installing the CUDA provider")';
+export const SETUP_HINT = 'run scripts/setup.sh on this GPU host, let the zoo\'s first load_model set it up, or run python -m client.cuda_provider install (README, "GPU: installing the CUDA provider")';
 const PROBE_TIMEOUT_MS = 60_000;
 
 /** Where onnxruntime-node keeps libonnxruntime.so.1, and so where it looks for provider libraries. */

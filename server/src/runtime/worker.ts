@@ -6,6 +6,7 @@ import { BroadcastChannel, threadId, workerData } from "node:worker_threads";
 import { move, transferableSymbol, valueSymbol } from "piscina";
 import * as ort from "onnxruntime-node";
 import { loadGraph, runGraph, type LoadedGraph } from "./session.js";
+import { SETUP_HINT } from "./providers.js";
 import { nameThisThread } from "../observability/thread-name.js";
 import type { InferResult, InferTask, ReadyModel, WorkerAnnouncement, WorkerConfig } from "./protocol.js";
 
@@ -30,10 +31,10 @@ async function load(): Promise<void> {
     } catch (err) {
       const msg = (err as Error).message;
       if (config.provider === "cuda") {
+        // The provider passed its probe (providers.ts) but this graph did not load on it.
         throw new Error(
-          `model ${m.name}: the CUDA execution provider could not be created (${msg.split("\n", 1)[0]}). ` +
-            "It needs onnxruntime-node's CUDA provider libraries (fetched by its install script; see README), an NVIDIA driver " +
-            "and the CUDA/cuDNN libraries that onnxruntime build expects; " +
+          `model ${m.name}: the CUDA execution provider could not load ${m.dir} (${msg.split("\n", 1)[0]}). ` +
+            `Check the provider and its libraries with \`node server/dist/cli.js providers --provider cuda\` (to install them: ${SETUP_HINT}); ` +
             "run with --provider cpu to use the CPU instead",
         );
       }
