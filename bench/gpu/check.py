@@ -106,13 +106,12 @@ class Check:
         """Node from the stage, the CUDA/cuDNN pip libraries on LD_LIBRARY_PATH (client/gpu_libs.py,
         as the zoo does), the staged Vulkan loader if the system has none, NVIDIA's Vulkan driver."""
         sys.path.insert(0, str(REPO))
-        from client.gpu_libs import library_env, missing_libraries
+        from client.gpu_libs import library_env, missing_libraries, system_libraries
 
         env = library_env()
         if (self.root / "bin" / "node").exists():  # the staged node, also where one is installed (dry runs)
             env["PATH"] = f"{self.root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-        cache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
-        has_vulkan = "libvulkan.so.1" in cache and "libGLdispatch.so.0" in cache
+        has_vulkan = {"libvulkan.so.1", "libGLdispatch.so.0"} <= system_libraries()
         if not has_vulkan and (self.root / "lib" / "libvulkan.so.1").exists():
             env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(self.root / "lib"), env.get("LD_LIBRARY_PATH")) if p)
         icd = next((p for p in ("/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json", "/usr/share/vulkan/icd.d/nvidia_icd.json",

@@ -6,7 +6,7 @@ import { join, resolve } from "node:path";
 import { generateCheckpoint, PRESETS, type PresetName } from "./checkpoint/generate.js";
 import { compileCheckpoint } from "./compiler/compile.js";
 import { KNOWN_MODELS, resolveModelName } from "./checkpoint/models.js";
-import { loadGraph, runGraph } from "./runtime/session.js";
+import { loadGraph, runGraph, type ExecutionProvider } from "./runtime/session.js";
 import { readNpy, writeNpy } from "./runtime/npy.js";
 import type { LogLevel } from "./observability/logger.js";
 import { PRODUCT } from "./version.js";
@@ -79,9 +79,9 @@ program
   .requiredOption("--model-dir <dir>", "compiled graph folder")
   .requiredOption("--input <file>", ".npy float32 [B, 3, H, W] (in [0, 1], or normalised for external-preprocessor graphs)")
   .requiredOption("--out-dir <dir>", "where summary.npy and features.npy go")
-  .addOption(new Option("--provider <ep>", "execution provider").choices(["cpu", "cuda", "webgpu"]).default("cpu"))
+  .addOption(new Option("--provider <ep>", "execution provider").choices([...PROVIDERS]).default("cpu"))
   .option("--threads <n>", "ORT intra-op threads (0 = one per core)", nonNegativeInt, 0)
-  .action(async (o: { modelDir: string; input: string; outDir: string; provider: "cpu" | "cuda" | "webgpu"; threads: number }) => {
+  .action(async (o: { modelDir: string; input: string; outDir: string; provider: ExecutionProvider; threads: number }) => {
     const x = readNpy(o.input);
     if (x.dtype !== "<f4" || x.shape.length !== 4) throw new InvalidArgumentError(`${o.input} must be float32 [B, 3, H, W], got ${x.dtype} [${x.shape}]`);
     const g = await loadGraph(o.modelDir, { provider: o.provider, intraOpThreads: o.threads });
