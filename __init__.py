@@ -123,6 +123,11 @@ def _variant(o: RadioOptions, precision: str) -> tuple[str, list[str]]:
     if o.use_external_preprocessor:
         name += "-ext"
         flags += ["--external-preprocessor"]
+    if o.adaptor:
+        # The adaptor heads come from the checkpoint's torch.hub file, and the text space adds the
+        # SigLIP2 text tower (only its tensors are downloaded): the sidecar's compile fetches both.
+        name += f"-{o.space}"
+        flags += ["--adaptors", o.adaptor] + (["--text"] if o.space == "text" else [])
     return name, flags
 
 
@@ -151,7 +156,9 @@ def load_model(model_name: str, model_path: str, **kwargs: Any) -> RadioModel:
     graph = path / name
     if not (graph / "metadata.json").exists():
         source = json.loads((base / "metadata.json").read_text())["source"]
-        checkpoint = source["dir"] if Path(source["dir"], "config.json").exists() else None
+        # Adaptor variants need files beyond the base checkpoint: compile from the repo (the cached
+        # files are reused), not from the base's folder.
+        checkpoint = source["dir"] if Path(source["dir"], "config.json").exists() and not options.adaptor else None
         _compile(model_name, graph, flags, checkpoint_dir=checkpoint, revision=source.get("revision"))
     logger.info("C-RADIOv4 %s: %s", model_name, providers.describe(choice, precision))
     return make_local_model(model_name, options, {name: graph}, name, choice.provider,
@@ -177,6 +184,9 @@ def resolve_input(model_name: str, ctx: Any) -> Any:
     inputs.bool("use_external_preprocessor", default=False, label="External preprocessor")
     inputs.bool("quantize", default=False, label="int8 on CPU",
                 description="int8 linear layers: ~1.4x faster on a CPU, approximate (see README)")
+    inputs.enum("embedding_space", ["backbone", "text", "dinov3"], default="backbone", label="Embedding space",
+                description="backbone: RADIO's own; text: SigLIP2-g's, comparable with text (zero-shot, text search); "
+                            "dinov3: DINOv3-7B-like")
     inputs.str("server", label="Remote sidecar address(es), comma-separated", required=False)
     return types.Property(inputs)
 
@@ -191,5 +201,5 @@ def parse_parameters(model_name: str, ctx: Any, params: dict[str, Any]) -> None:
         servers = [s.strip() for s in params["server"].split(",") if s.strip()]
         params["server"] = servers[0] if len(servers) == 1 else servers
     known = {"output_type", "feature_format", "apply_smoothing", "smoothing_sigma", "image_size", "vitdet_window_size",
-             "use_mixed_precision", "use_external_preprocessor", "quantize", "server", "device"}
+             "use_mixed_precision", "use_external_preprocessor", "quantize", "server", "device", "embedding_space"}
     parse_options(model_name, {k: v for k, v in params.items() if k in known})

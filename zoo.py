@@ -18,8 +18,9 @@ import numpy as np
 import fiftyone.core.labels as fol
 import fiftyone.core.models as fom
 
-from .client.grpc_client import EmbedOptions, ImageResult, RadioClient, SidecarUnavailable
+from .client.grpc_client import EmbedOptions, ImageResult, RadioClient, SidecarUnavailable, TextEmbeddings
 from .client.options import RadioOptions
+from .client.prompts import class_embeddings, class_prompts, zero_shot_scores
 from .client.sidecar import LocalSidecar, SidecarSpec, registry
 
 logger = logging.getLogger(__name__)
@@ -61,14 +62,15 @@ class SampleFailure(RuntimeError):
 
 
 def _mixins() -> tuple[type, ...]:
-    if HAS_TORCH:
-        return (fom.Model, fom.EmbeddingsMixin, fom.SupportsGetItem)
-    return (fom.Model, fom.EmbeddingsMixin)
+    base = (fom.Model, fom.EmbeddingsMixin, fom.PromptMixin, fom.LogitsMixin)
+    return (*base, fom.SupportsGetItem) if HAS_TORCH else base
 
 
 class RadioModel(*_mixins()):  # type: ignore[misc]
     """C-RADIOv4 as a FiftyOne model: ``compute_embeddings`` gives summary vectors (or dense
-    features with ``output_type="spatial"``); ``apply_model`` gives PCA heatmaps (``fo.Heatmap``)."""
+    features with ``output_type="spatial"``) in the chosen ``embedding_space``; ``apply_model``
+    gives PCA heatmaps (``fo.Heatmap``), or zero-shot ``fo.Classification`` with ``classes=``;
+    in the text space, ``embed_prompts`` embeds text for ``sort_by_similarity`` and App search."""
 
     def __init__(self, model_name: str, options: RadioOptions, *, sidecar: LocalSidecar | None = None,
                  client: RadioClient | None = None, graph_name: str = "", strict: bool = False,
@@ -84,6 +86,9 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         self._patched: Any = None
         self.failures: list[tuple[str, str, str]] = []  # (id, code, message) of failed images
         self._preprocess = True
+        self._store_logits = False
+        # Zero-shot: the normalised class matrix and SigLIP's logit scale/bias, built on first use.
+        self._zero_shot: tuple[np.ndarray, float, float] | None = None
         # Where inference runs (cuda | webgpu | cpu), on which graph precision, and why not on a better
         # provider; for remote sidecars, read from their Info on first use.
         self._provider = provider
@@ -99,7 +104,8 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         where = "remote" if self._client is not None else f"provider={self._provider!r}, precision={self.precision!r}"
-        return f"RadioModel({self.model_name!r}, output_type={self.options.output_type!r}, {where})"
+        return (f"RadioModel({self.model_name!r}, output_type={self.options.output_type!r}, "
+                f"embedding_space={self.options.space!r}, {where})")
 
     # -- FiftyOne Model interface ---------------------------------------------------------------
 
@@ -109,7 +115,15 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
 
     @property
     def has_logits(self) -> bool:
-        return False
+        return bool(self.options.classes)
+
+    @property
+    def classes(self) -> list[str] | None:
+        return list(self.options.classes) if self.options.classes else None
+
+    @property
+    def can_embed_prompts(self) -> bool:
+        return self.options.space == "text"
 
     @property
     def ragged_batches(self) -> bool:
@@ -160,10 +174,13 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         return self.predict_all([arg])[0]
 
     def predict_all(self, args: Sequence[Any]) -> list[Any]:
+        if self.options.classes:
+            return self._classify(args)
         if self.options.output_type != "spatial":
             raise ValueError(
                 "a summary model has no labels to apply: use dataset.compute_embeddings(model, ...) for "
-                "embeddings, or load the model with output_type='spatial' for heatmaps via apply_model")
+                "embeddings, load the model with classes=[...] for zero-shot classification, or with "
+                "output_type='spatial' for heatmaps via apply_model")
         results = self._run(args, "HEATMAP")
         labels: list[Any] = []
         for r in results:
@@ -187,6 +204,66 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
 
     def get_embeddings(self) -> None:
         raise NotImplementedError("use embed() / embed_all()")
+
+    # -- text -------------------------------------------------------------------------------------
+
+    def embed_prompt(self, arg: str) -> np.ndarray:
+        return self.embed_prompts([arg])[0]
+
+    def embed_prompts(self, args: Sequence[str]) -> np.ndarray:
+        """L2-normalised text embeddings [n, D] in the text-aligned space (``embedding_space="text"``),
+        comparable with this model's ``compute_embeddings`` vectors by cosine similarity."""
+        out = self._embed_text(list(args))
+        bad = [r for r in out.results if not r.ok]
+        if bad:
+            raise ValueError(f"{len(bad)} of {len(args)} prompts could not be embedded; first: {bad[0].error}")
+        return np.stack([r.embedding for r in out.results]) if out.results else np.zeros((0, 0), np.float32)
+
+    def _embed_text(self, prompts: list[Any]) -> TextEmbeddings:
+        if not self.can_embed_prompts:
+            raise ValueError(f"this model embeds images in the {self.options.space!r} space, which text can't be "
+                             "compared with: load it with embedding_space='text' to embed prompts")
+        try:
+            return self._client_now().embed_text(prompts, model=self.graph_name)
+        except SidecarUnavailable:
+            if self._sidecar is None:
+                raise
+            self._sidecar.restart()
+            return self._client_now().embed_text(prompts, model=self.graph_name)
+
+    def _class_matrix(self) -> tuple[np.ndarray, float, float]:
+        if self._zero_shot is None:
+            o = self.options
+            per_class = class_prompts(list(o.classes), o.text_prompt, o.templates)
+            flat = [p for ps in per_class for p in ps]
+            text = self._embed_text(flat)
+            bad = [r for r in text.results if not r.ok]
+            if bad:
+                raise ValueError(f"zero-shot: {len(bad)} class prompts could not be embedded; first: {bad[0].error}")
+            rows, at = [], 0
+            for ps in per_class:
+                rows.append(np.stack([r.embedding for r in text.results[at:at + len(ps)]]))
+                at += len(ps)
+            self._zero_shot = (class_embeddings(rows), text.logit_scale, text.logit_bias)
+        return self._zero_shot
+
+    def _classify(self, args: Sequence[Any]) -> list[Any]:
+        matrix, scale, bias = self._class_matrix()
+        results = self._run(args, "SUMMARY")
+        ok = [i for i, r in enumerate(results) if r.ok]
+        labels: list[Any] = [None] * len(results)
+        if not ok:
+            return labels
+        logits, probs = zero_shot_scores(np.stack([results[i].array for i in ok]), matrix, scale, bias,
+                                         self.options.zero_shot_scores)
+        classes = self.options.classes
+        for row, i in enumerate(ok):
+            k = int(np.argmax(probs[row]))
+            label = fol.Classification(label=classes[k], confidence=float(probs[row, k]))
+            if self.store_logits:
+                label.logits = logits[row]
+            labels[i] = label
+        return labels
 
     # -- transport --------------------------------------------------------------------------------
 
@@ -212,7 +289,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         if kind == "HEATMAP":
             heatmap = {"smoothing": o.apply_smoothing, "sigma": o.smoothing_sigma, "max_side": o.heatmap_max_side,
                        "mode": "PCA3_RGB" if o.heatmap_mode == "pca3" else "PCA1"}
-        options = EmbedOptions(output=kind, resolution=o.resolution, model=self.graph_name, heatmap=heatmap)
+        options = EmbedOptions(output=kind, resolution=o.resolution, model=self.graph_name, heatmap=heatmap, space=o.adaptor)
         inputs = self._inputs(args)
         try:
             results = self._client_now().embed(inputs, options)

@@ -54,6 +54,30 @@ class EmbedOptions:
     resolution: str = ""
     model: str = ""
     heatmap: dict[str, Any] = field(default_factory=dict)
+    space: str = ""  # "" = the backbone; an adaptor of the model (Info: models[].adaptors)
+
+
+@dataclass
+class TextResult:
+    """One prompt's outcome: a normalised `embedding` on success, else `error_code` + `error`."""
+
+    index: int
+    canonical: str
+    embedding: np.ndarray | None = None
+    error_code: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.embedding is not None
+
+
+@dataclass
+class TextEmbeddings:
+    results: list[TextResult]
+    space: str
+    logit_scale: float
+    logit_bias: float
 
 
 def normalize_target(address: str) -> str:
@@ -118,6 +142,60 @@ class RadioClient:
             return call(m.InfoRequest(), timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as err:
             raise _translate(err, self.addresses) from err
+
+    # -- text -----------------------------------------------------------------------------
+
+    def embed_text(self, prompts: Sequence[Any], model: str = "", *, max_prompts_per_call: int = 1024,
+                   timeout: float | None = None) -> TextEmbeddings:
+        """Normalised text embeddings, one TextResult per prompt, in order. A prompt that cannot
+        even be sent (not a string, not encodable as UTF-8) fails on its own; the others go as
+        calls of at most `max_prompts_per_call`."""
+        results: list[TextResult | None] = [None] * len(prompts)
+        sendable: list[int] = []
+        for i, p in enumerate(prompts):
+            problem = None
+            if not isinstance(p, str):
+                problem = f"prompt {i}: must be a string, got {type(p).__name__}"
+            else:
+                try:
+                    p.encode("utf-8")
+                except UnicodeEncodeError as err:
+                    problem = f"prompt {i}: is not valid Unicode ({err.reason} at position {err.start})"
+            if problem:
+                results[i] = TextResult(index=i, canonical="", error_code="INVALID_ARGUMENT", error=problem)
+            else:
+                sendable.append(i)
+        space, scale, bias = "", 0.0, 0.0
+        call = self._channel().unary_unary(m.EMBED_TEXT_METHOD, request_serializer=lambda r: r.SerializeToString(),
+                                           response_deserializer=m.EmbedTextResponse.FromString)
+        for start in range(0, len(sendable), max_prompts_per_call):
+            chunk = sendable[start:start + max_prompts_per_call]
+            request = m.EmbedTextRequest(prompts=[prompts[i] for i in chunk], model=model)
+            attempt = 0
+            while True:
+                try:
+                    response = call(request, timeout=timeout, metadata=self._metadata)
+                    break
+                except grpc.RpcError as err:
+                    if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and attempt < self.max_retries:
+                        time.sleep(self.backoff_s * (2 ** attempt) * (1 + random.random()))
+                        attempt += 1
+                        continue
+                    raise _translate(err, self.addresses) from err
+            space, scale, bias = response.space, response.logit_scale, response.logit_bias
+            for r in response.results:
+                original = chunk[r.index]
+                out = TextResult(index=original, canonical=r.canonical)
+                if r.HasField("embedding"):
+                    out.embedding = np.frombuffer(r.embedding.data, dtype="<f4").reshape(tuple(r.embedding.shape))
+                else:
+                    out.error_code = m.enum_name("radio.v1.ErrorCode", r.error.code)
+                    out.error = r.error.message.replace(f"prompt {r.index}:", f"prompt {original}:", 1)
+                results[original] = out
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:
+            raise RuntimeError(f"sidecar answered without results for {len(missing)} prompts")
+        return TextEmbeddings(results=[r for r in results if r is not None], space=space, logit_scale=scale, logit_bias=bias)
 
     # -- embed ----------------------------------------------------------------------------
 
@@ -200,6 +278,7 @@ class RadioClient:
         o.output = m.enum_value("radio.v1.OutputKind", options.output)
         o.resolution = options.resolution
         o.model = options.model
+        o.space = options.space
         h = options.heatmap
         if h:
             o.heatmap.smoothing = bool(h.get("smoothing", False))

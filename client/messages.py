@@ -36,12 +36,15 @@ def enum_name(enum: str, number: int) -> str:
 EmbedRequest = _message("radio.v1.EmbedRequest")
 EmbedResponse = _message("radio.v1.EmbedResponse")
 ImageInput = _message("radio.v1.ImageInput")
+EmbedTextRequest = _message("radio.v1.EmbedTextRequest")
+EmbedTextResponse = _message("radio.v1.EmbedTextResponse")
 InfoRequest = _message("radio.v1.InfoRequest")
 InfoResponse = _message("radio.v1.InfoResponse")
 HealthCheckRequest = _message("grpc.health.v1.HealthCheckRequest")
 HealthCheckResponse = _message("grpc.health.v1.HealthCheckResponse")
 
 EMBED_METHOD = "/radio.v1.Radio/Embed"
+EMBED_TEXT_METHOD = "/radio.v1.Radio/EmbedText"
 INFO_METHOD = "/radio.v1.Radio/Info"
 HEALTH_METHOD = "/grpc.health.v1.Health/Check"
 SERVING = enum_value("grpc.health.v1.HealthCheckResponse.ServingStatus", "SERVING")

@@ -3,8 +3,16 @@ sidecar settings they imply."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, fields
 from typing import Any, Sequence
+
+# What `embedding_space` names, and the adaptor head of the checkpoint that gives it ("" = the backbone).
+EMBEDDING_SPACES = {
+    "backbone": "",          # RADIO's own summary / dense features (default)
+    "text": "siglip2-g",     # SigLIP2-g's image space: comparable with text prompts (zero-shot, text search)
+    "dinov3": "dino_v3_7b",  # DINOv3-7B-like embeddings, from the same forward pass
+}
 
 MODELS = {
     "nv_labs/c-radio_v4-h": {"checkpoint": "c-radio_v4-h", "summary_dim": 2560},
@@ -31,6 +39,32 @@ class RadioOptions:
     token: str | None = None                # bearer token for a remote sidecar
     workers: int | None = None
     threads: int | None = None
+    embedding_space: str | None = None      # None: "text" when classes are given, else "backbone"; see EMBEDDING_SPACES
+    classes: Any = None                     # zero-shot apply_model: a list of class names (needs the text space)
+    text_prompt: str | None = "A photo of a"  # each class becomes "<text_prompt> <class>" (FiftyOne's CLIP convention)
+    prompt_templates: Any = None            # None | "openai" (80 ImageNet templates, averaged) | a list of "...{}..." strings
+    zero_shot_scores: str = "softmax"       # softmax over exp(logit_scale)·cosine | sigmoid (SigLIP's, with logit_bias)
+
+    @property
+    def space(self) -> str:
+        """The embedding space actually used ("backbone", "text", "dinov3")."""
+        if self.embedding_space is not None:
+            return self.embedding_space
+        return "text" if self.classes else "backbone"
+
+    @property
+    def adaptor(self) -> str:
+        """The adaptor whose outputs this model returns ("" = the backbone)."""
+        return EMBEDDING_SPACES[self.space]
+
+    @property
+    def templates(self) -> tuple[str, ...] | None:
+        from .prompts import TEMPLATE_SETS
+
+        t = self.prompt_templates
+        if t is None:
+            return None
+        return TEMPLATE_SETS[t] if isinstance(t, str) else tuple(t)
 
     @property
     def resolution(self) -> str:
@@ -100,6 +134,28 @@ def parse_options(model_name: str, kwargs: dict[str, Any]) -> RadioOptions:
     d = o.device
     if d is not None and not (d in ("auto", "cpu", "cuda", "webgpu") or (isinstance(d, str) and re.fullmatch(r"cuda:\d+", d))):
         raise ValueError(f"device={d!r} is not valid; use None/'auto', 'cpu', 'cuda', 'cuda:N' or 'webgpu'")
+    _choice("embedding_space", o.embedding_space, [None, *EMBEDDING_SPACES])
+    if o.classes is not None:
+        if isinstance(o.classes, str) or not isinstance(o.classes, (list, tuple)) or not o.classes:
+            raise ValueError(f"classes={o.classes!r} is not valid; use a non-empty list of class names")
+        bad = [c for c in o.classes if not isinstance(c, str) or not c.strip()]
+        if bad:
+            raise ValueError(f"classes: {bad[0]!r} is not a class name (each class must be a non-empty string)")
+        dupes = sorted(c for c, n in Counter(o.classes).items() if n > 1)
+        if dupes:
+            raise ValueError(f"classes: {dupes[0]!r} appears more than once; each class must be listed once")
+        if o.space != "text":
+            raise ValueError(f"classes= needs the text-aligned space, but embedding_space={o.embedding_space!r}; "
+                             "leave embedding_space unset or use 'text'")
+        if o.output_type != "summary":
+            raise ValueError("classes= (zero-shot classification) needs output_type='summary'")
+    if o.text_prompt is not None and not isinstance(o.text_prompt, str):
+        raise ValueError(f"text_prompt={o.text_prompt!r} is not valid; use a string such as 'A photo of a', or None")
+    t = o.prompt_templates
+    if t is not None and not (t == "openai" or (isinstance(t, (list, tuple)) and t and all(isinstance(x, str) and "{}" in x for x in t))):
+        raise ValueError(f"prompt_templates={t!r} is not valid; use None, 'openai' (the 80 ImageNet templates), "
+                         "or a list of strings each holding '{}' where the class name goes")
+    _choice("zero_shot_scores", o.zero_shot_scores, ["softmax", "sigmoid"])
     for name in ("workers", "threads"):
         v = getattr(o, name)
         if v is not None and (not isinstance(v, int) or v < 1):

@@ -10,6 +10,8 @@ export interface BatchDefaults {
   maxBatchTokens: number;
   /** Longest a partial batch waits for images of the same calls still being decoded. */
   batchHoldMs: number;
+  /** Prompts per text-tower run (64 tokens each, no padding to trim: cost is linear in the batch). */
+  textBatch: number;
 }
 
 export const BATCH_DEFAULTS = {
@@ -17,10 +19,10 @@ export const BATCH_DEFAULTS = {
   // (one image at 512², five at 224²); holding for decodes measured no gain (tiny graph, calls of
   // 4–16: batches of 4 instead of 2 but no faster, since decoding then stops overlapping inference
   // on the same cores).
-  cpu: { maxBatch: 8, maxBatchTokens: 1024, batchHoldMs: 0 },
+  cpu: { maxBatch: 8, maxBatchTokens: 1024, batchHoldMs: 0, textBatch: 16 },
   // On a GPU (cuda, webgpu) bigger batches are what fill it: sized by images, and a call's images
   // should run as one batch, not as the few that were decoded first.
-  gpu: { maxBatch: 32, maxBatchTokens: 0, batchHoldMs: 50 },
+  gpu: { maxBatch: 32, maxBatchTokens: 0, batchHoldMs: 50, textBatch: 128 },
 } as const satisfies Record<"cpu" | "gpu", BatchDefaults>;
 
 export function batchDefaults(provider: ExecutionProvider): BatchDefaults {
@@ -32,3 +34,11 @@ export function describeBatchDefault(key: keyof BatchDefaults, noneAt0 = false):
   const v = (n: number): string => (noneAt0 && n === 0 ? "no limit" : String(n));
   return `${v(BATCH_DEFAULTS.cpu[key])} on cpu, ${v(BATCH_DEFAULTS.gpu[key])} on cuda/webgpu`;
 }
+
+/** Text limits that do not depend on the provider. */
+export const TEXT_DEFAULTS = {
+  /** Most prompts one EmbedText call may carry (clients send more as several calls). */
+  maxPrompts: 4096,
+  /** Per model: normalised embeddings kept for prompts asked again (~11k prompts at 1536 dims). */
+  cacheBytes: 64 * 1024 * 1024,
+} as const;

@@ -21,6 +21,18 @@ export interface ModelInfo {
   sourceRepo: string;
   sourceRevision: string;
   executionProvider: string;
+  adaptors: { name: string; summaryDim: number; featureDim: number; textAligned: boolean }[];
+  /** Absent: the model embeds no text. */
+  text?: {
+    space: string;
+    embedDim: number;
+    contextLength: number;
+    logitScale: number;
+    logitBias: number;
+    sourceRepo: string;
+    sourceRevision: string;
+    precision: string;
+  };
 }
 
 export interface ServerInfo {
@@ -68,6 +80,21 @@ export function buildServerInfo(o: {
       sourceRepo: m.metadata.source.repo ?? "",
       sourceRevision: m.metadata.source.revision ?? "",
       executionProvider: o.providers.get(m.name) ?? "",
+      adaptors: m.adaptors.map((a) => ({ name: a.name, summaryDim: a.summaryDim, featureDim: a.featureDim, textAligned: m.text?.metadata.space === a.name })),
+      ...(m.text
+        ? {
+            text: {
+              space: m.text.metadata.space,
+              embedDim: m.text.metadata.embedDim,
+              contextLength: m.text.metadata.contextLength,
+              logitScale: m.text.metadata.logitScale,
+              logitBias: m.text.metadata.logitBias,
+              sourceRepo: m.text.metadata.source.repo ?? "",
+              sourceRevision: m.text.metadata.source.revision ?? "",
+              precision: m.text.metadata.precision,
+            },
+          }
+        : {}),
     })),
     defaultModel: o.defaultModel,
     serverVersion: PRODUCT.version,

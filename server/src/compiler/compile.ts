@@ -100,6 +100,7 @@ export async function compileCheckpoint(o: CompileOptions): Promise<CompileResul
       sha256,
       compiler: { name: PRODUCT.name, version: PRODUCT.version },
       ignoredTensors: spec.ignoredTensors,
+      adaptors: [],
     };
     writeFileSync(join(outDir, METADATA_FILE), JSON.stringify(metadata, null, 2) + "\n");
     return { metadata, outDir, nodeCount: g.nodeCount, seconds: (performance.now() - t0) / 1000 };

@@ -37,6 +37,8 @@ export const GraphMetadataSchema = z.object({
   sha256: z.record(z.string(), z.string()),
   compiler: z.object({ name: z.string(), version: z.string() }),
   ignoredTensors: z.array(z.string()),
+  /** Adaptor heads compiled into the graph: outputs `<name>.summary` and `<name>.features`. */
+  adaptors: z.array(z.looseObject({ name: z.string(), summaryDim: z.number().int(), featureDim: z.number().int() })).default([]),
 });
 
 export type GraphMetadata = z.infer<typeof GraphMetadataSchema>;

@@ -3,6 +3,7 @@
 // time from whoever owns that state.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { DropReason, ImageErrorCode, OutputKind, PipelineMetrics } from "../pipeline/types.js";
+import type { TextMetrics } from "../pipeline/text.js";
 
 export interface LiveState {
   /** Images admitted and not yet running. */
@@ -18,7 +19,7 @@ export interface LiveState {
 
 const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
-export class ServerMetrics implements PipelineMetrics {
+export class ServerMetrics implements PipelineMetrics, TextMetrics {
   readonly registry = new Registry();
   private live: LiveState | null = null;
 
@@ -76,6 +77,27 @@ export class ServerMetrics implements PipelineMetrics {
     name: "radio_postprocess_seconds",
     help: "Time to turn one image's features into its output (NCHW transpose or heatmap), queueing included",
     labelNames: ["output"] as const,
+    buckets: SECONDS,
+    registers: [this.registry],
+  });
+
+  private readonly prompts = new Counter({
+    name: "radio_prompts_total",
+    help: "Prompts embedded, by model and whether the embedding came from the cache",
+    labelNames: ["model", "cached"] as const,
+    registers: [this.registry],
+  });
+  private readonly textBatchSize = new Histogram({
+    name: "radio_text_batch_size",
+    help: "Prompts per text-tower run",
+    labelNames: ["model"] as const,
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128],
+    registers: [this.registry],
+  });
+  private readonly textInference = new Histogram({
+    name: "radio_text_inference_seconds",
+    help: "Time a worker spent running one batch of prompts through the text tower",
+    labelNames: ["model"] as const,
     buckets: SECONDS,
     registers: [this.registry],
   });
@@ -170,6 +192,13 @@ export class ServerMetrics implements PipelineMetrics {
   }
   postprocessed(output: OutputKind, seconds: number): void {
     this.postprocessTime.observe({ output }, seconds);
+  }
+  promptsEmbedded(model: string, cached: boolean, n: number): void {
+    this.prompts.inc({ model, cached: String(cached) }, n);
+  }
+  textBatchRan(model: string, size: number, seconds: number): void {
+    this.textBatchSize.observe({ model }, size);
+    this.textInference.observe({ model }, seconds);
   }
   inferenceTimedOut(): void {
     this.timeouts.inc();

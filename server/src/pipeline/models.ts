@@ -1,6 +1,8 @@
 // The models a server serves: compiled graph folders, their metadata and the names clients use.
-import { resolve } from "node:path";
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { readGraphMetadata, type GraphMetadata } from "../compiler/metadata.js";
+import { readTextMetadata, TEXT_DIR, type TextGraphMetadata } from "../compiler/text-metadata.js";
 import type { ModelGeometry } from "../preprocess/index.js";
 
 export interface ModelSource {
@@ -14,6 +16,10 @@ export interface ServedModel {
   dir: string;
   metadata: GraphMetadata;
   geometry: ModelGeometry;
+  /** The adaptor heads in the graph (embedding spaces besides the backbone's). */
+  adaptors: GraphMetadata["adaptors"];
+  /** The text tower compiled beside the graph (`<dir>/text/`), aligned with one of the adaptors. */
+  text: { dir: string; metadata: TextGraphMetadata } | null;
 }
 
 /** e.g. "c-radio_v4-h-fp32": the variant and precision, so an fp32 and an fp16 graph can be served side by side. */
@@ -32,10 +38,17 @@ export function loadServedModels(sources: readonly ModelSource[]): ServedModel[]
     const name = s.name ?? defaultModelName(metadata);
     if (!NAME.test(name)) throw new Error(`invalid model name ${JSON.stringify(name)} (letters, digits, '.', '_', ':', '-')`);
     if (out.some((m) => m.name === name)) throw new Error(`two models are named ${JSON.stringify(name)}; name them with --model NAME=DIR`);
+    const textDir = join(dir, TEXT_DIR);
+    const text = existsSync(textDir) ? { dir: textDir, metadata: readTextMetadata(textDir) } : null;
+    if (text && !metadata.adaptors.some((a) => a.name === text.metadata.space)) {
+      throw new Error(`${dir}: its text tower is aligned with adaptor ${text.metadata.space}, which the graph was compiled without; recompile with --adaptors ${text.metadata.space}`);
+    }
     out.push({
       name,
       dir,
       metadata,
+      adaptors: metadata.adaptors,
+      text,
       geometry: {
         patchSize: metadata.patchSize,
         windowSize: metadata.windowSize,

@@ -24,6 +24,7 @@ import {
 import { nlcRow, nlcTensor, resolveHeatmapSpec, summaryTensor, type HeatmapSpec, type OutputTensor } from "../postprocess/outputs.js";
 import type { PostprocessTask } from "../postprocess/protocol.js";
 import type { ServedModel } from "./models.js";
+import { TextEmbedder, type PromptTokenizer, type TextBackend, type TextMetrics, type TextOutcome } from "./text.js";
 import {
   NO_METRICS,
   RequestError,
@@ -45,6 +46,8 @@ export interface InferenceBackend {
     dims: [number, number, number, number],
     /** Outputs to fetch (default both); one left out may come back empty. */
     outputs?: readonly ("summary" | "features")[],
+    /** An adaptor's outputs instead of the backbone's ("" = the backbone). */
+    space?: string,
   ): Promise<{
     summary: Float32Array;
     summaryDims: number[];
@@ -84,6 +87,18 @@ export interface PipelineOptions {
   /** Decoded images held while they wait for a batch (memory bound); default 2 × maxBatch × workers. */
   maxPrepared?: number;
   limits?: Partial<PreprocessLimits>;
+  /** Text towers: a tokenizer per model that has one, and the runtime that runs them. */
+  text?: {
+    tokenizers: ReadonlyMap<string, PromptTokenizer>;
+    backend: TextBackend;
+    /** Prompts per text-tower run. */
+    maxBatch: number;
+    /** Most prompts one request may carry. */
+    maxPrompts: number;
+    /** Per model: bytes of normalised embeddings kept for prompts asked again. */
+    cacheBytes: number;
+    metrics?: TextMetrics;
+  };
   metrics?: PipelineMetrics;
   logger?: Logger;
 }
@@ -103,6 +118,7 @@ class Job {
     readonly seq: number,
     readonly model: ServedModel,
     readonly policy: ResolutionPolicy,
+    readonly space: string,
     readonly output: OutputKind,
     readonly heatmap: HeatmapSpec | null,
     readonly images: readonly (ImageInput | InputError)[],
@@ -181,6 +197,8 @@ export class Pipeline {
   private readonly batcher: DynamicBatcher<Item>;
   private readonly tensors: TensorBuffers;
   private readonly jobs = new Set<Job>();
+  private readonly textEmbedders = new Map<string, TextEmbedder>();
+  private readonly textRequests = new Set<Promise<unknown>>();
   private readonly metrics: PipelineMetrics;
   private seq = 0;
   private closing = false;
@@ -193,6 +211,12 @@ export class Pipeline {
     if (!first) throw new Error("the pipeline needs at least one model");
     this.defaultModel = o.defaultModel ?? first.name;
     if (!this.models.has(this.defaultModel)) throw new Error(`default model ${this.defaultModel} is not served`);
+    for (const [name, tokenizer] of o.text?.tokenizers ?? []) {
+      const model = this.models.get(name);
+      if (!model) throw new Error(`a tokenizer was given for ${name}, which is not served`);
+      const t = o.text!;
+      this.textEmbedders.set(name, new TextEmbedder({ model, tokenizer, backend: t.backend, maxBatch: t.maxBatch, cacheBytes: t.cacheBytes, ...(t.metrics ? { metrics: t.metrics } : {}) }));
+    }
     this.admission = new Admission(o.maxQueue);
     this.decodes = new Semaphore(o.decodeParallelism);
     this.prepared = new Semaphore(Math.max(o.maxPrepared ?? 2 * o.maxBatch * o.inference.workers, o.decodeParallelism));
@@ -248,6 +272,14 @@ export class Pipeline {
     } catch (err) {
       throw new RequestError("INVALID_ARGUMENT", err instanceof InputError ? err.reason : (err as Error).message);
     }
+    const space = spec.space ?? "";
+    if (space && !model.adaptors.some((a) => a.name === space)) {
+      const have = model.adaptors.map((a) => a.name);
+      throw new RequestError(
+        "INVALID_ARGUMENT",
+        `model ${model.name} has no embedding space ${JSON.stringify(space)}; ${have.length ? `its adaptors: ${have.join(", ")}` : "it was compiled without adaptors"} ("" = the backbone)`,
+      );
+    }
     let heatmap: HeatmapSpec | null = null;
     if (spec.output === "heatmap") {
       try {
@@ -266,7 +298,7 @@ export class Pipeline {
         `the queue is full (${this.admission.admitted} of ${this.admission.capacity} images queued, ${n} asked for); retry later`,
       );
     }
-    const job = new Job(++this.seq, model, policy, spec.output, heatmap, spec.images, spec.deadline, sink);
+    const job = new Job(++this.seq, model, policy, space, spec.output, heatmap, spec.images, spec.deadline, sink);
     this.jobs.add(job);
     if (n === 0) this.finishJob(job);
     const untilDeadline = job.deadline === null ? Infinity : job.deadline - Date.now();
@@ -283,10 +315,31 @@ export class Pipeline {
     return { done: job.done, cancel: (reason) => this.cancel(job, reason) };
   }
 
+  /**
+   * Embeds prompts with `model`'s text tower (L2-normalised). Throws RequestError when the request as
+   * a whole is refused; otherwise every prompt gets one outcome, in order.
+   */
+  embedText(modelName: string, prompts: readonly unknown[]): Promise<TextOutcome[]> {
+    if (this.closing) throw new RequestError("UNAVAILABLE", "the server is shutting down");
+    const name = modelName || this.defaultModel;
+    const model = this.models.get(name);
+    if (!model) throw new RequestError("INVALID_ARGUMENT", `unknown model ${JSON.stringify(name)}; served: ${[...this.models.keys()].join(", ")}`);
+    const embedder = this.textEmbedders.get(name);
+    if (!embedder) {
+      throw new RequestError("INVALID_ARGUMENT", `model ${name} has no text tower: compile it with --adaptors siglip2-g --text (the zoo does for embedding_space="text")`);
+    }
+    const max = this.o.text!.maxPrompts;
+    if (prompts.length > max) throw new RequestError("INVALID_ARGUMENT", `the request has ${prompts.length} prompts; at most ${max} per call: send smaller requests`);
+    const running = embedder.embed(prompts);
+    this.textRequests.add(running);
+    void running.finally(() => this.textRequests.delete(running)).catch(() => undefined);
+    return running;
+  }
+
   /** Refuses new requests and resolves when every admitted one has finished. */
   async drain(): Promise<void> {
     this.closing = true;
-    await Promise.all([...this.jobs].map((j) => j.done));
+    await Promise.all([...[...this.jobs].map((j) => j.done), ...[...this.textRequests].map((p) => p.catch(() => undefined))]);
   }
 
   /** Drops everything not yet run (shutdown after the grace period). */
@@ -325,7 +378,7 @@ export class Pipeline {
       const target = resolveTargetResolution(opened.originalHeight, opened.originalWidth, job.model.geometry, job.policy, opened.id);
       const img = await decodeOpenedInterleaved(opened, target, { limits });
       item = {
-        key: `${job.model.name}|${img.pixels.height}x${img.pixels.width}`,
+        key: `${job.model.name}|${job.space}|${img.pixels.height}x${img.pixels.width}`,
         enqueuedAt: performance.now(),
         job,
         index,
@@ -407,7 +460,7 @@ export class Pipeline {
     const outputs = wantFeatures ? (wantSummary ? (["summary", "features"] as const) : (["features"] as const)) : (["summary"] as const);
     let out: Awaited<ReturnType<InferenceBackend["run"]>>;
     try {
-      out = await this.o.inference.run(model.name, pixels, [B, 3, H, W], outputs);
+      out = await this.o.inference.run(model.name, pixels, [B, 3, H, W], outputs, first.job.space);
     } catch (err) {
       this.o.logger?.error({ err, model: model.name, batch: B, height: H, width: W }, "inference failed");
       for (const it of live) {

@@ -14,6 +14,8 @@ export interface EmbedJobSpec {
   model: string;
   /** Resolution policy text: "default", "native", "max:N", "HxW"; "" = default. */
   resolution: string;
+  /** An adaptor of the model whose outputs replace the backbone's ("" or absent = the backbone). */
+  space?: string;
   output: OutputKind;
   heatmap: HeatmapRequest;
   /** An InputError stands for an image the transport could not even map (it is reported as is). */

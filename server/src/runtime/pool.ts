@@ -6,10 +6,10 @@ import { EventEmitter } from "node:events";
 import { BroadcastChannel } from "node:worker_threads";
 import { Piscina } from "piscina";
 import type { ExecutionProvider, GraphOutputName, PrepackPolicy } from "./session.js";
-import type { InferResult, InferTask, ReadyModel, WorkerAnnouncement, WorkerConfig, WorkerModel } from "./protocol.js";
+import type { InferResult, InferTask, ReadyModel, TextResult, TextTask, WorkerAnnouncement, WorkerConfig, WorkerModel } from "./protocol.js";
 import { workerEntry } from "./worker-entry.js";
 
-export type { InferResult } from "./protocol.js";
+export type { InferResult, TextResult } from "./protocol.js";
 export type { ExecutionProvider, PrepackPolicy } from "./session.js";
 
 export interface PoolOptions {
@@ -154,14 +154,14 @@ export class InferencePool extends EventEmitter {
    * Runs pixels [B, 3, H, W] through `model`, fetching `outputs` (default: all). The pixels' buffer
    * is transferred: do not reuse it (the result hands it back as `input`).
    */
-  run(model: string, pixels: Float32Array, dims: InferTask["dims"], outputs?: readonly GraphOutputName[]): Promise<InferResult> {
+  run(model: string, pixels: Float32Array, dims: InferTask["dims"], outputs?: readonly GraphOutputName[], space = ""): Promise<InferResult> {
     if (this.closed) return Promise.reject(new Error("the inference pool is closed"));
     const limit = this.options.inferenceTimeoutMs ?? 0;
     // The clock starts when a worker starts the batch (it may first wait for a replacement worker
     // to load): the worker stores the time here.
     const started = limit > 0 ? new BigInt64Array(new SharedArrayBuffer(8)) : undefined;
     const abort = limit > 0 ? new AbortController() : null;
-    const task: InferTask = { model, pixels, dims, ...(outputs ? { outputs: [...outputs] } : {}), ...(started ? { started } : {}) };
+    const task: InferTask = { model, pixels, dims, ...(space ? { space } : {}), ...(outputs ? { outputs: [...outputs] } : {}), ...(started ? { started } : {}) };
     const t = performance.now();
     this.inFlight++;
     // `running` counts the worker as busy until the batch is really over, even after a timeout.
@@ -202,6 +202,20 @@ export class InferencePool extends EventEmitter {
         },
       );
     });
+  }
+
+  /** Token ids [n, context] through `model`'s text tower (the ids' buffer is transferred). */
+  async runText(model: string, ids: BigInt64Array, dims: TextTask["dims"]): Promise<TextResult> {
+    if (this.closed) throw new Error("the inference pool is closed");
+    const task: TextTask = { kind: "text", model, ids, dims };
+    const t = performance.now();
+    this.inFlight++;
+    try {
+      return (await this.piscina.run(task, { transferList: [ids.buffer as ArrayBuffer] })) as TextResult;
+    } finally {
+      this.inFlight--;
+      this.busyMs += performance.now() - t;
+    }
   }
 
   async close(): Promise<void> {

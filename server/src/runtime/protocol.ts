@@ -6,6 +6,8 @@ import type { ExecutionProvider, GraphOutputName, PrepackPolicy } from "./sessio
 export interface WorkerModel {
   name: string;
   dir: string;
+  /** The model's compiled text tower, when it embeds prompts. */
+  textDir?: string;
 }
 
 /** Given to every worker as workerData. */
@@ -23,7 +25,10 @@ export interface WorkerConfig {
 }
 
 export interface InferTask {
+  kind?: "image";
   model: string;
+  /** An adaptor's outputs instead of the backbone's ("" or absent = the backbone). */
+  space?: string;
   /** [B, 3, H, W] float32; its buffer is transferred (detached on the sending side). */
   pixels: Float32Array;
   dims: [number, number, number, number];
@@ -45,6 +50,22 @@ export interface InferResult {
   threadId: number;
   /** The task's pixels, transferred back once the run is over, for the sender to reuse. */
   input?: Float32Array;
+}
+
+/** Token ids through a model's text tower. */
+export interface TextTask {
+  kind: "text";
+  model: string;
+  /** [n, context] int64; its buffer is transferred. */
+  ids: BigInt64Array;
+  dims: [number, number];
+}
+
+export interface TextResult {
+  /** [n, D], unnormalised. */
+  embeds: Float32Array;
+  dims: number[];
+  runMs: number;
 }
 
 export interface ReadyModel {

@@ -67,6 +67,14 @@ export type GraphOutputName = "summary" | "features";
 export const GRAPH_OUTPUTS: readonly GraphOutputName[] = ["summary", "features"];
 
 /**
+ * The graph output holding `name` in an embedding space: the backbone's ("" ) are `summary` and
+ * `features`; an adaptor's are `<adaptor>.summary` and `<adaptor>.features` (compiler/adaptor-heads.ts).
+ */
+export function spaceOutput(space: string, name: GraphOutputName): string {
+  return space ? `${space}.${name}` : name;
+}
+
+/**
  * Runs pixels [B, 3, H, W] through the graph; H and W must be multiples of the graph's step. Only
  * the outputs in `fetch` are copied out (an output left out comes back empty, dims []): summary-only
  * calls then never copy the features, B × 1036 × 1280 floats (5.3 MB an image) for H at 512², off a
@@ -77,6 +85,8 @@ export async function runGraph(
   pixels: Float32Array,
   dims: [number, number, number, number],
   fetch: readonly GraphOutputName[] = GRAPH_OUTPUTS,
+  /** An adaptor's name: its outputs instead of the backbone's ("" = the backbone). */
+  space = "",
 ): Promise<GraphOutputs> {
   const [b, c, h, w] = dims;
   const step = g.metadata.resolution.step;
@@ -86,13 +96,45 @@ export async function runGraph(
   }
   if (pixels.length !== b * c * h * w) throw new Error(`pixels hold ${pixels.length} values, expected ${b}×${c}×${h}×${w}`);
   if (fetch.length === 0 || fetch.some((n) => !GRAPH_OUTPUTS.includes(n))) throw new Error(`fetch must name some of ${GRAPH_OUTPUTS.join(", ")}, got [${fetch.join(", ")}]`);
-  const out = await g.session.run({ pixels: new ort.Tensor("float32", pixels, dims) }, [...fetch]);
-  const summary = out.summary;
-  const features = out.features;
+  const names = fetch.map((n) => spaceOutput(space, n));
+  const missing = names.filter((n) => !g.session.outputNames.includes(n));
+  if (missing.length) throw new Error(`the graph has no output ${missing.join(", ")} (space ${JSON.stringify(space)}; outputs: ${g.session.outputNames.join(", ")})`);
+  const out = await g.session.run({ pixels: new ort.Tensor("float32", pixels, dims) }, names);
+  const summary = out[spaceOutput(space, "summary")];
+  const features = out[spaceOutput(space, "features")];
   return {
     summary: summary ? (summary.data as Float32Array) : new Float32Array(0),
     summaryDims: summary ? [...summary.dims] : [],
     features: features ? (features.data as Float32Array) : new Float32Array(0),
     featureDims: features ? [...features.dims] : [],
   };
+}
+
+/** A compiled text tower (compiler/text-tower.ts): token ids [n, context] int64 → text_embeds [n, D]. */
+export interface LoadedTextGraph {
+  session: ort.InferenceSession;
+  provider: ExecutionProvider;
+}
+
+export async function loadTextGraph(dir: string, o: SessionOptions = {}): Promise<LoadedTextGraph> {
+  const provider = o.provider ?? "cpu";
+  const session = await ort.InferenceSession.create(join(dir, MODEL_FILE), {
+    executionProviders: provider === "cpu" ? ["cpu"] : [provider, "cpu"],
+    intraOpNumThreads: o.intraOpThreads ?? 0,
+    interOpNumThreads: 1,
+    executionMode: "sequential",
+    graphOptimizationLevel: o.graphOptimizationLevel ?? "all",
+    enableCpuMemArena: true,
+    // Weights stay memory-mapped and shared between workers (see prepacks()).
+    ...(o.prepackWeights === "on" ? {} : { extra: { session: { disable_prepacking: "1" } } }),
+  });
+  return { session, provider };
+}
+
+/** Unnormalised text embeddings [n, D] for token ids [n, context]. */
+export async function runTextGraph(g: LoadedTextGraph, ids: BigInt64Array, dims: [number, number]): Promise<{ embeds: Float32Array; dims: number[] }> {
+  if (ids.length !== dims[0] * dims[1]) throw new Error(`token ids hold ${ids.length} values, expected ${dims[0]}×${dims[1]}`);
+  const out = await g.session.run({ input_ids: new ort.Tensor("int64", ids, dims) }, ["text_embeds"]);
+  const t = out.text_embeds!;
+  return { embeds: t.data as Float32Array, dims: [...t.dims] };
 }

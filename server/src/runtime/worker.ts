@@ -5,15 +5,16 @@
 import { BroadcastChannel, threadId, workerData } from "node:worker_threads";
 import { move, transferableSymbol, valueSymbol } from "piscina";
 import * as ort from "onnxruntime-node";
-import { loadGraph, runGraph, type LoadedGraph } from "./session.js";
+import { loadGraph, loadTextGraph, runGraph, runTextGraph, type LoadedGraph, type LoadedTextGraph } from "./session.js";
 import { SETUP_HINT } from "./providers.js";
 import { nameThisThread } from "../observability/thread-name.js";
-import type { InferResult, InferTask, ReadyModel, WorkerAnnouncement, WorkerConfig } from "./protocol.js";
+import type { InferResult, InferTask, ReadyModel, TextResult, TextTask, WorkerAnnouncement, WorkerConfig } from "./protocol.js";
 
 const config = workerData as WorkerConfig;
 // Before the sessions exist, so their onnxruntime threads carry the name too.
 nameThisThread("radio-infer");
 const graphs = new Map<string, LoadedGraph>();
+const textGraphs = new Map<string, LoadedTextGraph>();
 
 function announce(msg: WorkerAnnouncement): void {
   const ch = new BroadcastChannel(config.channel);
@@ -41,6 +42,13 @@ async function load(): Promise<void> {
       throw new Error(`model ${m.name}: cannot load ${m.dir}: ${msg}`);
     }
     graphs.set(m.name, g);
+    if (m.textDir) {
+      try {
+        textGraphs.set(m.name, await loadTextGraph(m.textDir, { provider: config.provider, intraOpThreads: config.intraOpThreads }));
+      } catch (err) {
+        throw new Error(`model ${m.name}: cannot load its text tower ${m.textDir}: ${(err as Error).message}`);
+      }
+    }
     let warmupMs = 0;
     if (config.warmup) {
       // One run at the preferred resolution: allocates the arenas and picks kernels before the first
@@ -81,16 +89,26 @@ function injectFault(height: number): void {
 }
 
 /** Runs one batch; the outputs' buffers are transferred back, not copied. */
-export default async function infer(task: InferTask): Promise<unknown> {
+export default async function infer(task: InferTask | TextTask): Promise<unknown> {
+  if (task.kind === "text") return embedText(task);
   const g = graphs.get(task.model);
   if (!g) throw new Error(`model ${task.model} is not loaded in this worker`);
   if (task.started) Atomics.store(task.started, 0, BigInt(Date.now()));
   injectFault(task.dims[2]);
   const t = performance.now();
-  const out = await runGraph(g, task.pixels, task.dims, task.outputs);
+  const out = await runGraph(g, task.pixels, task.dims, task.outputs, task.space ?? "");
   const runMs = performance.now() - t;
   // The input goes back too: the pipeline reuses its buffer for a later batch (already paged in).
   const result: InferResult = { ...out, runMs, threadId, input: task.pixels };
   const buffers = new Set<ArrayBufferLike>([out.summary.buffer, out.features.buffer, task.pixels.buffer]);
   return move({ [transferableSymbol]: [...buffers], [valueSymbol]: result } as never);
+}
+
+async function embedText(task: TextTask): Promise<unknown> {
+  const g = textGraphs.get(task.model);
+  if (!g) throw new Error(`model ${task.model} has no text tower in this worker`);
+  const t = performance.now();
+  const out = await runTextGraph(g, task.ids, task.dims);
+  const result: TextResult = { ...out, runMs: performance.now() - t };
+  return move({ [transferableSymbol]: [out.embeds.buffer], [valueSymbol]: result } as never);
 }

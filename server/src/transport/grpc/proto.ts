@@ -62,7 +62,7 @@ export interface ProtoHeatmapOptions {
 
 export interface ProtoEmbedRequest {
   images: ProtoImageInput[];
-  options: { output: ProtoOutputKind; resolution: string; heatmap: ProtoHeatmapOptions | null; model: string } | null;
+  options: { output: ProtoOutputKind; resolution: string; heatmap: ProtoHeatmapOptions | null; model: string; space: string } | null;
 }
 
 export interface ProtoTensor {
@@ -80,4 +80,23 @@ export interface ProtoImageResult {
 
 export interface ProtoEmbedResponse {
   results: ProtoImageResult[];
+}
+
+export interface ProtoEmbedTextRequest {
+  prompts: string[];
+  model: string;
+}
+
+export interface ProtoTextResult {
+  index: number;
+  canonical: string;
+  embedding?: ProtoTensor;
+  error?: { code: string; message: string };
+}
+
+export interface ProtoEmbedTextResponse {
+  results: ProtoTextResult[];
+  space: string;
+  logitScale: number;
+  logitBias: number;
 }

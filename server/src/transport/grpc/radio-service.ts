@@ -8,6 +8,8 @@ import { RequestError, type EmbedJobSpec, type ImageOutcome, type OutputKind } f
 import type { ServerInfo } from "../../server-info.js";
 import type {
   ProtoEmbedRequest,
+  ProtoEmbedTextRequest,
+  ProtoEmbedTextResponse,
   ProtoEmbedResponse,
   ProtoImageInput,
   ProtoImageResult,
@@ -103,6 +105,7 @@ function specFromProto(req: ProtoEmbedRequest, deadline: number | null, pathInpu
   if (!output) throw new RequestError("INVALID_ARGUMENT", `unknown output kind ${String(o?.output)}`);
   return {
     model: o?.model ?? "",
+    space: o?.space ?? "",
     resolution: o?.resolution ?? "",
     output,
     heatmap: {
@@ -202,10 +205,54 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
     });
   };
 
+  const embedText = (call: grpc.ServerUnaryCall<ProtoEmbedTextRequest, ProtoEmbedTextResponse>, callback: grpc.sendUnaryData<ProtoEmbedTextResponse>) => {
+    const refuse = (code: grpc.status, details: string) => {
+      finish("EmbedText", code);
+      callback(statusError(code, details));
+    };
+    const pipeline = state.pipeline();
+    if (state.shuttingDown()) return refuse(grpc.status.UNAVAILABLE, "the server is shutting down");
+    if (!pipeline) return refuse(grpc.status.UNAVAILABLE, "the models are still loading; wait for health SERVING");
+    const req = call.request;
+    let running: ReturnType<Pipeline["embedText"]>;
+    try {
+      running = pipeline.embedText(req.model ?? "", req.prompts ?? []);
+    } catch (err) {
+      if (err instanceof RequestError) return refuse(REQUEST_CODES[err.code], err.message);
+      logger.error({ err }, "EmbedText failed");
+      return refuse(grpc.status.INTERNAL, `internal error: ${(err as Error).message}`);
+    }
+    const model = state.info().models.find((m) => m.name === (req.model || state.info().defaultModel));
+    running.then(
+      (outcomes) => {
+        if (call.cancelled) return finish("EmbedText", grpc.status.CANCELLED);
+        finish("EmbedText", grpc.status.OK);
+        callback(null, {
+          results: outcomes.map((o) =>
+            o.error
+              ? { index: o.index, canonical: o.canonical, error: o.error }
+              : {
+                  index: o.index,
+                  canonical: o.canonical,
+                  embedding: { dtype: "DTYPE_FLOAT32", shape: [o.embedding.length], data: new Uint8Array(o.embedding.buffer, o.embedding.byteOffset, o.embedding.byteLength) },
+                },
+          ),
+          space: model?.text?.space ?? "",
+          logitScale: model?.text?.logitScale ?? 0,
+          logitBias: model?.text?.logitBias ?? 0,
+        });
+      },
+      (err: Error) => {
+        logger.error({ err }, "EmbedText failed");
+        refuse(grpc.status.INTERNAL, `internal error: ${err.message}`);
+      },
+    );
+  };
+
   const info = (_call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<ServerInfo>) => {
     finish("Info", grpc.status.OK);
     callback(null, state.info());
   };
 
-  return { Embed: embed as grpc.handleServerStreamingCall<unknown, unknown>, Info: info };
+  return { Embed: embed as grpc.handleServerStreamingCall<unknown, unknown>, EmbedText: embedText as grpc.handleUnaryCall<unknown, unknown>, Info: info };
 }

@@ -1,0 +1,150 @@
+// Prompts through a model's text tower: canonicalise + tokenise (preprocess/text.ts), look each
+// canonical prompt up in a per-model cache, run the misses in batches on the inference pool, and
+// L2-normalise. Every prompt ends in exactly one outcome. Transport-agnostic, like pipeline.ts.
+import type { ServedModel } from "./models.js";
+import type { ImageErrorCode } from "./types.js";
+
+/** What the pipeline needs from the tokenizer (preprocess/text.ts). */
+export interface PromptTokenizer {
+  readonly contextLength: number;
+  /** Canonical form of one prompt, or throws a PromptError. */
+  canonicalize(prompt: string): string;
+  /** Token ids [n, contextLength] for canonical prompts. */
+  encodeCanonical(canonical: readonly string[]): BigInt64Array;
+}
+
+/** What the pipeline needs from the runtime: token ids through a model's text tower. */
+export interface TextBackend {
+  runText(model: string, ids: BigInt64Array, dims: [number, number]): Promise<{ embeds: Float32Array; dims: number[]; runMs: number }>;
+}
+
+export type TextOutcome =
+  | { index: number; canonical: string; embedding: Float32Array; error?: undefined }
+  | { index: number; canonical: string; embedding?: undefined; error: { code: ImageErrorCode; message: string } };
+
+export interface TextMetrics {
+  promptsEmbedded(model: string, cached: boolean, n: number): void;
+  textBatchRan(model: string, size: number, seconds: number): void;
+}
+
+/**
+ * Canonical prompt → normalised embedding, least recently used first out, bounded by bytes: zero-shot
+ * over the same classes, or the App re-running a search, costs the text tower nothing the second time.
+ */
+export class EmbeddingCache {
+  private readonly entries = new Map<string, Float32Array>();
+  private bytes = 0;
+
+  constructor(private readonly maxBytes: number) {}
+
+  get(key: string): Float32Array | undefined {
+    const hit = this.entries.get(key);
+    if (hit) {
+      this.entries.delete(key);
+      this.entries.set(key, hit);
+    }
+    return hit;
+  }
+
+  set(key: string, value: Float32Array): void {
+    if (value.byteLength > this.maxBytes) return;
+    const old = this.entries.get(key);
+    if (old) {
+      this.bytes -= old.byteLength;
+      this.entries.delete(key);
+    }
+    this.entries.set(key, value);
+    this.bytes += value.byteLength;
+    for (const [k, v] of this.entries) {
+      if (this.bytes <= this.maxBytes) break;
+      this.entries.delete(k);
+      this.bytes -= v.byteLength;
+    }
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+}
+
+export interface TextEmbedderOptions {
+  model: ServedModel;
+  tokenizer: PromptTokenizer;
+  backend: TextBackend;
+  /** Prompts per text-tower run. */
+  maxBatch: number;
+  cacheBytes: number;
+  metrics?: TextMetrics;
+}
+
+/** One served model's text side. */
+export class TextEmbedder {
+  private readonly cache: EmbeddingCache;
+
+  constructor(private readonly o: TextEmbedderOptions) {
+    this.cache = new EmbeddingCache(o.cacheBytes);
+  }
+
+  async embed(prompts: readonly unknown[]): Promise<TextOutcome[]> {
+    const { model, tokenizer } = this.o;
+    const out: TextOutcome[] = new Array(prompts.length);
+    // Canonical prompt → indices still waiting for it (a prompt asked twice runs once).
+    const misses = new Map<string, number[]>();
+    let hits = 0;
+    prompts.forEach((prompt, index) => {
+      let canonical: string;
+      try {
+        if (typeof prompt !== "string") throw new TypeError(`prompt ${index} is ${prompt === null ? "null" : typeof prompt}, not a string`);
+        canonical = tokenizer.canonicalize(prompt);
+      } catch (err) {
+        out[index] = { index, canonical: "", error: { code: "INVALID_ARGUMENT", message: `prompt ${index}: ${(err as Error).message}` } };
+        return;
+      }
+      const cached = this.cache.get(canonical);
+      if (cached) {
+        hits++;
+        out[index] = { index, canonical, embedding: cached };
+      } else {
+        const waiting = misses.get(canonical);
+        if (waiting) waiting.push(index);
+        else misses.set(canonical, [index]);
+      }
+    });
+    if (hits) this.o.metrics?.promptsEmbedded(model.name, true, hits);
+
+    const unique = [...misses.keys()];
+    const ctx = tokenizer.contextLength;
+    for (let start = 0; start < unique.length; start += this.o.maxBatch) {
+      const chunk = unique.slice(start, start + this.o.maxBatch);
+      try {
+        const ids = tokenizer.encodeCanonical(chunk);
+        const r = await this.o.backend.runText(model.name, ids, [chunk.length, ctx]);
+        this.o.metrics?.textBatchRan(model.name, chunk.length, r.runMs / 1000);
+        const D = r.dims[1]!;
+        chunk.forEach((canonical, i) => {
+          const embedding = normalized(r.embeds.subarray(i * D, (i + 1) * D));
+          this.cache.set(canonical, embedding);
+          for (const index of misses.get(canonical)!) out[index] = { index, canonical, embedding };
+        });
+        this.o.metrics?.promptsEmbedded(model.name, false, chunk.reduce((n, c) => n + misses.get(c)!.length, 0));
+      } catch (err) {
+        for (const canonical of chunk) {
+          for (const index of misses.get(canonical)!) {
+            out[index] = { index, canonical, error: { code: "INTERNAL", message: `prompt ${index}: text encoding failed: ${(err as Error).message}` } };
+          }
+        }
+      }
+    }
+    return out;
+  }
+}
+
+/** x / max(‖x‖₂, 1e-12), as SigLIP's encode_text(normalize=True); a copy, so the batch buffer can go. */
+export function normalized(x: Float32Array): Float32Array {
+  let ss = 0;
+  for (let i = 0; i < x.length; i++) ss += x[i]! * x[i]!;
+  const inv = 1 / Math.max(Math.sqrt(ss), 1e-12);
+  const y = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) y[i] = x[i]! * inv;
+  return y;
+}
