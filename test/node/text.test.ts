@@ -4,6 +4,7 @@
  * relative L2 1e-6, fp16 cosine), logit scale/bias, and bad prompts.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -16,6 +17,7 @@ import { readTextGraphMetadata } from '../../server/src/compiler/text-metadata.j
 import { canonicalizePrompt, MAX_PROMPT_CHARS, PromptError, PromptTokenizer } from '../../server/src/preprocess/text.js';
 import { embedText, loadTextGraph, type LoadedTextGraph } from '../../server/src/runtime/text-session.js';
 import { tempDir } from './support/server.js';
+import { CLI } from './support/sidecar.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const FIXTURE = path.join(repoRoot, '../shared/fixtures/upstream-adaptor-golden');
@@ -171,5 +173,26 @@ describe('SigLIP2 text: compiled tower vs upstream', { skip }, () => {
       console.log(`${precision} cosine per prompt: min ${Math.min(...c).toFixed(8)}`);
       for (const v of c) assert.ok(v >= floor, `${precision} cosine ${v}`);
     }
+  });
+});
+
+describe('SigLIP2 text: CLI', { skip }, () => {
+  const tmp = tempDir('radio-text-cli-');
+  after(() => tmp.cleanup());
+
+  it('compile-text then embed-text reproduce upstream (normalised)', () => {
+    const ref = SafetensorsFile.open(path.join(FIXTURE, 'reference.safetensors'));
+    const wantN = ref.readFloat32('text.embeddings_normalized');
+    const ids = ref.readInt64('text.input_ids');
+    ref.close();
+    const out = path.join(tmp.dir, 'g');
+    const run = (...args: string[]) => execFileSync(process.execPath, [...CLI, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const meta = JSON.parse(run('compile-text', '--siglip', SIGLIP, '--out', out, '--repo', 'google/siglip2-giant-opt-patch16-384'));
+    assert.equal(meta.source.repo, 'google/siglip2-giant-opt-patch16-384');
+    const r = JSON.parse(run('embed-text', '--graph', out, '--normalize', '--threads', '1', 'A photo of a Dog.', ''));
+    assert.deepEqual(r.canonical, ['a photo of a dog', '']);
+    assert.deepEqual(r.inputIds[0], [...ids.subarray(0, 64)].map(Number));
+    assert.ok(relL2(r.embeddings[0], wantN.subarray(0, 40)) <= 1e-6);
+    assert.ok(relL2(r.embeddings[1], wantN.subarray(3 * 40, 4 * 40)) <= 1e-6, 'the empty prompt is fixture row 3');
   });
 });
