@@ -99,12 +99,13 @@ program
   .requiredOption("--out <dir>", "output folder for model.onnx + tokenizer files + metadata.json")
   .addOption(new Option("--precision <p>", "graph precision: fp32 (exact), fp16 (GPU), int8 (CPU: int8 encoder linears, approximate)").choices(["fp32", "fp16", "int8"]).default("fp32"))
   .option("--copy-weights", "write the fp32 weights into the output folder instead of hard-linking the checkpoint", false)
+  .option("--space <adaptor>", "the RADIO adaptor whose summary space the text embeddings share", "siglip2-g")
   .option("--repo <id>", "Hugging Face repo id recorded in metadata.json (provenance only)")
   .option("--revision <rev>", "revision recorded in metadata.json (provenance only)")
-  .action(async (o: { siglip: string; out: string; precision: "fp32" | "fp16" | "int8"; copyWeights: boolean; repo?: string; revision?: string }) => {
+  .action(async (o: { siglip: string; out: string; precision: "fp32" | "fp16" | "int8"; copyWeights: boolean; space: string; repo?: string; revision?: string }) => {
     const { compileTextTower } = await import("./compiler/compile-text.js");
     const r = await compileTextTower({
-      siglipDir: o.siglip, outDir: o.out, precision: o.precision, weightsMode: o.copyWeights ? "copy" : "link",
+      siglipDir: o.siglip, outDir: o.out, precision: o.precision, weightsMode: o.copyWeights ? "copy" : "link", space: o.space,
       repo: o.repo ?? null, revision: o.revision ?? null, onStage: (s) => process.stderr.write(`compile-text: ${s}\n`),
     });
     process.stderr.write(`compile-text: wrote ${r.outDir} (${r.nodeCount} nodes, ${r.seconds.toFixed(2)} s)\n`);

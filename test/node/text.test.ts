@@ -102,6 +102,9 @@ describe('SigLIP2 text: canonicalisation and tokenisation', { skip }, () => {
     const empty = tok.encode(['', '!!!', '   ']);
     for (const r of rows(empty.ids, 3, 64)) assert.deepEqual([...r], [1n, ...new Array(63).fill(0n)]);
     assert.deepEqual(tok.encode([]).dims, [0, 64]);
+    // The pipeline's split API: canonicalize one prompt, then encode canonical forms.
+    assert.throws(() => tok.canonicalize(7, 5), (e: unknown) => e instanceof PromptError && e.index === 5);
+    assert.deepEqual([...tok.encodeCanonical([tok.canonicalize('A photo of a Dog.')])], [...tok.encode(['A photo of a Dog.']).ids]);
   });
 });
 
@@ -142,6 +145,7 @@ describe('SigLIP2 text: compiled tower vs upstream', { skip }, () => {
   it('metadata: format, dims, special ids, logit scale/bias equal the reference', () => {
     const m = readTextGraphMetadata(path.join(tmp.dir, 'fp32'));
     assert.equal(m.format, 'radio-text-onnx/1');
+    assert.equal(m.space, 'siglip2-g');
     assert.deepEqual([m.contextLength, m.embedDim, m.vocabSize, m.padId, m.eosId, m.input, m.output], [64, 40, 850, 0, 1, 'input_ids', 'text_embeds']);
     assert.equal(m.logitScale, ref!.readFloat32('siglip.logit_scale')[0]);
     assert.equal(m.logitBias, ref!.readFloat32('siglip.logit_bias')[0]);

@@ -21,6 +21,8 @@ export interface CompileTextOptions {
   /** fp32 (exact), fp16 (GPU), int8 (encoder linears and head int8; embeddings and the rest fp32). */
   precision?: Precision;
   weightsMode?: WeightsMode;
+  /** The RADIO adaptor whose summary space these embeddings share (default "siglip2-g"). */
+  space?: string;
   repo?: string | null;
   revision?: string | null;
   onStage?: (stage: string) => void;
@@ -71,6 +73,7 @@ export async function compileTextTower(o: CompileTextOptions): Promise<CompileTe
 
     const metadata: TextGraphMetadata = {
       format: TEXT_FORMAT,
+      space: o.space ?? "siglip2-g",
       source: { repo: o.repo ?? null, revision: o.revision ?? null, dir: siglipDir },
       input: TEXT_INPUT,
       output: TEXT_OUTPUT,

@@ -8,8 +8,13 @@ import { METADATA_FILE } from "./metadata.js";
 
 export const TEXT_FORMAT = "radio-text-onnx/1";
 
+/** The text tower's folder when it ships inside an image graph's folder. */
+export const TEXT_DIR = "text";
+
 export const TextGraphMetadataSchema = z.object({
   format: z.literal(TEXT_FORMAT),
+  /** The adaptor whose summary space the embeddings share (e.g. "siglip2-g"). */
+  space: z.string(),
   source: z.object({ repo: z.string().nullable(), revision: z.string().nullable(), dir: z.string() }),
   /** Graph input `input_ids` int64 [batch, contextLength]; output `text_embeds` float32 [batch, embedDim]. */
   input: z.string(),
@@ -37,7 +42,7 @@ export const TextGraphMetadataSchema = z.object({
 
 export type TextGraphMetadata = z.infer<typeof TextGraphMetadataSchema>;
 
-export function readTextGraphMetadata(dir: string): TextGraphMetadata {
+export function readTextMetadata(dir: string): TextGraphMetadata {
   const path = join(dir, METADATA_FILE);
   let json: unknown;
   try {
@@ -49,3 +54,6 @@ export function readTextGraphMetadata(dir: string): TextGraphMetadata {
   if (!r.success) throw new Error(`${path} is not text-graph metadata: ${r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
   return r.data;
 }
+
+/** Alias kept for callers that name it after GraphMetadata's reader. */
+export const readTextGraphMetadata = readTextMetadata;

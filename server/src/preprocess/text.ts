@@ -166,14 +166,26 @@ export class PromptTokenizer {
    */
   encode(prompts: readonly unknown[], o: { canonicalize?: boolean } = {}): TokenizedPrompts {
     const canonicalize = o.canonicalize ?? true;
-    const texts = prompts.map((p, i) => {
-      const problem = promptProblem(p);
-      if (problem) throw new PromptError(i, problem);
-      return canonicalize ? canonicalizePrompt(p as string) : (p as string);
-    });
+    const texts = prompts.map((p, i) => (canonicalize ? this.canonicalize(p, i) : (this.check(p, i), p as string)));
+    return { ids: this.encodeCanonical(texts), dims: [texts.length, this.contextLength], canonical: texts };
+  }
+
+  /** One prompt's canonical form; throws a PromptError (with `index`) for a bad prompt. */
+  canonicalize(prompt: unknown, index = 0): string {
+    this.check(prompt, index);
+    return canonicalizePrompt(prompt as string);
+  }
+
+  /** Token ids [n, contextLength] for prompts already canonicalised (e.g. cache misses). */
+  encodeCanonical(canonical: readonly string[]): BigInt64Array {
     const L = this.contextLength;
-    const ids = new BigInt64Array(texts.length * L);
-    texts.forEach((t, i) => this.row(t).forEach((v, j) => (ids[i * L + j] = BigInt(v))));
-    return { ids, dims: [texts.length, L], canonical: texts };
+    const ids = new BigInt64Array(canonical.length * L);
+    canonical.forEach((t, i) => this.row(t).forEach((v, j) => (ids[i * L + j] = BigInt(v))));
+    return ids;
+  }
+
+  private check(prompt: unknown, index: number): void {
+    const problem = promptProblem(prompt);
+    if (problem) throw new PromptError(index, problem);
   }
 }

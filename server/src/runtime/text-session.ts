@@ -4,7 +4,7 @@
 import * as ort from "onnxruntime-node";
 import { join } from "node:path";
 import { MODEL_FILE } from "../compiler/metadata.js";
-import { readTextGraphMetadata, type TextGraphMetadata } from "../compiler/text-metadata.js";
+import { readTextMetadata, type TextGraphMetadata } from "../compiler/text-metadata.js";
 import { PromptTokenizer } from "../preprocess/text.js";
 import type { ExecutionProvider, SessionOptions } from "./session.js";
 
@@ -16,7 +16,7 @@ export interface LoadedTextGraph {
 }
 
 export async function loadTextGraph(dir: string, o: Pick<SessionOptions, "provider" | "intraOpThreads"> = {}): Promise<LoadedTextGraph> {
-  const metadata = readTextGraphMetadata(dir);
+  const metadata = readTextMetadata(dir);
   const provider = o.provider ?? "cpu";
   if (provider !== "cpu" && metadata.precision === "int8") {
     throw new Error(`${dir} is an int8 text graph, made for the CPU provider; compile an fp16 one for ${provider}`);
