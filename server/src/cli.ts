@@ -93,6 +93,52 @@ program
   });
 
 program
+  .command("compile-text")
+  .description("compile the SigLIP2 text tower of a local google/siglip2-* folder (config.json, safetensors + index, tokenizer files) into an ONNX graph folder for embed-text")
+  .requiredOption("--siglip <dir>", "local SigLIP2 checkpoint folder")
+  .requiredOption("--out <dir>", "output folder for model.onnx + tokenizer files + metadata.json")
+  .addOption(new Option("--precision <p>", "graph precision: fp32 (exact), fp16 (GPU), int8 (CPU: int8 encoder linears, approximate)").choices(["fp32", "fp16", "int8"]).default("fp32"))
+  .option("--copy-weights", "write the fp32 weights into the output folder instead of hard-linking the checkpoint", false)
+  .option("--space <adaptor>", "the RADIO adaptor whose summary space the text embeddings share", "siglip2-g")
+  .option("--repo <id>", "Hugging Face repo id recorded in metadata.json (provenance only)")
+  .option("--revision <rev>", "revision recorded in metadata.json (provenance only)")
+  .action(async (o: { siglip: string; out: string; precision: "fp32" | "fp16" | "int8"; copyWeights: boolean; space: string; repo?: string; revision?: string }) => {
+    const { compileTextTower } = await import("./compiler/compile-text.js");
+    const r = await compileTextTower({
+      siglipDir: o.siglip, outDir: o.out, precision: o.precision, weightsMode: o.copyWeights ? "copy" : "link", space: o.space,
+      repo: o.repo ?? null, revision: o.revision ?? null, onStage: (s) => process.stderr.write(`compile-text: ${s}\n`),
+    });
+    process.stderr.write(`compile-text: wrote ${r.outDir} (${r.nodeCount} nodes, ${r.seconds.toFixed(2)} s)\n`);
+    process.stdout.write(JSON.stringify(r.metadata, null, 2) + "\n");
+  });
+
+program
+  .command("embed-text")
+  .description("run a compiled text graph on prompts: JSON on stdout ({prompts, canonical, dims, embeddings}), or text_embeds.npy + input_ids as JSON with --out-dir")
+  .requiredOption("--graph <dir>", "compiled text graph folder (compile-text)")
+  .argument("<prompts...>", "prompts (canonicalised and tokenised as SigLIP2 does)")
+  .option("--normalize", "L2-normalise the embeddings (upstream encode_text(normalize=True))", false)
+  .option("--out-dir <dir>", "write text_embeds.npy there instead of printing the embeddings")
+  .addOption(new Option("--provider <ep>", "execution provider").choices([...PROVIDERS]).default("cpu"))
+  .option("--threads <n>", "ORT intra-op threads (0 = one per core)", nonNegativeInt, 0)
+  .action(async (prompts: string[], o: { graph: string; normalize: boolean; outDir?: string; provider: ExecutionProvider; threads: number }) => {
+    const { loadTextGraph, embedText } = await import("./runtime/text-session.js");
+    const g = await loadTextGraph(o.graph, { provider: o.provider, intraOpThreads: o.threads });
+    const r = await embedText(g, prompts, { normalize: o.normalize });
+    await g.session.release();
+    const ids = Array.from({ length: r.dims[0] }, (_, i) => Array.from(r.ids.subarray(i * g.metadata.contextLength, (i + 1) * g.metadata.contextLength), Number));
+    if (o.outDir) {
+      mkdirSync(o.outDir, { recursive: true });
+      writeNpy(join(o.outDir, "text_embeds.npy"), r.embeddings, r.dims);
+      process.stdout.write(JSON.stringify({ prompts, canonical: r.canonical, dims: r.dims, inputIds: ids }) + "\n");
+      process.stderr.write(`embed-text: text_embeds [${r.dims}] → ${resolve(o.outDir)}\n`);
+      return;
+    }
+    const embeddings = Array.from({ length: r.dims[0] }, (_, i) => Array.from(r.embeddings.subarray(i * r.dims[1], (i + 1) * r.dims[1])));
+    process.stdout.write(JSON.stringify({ prompts, canonical: r.canonical, dims: r.dims, inputIds: ids, embeddings }) + "\n");
+  });
+
+program
   .command("make-checkpoint")
   .description("write a random checkpoint in the Hugging Face layout (tiny ones for tests and the demo; full-size shapes for benchmarks)")
   .addOption(new Option("--preset <name>", "shape").choices(Object.keys(PRESETS)).default("tiny"))

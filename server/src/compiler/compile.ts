@@ -32,7 +32,7 @@ export interface CompileResult {
 }
 
 /** Hugging Face cache blobs of LFS files are named by their sha256, which the download verified. */
-async function sha256Of(path: string): Promise<string> {
+export async function sha256Of(path: string): Promise<string> {
   const real = realpathSync(path);
   const name = basename(real);
   if (/^[0-9a-f]{64}$/.test(name)) return name;

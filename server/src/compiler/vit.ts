@@ -214,8 +214,11 @@ function layerNorm(ctx: Ctx, x: string, keys: { weight: string; bias: string }, 
   return g.op("LayerNormalization", [x, scale, bias], { axis: int(-1), epsilon: float(spec.layerNormEps), stash_type: int(1) }, { stem: name });
 }
 
+/** What a linear layer needs of the build context (shared with the text tower). */
+export type LinearCtx = Pick<Ctx, "g" | "w">;
+
 /** x W^T + b on [tokens, in] rows, with W in the checkpoint's [out, in] layout (no transposed copy). */
-function linear(ctx: Ctx, x2d: string, keys: { weight: string; bias: string }, name: string): string {
+export function linear(ctx: LinearCtx, x2d: string, keys: { weight: string; bias: string }, name: string): string {
   const { g, w } = ctx;
   if (w.precision === "int8") return int8Linear(ctx, x2d, keys, name);
   const weight = g.initializer(w.tensor(keys.weight, `${name}.weight`));
@@ -231,7 +234,7 @@ function linear(ctx: Ctx, x2d: string, keys: { weight: string; bias: string }, n
  * int32 sums by the channel scale in its output stage; × token scale and + the fp32 bias follow.
  * Everything else (attention products, softmax, LayerNorm, GELU, patch embedding) stays float32.
  */
-function int8Linear(ctx: Ctx, x2d: string, keys: { weight: string; bias: string }, name: string): string {
+function int8Linear(ctx: LinearCtx, x2d: string, keys: { weight: string; bias: string }, name: string): string {
   const { g, w } = ctx;
   const q = w.int8Linear(keys.weight, name);
   const weight = g.initializer(q.weight);
