@@ -11,7 +11,8 @@ import { loadServedModels, type ModelSource } from "./pipeline/models.js";
 import { Pipeline } from "./pipeline/pipeline.js";
 import { InferencePool, type PrepackPolicy } from "./runtime/pool.js";
 import { describeChoice, resolveProvider, type ProviderChoice, type ProviderRequest } from "./runtime/providers.js";
-import { batchDefaults } from "./provider-defaults.js";
+import { batchDefaults, TEXT_DEFAULTS } from "./provider-defaults.js";
+import { PromptTokenizer } from "./preprocess/text.js";
 import { ServerMetrics } from "./observability/metrics.js";
 import { buildServerInfo, providerName, type ServerInfo } from "./server-info.js";
 import { startGrpcServer, type GrpcListen, type GrpcServer } from "./transport/grpc/server.js";
@@ -125,6 +126,8 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
 
   // Everything that can be checked without loading a graph fails here, before anything listens.
   const models = loadServedModels(config.models);
+  // Tokenisation runs on the main thread (microseconds a prompt); the workers only run the towers.
+  const tokenizers = new Map(models.flatMap((m) => (m.text ? [[m.name, PromptTokenizer.fromDir(m.text.dir, { contextLength: m.text.metadata.contextLength })] as const] : [])));
   const paths = await createPathPolicy(config.allowedRoots);
   const sharp = configureSharp();
   // Probed in child processes before anything listens: an explicit provider that cannot run fails here.
@@ -201,7 +204,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
       "loading models",
     );
     pool = await InferencePool.start({
-      models: models.map((m) => ({ name: m.name, dir: m.dir })),
+      models: models.map((m) => ({ name: m.name, dir: m.dir, ...(m.text ? { textDir: m.text.dir } : {}) })),
       workers: config.workers,
       intraOpThreads: threads,
       provider,
@@ -274,6 +277,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     maxQueue: config.maxQueue,
     decodeParallelism,
     limits: { limitInputPixels: config.maxImagePixels ?? DEFAULT_LIMITS.limitInputPixels },
+    text: { tokenizers, backend: running, maxBatch: batching.textBatch, maxPrompts: TEXT_DEFAULTS.maxPrompts, cacheBytes: TEXT_DEFAULTS.cacheBytes, metrics },
     metrics,
     logger: logger.child({ component: "pipeline" }),
   });

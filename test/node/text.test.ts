@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { SafetensorsFile } from '../../server/src/checkpoint/safetensors.js';
 import { loadSiglipText } from '../../server/src/checkpoint/siglip.js';
 import { compileTextTower } from '../../server/src/compiler/compile-text.js';
-import { readTextGraphMetadata } from '../../server/src/compiler/text-metadata.js';
+import { readTextMetadata } from '../../server/src/compiler/text-metadata.js';
 import { canonicalizePrompt, MAX_PROMPT_CHARS, PromptError, PromptTokenizer } from '../../server/src/preprocess/text.js';
 import { embedText, loadTextGraph, type LoadedTextGraph } from '../../server/src/runtime/text-session.js';
 import { tempDir } from './support/server.js';
@@ -143,7 +143,7 @@ describe('SigLIP2 text: compiled tower vs upstream', { skip }, () => {
   });
 
   it('metadata: format, dims, special ids, logit scale/bias equal the reference', () => {
-    const m = readTextGraphMetadata(path.join(tmp.dir, 'fp32'));
+    const m = readTextMetadata(path.join(tmp.dir, 'fp32'));
     assert.equal(m.format, 'radio-text-onnx/1');
     assert.equal(m.space, 'siglip2-g');
     assert.deepEqual([m.contextLength, m.embedDim, m.vocabSize, m.padId, m.eosId, m.input, m.output], [64, 40, 850, 0, 1, 'input_ids', 'text_embeds']);

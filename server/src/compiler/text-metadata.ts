@@ -54,6 +54,3 @@ export function readTextMetadata(dir: string): TextGraphMetadata {
   if (!r.success) throw new Error(`${path} is not text-graph metadata: ${r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
   return r.data;
 }
-
-/** Alias kept for callers that name it after GraphMetadata's reader. */
-export const readTextGraphMetadata = readTextMetadata;

@@ -110,31 +110,3 @@ export async function runGraph(
   };
 }
 
-/** A compiled text tower (compiler/text-tower.ts): token ids [n, context] int64 → text_embeds [n, D]. */
-export interface LoadedTextGraph {
-  session: ort.InferenceSession;
-  provider: ExecutionProvider;
-}
-
-export async function loadTextGraph(dir: string, o: SessionOptions = {}): Promise<LoadedTextGraph> {
-  const provider = o.provider ?? "cpu";
-  const session = await ort.InferenceSession.create(join(dir, MODEL_FILE), {
-    executionProviders: provider === "cpu" ? ["cpu"] : [provider, "cpu"],
-    intraOpNumThreads: o.intraOpThreads ?? 0,
-    interOpNumThreads: 1,
-    executionMode: "sequential",
-    graphOptimizationLevel: o.graphOptimizationLevel ?? "all",
-    enableCpuMemArena: true,
-    // Weights stay memory-mapped and shared between workers (see prepacks()).
-    ...(o.prepackWeights === "on" ? {} : { extra: { session: { disable_prepacking: "1" } } }),
-  });
-  return { session, provider };
-}
-
-/** Unnormalised text embeddings [n, D] for token ids [n, context]. */
-export async function runTextGraph(g: LoadedTextGraph, ids: BigInt64Array, dims: [number, number]): Promise<{ embeds: Float32Array; dims: number[] }> {
-  if (ids.length !== dims[0] * dims[1]) throw new Error(`token ids hold ${ids.length} values, expected ${dims[0]}×${dims[1]}`);
-  const out = await g.session.run({ input_ids: new ort.Tensor("int64", ids, dims) }, ["text_embeds"]);
-  const t = out.text_embeds!;
-  return { embeds: t.data as Float32Array, dims: [...t.dims] };
-}

@@ -31,6 +31,9 @@ export async function loadTextGraph(dir: string, o: Pick<SessionOptions, "provid
     interOpNumThreads: 1,
     executionMode: "sequential",
     graphOptimizationLevel: "all",
+    enableCpuMemArena: true,
+    // The embedding table and weights stay memory-mapped, one copy for every worker (see session.ts prepacks()).
+    extra: { session: { disable_prepacking: "1" } },
   });
   return { session, metadata, tokenizer, provider };
 }
@@ -54,6 +57,15 @@ export function l2NormalizeRows(x: Float32Array, cols: number): Float32Array {
     for (let c = 0; c < cols; c++) out[r * cols + c] = x[r * cols + c]! / n;
   }
   return out;
+}
+
+/** Unnormalised embeddings [n, embedDim] for token ids [n, contextLength] (the inference worker's path: the pipeline tokenises). */
+export async function runTextTower(g: LoadedTextGraph, ids: BigInt64Array, dims: [number, number]): Promise<{ embeds: Float32Array; dims: number[] }> {
+  if (ids.length !== dims[0] * dims[1]) throw new Error(`token ids hold ${ids.length} values, expected ${dims[0]}×${dims[1]}`);
+  if (dims[1] !== g.metadata.contextLength) throw new Error(`token ids are ${dims[1]} wide; the text tower takes ${g.metadata.contextLength}`);
+  const out = await g.session.run({ [g.metadata.input]: new ort.Tensor("int64", ids, dims) });
+  const t = out[g.metadata.output]!;
+  return { embeds: t.data as Float32Array, dims: [...t.dims] };
 }
 
 /** Prompts → text embeddings. Bad prompts throw a PromptError naming the first one. */

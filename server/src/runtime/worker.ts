@@ -5,7 +5,8 @@
 import { BroadcastChannel, threadId, workerData } from "node:worker_threads";
 import { move, transferableSymbol, valueSymbol } from "piscina";
 import * as ort from "onnxruntime-node";
-import { loadGraph, loadTextGraph, runGraph, runTextGraph, type LoadedGraph, type LoadedTextGraph } from "./session.js";
+import { loadGraph, runGraph, type LoadedGraph } from "./session.js";
+import { loadTextGraph, runTextTower, type LoadedTextGraph } from "./text-session.js";
 import { SETUP_HINT } from "./providers.js";
 import { nameThisThread } from "../observability/thread-name.js";
 import type { InferResult, InferTask, ReadyModel, TextResult, TextTask, WorkerAnnouncement, WorkerConfig } from "./protocol.js";
@@ -108,7 +109,7 @@ async function embedText(task: TextTask): Promise<unknown> {
   const g = textGraphs.get(task.model);
   if (!g) throw new Error(`model ${task.model} has no text tower in this worker`);
   const t = performance.now();
-  const out = await runTextGraph(g, task.ids, task.dims);
+  const out = await runTextTower(g, task.ids, task.dims);
   const result: TextResult = { ...out, runMs: performance.now() - t };
   return move({ [transferableSymbol]: [out.embeds.buffer], [valueSymbol]: result } as never);
 }

@@ -137,6 +137,13 @@ export interface EmbedCall {
   first: Promise<void>;
 }
 
+export interface EmbedTextReply {
+  results: { index: number; canonical: string; embedding?: Tensor; error?: { code: string; message: string }; outcome: string }[];
+  space: string;
+  logitScale: number;
+  logitBias: number;
+}
+
 export class RadioClient {
   readonly radio: grpc.Client & Record<string, (...a: unknown[]) => unknown>;
   readonly health: grpc.Client & Record<string, (...a: unknown[]) => unknown>;
@@ -170,6 +177,14 @@ export class RadioClient {
     });
     done.catch(() => undefined);
     return { done, received, call, first };
+  }
+
+  embedText(req: { prompts: string[]; model?: string }, metadata: grpc.Metadata = new grpc.Metadata()): Promise<EmbedTextReply> {
+    return new Promise((resolve, reject) =>
+      (this.radio.EmbedText as (r: unknown, m: grpc.Metadata, cb: (e: Error | null, v: EmbedTextReply) => void) => void)(req, metadata, (e, v) =>
+        e ? reject(e) : resolve(v),
+      ),
+    );
   }
 
   info(metadata: grpc.Metadata = new grpc.Metadata()): Promise<Record<string, unknown>> {
