@@ -66,6 +66,39 @@ export interface GraphOutputs {
 export type GraphOutputName = "summary" | "features";
 export const GRAPH_OUTPUTS: readonly GraphOutputName[] = ["summary", "features"];
 
+function checkPixels(g: LoadedGraph, pixels: Float32Array, dims: [number, number, number, number]): void {
+  const [b, c, h, w] = dims;
+  const step = g.metadata.resolution.step;
+  if (c !== 3) throw new Error(`pixels must have 3 channels, got ${c}`);
+  if (h % step !== 0 || w % step !== 0 || h === 0 || w === 0) {
+    throw new Error(`input ${h}×${w} is not a multiple of ${step} (patch ${g.metadata.patchSize}${g.metadata.windowSize ? ` × window ${g.metadata.windowSize}` : ""})`);
+  }
+  if (pixels.length !== b * c * h * w) throw new Error(`pixels hold ${pixels.length} values, expected ${b}×${c}×${h}×${w}`);
+}
+
+/**
+ * The adaptor outputs of a graph compiled with adaptors (metadata.adaptors), by output name
+ * (`<adaptor>.summary` [B, D_sum], `<adaptor>.features` [B, h·w, D_feat]); `names` picks some of
+ * the adaptors (default: all). Runs the backbone again: for one pass with everything, fetch all
+ * outputs from `g.session` directly.
+ */
+export async function runAdaptors(
+  g: LoadedGraph,
+  pixels: Float32Array,
+  dims: [number, number, number, number],
+  names?: readonly string[],
+): Promise<Record<string, { data: Float32Array; dims: number[] }>> {
+  checkPixels(g, pixels, dims);
+  const known = g.metadata.adaptors;
+  const unknown = (names ?? []).filter((n) => !known.some((a) => a.name === n));
+  if (unknown.length) throw new Error(`the graph has no adaptor ${unknown.join(", ")} (compiled with: ${known.map((a) => a.name).join(", ") || "none"})`);
+  const chosen = known.filter((a) => !names || names.includes(a.name));
+  if (chosen.length === 0) return {};
+  const fetch = chosen.flatMap((a) => [a.outputs.summary, a.outputs.features]);
+  const out = await g.session.run({ pixels: new ort.Tensor("float32", pixels, dims) }, fetch);
+  return Object.fromEntries(fetch.map((n) => [n, { data: out[n]!.data as Float32Array, dims: [...out[n]!.dims] }]));
+}
+
 /**
  * Runs pixels [B, 3, H, W] through the graph; H and W must be multiples of the graph's step. Only
  * the outputs in `fetch` are copied out (an output left out comes back empty, dims []): summary-only
@@ -78,13 +111,7 @@ export async function runGraph(
   dims: [number, number, number, number],
   fetch: readonly GraphOutputName[] = GRAPH_OUTPUTS,
 ): Promise<GraphOutputs> {
-  const [b, c, h, w] = dims;
-  const step = g.metadata.resolution.step;
-  if (c !== 3) throw new Error(`pixels must have 3 channels, got ${c}`);
-  if (h % step !== 0 || w % step !== 0 || h === 0 || w === 0) {
-    throw new Error(`input ${h}×${w} is not a multiple of ${step} (patch ${g.metadata.patchSize}${g.metadata.windowSize ? ` × window ${g.metadata.windowSize}` : ""})`);
-  }
-  if (pixels.length !== b * c * h * w) throw new Error(`pixels hold ${pixels.length} values, expected ${b}×${c}×${h}×${w}`);
+  checkPixels(g, pixels, dims);
   if (fetch.length === 0 || fetch.some((n) => !GRAPH_OUTPUTS.includes(n))) throw new Error(`fetch must name some of ${GRAPH_OUTPUTS.join(", ")}, got [${fetch.join(", ")}]`);
   const out = await g.session.run({ pixels: new ort.Tensor("float32", pixels, dims) }, [...fetch]);
   const summary = out.summary;
