@@ -78,11 +78,15 @@ describe('adaptor heads vs upstream RADIO (shared golden fixture)', { skip: have
   const expected = (key: string) => ref!.readFloat32(key);
   let fp32 = '';
   let fp16 = '';
+  let int8 = '';
   before(async () => {
     fp32 = path.join(tmp.dir, 'fp32');
     fp16 = path.join(tmp.dir, 'fp16');
+    int8 = path.join(tmp.dir, 'int8');
     await compileCheckpoint({ checkpointDir: CKPT, outDir: fp32, adaptors: ADAPTORS });
-    await compileCheckpoint({ checkpointDir: CKPT, outDir: fp16, adaptors: ADAPTORS, precision: 'fp16', attention: 'matmul' });
+    // fp16 with the fused attention op the CLI picks for fp16 (--attention auto), heads included.
+    await compileCheckpoint({ checkpointDir: CKPT, outDir: fp16, adaptors: ADAPTORS, precision: 'fp16', attention: 'mha' });
+    await compileCheckpoint({ checkpointDir: CKPT, outDir: int8, adaptors: ADAPTORS, precision: 'int8' });
   });
   after(() => {
     ref?.close();
@@ -148,6 +152,21 @@ describe('adaptor heads vs upstream RADIO (shared golden fixture)', { skip: have
           console.log(`fp16 ${c.name} ${key}: cosine ${cos.toFixed(6)}, rel L2 ${relL2(got.data, want).toExponential(2)}`);
           assert.ok(cos >= 0.999, `${c.name} ${key}: cosine ${cos}`);
         }
+      }
+    }
+  });
+
+  it('int8 (head linears quantized like the backbone\'s): every output at cosine >= 0.995 to upstream', async () => {
+    const g = await loadGraph(int8, { intraOpThreads: 1 });
+    const c = CASES[1];
+    const out = await runAll(g, input(c.name), c.dims);
+    for (const name of ['backbone', ...ADAPTORS]) {
+      for (const kind of ['summary', 'features']) {
+        const key = `${name}.${kind}`;
+        const got = out.get(key)!;
+        const cos = meanCosine(got.data, expected(`${c.name}.${key}`), got.dims[got.dims.length - 1]!);
+        console.log(`int8 ${c.name} ${key}: cosine ${cos.toFixed(5)}`);
+        assert.ok(cos >= 0.995, `${c.name} ${key}: cosine ${cos}`);
       }
     }
   });

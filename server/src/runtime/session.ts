@@ -76,11 +76,30 @@ function checkPixels(g: LoadedGraph, pixels: Float32Array, dims: [number, number
   if (pixels.length !== b * c * h * w) throw new Error(`pixels hold ${pixels.length} values, expected ${b}×${c}×${h}×${w}`);
 }
 
+/** Every output name of a graph: summary, features, then each adaptor's two (metadata.adaptors). */
+export function graphOutputNames(g: LoadedGraph): string[] {
+  return [...GRAPH_OUTPUTS, ...g.metadata.adaptors.flatMap((a) => [a.outputs.summary, a.outputs.features])];
+}
+
+/** Runs the graph once and returns the named outputs (any of graphOutputNames) with their dims. */
+export async function runOutputs(
+  g: LoadedGraph,
+  pixels: Float32Array,
+  dims: [number, number, number, number],
+  names: readonly string[] = graphOutputNames(g),
+): Promise<Record<string, { data: Float32Array; dims: number[] }>> {
+  checkPixels(g, pixels, dims);
+  const known = graphOutputNames(g);
+  const unknown = names.filter((n) => !known.includes(n));
+  if (unknown.length || names.length === 0) throw new Error(`outputs must name some of ${known.join(", ")}, got [${names.join(", ")}]`);
+  const out = await g.session.run({ pixels: new ort.Tensor("float32", pixels, dims) }, [...names]);
+  return Object.fromEntries(names.map((n) => [n, { data: out[n]!.data as Float32Array, dims: [...out[n]!.dims] }]));
+}
+
 /**
  * The adaptor outputs of a graph compiled with adaptors (metadata.adaptors), by output name
  * (`<adaptor>.summary` [B, D_sum], `<adaptor>.features` [B, h·w, D_feat]); `names` picks some of
- * the adaptors (default: all). Runs the backbone again: for one pass with everything, fetch all
- * outputs from `g.session` directly.
+ * the adaptors (default: all). For the backbone outputs in the same pass, use runOutputs.
  */
 export async function runAdaptors(
   g: LoadedGraph,
@@ -88,15 +107,12 @@ export async function runAdaptors(
   dims: [number, number, number, number],
   names?: readonly string[],
 ): Promise<Record<string, { data: Float32Array; dims: number[] }>> {
-  checkPixels(g, pixels, dims);
   const known = g.metadata.adaptors;
   const unknown = (names ?? []).filter((n) => !known.some((a) => a.name === n));
   if (unknown.length) throw new Error(`the graph has no adaptor ${unknown.join(", ")} (compiled with: ${known.map((a) => a.name).join(", ") || "none"})`);
   const chosen = known.filter((a) => !names || names.includes(a.name));
   if (chosen.length === 0) return {};
-  const fetch = chosen.flatMap((a) => [a.outputs.summary, a.outputs.features]);
-  const out = await g.session.run({ pixels: new ort.Tensor("float32", pixels, dims) }, fetch);
-  return Object.fromEntries(fetch.map((n) => [n, { data: out[n]!.data as Float32Array, dims: [...out[n]!.dims] }]));
+  return runOutputs(g, pixels, dims, chosen.flatMap((a) => [a.outputs.summary, a.outputs.features]));
 }
 
 /**
