@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { extractAdaptors } from '../../server/src/checkpoint/adaptors.js';
 import { SafetensorsFile } from '../../server/src/checkpoint/safetensors.js';
-import { TorchZipCheckpoint } from '../../server/src/checkpoint/torch-zip.js';
+import { TorchTensor, TorchZipCheckpoint } from '../../server/src/checkpoint/torch-zip.js';
 import { compileCheckpoint } from '../../server/src/compiler/compile.js';
 import { readGraphMetadata } from '../../server/src/compiler/metadata.js';
 import { loadGraph, runAdaptors, runGraph, type LoadedGraph } from '../../server/src/runtime/session.js';
@@ -188,8 +188,8 @@ describe('adaptor heads vs upstream RADIO (shared golden fixture)', { skip: have
 
 // --- the restricted reader -------------------------------------------------------------------------
 
-/** A minimal STORED zip (local headers, central directory, end record). */
-function zipStored(files: { name: string; data: Buffer }[]): Buffer {
+/** A minimal STORED zip (local headers, central directory, end record); zip64 records when asked. */
+function zipStored(files: { name: string; data: Buffer }[], zip64 = false): Buffer {
   const parts: Buffer[] = [];
   const central: Buffer[] = [];
   let offset = 0;
@@ -203,27 +203,54 @@ function zipStored(files: { name: string; data: Buffer }[]): Buffer {
     local.writeUInt32LE(f.data.length, 18);
     local.writeUInt32LE(f.data.length, 22);
     local.writeUInt16LE(name.length, 26);
+    // zip64: sizes and offset saturated in the central entry, the real values in extra field 0x0001.
+    const extra = Buffer.alloc(zip64 ? 28 : 0);
+    if (zip64) {
+      extra.writeUInt16LE(0x0001, 0);
+      extra.writeUInt16LE(24, 2);
+      extra.writeBigUInt64LE(BigInt(f.data.length), 4);
+      extra.writeBigUInt64LE(BigInt(f.data.length), 12);
+      extra.writeBigUInt64LE(BigInt(offset), 20);
+    }
     const cd = Buffer.alloc(46);
     cd.writeUInt32LE(0x02014b50, 0);
-    cd.writeUInt16LE(20, 4);
-    cd.writeUInt16LE(20, 6);
+    cd.writeUInt16LE(45, 4);
+    cd.writeUInt16LE(45, 6);
     cd.writeUInt32LE(crc, 16);
-    cd.writeUInt32LE(f.data.length, 20);
-    cd.writeUInt32LE(f.data.length, 24);
+    cd.writeUInt32LE(zip64 ? 0xffffffff : f.data.length, 20);
+    cd.writeUInt32LE(zip64 ? 0xffffffff : f.data.length, 24);
     cd.writeUInt16LE(name.length, 28);
-    cd.writeUInt32LE(offset, 42);
+    cd.writeUInt16LE(extra.length, 30);
+    cd.writeUInt32LE(zip64 ? 0xffffffff : offset, 42);
     parts.push(local, name, f.data);
-    central.push(cd, name);
+    central.push(cd, name, extra);
     offset += 30 + name.length + f.data.length;
   }
   const cdBuf = Buffer.concat(central);
+  const tail: Buffer[] = [];
+  if (zip64) {
+    const rec = Buffer.alloc(56);
+    rec.writeUInt32LE(0x06064b50, 0);
+    rec.writeBigUInt64LE(44n, 4);
+    rec.writeUInt16LE(45, 12);
+    rec.writeUInt16LE(45, 14);
+    rec.writeBigUInt64LE(BigInt(files.length), 24);
+    rec.writeBigUInt64LE(BigInt(files.length), 32);
+    rec.writeBigUInt64LE(BigInt(cdBuf.length), 40);
+    rec.writeBigUInt64LE(BigInt(offset), 48);
+    const loc = Buffer.alloc(20);
+    loc.writeUInt32LE(0x07064b50, 0);
+    loc.writeBigUInt64LE(BigInt(offset + cdBuf.length), 8);
+    loc.writeUInt32LE(1, 16);
+    tail.push(rec, loc);
+  }
   const end = Buffer.alloc(22);
   end.writeUInt32LE(0x06054b50, 0);
-  end.writeUInt16LE(files.length, 8);
-  end.writeUInt16LE(files.length, 10);
-  end.writeUInt32LE(cdBuf.length, 12);
-  end.writeUInt32LE(offset, 16);
-  return Buffer.concat([...parts, cdBuf, end]);
+  end.writeUInt16LE(zip64 ? 0xffff : files.length, 8);
+  end.writeUInt16LE(zip64 ? 0xffff : files.length, 10);
+  end.writeUInt32LE(zip64 ? 0xffffffff : cdBuf.length, 12);
+  end.writeUInt32LE(zip64 ? 0xffffffff : offset, 16);
+  return Buffer.concat([...parts, cdBuf, ...tail, end]);
 }
 
 describe('torch.save zip reader', () => {
@@ -248,23 +275,29 @@ describe('torch.save zip reader', () => {
     });
   });
 
-  it('reads a hand-made zip with an allowed pickle', () => {
-    // OrderedDict() under 'd', and torch.float32.
+  it('reads a hand-made zip (plain and zip64) with an allowed pickle and a tensor', () => {
+    // {'d': OrderedDict(), 'dtype': torch.float32, 't': _rebuild_tensor_v2(storage 0 (HalfStorage, 4), 1, (3,), (1,), False, OrderedDict())}
+    const u = (s: string) => Buffer.concat([Buffer.from('X'), Buffer.from(Uint32Array.of(s.length).buffer), Buffer.from(s)]);
     const pkl = Buffer.concat([
       Buffer.from([0x80, 0x02, 0x7d, 0x28]),
-      Buffer.from('X'), Buffer.from([1, 0, 0, 0]), Buffer.from('d'),
-      Buffer.from('ccollections\nOrderedDict\n'), Buffer.from([0x29, 0x52]),
-      Buffer.from('X'), Buffer.from([5, 0, 0, 0]), Buffer.from('dtype'),
-      Buffer.from('ctorch\nfloat32\n'),
+      u('d'), Buffer.from('ccollections\nOrderedDict\n'), Buffer.from([0x29, 0x52]),
+      u('dtype'), Buffer.from('ctorch\nfloat32\n'),
+      u('t'), Buffer.from('ctorch._utils\n_rebuild_tensor_v2\n'), Buffer.from([0x28]),
+      Buffer.from([0x28]), u('storage'), Buffer.from('ctorch\nHalfStorage\n'), u('0'), u('cpu'), Buffer.from([0x4b, 4, 0x74, 0x51]),
+      Buffer.from([0x4b, 1, 0x4b, 3, 0x85, 0x4b, 1, 0x85, 0x89]), Buffer.from('ccollections\nOrderedDict\n'), Buffer.from([0x29, 0x52, 0x74, 0x52]),
       Buffer.from([0x75, 0x2e]),
     ]);
-    const file = path.join(tmp.dir, 'ok.pth');
-    writeFileSync(file, zipStored([{ name: 'ok/data.pkl', data: pkl }]));
-    const c = TorchZipCheckpoint.open(file);
-    const root = c.root as Map<string, unknown>;
-    assert.ok(root.get('d') instanceof Map);
-    assert.equal((root.get('dtype') as { dtype: string }).dtype, 'F32');
-    c.close();
+    const halves = Buffer.from(Uint16Array.of(0x3c00, 0xc000, 0x3555, 0x7bff).buffer); // 1, -2, 0.333, 65504
+    for (const zip64 of [false, true]) {
+      const file = path.join(tmp.dir, `ok${zip64 ? '64' : ''}.pth`);
+      writeFileSync(file, zipStored([{ name: 'ok/data.pkl', data: pkl }, { name: 'ok/byteorder', data: Buffer.from('little') }, { name: 'ok/data/0', data: halves }], zip64));
+      const c = TorchZipCheckpoint.open(file);
+      const root = c.root as Map<string, unknown>;
+      assert.ok(root.get('d') instanceof Map);
+      assert.equal((root.get('dtype') as { dtype: string }).dtype, 'F32');
+      assert.deepEqual(Array.from(c.readFloat32(root.get('t') as TorchTensor)), [-2, 0.333251953125, 65504]);
+      c.close();
+    }
   });
 
   it('a truncated or non-zip file gets a clear error', { skip: !haveFixture }, () => {
@@ -284,7 +317,7 @@ describe('torch.save zip reader', () => {
     try {
       const root = c.root as Map<string, unknown>;
       assert.deepEqual([...root.keys()], ['state_dict', 'args', 'arch', 'epoch', 'version']);
-      const sd = root.get('state_dict') as Map<string, import('../../server/src/checkpoint/torch-zip.js').TorchTensor>;
+      const sd = root.get('state_dict') as Map<string, TorchTensor>;
       const mean = c.readFloat32(sd.get('input_conditioner.norm_mean')!);
       // The HF file holds the same fp16-rounded values as float32.
       const hf = SafetensorsFile.open(path.join(CKPT, 'model.safetensors'));
