@@ -6,7 +6,7 @@ import { join, resolve } from "node:path";
 import { generateCheckpoint, PRESETS, type PresetName } from "./checkpoint/generate.js";
 import { compileCheckpoint } from "./compiler/compile.js";
 import { KNOWN_MODELS, resolveModelName } from "./checkpoint/models.js";
-import { loadGraph, runGraph, type ExecutionProvider } from "./runtime/session.js";
+import { loadGraph, runOutputs, type ExecutionProvider } from "./runtime/session.js";
 import { readNpy, writeNpy } from "./runtime/npy.js";
 import type { LogLevel } from "./observability/logger.js";
 import { PRODUCT } from "./version.js";
@@ -24,6 +24,12 @@ const nonNegativeInt = (v: string): number => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("must be a non-negative integer");
   return n;
+};
+
+const commaList = (v: string): string[] => {
+  const names = v.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  if (names.length === 0) throw new InvalidArgumentError("give at least one name");
+  return names;
 };
 
 const program = new Command()
@@ -47,10 +53,13 @@ program
   )
   .option("--copy-weights", "write the fp32 weights into the output folder instead of hard-linking the checkpoint", false)
   .option("--cache-dir <dir>", "Hugging Face hub cache (default: $HF_HUB_CACHE or $HF_HOME/hub)")
+  .option("--adaptors <names>", "adaptor heads to compile in as extra outputs <name>.summary / <name>.features, comma-separated (e.g. siglip2-g,dino_v3_7b,sam3); read from the torch.hub checkpoint", commaList)
+  .option("--torchhub-checkpoint <path>", "the torch.hub checkpoint (*.pth.tar, e.g. c-radio_v4-h_half.pth.tar) with the adaptor heads (default: the one *.pth.tar in the checkpoint folder)")
   .action(async (o: {
     model?: string; checkpoint?: string; revision?: string; out: string; precision: "fp32" | "fp16" | "int8"; windowSize?: number;
-    externalPreprocessor: boolean; attention: "auto" | "matmul" | "mha"; copyWeights: boolean; cacheDir?: string;
+    externalPreprocessor: boolean; attention: "auto" | "matmul" | "mha"; copyWeights: boolean; cacheDir?: string; adaptors?: string[]; torchhubCheckpoint?: string;
   }) => {
+    if (o.torchhubCheckpoint && !o.adaptors) throw new InvalidArgumentError("--torchhub-checkpoint is only read for --adaptors");
     let checkpointDir = o.checkpoint;
     let repo: string | null = null;
     let revision: string | null = null;
@@ -67,6 +76,7 @@ program
       checkpointDir: checkpointDir!, outDir: o.out, precision: o.precision, windowSize: o.windowSize ?? null,
       externalPreprocessor: o.externalPreprocessor,
       attention: o.attention === "auto" ? (o.precision === "fp16" ? "mha" : "matmul") : o.attention, weightsMode: o.copyWeights ? "copy" : "link",
+      adaptors: o.adaptors, torchhubCheckpoint: o.torchhubCheckpoint,
       repo, revision, onStage: (s) => process.stderr.write(`compile: ${s}\n`),
     });
     process.stderr.write(`compile: wrote ${r.outDir} (${r.nodeCount} nodes, ${r.seconds.toFixed(2)} s)\n`);
@@ -75,21 +85,21 @@ program
 
 program
   .command("run")
-  .description("run a compiled graph on a float32 .npy tensor [B,3,H,W] and write summary.npy and features.npy")
+  .description("run a compiled graph on a float32 .npy tensor [B,3,H,W] and write summary.npy and features.npy (and <adaptor>.summary.npy / <adaptor>.features.npy for graphs compiled with --adaptors)")
   .requiredOption("--model-dir <dir>", "compiled graph folder")
   .requiredOption("--input <file>", ".npy float32 [B, 3, H, W] (in [0, 1], or normalised for external-preprocessor graphs)")
-  .requiredOption("--out-dir <dir>", "where summary.npy and features.npy go")
+  .requiredOption("--out-dir <dir>", "where summary.npy, features.npy and the adaptor outputs go")
   .addOption(new Option("--provider <ep>", "execution provider").choices([...PROVIDERS]).default("cpu"))
   .option("--threads <n>", "ORT intra-op threads (0 = one per core)", nonNegativeInt, 0)
   .action(async (o: { modelDir: string; input: string; outDir: string; provider: ExecutionProvider; threads: number }) => {
     const x = readNpy(o.input);
     if (x.dtype !== "<f4" || x.shape.length !== 4) throw new InvalidArgumentError(`${o.input} must be float32 [B, 3, H, W], got ${x.dtype} [${x.shape}]`);
     const g = await loadGraph(o.modelDir, { provider: o.provider, intraOpThreads: o.threads });
-    const out = await runGraph(g, x.data as Float32Array, x.shape as [number, number, number, number]);
+    // One pass for every output; each goes to <output name>.npy.
+    const out = await runOutputs(g, x.data as Float32Array, x.shape as [number, number, number, number]);
     mkdirSync(o.outDir, { recursive: true });
-    writeNpy(join(o.outDir, "summary.npy"), out.summary, out.summaryDims);
-    writeNpy(join(o.outDir, "features.npy"), out.features, out.featureDims);
-    process.stderr.write(`run: summary [${out.summaryDims}] features [${out.featureDims}] → ${resolve(o.outDir)}\n`);
+    for (const [name, t] of Object.entries(out)) writeNpy(join(o.outDir, `${name}.npy`), t.data, t.dims);
+    process.stderr.write(`run: ${Object.entries(out).map(([n, t]) => `${n} [${t.dims}]`).join(" ")} → ${resolve(o.outDir)}\n`);
   });
 
 program

@@ -1,11 +1,15 @@
 // Checkpoint folder → compiled graph folder (model.onnx + weights + metadata.json). A pure function
 // of the checkpoint and the options: the server only ever loads what this wrote.
 import { createHash } from "node:crypto";
-import { createReadStream, mkdirSync, realpathSync, rmSync, writeFileSync } from "node:fs";
-import { basename, join, resolve } from "node:path";
+import { createReadStream, mkdirSync, readdirSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { extractAdaptors, type AdaptorSpec } from "../checkpoint/adaptors.js";
+import { CheckpointError } from "../checkpoint/config.js";
+import { SafetensorsCheckpoint } from "../checkpoint/safetensors.js";
 import { loadCheckpoint } from "../checkpoint/spec.js";
+import { ATTN_BLOCK_LAYER_NORM_EPS, adaptorOutputNames, buildAdaptorHeads } from "./adaptor-heads.js";
 import { GraphBuilder } from "./onnx-graph.js";
-import { METADATA_FILE, MODEL_FILE, type GraphMetadata } from "./metadata.js";
+import { METADATA_FILE, MODEL_FILE, type AdaptorMetadata, type GraphMetadata } from "./metadata.js";
 import { buildVitGraph, OPSET, type AttentionImpl } from "./vit.js";
 import { WeightStore, type Precision, type WeightsMode } from "./weights.js";
 import { PRODUCT } from "../version.js";
@@ -18,6 +22,10 @@ export interface CompileOptions {
   externalPreprocessor?: boolean;
   attention?: AttentionImpl;
   weightsMode?: WeightsMode;
+  /** Adaptor heads to compile in as extra outputs (e.g. siglip2-g, dino_v3_7b, sam3). */
+  adaptors?: string[];
+  /** The torch.hub checkpoint (.pth.tar) holding the adaptor heads; default: the one *.pth.tar in checkpointDir. */
+  torchhubCheckpoint?: string;
   /** Provenance recorded in metadata.json. */
   repo?: string | null;
   revision?: string | null;
@@ -41,6 +49,39 @@ export async function sha256Of(path: string): Promise<string> {
   return h.digest("hex");
 }
 
+/** Where each variant's torch.hub checkpoint (the only file with the adaptor heads) is published. */
+const TORCHHUB_FILES: Record<string, { repo: string; file: string }> = {
+  "c-radio_v4-h": { repo: "nvidia/C-RADIOv4-H", file: "c-radio_v4-h_half.pth.tar" },
+  "c-radio_v4-so400m": { repo: "nvidia/C-RADIOv4-SO400M", file: "c-radio_v4-so400m_half.pth.tar" },
+};
+
+/** The torch.hub checkpoint to read adaptors from: the one given, else the single *.pth.tar beside the HF files. */
+export function findTorchhubCheckpoint(checkpointDir: string, given: string | undefined, variant: string): string {
+  if (given) return resolve(given);
+  const found = readdirSync(checkpointDir).filter((f) => f.endsWith(".pth.tar")).sort();
+  if (found.length === 1) return join(checkpointDir, found[0]!);
+  if (found.length > 1) throw new CheckpointError(`${checkpointDir} holds several torch.hub checkpoints (${found.join(", ")}): choose one with --torchhub-checkpoint`);
+  const hub = TORCHHUB_FILES[variant];
+  const hint = hub ? `download ${hub.file} from https://huggingface.co/${hub.repo}/resolve/main/${hub.file}` : "download the variant's torch.hub checkpoint (*.pth.tar)";
+  throw new CheckpointError(`adaptor heads are only in the torch.hub checkpoint, and ${checkpointDir} has no *.pth.tar: ${hint} and pass it with --torchhub-checkpoint <path> (or put it in the checkpoint folder)`);
+}
+
+function adaptorMetadata(a: AdaptorSpec): AdaptorMetadata {
+  const mlp = ({ inputDim, hiddenDim, outputDim, numBlocks }: { inputDim: number; hiddenDim: number; outputDim: number; numBlocks: number }) => ({ type: "v2" as const, inputDim, hiddenDim, outputDim, numBlocks });
+  const f = a.features;
+  return {
+    name: a.name,
+    tokenSlot: a.tokenSlot,
+    summaryDim: a.summary.outputDim,
+    featureDim: f.outputDim,
+    outputs: adaptorOutputNames(a.name),
+    summaryHead: mlp(a.summary),
+    featureHead: f.type === "attn"
+      ? { type: "attn", inputDim: f.inputDim, outputDim: f.outputDim, numAttnBlocks: f.numAttnBlocks, numHeads: f.numHeads, blockMlpDim: f.blockMlpDim, layerNormEps: ATTN_BLOCK_LAYER_NORM_EPS, mlp: mlp(f.mlp) }
+      : mlp(f),
+  };
+}
+
 export async function compileCheckpoint(o: CompileOptions): Promise<CompileResult> {
   const t0 = performance.now();
   const precision = o.precision ?? "fp32";
@@ -54,14 +95,31 @@ export async function compileCheckpoint(o: CompileOptions): Promise<CompileResul
   o.onStage?.("reading checkpoint");
   const ckpt = loadCheckpoint(resolve(o.checkpointDir));
   const outDir = resolve(o.outDir);
+  const adaptorNames = o.adaptors ?? [];
+  // The heads' tensors go to adaptors.safetensors, read through the same WeightStore: linked into
+  // the output folder (fp32) or converted into the graph's own weight file. Written in a scratch
+  // folder first, since the store (re)creates its links in the output folder.
+  const scratch = join(outDir, ".adaptors.tmp");
+  let weights = ckpt.weights;
   try {
     rmSync(join(outDir, MODEL_FILE), { force: true });
     mkdirSync(outDir, { recursive: true });
-    const store = new WeightStore(ckpt.weights, outDir, precision, weightsMode);
+    let adaptors: AdaptorSpec[] = [];
+    let pth: string | null = null;
+    if (adaptorNames.length) {
+      pth = findTorchhubCheckpoint(resolve(o.checkpointDir), o.torchhubCheckpoint, ckpt.spec.version);
+      o.onStage?.(`reading adaptors ${adaptorNames.join(", ")} from ${basename(pth)}`);
+      mkdirSync(scratch, { recursive: true });
+      const file = join(scratch, "adaptors.safetensors");
+      adaptors = await extractAdaptors(pth, adaptorNames, file);
+      weights = new SafetensorsCheckpoint([...ckpt.weights.paths, file]);
+    }
+    const store = new WeightStore(weights, outDir, precision, weightsMode);
     const g = new GraphBuilder(OPSET);
     o.onStage?.(precision === "fp32" ? "building graph" : `building graph (converting weights to ${precision})`);
     try {
-      buildVitGraph(g, store, ckpt.spec, { externalPreprocessor, windowSize, attention });
+      const taps = buildVitGraph(g, store, ckpt.spec, { externalPreprocessor, windowSize, attention });
+      buildAdaptorHeads(taps, adaptors);
     } finally {
       store.close();
     }
@@ -100,11 +158,14 @@ export async function compileCheckpoint(o: CompileOptions): Promise<CompileResul
       sha256,
       compiler: { name: PRODUCT.name, version: PRODUCT.version },
       ignoredTensors: spec.ignoredTensors,
-      adaptors: [],
+      adaptors: adaptors.map(adaptorMetadata),
+      adaptorSource: pth ? { file: basename(pth), dir: dirname(pth) } : null,
     };
     writeFileSync(join(outDir, METADATA_FILE), JSON.stringify(metadata, null, 2) + "\n");
     return { metadata, outDir, nodeCount: g.nodeCount, seconds: (performance.now() - t0) / 1000 };
   } finally {
+    if (weights !== ckpt.weights) weights.close();
     ckpt.weights.close();
+    rmSync(scratch, { recursive: true, force: true });
   }
 }

@@ -7,6 +7,41 @@ import { z } from "zod";
 export const METADATA_FILE = "metadata.json";
 export const MODEL_FILE = "model.onnx";
 
+const Mlp2HeadMetadata = z.object({
+  type: z.literal("v2"),
+  inputDim: z.number().int(),
+  hiddenDim: z.number().int(),
+  outputDim: z.number().int(),
+  /** Residual blocks between fc1 and the final layer. */
+  numBlocks: z.number().int(),
+});
+
+const AttnHeadMetadata = z.object({
+  type: z.literal("attn"),
+  inputDim: z.number().int(),
+  outputDim: z.number().int(),
+  numAttnBlocks: z.number().int(),
+  numHeads: z.number().int(),
+  blockMlpDim: z.number().int(),
+  /** LayerNorm eps inside the ViT blocks (timm ≥ 1.0.16: 1e-6). */
+  layerNormEps: z.number(),
+  mlp: Mlp2HeadMetadata,
+});
+
+/** One adaptor compiled into the graph: its outputs `<name>.summary` and `<name>.features`. */
+export const AdaptorMetadataSchema = z.object({
+  name: z.string(),
+  /** Which backbone cls token feeds the summary head. */
+  tokenSlot: z.number().int(),
+  summaryDim: z.number().int(),
+  featureDim: z.number().int(),
+  outputs: z.object({ summary: z.string(), features: z.string() }),
+  summaryHead: Mlp2HeadMetadata,
+  featureHead: z.discriminatedUnion("type", [Mlp2HeadMetadata, AttnHeadMetadata]),
+});
+
+export type AdaptorMetadata = z.infer<typeof AdaptorMetadataSchema>;
+
 export const GraphMetadataSchema = z.object({
   format: z.literal("radio-onnx/1"),
   variant: z.string(),
@@ -37,8 +72,10 @@ export const GraphMetadataSchema = z.object({
   sha256: z.record(z.string(), z.string()),
   compiler: z.object({ name: z.string(), version: z.string() }),
   ignoredTensors: z.array(z.string()),
-  /** Adaptor heads compiled into the graph: outputs `<name>.summary` and `<name>.features`. */
-  adaptors: z.array(z.looseObject({ name: z.string(), summaryDim: z.number().int(), featureDim: z.number().int() })).default([]),
+  /** Adaptor heads compiled in (graphs compiled before adaptors existed have none). */
+  adaptors: z.array(AdaptorMetadataSchema).default([]),
+  /** The torch.hub checkpoint the adaptor heads came from (null without adaptors). */
+  adaptorSource: z.object({ file: z.string(), dir: z.string() }).nullable().default(null),
 });
 
 export type GraphMetadata = z.infer<typeof GraphMetadataSchema>;

@@ -37,7 +37,8 @@ export function windowedBlocks(depth: number): boolean[] {
   return out;
 }
 
-interface Ctx {
+/** What the graph helpers share; adaptor heads (adaptor-heads.ts) build with the same one. */
+export interface Ctx {
   g: GraphBuilder;
   w: WeightStore;
   spec: ModelSpec;
@@ -45,7 +46,18 @@ interface Ctx {
   dt: number;
 }
 
-export function buildVitGraph(g: GraphBuilder, w: WeightStore, spec: ModelSpec, opts: GraphOptions): void {
+/**
+ * The backbone's last values, in the graph's compute precision, for heads that read them:
+ * `tokens` [B, P + N, C] (prefix first; patches possibly in window order) and `features`
+ * [B, h·w, C] (patch tokens in raster order, after the feature normalizer).
+ */
+export interface VitTaps {
+  ctx: Ctx;
+  tokens: string;
+  features: string;
+}
+
+export function buildVitGraph(g: GraphBuilder, w: WeightStore, spec: ModelSpec, opts: GraphOptions): VitTaps {
   const ctx: Ctx = { g, w, spec, opts, dt: w.elemType };
   const C = spec.width;
   const pixels = g.input("pixels", DataType.FLOAT, ["batch", 3, "height", "width"]);
@@ -92,12 +104,14 @@ export function buildVitGraph(g: GraphBuilder, w: WeightStore, spec: ModelSpec, 
   let features = g.op("Slice", [tokens, g.int64([spec.numPrefixTokens]), g.int64([Number.MAX_SAFE_INTEGER]), g.int64([1])]);
   if (win) features = win.toRasterOrder(features);
   if (spec.featureNormalizer) features = featureNormalizer(ctx, features);
+  const taps: VitTaps = { ctx, tokens, features };
   if (ctx.dt !== DataType.FLOAT) {
     summary = g.op("Cast", [summary], { to: int(DataType.FLOAT) });
     features = g.op("Cast", [features], { to: int(DataType.FLOAT) });
   }
   g.output(summary, "summary", DataType.FLOAT, ["batch", spec.summaryDim]);
   g.output(features, "features", DataType.FLOAT, ["batch", "patches", C]);
+  return taps;
 }
 
 /** (x - mean) / std with the checkpoint's conditioner buffers, in float32 as upstream does. */
@@ -206,24 +220,30 @@ function windowLayout(ctx: Ctx, batch: string, hw: string, W: number) {
   };
 }
 
-function layerNorm(ctx: Ctx, x: string, keys: { weight: string; bias: string }, name: string): string {
-  const { g, w, spec } = ctx;
+export function layerNorm(ctx: Ctx, x: string, keys: { weight: string; bias: string }, name: string, eps = ctx.spec.layerNormEps): string {
+  const { g, w } = ctx;
   const scale = g.initializer(w.tensor(keys.weight, `${name}.weight`));
   const bias = g.initializer(w.tensor(keys.bias, `${name}.bias`));
   // stash_type 1: mean/variance in float32 even for fp16 inputs.
-  return g.op("LayerNormalization", [x, scale, bias], { axis: int(-1), epsilon: float(spec.layerNormEps), stash_type: int(1) }, { stem: name });
+  return g.op("LayerNormalization", [x, scale, bias], { axis: int(-1), epsilon: float(eps), stash_type: int(1) }, { stem: name });
+}
+
+/** A linear layer's checkpoint keys; `bias` absent for bias-free layers. */
+export interface LinearKeys {
+  weight: string;
+  bias?: string;
 }
 
 /** What a linear layer needs of the build context (shared with the text tower). */
 export type LinearCtx = Pick<Ctx, "g" | "w">;
 
 /** x W^T + b on [tokens, in] rows, with W in the checkpoint's [out, in] layout (no transposed copy). */
-export function linear(ctx: LinearCtx, x2d: string, keys: { weight: string; bias: string }, name: string): string {
+export function linear(ctx: LinearCtx, x2d: string, keys: LinearKeys, name: string): string {
   const { g, w } = ctx;
   if (w.precision === "int8") return int8Linear(ctx, x2d, keys, name);
   const weight = g.initializer(w.tensor(keys.weight, `${name}.weight`));
-  const bias = g.initializer(w.tensor(keys.bias, `${name}.bias`));
-  return g.op("Gemm", [x2d, weight, bias], { transB: int(1) }, { stem: name });
+  const bias = keys.bias === undefined ? [] : [g.initializer(w.tensor(keys.bias, `${name}.bias`))];
+  return g.op("Gemm", [x2d, weight, ...bias], { transB: int(1) }, { stem: name });
 }
 
 /**
@@ -234,12 +254,11 @@ export function linear(ctx: LinearCtx, x2d: string, keys: { weight: string; bias
  * int32 sums by the channel scale in its output stage; × token scale and + the fp32 bias follow.
  * Everything else (attention products, softmax, LayerNorm, GELU, patch embedding) stays float32.
  */
-function int8Linear(ctx: LinearCtx, x2d: string, keys: { weight: string; bias: string }, name: string): string {
+function int8Linear(ctx: LinearCtx, x2d: string, keys: LinearKeys, name: string): string {
   const { g, w } = ctx;
   const q = w.int8Linear(keys.weight, name);
   const weight = g.initializer(q.weight);
   const channelScale = g.initializer(q.scale);
-  const bias = g.initializer(w.tensor(keys.bias, `${name}.bias`));
   const amax = g.op("ReduceMax", [g.op("Abs", [x2d]), g.int64([-1])], { keepdims: int(0) }); // [tokens]
   // An all-zero row gets scale 1 (its codes are all 128 either way) instead of a division by zero.
   const tokenScale = g.op("Where", [
@@ -252,32 +271,60 @@ function int8Linear(ctx: LinearCtx, x2d: string, keys: { weight: string; bias: s
   const codes = g.op("QuantizeLinear", [x2d, tokenScale, zeroPoints], { axis: int(0) }, { stem: `${name}.x_uint8` });
   // int32 sums × channel scale in the GEMM's output stage, then × token scale, + bias.
   const y = g.op("MatMulIntegerToFloat", [codes, weight, g.floatConst([1], []), channelScale, zeroPoint], {}, { domain: "ms", stem: `${name}.int8` });
-  return g.op("Add", [g.op("Mul", [y, g.op("Unsqueeze", [tokenScale, g.int64([1])])]), bias], {}, { stem: name });
+  const scaled = g.op("Mul", [y, g.op("Unsqueeze", [tokenScale, g.int64([1])])], {}, keys.bias === undefined ? { stem: name } : {});
+  if (keys.bias === undefined) return scaled;
+  return g.op("Add", [scaled, g.initializer(w.tensor(keys.bias, `${name}.bias`))], {}, { stem: name });
 }
 
-/** Pre-LN transformer block on [b, n, C] tokens: x + attn(norm1(x)), then x + mlp(norm2(x)). */
+/** One pre-LN transformer block's parameters: the backbone's, or an adaptor head's (adaptor-heads.ts). */
+export interface TransformerBlockParams {
+  name: string;
+  width: number;
+  numHeads: number;
+  /** LayerNorm epsilon of norm1/norm2. */
+  eps: number;
+  norm1: { weight: string; bias: string };
+  qkv: LinearKeys;
+  proj: LinearKeys;
+  norm2: { weight: string; bias: string };
+  fc1: LinearKeys;
+  fc2: LinearKeys;
+  /** LayerScale gammas [width] on the attention / MLP branch (timm's ls1/ls2), if any. */
+  ls1?: string;
+  ls2?: string;
+}
+
+/** Backbone block i. */
 function block(ctx: Ctx, i: number, x3d: string): string {
-  const { g, spec } = ctx;
-  const C = spec.width;
-  const k = spec.keys.blocks[i]!;
-  const name = `blocks.${i}`;
+  const { spec } = ctx;
+  return transformerBlock(ctx, x3d, { name: `blocks.${i}`, width: spec.width, numHeads: spec.numHeads, eps: spec.layerNormEps, ...spec.keys.blocks[i]! });
+}
+
+/** Pre-LN transformer block on [b, n, C] tokens: x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x))). */
+export function transformerBlock(ctx: Ctx, x3d: string, p: TransformerBlockParams): string {
+  const { g } = ctx;
+  const { name, width: C } = p;
   const shape3 = g.op("Shape", [x3d]);
   let x = g.op("Reshape", [x3d, g.int64([-1, C])], {}, { stem: `${name}.in` });
 
-  const qkv = linear(ctx, layerNorm(ctx, x, k.norm1, `${name}.norm1`), k.qkv, `${name}.attn.qkv`);
-  const attn = attention(ctx, qkv, shape3, name);
-  x = g.op("Add", [x, linear(ctx, attn, k.proj, `${name}.attn.proj`)], {}, { stem: `${name}.resid1` });
+  const qkv = linear(ctx, layerNorm(ctx, x, p.norm1, `${name}.norm1`, p.eps), p.qkv, `${name}.attn.qkv`);
+  const attn = attention(ctx, qkv, shape3, name, C, p.numHeads);
+  x = g.op("Add", [x, layerScale(ctx, linear(ctx, attn, p.proj, `${name}.attn.proj`), p.ls1, `${name}.ls1`)], {}, { stem: `${name}.resid1` });
 
-  const hidden = g.op("Gelu", [linear(ctx, layerNorm(ctx, x, k.norm2, `${name}.norm2`), k.fc1, `${name}.mlp.fc1`)], { approximate: str("none") }, { stem: `${name}.mlp.gelu` });
-  x = g.op("Add", [x, linear(ctx, hidden, k.fc2, `${name}.mlp.fc2`)], {}, { stem: `${name}.resid2` });
+  const hidden = g.op("Gelu", [linear(ctx, layerNorm(ctx, x, p.norm2, `${name}.norm2`, p.eps), p.fc1, `${name}.mlp.fc1`)], { approximate: str("none") }, { stem: `${name}.mlp.gelu` });
+  x = g.op("Add", [x, layerScale(ctx, linear(ctx, hidden, p.fc2, `${name}.mlp.fc2`), p.ls2, `${name}.ls2`)], {}, { stem: `${name}.resid2` });
   return g.op("Reshape", [x, shape3], {}, { stem: `${name}.out` });
 }
 
+/** x · gamma (per channel), or x when the block has no LayerScale. */
+function layerScale(ctx: Ctx, x: string, gamma: string | undefined, name: string): string {
+  if (gamma === undefined) return x;
+  return ctx.g.op("Mul", [x, ctx.g.initializer(ctx.w.tensor(gamma, `${name}.gamma`))], {}, { stem: name });
+}
+
 /** Multi-head self-attention from fused qkv rows [b·n, 3C] to [b·n, C]. */
-function attention(ctx: Ctx, qkv: string, shape3: string, name: string): string {
-  const { g, spec, opts } = ctx;
-  const C = spec.width;
-  const H = spec.numHeads;
+function attention(ctx: Ctx, qkv: string, shape3: string, name: string, C: number, H: number): string {
+  const { g, opts } = ctx;
   const d = C / H;
   const [q, k, v] = g.opMulti("Split", [qkv, g.int64([C, C, C])], { axis: int(1) }, { outputs: 3, stem: `${name}.attn.split` }) as [string, string, string];
   const bn = g.op("Slice", [shape3, g.int64([0]), g.int64([2])]);

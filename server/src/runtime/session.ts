@@ -66,6 +66,55 @@ export interface GraphOutputs {
 export type GraphOutputName = "summary" | "features";
 export const GRAPH_OUTPUTS: readonly GraphOutputName[] = ["summary", "features"];
 
+function checkPixels(g: LoadedGraph, pixels: Float32Array, dims: [number, number, number, number]): void {
+  const [b, c, h, w] = dims;
+  const step = g.metadata.resolution.step;
+  if (c !== 3) throw new Error(`pixels must have 3 channels, got ${c}`);
+  if (h % step !== 0 || w % step !== 0 || h === 0 || w === 0) {
+    throw new Error(`input ${h}×${w} is not a multiple of ${step} (patch ${g.metadata.patchSize}${g.metadata.windowSize ? ` × window ${g.metadata.windowSize}` : ""})`);
+  }
+  if (pixels.length !== b * c * h * w) throw new Error(`pixels hold ${pixels.length} values, expected ${b}×${c}×${h}×${w}`);
+}
+
+/** Every output name of a graph: summary, features, then each adaptor's two (metadata.adaptors). */
+export function graphOutputNames(g: LoadedGraph): string[] {
+  return [...GRAPH_OUTPUTS, ...g.metadata.adaptors.flatMap((a) => [a.outputs.summary, a.outputs.features])];
+}
+
+/** Runs the graph once and returns the named outputs (any of graphOutputNames) with their dims. */
+export async function runOutputs(
+  g: LoadedGraph,
+  pixels: Float32Array,
+  dims: [number, number, number, number],
+  names: readonly string[] = graphOutputNames(g),
+): Promise<Record<string, { data: Float32Array; dims: number[] }>> {
+  checkPixels(g, pixels, dims);
+  const known = graphOutputNames(g);
+  const unknown = names.filter((n) => !known.includes(n));
+  if (unknown.length || names.length === 0) throw new Error(`outputs must name some of ${known.join(", ")}, got [${names.join(", ")}]`);
+  const out = await g.session.run({ pixels: new ort.Tensor("float32", pixels, dims) }, [...names]);
+  return Object.fromEntries(names.map((n) => [n, { data: out[n]!.data as Float32Array, dims: [...out[n]!.dims] }]));
+}
+
+/**
+ * The adaptor outputs of a graph compiled with adaptors (metadata.adaptors), by output name
+ * (`<adaptor>.summary` [B, D_sum], `<adaptor>.features` [B, h·w, D_feat]); `names` picks some of
+ * the adaptors (default: all). For the backbone outputs in the same pass, use runOutputs.
+ */
+export async function runAdaptors(
+  g: LoadedGraph,
+  pixels: Float32Array,
+  dims: [number, number, number, number],
+  names?: readonly string[],
+): Promise<Record<string, { data: Float32Array; dims: number[] }>> {
+  const known = g.metadata.adaptors;
+  const unknown = (names ?? []).filter((n) => !known.some((a) => a.name === n));
+  if (unknown.length) throw new Error(`the graph has no adaptor ${unknown.join(", ")} (compiled with: ${known.map((a) => a.name).join(", ") || "none"})`);
+  const chosen = known.filter((a) => !names || names.includes(a.name));
+  if (chosen.length === 0) return {};
+  return runOutputs(g, pixels, dims, chosen.flatMap((a) => [a.outputs.summary, a.outputs.features]));
+}
+
 /**
  * The graph output holding `name` in an embedding space: the backbone's ("" ) are `summary` and
  * `features`; an adaptor's are `<adaptor>.summary` and `<adaptor>.features` (compiler/adaptor-heads.ts).
@@ -88,13 +137,7 @@ export async function runGraph(
   /** An adaptor's name: its outputs instead of the backbone's ("" = the backbone). */
   space = "",
 ): Promise<GraphOutputs> {
-  const [b, c, h, w] = dims;
-  const step = g.metadata.resolution.step;
-  if (c !== 3) throw new Error(`pixels must have 3 channels, got ${c}`);
-  if (h % step !== 0 || w % step !== 0 || h === 0 || w === 0) {
-    throw new Error(`input ${h}×${w} is not a multiple of ${step} (patch ${g.metadata.patchSize}${g.metadata.windowSize ? ` × window ${g.metadata.windowSize}` : ""})`);
-  }
-  if (pixels.length !== b * c * h * w) throw new Error(`pixels hold ${pixels.length} values, expected ${b}×${c}×${h}×${w}`);
+  checkPixels(g, pixels, dims);
   if (fetch.length === 0 || fetch.some((n) => !GRAPH_OUTPUTS.includes(n))) throw new Error(`fetch must name some of ${GRAPH_OUTPUTS.join(", ")}, got [${fetch.join(", ")}]`);
   const names = fetch.map((n) => spaceOutput(space, n));
   const missing = names.filter((n) => !g.session.outputNames.includes(n));
