@@ -1,6 +1,7 @@
 // Text tower subset (ranged reads of the SigLIP2 shards) and the torch.hub adaptor checkpoint, against the
 // loopback fake Hub serving the shared upstream fixture's two repo layouts (read in place, never copied).
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, readdir, rm } from "node:fs/promises";
@@ -8,6 +9,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, beforeEach, describe, test } from "node:test";
+import { promisify } from "node:util";
 import { HubDownloadError, type DownloadProgress } from "../../server/src/checkpoint/hub.js";
 import {
   SUBSETS_DIR,
@@ -165,12 +167,12 @@ describe("text tower subset", { skip }, () => {
     const first = await downloadTextTower(opts(cache));
     hub.clearRequests();
     const pinned = await downloadTextTower(opts(cache, { revision: textCommit }));
-    assert.deepEqual(hub.requests, []);
+    assert.deepEqual(hub.requests.map((r) => `${r.method} ${r.url}`), []);
     assert.equal(pinned.weightsPath, first.weightsPath);
     assert.equal(pinned.offline, true);
     assert.equal(pinned.downloadedBytes, 0);
     const offline = await downloadTextTower(opts(cache, { offline: true }));
-    assert.deepEqual(hub.requests, []);
+    assert.deepEqual(hub.requests.map((r) => `${r.method} ${r.url}`), []);
     assert.deepEqual(offline.tensors, first.tensors);
     process.env["HF_HUB_OFFLINE"] = "1";
     try {
@@ -178,7 +180,7 @@ describe("text tower subset", { skip }, () => {
     } finally {
       delete process.env["HF_HUB_OFFLINE"];
     }
-    assert.deepEqual(hub.requests, []);
+    assert.deepEqual(hub.requests.map((r) => `${r.method} ${r.url}`), []);
     const branch = await downloadTextTower(opts(cache));
     assert.deepEqual(hub.requests.map((r) => r.kind), ["repo-info"]);
     assert.equal(branch.downloadedBytes, 0);
@@ -246,7 +248,7 @@ describe("text tower subset", { skip }, () => {
     await rm(join(cache, `models--${TEXT_REPO.replace("/", "--")}`, SUBSETS_DIR), { recursive: true });
     hub.clearRequests();
     await assert.rejects(downloadTextTower(opts(cache, { offline: true })), /text_model\.safetensors/);
-    assert.deepEqual(hub.requests, []);
+    assert.deepEqual(hub.requests.map((r) => `${r.method} ${r.url}`), []);
   });
 
   test("wrong token -> unauthorized; the right one works", async () => {
@@ -259,6 +261,16 @@ describe("text tower subset", { skip }, () => {
     });
     const res = await downloadTextTower(opts(cache, { repo: PRIVATE_REPO, token: "hf_right" }));
     assertSubsetMatches(res.weightsPath);
+  });
+
+  test("gated repo: error says to request access", async () => {
+    await hub.addRepoFromDir("acme/siglip-gated", SIGLIP_DIR, { gatedToken: "hf_granted" });
+    await assert.rejects(downloadTextTower(opts(await freshDir(), { repo: "acme/siglip-gated", token: "hf_other" })), (err: unknown) => {
+      assert.ok(err instanceof HubDownloadError);
+      assert.equal(err.code, "gated", err.message);
+      assert.match(err.message, /Request access/);
+      return true;
+    });
   });
 
   test("a repo that is not a SigLIP checkpoint is refused before any weight bytes", async () => {
@@ -292,10 +304,32 @@ describe("torch.hub adaptor checkpoint", { skip }, () => {
     const again = await downloadAdaptorCheckpoint({ model: "nvidia/C-RADIOv4-H", cacheDir: cache, offline: true, progress: "none", logger });
     assert.equal(again.path, res.path);
     assert.equal(again.downloaded, false);
-    assert.deepEqual(hub.requests, []);
+    assert.deepEqual(hub.requests.map((r) => `${r.method} ${r.url}`), []);
   });
 
   test("a repo id without a catalogue entry needs the file name", async () => {
     await assert.rejects(downloadAdaptorCheckpoint({ model: "acme/other", cacheDir: await freshDir(), endpoint: hub.endpoint }), /no adaptor checkpoint is known/);
+  });
+});
+
+describe("cli", { skip }, () => {
+  test("fetch-text --with-adaptor prints the text tower folder and the adaptor path; --offline then needs no hub", async () => {
+    const cache = await freshDir();
+    const cli = [process.execPath, "--import", "tsx", join(repoRoot, "server", "src", "cli.ts")];
+    const env = { ...process.env, HF_ENDPOINT: hub.endpoint };
+    const run = (args: string[], e: NodeJS.ProcessEnv = env) =>
+      promisify(execFile)(cli[0]!, [...cli.slice(1), ...args], { env: e, cwd: repoRoot, timeout: 120_000 });
+    const { stdout, stderr } = await run(["fetch-text", "--model", "c-radio_v4-h", "--with-adaptor", "--cache-dir", cache]);
+    const out = JSON.parse(stdout) as { dir: string; weightsPath: string; commit: string; adaptor: { path: string } };
+    assert.equal(out.commit, textCommit);
+    assert.match(stderr, /fetch-text: google\/siglip2-giant-opt-patch16-384@/);
+    assertSubsetMatches(out.weightsPath);
+    assert.equal(sha256(await readFile(out.adaptor.path)), sha256(await readFile(join(RADIO_DIR, RADIO.adaptorCheckpoint!))));
+    hub.clearRequests();
+    const offline = await run(["fetch-text", "--cache-dir", cache, "--offline"], { ...env, HF_ENDPOINT: "http://127.0.0.1:9" });
+    assert.equal((JSON.parse(offline.stdout) as { dir: string }).dir, out.dir);
+    const pth = await run(["fetch-adaptor", "--model", "nvidia/C-RADIOv4-H", "--cache-dir", cache, "--offline"]);
+    assert.equal((JSON.parse(pth.stdout) as { path: string }).path, out.adaptor.path);
+    assert.deepEqual(hub.requests.map((r) => `${r.method} ${r.url}`), []);
   });
 });
