@@ -84,6 +84,40 @@ program
   });
 
 program
+  .command("fetch-text")
+  .description("download what text features need into the Hugging Face cache: the SigLIP2 text tower's config and tokenizer, and only its text tensors (Range reads of the shards, resumable); prints JSON with the folder (dir) and file paths")
+  .option("--model <name>", `model whose text tower to fetch: ${Object.keys(KNOWN_MODELS).join(", ")} (or its repo id)`, "c-radio_v4-h")
+  .option("--repo <id>", "text tower repo instead of the model's (a SigLIP checkpoint)")
+  .option("--revision <rev>", "text tower revision (branch, tag or commit; default main)")
+  .option("--with-adaptor", "also download the model's torch.hub checkpoint (the adaptor heads, ~1.3 GB for H)", false)
+  .option("--adaptor-revision <rev>", "revision of the model repo for --with-adaptor (default main)")
+  .option("--cache-dir <dir>", "Hugging Face hub cache (default: $HF_HUB_CACHE or $HF_HOME/hub)")
+  .option("--offline", "use only the cache, no network (also HF_HUB_OFFLINE=1)")
+  .action(async (o: { model: string; repo?: string; revision?: string; withAdaptor: boolean; adaptorRevision?: string; cacheDir?: string; offline?: boolean }) => {
+    const { downloadTextTower, downloadAdaptorCheckpoint } = await import("./checkpoint/hub-text.js");
+    const common = { cacheDir: o.cacheDir, ...(o.offline ? { offline: true } : {}) };
+    const text = await downloadTextTower({ ...common, model: o.model, repo: o.repo, revision: o.revision });
+    const adaptor = o.withAdaptor ? await downloadAdaptorCheckpoint({ ...common, model: o.model, revision: o.adaptorRevision }) : undefined;
+    process.stderr.write(`fetch-text: ${text.repo}@${text.commit.slice(0, 7)} text tower in ${text.dir}${adaptor ? `; adaptor checkpoint ${adaptor.path}` : ""}\n`);
+    process.stdout.write(JSON.stringify({ ...text, ...(adaptor ? { adaptor } : {}) }, null, 2) + "\n");
+  });
+
+program
+  .command("fetch-adaptor")
+  .description("download a model's torch.hub checkpoint (c-radio_v4-*_half.pth.tar: the only file with the adaptor heads) into the Hugging Face cache; prints JSON with its path")
+  .option("--model <name>", `${Object.keys(KNOWN_MODELS).join(", ")} or a Hugging Face repo id`, "c-radio_v4-h")
+  .option("--file <name>", "the .pth.tar in the repo (default: the model's, from the catalogue)")
+  .option("--revision <rev>", "Hugging Face revision (branch, tag or commit; default main)")
+  .option("--cache-dir <dir>", "Hugging Face hub cache (default: $HF_HUB_CACHE or $HF_HOME/hub)")
+  .option("--offline", "use only the cache, no network (also HF_HUB_OFFLINE=1)")
+  .action(async (o: { model: string; file?: string; revision?: string; cacheDir?: string; offline?: boolean }) => {
+    const { downloadAdaptorCheckpoint } = await import("./checkpoint/hub-text.js");
+    const r = await downloadAdaptorCheckpoint({ model: o.model, file: o.file, revision: o.revision, cacheDir: o.cacheDir, ...(o.offline ? { offline: true } : {}) });
+    process.stderr.write(`fetch-adaptor: ${r.repo}@${r.commit.slice(0, 7)} ${r.path}\n`);
+    process.stdout.write(JSON.stringify(r, null, 2) + "\n");
+  });
+
+program
   .command("run")
   .description("run a compiled graph on a float32 .npy tensor [B,3,H,W] and write summary.npy and features.npy (and <adaptor>.summary.npy / <adaptor>.features.npy for graphs compiled with --adaptors)")
   .requiredOption("--model-dir <dir>", "compiled graph folder")

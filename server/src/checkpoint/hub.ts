@@ -205,7 +205,8 @@ export async function resolveToken(
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
-interface Ctx {
+/** What every request of one download needs (exported for hub-text.ts's ranged subset download). */
+export interface HubContext {
   repo: string;
   revision: string;
   endpoint: string;
@@ -220,23 +221,48 @@ interface Ctx {
   stallTimeoutMs: number;
   signal: AbortSignal | undefined;
 }
+type Ctx = HubContext;
+
+/** The request context of a download of `repo`@`revision` from the options (token lookup, endpoint, retry settings). */
+export async function createHubContext(
+  opts: Omit<DownloadCheckpointOptions, "repo" | "revision" | "files">,
+  repo: string,
+  revision: string,
+): Promise<HubContext> {
+  const cacheDir = resolveCacheDir(opts.cacheDir);
+  return {
+    repo,
+    revision,
+    endpoint: resolveEndpoint(opts.endpoint),
+    token: await resolveToken(opts.token),
+    cacheDir,
+    storage: repoStorageDir(cacheDir, repo),
+    fetch: opts.fetch ?? globalThis.fetch,
+    log: opts.logger ?? stderrLogger(opts.progressStream ?? process.stderr),
+    retries: Math.max(0, opts.retries ?? 5),
+    retryDelayMs: Math.max(0, opts.retryDelayMs ?? 1000),
+    timeoutMs: opts.timeoutMs ?? 10_000,
+    stallTimeoutMs: opts.stallTimeoutMs ?? 60_000,
+    signal: opts.signal,
+  };
+}
 
 function encodePath(file: string): string {
   return file.split("/").map(encodeURIComponent).join("/");
 }
 
-function resolveUrl(ctx: Ctx, commit: string, file: string): string {
+export function resolveUrl(ctx: Ctx, commit: string, file: string): string {
   return `${ctx.endpoint}/${ctx.repo}/resolve/${encodeURIComponent(commit)}/${encodePath(file)}`;
 }
 
-function causeText(err: unknown): string {
+export function causeText(err: unknown): string {
   const e = err as { message?: string; code?: string; cause?: { message?: string; code?: string } };
   const code = e?.cause?.code ?? e?.code;
   const msg = e?.cause?.message ?? e?.message ?? String(err);
   return code && !msg.includes(code) ? `${code}: ${msg}` : msg;
 }
 
-class TimeoutError extends Error {
+export class TimeoutError extends Error {
   override name = "TimeoutError";
 }
 
@@ -244,7 +270,7 @@ class TimeoutError extends Error {
  * fetch with manual redirects: same-origin redirects are always followed (renamed repos);
  * cross-origin ones (CDN) only when followCrossOrigin, and then without the Authorization header.
  */
-async function request(
+export async function request(
   ctx: Ctx,
   url: string,
   init: {
@@ -310,7 +336,7 @@ async function request(
 }
 
 /** Turn a non-OK hub response into an actionable error (uses X-Error-Code like huggingface_hub). */
-async function statusError(
+export async function statusError(
   ctx: Ctx,
   res: Response,
   what: { file?: string; commit?: string; doing: string },
@@ -419,7 +445,7 @@ async function metadataRequest(
   }
 }
 
-function backoff(ctx: Ctx, attempt: number): number {
+export function backoff(ctx: Ctx, attempt: number): number {
   return Math.min(ctx.retryDelayMs * 2 ** (attempt - 1), 10_000);
 }
 
@@ -458,7 +484,7 @@ async function fetchRepoInfo(ctx: Ctx): Promise<RepoInfo> {
   return { sha: body.sha, siblings };
 }
 
-interface FileMeta {
+export interface FileMeta {
   file: string;
   etag: string;
   size: number;
@@ -467,7 +493,7 @@ interface FileMeta {
 }
 
 /** HEAD like Python's get_hf_file_metadata: the etag names the blob, the size is checked after download. */
-async function fetchFileMeta(ctx: Ctx, commit: string, file: string): Promise<FileMeta> {
+export async function fetchFileMeta(ctx: Ctx, commit: string, file: string): Promise<FileMeta> {
   const url = resolveUrl(ctx, commit, file);
   const what = { file, commit, doing: `getting metadata of ${file}` };
   const res = await metadataRequest(ctx, url, "HEAD", what, { "Accept-Encoding": "identity" });
@@ -514,7 +540,8 @@ async function hashPrefix(path: string, bytes: number, kind: Verifier, size: num
   return h;
 }
 
-class RestartTransfer extends Error {}
+/** A transfer that must start again (dropped connection, refused Range); retried like network errors. */
+export class RestartTransfer extends Error {}
 
 /** running hash of the bytes of a .incomplete file */
 interface HashState {
@@ -610,7 +637,7 @@ const TRANSIENT_CODES = new Set([
   "EHOSTUNREACH",
 ]);
 
-function isTransient(err: unknown): boolean {
+export function isTransient(err: unknown): boolean {
   if (err instanceof RestartTransfer) return true;
   if (err instanceof HubDownloadError) return err.transient;
   // errors while reading a body: TypeError('terminated') caused by an undici SocketError, ECONNRESET...
@@ -811,21 +838,7 @@ export async function downloadCheckpoint(opts: DownloadCheckpointOptions): Promi
     if (cached.ok) return fromCache(cached);
   }
 
-  const ctx: Ctx = {
-    repo,
-    revision,
-    endpoint: resolveEndpoint(opts.endpoint),
-    token: await resolveToken(opts.token),
-    cacheDir,
-    storage,
-    fetch: opts.fetch ?? globalThis.fetch,
-    log,
-    retries: Math.max(0, opts.retries ?? 5),
-    retryDelayMs: Math.max(0, opts.retryDelayMs ?? 1000),
-    timeoutMs: opts.timeoutMs ?? 10_000,
-    stallTimeoutMs: opts.stallTimeoutMs ?? 60_000,
-    signal: opts.signal,
-  };
+  const ctx: Ctx = { ...(await createHubContext(opts, repo, revision)), log };
 
   let info: RepoInfo;
   try {

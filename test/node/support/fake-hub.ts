@@ -64,11 +64,16 @@ export interface RecordedRequest {
   /** repo file path for resolve / lfs routes */
   file?: string;
   status?: number;
+  /** body bytes written (content routes) */
+  bytesSent?: number;
 }
 
 export type FakeFault =
-  /** send the response headers and `afterBytes` body bytes of the file content, then destroy the socket */
-  | { kind: "cut"; file: string; afterBytes: number; times?: number }
+  /**
+   * send the response headers and `afterBytes` body bytes of the file content, then destroy the socket;
+   * with minLength, only responses of at least that many bytes (e.g. a tensor's range, not a header read)
+   */
+  | { kind: "cut"; file: string; afterBytes: number; minLength?: number; times?: number }
   /** serve content with one byte flipped (same length, same etag) */
   | { kind: "corrupt"; file: string; times?: number }
   /** answer content requests for `file` with a 200 full body even when a Range was asked */
@@ -547,7 +552,7 @@ export class FakeHub {
       return;
     }
     const isGet = req.method === "GET";
-    const cut = isGet ? this.takeFault("cut", (x) => x.file === file) : undefined;
+    const cut = isGet ? this.takeFault("cut", (x) => x.file === file && length >= (x.minLength ?? 0)) : undefined;
     const corrupt = isGet ? this.takeFault("corrupt", (x) => x.file === file) : undefined;
     const stall = isGet ? this.takeFault("stall", (x) => x.file === file) : undefined;
     const limit = cut ? Math.min(length, cut.afterBytes) : stall ? Math.min(length, stall.afterBytes) : length;
@@ -575,6 +580,7 @@ export class FakeHub {
         if (sent + chunk.length > limit) chunk = chunk.subarray(0, limit - sent);
         if (chunk.length > 0 && !res.write(chunk)) await new Promise((r) => res.once("drain", r));
         sent += chunk.length;
+        rec.bytesSent = sent;
         if (sent >= limit && limit < length) break;
         if (res.destroyed) return;
       }
@@ -597,6 +603,7 @@ export class FakeHub {
             chunk = chunk.subarray(drop);
           }
           if (chunk.length > 0 && !res.write(chunk)) await new Promise((r) => res.once("drain", r));
+          rec.bytesSent = (rec.bytesSent ?? 0) + chunk.length;
           if (res.destroyed) return;
         }
       }

@@ -1,0 +1,714 @@
+/**
+ * What C-RADIOv4's text features need from the Hugging Face Hub, besides the backbone checkpoint:
+ *
+ * - the SigLIP2 text tower (google/siglip2-giant-opt-patch16-384 for the siglip2-g adaptor): its config and
+ *   tokenizer files are downloaded normally into the hub cache; from its 7.5 GB of sharded weights only the
+ *   tensors of the text tower (`text_model.*`, `logit_scale`, `logit_bias`, ~2.8 GB in fp32) are fetched, with
+ *   HTTP Range requests resolved through the shard index and each shard's safetensors header, into one local
+ *   safetensors file;
+ * - the torch.hub checkpoint (`c-radio_v4-h_half.pth.tar`), the only file holding the adaptor heads.
+ *
+ * Where the text tower lands (see `textTowerDir`):
+ *
+ *   $HF_HUB_CACHE/models--google--siglip2-giant-opt-patch16-384/
+ *     blobs/ refs/ snapshots/<commit>/{config.json, model.safetensors.index.json, tokenizer*.json, ...}   (as Python)
+ *     radio-subsets/<commit>/
+ *       config.json, tokenizer.json, tokenizer_config.json, special_tokens_map.json   links to ../../snapshots/<commit>/…
+ *       text_model.safetensors                       the subset: text tensors, same names, dtypes, shapes and bytes
+ *       text_model.safetensors.incomplete            while downloading: header + the data received so far
+ *       text_model.safetensors.journal.json          while downloading: the plan (which source bytes go where)
+ *
+ * The subset is not put in snapshots/<commit>/: that folder mirrors the repo's files at that commit, and Python's
+ * huggingface_hub (`scan_cache_dir`, `hf cache`), resolveFromCache and anyone reading the snapshot treat every
+ * entry there as a repo file. text_model.safetensors is not one. A sibling folder of snapshots/ (like Python's
+ * own `.no_exist/`) is left alone by those tools and goes away with the repo's cache folder.
+ */
+import { createReadStream } from "node:fs";
+import { mkdir, open, readFile, rename, rm, symlink, copyFile, writeFile } from "node:fs/promises";
+import { dirname, join, relative } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  exists,
+  fileSize,
+  isCommitHash,
+  pointerPath,
+  repoStorageDir,
+  resolveCacheDir,
+  resolveFromCache,
+  snapshotDir as snapshotDirOf,
+  validateRepoFilePath,
+  validateRepoId,
+  validateRevision,
+} from "./hub-cache.js";
+import {
+  HubDownloadError,
+  RestartTransfer,
+  TimeoutError,
+  backoff,
+  causeText,
+  createHubContext,
+  downloadCheckpoint,
+  fetchFileMeta,
+  isOfflineFromEnv,
+  isTransient,
+  request,
+  resolveUrl,
+  statusError,
+  type DownloadCheckpointOptions,
+  type HubContext,
+} from "./hub.js";
+import { ProgressReporter, formatBytes, stderrLogger } from "./hub-progress.js";
+import { KNOWN_MODELS, resolveModelName } from "./models.js";
+import { SafetensorsFile, dtypeBytes, type SafetensorsDtype } from "./safetensors.js";
+
+/** Small repo files the text compiler reads, downloaded whole into the snapshot (tokenizer.json is 34 MB). */
+export const TEXT_TOWER_FILES = [
+  "config.json",
+  "model.safetensors.index.json",
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+] as const;
+/** Of those, the ones linked into the text tower folder (the index describes the full repo, not the subset). */
+const LINKED_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] as const;
+const INDEX_FILE = "model.safetensors.index.json";
+export const TEXT_SUBSET_FILE = "text_model.safetensors";
+export const SUBSETS_DIR = "radio-subsets";
+const JOURNAL_VERSION = 1;
+/** safetensors headers bigger than this are refused (the reference reader's limit) */
+const MAX_HEADER = 100 * 1024 * 1024;
+
+/** The tensors of SiglipModel the text tower uses: the text transformer and the logit scale/bias. */
+export function isTextTowerTensor(name: string): boolean {
+  return name.startsWith("text_model.") || name === "logit_scale" || name === "logit_bias";
+}
+
+/** `<cache>/models--<org>--<name>/radio-subsets/<commit>`: the folder downloadTextTower returns. */
+export function textTowerDir(cacheDir: string, repo: string, commit: string): string {
+  return join(repoStorageDir(resolveCacheDir(cacheDir), repo), SUBSETS_DIR, commit);
+}
+
+export interface DownloadTextTowerOptions extends Omit<DownloadCheckpointOptions, "repo" | "files"> {
+  /** text tower repo; default: the text tower of `model` in the catalogue */
+  repo?: string;
+  /** zoo model name or repo id whose catalogue entry names the text tower; default c-radio_v4-h */
+  model?: string;
+  /** default: the catalogue's revision of the text tower ("main") */
+  revision?: string;
+}
+
+export interface TextTowerResult {
+  /**
+   * `<storage>/radio-subsets/<commit>/`: config.json, tokenizer.json, tokenizer_config.json,
+   * special_tokens_map.json (links into snapshots/<commit>/) and text_model.safetensors. No weights index:
+   * the one safetensors file holds every tensor the text tower needs.
+   */
+  dir: string;
+  configPath: string;
+  tokenizerPath: string;
+  tokenizerConfigPath: string;
+  specialTokensMapPath: string;
+  /** dir/text_model.safetensors */
+  weightsPath: string;
+  /** snapshots/<commit> with the small repo files (and the full repo's weights index) */
+  snapshotDir: string;
+  repo: string;
+  revision: string;
+  commit: string;
+  cacheDir: string;
+  /** tensor names in the subset */
+  tensors: string[];
+  /** bytes of the subset this call transferred (0 when it was already there) */
+  downloadedBytes: number;
+  /** true when resolved without contacting the Hub */
+  offline: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the plan: which bytes of which shard go where in the subset file
+
+interface PlannedTensor {
+  name: string;
+  dtype: SafetensorsDtype;
+  shape: number[];
+  shard: string;
+  /** absolute byte range in the shard */
+  start: number;
+  end: number;
+}
+
+/** One contiguous byte run of a shard, copied to a contiguous run of the subset file. */
+interface Segment {
+  shard: string;
+  start: number;
+  end: number;
+  /** absolute offset in the subset file */
+  dst: number;
+}
+
+interface Journal {
+  version: number;
+  repo: string;
+  commit: string;
+  /** the subset file's 8-byte length + header JSON, base64 (its first bytes on disk) */
+  header: string;
+  total: number;
+  shards: Record<string, { etag: string; size: number }>;
+  tensors: PlannedTensor[];
+  segments: Segment[];
+}
+
+function subsetHeader(tensors: readonly PlannedTensor[], metadata: Record<string, string>): { bytes: Buffer; dataBytes: number } {
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  let offset = 0;
+  for (const t of tensors) {
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + (t.end - t.start)] };
+    offset += t.end - t.start;
+  }
+  let json = JSON.stringify(header);
+  // pad with spaces so the data starts 8-byte aligned, as the reference writer does
+  json += " ".repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+  return { bytes: Buffer.concat([len, Buffer.from(json, "utf8")]), dataBytes: offset };
+}
+
+function planSegments(tensors: readonly PlannedTensor[], dataStart: number): Segment[] {
+  const out: Segment[] = [];
+  let dst = dataStart;
+  for (const t of tensors) {
+    const last = out[out.length - 1];
+    if (last && last.shard === t.shard && last.end === t.start && last.dst + (last.end - last.start) === dst) {
+      last.end = t.end;
+    } else {
+      out.push({ shard: t.shard, start: t.start, end: t.end, dst });
+    }
+    dst += t.end - t.start;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// ranged reads
+
+function badResponse(ctx: HubContext, file: string, message: string): HubDownloadError {
+  return new HubDownloadError("bad_response", message, { repo: ctx.repo, revision: ctx.revision, file });
+}
+
+/** Checks a 206 answer to `bytes=from-to` of a file of `size` bytes. */
+function checkContentRange(ctx: HubContext, file: string, res: Response, from: number, to: number, size: number): void {
+  if (res.status === 200) {
+    throw new HubDownloadError(
+      "http",
+      `The server answered a Range request for ${file} of ${ctx.repo} with the whole file (HTTP 200): the text tower ` +
+        `subset needs HTTP Range support. If HF_ENDPOINT (${ctx.endpoint}) is a mirror or proxy, let Range ` +
+        `requests through, or use the Hugging Face Hub directly.`,
+      { repo: ctx.repo, revision: ctx.revision, file, status: 200 },
+    );
+  }
+  const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers.get("content-range") ?? "");
+  if (res.status !== 206 || !m || Number(m[1]) !== from || Number(m[2]) !== to || (m[3] !== "*" && Number(m[3]) !== size)) {
+    throw badResponse(
+      ctx,
+      file,
+      `Unexpected answer to Range bytes=${from}-${to} of ${file} (${size} bytes) from ${ctx.repo}: HTTP ${res.status}, ` +
+        `Content-Range '${res.headers.get("content-range") ?? ""}'.`,
+    );
+  }
+}
+
+/** A small ranged read (a shard header), retried on transient errors. */
+async function readRange(ctx: HubContext, commit: string, file: string, from: number, to: number, size: number): Promise<Buffer> {
+  const what = { file, commit, doing: `reading bytes ${from}-${to} of ${file}` };
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const res = await request(
+        ctx,
+        resolveUrl(ctx, commit, file),
+        { method: "GET", headers: { Range: `bytes=${from}-${to}`, "Accept-Encoding": "identity" }, followCrossOrigin: true, timeoutMs: ctx.stallTimeoutMs },
+        what,
+      );
+      if (!res.ok) throw await statusError(ctx, res, what);
+      try {
+        checkContentRange(ctx, file, res, from, to, size);
+      } catch (err) {
+        await res.body?.cancel().catch(() => undefined);
+        throw err;
+      }
+      const buf = Buffer.from(await res.arrayBuffer());
+      if (buf.length !== to - from + 1) throw new RestartTransfer(`got ${buf.length} of ${to - from + 1} bytes`);
+      return buf;
+    } catch (err) {
+      if (ctx.signal?.aborted) throw ctx.signal.reason;
+      if (!isTransient(err) || attempt >= ctx.retries) {
+        if (err instanceof HubDownloadError) throw err;
+        throw new HubDownloadError("network", `Reading ${file} of ${ctx.repo}@${commit} failed (${causeText(err)}). Check the network and run again.`, {
+          repo: ctx.repo,
+          revision: ctx.revision,
+          file,
+          transient: true,
+          cause: err,
+        });
+      }
+      await sleep(backoff(ctx, attempt + 1), undefined, { signal: ctx.signal });
+    }
+  }
+}
+
+interface ShardHeaderEntry {
+  dtype: string;
+  shape: number[];
+  data_offsets: [number, number];
+}
+
+/** The safetensors header of a remote shard: the 8-byte length, then the JSON. */
+async function fetchShardHeader(ctx: HubContext, commit: string, shard: string, size: number): Promise<{ entries: Record<string, ShardHeaderEntry>; dataStart: number }> {
+  if (size < 8) throw badResponse(ctx, shard, `${shard} of ${ctx.repo}@${commit} has ${size} bytes: not a safetensors file.`);
+  const n = Number((await readRange(ctx, commit, shard, 0, 7, size)).readBigUInt64LE(0));
+  if (n <= 0 || n > MAX_HEADER || 8 + n > size) {
+    throw badResponse(ctx, shard, `${shard} of ${ctx.repo}@${commit}: header length ${n} does not fit a safetensors file of ${size} bytes.`);
+  }
+  const json = await readRange(ctx, commit, shard, 8, 8 + n - 1, size);
+  try {
+    return { entries: JSON.parse(json.toString("utf8")) as Record<string, ShardHeaderEntry>, dataStart: 8 + n };
+  } catch (err) {
+    throw badResponse(ctx, shard, `${shard} of ${ctx.repo}@${commit}: the safetensors header is not JSON (${(err as Error).message}).`);
+  }
+}
+
+/** Resolve the wanted tensors through the index and the shards' headers into a plan (no data transferred). */
+async function makePlan(ctx: HubContext, commit: string, index: Record<string, string>, wanted: string[]): Promise<Journal> {
+  const byShard = new Map<string, string[]>();
+  for (const name of wanted) {
+    const shard = index[name]!;
+    validateRepoFilePath(shard);
+    byShard.set(shard, [...(byShard.get(shard) ?? []), name]);
+  }
+  const shards: Journal["shards"] = {};
+  const tensors: PlannedTensor[] = [];
+  for (const [shard, names] of [...byShard].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    const meta = await fetchFileMeta(ctx, commit, shard);
+    shards[shard] = { etag: meta.etag, size: meta.size };
+    const { entries, dataStart } = await fetchShardHeader(ctx, commit, shard, meta.size);
+    const inShard: PlannedTensor[] = [];
+    for (const name of names) {
+      const e = entries[name];
+      if (!e || typeof e !== "object") {
+        throw badResponse(ctx, shard, `${INDEX_FILE} of ${ctx.repo}@${commit} puts ${name} in ${shard}, but that shard's header has no such tensor.`);
+      }
+      const dtype = e.dtype as SafetensorsDtype;
+      const width = dtypeBytes(dtype) as number | undefined;
+      const [begin, end] = Array.isArray(e.data_offsets) ? e.data_offsets : [NaN, NaN];
+      const shape = Array.isArray(e.shape) ? e.shape : [];
+      const expected = width === undefined ? NaN : shape.reduce((a, b) => a * b, 1) * width;
+      if (width === undefined || !Number.isSafeInteger(begin) || end - begin !== expected || begin < 0 || dataStart + end > meta.size) {
+        throw badResponse(
+          ctx,
+          shard,
+          `${shard} of ${ctx.repo}@${commit}: tensor ${name} (${String(e.dtype)} [${shape.join(", ")}]) has data_offsets ` +
+            `[${begin}, ${end}] that do not fit its dtype and shape or the file (${meta.size} bytes).`,
+        );
+      }
+      inShard.push({ name, dtype, shape, shard, start: dataStart + begin, end: dataStart + end });
+    }
+    inShard.sort((a, b) => a.start - b.start);
+    tensors.push(...inShard);
+  }
+  const { bytes, dataBytes } = subsetHeader(tensors, {
+    format: "pt",
+    source: `${ctx.repo}@${commit}`,
+    source_files: Object.keys(shards).join(","),
+  });
+  return {
+    version: JOURNAL_VERSION,
+    repo: ctx.repo,
+    commit,
+    header: bytes.toString("base64"),
+    total: bytes.length + dataBytes,
+    shards,
+    tensors,
+    segments: planSegments(tensors, bytes.length),
+  };
+}
+
+/** Stream `seg` from `from` (absolute shard offset) to its end onto `fh` (opened for appending). */
+async function transferSegment(
+  ctx: HubContext,
+  commit: string,
+  seg: Segment,
+  from: number,
+  shardSize: number,
+  fh: Awaited<ReturnType<typeof open>>,
+  onBytes: (n: number) => void,
+): Promise<void> {
+  const to = seg.end - 1;
+  const what = { file: seg.shard, commit, doing: `downloading bytes ${from}-${to} of ${seg.shard}` };
+  const stall = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(() => stall.abort(new TimeoutError(`no data received for ${ctx.stallTimeoutMs} ms`)), ctx.stallTimeoutMs);
+  };
+  arm();
+  try {
+    const res = await request(
+      ctx,
+      resolveUrl(ctx, commit, seg.shard),
+      { method: "GET", headers: { Range: `bytes=${from}-${to}`, "Accept-Encoding": "identity" }, followCrossOrigin: true, signal: stall.signal },
+      what,
+    );
+    if (!res.ok) throw await statusError(ctx, res, what);
+    try {
+      checkContentRange(ctx, seg.shard, res, from, to, shardSize);
+    } catch (err) {
+      await res.body?.cancel().catch(() => undefined);
+      throw err;
+    }
+    if (!res.body) throw new RestartTransfer("response has no body");
+    let left = to - from + 1;
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      arm();
+      if (chunk.byteLength > left) throw badResponse(ctx, seg.shard, `${seg.shard}: more bytes than the Range asked for (${to - from + 1}).`);
+      await fh.write(chunk);
+      left -= chunk.byteLength;
+      onBytes(chunk.byteLength);
+    }
+    if (left > 0) throw new RestartTransfer(`connection closed with ${formatBytes(left)} of bytes ${from}-${to} of ${seg.shard} missing`);
+  } catch (err) {
+    if (stall.signal.aborted && !(err instanceof HubDownloadError && err.code !== "network")) {
+      throw new HubDownloadError("network", `${seg.shard}: ${(stall.signal.reason as Error).message}`, {
+        repo: ctx.repo,
+        revision: ctx.revision,
+        file: seg.shard,
+        transient: true,
+        cause: err,
+      });
+    }
+    throw err;
+  } finally {
+    if (timer) clearTimeout(timer);
+  }
+}
+
+async function readJournal(path: string, repo: string, commit: string): Promise<Journal | undefined> {
+  try {
+    const j = JSON.parse(await readFile(path, "utf8")) as Journal;
+    if (j.version === JOURNAL_VERSION && j.repo === repo && j.commit === commit && Array.isArray(j.segments) && typeof j.header === "string") return j;
+  } catch {
+    // none or unreadable: plan again
+  }
+  return undefined;
+}
+
+async function readPrefix(path: string, n: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  if (n > 0) for await (const c of createReadStream(path, { start: 0, end: n - 1 })) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/**
+ * Build `<dir>/text_model.safetensors` from ranged reads: plan (or reuse the journal's plan), then append the
+ * missing bytes to the .incomplete file. Its size says how far it got: the header is written first, then the
+ * segments in order, so a rerun resumes with a Range request from the first missing byte.
+ */
+async function downloadSubset(
+  ctx: HubContext,
+  commit: string,
+  snapshot: string,
+  dir: string,
+  opts: DownloadTextTowerOptions,
+): Promise<{ tensors: string[]; downloadedBytes: number }> {
+  const target = join(dir, TEXT_SUBSET_FILE);
+  const incomplete = `${target}.incomplete`;
+  const journalPath = `${target}.journal.json`;
+  await mkdir(dir, { recursive: true });
+
+  let journal = await readJournal(journalPath, ctx.repo, commit);
+  if (!journal) {
+    let weightMap: Record<string, string>;
+    try {
+      const parsed = JSON.parse(await readFile(join(snapshot, INDEX_FILE), "utf8")) as { weight_map?: unknown };
+      if (!parsed.weight_map || typeof parsed.weight_map !== "object") throw new Error("no weight_map");
+      weightMap = parsed.weight_map as Record<string, string>;
+    } catch (err) {
+      throw badResponse(ctx, INDEX_FILE, `${INDEX_FILE} of ${ctx.repo}@${commit} is unusable (${(err as Error).message}).`);
+    }
+    const wanted = Object.keys(weightMap).filter(isTextTowerTensor).sort();
+    const missing = ["logit_scale", "logit_bias"].filter((n) => !(n in weightMap));
+    if (!wanted.some((n) => n.startsWith("text_model.")) || missing.length > 0) {
+      throw badResponse(
+        ctx,
+        INDEX_FILE,
+        `${ctx.repo}@${commit} does not look like a SigLIP checkpoint: its ${INDEX_FILE} has ` +
+          (missing.length > 0 ? `no ${missing.join(", ")}` : "no text_model.* tensors") +
+          `. The text tower must be a SiglipModel repo such as ${KNOWN_MODELS["c-radio_v4-h"]!.textTower!.repo}.`,
+      );
+    }
+    journal = await makePlan(ctx, commit, weightMap, wanted);
+    await rm(incomplete, { force: true });
+    const tmp = `${journalPath}.tmp-${process.pid}`;
+    await writeFile(tmp, JSON.stringify(journal));
+    await rename(tmp, journalPath);
+  }
+  const header = Buffer.from(journal.header, "base64");
+  const total = journal.total;
+
+  // a partial file must start with this plan's header; anything else is stale
+  let have = (await fileSize(incomplete)) ?? 0;
+  if (have > 0 && (have < header.length || have > total || !(await readPrefix(incomplete, header.length)).equals(header))) {
+    ctx.log.warn(`${incomplete} does not match its journal; downloading the text tower subset again`);
+    await rm(incomplete, { force: true });
+    have = 0;
+  }
+  const initial = have;
+  const progress = new ProgressReporter({
+    repo: ctx.repo,
+    commit,
+    total,
+    initial,
+    filesTotal: 1,
+    mode: opts.progress ?? "auto",
+    stream: opts.progressStream ?? process.stderr,
+    logger: ctx.log,
+    onProgress: opts.onProgress,
+  });
+  progress.start();
+  progress.fileStart(TEXT_SUBSET_FILE, total, initial);
+  if (initial > header.length) {
+    ctx.log.info(`resuming ${TEXT_SUBSET_FILE} of ${ctx.repo} from ${formatBytes(initial)} of ${formatBytes(total)}`);
+  }
+  if (have === 0) {
+    await writeFile(incomplete, header);
+    have = header.length;
+    progress.advance(header.length);
+  }
+  const startedAt = have;
+  let ok = false;
+  try {
+    for (let attempt = 0; ; attempt++) {
+      ctx.signal?.throwIfAborted();
+      const offset = (await fileSize(incomplete)) ?? 0;
+      if (offset < have) throw new Error(`${incomplete} shrank while downloading`);
+      have = offset;
+      if (have >= total) break;
+      try {
+        const fh = await open(incomplete, "a");
+        try {
+          for (const seg of journal.segments) {
+            const segEnd = seg.dst + (seg.end - seg.start);
+            if (segEnd <= have) continue;
+            await transferSegment(ctx, commit, seg, seg.start + (have - seg.dst), journal.shards[seg.shard]!.size, fh, (n) => {
+              have += n;
+              progress.advance(n);
+            });
+          }
+        } finally {
+          await fh.close();
+        }
+      } catch (err) {
+        if (ctx.signal?.aborted) throw ctx.signal.reason;
+        if (!isTransient(err)) throw err;
+        const reason = err instanceof HubDownloadError || err instanceof RestartTransfer ? err.message : causeText(err);
+        if (attempt >= ctx.retries) {
+          throw new HubDownloadError(
+            "network",
+            `Download of the text tower subset of ${ctx.repo}@${commit} failed after ${formatBytes(have)} of ` +
+              `${formatBytes(total)} (${reason}). The partial file is kept at ${incomplete} (plan in ${journalPath}); ` +
+              `run again to resume where it stopped (HTTP Range). If the Hub is unreachable, check HF_ENDPOINT ` +
+              `(${ctx.endpoint}) and the network.`,
+            { repo: ctx.repo, revision: ctx.revision, file: TEXT_SUBSET_FILE, transient: true, cause: err },
+          );
+        }
+        const wait = backoff(ctx, attempt + 1);
+        ctx.log.warn(
+          `download of ${TEXT_SUBSET_FILE} of ${ctx.repo} interrupted at ${formatBytes(have)} of ${formatBytes(total)} ` +
+            `(${reason}); resuming in ${(wait / 1000).toFixed(1)} s (retry ${attempt + 1}/${ctx.retries})`,
+        );
+        await sleep(wait, undefined, { signal: ctx.signal });
+      }
+    }
+    const got = (await fileSize(incomplete)) ?? 0;
+    if (got !== total) throw badResponse(ctx, TEXT_SUBSET_FILE, `${incomplete} has ${got} bytes, ${total} expected.`);
+    // the header and every tensor's byte length are checked once more by reading the file back
+    const check = SafetensorsFile.open(incomplete);
+    try {
+      const names = [...check.tensors.keys()].sort();
+      const planned = journal.tensors.map((t) => t.name).sort();
+      if (names.join("\n") !== planned.join("\n")) throw new Error("tensor names differ from the plan");
+    } finally {
+      check.close();
+    }
+    await rename(incomplete, target);
+    await rm(journalPath, { force: true });
+    progress.fileDone();
+    ok = true;
+  } finally {
+    progress.finish(ok);
+  }
+  return { tensors: journal.tensors.map((t) => t.name), downloadedBytes: have - startedAt };
+}
+
+/** dir/<file> -> ../../snapshots/<commit>/<file> (a copy where symlinks are not allowed). */
+async function linkIntoDir(storage: string, commit: string, dir: string, file: string): Promise<string> {
+  const dst = join(dir, file);
+  const src = pointerPath(storage, commit, file);
+  if (await exists(dst)) return dst;
+  await mkdir(dir, { recursive: true });
+  const tmp = `${dst}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  try {
+    await symlink(relative(dirname(dst), src), tmp);
+  } catch {
+    await copyFile(src, tmp);
+  }
+  await rename(tmp, dst);
+  return dst;
+}
+
+/** Concurrent calls in this process share one subset download. */
+const inflight = new Map<string, Promise<{ tensors: string[]; downloadedBytes: number }>>();
+
+function textTowerOf(opts: DownloadTextTowerOptions): { repo: string; revision: string } {
+  if (opts.repo) return { repo: opts.repo, revision: opts.revision ?? "main" };
+  const model = opts.model ?? "c-radio_v4-h";
+  const tower = resolveModelName(model).textTower;
+  if (!tower) {
+    throw new TypeError(`no text tower is known for ${JSON.stringify(model)}: pass repo (a SigLIP repo id), or use ${Object.keys(KNOWN_MODELS).join(" or ")}`);
+  }
+  return { repo: tower.repo, revision: opts.revision ?? tower.revision };
+}
+
+/**
+ * Make the SigLIP2 text tower available locally: config + tokenizer files in the hub cache, and only the text
+ * tower's tensors of the sharded weights in `<storage>/radio-subsets/<commit>/text_model.safetensors`.
+ * Resumable (HTTP Range from the first missing byte); no request at all when everything is cached and the
+ * revision is a commit or offline mode is on.
+ */
+export async function downloadTextTower(opts: DownloadTextTowerOptions = {}): Promise<TextTowerResult> {
+  const { repo, revision } = textTowerOf(opts);
+  validateRepoId(repo);
+  validateRevision(revision);
+  const cacheDir = resolveCacheDir(opts.cacheDir);
+  const storage = repoStorageDir(cacheDir, repo);
+  const offline = opts.offline ?? isOfflineFromEnv();
+
+  const result = async (commit: string, tensors: string[] | undefined, downloadedBytes: number, wasOffline: boolean): Promise<TextTowerResult> => {
+    const dir = join(storage, SUBSETS_DIR, commit);
+    const [configPath, tokenizerPath, tokenizerConfigPath, specialTokensMapPath] = await Promise.all(
+      LINKED_FILES.map((f) => linkIntoDir(storage, commit, dir, f)),
+    );
+    const weightsPath = join(dir, TEXT_SUBSET_FILE);
+    if (!tensors) {
+      const f = SafetensorsFile.open(weightsPath);
+      tensors = [...f.tensors.keys()];
+      f.close();
+    }
+    return {
+      dir,
+      configPath: configPath!,
+      tokenizerPath: tokenizerPath!,
+      tokenizerConfigPath: tokenizerConfigPath!,
+      specialTokensMapPath: specialTokensMapPath!,
+      weightsPath,
+      snapshotDir: snapshotDirOf(storage, commit),
+      repo,
+      revision,
+      commit,
+      cacheDir,
+      tensors: tensors.sort(),
+      downloadedBytes,
+      offline: wasOffline,
+    };
+  };
+
+  if (offline || isCommitHash(revision)) {
+    const cached = await resolveFromCache({ cacheDir, repo, revision, files: [...TEXT_TOWER_FILES] });
+    const subset = cached.commit ? join(storage, SUBSETS_DIR, cached.commit, TEXT_SUBSET_FILE) : undefined;
+    if (cached.ok && subset && (await exists(subset))) return result(cached.commit, undefined, 0, true);
+    if (offline) {
+      const missing = cached.ok ? [subset!] : [...cached.missing, ...(subset && !(await exists(subset)) ? [subset] : [])];
+      throw new HubDownloadError(
+        "not_cached",
+        `Offline mode is on (HF_HUB_OFFLINE=1 or offline: true), and the text tower ${repo} at revision '${revision}' ` +
+          `is not fully in the cache ${cacheDir}` +
+          (cached.ok ? "" : `: ${cached.reason}`) +
+          (missing.length > 0 ? `; missing: ${missing.join(", ")}` : "") +
+          `. Fetch it once with network access (radio-sidecar fetch-text, or downloadTextTower without offline).`,
+        { repo, revision },
+      );
+    }
+  }
+
+  const dl = await downloadCheckpoint({ ...opts, repo, revision, files: [...TEXT_TOWER_FILES], offline: false });
+  const dir = join(storage, SUBSETS_DIR, dl.commit);
+  if (await exists(join(dir, TEXT_SUBSET_FILE))) return result(dl.commit, undefined, 0, dl.offline);
+
+  const ctx = await createHubContext(
+    { ...opts, logger: opts.logger ?? stderrLogger(opts.progressStream ?? process.stderr) },
+    repo,
+    revision,
+  );
+  const key = join(dir, TEXT_SUBSET_FILE);
+  let job = inflight.get(key);
+  if (!job) {
+    job = downloadSubset(ctx, dl.commit, dl.snapshotDir, dir, opts);
+    inflight.set(key, job);
+    const forget = () => void (inflight.get(key) === job && inflight.delete(key));
+    job.then(forget, forget);
+  }
+  const { tensors, downloadedBytes } = await job;
+  return result(dl.commit, tensors, downloadedBytes, false);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the torch.hub adaptor checkpoint
+
+export interface DownloadAdaptorOptions extends Omit<DownloadCheckpointOptions, "repo" | "files"> {
+  /** zoo model name or repo id; default c-radio_v4-h */
+  model?: string;
+  /** the torch.hub file in the repo; default: the catalogue's adaptorCheckpoint of `model` */
+  file?: string;
+}
+
+export interface AdaptorCheckpointResult {
+  /** snapshots/<commit>/<file> (a link into blobs/, as Python's cache) */
+  path: string;
+  file: string;
+  repo: string;
+  revision: string;
+  commit: string;
+  snapshotDir: string;
+  cacheDir: string;
+  /** false when it was already in the cache */
+  downloaded: boolean;
+  offline: boolean;
+}
+
+/**
+ * Download the torch.hub checkpoint carrying the adaptor heads (c-radio_v4-h_half.pth.tar, ~1.3 GB) into the
+ * hub cache, whole, through downloadCheckpoint (progress, resume, sha256 check, offline, token, errors).
+ */
+export async function downloadAdaptorCheckpoint(opts: DownloadAdaptorOptions = {}): Promise<AdaptorCheckpointResult> {
+  const model = opts.model ?? "c-radio_v4-h";
+  const known = resolveModelName(model);
+  const file = opts.file ?? known.adaptorCheckpoint;
+  if (!file) {
+    throw new TypeError(
+      `no adaptor checkpoint is known for ${JSON.stringify(model)}: pass file (the torch.hub .pth.tar in the repo), ` +
+        `or use ${Object.keys(KNOWN_MODELS).join(" or ")}`,
+    );
+  }
+  validateRepoFilePath(file);
+  const revision = opts.revision ?? known.revision;
+  const dl = await downloadCheckpoint({ ...opts, repo: known.repo, revision, files: [file] });
+  return {
+    path: join(dl.snapshotDir, ...file.split("/")),
+    file,
+    repo: dl.repo,
+    revision,
+    commit: dl.commit,
+    snapshotDir: dl.snapshotDir,
+    cacheDir: dl.cacheDir,
+    downloaded: dl.downloaded.length > 0,
+    offline: dl.offline,
+  };
+}
