@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 // radio-sidecar: compile checkpoints, run compiled graphs on tensors, make test checkpoints, serve.
 import { Command, InvalidArgumentError, Option } from "commander";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { generateCheckpoint, PRESETS, type PresetName } from "./checkpoint/generate.js";
 import { compileCheckpoint } from "./compiler/compile.js";
-import { KNOWN_MODELS, resolveModelName } from "./checkpoint/models.js";
+import { KNOWN_MODELS, resolveModelName, SIGLIP2_G_TEXT_TOWER } from "./checkpoint/models.js";
 import { loadGraph, runOutputs, type ExecutionProvider } from "./runtime/session.js";
 import { readNpy, writeNpy } from "./runtime/npy.js";
 import type { LogLevel } from "./observability/logger.js";
@@ -54,13 +54,21 @@ program
   .option("--copy-weights", "write the fp32 weights into the output folder instead of hard-linking the checkpoint", false)
   .option("--cache-dir <dir>", "Hugging Face hub cache (default: $HF_HUB_CACHE or $HF_HOME/hub)")
   .option("--adaptors <names>", "adaptor heads to compile in as extra outputs <name>.summary / <name>.features, comma-separated (e.g. siglip2-g,dino_v3_7b,sam3); read from the torch.hub checkpoint", commaList)
-  .option("--torchhub-checkpoint <path>", "the torch.hub checkpoint (*.pth.tar, e.g. c-radio_v4-h_half.pth.tar) with the adaptor heads (default: the one *.pth.tar in the checkpoint folder)")
+  .option("--torchhub-checkpoint <path>", "the torch.hub checkpoint (*.pth.tar, e.g. c-radio_v4-h_half.pth.tar) with the adaptor heads (default: with --model, downloaded; else the one *.pth.tar in the checkpoint folder)")
+  .option("--text", "also compile the SigLIP2 text tower (into <out>/text/) that embeds prompts into the siglip2-g adaptor's space; with --model only its text tensors are downloaded", false)
+  .option("--siglip <dir>", "with --text and --checkpoint: a local SigLIP2 folder (config.json, safetensors + index, tokenizer files)")
   .action(async (o: {
     model?: string; checkpoint?: string; revision?: string; out: string; precision: "fp32" | "fp16" | "int8"; windowSize?: number;
     externalPreprocessor: boolean; attention: "auto" | "matmul" | "mha"; copyWeights: boolean; cacheDir?: string; adaptors?: string[]; torchhubCheckpoint?: string;
+    text: boolean; siglip?: string;
   }) => {
     if (o.torchhubCheckpoint && !o.adaptors) throw new InvalidArgumentError("--torchhub-checkpoint is only read for --adaptors");
+    const textSpace = SIGLIP2_G_TEXT_TOWER.adaptor;
+    if (o.text && !o.adaptors?.includes(textSpace)) throw new InvalidArgumentError(`--text embeds prompts into the ${textSpace} adaptor's space: add --adaptors ${textSpace}`);
+    if (o.siglip && !o.text) throw new InvalidArgumentError("--siglip is only read for --text");
+    if (o.text && o.checkpoint && !o.siglip) throw new InvalidArgumentError("--text with --checkpoint needs --siglip <dir> (a local SigLIP2 folder); with --model it is downloaded");
     let checkpointDir = o.checkpoint;
+    let textSource: { dir: string; repo: string | null; revision: string | null } | null = null;
     let repo: string | null = null;
     let revision: string | null = null;
     if (!checkpointDir) {
@@ -71,7 +79,20 @@ program
       const dl = await downloadCheckpoint({ repo: m.repo, revision: o.revision ?? m.revision, cacheDir: o.cacheDir });
       checkpointDir = dl.snapshotDir;
       revision = dl.commit;
+      if (o.adaptors || o.text) {
+        const { downloadAdaptorCheckpoint, downloadTextTower } = await import("./checkpoint/hub-text.js");
+        // The heads live only in the torch.hub file of the same commit; the text tower in its own repo.
+        if (o.adaptors && !o.torchhubCheckpoint) o.torchhubCheckpoint = (await downloadAdaptorCheckpoint({ model: o.model, revision: dl.commit, cacheDir: o.cacheDir })).path;
+        if (o.text) {
+          const t = await downloadTextTower({ model: o.model, cacheDir: o.cacheDir });
+          textSource = { dir: t.dir, repo: t.repo, revision: t.commit };
+        }
+      }
     }
+    if (o.siglip) textSource = { dir: o.siglip, repo: null, revision: null };
+    // A text tower belongs to the graph beside it: never leave an older one next to a new graph.
+    const { TEXT_DIR } = await import("./compiler/text-metadata.js");
+    rmSync(join(o.out, TEXT_DIR), { recursive: true, force: true });
     const r = await compileCheckpoint({
       checkpointDir: checkpointDir!, outDir: o.out, precision: o.precision, windowSize: o.windowSize ?? null,
       externalPreprocessor: o.externalPreprocessor,
@@ -80,6 +101,14 @@ program
       repo, revision, onStage: (s) => process.stderr.write(`compile: ${s}\n`),
     });
     process.stderr.write(`compile: wrote ${r.outDir} (${r.nodeCount} nodes, ${r.seconds.toFixed(2)} s)\n`);
+    if (textSource) {
+      const { compileTextTower } = await import("./compiler/compile-text.js");
+      const t = await compileTextTower({
+        siglipDir: textSource.dir, outDir: join(o.out, TEXT_DIR), precision: o.precision, weightsMode: o.copyWeights ? "copy" : "link", space: textSpace,
+        repo: textSource.repo, revision: textSource.revision, onStage: (s) => process.stderr.write(`compile (text): ${s}\n`),
+      });
+      process.stderr.write(`compile: wrote ${t.outDir} (text tower, ${t.nodeCount} nodes, ${t.seconds.toFixed(2)} s)\n`);
+    }
     process.stdout.write(JSON.stringify(r.metadata, null, 2) + "\n");
   });
 
