@@ -13,13 +13,13 @@ import { promisify } from "node:util";
 import { HubDownloadError, type DownloadProgress } from "../../server/src/checkpoint/hub.js";
 import {
   SUBSETS_DIR,
-  TEXT_SUBSET_FILE,
   downloadAdaptorCheckpoint,
   downloadTextTower,
   isTextTowerTensor,
   type DownloadTextTowerOptions,
 } from "../../server/src/checkpoint/hub-text.js";
 import { KNOWN_MODELS, SIGLIP2_G_TEXT_TOWER } from "../../server/src/checkpoint/models.js";
+import { TEXT_SUBSET_FILE } from "../../server/src/checkpoint/siglip.js";
 import { SafetensorsCheckpoint, SafetensorsFile } from "../../server/src/checkpoint/safetensors.js";
 import { FakeHub } from "./support/fake-hub.js";
 

@@ -60,6 +60,7 @@ import {
 import { ProgressReporter, formatBytes, stderrLogger } from "./hub-progress.js";
 import { KNOWN_MODELS, resolveModelName } from "./models.js";
 import { SafetensorsFile, dtypeBytes, type SafetensorsDtype } from "./safetensors.js";
+import { TEXT_SUBSET_FILE } from "./siglip.js";
 
 /** Small repo files the text compiler reads, downloaded whole into the snapshot (tokenizer.json is 34 MB). */
 export const TEXT_TOWER_FILES = [
@@ -72,7 +73,6 @@ export const TEXT_TOWER_FILES = [
 /** Of those, the ones linked into the text tower folder (the index describes the full repo, not the subset). */
 const LINKED_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] as const;
 const INDEX_FILE = "model.safetensors.index.json";
-export const TEXT_SUBSET_FILE = "text_model.safetensors";
 export const SUBSETS_DIR = "radio-subsets";
 const JOURNAL_VERSION = 1;
 /** safetensors headers bigger than this are refused (the reference reader's limit) */

@@ -90,7 +90,15 @@ export function parseSiglipConfig(json: unknown, source: string): SiglipConfig {
 const wanted = (key: string) => key.startsWith(TEXT) || key === "logit_scale" || key === "logit_bias";
 
 /** The safetensors files holding the text tower: the index's shards for text_model.* and logit_*, or model.safetensors. */
+/**
+ * The text tower's tensors alone (text_model.*, logit_scale, logit_bias), as hub-text.ts downloads
+ * them from the full repo's shards; the compiler reads a folder holding it like a full checkpoint.
+ */
+export const TEXT_SUBSET_FILE = "text_model.safetensors";
+
 export function textShards(dir: string): string[] {
+  const subset = join(dir, TEXT_SUBSET_FILE);
+  if (existsSync(subset)) return [subset];
   const index = join(dir, "model.safetensors.index.json");
   if (existsSync(index)) {
     let json: { weight_map?: Record<string, string> };
@@ -105,7 +113,7 @@ export function textShards(dir: string): string[] {
     return [...shards].sort().map((s) => join(dir, s));
   }
   const single = join(dir, "model.safetensors");
-  if (!existsSync(single)) throw new CheckpointError(`${dir} has neither model.safetensors nor model.safetensors.index.json`);
+  if (!existsSync(single)) throw new CheckpointError(`${dir} has none of ${TEXT_SUBSET_FILE}, model.safetensors, model.safetensors.index.json`);
   return [single];
 }
 
