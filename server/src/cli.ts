@@ -3,7 +3,8 @@
 import { Command, InvalidArgumentError, Option } from "commander";
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { generateCheckpoint, PRESETS, type PresetName } from "./checkpoint/generate.js";
+import { adaptorCheckpointName, generateCheckpoint, PRESETS, resolveAdaptorDims, type GenerateOptions, type PresetName } from "./checkpoint/generate.js";
+import { generateSiglip, TINY_SIGLIP } from "./checkpoint/generate-siglip.js";
 import { compileCheckpoint } from "./compiler/compile.js";
 import { KNOWN_MODELS, resolveModelName, SIGLIP2_G_TEXT_TOWER } from "./checkpoint/models.js";
 import { loadGraph, runOutputs, type ExecutionProvider } from "./runtime/session.js";
@@ -218,11 +219,26 @@ program
   .option("--seed <n>", "random seed", nonNegativeInt)
   .option("--cpe-max-size <px>", "position-grid size in pixels (grid side = this / 16; default 2048)", positiveInt)
   .option("--final-norm", "add a final LayerNorm (model.norm.*; real v4 checkpoints have none)", false)
+  .option("--with-adaptors", "also write the torch.hub checkpoint (e.g. c-radio_v4-h_half.pth.tar) with the siglip2-g, dino_v3_7b and sam3 adaptor heads; the backbone is then rounded to float16 in both files (the *-text presets do this already)", false)
+  .option("--siglip <dir>", "also write a tiny SigLIP2 folder (google/siglip2-giant-opt-patch16-384's layout) whose text embeddings have the siglip2-g summary head's size")
   .requiredOption("--out <dir>", "output folder")
-  .action(async (o: { preset: PresetName; seed?: number; cpeMaxSize?: number; finalNorm: boolean; out: string }) => {
-    const preset = PRESETS[o.preset];
-    await generateCheckpoint(o.out, { ...preset, seed: o.seed ?? preset.seed, cpeMaxSize: o.cpeMaxSize ?? preset.cpeMaxSize, finalNorm: o.finalNorm });
-    process.stderr.write(`make-checkpoint: wrote ${o.preset} checkpoint to ${resolve(o.out)} (random weights)\n`);
+  .action(async (o: { preset: PresetName; seed?: number; cpeMaxSize?: number; finalNorm: boolean; withAdaptors: boolean; siglip?: string; out: string }) => {
+    const preset: GenerateOptions = PRESETS[o.preset];
+    const opts: GenerateOptions = {
+      ...preset,
+      seed: o.seed ?? preset.seed,
+      cpeMaxSize: o.cpeMaxSize ?? preset.cpeMaxSize,
+      finalNorm: o.finalNorm,
+      adaptors: preset.adaptors || o.withAdaptors,
+    };
+    await generateCheckpoint(o.out, opts);
+    const adaptors = opts.adaptors ? ` + ${adaptorCheckpointName(opts.version)}` : "";
+    process.stderr.write(`make-checkpoint: wrote ${o.preset} checkpoint${adaptors} to ${resolve(o.out)} (random weights)\n`);
+    if (o.siglip) {
+      const projectionSize = resolveAdaptorDims({ ...opts, adaptors: opts.adaptors || true })!.siglipSummary.out;
+      const { vocabSize } = await generateSiglip(o.siglip, { ...TINY_SIGLIP, projectionSize, seed: (opts.seed + 2) >>> 0 });
+      process.stderr.write(`make-checkpoint: wrote a SigLIP2 folder (projection ${projectionSize}, vocabulary ${vocabSize}) to ${resolve(o.siglip)}\n`);
+    }
   });
 
 program
