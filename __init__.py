@@ -187,7 +187,9 @@ def resolve_input(model_name: str, ctx: Any) -> Any:
     inputs.enum("embedding_space", ["backbone", "text", "dinov3"], default="backbone", label="Embedding space",
                 description="backbone: RADIO's own; text: SigLIP2-g's, comparable with text (zero-shot, text search); "
                             "dinov3: DINOv3-7B-like")
-    inputs.str("server", label="Remote sidecar address(es), comma-separated", required=False)
+    inputs.str("server", label="Remote sidecar address(es)", required=False,
+               description="host:port, dns:///name:port or ipv4:a:port,b:port (balanced round_robin), "
+                           "or host:port addresses comma-separated")
     return types.Property(inputs)
 
 
@@ -197,9 +199,12 @@ def parse_parameters(model_name: str, ctx: Any, params: dict[str, Any]) -> None:
         params.pop(key)
     if params.get("image_size") == "default":
         params.pop("image_size")
-    if isinstance(params.get("server"), str):
+    if isinstance(params.get("server"), str) and not params["server"].strip().lower().startswith(("dns:", "ipv4:", "ipv6:")):
+        # "a:1, b:2" is a list (the older way); a resolver target keeps its commas (ipv4:a:1,b:2)
         servers = [s.strip() for s in params["server"].split(",") if s.strip()]
         params["server"] = servers[0] if len(servers) == 1 else servers
+    elif isinstance(params.get("server"), str):
+        params["server"] = params["server"].strip()
     known = {"output_type", "feature_format", "apply_smoothing", "smoothing_sigma", "image_size", "vitdet_window_size",
              "use_mixed_precision", "use_external_preprocessor", "quantize", "server", "device", "embedding_space"}
     parse_options(model_name, {k: v for k, v in params.items() if k in known})

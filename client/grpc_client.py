@@ -1,8 +1,16 @@
 """A gRPC client for radio.v1: Embed (streamed per-image results), Info, health.
 
-Several sidecar addresses are used round-robin, one call each. A call that fails with
-RESOURCE_EXHAUSTED (the sidecar's queue is full) is retried with exponential backoff; images whose
-results already arrived are never asked for again, so nothing is computed or written twice.
+Where the sidecars are:
+  * one address, 'host:port' or 'unix:/path': one channel;
+  * a gRPC target with a resolver scheme, 'dns:///name:port' (e.g. a Kubernetes headless Service) or
+    'ipv4:10.0.0.1:50051,10.0.0.2:50051' / 'ipv6:[::1]:50051,...': ONE channel over every address the
+    resolver gives, with gRPC's own round_robin load balancing (each call goes to the next ready
+    backend; backends that go away are dropped, new DNS answers picked up on re-resolution);
+  * a list of addresses (the older way): one channel each, used round-robin, one call each.
+A call that fails with RESOURCE_EXHAUSTED (the sidecar's queue is full) is retried with exponential
+backoff; so is one that fails with UNAVAILABLE (a backend died or shut down mid-call) when there are
+other backends to go to. Images whose results already arrived are never asked for again, so nothing
+is computed or written twice.
 """
 from __future__ import annotations
 
@@ -80,13 +88,24 @@ class TextEmbeddings:
     logit_bias: float
 
 
+# gRPC name-resolver schemes whose targets may stand for several backends: balanced round_robin.
+BALANCED_SCHEMES = ("dns:", "ipv4:", "ipv6:")
+ROUND_ROBIN_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
 def normalize_target(address: str) -> str:
-    """'unix:/path', '/path/to.sock' → a gRPC unix target; 'host:port' stays as is."""
+    """'unix:/path', '/path/to.sock' → a gRPC unix target; 'host:port' and resolver targets
+    ('dns:///name:port', 'ipv4:a:p,b:p', 'ipv6:[a]:p,...') stay as they are."""
     if address.startswith("unix:"):
         return address
     if address.startswith("/"):
         return f"unix:{address}"
     return address
+
+
+def is_balanced_target(target: str) -> bool:
+    """A target gRPC resolves to possibly many backends (dns:, ipv4:, ipv6:): one round_robin channel."""
+    return target.lower().startswith(BALANCED_SCHEMES)
 
 
 class RadioClient:
@@ -102,16 +121,42 @@ class RadioClient:
                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
         self._channels = []
         for target in self.addresses:
+            opts = list(options)
+            if is_balanced_target(target):
+                # gRPC's round_robin policy over every address the resolver gives (the default,
+                # pick_first, would send every call to the first one). The service config also stops
+                # a DNS TXT record from choosing another policy.
+                opts += [("grpc.service_config", ROUND_ROBIN_CONFIG), ("grpc.service_config_disable_resolution", 1)]
             if root_certificates is not None:
                 creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-                self._channels.append(grpc.secure_channel(target, creds, options=options))
+                self._channels.append(grpc.secure_channel(target, creds, options=opts))
             else:
-                self._channels.append(grpc.insecure_channel(target, options=options))
+                self._channels.append(grpc.insecure_channel(target, options=opts))
+        # Several backends (a balanced target, or a list): a call that died with its backend
+        # (UNAVAILABLE) can go to another one. With one plain address there is no other to go to: the
+        # error goes up at once (the zoo then restarts its local sidecar).
+        self.failover = len(self._channels) > 1 or any(is_balanced_target(t) for t in self.addresses)
         self._next = itertools.cycle(range(len(self._channels)))
         self._lock = threading.Lock()
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_images_per_call = max_images_per_call
+
+    def _retryable(self, err: grpc.RpcError) -> bool:
+        """Queue full: always worth another try later. Backend gone (UNAVAILABLE, or the stream cut
+        with CANCELLED/INTERNAL when the connection dropped): only when another backend may answer."""
+        code = err.code()
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return True
+        if not self.failover:
+            return False
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return True
+        # A connection reset mid-stream surfaces as CANCELLED/INTERNAL "Received RST_STREAM" on some
+        # versions; a real INTERNAL error from the sidecar names itself and is not retried.
+        detail = (err.details() or "").lower()
+        return code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL) and (
+            "rst_stream" in detail or "socket closed" in detail or "connection reset" in detail)
 
     def _channel(self) -> grpc.Channel:
         with self._lock:
@@ -136,12 +181,18 @@ class RadioClient:
         return True
 
     def info(self, timeout: float = 10.0) -> Any:
-        call = self._channel().unary_unary(m.INFO_METHOD, request_serializer=lambda r: r.SerializeToString(),
-                                           response_deserializer=m.InfoResponse.FromString)
-        try:
-            return call(m.InfoRequest(), timeout=timeout, metadata=self._metadata)
-        except grpc.RpcError as err:
-            raise _translate(err, self.addresses) from err
+        attempt = 0
+        while True:
+            call = self._channel().unary_unary(m.INFO_METHOD, request_serializer=lambda r: r.SerializeToString(),
+                                               response_deserializer=m.InfoResponse.FromString)
+            try:
+                return call(m.InfoRequest(), timeout=timeout, metadata=self._metadata)
+            except grpc.RpcError as err:
+                if self._retryable(err) and attempt < self.max_retries:
+                    time.sleep(self.backoff_s * (2 ** attempt) * (1 + random.random()))
+                    attempt += 1
+                    continue
+                raise _translate(err, self.addresses) from err
 
     # -- text -----------------------------------------------------------------------------
 
@@ -166,18 +217,18 @@ class RadioClient:
             else:
                 sendable.append(i)
         space, scale, bias = "", 0.0, 0.0
-        call = self._channel().unary_unary(m.EMBED_TEXT_METHOD, request_serializer=lambda r: r.SerializeToString(),
-                                           response_deserializer=m.EmbedTextResponse.FromString)
         for start in range(0, len(sendable), max_prompts_per_call):
             chunk = sendable[start:start + max_prompts_per_call]
             request = m.EmbedTextRequest(prompts=[prompts[i] for i in chunk], model=model)
             attempt = 0
             while True:
+                call = self._channel().unary_unary(m.EMBED_TEXT_METHOD, request_serializer=lambda r: r.SerializeToString(),
+                                                   response_deserializer=m.EmbedTextResponse.FromString)
                 try:
                     response = call(request, timeout=timeout, metadata=self._metadata)
                     break
                 except grpc.RpcError as err:
-                    if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and attempt < self.max_retries:
+                    if self._retryable(err) and attempt < self.max_retries:
                         time.sleep(self.backoff_s * (2 ** attempt) * (1 + random.random()))
                         attempt += 1
                         continue
@@ -230,9 +281,14 @@ class RadioClient:
                     results[original] = result
             except grpc.RpcError as err:
                 pending = [i for i in pending if i not in results]
-                if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and attempt < self.max_retries:
+                if self._retryable(err) and attempt < self.max_retries:
                     delay = self.backoff_s * (2 ** attempt) * (1 + random.random())
-                    logger.info("sidecar queue full; retrying %d images in %.2f s", len(pending), delay)
+                    if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        logger.info("sidecar queue full; retrying %d images in %.2f s", len(pending), delay)
+                    else:
+                        logger.warning("sidecar went away mid-call (%s: %s); retrying the %d images without a "
+                                       "result on another backend in %.2f s", err.code().name, err.details(),
+                                       len(pending), delay)
                     time.sleep(delay)
                     attempt += 1
                     continue

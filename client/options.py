@@ -33,7 +33,8 @@ class RadioOptions:
     heatmap_max_side: int = 512
     image_size: Any = None                  # None/"default" | "native" | int (max side) | (h, w) | "HxW"
     vitdet_window_size: int | None = None
-    server: Any = None                      # None: local sidecar; "host:port" | "unix:/path" | list of them
+    server: Any = None                      # None: local sidecar; "host:port" | "unix:/path" | "dns:///name:port" |
+                                            # "ipv4:a:p,b:p" | "ipv6:[a]:p,..." (round_robin) | list of host:port (old way)
     device: str | None = None               # None/"auto" | "cpu" | "cuda" | "cuda:N" | "webgpu"
     revision: str | None = None             # Hugging Face revision to download
     token: str | None = None                # bearer token for a remote sidecar
@@ -90,6 +91,69 @@ class RadioOptions:
         return [self.server] if isinstance(self.server, str) else list(self.server)
 
 
+SERVER_FORMS = ("'host:port' (one sidecar; host a name, an IPv4 address or [IPv6]), "
+                "'unix:/path/to.sock', "
+                "'dns:///name:port' (every address the name resolves to, e.g. a Kubernetes headless Service, "
+                "balanced round_robin), "
+                "'ipv4:10.0.0.1:50051,10.0.0.2:50051' or 'ipv6:[fd00::1]:50051,[fd00::2]:50051' (fixed addresses, "
+                "balanced round_robin), "
+                "or a list of 'host:port' / 'unix:' addresses (the older way: one connection each, used in turn)")
+_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?)*\.?)"
+_IPV4 = r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV6 = r"\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?\]"
+_PORT = r"(?P<port>\d{1,5})"
+
+
+def _port_ok(m: re.Match[str] | None) -> bool:
+    return m is not None and 0 < int(m.group("port")) < 65536
+
+
+def _server_problem(s: str, in_list: bool) -> str | None:
+    """Why one server string is not a valid address, or None."""
+    if not s or s != s.strip():
+        return "is empty or has spaces around it"
+    low = s.lower()
+    if low.startswith("unix:") or s.startswith("/"):
+        path = s[5:] if low.startswith("unix:") else s
+        return None if path.lstrip("/") else "names no socket path"
+    if low.startswith(("dns:", "ipv4:", "ipv6:")):
+        if in_list:
+            return "is a resolver target (dns:/ipv4:/ipv6:), which already stands for many backends: give it alone, not in a list"
+        scheme, rest = low.split(":", 1)[0], s.split(":", 1)[1]
+        if scheme == "dns":
+            name = re.sub(r"^//[^/]*/", "", rest)  # dns://[authority]/name:port or dns:name:port
+            m = re.fullmatch(rf"(?:{_HOST}|{_IPV4}|{_IPV6}):{_PORT}", name)
+            return None if _port_ok(m) else "is not 'dns:///name:port' (a port is required)"
+        parts = rest.split(",")
+        addr = _IPV4 if scheme == "ipv4" else _IPV6
+        for part in parts:
+            if not _port_ok(re.fullmatch(rf"{addr}:{_PORT}", part)):
+                want = "a.b.c.d:port" if scheme == "ipv4" else "[v6-address]:port"
+                return f"has {part!r}, which is not {want}"
+        return None
+    if "://" in s:
+        return f"has the scheme {s.split('://')[0]!r}; the resolver schemes are dns:, ipv4:, ipv6: (and unix: for sockets)"
+    if not _port_ok(re.fullmatch(rf"(?:{_HOST}|{_IPV4}|{_IPV6}):{_PORT}", s)):
+        return "is not host:port (a port 1-65535 is required)"
+    return None
+
+
+def validate_server(server: Any) -> None:
+    """Raises ValueError naming the bad address and every valid form."""
+    if isinstance(server, str):
+        problem = _server_problem(server, in_list=False)
+        if problem:
+            raise ValueError(f"server={server!r} is not valid: it {problem}. Use {SERVER_FORMS}")
+        return
+    if isinstance(server, (list, tuple)) and server and all(isinstance(x, str) for x in server):
+        for x in server:
+            problem = _server_problem(x, in_list=True)
+            if problem:
+                raise ValueError(f"server={list(server)!r} is not valid: {x!r} {problem}. Use {SERVER_FORMS}")
+        return
+    raise ValueError(f"server={server!r} is not valid. Use {SERVER_FORMS}")
+
+
 def _choice(name: str, value: Any, valid: Sequence[Any]) -> None:
     if value not in valid:
         raise ValueError(f"{name}={value!r} is not valid; use one of {', '.join(repr(v) for v in valid)}")
@@ -129,8 +193,8 @@ def parse_options(model_name: str, kwargs: dict[str, Any]) -> RadioOptions:
     w = o.vitdet_window_size
     if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w < 1):
         raise ValueError(f"vitdet_window_size={w!r} is not valid; use None or a positive integer (window side in patches)")
-    if o.server is not None and not (isinstance(o.server, str) or (isinstance(o.server, (list, tuple)) and o.server and all(isinstance(x, str) for x in o.server))):
-        raise ValueError(f"server={o.server!r} is not valid; use 'host:port', 'unix:/path/to.sock', or a list of them")
+    if o.server is not None:
+        validate_server(o.server)
     d = o.device
     if d is not None and not (d in ("auto", "cpu", "cuda", "webgpu") or (isinstance(d, str) and re.fullmatch(r"cuda:\d+", d))):
         raise ValueError(f"device={d!r} is not valid; use None/'auto', 'cpu', 'cuda', 'cuda:N' or 'webgpu'")

@@ -52,3 +52,43 @@ def test_unknown_model() -> None:
 def test_servers_list() -> None:
     assert parse_options(H, {"server": ["a:1", "b:2"]}).servers == ["a:1", "b:2"]
     assert parse_options(H, {"server": "unix:/tmp/x.sock"}).servers == ["unix:/tmp/x.sock"]
+
+
+@pytest.mark.parametrize("server", [
+    "localhost:50051", "10.0.0.7:50051", "[::1]:50051", "radio.ns.svc.cluster.local:50051", "unix:/tmp/r.sock", "/tmp/r.sock",
+    "dns:///radio-sidecar.default.svc.cluster.local:50051", "dns://10.96.0.10/radio-sidecar:50051", "dns:radio:50051",
+    "ipv4:127.0.0.2:50051,127.0.0.3:50051,127.0.0.4:50051", "ipv4:127.0.0.1:1", "ipv6:[::1]:50051,[fd00::2]:50052",
+    ["a:1", "b:2"], ("unix:/tmp/a.sock", "host:9"),
+])
+def test_server_forms_accepted(server) -> None:
+    assert parse_options(H, {"server": server}).remote
+
+
+@pytest.mark.parametrize("server,why", [
+    ("localhost", "not host:port"), ("host:0", "not host:port"), ("host:70000", "not host:port"), (" a:1", "spaces"),
+    ("dns:///radio-sidecar", "dns:///name:port"), ("ipv4:127.0.0.2:50051,127.0.0.3", "'127.0.0.3', which is not a.b.c.d:port"),
+    ("ipv4:300.0.0.1:5", "not a.b.c.d:port"), ("ipv6:::1:50051", "not [v6-address]:port"),
+    ("http://host:80", "scheme 'http'"), (["dns:///a:1", "b:2"], "give it alone, not in a list"), ([], "server=[] is not valid"),
+    (["a:1", 2], "is not valid"), ("unix:", "names no socket path"),
+])
+def test_bad_server_shows_the_valid_forms(server, why) -> None:
+    with pytest.raises(ValueError) as err:
+        parse_options(H, {"server": server})
+    message = str(err.value)
+    assert why in message
+    for form in ("'host:port'", "'unix:/path/to.sock'", "'dns:///name:port'", "'ipv4:", "'ipv6:", "a list of"):
+        assert form in message, form
+
+
+def test_balanced_targets_make_one_round_robin_channel() -> None:
+    from client.grpc_client import RadioClient, is_balanced_target
+
+    assert is_balanced_target("dns:///x:1") and is_balanced_target("ipv4:1.2.3.4:5,1.2.3.5:5") and not is_balanced_target("x:1")
+    one = RadioClient("ipv4:127.0.0.2:50051,127.0.0.3:50051")
+    assert len(one._channels) == 1 and one.failover
+    plain = RadioClient("127.0.0.1:50051")
+    assert not plain.failover, "one plain address: UNAVAILABLE goes up at once (the zoo restarts a local sidecar)"
+    old = RadioClient(["127.0.0.1:1", "127.0.0.1:2"])
+    assert len(old._channels) == 2 and old.failover
+    for c in (one, plain, old):
+        c.close()
