@@ -2,6 +2,7 @@
 // fields, same token structure: 3 cls tokens + 7 registers, summary from cls 0 and 1). Tiny ones drive
 // the tests and the demo; full-size ones (H- or SO400M-shaped) drive benchmarks. The weights are random:
 // outputs mean nothing, but every tensor is non-trivial so a wrong wiring shows up in parity tests.
+import { KNOWN_MODELS } from "./models.js";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ARCHITECTURES } from "./architectures.js";
@@ -75,18 +76,9 @@ export function defaultAdaptorDims(width: number): AdaptorDims {
   return width >= 1024 ? FULL_ADAPTOR_DIMS : TINY_ADAPTOR_DIMS;
 }
 
-/**
- * The torch.hub checkpoint's file name in each RADIO repo (upstream radio/common.py RESOURCE_MAP). The one
- * place it is written here: when the model catalogue (models.ts) carries it (KNOWN_MODELS[..].adaptorCheckpoint
- * on feat/hubtext), return that instead.
- */
-const ADAPTOR_CHECKPOINTS: Readonly<Record<string, string>> = {
-  "c-radio_v4-h": "c-radio_v4-h_half.pth.tar",
-  "c-radio_v4-so400m": "c-radio_v4-so400m_half.pth.tar",
-};
-
+/** The torch.hub file a generated checkpoint writes: the catalogue's name for the variant (models.ts). */
 export function adaptorCheckpointName(version: string): string {
-  return ADAPTOR_CHECKPOINTS[version] ?? `${version}_half.pth.tar`;
+  return KNOWN_MODELS[version]?.adaptorCheckpoint ?? `${version}_half.pth.tar`;
 }
 
 /** The adaptor head sizes a generate call will use, or null when it writes no adaptors. */
