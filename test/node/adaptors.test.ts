@@ -17,6 +17,7 @@ import { compileCheckpoint } from '../../server/src/compiler/compile.js';
 import { readGraphMetadata } from '../../server/src/compiler/metadata.js';
 import { loadGraph, runAdaptors, runGraph, type LoadedGraph } from '../../server/src/runtime/session.js';
 import { tempDir } from './support/server.js';
+import { relL2 } from './support/compare.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const FIXTURE = path.resolve(REPO, '..', 'shared', 'fixtures', 'upstream-adaptor-golden');
@@ -30,16 +31,6 @@ const CASES = [
 ] as const;
 const haveFixture = existsSync(PTH);
 
-function relL2(a: Float32Array, ref: Float32Array): number {
-  assert.equal(a.length, ref.length);
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i]! - ref[i]!) ** 2;
-    den += ref[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 /** Mean cosine over rows of `width` values. */
 function meanCosine(a: Float32Array, ref: Float32Array, width: number): number {

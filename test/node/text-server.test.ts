@@ -16,20 +16,12 @@ import { compileTextTower } from '../../server/src/compiler/compile-text.js';
 import { TEXT_DIR } from '../../server/src/compiler/text-metadata.js';
 import { TEXT_DEFAULTS } from '../../server/src/provider-defaults.js';
 import { floats, metricValue, scrape, startTestServer, tempDir, type TestServer } from './support/server.js';
+import { relL2 } from './support/compare.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const FIXTURE = path.join(repoRoot, '../shared/fixtures/upstream-adaptor-golden');
 const skip = existsSync(path.join(FIXTURE, 'reference_index.json')) ? false : `fixture not found at ${FIXTURE}`;
 
-function relL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 function normalized(x: ArrayLike<number>): number[] {
   const n = Math.sqrt(Array.from(x).reduce((s, v) => s + v * v, 0));

@@ -18,6 +18,7 @@ import { canonicalizePrompt, MAX_PROMPT_CHARS, PromptError, PromptTokenizer } fr
 import { embedText, loadTextGraph, type LoadedTextGraph } from '../../server/src/runtime/text-session.js';
 import { tempDir } from './support/server.js';
 import { CLI } from './support/sidecar.js';
+import { relL2, cosine } from './support/compare.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const FIXTURE = path.join(repoRoot, '../shared/fixtures/upstream-adaptor-golden');
@@ -26,25 +27,7 @@ const skip = existsSync(path.join(FIXTURE, 'reference_index.json')) ? false : `f
 
 interface Index { text: { prompts: string[]; canonical: string[]; logit_scale: number; logit_bias: number } }
 
-function relL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
-function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let ab = 0, aa = 0, bb = 0;
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i]! * b[i]!;
-    aa += a[i]! ** 2;
-    bb += b[i]! ** 2;
-  }
-  return ab / Math.sqrt(aa * bb);
-}
 
 const rows = <T extends { subarray(a: number, b: number): T }>(x: T, n: number, cols: number): T[] =>
   Array.from({ length: n }, (_, i) => x.subarray(i * cols, (i + 1) * cols));
