@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -274,11 +275,19 @@ def _remote_sidecar(model, tmp: Path):
     (name, graph), = model._sidecar.spec.models
     sock = tmp / "remote.sock"
     proc = subprocess.Popen([*sidecar_command(), "serve", "--socket", str(sock), "--model", f"{name}={graph}",
-                             "--threads", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "RADIO_LOG_LEVEL": "warn"})
+                             "--threads", "2", "--http-port", "auto"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "RADIO_LOG_LEVEL": "warn"})
     try:
-        assert proc.stdout is not None and json.loads(proc.stdout.readline() or "{}").get("socket"), proc.stderr
-        yield f"unix:{sock}"
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline() or "{}")
+        assert ready.get("socket"), proc.stderr
+
+        def metric(name: str) -> float:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{ready['httpPort']}/metrics", timeout=10).read().decode()
+            return sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
+                       if line.startswith((name + " ", name + "{")))
+
+        yield f"unix:{sock}", metric
     finally:
         proc.kill()
         proc.wait(10)
@@ -293,10 +302,10 @@ def test_every_format_pillow_reads_is_embedded(model_h, registered, format_corpu
     mimetypes.add_type("image/x-tga", ".tga")  # FiftyOne takes media types from mimetypes, which lacks TGA
     formats, twins = format_corpus["formats"], format_corpus["twins"]
     ds = fo.Dataset()
+    remote = None
     try:
         ds.add_samples([fo.Sample(filepath=i["path"], item=i["name"]) for i in twins + formats])
-        remote = None
-        with _remote_sidecar(model_h, tmp_path) as address:
+        with _remote_sidecar(model_h, tmp_path) as (address, metric):
             remote = foz.load_zoo_model(H, server=address)
             runs = {}
             for where, model in (("local", model_h), ("remote", remote)):
@@ -306,7 +315,10 @@ def test_every_format_pillow_reads_is_embedded(model_h, registered, format_corpu
                     ds.compute_embeddings(model, embeddings_field=f"e_{where}", batch_size=8, skip_failures=True)
                 runs[where] = (dict(zip(ds.values("item"), ds.values(f"e_{where}"))), model.failures[before:],
                                [r.getMessage() for r in caplog.records if "C-RADIOv4" in r.getMessage()])
-            remote.close()
+            # Nothing computed twice: each readable image once; each refused format sent back once,
+            # as pixels, only when Pillow read it.
+            readable = len(twins) + sum(i["client"]["ok"] for i in formats)
+            assert (metric("radio_images_total"), metric("radio_image_failures_total")) == (readable, len(formats))
         table = []
         for where, (values, failures, logged) in runs.items():
             by_path = {f[0]: f for f in failures}
@@ -337,6 +349,8 @@ def test_every_format_pillow_reads_is_embedded(model_h, registered, format_corpu
         for where, name, outcome in table:
             print(f"  {where:6} {name:14} {outcome}")
     finally:
+        if remote is not None:
+            remote.close()
         ds.delete()
 
 
