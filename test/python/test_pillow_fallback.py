@@ -114,3 +114,14 @@ def test_retry_only_unsupported_once_in_order(tmp_path: Path) -> None:
     assert str(fake) in out[3].error and "unrecognised data" in out[3].error and "Pillow" in out[3].error
     # Nothing to do: no call at all.
     assert retry_unsupported(inputs[:1], results[:1], embed) == results[:1] and len(calls) == 1
+
+
+def test_calls_are_bounded_by_images_and_bytes() -> None:
+    """Decoded pixels are big: RadioClient.embed splits a list into calls of at most
+    max_images_per_call inputs and max_bytes_per_call bytes (one bigger input goes alone)."""
+    from client.grpc_client import _chunks
+
+    assert _chunks([{"path": "/a"}] * 5, 2, 1 << 20) == [(0, 2), (2, 4), (4, 5)]
+    big = [{"encoded": b"x" * 60}, {"encoded": b"x" * 30}, {"raw": np.zeros(200, np.uint8)}, {"path": "/a"}]
+    assert _chunks(big, 64, 100) == [(0, 2), (2, 3), (3, 4)]
+    assert _chunks([], 64, 100) == []
