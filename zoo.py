@@ -1,7 +1,9 @@
 """FiftyOne model for C-RADIOv4, backed by the TypeScript sidecar over gRPC.
 
-Batches go to the sidecar whole. Python never decodes images: file paths go to a local sidecar
-(bytes to a remote one); numpy/PIL inputs go as raw pixels. With torch installed, FiftyOne's data
+Batches go to the sidecar whole, which decodes them: file paths go to a local sidecar (bytes to a
+remote one); numpy/PIL inputs go as raw pixels. Only images in a format the sidecar can't decode
+(BMP, PPM/PGM, TGA, ICO, JPEG 2000, ...) are then decoded here, with Pillow, and sent again as
+pixels (client/pillow_fallback.py). With torch installed, FiftyOne's data
 loader hands this model file paths (``SupportsGetItem``); without torch, FiftyOne's batch loop
 would decode every image before calling ``predict_all``, so while the model is in use that loop's
 image reader yields lazy file references instead (see ``_LazyImageReader``).
@@ -20,6 +22,7 @@ import fiftyone.core.models as fom
 
 from .client.grpc_client import EmbedOptions, ImageResult, RadioClient, SidecarUnavailable, TextEmbeddings
 from .client.options import RadioOptions
+from .client.pillow_fallback import retry_unsupported
 from .client.prompts import class_embeddings, class_prompts, zero_shot_scores
 from .client.sidecar import LocalSidecar, SidecarSpec, registry
 
@@ -291,14 +294,9 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
                        "mode": "PCA3_RGB" if o.heatmap_mode == "pca3" else "PCA1"}
         options = EmbedOptions(output=kind, resolution=o.resolution, model=self.graph_name, heatmap=heatmap, space=o.adaptor)
         inputs = self._inputs(args)
-        try:
-            results = self._client_now().embed(inputs, options)
-        except SidecarUnavailable:
-            if self._sidecar is None:
-                raise
-            # The local sidecar died (crash, OOM, killed): restart it once and run the batch again.
-            self._sidecar.restart()
-            results = self._client_now().embed(inputs, options)
+        results = self._embed(inputs, options)
+        # What the sidecar can't decode (UNSUPPORTED_FORMAT only), Pillow decodes: one more call.
+        results = retry_unsupported(inputs, results, lambda raw: self._embed(raw, options))
         for r in results:
             if not r.ok:
                 self.failures.append((r.id, r.error_code or "", r.error or ""))
@@ -306,6 +304,16 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
                     raise SampleFailure(f"{r.id}: {r.error}")
                 logger.warning("C-RADIOv4: %s failed (%s): %s", r.id, r.error_code, r.error)
         return results
+
+    def _embed(self, inputs: list[dict[str, Any]], options: EmbedOptions) -> list[ImageResult]:
+        try:
+            return self._client_now().embed(inputs, options)
+        except SidecarUnavailable:
+            if self._sidecar is None:
+                raise
+            # The local sidecar died (crash, OOM, killed): restart it once and run the call again.
+            self._sidecar.restart()
+            return self._client_now().embed(inputs, options)
 
     def _client_now(self) -> RadioClient:
         if self._sidecar is not None:

@@ -111,7 +111,8 @@ def is_balanced_target(target: str) -> bool:
 class RadioClient:
     def __init__(self, addresses: str | Sequence[str], *, max_retries: int = 8,
                  backoff_s: float = 0.05, token: str | None = None,
-                 root_certificates: bytes | None = None, max_images_per_call: int = 64) -> None:
+                 root_certificates: bytes | None = None, max_images_per_call: int = 64,
+                 max_bytes_per_call: int = 64 * 1024 * 1024) -> None:
         addrs = [addresses] if isinstance(addresses, str) else list(addresses)
         if not addrs:
             raise ValueError("at least one sidecar address is needed")
@@ -141,6 +142,7 @@ class RadioClient:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_images_per_call = max_images_per_call
+        self.max_bytes_per_call = max_bytes_per_call
 
     def _retryable(self, err: grpc.RpcError) -> bool:
         """Queue full: always worth another try later. Backend gone (UNAVAILABLE, or the stream cut
@@ -254,10 +256,12 @@ class RadioClient:
               timeout: float | None = None) -> list[ImageResult]:
         """Runs images through the sidecar. Each input is {'id', and one of 'path' | 'encoded' |
         'raw' (an HxWxC uint8/float32 array)}. Returns one ImageResult per input, in order.
-        Large inputs go as several calls (the sidecar admits a bounded number per call)."""
+        Large inputs go as several calls (the sidecar admits a bounded number per call, and a
+        bounded message size: a call carries at most `max_bytes_per_call` of pixels and bytes,
+        unless one image alone is bigger)."""
         out: list[ImageResult] = []
-        for start in range(0, len(inputs), self.max_images_per_call):
-            chunk = self._embed_call(inputs[start:start + self.max_images_per_call], options, timeout)
+        for start, stop in _chunks(inputs, self.max_images_per_call, self.max_bytes_per_call):
+            chunk = self._embed_call(inputs[start:stop], options, timeout)
             for r in chunk:
                 r.index += start
             out.extend(chunk)
@@ -344,6 +348,29 @@ class RadioClient:
             o.heatmap.max_side = int(h.get("max_side", 0))
             o.heatmap.mode = m.enum_value("radio.v1.HeatmapMode", h.get("mode", "PCA1"))
         return req
+
+
+def _input_bytes(item: dict[str, Any]) -> int:
+    if "encoded" in item:
+        return len(item["encoded"])
+    if "raw" in item:
+        return int(getattr(item["raw"], "nbytes", 0))
+    return len(str(item.get("path", "")))
+
+
+def _chunks(inputs: Sequence[dict[str, Any]], max_images: int, max_bytes: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges of at most max_images inputs and max_bytes (but at least one input)."""
+    out: list[tuple[int, int]] = []
+    start, size = 0, 0
+    for i, item in enumerate(inputs):
+        n = _input_bytes(item)
+        if i > start and (i - start >= max_images or size + n > max_bytes):
+            out.append((start, i))
+            start, size = i, 0
+        size += n
+    if start < len(inputs):
+        out.append((start, len(inputs)))
+    return out
 
 
 def _input_problem(item: dict[str, Any]) -> str | None:

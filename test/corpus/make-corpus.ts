@@ -11,14 +11,22 @@
  * OUTDIR/outside holds a valid image the sidecar must never read. --probe-url is where the SVGs'
  * and the HTML page's external references point: run an HTTP server there and check that it gets
  * no request.
+ *
+ * Formats sharp can't read (BMP, PPM/PGM, TGA, ICO, JPEG 2000) are UNSUPPORTED_FORMAT at the
+ * sidecar (`expect`); the Python client then decodes them with Pillow, so an item's `client` says
+ * what the zoo model gives where that differs. The JPEG 2000 file needs a Python with Pillow and
+ * OpenJPEG (RADIO_PYTHON, else .venv, else python3); without one the item is left out.
  */
 import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import sharp from 'sharp';
 
 import { noiseRaw, pngClaimingSize, solid } from '../node/support/images.js';
+import { bmp24, bmp32, bmp8, ico, jp2ViaPillow, pgm, ppm, tga } from './formats.js';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 export type ErrorCode =
   | 'NOT_FOUND'
@@ -48,6 +56,9 @@ export interface CorpusItem {
   /** Raw pixels: `byteLength` bytes (a 0..255 ramp) claimed to be height × width × channels uint8. */
   raw?: { height: number; width: number; channels: number; byteLength: number };
   expect: Expect;
+  /** What the Python client (the zoo model) gives, where it differs from the sidecar's `expect`:
+   *  formats sharp refuses that Pillow decodes; `sameAs` there is equal up to cosine ≥ 0.9999. */
+  client?: Expect;
 }
 
 export interface Corpus {
@@ -130,22 +141,6 @@ function heic(width: number, height: number): Buffer {
   return build(first.length - data.length);
 }
 
-/** A 24-bit BMP (a format this sharp build cannot read). */
-function bmp(width: number, height: number): Buffer {
-  const row = Math.ceil((width * 3) / 4) * 4;
-  const b = Buffer.alloc(54 + row * height, 0x80);
-  b.write('BM', 0, 'latin1');
-  b.writeUInt32LE(b.length, 2);
-  b.writeUInt32LE(54, 10);
-  b.writeUInt32LE(40, 14);
-  b.writeInt32LE(width, 18);
-  b.writeInt32LE(height, 22);
-  b.writeUInt16LE(1, 26);
-  b.writeUInt16LE(24, 28);
-  b.writeUInt32LE(row * height, 34);
-  return b;
-}
-
 export async function makeCorpus(outDir: string, o: { probeUrl?: string } = {}): Promise<Corpus> {
   const out = path.resolve(outDir);
   const root = path.join(out, 'root');
@@ -156,10 +151,10 @@ export async function makeCorpus(outDir: string, o: { probeUrl?: string } = {}):
   mkdirSync(outside, { recursive: true });
   const probe = (o.probeUrl ?? 'http://127.0.0.1:9').replace(/\/$/, '');
   const items: CorpusItem[] = [];
-  const file = async (name: string, fileName: string, kind: string, content: Buffer | string, expect: Expect, bytes = true) => {
+  const file = async (name: string, fileName: string, kind: string, content: Buffer | string, expect: Expect, bytes = true, client?: Expect) => {
     const p = path.join(root, fileName);
     writeFileSync(p, content);
-    items.push({ name, kind, source: 'path', path: p, bytes, expect });
+    items.push({ name, kind, source: 'path', path: p, bytes, expect, ...(client ? { client } : {}) });
   };
   const ok = (h: number, w: number, sameAs?: string): Expect => ({ ok: true, originalSize: [h, w], ...(sameAs ? { sameAs } : {}) });
   const bad = (code: ErrorCode, message: string): Expect => ({ ok: false, code, message });
@@ -223,8 +218,43 @@ export async function makeCorpus(outDir: string, o: { probeUrl?: string } = {}):
   await file('svg-external-ref', 'external.svg', 'SVG referencing an external URL and a local file', svg, bad('UNSUPPORTED_FORMAT', 'SVG'));
   await file('svg-as-png', 'disguised-svg.png', 'the same SVG saved as .png', `<?xml version="1.0"?>\n${svg}`, bad('UNSUPPORTED_FORMAT', 'SVG'));
   await file('heic', 'photo.heic', 'HEIC (HEVC-coded HEIF): not decodable by this build', heic(40, 30), bad('UNSUPPORTED_FORMAT', 'hevc'));
-  await file('bmp', 'old.bmp', 'BMP (not in the allow-list)', bmp(8, 8), bad('UNSUPPORTED_FORMAT', 'BMP'));
   await file('pdf', 'scan-pdf.jpg', 'a PDF saved as .jpg', '%PDF-1.7\n1 0 obj <<>> endobj\n', bad('UNSUPPORTED_FORMAT', 'PDF'));
+
+  // --- formats sharp can't read: refused by the sidecar, decoded by the Python client's Pillow ---
+  // Each shows the reference picture (or its grey / half-transparent version), losslessly, so the
+  // client must embed it like that picture's PNG.
+  const [W, H] = [64, 48];
+  const grey = Buffer.alloc(W * H);
+  for (let i = 0; i < W * H; i++) grey[i] = Math.round(0.299 * ref[3 * i]! + 0.587 * ref[3 * i + 1]! + 0.114 * ref[3 * i + 2]!);
+  const rgba = Buffer.alloc(W * H * 4);
+  for (let i = 0; i < W * H; i++) rgba.set([ref[3 * i]!, ref[3 * i + 1]!, ref[3 * i + 2]!, i % W < W / 2 ? 255 : 128], 4 * i);
+  const opaque = Buffer.alloc(W * H * 4);
+  for (let i = 0; i < W * H; i++) opaque.set([ref[3 * i]!, ref[3 * i + 1]!, ref[3 * i + 2]!, 255], 4 * i);
+  await file('reference-grey', 'reference-grey.png', 'the reference picture in grey (the PGMs must equal it)', await sharp(grey, { raw: { width: W, height: H, channels: 1 } }).toColourspace('b-w').png().toBuffer(), ok(H, W));
+  await file('reference-rgba', 'reference-rgba.png', 'the reference picture, right half 50% transparent (the 32-bit BMP must equal it)', await sharp(rgba, { raw: { width: W, height: H, channels: 4 } }).png().toBuffer(), ok(H, W));
+  const pillow = (twin: string) => ok(H, W, twin);
+  const refused = (what: string) => bad('UNSUPPORTED_FORMAT', what);
+  await file('bmp', 'old.bmp', 'BMP, 24-bit', bmp24(ref, W, H), refused('BMP'), true, pillow('reference'));
+  await file('bmp-32bit', 'alpha.bmp', 'BMP, 32-bit with alpha (V4 header, bit fields)', bmp32(rgba, W, H), refused('BMP'), true, pillow('reference-rgba'));
+  await file('bmp-palette', 'palette.bmp', 'BMP, 8-bit palette', bmp8(ref, W, H), refused('BMP'), true, pillow('reference'));
+  await file('ppm', 'picture.ppm', 'PPM (binary P6)', ppm(ref, W, H), refused('unrecognised data'), true, pillow('reference'));
+  await file('pgm', 'picture.pgm', 'PGM (binary P5), 8-bit', pgm(grey, W, H), refused('unrecognised data'), true, pillow('reference-grey'));
+  // 16-bit values v·257 are exactly v/255 in [0, 1]: the client's scaling must land on the 8-bit picture.
+  await file('pgm-16bit', 'picture16.pgm', 'PGM (binary P5), 16-bit', pgm(Uint16Array.from(grey, (v) => v * 257), W, H), refused('unrecognised data'), true, pillow('reference-grey'));
+  await file('tga', 'picture.tga', 'TGA, uncompressed 24-bit', tga(ref, W, H), refused('unrecognised data'), true, pillow('reference'));
+  await file('ico', 'favicon.ico', 'ICO, one 32-bit image', ico(opaque, W, H), refused('unrecognised data'), true, pillow('reference'));
+  const jp2 = path.join(root, 'picture.jp2');
+  const noJp2 = jp2ViaPillow(jp2, ref, W, H, REPO);
+  if (noJp2 === null) {
+    items.push({ name: 'jp2', kind: 'JPEG 2000 (JP2), lossless', source: 'path', path: jp2, bytes: true, expect: refused('JPEG 2000'), client: pillow('reference') });
+  } else {
+    process.stderr.write(`make-corpus: no JPEG 2000 item (${noJp2})\n`);
+  }
+  const fullBmp = bmp24(ref, W, H);
+  await file('bmp-truncated', 'truncated.bmp', 'BMP cut at 60%', fullBmp.subarray(0, Math.floor(fullBmp.length * 0.6)), refused('BMP'), true,
+    bad('CORRUPT_IMAGE', 'BMP.*Pillow could not decode it as BMP: image file is truncated'));
+  await file('text-as-bmp', 'notes.bmp', 'a text file named .bmp', 'scan list, not a bitmap\n', refused('unrecognised data'), true,
+    bad('UNSUPPORTED_FORMAT', 'unrecognised data.*Pillow does not recognise it'));
 
   // --- hostile ----------------------------------------------------------------------------------
   await file('decompression-bomb', 'bomb.png', '30000×30000 PNG header on a few dozen bytes', await pngClaimingSize(30000, 30000), bad('TOO_LARGE', 'pixel limit'));

@@ -4,11 +4,16 @@ the sidecar built, compiled and spawned by the zoo code itself."""
 from __future__ import annotations
 
 import json
+import logging
+import mimetypes
 import os
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -247,6 +252,105 @@ def test_corrupt_image_is_reported_rest_labelled(model_h, dataset, tmp_path: Pat
         assert all(v is not None for k, v in values.items() if k != str(bad))
         assert any(f[0] == str(bad) for f in model_h.failures)
     finally:
+        ds.delete()
+
+
+@pytest.fixture(scope="module")
+def format_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """test/corpus/make-corpus.ts: the formats sharp can't read (each item's `client` outcome) and the
+    PNGs of the pictures they show."""
+    out = tmp_path_factory.mktemp("formats")
+    subprocess.run([str(REPO / "node_modules" / ".bin" / "tsx"), "test/corpus/make-corpus.ts", str(out)], cwd=REPO,
+                   check=True, capture_output=True, timeout=120)
+    items = json.loads((out / "manifest.json").read_text())["items"]
+    formats = [i for i in items if "client" in i]
+    twins = {i["client"]["sameAs"] for i in formats if i["client"]["ok"]}
+    return {"formats": formats, "twins": [i for i in items if i["name"] in twins]}
+
+
+@contextmanager
+def _remote_sidecar(model, tmp: Path):
+    """A sidecar of our own on a unix socket, serving model's graph: the zoo model reaches it as a
+    remote one (server=...), so it sends file bytes, not paths."""
+    (name, graph), = model._sidecar.spec.models
+    sock = tmp / "remote.sock"
+    proc = subprocess.Popen([*sidecar_command(), "serve", "--socket", str(sock), "--model", f"{name}={graph}",
+                             "--threads", "2", "--http-port", "auto"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "RADIO_LOG_LEVEL": "warn"})
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline() or "{}")
+        assert ready.get("socket"), proc.stderr
+
+        def metric(name: str) -> float:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{ready['httpPort']}/metrics", timeout=10).read().decode()
+            return sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
+                       if line.startswith((name + " ", name + "{")))
+
+        yield f"unix:{sock}", metric
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_every_format_pillow_reads_is_embedded(model_h, registered, format_corpus, tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """One sample per format: BMP (24, 32, 8-bit palette), PPM, PGM (8, 16-bit), TGA, ICO, JP2 get
+    the embedding of the same picture's PNG (cosine >= 0.9999), through the local sidecar (paths)
+    and a remote one (bytes); the truncated BMP and the text .bmp are None, each with a failure
+    logged and recorded that names the file and both decoders' reasons; nothing else fails."""
+    mimetypes.add_type("image/x-tga", ".tga")  # FiftyOne takes media types from mimetypes, which lacks TGA
+    formats, twins = format_corpus["formats"], format_corpus["twins"]
+    ds = fo.Dataset()
+    remote = None
+    try:
+        ds.add_samples([fo.Sample(filepath=i["path"], item=i["name"]) for i in twins + formats])
+        with _remote_sidecar(model_h, tmp_path) as (address, metric):
+            remote = foz.load_zoo_model(H, server=address)
+            runs = {}
+            for where, model in (("local", model_h), ("remote", remote)):
+                before = len(model.failures)
+                caplog.clear()
+                with caplog.at_level(logging.WARNING):
+                    ds.compute_embeddings(model, embeddings_field=f"e_{where}", batch_size=8, skip_failures=True)
+                runs[where] = (dict(zip(ds.values("item"), ds.values(f"e_{where}"))), model.failures[before:],
+                               [r.getMessage() for r in caplog.records if "C-RADIOv4" in r.getMessage()])
+            # Nothing computed twice: each readable image once; each refused format sent back once,
+            # as pixels, only when Pillow read it.
+            readable = len(twins) + sum(i["client"]["ok"] for i in formats)
+            assert (metric("radio_images_total"), metric("radio_image_failures_total")) == (readable, len(formats))
+        table = []
+        for where, (values, failures, logged) in runs.items():
+            by_path = {f[0]: f for f in failures}
+            for item in twins:
+                assert values[item["name"]] is not None, f"{where}: {item['name']}"
+            for item in formats:
+                got, want = values[item["name"]], item["client"]
+                if want["ok"]:
+                    assert got is not None, f"{where}: {item['name']} not labelled: {by_path.get(item['path'])}"
+                    a, b = np.asarray(got), np.asarray(values[want["sameAs"]])
+                    cos = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+                    assert cos >= 0.9999, f"{where}: {item['name']} vs {want['sameAs']}: cosine {cos}"
+                    table.append((where, item["name"], f"labelled (cosine {cos:.6f} to its PNG)"))
+                else:
+                    assert got is None, f"{where}: {item['name']} labelled"
+                    _, code, message = by_path[item["path"]]
+                    assert code == want["code"] and re.search(want["message"], message), (where, code, message)
+                    assert json.dumps(item["path"]) in message, message  # names the file
+                    assert any(item["path"] in line and code in line for line in logged), logged
+                    table.append((where, item["name"], f"{code}: {message}"))
+            expected = sorted(i["path"] for i in formats if not i["client"]["ok"])
+            assert sorted(f[0] for f in failures) == expected, f"{where}: nothing else fails: {failures}"
+        # Bytes to a remote sidecar give the same vectors as paths to the local one.
+        for name, local in runs["local"][0].items():
+            if local is not None:
+                np.testing.assert_allclose(runs["remote"][0][name], local, atol=1e-5, err_msg=name)
+        print("\nformat table (FiftyOne compute_embeddings):")
+        for where, name, outcome in table:
+            print(f"  {where:6} {name:14} {outcome}")
+    finally:
+        if remote is not None:
+            remote.close()
         ds.delete()
 
 
