@@ -22,8 +22,8 @@ export interface ModelInfo {
   sourceRevision: string;
   executionProvider: string;
   adaptors: { name: string; summaryDim: number; featureDim: number; textAligned: boolean }[];
-  /** Absent: the model embeds no text. */
-  text?: {
+  /** Null: the model embeds no text. */
+  text: {
     space: string;
     embedDim: number;
     contextLength: number;
@@ -32,7 +32,7 @@ export interface ModelInfo {
     sourceRepo: string;
     sourceRevision: string;
     precision: string;
-  };
+  } | null;
 }
 
 export interface ServerInfo {
@@ -81,20 +81,18 @@ export function buildServerInfo(o: {
       sourceRevision: m.metadata.source.revision ?? "",
       executionProvider: o.providers.get(m.name) ?? "",
       adaptors: m.adaptors.map((a) => ({ name: a.name, summaryDim: a.summaryDim, featureDim: a.featureDim, textAligned: m.text?.metadata.space === a.name })),
-      ...(m.text
+      text: m.text
         ? {
-            text: {
-              space: m.text.metadata.space,
-              embedDim: m.text.metadata.embedDim,
-              contextLength: m.text.metadata.contextLength,
-              logitScale: m.text.metadata.logitScale,
-              logitBias: m.text.metadata.logitBias,
-              sourceRepo: m.text.metadata.source.repo ?? "",
-              sourceRevision: m.text.metadata.source.revision ?? "",
-              precision: m.text.metadata.precision,
-            },
+            space: m.text.metadata.space,
+            embedDim: m.text.metadata.embedDim,
+            contextLength: m.text.metadata.contextLength,
+            logitScale: m.text.metadata.logitScale,
+            logitBias: m.text.metadata.logitBias,
+            sourceRepo: m.text.metadata.source.repo ?? "",
+            sourceRevision: m.text.metadata.source.revision ?? "",
+            precision: m.text.metadata.precision,
           }
-        : {}),
+        : null,
     })),
     defaultModel: o.defaultModel,
     serverVersion: PRODUCT.version,
