@@ -15,6 +15,10 @@ import { compileCheckpoint } from '../../server/src/compiler/compile.js';
 import { compileTextTower } from '../../server/src/compiler/compile-text.js';
 import { TEXT_DIR } from '../../server/src/compiler/text-metadata.js';
 import { TEXT_DEFAULTS } from '../../server/src/provider-defaults.js';
+import * as grpc from '@grpc/grpc-js';
+import protobuf from 'protobufjs';
+
+import { PROTO_DIR, RADIO_PROTO } from '../../server/src/transport/grpc/proto.js';
 import { floats, metricValue, scrape, startTestServer, tempDir, type TestServer } from './support/server.js';
 import { relL2 } from './support/compare.js';
 
@@ -130,6 +134,25 @@ describe('text and adaptor spaces through the server', { skip }, () => {
     const got = text.results.map((r) => dot(x, Array.from(floats(r.embedding!))));
     const worst = Math.max(...got.map((g, i) => Math.abs(g - want[i]!)));
     assert.ok(worst < 1e-5, `max |Δ cosine| ${worst}`);
+  });
+
+  it('invalid UTF-8 in a prompt is a defined result: decoded with U+FFFD, as protobuf decodes strings', async () => {
+    const root = protobuf.loadSync(path.join(PROTO_DIR, RADIO_PROTO));
+    const Response = root.lookupType('radio.v1.EmbedTextResponse');
+    // Field 1 (prompts), two strings: "a\xff\xfeb" (not UTF-8) and "a\uFFFD\uFFFDb".
+    const bad = Buffer.from([0x0a, 4, 0x61, 0xff, 0xfe, 0x62, 0x0a, 8, 0x61, 0xef, 0xbf, 0xbd, 0xef, 0xbf, 0xbd, 0x62]);
+    const raw = new grpc.Client(`unix:${ts.socket}`, grpc.credentials.createInsecure());
+    try {
+      const reply = await new Promise<Record<string, unknown>>((resolve, reject) =>
+        raw.makeUnaryRequest('/radio.v1.Radio/EmbedText', (b: Buffer) => b, (b: Buffer) => Response.toObject(Response.decode(b)) as Record<string, unknown>, bad, (e, v) => (e ? reject(e) : resolve(v!))),
+      );
+      const results = reply.results as { canonical: string; embedding?: { data: Uint8Array } }[];
+      assert.equal(results.length, 2);
+      assert.equal(results[0]!.canonical, 'a\uFFFD\uFFFDb');
+      assert.deepEqual(results[0]!.embedding!.data, results[1]!.embedding!.data);
+    } finally {
+      raw.close();
+    }
   });
 
   it('bad prompts fail alone; bad requests are refused whole', async () => {
