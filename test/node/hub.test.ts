@@ -178,7 +178,7 @@ describe("download into the Python huggingface_hub cache layout", () => {
     assert.deepEqual(hub.requests, []);
   });
 
-  test("reuses a cache written by Python: blob present, pointer missing -> HEAD only, no GET", async () => {
+  test("reuses a cache written by Python: blob present, pointer missing -> metadata only, no GET", async () => {
     const cache = await freshDir();
     const storage = storageOf(cache);
     // what huggingface_hub leaves after downloading model.safetensors at another revision
@@ -188,11 +188,9 @@ describe("download into the Python huggingface_hub cache layout", () => {
     await writeFile(join(storage, "blobs", sha), src);
     const res = await downloadCheckpoint(opts(cache));
     assert.ok(!res.downloaded.includes("model.safetensors"));
-    const forWeights = hub.fileRequests().filter((r) => r.file === "model.safetensors");
-    assert.deepEqual(
-      forWeights.map((r) => r.method),
-      ["HEAD"],
-    );
+    // its sha256 comes from the one paths-info request; the file itself is not requested
+    assert.equal(hub.requests.filter((r) => r.kind === "paths-info").length, 1);
+    assert.deepEqual(hub.fileRequests().filter((r) => r.file === "model.safetensors"), []);
     assert.equal(await readlink(join(res.snapshotDir, "model.safetensors")), `../../blobs/${sha}`);
   });
 
@@ -229,13 +227,11 @@ describe("download into the Python huggingface_hub cache layout", () => {
       downloadCheckpoint(opts(cache, { repo, offline: true })),
       isHubError("not_cached", /model-00002-of-00002\.safetensors/, /test\/sharded/),
     );
-    // online, it is fetched again from the blob (HEAD only)
+    // online, it is linked again to the blob (metadata only)
     hub.clearRequests();
     await downloadCheckpoint(opts(cache, { repo }));
-    assert.deepEqual(
-      hub.fileRequests().map((r) => `${r.method} ${r.file}`),
-      ["HEAD model-00002-of-00002.safetensors"],
-    );
+    assert.deepEqual(hub.fileRequests(), []);
+    assert.deepEqual(hub.requests.map((r) => r.kind), ["repo-info", "paths-info"]);
   });
 
   test("small files: the same-origin resolve-cache redirect is followed (token kept), or served directly", async () => {
@@ -244,7 +240,7 @@ describe("download into the Python huggingface_hub cache layout", () => {
     const cfg = hub.requests.filter((r) => r.file === "config.json");
     assert.deepEqual(
       cfg.map((r) => `${r.method} ${r.status} ${r.url.startsWith("/api/resolve-cache/") ? "cache" : "resolve"}`),
-      ["HEAD 307 resolve", "HEAD 200 cache", "GET 307 resolve", "GET 200 cache"],
+      ["GET 307 resolve", "GET 200 cache"],
     );
     assert.ok(cfg.every((r) => r.headers["authorization"] === "Bearer hf_abc"));
     assert.ok((await readFile(join(res.snapshotDir, "config.json"))).equals(await readFile(join(ckptDir, "config.json"))));
@@ -255,7 +251,7 @@ describe("download into the Python huggingface_hub cache layout", () => {
       await downloadCheckpoint(opts(await freshDir(), { files: ["config.json"] }));
       assert.deepEqual(
         hub.requests.filter((r) => r.file === "config.json").map((r) => `${r.method} ${r.status}`),
-        ["HEAD 200", "GET 200"],
+        ["GET 200"],
       );
     } finally {
       hub.resolveCacheRedirect = true;
@@ -298,7 +294,7 @@ describe("resume", () => {
     const res = await downloadCheckpoint(opts(cache, { retries: 0 }));
     const gets = hub.contentRequests().filter((r) => r.file === "model.safetensors");
     assert.equal(gets.length, 1);
-    assert.equal(gets[0]!.headers["range"], `bytes=${partial}-`);
+    assert.equal(gets[0]!.headers["range"], `bytes=${partial}-${src.length - 1}`);
     assert.equal(gets[0]!.status, 206);
     assert.equal(await sha256File(join(res.snapshotDir, "model.safetensors")), sha);
     assert.ok(!existsSync(incomplete));
@@ -313,7 +309,7 @@ describe("resume", () => {
     const gets = hub.contentRequests().filter((r) => r.file === "model.safetensors");
     assert.equal(gets.length, 2);
     assert.equal(gets[0]!.headers["range"], undefined);
-    assert.match(String(gets[1]!.headers["range"]), /^bytes=[1-9]\d*-$/);
+    assert.match(String(gets[1]!.headers["range"]), new RegExp(`^bytes=[1-9]\\d*-${src.length - 1}$`));
     assert.ok((await readFile(join(res.snapshotDir, "model.safetensors"))).equals(src));
     assert.ok(logLines.some((l) => l.startsWith("WARN download of model.safetensors interrupted")));
   });
@@ -325,7 +321,7 @@ describe("resume", () => {
     const res = await downloadCheckpoint(opts(cache, { stallTimeoutMs: 300 }));
     const gets = hub.contentRequests().filter((r) => r.file === "model.safetensors");
     assert.equal(gets.length, 2);
-    assert.match(String(gets[1]!.headers["range"]), /^bytes=[1-9]\d*-$/);
+    assert.match(String(gets[1]!.headers["range"]), new RegExp(`^bytes=[1-9]\\d*-${src.length - 1}$`));
     assert.ok((await readFile(join(res.snapshotDir, "model.safetensors"))).equals(src));
   });
 
@@ -340,7 +336,7 @@ describe("resume", () => {
     const gets = hub.contentRequests().filter((r) => r.file === "model.safetensors");
     assert.deepEqual(
       gets.map((r) => r.headers["range"]),
-      ["bytes=123457-"],
+      [`bytes=123457-${src.length - 1}`],
     );
     assert.equal(await sha256File(join(res.snapshotDir, "model.safetensors")), sha);
 
@@ -386,7 +382,7 @@ describe("resume", () => {
     const gets = hub.contentRequests().filter((r) => r.file === "model.safetensors");
     assert.deepEqual(
       gets.map((r) => r.headers["range"]),
-      ["bytes=200000-", undefined],
+      [`bytes=200000-${src.length - 1}`, undefined],
     );
     assert.ok(logLines.some((l) => /checksum mismatch after resuming/.test(l)));
   });
