@@ -24,13 +24,13 @@
  * own `.no_exist/`) is left alone by those tools and goes away with the repo's cache folder.
  */
 import { createReadStream } from "node:fs";
-import { mkdir, open, readFile, rename, rm, symlink, copyFile, writeFile } from "node:fs/promises";
-import { dirname, join, relative } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
+import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import {
   exists,
   fileSize,
   isCommitHash,
+  linkFile,
   pointerPath,
   repoStorageDir,
   resolveCacheDir,
@@ -44,13 +44,12 @@ import {
   HubDownloadError,
   RangeIgnored,
   RestartTransfer,
-  backoff,
-  causeText,
   createHubContext,
   downloadCheckpoint,
   fetchFileMetas,
   isOfflineFromEnv,
-  isTransient,
+  retrying,
+  shared,
   streamFile,
   type DownloadCheckpointOptions,
   type FileMeta,
@@ -208,29 +207,16 @@ function rangeRequired(ctx: HubContext, file: string, err: unknown): unknown {
 
 /** A small ranged read (a shard header), retried on transient errors. */
 async function readRange(ctx: HubContext, commit: string, meta: FileMeta, from: number, to: number): Promise<Buffer> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const chunks: Uint8Array[] = [];
-      await streamFile(ctx, commit, meta, from, to + 1, async (c) => void chunks.push(c));
-      const buf = Buffer.concat(chunks);
-      if (buf.length !== to - from + 1) throw new RestartTransfer(`got ${buf.length} of ${to - from + 1} bytes`);
-      return buf;
-    } catch (e) {
-      const err = rangeRequired(ctx, meta.file, e);
-      if (ctx.signal?.aborted) throw ctx.signal.reason;
-      if (!isTransient(err) || attempt >= ctx.retries) {
-        if (err instanceof HubDownloadError) throw err;
-        throw new HubDownloadError("network", `Reading ${meta.file} of ${ctx.repo}@${commit} failed (${causeText(err)}). Check the network and run again.`, {
-          repo: ctx.repo,
-          revision: ctx.revision,
-          file: meta.file,
-          transient: true,
-          cause: err,
-        });
-      }
-      await sleep(backoff(ctx, attempt + 1), undefined, { signal: ctx.signal });
-    }
-  }
+  const name = `bytes ${from}-${to} of ${meta.file}`;
+  return retrying(ctx, { name, commit, file: meta.file, total: to - from + 1 }, async () => {
+    const chunks: Uint8Array[] = [];
+    await streamFile(ctx, commit, meta, from, to + 1, async (c) => void chunks.push(c)).catch((err: unknown) => {
+      throw rangeRequired(ctx, meta.file, err);
+    });
+    const buf = Buffer.concat(chunks);
+    if (buf.length !== to - from + 1) throw new RestartTransfer(`got ${buf.length} of ${to - from + 1} bytes`);
+    return buf;
+  });
 }
 
 interface ShardHeaderEntry {
@@ -431,48 +417,25 @@ async function downloadSubset(
   const startedAt = have;
   let ok = false;
   try {
-    for (let attempt = 0; ; attempt++) {
-      ctx.signal?.throwIfAborted();
+    const name = `${TEXT_SUBSET_FILE} (text tower subset)`;
+    await retrying(ctx, { name, commit, file: TEXT_SUBSET_FILE, incomplete, total, partialNote: ` (plan in ${journalPath})` }, async () => {
       const offset = (await fileSize(incomplete)) ?? 0;
       if (offset < have) throw new Error(`${incomplete} shrank while downloading`);
       have = offset;
-      if (have >= total) break;
+      const fh = await open(incomplete, "a");
       try {
-        const fh = await open(incomplete, "a");
-        try {
-          for (const seg of journal.segments) {
-            const segEnd = seg.dst + (seg.end - seg.start);
-            if (segEnd <= have) continue;
-            await transferSegment(ctx, commit, seg, seg.start + (have - seg.dst), journal.shards[seg.shard]!, fh, (n) => {
-              have += n;
-              progress.advance(n);
-            });
-          }
-        } finally {
-          await fh.close();
+        for (const seg of journal.segments) {
+          const segEnd = seg.dst + (seg.end - seg.start);
+          if (segEnd <= have) continue;
+          await transferSegment(ctx, commit, seg, seg.start + (have - seg.dst), journal.shards[seg.shard]!, fh, (n) => {
+            have += n;
+            progress.advance(n);
+          });
         }
-      } catch (err) {
-        if (ctx.signal?.aborted) throw ctx.signal.reason;
-        if (!isTransient(err)) throw err;
-        const reason = err instanceof HubDownloadError || err instanceof RestartTransfer ? err.message : causeText(err);
-        if (attempt >= ctx.retries) {
-          throw new HubDownloadError(
-            "network",
-            `Download of the text tower subset of ${ctx.repo}@${commit} failed after ${formatBytes(have)} of ` +
-              `${formatBytes(total)} (${reason}). The partial file is kept at ${incomplete} (plan in ${journalPath}); ` +
-              `run again to resume where it stopped (HTTP Range). If the Hub is unreachable, check HF_ENDPOINT ` +
-              `(${ctx.endpoint}) and the network.`,
-            { repo: ctx.repo, revision: ctx.revision, file: TEXT_SUBSET_FILE, transient: true, cause: err },
-          );
-        }
-        const wait = backoff(ctx, attempt + 1);
-        ctx.log.warn(
-          `download of ${TEXT_SUBSET_FILE} of ${ctx.repo} interrupted at ${formatBytes(have)} of ${formatBytes(total)} ` +
-            `(${reason}); resuming in ${(wait / 1000).toFixed(1)} s (retry ${attempt + 1}/${ctx.retries})`,
-        );
-        await sleep(wait, undefined, { signal: ctx.signal });
+      } finally {
+        await fh.close();
       }
-    }
+    });
     const got = (await fileSize(incomplete)) ?? 0;
     if (got !== total) throw badResponse(ctx, TEXT_SUBSET_FILE, `${incomplete} has ${got} bytes, ${total} expected.`);
     // the header and every tensor's byte length are checked once more by reading the file back
@@ -493,25 +456,6 @@ async function downloadSubset(
   }
   return { tensors: journal.tensors.map((t) => t.name), downloadedBytes: have - startedAt };
 }
-
-/** dir/<file> -> ../../snapshots/<commit>/<file> (a copy where symlinks are not allowed). */
-async function linkIntoDir(storage: string, commit: string, dir: string, file: string): Promise<string> {
-  const dst = join(dir, file);
-  const src = pointerPath(storage, commit, file);
-  if (await exists(dst)) return dst;
-  await mkdir(dir, { recursive: true });
-  const tmp = `${dst}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  try {
-    await symlink(relative(dirname(dst), src), tmp);
-  } catch {
-    await copyFile(src, tmp);
-  }
-  await rename(tmp, dst);
-  return dst;
-}
-
-/** Concurrent calls in this process share one subset download. */
-const inflight = new Map<string, Promise<{ tensors: string[]; downloadedBytes: number }>>();
 
 function textTowerOf(opts: DownloadTextTowerOptions): { repo: string; revision: string } {
   if (opts.repo) return { repo: opts.repo, revision: opts.revision ?? "main" };
@@ -540,7 +484,8 @@ export async function downloadTextTower(opts: DownloadTextTowerOptions = {}): Pr
   const result = async (commit: string, tensors: string[] | undefined, downloadedBytes: number, wasOffline: boolean): Promise<TextTowerResult> => {
     const dir = join(storage, SUBSETS_DIR, commit);
     const [configPath, tokenizerPath, tokenizerConfigPath, specialTokensMapPath] = await Promise.all(
-      LINKED_FILES.map((f) => linkIntoDir(storage, commit, dir, f)),
+      // dir/<file> -> ../../snapshots/<commit>/<file>
+      LINKED_FILES.map(async (f) => ((await exists(join(dir, f))) ? join(dir, f) : linkFile(pointerPath(storage, commit, f), join(dir, f)))),
     );
     const weightsPath = join(dir, TEXT_SUBSET_FILE);
     if (!tensors) {
@@ -593,14 +538,7 @@ export async function downloadTextTower(opts: DownloadTextTowerOptions = {}): Pr
     repo,
     revision,
   );
-  const key = join(dir, TEXT_SUBSET_FILE);
-  let job = inflight.get(key);
-  if (!job) {
-    job = downloadSubset(ctx, dl.commit, dl.snapshotDir, dir, opts);
-    inflight.set(key, job);
-    const forget = () => void (inflight.get(key) === job && inflight.delete(key));
-    job.then(forget, forget);
-  }
+  const [job] = shared(join(dir, TEXT_SUBSET_FILE), () => downloadSubset(ctx, dl.commit, dl.snapshotDir, dir, opts));
   const { tensors, downloadedBytes } = await job;
   return result(dl.commit, tensors, downloadedBytes, false);
 }

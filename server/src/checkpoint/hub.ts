@@ -526,6 +526,61 @@ async function hashPrefix(path: string, bytes: number, kind: Verifier, size: num
   return h;
 }
 
+export interface Transfer {
+  /** the file as messages name it */
+  name: string;
+  commit: string;
+  file: string;
+  /** the partial file an attempt appends to (its size is the progress reported) */
+  incomplete?: string;
+  total: number;
+  partialNote?: string;
+}
+
+/**
+ * Run `attempt` until it returns, retrying transient failures (dropped connection, stall, 5xx) up to
+ * ctx.retries times with backoff; each attempt resumes from what is on disk.
+ */
+export async function retrying<T>(ctx: Ctx, t: Transfer, attempt: () => Promise<T>): Promise<T> {
+  for (let n = 0; ; n++) {
+    try {
+      ctx.signal?.throwIfAborted();
+      return await attempt();
+    } catch (err) {
+      if (ctx.signal?.aborted) throw ctx.signal.reason;
+      if (!isTransient(err)) throw err;
+      const have = t.incomplete ? ((await fileSize(t.incomplete)) ?? 0) : 0;
+      const reason = err instanceof HubDownloadError || err instanceof RestartTransfer ? err.message : causeText(err);
+      const at = `${formatBytes(have)} of ${formatBytes(t.total)}`;
+      if (n >= ctx.retries) {
+        throw new HubDownloadError(
+          "network",
+          `Download of ${t.name} from ${ctx.repo}@${t.commit} failed after ${at} (${reason}). ` +
+            (have > 0
+              ? `The partial file is kept at ${t.incomplete}${t.partialNote ?? ""}; run again to resume where it stopped (HTTP Range). `
+              : "") +
+            `If the Hub is unreachable, check HF_ENDPOINT (${ctx.endpoint}) and the network, ` +
+            `or set HF_HUB_OFFLINE=1 to use a complete cached copy.`,
+          {
+            repo: ctx.repo,
+            revision: ctx.revision,
+            file: t.file,
+            transient: true,
+            cause: err,
+            ...(err instanceof HubDownloadError ? { status: err.status, url: err.url } : {}),
+          },
+        );
+      }
+      const wait = backoff(ctx, n + 1);
+      ctx.log.warn(
+        `download of ${t.name} interrupted at ${at} (${reason}); ` +
+          `resuming in ${(wait / 1000).toFixed(1)} s (retry ${n + 1}/${ctx.retries})`,
+      );
+      await sleep(wait, undefined, { signal: ctx.signal });
+    }
+  }
+}
+
 /**
  * Download one blob into blobs/<etag> through blobs/<etag>.incomplete, resuming an existing partial
  * file with a Range request, retrying dropped transfers, verifying size and hash.
@@ -546,105 +601,82 @@ async function downloadBlob(ctx: Ctx, commit: string, meta: FileMeta, progress: 
     return false;
   }
   const kind = verifierFor(meta);
-  let hash: Hash | undefined;
+  let first = true;
   let freshRetryDone = false;
-  for (let attempt = 0; ; attempt++) {
-    ctx.signal?.throwIfAborted();
-    let offset = (await fileSize(incomplete)) ?? 0;
-    if (offset > meta.size) {
-      await rm(incomplete, { force: true });
-      offset = 0;
-    }
-    sync(offset);
-    if (attempt === 0 && offset > 0) {
-      ctx.log.info(`resuming ${meta.file} from ${formatBytes(offset)} of ${formatBytes(meta.size)}`);
-    }
-    try {
-      hash = await hashPrefix(incomplete, offset, kind, meta.size);
+  return retrying(ctx, { name: meta.file, commit, file: meta.file, incomplete, total: meta.size }, async () => {
+    for (;;) {
+      let offset = (await fileSize(incomplete)) ?? 0;
+      if (offset > meta.size) {
+        await rm(incomplete, { force: true });
+        offset = 0;
+      }
+      sync(offset);
+      if (first && offset > 0) ctx.log.info(`resuming ${meta.file} from ${formatBytes(offset)} of ${formatBytes(meta.size)}`);
+      first = false;
+      const hash = await hashPrefix(incomplete, offset, kind, meta.size);
       if (offset < meta.size || !(await exists(incomplete))) {
         const fh = await open(incomplete, offset > 0 ? "a" : "w");
-        try {
-          await streamFile(ctx, commit, meta, offset, meta.size, async (chunk) => {
-            await fh.write(chunk);
-            hash?.update(chunk);
-            counted += chunk.byteLength;
-            progress.advance(chunk.byteLength);
+        const write = async (chunk: Uint8Array) => {
+          await fh.write(chunk);
+          hash?.update(chunk);
+          counted += chunk.byteLength;
+          progress.advance(chunk.byteLength);
+        };
+        await streamFile(ctx, commit, meta, offset, meta.size, write)
+          .finally(() => fh.close())
+          .catch(async (err: unknown) => {
+            if (err instanceof RangeIgnored) {
+              ctx.log.warn(`${err.message}; downloading ${meta.file} again from the start`);
+              await rm(incomplete, { force: true });
+            }
+            throw err;
           });
-        } finally {
-          await fh.close();
-        }
       }
       const got = (await fileSize(incomplete)) ?? 0;
       if (got < meta.size) {
         throw new RestartTransfer(`connection closed after ${formatBytes(got)} of ${formatBytes(meta.size)}`);
       }
       const digest = hash?.digest("hex");
-      if (got > meta.size || (digest !== undefined && digest !== meta.etag)) {
-        await rm(incomplete, { force: true });
-        sync(0);
-        if (offset > 0 && !freshRetryDone) {
-          freshRetryDone = true;
-          ctx.log.warn(
-            `${meta.file}: ${got > meta.size ? "size" : "checksum"} mismatch after resuming a partial download; ` +
-              `the partial file was stale, downloading again from the start`,
-          );
-          continue;
-        }
-        const detail =
-          got > meta.size
-            ? `expected ${meta.size} bytes, got ${got}`
-            : `expected ${kind} ${meta.etag} (announced by the Hub), got ${digest}`;
-        throw new HubDownloadError(
-          "checksum",
-          `Corrupted download of ${meta.file} from ${ctx.repo}@${commit}: ${detail}. ` +
-            `The bad file was deleted from the cache; run again to retry. If it persists, a proxy or mirror ` +
-            `(HF_ENDPOINT=${ctx.endpoint}) is serving wrong data.`,
-          { repo: ctx.repo, revision: ctx.revision, file: meta.file },
+      if (got === meta.size && (digest === undefined || digest === meta.etag)) {
+        await rename(incomplete, blob);
+        return true;
+      }
+      await rm(incomplete, { force: true });
+      sync(0);
+      const mismatch = got > meta.size ? "size" : "checksum";
+      if (offset > 0 && !freshRetryDone) {
+        freshRetryDone = true;
+        ctx.log.warn(
+          `${meta.file}: ${mismatch} mismatch after resuming a partial download; ` +
+            `the partial file was stale, downloading again from the start`,
         );
+        continue;
       }
-      await rename(incomplete, blob);
-      return true;
-    } catch (err) {
-      if (ctx.signal?.aborted) throw ctx.signal.reason;
-      if (!isTransient(err)) throw err;
-      if (err instanceof RangeIgnored) {
-        ctx.log.warn(`${err.message}; downloading ${meta.file} again from the start`);
-        await rm(incomplete, { force: true });
-      }
-      const have = (await fileSize(incomplete)) ?? 0;
-      const reason = err instanceof Error && !(err instanceof TypeError) ? err.message : causeText(err);
-      if (attempt >= ctx.retries) {
-        throw new HubDownloadError(
-          "network",
-          `Download of ${meta.file} from ${ctx.repo}@${commit} failed after ${formatBytes(have)} of ` +
-            `${formatBytes(meta.size)} (${reason}). ` +
-            (have > 0
-              ? `The partial file is kept at ${incomplete}; run again to resume where it stopped (HTTP Range). `
-              : "") +
-            `If the Hub is unreachable, check HF_ENDPOINT (${ctx.endpoint}) and the network, ` +
-            `or set HF_HUB_OFFLINE=1 to use a complete cached copy.`,
-          {
-            repo: ctx.repo,
-            revision: ctx.revision,
-            file: meta.file,
-            transient: true,
-            cause: err,
-            ...(err instanceof HubDownloadError ? { status: err.status, url: err.url } : {}),
-          },
-        );
-      }
-      const wait = backoff(ctx, attempt + 1);
-      ctx.log.warn(
-        `download of ${meta.file} interrupted at ${formatBytes(have)} of ${formatBytes(meta.size)} (${reason}); ` +
-          `resuming in ${(wait / 1000).toFixed(1)} s (retry ${attempt + 1}/${ctx.retries})`,
+      const detail =
+        got > meta.size ? `expected ${meta.size} bytes, got ${got}` : `expected ${kind} ${meta.etag} (announced by the Hub), got ${digest}`;
+      throw new HubDownloadError(
+        "checksum",
+        `Corrupted download of ${meta.file} from ${ctx.repo}@${commit}: ${detail}. ` +
+          `The bad file was deleted from the cache; run again to retry. If it persists, a proxy or mirror ` +
+          `(HF_ENDPOINT=${ctx.endpoint}) is serving wrong data.`,
+        { repo: ctx.repo, revision: ctx.revision, file: meta.file },
       );
-      await sleep(wait, undefined, { signal: ctx.signal });
     }
-  }
+  });
 }
 
-/** Concurrent calls in this process share one transfer per blob. */
-const inflight = new Map<string, Promise<boolean>>();
+const inflight = new Map<string, Promise<unknown>>();
+
+/** Concurrent calls in this process share one job per key (a blob, a subset file): [the job, joined a running one]. */
+export function shared<T>(key: string, start: () => Promise<T>): [Promise<T>, boolean] {
+  const running = inflight.get(key) as Promise<T> | undefined;
+  if (running) return [running, true];
+  const job = start();
+  inflight.set(key, job);
+  const forget = () => void (inflight.get(key) === job && inflight.delete(key));
+  job.then(forget, forget);
+  return [job, false];
+}
 
 // ---------------------------------------------------------------------------------------------
 // entry point
@@ -788,20 +820,12 @@ export async function downloadCheckpoint(opts: DownloadCheckpointOptions): Promi
     let ok = false;
     try {
       for (const meta of metas) {
-        const blob = blobPath(storage, meta.etag);
-        // check-and-register without an await in between, so concurrent calls share the transfer
-        let job = inflight.get(blob);
-        if (job) {
+        const [job, joined] = shared(blobPath(storage, meta.etag), () => downloadBlob(ctx, commit, meta, progress));
+        if (joined) {
           await job;
           progress.fileStart(meta.file, meta.size, 0);
           progress.advance(meta.size);
-        } else {
-          job = downloadBlob(ctx, commit, meta, progress);
-          inflight.set(blob, job);
-          const forget = () => void (inflight.get(blob) === job && inflight.delete(blob));
-          job.then(forget, forget);
-          if (await job) downloaded.push(meta.file);
-        }
+        } else if (await job) downloaded.push(meta.file);
         await linkSnapshotFile(storage, commit, meta.file, meta.etag);
         progress.fileDone();
       }
