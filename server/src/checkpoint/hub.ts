@@ -129,39 +129,40 @@ export type HubErrorCode =
   | "http"
   | "bad_response";
 
+export interface HubErrorDetails {
+  repo: string;
+  revision: string;
+  file?: string | undefined;
+  status?: number | undefined;
+  url?: string | undefined;
+  /** worth retrying (network trouble, 5xx, 429) */
+  transient?: boolean;
+  cause?: unknown;
+}
+
 export class HubDownloadError extends Error {
   override readonly name = "HubDownloadError";
-  readonly code: HubErrorCode;
   readonly repo: string;
   readonly revision: string;
   readonly file: string | undefined;
   readonly status: number | undefined;
   readonly url: string | undefined;
-  /** worth retrying (network trouble, 5xx, 429) */
   readonly transient: boolean;
 
   constructor(
-    code: HubErrorCode,
+    readonly code: HubErrorCode,
     message: string,
-    details: {
-      repo: string;
-      revision: string;
-      file?: string | undefined;
-      status?: number | undefined;
-      url?: string | undefined;
-      transient?: boolean;
-      cause?: unknown;
-    },
+    d: HubErrorDetails,
   ) {
-    super(message, details.cause === undefined ? undefined : { cause: details.cause });
-    this.code = code;
-    this.repo = details.repo;
-    this.revision = details.revision;
-    this.file = details.file;
-    this.status = details.status;
-    this.url = details.url;
-    this.transient = details.transient ?? false;
+    super(message, d.cause === undefined ? undefined : { cause: d.cause });
+    ({ repo: this.repo, revision: this.revision, file: this.file, status: this.status, url: this.url } = d);
+    this.transient = d.transient ?? false;
   }
+}
+
+/** A HubDownloadError about ctx's repo and revision. */
+export function hubError(ctx: Ctx, code: HubErrorCode, message: string, d: Partial<HubErrorDetails> = {}): HubDownloadError {
+  return new HubDownloadError(code, message, { repo: ctx.repo, revision: ctx.revision, ...d });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -199,22 +200,8 @@ export async function resolveToken(
 // ---------------------------------------------------------------------------------------------
 // HTTP: the fetch handed to @huggingface/hub
 
-/** What every request of one download needs (exported for hub-text.ts's ranged subset download). */
-export interface HubContext {
-  repo: string;
-  revision: string;
-  endpoint: string;
-  token: { token: string; source: string } | undefined;
-  cacheDir: string;
-  storage: string;
-  fetch: typeof fetch;
-  log: HubLogger;
-  retries: number;
-  retryDelayMs: number;
-  timeoutMs: number;
-  stallTimeoutMs: number;
-  signal: AbortSignal | undefined;
-}
+/** What every request of one download needs: the options with their defaults, the token, the cache folder. */
+export type HubContext = Awaited<ReturnType<typeof createHubContext>>;
 type Ctx = HubContext;
 
 /** The request context of a download of `repo`@`revision` from the options (token lookup, endpoint, retry settings). */
@@ -222,7 +209,7 @@ export async function createHubContext(
   opts: Omit<DownloadCheckpointOptions, "repo" | "revision" | "files">,
   repo: string,
   revision: string,
-): Promise<HubContext> {
+) {
   const cacheDir = resolveCacheDir(opts.cacheDir);
   return {
     repo,
@@ -278,12 +265,13 @@ export function hubFetch(ctx: Ctx, what: What, opts: { timeoutMs?: number; signa
       if (ctx.signal?.aborted) throw ctx.signal.reason;
       const timedOut = (err as Error)?.name === "TimeoutError";
       const reason = timedOut ? `timed out after ${opts.timeoutMs} ms` : causeText(err);
-      throw new HubDownloadError(
+      throw hubError(
+        ctx,
         "network",
         `Cannot reach the Hugging Face Hub at ${ctx.endpoint} (or the download server it redirects to) while ${what.doing} ` +
           `(${reason}). Check the network / proxy, set HF_ENDPOINT to a reachable mirror, or set HF_HUB_OFFLINE=1 ` +
           `to use only the local cache (${ctx.cacheDir}).`,
-        { repo: ctx.repo, revision: ctx.revision, file: what.file, url, transient: true, cause: err },
+        { file: what.file, url, transient: true, cause: err },
       );
     }
     if (!res.ok) throw await statusError(ctx, res, what);
@@ -317,13 +305,13 @@ async function statusError(ctx: Ctx, res: Response, what: What): Promise<HubDown
     }
   }
   const server = serverMsg ? `: ${serverMsg.trim()}` : "";
-  const base = { repo: ctx.repo, revision: ctx.revision, file: what.file, status, url: res.url || undefined };
+
   const tokenHint = ctx.token
     ? `A token was sent (from ${ctx.token.source}) but it was rejected or its account has no access.`
     : `No token was sent: set HF_TOKEN (or HF_TOKEN_PATH / run \`hf auth login\`) to a read token of an account with access.`;
   const at = `${ctx.repo}@${ctx.revision}${what.commit && what.commit !== ctx.revision ? ` (commit ${what.commit})` : ""}`;
   const error = (code: HubErrorCode, message: string, transient = false) =>
-    new HubDownloadError(code, message, { ...base, transient });
+    hubError(ctx, code, message, { file: what.file, status, url: res.url || undefined, transient });
 
   if (errorCode === "GatedRepo") {
     return error(
@@ -378,9 +366,7 @@ async function metadata<T>(ctx: Ctx, what: What, call: (f: typeof fetch) => Prom
       const retry = err instanceof HubDownloadError && err.transient && (err.status !== undefined || timedOut);
       if (!retry || attempt >= attempts) {
         if (err instanceof HubDownloadError || !(err instanceof Error)) throw err;
-        throw new HubDownloadError("bad_response", `Malformed answer from ${ctx.endpoint} while ${what.doing}: ${err.message}`, {
-          repo: ctx.repo,
-          revision: ctx.revision,
+        throw hubError(ctx, "bad_response", `Malformed answer from ${ctx.endpoint} while ${what.doing}: ${err.message}`, {
           file: what.file,
           cause: err,
         });
@@ -398,10 +384,10 @@ async function fetchRepoInfo(ctx: Ctx): Promise<{ sha: string; siblings: string[
     modelInfo({ name: ctx.repo, revision: ctx.revision, hubUrl: ctx.endpoint, fetch: f, additionalFields: ["sha", "filePaths"] }),
   );
   if (typeof info.sha !== "string" || !isCommitHash(info.sha) || !Array.isArray(info.filePaths)) {
-    throw new HubDownloadError(
+    throw hubError(
+      ctx,
       "bad_response",
       `Malformed repo info for ${ctx.repo}@${ctx.revision}: expected {sha: <40-hex>, siblings: [...]}. Is HF_ENDPOINT (${ctx.endpoint}) a Hugging Face Hub?`,
-      { repo: ctx.repo, revision: ctx.revision },
     );
   }
   return { sha: info.sha, siblings: info.filePaths.filter((f): f is string => typeof f === "string") };
@@ -426,12 +412,7 @@ export async function fetchFileMetas(ctx: Ctx, commit: string, files: string[]):
   return files.map((file) => {
     const info = infos.find((i) => i.path === file);
     const etag = info?.lfs?.oid ?? info?.oid ?? "";
-    const fail = (why: string) =>
-      new HubDownloadError(info ? "bad_response" : "entry_not_found", `${file} in ${ctx.repo}@${commit}: ${why}.`, {
-        repo: ctx.repo,
-        revision: ctx.revision,
-        file,
-      });
+    const fail = (why: string) => hubError(ctx, info ? "bad_response" : "entry_not_found", `${file} in ${ctx.repo}@${commit}: ${why}.`, { file });
     if (!info) throw fail("no such file");
     if (!SAFE_ETAG_RE.test(etag) || etag === "." || etag === "..") throw fail(`unusable oid '${etag}'`);
     if (!Number.isSafeInteger(info.size) || info.size < 0) throw fail("no size");
@@ -473,7 +454,7 @@ export async function streamFile(
       fetch: fetchKeepingErrors,
       ...(meta.xet ? {} : { downloadInfo: { size: meta.size, etag: meta.etag, url: `${ctx.endpoint}/${ctx.repo}/resolve/${commit}/${path}` } }),
     });
-    if (!blob) throw new HubDownloadError("entry_not_found", `File '${meta.file}' not found in ${ctx.repo}@${commit}.`, { repo: ctx.repo, revision: ctx.revision, file: meta.file });
+    if (!blob) throw hubError(ctx, "entry_not_found", `File '${meta.file}' not found in ${ctx.repo}@${commit}.`, { file: meta.file });
     const part = start === 0 && end === meta.size ? blob : blob.slice(start, end);
     for await (const chunk of part.stream() as unknown as AsyncIterable<Uint8Array>) {
       arm();
@@ -482,13 +463,7 @@ export async function streamFile(
   } catch (err) {
     const e = failure ?? err;
     if (stall.signal.aborted && !(e instanceof HubDownloadError && e.code !== "network")) {
-      throw new HubDownloadError("network", `${meta.file}: ${(stall.signal.reason as Error).message}`, {
-        repo: ctx.repo,
-        revision: ctx.revision,
-        file: meta.file,
-        transient: true,
-        cause: e,
-      });
+      throw hubError(ctx, "network", `${meta.file}: ${(stall.signal.reason as Error).message}`, { file: meta.file, transient: true, cause: e });
     }
     throw e;
   } finally {
@@ -553,7 +528,8 @@ export async function retrying<T>(ctx: Ctx, t: Transfer, attempt: () => Promise<
       const reason = err instanceof HubDownloadError || err instanceof RestartTransfer ? err.message : causeText(err);
       const at = `${formatBytes(have)} of ${formatBytes(t.total)}`;
       if (n >= ctx.retries) {
-        throw new HubDownloadError(
+        throw hubError(
+          ctx,
           "network",
           `Download of ${t.name} from ${ctx.repo}@${t.commit} failed after ${at} (${reason}). ` +
             (have > 0
@@ -561,14 +537,7 @@ export async function retrying<T>(ctx: Ctx, t: Transfer, attempt: () => Promise<
               : "") +
             `If the Hub is unreachable, check HF_ENDPOINT (${ctx.endpoint}) and the network, ` +
             `or set HF_HUB_OFFLINE=1 to use a complete cached copy.`,
-          {
-            repo: ctx.repo,
-            revision: ctx.revision,
-            file: t.file,
-            transient: true,
-            cause: err,
-            ...(err instanceof HubDownloadError ? { status: err.status, url: err.url } : {}),
-          },
+          { file: t.file, transient: true, cause: err, ...(err instanceof HubDownloadError ? { status: err.status, url: err.url } : {}) },
         );
       }
       const wait = backoff(ctx, n + 1);
@@ -654,12 +623,13 @@ async function downloadBlob(ctx: Ctx, commit: string, meta: FileMeta, progress: 
       }
       const detail =
         got > meta.size ? `expected ${meta.size} bytes, got ${got}` : `expected ${kind} ${meta.etag} (announced by the Hub), got ${digest}`;
-      throw new HubDownloadError(
+      throw hubError(
+        ctx,
         "checksum",
         `Corrupted download of ${meta.file} from ${ctx.repo}@${commit}: ${detail}. ` +
           `The bad file was deleted from the cache; run again to retry. If it persists, a proxy or mirror ` +
           `(HF_ENDPOINT=${ctx.endpoint}) is serving wrong data.`,
-        { repo: ctx.repo, revision: ctx.revision, file: meta.file },
+        { file: meta.file },
       );
     }
   });
