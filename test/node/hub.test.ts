@@ -19,6 +19,7 @@ import {
   type DownloadCheckpointOptions,
   type DownloadProgress,
 } from "../../server/src/checkpoint/hub.js";
+import { PRODUCT } from "../../server/src/version.js";
 import { FakeHub, deterministicBytes } from "./support/fake-hub.js";
 
 const REPO = "nvidia/C-RADIOv4-H";
@@ -154,6 +155,8 @@ describe("download into the Python huggingface_hub cache layout", () => {
     assert.equal(lfsGet[0]!.file, "model.safetensors");
     // no token configured -> none sent
     assert.ok(hub.requests.every((r) => r.headers["authorization"] === undefined));
+    // the user agent carries the package version
+    assert.ok(hub.requests.every((r) => r.headers["user-agent"]?.startsWith(`radio-sidecar/${PRODUCT.version};`)));
   });
 
   test("second call is a cache hit: no file request; a pinned commit makes no request at all", async () => {

@@ -55,7 +55,7 @@ export type { DownloadProgress, HubLogger, ProgressMode } from "./hub-progress.j
 export { resolveCacheDir, repoStorageDir, resolveFromCache } from "./hub-cache.js";
 
 export const HF_DEFAULT_ENDPOINT = "https://huggingface.co";
-const USER_AGENT = `${PRODUCT.name}/${PRODUCT.version}; node/${process.versions.node}`;
+const USER_AGENT = `radio-sidecar/${PRODUCT.version}; node/${process.versions.node}`;
 const SAFE_ETAG_RE = /^[A-Za-z0-9_.-]+$/;
 
 export interface DownloadCheckpointOptions {
