@@ -19,6 +19,7 @@ import {
   type DownloadCheckpointOptions,
   type DownloadProgress,
 } from "../../server/src/checkpoint/hub.js";
+import { PRODUCT } from "../../server/src/version.js";
 import { FakeHub, deterministicBytes } from "./support/fake-hub.js";
 
 const REPO = "nvidia/C-RADIOv4-H";
@@ -154,6 +155,8 @@ describe("download into the Python huggingface_hub cache layout", () => {
     assert.equal(lfsGet[0]!.file, "model.safetensors");
     // no token configured -> none sent
     assert.ok(hub.requests.every((r) => r.headers["authorization"] === undefined));
+    // the user agent carries the package version
+    assert.ok(hub.requests.every((r) => r.headers["user-agent"]?.startsWith(`radio-sidecar/${PRODUCT.version};`)));
   });
 
   test("second call is a cache hit: no file request; a pinned commit makes no request at all", async () => {
@@ -178,7 +181,7 @@ describe("download into the Python huggingface_hub cache layout", () => {
     assert.deepEqual(hub.requests, []);
   });
 
-  test("reuses a cache written by Python: blob present, pointer missing -> HEAD only, no GET", async () => {
+  test("reuses a cache written by Python: blob present, pointer missing -> metadata only, no GET", async () => {
     const cache = await freshDir();
     const storage = storageOf(cache);
     // what huggingface_hub leaves after downloading model.safetensors at another revision
@@ -188,11 +191,9 @@ describe("download into the Python huggingface_hub cache layout", () => {
     await writeFile(join(storage, "blobs", sha), src);
     const res = await downloadCheckpoint(opts(cache));
     assert.ok(!res.downloaded.includes("model.safetensors"));
-    const forWeights = hub.fileRequests().filter((r) => r.file === "model.safetensors");
-    assert.deepEqual(
-      forWeights.map((r) => r.method),
-      ["HEAD"],
-    );
+    // its sha256 comes from the one paths-info request; the file itself is not requested
+    assert.equal(hub.requests.filter((r) => r.kind === "paths-info").length, 1);
+    assert.deepEqual(hub.fileRequests().filter((r) => r.file === "model.safetensors"), []);
     assert.equal(await readlink(join(res.snapshotDir, "model.safetensors")), `../../blobs/${sha}`);
   });
 
@@ -229,13 +230,11 @@ describe("download into the Python huggingface_hub cache layout", () => {
       downloadCheckpoint(opts(cache, { repo, offline: true })),
       isHubError("not_cached", /model-00002-of-00002\.safetensors/, /test\/sharded/),
     );
-    // online, it is fetched again from the blob (HEAD only)
+    // online, it is linked again to the blob (metadata only)
     hub.clearRequests();
     await downloadCheckpoint(opts(cache, { repo }));
-    assert.deepEqual(
-      hub.fileRequests().map((r) => `${r.method} ${r.file}`),
-      ["HEAD model-00002-of-00002.safetensors"],
-    );
+    assert.deepEqual(hub.fileRequests(), []);
+    assert.deepEqual(hub.requests.map((r) => r.kind), ["repo-info", "paths-info"]);
   });
 
   test("small files: the same-origin resolve-cache redirect is followed (token kept), or served directly", async () => {
@@ -244,7 +243,7 @@ describe("download into the Python huggingface_hub cache layout", () => {
     const cfg = hub.requests.filter((r) => r.file === "config.json");
     assert.deepEqual(
       cfg.map((r) => `${r.method} ${r.status} ${r.url.startsWith("/api/resolve-cache/") ? "cache" : "resolve"}`),
-      ["HEAD 307 resolve", "HEAD 200 cache", "GET 307 resolve", "GET 200 cache"],
+      ["GET 307 resolve", "GET 200 cache"],
     );
     assert.ok(cfg.every((r) => r.headers["authorization"] === "Bearer hf_abc"));
     assert.ok((await readFile(join(res.snapshotDir, "config.json"))).equals(await readFile(join(ckptDir, "config.json"))));
@@ -255,7 +254,7 @@ describe("download into the Python huggingface_hub cache layout", () => {
       await downloadCheckpoint(opts(await freshDir(), { files: ["config.json"] }));
       assert.deepEqual(
         hub.requests.filter((r) => r.file === "config.json").map((r) => `${r.method} ${r.status}`),
-        ["HEAD 200", "GET 200"],
+        ["GET 200"],
       );
     } finally {
       hub.resolveCacheRedirect = true;
@@ -298,7 +297,7 @@ describe("resume", () => {
     const res = await downloadCheckpoint(opts(cache, { retries: 0 }));
     const gets = hub.contentRequests().filter((r) => r.file === "model.safetensors");
     assert.equal(gets.length, 1);
-    assert.equal(gets[0]!.headers["range"], `bytes=${partial}-`);
+    assert.equal(gets[0]!.headers["range"], `bytes=${partial}-${src.length - 1}`);
     assert.equal(gets[0]!.status, 206);
     assert.equal(await sha256File(join(res.snapshotDir, "model.safetensors")), sha);
     assert.ok(!existsSync(incomplete));
@@ -313,7 +312,7 @@ describe("resume", () => {
     const gets = hub.contentRequests().filter((r) => r.file === "model.safetensors");
     assert.equal(gets.length, 2);
     assert.equal(gets[0]!.headers["range"], undefined);
-    assert.match(String(gets[1]!.headers["range"]), /^bytes=[1-9]\d*-$/);
+    assert.match(String(gets[1]!.headers["range"]), new RegExp(`^bytes=[1-9]\\d*-${src.length - 1}$`));
     assert.ok((await readFile(join(res.snapshotDir, "model.safetensors"))).equals(src));
     assert.ok(logLines.some((l) => l.startsWith("WARN download of model.safetensors interrupted")));
   });
@@ -325,7 +324,7 @@ describe("resume", () => {
     const res = await downloadCheckpoint(opts(cache, { stallTimeoutMs: 300 }));
     const gets = hub.contentRequests().filter((r) => r.file === "model.safetensors");
     assert.equal(gets.length, 2);
-    assert.match(String(gets[1]!.headers["range"]), /^bytes=[1-9]\d*-$/);
+    assert.match(String(gets[1]!.headers["range"]), new RegExp(`^bytes=[1-9]\\d*-${src.length - 1}$`));
     assert.ok((await readFile(join(res.snapshotDir, "model.safetensors"))).equals(src));
   });
 
@@ -340,7 +339,7 @@ describe("resume", () => {
     const gets = hub.contentRequests().filter((r) => r.file === "model.safetensors");
     assert.deepEqual(
       gets.map((r) => r.headers["range"]),
-      ["bytes=123457-"],
+      [`bytes=123457-${src.length - 1}`],
     );
     assert.equal(await sha256File(join(res.snapshotDir, "model.safetensors")), sha);
 
@@ -386,7 +385,7 @@ describe("resume", () => {
     const gets = hub.contentRequests().filter((r) => r.file === "model.safetensors");
     assert.deepEqual(
       gets.map((r) => r.headers["range"]),
-      ["bytes=200000-", undefined],
+      [`bytes=200000-${src.length - 1}`, undefined],
     );
     assert.ok(logLines.some((l) => /checksum mismatch after resuming/.test(l)));
   });
@@ -643,15 +642,13 @@ describe("authentication and not-found errors", () => {
 });
 
 describe("fake hub", () => {
-  test("also serves @huggingface/hub's listFiles / pathsInfo / modelInfo", async () => {
+  test("serves @huggingface/hub's modelInfo / pathsInfo", async () => {
     const lib = await import("@huggingface/hub");
-    const listed: string[] = [];
-    for await (const f of lib.listFiles({ repo: REPO, hubUrl: hub.endpoint })) listed.push(f.path);
-    assert.deepEqual(listed.sort(), ["README.md", "config.json", "hf_model.py", "model.safetensors", "preprocessor_config.json"]);
     const [info] = await lib.pathsInfo({ repo: REPO, paths: ["model.safetensors"], hubUrl: hub.endpoint });
     assert.equal(info?.lfs?.oid, hub.fileInfo(REPO, "model.safetensors").sha256);
-    const model = await lib.modelInfo({ name: REPO, hubUrl: hub.endpoint, additionalFields: ["sha"] });
+    const model = await lib.modelInfo({ name: REPO, hubUrl: hub.endpoint, additionalFields: ["sha", "filePaths"] });
     assert.equal(model.sha, commitMain);
+    assert.deepEqual(model.filePaths.sort(), ["README.md", "config.json", "hf_model.py", "model.safetensors", "preprocessor_config.json"]);
   });
 });
 

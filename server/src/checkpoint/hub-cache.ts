@@ -13,9 +13,7 @@
 import { lstat, mkdir, readFile, readdir, rename, rm, stat, statfs, symlink, copyFile, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join, relative, resolve, sep } from "node:path";
-import { getHFHubCachePath, getRepoFolderName } from "@huggingface/hub";
-
-export const REGEX_COMMIT_HASH = /^[0-9a-f]{40}$/;
+import { REGEX_COMMIT_HASH, getHFHubCachePath, getRepoFolderName } from "@huggingface/hub";
 
 export const CONFIG_FILE = "config.json";
 export const PREPROCESSOR_CONFIG_FILE = "preprocessor_config.json";
@@ -109,13 +107,6 @@ export function refPath(storage: string, revision: string): string {
   return join(storage, "refs", ...revision.split("/"));
 }
 
-/** Strip `W/` and quotes from an ETag header, like Python's _normalize_etag. */
-export function normalizeEtag(etag: string): string {
-  let e = etag.trim();
-  if (e.startsWith("W/")) e = e.slice(2);
-  return e.replace(/^"+|"+$/g, "");
-}
-
 /** True if `p` exists; with follow=true a dangling symlink counts as missing. */
 export async function exists(p: string, follow = true): Promise<boolean> {
   try {
@@ -154,13 +145,8 @@ export async function writeRef(storage: string, revision: string, commit: string
   await rename(tmp, p);
 }
 
-/**
- * snapshots/<commit>/<file> -> relative path to blobs/<etag>, as Python's _create_symlink
- * (falls back to a copy where symlinks are not allowed). Replaces any existing pointer atomically.
- */
-export async function linkSnapshotFile(storage: string, commit: string, file: string, etag: string): Promise<string> {
-  const dst = pointerPath(storage, commit, file);
-  const src = blobPath(storage, etag);
+/** `dst` -> relative path to `src` (a copy where symlinks are not allowed), replacing any existing `dst` atomically. */
+export async function linkFile(src: string, dst: string): Promise<string> {
   await mkdir(dirname(dst), { recursive: true });
   const tmp = `${dst}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
   try {
@@ -175,6 +161,11 @@ export async function linkSnapshotFile(storage: string, commit: string, file: st
     throw err;
   }
   return dst;
+}
+
+/** snapshots/<commit>/<file> -> ../../blobs/<etag>, as Python's _create_symlink. */
+export function linkSnapshotFile(storage: string, commit: string, file: string, etag: string): Promise<string> {
+  return linkFile(blobPath(storage, etag), pointerPath(storage, commit, file));
 }
 
 /** All files below a snapshot folder, as repo-relative '/' paths (symlinks included, dangling ones too). */

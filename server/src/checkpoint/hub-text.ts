@@ -24,13 +24,13 @@
  * own `.no_exist/`) is left alone by those tools and goes away with the repo's cache folder.
  */
 import { createReadStream } from "node:fs";
-import { mkdir, open, readFile, rename, rm, symlink, copyFile, writeFile } from "node:fs/promises";
-import { dirname, join, relative } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
+import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import {
   exists,
   fileSize,
   isCommitHash,
+  linkFile,
   pointerPath,
   repoStorageDir,
   resolveCacheDir,
@@ -42,19 +42,17 @@ import {
 } from "./hub-cache.js";
 import {
   HubDownloadError,
+  RangeIgnored,
   RestartTransfer,
-  TimeoutError,
-  backoff,
-  causeText,
   createHubContext,
   downloadCheckpoint,
-  fetchFileMeta,
+  fetchFileMetas,
   isOfflineFromEnv,
-  isTransient,
-  request,
-  resolveUrl,
-  statusError,
+  retrying,
+  shared,
+  streamFile,
   type DownloadCheckpointOptions,
+  type FileMeta,
   type HubContext,
 } from "./hub.js";
 import { ProgressReporter, formatBytes, stderrLogger } from "./hub-progress.js";
@@ -153,7 +151,7 @@ interface Journal {
   /** the subset file's 8-byte length + header JSON, base64 (its first bytes on disk) */
   header: string;
   total: number;
-  shards: Record<string, { etag: string; size: number }>;
+  shards: Record<string, { etag: string; size: number; xet?: boolean }>;
   tensors: PlannedTensor[];
   segments: Segment[];
 }
@@ -189,70 +187,36 @@ function planSegments(tensors: readonly PlannedTensor[], dataStart: number): Seg
 }
 
 // ---------------------------------------------------------------------------------------------
-// ranged reads
+// ranged reads (the library's Blob.slice, through hub.ts's streamFile)
 
 function badResponse(ctx: HubContext, file: string, message: string): HubDownloadError {
   return new HubDownloadError("bad_response", message, { repo: ctx.repo, revision: ctx.revision, file });
 }
 
-/** Checks a 206 answer to `bytes=from-to` of a file of `size` bytes. */
-function checkContentRange(ctx: HubContext, file: string, res: Response, from: number, to: number, size: number): void {
-  if (res.status === 200) {
-    throw new HubDownloadError(
-      "http",
-      `The server answered a Range request for ${file} of ${ctx.repo} with the whole file (HTTP 200): the text tower ` +
-        `subset needs HTTP Range support. If HF_ENDPOINT (${ctx.endpoint}) is a mirror or proxy, let Range ` +
-        `requests through, or use the Hugging Face Hub directly.`,
-      { repo: ctx.repo, revision: ctx.revision, file, status: 200 },
-    );
-  }
-  const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers.get("content-range") ?? "");
-  if (res.status !== 206 || !m || Number(m[1]) !== from || Number(m[2]) !== to || (m[3] !== "*" && Number(m[3]) !== size)) {
-    throw badResponse(
-      ctx,
-      file,
-      `Unexpected answer to Range bytes=${from}-${to} of ${file} (${size} bytes) from ${ctx.repo}: HTTP ${res.status}, ` +
-        `Content-Range '${res.headers.get("content-range") ?? ""}'.`,
-    );
-  }
+/** RangeIgnored is no reason to retry here: the subset cannot be built without HTTP Range. */
+function rangeRequired(ctx: HubContext, file: string, err: unknown): unknown {
+  if (!(err instanceof RangeIgnored)) return err;
+  return new HubDownloadError(
+    "http",
+    `The server did not answer a Range request for ${file} of ${ctx.repo} with the bytes asked (${err.message}): the text ` +
+      `tower subset needs HTTP Range support. If HF_ENDPOINT (${ctx.endpoint}) is a mirror or proxy, let Range ` +
+      `requests through, or use the Hugging Face Hub directly.`,
+    { repo: ctx.repo, revision: ctx.revision, file },
+  );
 }
 
 /** A small ranged read (a shard header), retried on transient errors. */
-async function readRange(ctx: HubContext, commit: string, file: string, from: number, to: number, size: number): Promise<Buffer> {
-  const what = { file, commit, doing: `reading bytes ${from}-${to} of ${file}` };
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const res = await request(
-        ctx,
-        resolveUrl(ctx, commit, file),
-        { method: "GET", headers: { Range: `bytes=${from}-${to}`, "Accept-Encoding": "identity" }, followCrossOrigin: true, timeoutMs: ctx.stallTimeoutMs },
-        what,
-      );
-      if (!res.ok) throw await statusError(ctx, res, what);
-      try {
-        checkContentRange(ctx, file, res, from, to, size);
-      } catch (err) {
-        await res.body?.cancel().catch(() => undefined);
-        throw err;
-      }
-      const buf = Buffer.from(await res.arrayBuffer());
-      if (buf.length !== to - from + 1) throw new RestartTransfer(`got ${buf.length} of ${to - from + 1} bytes`);
-      return buf;
-    } catch (err) {
-      if (ctx.signal?.aborted) throw ctx.signal.reason;
-      if (!isTransient(err) || attempt >= ctx.retries) {
-        if (err instanceof HubDownloadError) throw err;
-        throw new HubDownloadError("network", `Reading ${file} of ${ctx.repo}@${commit} failed (${causeText(err)}). Check the network and run again.`, {
-          repo: ctx.repo,
-          revision: ctx.revision,
-          file,
-          transient: true,
-          cause: err,
-        });
-      }
-      await sleep(backoff(ctx, attempt + 1), undefined, { signal: ctx.signal });
-    }
-  }
+async function readRange(ctx: HubContext, commit: string, meta: FileMeta, from: number, to: number): Promise<Buffer> {
+  const name = `bytes ${from}-${to} of ${meta.file}`;
+  return retrying(ctx, { name, commit, file: meta.file, total: to - from + 1 }, async () => {
+    const chunks: Uint8Array[] = [];
+    await streamFile(ctx, commit, meta, from, to + 1, async (c) => void chunks.push(c)).catch((err: unknown) => {
+      throw rangeRequired(ctx, meta.file, err);
+    });
+    const buf = Buffer.concat(chunks);
+    if (buf.length !== to - from + 1) throw new RestartTransfer(`got ${buf.length} of ${to - from + 1} bytes`);
+    return buf;
+  });
 }
 
 interface ShardHeaderEntry {
@@ -262,13 +226,14 @@ interface ShardHeaderEntry {
 }
 
 /** The safetensors header of a remote shard: the 8-byte length, then the JSON. */
-async function fetchShardHeader(ctx: HubContext, commit: string, shard: string, size: number): Promise<{ entries: Record<string, ShardHeaderEntry>; dataStart: number }> {
+async function fetchShardHeader(ctx: HubContext, commit: string, meta: FileMeta): Promise<{ entries: Record<string, ShardHeaderEntry>; dataStart: number }> {
+  const { file: shard, size } = meta;
   if (size < 8) throw badResponse(ctx, shard, `${shard} of ${ctx.repo}@${commit} has ${size} bytes: not a safetensors file.`);
-  const n = Number((await readRange(ctx, commit, shard, 0, 7, size)).readBigUInt64LE(0));
+  const n = Number((await readRange(ctx, commit, meta, 0, 7)).readBigUInt64LE(0));
   if (n <= 0 || n > MAX_HEADER || 8 + n > size) {
     throw badResponse(ctx, shard, `${shard} of ${ctx.repo}@${commit}: header length ${n} does not fit a safetensors file of ${size} bytes.`);
   }
-  const json = await readRange(ctx, commit, shard, 8, 8 + n - 1, size);
+  const json = await readRange(ctx, commit, meta, 8, 8 + n - 1);
   try {
     return { entries: JSON.parse(json.toString("utf8")) as Record<string, ShardHeaderEntry>, dataStart: 8 + n };
   } catch (err) {
@@ -286,12 +251,13 @@ async function makePlan(ctx: HubContext, commit: string, index: Record<string, s
   }
   const shards: Journal["shards"] = {};
   const tensors: PlannedTensor[] = [];
-  for (const [shard, names] of [...byShard].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    const meta = await fetchFileMeta(ctx, commit, shard);
-    shards[shard] = { etag: meta.etag, size: meta.size };
-    const { entries, dataStart } = await fetchShardHeader(ctx, commit, shard, meta.size);
+  const metas = await fetchFileMetas(ctx, commit, [...byShard.keys()].sort());
+  for (const meta of metas) {
+    const { file: shard, etag, size, xet } = meta;
+    shards[shard] = { etag, size, xet };
+    const { entries, dataStart } = await fetchShardHeader(ctx, commit, meta);
     const inShard: PlannedTensor[] = [];
-    for (const name of names) {
+    for (const name of byShard.get(shard)!) {
       const e = entries[name];
       if (!e || typeof e !== "object") {
         throw badResponse(ctx, shard, `${INDEX_FILE} of ${ctx.repo}@${commit} puts ${name} in ${shard}, but that shard's header has no such tensor.`);
@@ -301,12 +267,12 @@ async function makePlan(ctx: HubContext, commit: string, index: Record<string, s
       const [begin, end] = Array.isArray(e.data_offsets) ? e.data_offsets : [NaN, NaN];
       const shape = Array.isArray(e.shape) ? e.shape : [];
       const expected = width === undefined ? NaN : shape.reduce((a, b) => a * b, 1) * width;
-      if (width === undefined || !Number.isSafeInteger(begin) || end - begin !== expected || begin < 0 || dataStart + end > meta.size) {
+      if (width === undefined || !Number.isSafeInteger(begin) || end - begin !== expected || begin < 0 || dataStart + end > size) {
         throw badResponse(
           ctx,
           shard,
           `${shard} of ${ctx.repo}@${commit}: tensor ${name} (${String(e.dtype)} [${shape.join(", ")}]) has data_offsets ` +
-            `[${begin}, ${end}] that do not fit its dtype and shape or the file (${meta.size} bytes).`,
+            `[${begin}, ${end}] that do not fit its dtype and shape or the file (${size} bytes).`,
         );
       }
       inShard.push({ name, dtype, shape, shard, start: dataStart + begin, end: dataStart + end });
@@ -337,57 +303,23 @@ async function transferSegment(
   commit: string,
   seg: Segment,
   from: number,
-  shardSize: number,
+  shard: Journal["shards"][string],
   fh: Awaited<ReturnType<typeof open>>,
   onBytes: (n: number) => void,
 ): Promise<void> {
-  const to = seg.end - 1;
-  const what = { file: seg.shard, commit, doing: `downloading bytes ${from}-${to} of ${seg.shard}` };
-  const stall = new AbortController();
-  let timer: NodeJS.Timeout | undefined;
-  const arm = () => {
-    if (timer) clearTimeout(timer);
-    timer = setTimeout(() => stall.abort(new TimeoutError(`no data received for ${ctx.stallTimeoutMs} ms`)), ctx.stallTimeoutMs);
-  };
-  arm();
+  let left = seg.end - from;
+  const meta: FileMeta = { file: seg.shard, etag: shard.etag, size: shard.size, lfs: true, xet: shard.xet ?? false };
   try {
-    const res = await request(
-      ctx,
-      resolveUrl(ctx, commit, seg.shard),
-      { method: "GET", headers: { Range: `bytes=${from}-${to}`, "Accept-Encoding": "identity" }, followCrossOrigin: true, signal: stall.signal },
-      what,
-    );
-    if (!res.ok) throw await statusError(ctx, res, what);
-    try {
-      checkContentRange(ctx, seg.shard, res, from, to, shardSize);
-    } catch (err) {
-      await res.body?.cancel().catch(() => undefined);
-      throw err;
-    }
-    if (!res.body) throw new RestartTransfer("response has no body");
-    let left = to - from + 1;
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      arm();
-      if (chunk.byteLength > left) throw badResponse(ctx, seg.shard, `${seg.shard}: more bytes than the Range asked for (${to - from + 1}).`);
+    await streamFile(ctx, commit, meta, from, seg.end, async (chunk) => {
+      if (chunk.byteLength > left) throw badResponse(ctx, seg.shard, `${seg.shard}: more bytes than the Range asked for (${seg.end - from}).`);
       await fh.write(chunk);
       left -= chunk.byteLength;
       onBytes(chunk.byteLength);
-    }
-    if (left > 0) throw new RestartTransfer(`connection closed with ${formatBytes(left)} of bytes ${from}-${to} of ${seg.shard} missing`);
+    });
   } catch (err) {
-    if (stall.signal.aborted && !(err instanceof HubDownloadError && err.code !== "network")) {
-      throw new HubDownloadError("network", `${seg.shard}: ${(stall.signal.reason as Error).message}`, {
-        repo: ctx.repo,
-        revision: ctx.revision,
-        file: seg.shard,
-        transient: true,
-        cause: err,
-      });
-    }
-    throw err;
-  } finally {
-    if (timer) clearTimeout(timer);
+    throw rangeRequired(ctx, seg.shard, err);
   }
+  if (left > 0) throw new RestartTransfer(`connection closed with ${formatBytes(left)} of bytes ${from}-${seg.end - 1} of ${seg.shard} missing`);
 }
 
 async function readJournal(path: string, repo: string, commit: string): Promise<Journal | undefined> {
@@ -485,48 +417,25 @@ async function downloadSubset(
   const startedAt = have;
   let ok = false;
   try {
-    for (let attempt = 0; ; attempt++) {
-      ctx.signal?.throwIfAborted();
+    const name = `${TEXT_SUBSET_FILE} (text tower subset)`;
+    await retrying(ctx, { name, commit, file: TEXT_SUBSET_FILE, incomplete, total, partialNote: ` (plan in ${journalPath})` }, async () => {
       const offset = (await fileSize(incomplete)) ?? 0;
       if (offset < have) throw new Error(`${incomplete} shrank while downloading`);
       have = offset;
-      if (have >= total) break;
+      const fh = await open(incomplete, "a");
       try {
-        const fh = await open(incomplete, "a");
-        try {
-          for (const seg of journal.segments) {
-            const segEnd = seg.dst + (seg.end - seg.start);
-            if (segEnd <= have) continue;
-            await transferSegment(ctx, commit, seg, seg.start + (have - seg.dst), journal.shards[seg.shard]!.size, fh, (n) => {
-              have += n;
-              progress.advance(n);
-            });
-          }
-        } finally {
-          await fh.close();
+        for (const seg of journal.segments) {
+          const segEnd = seg.dst + (seg.end - seg.start);
+          if (segEnd <= have) continue;
+          await transferSegment(ctx, commit, seg, seg.start + (have - seg.dst), journal.shards[seg.shard]!, fh, (n) => {
+            have += n;
+            progress.advance(n);
+          });
         }
-      } catch (err) {
-        if (ctx.signal?.aborted) throw ctx.signal.reason;
-        if (!isTransient(err)) throw err;
-        const reason = err instanceof HubDownloadError || err instanceof RestartTransfer ? err.message : causeText(err);
-        if (attempt >= ctx.retries) {
-          throw new HubDownloadError(
-            "network",
-            `Download of the text tower subset of ${ctx.repo}@${commit} failed after ${formatBytes(have)} of ` +
-              `${formatBytes(total)} (${reason}). The partial file is kept at ${incomplete} (plan in ${journalPath}); ` +
-              `run again to resume where it stopped (HTTP Range). If the Hub is unreachable, check HF_ENDPOINT ` +
-              `(${ctx.endpoint}) and the network.`,
-            { repo: ctx.repo, revision: ctx.revision, file: TEXT_SUBSET_FILE, transient: true, cause: err },
-          );
-        }
-        const wait = backoff(ctx, attempt + 1);
-        ctx.log.warn(
-          `download of ${TEXT_SUBSET_FILE} of ${ctx.repo} interrupted at ${formatBytes(have)} of ${formatBytes(total)} ` +
-            `(${reason}); resuming in ${(wait / 1000).toFixed(1)} s (retry ${attempt + 1}/${ctx.retries})`,
-        );
-        await sleep(wait, undefined, { signal: ctx.signal });
+      } finally {
+        await fh.close();
       }
-    }
+    });
     const got = (await fileSize(incomplete)) ?? 0;
     if (got !== total) throw badResponse(ctx, TEXT_SUBSET_FILE, `${incomplete} has ${got} bytes, ${total} expected.`);
     // the header and every tensor's byte length are checked once more by reading the file back
@@ -547,25 +456,6 @@ async function downloadSubset(
   }
   return { tensors: journal.tensors.map((t) => t.name), downloadedBytes: have - startedAt };
 }
-
-/** dir/<file> -> ../../snapshots/<commit>/<file> (a copy where symlinks are not allowed). */
-async function linkIntoDir(storage: string, commit: string, dir: string, file: string): Promise<string> {
-  const dst = join(dir, file);
-  const src = pointerPath(storage, commit, file);
-  if (await exists(dst)) return dst;
-  await mkdir(dir, { recursive: true });
-  const tmp = `${dst}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  try {
-    await symlink(relative(dirname(dst), src), tmp);
-  } catch {
-    await copyFile(src, tmp);
-  }
-  await rename(tmp, dst);
-  return dst;
-}
-
-/** Concurrent calls in this process share one subset download. */
-const inflight = new Map<string, Promise<{ tensors: string[]; downloadedBytes: number }>>();
 
 function textTowerOf(opts: DownloadTextTowerOptions): { repo: string; revision: string } {
   if (opts.repo) return { repo: opts.repo, revision: opts.revision ?? "main" };
@@ -594,7 +484,8 @@ export async function downloadTextTower(opts: DownloadTextTowerOptions = {}): Pr
   const result = async (commit: string, tensors: string[] | undefined, downloadedBytes: number, wasOffline: boolean): Promise<TextTowerResult> => {
     const dir = join(storage, SUBSETS_DIR, commit);
     const [configPath, tokenizerPath, tokenizerConfigPath, specialTokensMapPath] = await Promise.all(
-      LINKED_FILES.map((f) => linkIntoDir(storage, commit, dir, f)),
+      // dir/<file> -> ../../snapshots/<commit>/<file>
+      LINKED_FILES.map(async (f) => ((await exists(join(dir, f))) ? join(dir, f) : linkFile(pointerPath(storage, commit, f), join(dir, f)))),
     );
     const weightsPath = join(dir, TEXT_SUBSET_FILE);
     if (!tensors) {
@@ -647,14 +538,7 @@ export async function downloadTextTower(opts: DownloadTextTowerOptions = {}): Pr
     repo,
     revision,
   );
-  const key = join(dir, TEXT_SUBSET_FILE);
-  let job = inflight.get(key);
-  if (!job) {
-    job = downloadSubset(ctx, dl.commit, dl.snapshotDir, dir, opts);
-    inflight.set(key, job);
-    const forget = () => void (inflight.get(key) === job && inflight.delete(key));
-    job.then(forget, forget);
-  }
+  const [job] = shared(join(dir, TEXT_SUBSET_FILE), () => downloadSubset(ctx, dl.commit, dl.snapshotDir, dir, opts));
   const { tensors, downloadedBytes } = await job;
   return result(dl.commit, tensors, downloadedBytes, false);
 }

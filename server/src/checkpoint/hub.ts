@@ -2,20 +2,23 @@
  * Download a C-RADIO checkpoint (config.json + *.safetensors [+ index]) from the Hugging Face Hub
  * into the standard hub cache, interoperable with Python `huggingface_hub`.
  *
- * Protocol (the same requests Python's snapshot_download/hf_hub_download make):
- *   GET  {endpoint}/api/models/{repo}/revision/{revision}     -> commit sha + file listing
- *   HEAD {endpoint}/{repo}/resolve/{commit}/{file}            -> X-Repo-Commit, X-Linked-Etag|ETag, X-Linked-Size|Content-Length
- *   GET  {endpoint}/{repo}/resolve/{commit}/{file}  [Range]   -> content (LFS files redirect to a CDN; the
- *                                                                 Authorization header is not forwarded cross-origin)
+ * The Hub protocol is `@huggingface/hub`'s: `modelInfo` resolves the revision to a commit and lists the repo,
+ * `pathsInfo` gives each file's size, git oid, LFS sha256 and Xet hash (one request for all files),
+ * `downloadFile` turns a file into a Blob (a plain resolve URL, or Xet reconstruction for Xet-backed files)
+ * whose `slice(start)` is a ranged download. Every request goes through `hubFetch` below (User-Agent, the
+ * token on Hub-origin requests only, timeouts, actionable errors from X-Error-Code).
  *
- * Added on top of what Python does: sha256 verification of LFS blobs (git-sha1 for small files),
- * in-call automatic resume, and a completeness check of cached snapshots.
+ * Added here, which the library does not do: resume of blobs/<etag>.incomplete (in-call and across calls),
+ * sha256 verification of LFS blobs (git-sha1 for small files), a progress bar / lines, the offline fallback
+ * to a complete cached snapshot, Python's token lookup, and gated/unauthorized messages.
  */
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { downloadFile, modelInfo, pathsInfo } from "@huggingface/hub";
+import { PRODUCT } from "../version.js";
 import {
   blobPath,
   exists,
@@ -36,7 +39,6 @@ import {
   validateRepoId,
   validateRevision,
   writeRef,
-  normalizeEtag,
   expandUser,
   type CachedSnapshot,
 } from "./hub-cache.js";
@@ -53,9 +55,7 @@ export type { DownloadProgress, HubLogger, ProgressMode } from "./hub-progress.j
 export { resolveCacheDir, repoStorageDir, resolveFromCache } from "./hub-cache.js";
 
 export const HF_DEFAULT_ENDPOINT = "https://huggingface.co";
-const USER_AGENT = `radio-sidecar/0.1.0; node/${process.versions.node}`;
-const SHA256_RE = /^[0-9a-f]{64}$/;
-const SHA1_RE = /^[0-9a-f]{40}$/;
+const USER_AGENT = `radio-sidecar/${PRODUCT.version}; node/${process.versions.node}`;
 const SAFE_ETAG_RE = /^[A-Za-z0-9_.-]+$/;
 
 export interface DownloadCheckpointOptions {
@@ -87,7 +87,7 @@ export interface DownloadCheckpointOptions {
   retries?: number;
   /** first wait before a retry, doubled each time up to 10 s; default 1000 */
   retryDelayMs?: number;
-  /** timeout of metadata requests (repo info, HEAD); default 10 000 */
+  /** timeout of metadata requests (repo info, paths info); default 10 000 */
   timeoutMs?: number;
   /** abort a file transfer when no byte arrives for this long (then resume); default 60 000 */
   stallTimeoutMs?: number;
@@ -129,51 +129,49 @@ export type HubErrorCode =
   | "http"
   | "bad_response";
 
+export interface HubErrorDetails {
+  repo: string;
+  revision: string;
+  file?: string | undefined;
+  status?: number | undefined;
+  url?: string | undefined;
+  /** worth retrying (network trouble, 5xx, 429) */
+  transient?: boolean;
+  cause?: unknown;
+}
+
 export class HubDownloadError extends Error {
   override readonly name = "HubDownloadError";
-  readonly code: HubErrorCode;
   readonly repo: string;
   readonly revision: string;
   readonly file: string | undefined;
   readonly status: number | undefined;
   readonly url: string | undefined;
-  /** worth retrying (network trouble, 5xx, 429) */
   readonly transient: boolean;
 
   constructor(
-    code: HubErrorCode,
+    readonly code: HubErrorCode,
     message: string,
-    details: {
-      repo: string;
-      revision: string;
-      file?: string | undefined;
-      status?: number | undefined;
-      url?: string | undefined;
-      transient?: boolean;
-      cause?: unknown;
-    },
+    d: HubErrorDetails,
   ) {
-    super(message, details.cause === undefined ? undefined : { cause: details.cause });
-    this.code = code;
-    this.repo = details.repo;
-    this.revision = details.revision;
-    this.file = details.file;
-    this.status = details.status;
-    this.url = details.url;
-    this.transient = details.transient ?? false;
+    super(message, d.cause === undefined ? undefined : { cause: d.cause });
+    ({ repo: this.repo, revision: this.revision, file: this.file, status: this.status, url: this.url } = d);
+    this.transient = d.transient ?? false;
   }
+}
+
+/** A HubDownloadError about ctx's repo and revision. */
+export function hubError(ctx: Ctx, code: HubErrorCode, message: string, d: Partial<HubErrorDetails> = {}): HubDownloadError {
+  return new HubDownloadError(code, message, { repo: ctx.repo, revision: ctx.revision, ...d });
 }
 
 // ---------------------------------------------------------------------------------------------
 // environment
 
-function envIsTrue(v: string | undefined): boolean {
-  return v !== undefined && ["1", "ON", "YES", "TRUE"].includes(v.trim().toUpperCase());
-}
-
 /** HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as Python reads it. */
 export function isOfflineFromEnv(): boolean {
-  return envIsTrue(process.env["HF_HUB_OFFLINE"] || process.env["TRANSFORMERS_OFFLINE"]);
+  const v = process.env["HF_HUB_OFFLINE"] || process.env["TRANSFORMERS_OFFLINE"];
+  return v !== undefined && ["1", "ON", "YES", "TRUE"].includes(v.trim().toUpperCase());
 }
 
 export function resolveEndpoint(endpoint?: string): string {
@@ -186,41 +184,24 @@ export async function resolveToken(
 ): Promise<{ token: string; source: string } | undefined> {
   if (explicit === false) return undefined;
   const clean = (t: string | undefined) => (t && t.trim() ? t.trim() : undefined);
-  if (clean(explicit)) return { token: clean(explicit)!, source: "the token option" };
   const env = process.env;
-  if (clean(env["HF_TOKEN"])) return { token: clean(env["HF_TOKEN"])!, source: "HF_TOKEN" };
-  if (clean(env["HUGGING_FACE_HUB_TOKEN"])) {
-    return { token: clean(env["HUGGING_FACE_HUB_TOKEN"])!, source: "HUGGING_FACE_HUB_TOKEN" };
+  for (const [value, source] of [
+    [explicit, "the token option"],
+    [env["HF_TOKEN"], "HF_TOKEN"],
+    [env["HUGGING_FACE_HUB_TOKEN"], "HUGGING_FACE_HUB_TOKEN"],
+  ] as const) {
+    if (clean(value)) return { token: clean(value)!, source };
   }
   const tokenFile = env["HF_TOKEN_PATH"] ? expandUser(env["HF_TOKEN_PATH"]) : join(resolveHfHome(), "token");
-  try {
-    const t = clean(await readFile(tokenFile, "utf8"));
-    if (t) return { token: t, source: tokenFile };
-  } catch {
-    // no token file
-  }
-  return undefined;
+  const t = clean(await readFile(tokenFile, "utf8").catch(() => undefined));
+  return t ? { token: t, source: tokenFile } : undefined;
 }
 
 // ---------------------------------------------------------------------------------------------
-// HTTP
+// HTTP: the fetch handed to @huggingface/hub
 
-/** What every request of one download needs (exported for hub-text.ts's ranged subset download). */
-export interface HubContext {
-  repo: string;
-  revision: string;
-  endpoint: string;
-  token: { token: string; source: string } | undefined;
-  cacheDir: string;
-  storage: string;
-  fetch: typeof fetch;
-  log: HubLogger;
-  retries: number;
-  retryDelayMs: number;
-  timeoutMs: number;
-  stallTimeoutMs: number;
-  signal: AbortSignal | undefined;
-}
+/** What every request of one download needs: the options with their defaults, the token, the cache folder. */
+export type HubContext = Awaited<ReturnType<typeof createHubContext>>;
 type Ctx = HubContext;
 
 /** The request context of a download of `repo`@`revision` from the options (token lookup, endpoint, retry settings). */
@@ -228,7 +209,7 @@ export async function createHubContext(
   opts: Omit<DownloadCheckpointOptions, "repo" | "revision" | "files">,
   repo: string,
   revision: string,
-): Promise<HubContext> {
+) {
   const cacheDir = resolveCacheDir(opts.cacheDir);
   return {
     repo,
@@ -247,14 +228,6 @@ export async function createHubContext(
   };
 }
 
-function encodePath(file: string): string {
-  return file.split("/").map(encodeURIComponent).join("/");
-}
-
-export function resolveUrl(ctx: Ctx, commit: string, file: string): string {
-  return `${ctx.endpoint}/${ctx.repo}/resolve/${encodeURIComponent(commit)}/${encodePath(file)}`;
-}
-
 export function causeText(err: unknown): string {
   const e = err as { message?: string; code?: string; cause?: { message?: string; code?: string } };
   const code = e?.cause?.code ?? e?.code;
@@ -262,380 +235,243 @@ export function causeText(err: unknown): string {
   return code && !msg.includes(code) ? `${code}: ${msg}` : msg;
 }
 
-export class TimeoutError extends Error {
-  override name = "TimeoutError";
-}
+/** A transfer that must start again (dropped connection); retried like network errors. */
+export class RestartTransfer extends Error {}
+/** The server did not honour a Range request (HTTP 200, or another Content-Range). */
+export class RangeIgnored extends RestartTransfer {}
+
+type What = { file?: string; commit?: string; doing: string };
 
 /**
- * fetch with manual redirects: same-origin redirects are always followed (renamed repos);
- * cross-origin ones (CDN) only when followCrossOrigin, and then without the Authorization header.
+ * A fetch for the library's calls: User-Agent, `Authorization` on Hub-origin URLs only (fetch drops it on
+ * cross-origin redirects to the CDN), an optional timeout, and every failure as a HubDownloadError
+ * (RangeIgnored when a ranged read of a resolve URL is not answered with the asked bytes).
  */
-export async function request(
-  ctx: Ctx,
-  url: string,
-  init: {
-    method: "GET" | "HEAD";
-    headers?: Record<string, string>;
-    followCrossOrigin: boolean;
-    signal?: AbortSignal;
-    timeoutMs?: number;
-  },
-  what: { file?: string; doing: string },
-): Promise<Response> {
-  const hubOrigin = new URL(ctx.endpoint).origin;
-  const signals = [init.signal, ctx.signal].filter((s): s is AbortSignal => s !== undefined);
-  let timer: NodeJS.Timeout | undefined;
-  if (init.timeoutMs !== undefined) {
-    const ac = new AbortController();
-    timer = setTimeout(() => ac.abort(new TimeoutError(`timed out after ${init.timeoutMs} ms`)), init.timeoutMs);
-    signals.push(ac.signal);
-  }
-  const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
-  let current = url;
-  try {
-    for (let hop = 0; hop < 10; hop++) {
-      const sameOrigin = new URL(current).origin === hubOrigin;
-      const headers: Record<string, string> = { "User-Agent": USER_AGENT, ...init.headers };
-      if (ctx.token && sameOrigin) headers["Authorization"] = `Bearer ${ctx.token.token}`;
-      let res: Response;
-      try {
-        res = await ctx.fetch(current, { method: init.method, headers, redirect: "manual", signal });
-      } catch (err) {
-        if (ctx.signal?.aborted) throw ctx.signal.reason;
-        const reason = signal?.reason instanceof TimeoutError ? signal.reason.message : causeText(err);
-        const where = sameOrigin
-          ? `the Hugging Face Hub at ${ctx.endpoint}`
-          : `${new URL(current).origin} (download server the Hub at ${ctx.endpoint} redirected to)`;
-        throw new HubDownloadError(
-          "network",
-          `Cannot reach ${where} while ${what.doing} (${reason}). ` +
-            `Check the network / proxy, set HF_ENDPOINT to a reachable mirror, or set HF_HUB_OFFLINE=1 ` +
-            `to use only the local cache (${ctx.cacheDir}).`,
-          { repo: ctx.repo, revision: ctx.revision, file: what.file, url: current, transient: true, cause: err },
+export function hubFetch(ctx: Ctx, what: What, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): typeof fetch {
+  return async (input, init = {}) => {
+    const url = input instanceof Request ? input.url : String(input);
+    const headers = new Headers(init.headers);
+    headers.set("User-Agent", USER_AGENT);
+    headers.set("Accept-Encoding", "identity");
+    if (ctx.token && new URL(url).origin === new URL(ctx.endpoint).origin) {
+      headers.set("Authorization", `Bearer ${ctx.token.token}`);
+    }
+    const signals = [init.signal, opts.signal, ctx.signal].filter((s): s is AbortSignal => !!s);
+    if (opts.timeoutMs !== undefined) signals.push(AbortSignal.timeout(opts.timeoutMs));
+    let res: Response;
+    try {
+      res = await ctx.fetch(url, { ...init, headers, signal: AbortSignal.any(signals) });
+    } catch (err) {
+      if (ctx.signal?.aborted) throw ctx.signal.reason;
+      const timedOut = (err as Error)?.name === "TimeoutError";
+      const reason = timedOut ? `timed out after ${opts.timeoutMs} ms` : causeText(err);
+      throw hubError(
+        ctx,
+        "network",
+        `Cannot reach the Hugging Face Hub at ${ctx.endpoint} (or the download server it redirects to) while ${what.doing} ` +
+          `(${reason}). Check the network / proxy, set HF_ENDPOINT to a reachable mirror, or set HF_HUB_OFFLINE=1 ` +
+          `to use only the local cache (${ctx.cacheDir}).`,
+        { file: what.file, url, transient: true, cause: err },
+      );
+    }
+    if (!res.ok) throw await statusError(ctx, res, what);
+    const range = /^bytes=(\d+)-(\d*)$/.exec(headers.get("range") ?? "");
+    if (range && url.startsWith(`${ctx.endpoint}/${ctx.repo}/resolve/`) && !headers.get("accept")?.includes("xet")) {
+      const got = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers.get("content-range") ?? "");
+      if (res.status !== 206 || !got || got[1] !== range[1] || (range[2] !== "" && got[2] !== range[2])) {
+        await res.body?.cancel().catch(() => undefined);
+        throw new RangeIgnored(
+          `the server answered Range ${headers.get("range")} of ${what.file} with HTTP ${res.status}` +
+            (got ? ` (Content-Range ${got[0]})` : ""),
         );
       }
-      const location = res.headers.get("location");
-      if (res.status >= 300 && res.status < 400 && location) {
-        const next = new URL(location, current).toString();
-        if (new URL(next).origin !== hubOrigin && !init.followCrossOrigin) return res;
-        await res.body?.cancel().catch(() => undefined);
-        current = next;
-        continue;
-      }
-      return res;
     }
-    throw new HubDownloadError("bad_response", `Too many redirects while ${what.doing} (${url})`, {
-      repo: ctx.repo,
-      revision: ctx.revision,
-      file: what.file,
-      url,
-    });
-  } finally {
-    if (timer) clearTimeout(timer);
-  }
+    return res;
+  };
 }
 
 /** Turn a non-OK hub response into an actionable error (uses X-Error-Code like huggingface_hub). */
-export async function statusError(
-  ctx: Ctx,
-  res: Response,
-  what: { file?: string; commit?: string; doing: string },
-): Promise<HubDownloadError> {
+async function statusError(ctx: Ctx, res: Response, what: What): Promise<HubDownloadError> {
   const status = res.status;
   const errorCode = res.headers.get("x-error-code") ?? "";
   let serverMsg = res.headers.get("x-error-message") ?? "";
-  try {
-    const text = await res.text();
-    if (!serverMsg && text) {
-      try {
-        const j = JSON.parse(text) as { error?: unknown; message?: unknown };
-        serverMsg = String(j.error ?? j.message ?? "");
-      } catch {
-        serverMsg = text.slice(0, 200);
-      }
+  const text = await res.text().catch(() => "");
+  if (!serverMsg && text) {
+    try {
+      const j = JSON.parse(text) as { error?: unknown; message?: unknown };
+      serverMsg = String(j.error ?? j.message ?? "");
+    } catch {
+      serverMsg = text.slice(0, 200);
     }
-  } catch {
-    // body unavailable
   }
   const server = serverMsg ? `: ${serverMsg.trim()}` : "";
-  const base = { repo: ctx.repo, revision: ctx.revision, file: what.file, status, url: res.url || undefined };
+
   const tokenHint = ctx.token
     ? `A token was sent (from ${ctx.token.source}) but it was rejected or its account has no access.`
     : `No token was sent: set HF_TOKEN (or HF_TOKEN_PATH / run \`hf auth login\`) to a read token of an account with access.`;
   const at = `${ctx.repo}@${ctx.revision}${what.commit && what.commit !== ctx.revision ? ` (commit ${what.commit})` : ""}`;
+  const error = (code: HubErrorCode, message: string, transient = false) =>
+    hubError(ctx, code, message, { file: what.file, status, url: res.url || undefined, transient });
 
   if (errorCode === "GatedRepo") {
-    return new HubDownloadError(
+    return error(
       "gated",
       `${ctx.repo} is a gated repo and access was refused (HTTP ${status}${server}). ` +
         `Request access at ${ctx.endpoint}/${ctx.repo} and set HF_TOKEN to a token of the account that was granted access. ${tokenHint}`,
-      base,
     );
   }
   if (status === 401 || status === 403) {
-    return new HubDownloadError(
+    return error(
       "unauthorized",
       `Not authorized to access ${ctx.repo} (HTTP ${status}${server}) while ${what.doing}: the repo is private or gated, ` +
         `or does not exist. ${tokenHint}`,
-      base,
     );
   }
   if (errorCode === "RevisionNotFound" || (status === 404 && /revision|invalid rev/i.test(serverMsg))) {
-    return new HubDownloadError(
+    return error(
       "revision_not_found",
       `Revision '${ctx.revision}' not found in ${ctx.repo} (HTTP ${status}${server}): ` +
         `expected an existing branch, tag or full 40-hex commit sha.`,
-      base,
     );
   }
   if (errorCode === "EntryNotFound" || (status === 404 && what.file && errorCode !== "RepoNotFound")) {
-    return new HubDownloadError(
-      "entry_not_found",
-      `File '${what.file}' not found in ${at} (HTTP ${status}${server}).`,
-      base,
-    );
+    return error("entry_not_found", `File '${what.file}' not found in ${at} (HTTP ${status}${server}).`);
   }
   if (errorCode === "RepoNotFound" || status === 404) {
-    return new HubDownloadError(
+    return error(
       "repo_not_found",
       `Repository ${ctx.repo} not found on ${ctx.endpoint} (HTTP ${status}${server}). ` +
         `Check the repo id; if the repo is private, set HF_TOKEN.`,
-      base,
     );
   }
-  const transient = status >= 500 || status === 429 || status === 408;
-  return new HubDownloadError(
+  return error(
     "http",
     `HTTP ${status}${server} from the Hugging Face Hub (${ctx.endpoint}) while ${what.doing}.`,
-    { ...base, transient },
+    status >= 500 || status === 429 || status === 408,
   );
-}
-
-/** Metadata requests: retried on 5xx/429/timeouts; connection refused etc. fail fast (cache fallback). */
-async function metadataRequest(
-  ctx: Ctx,
-  url: string,
-  method: "GET" | "HEAD",
-  what: { file?: string; commit?: string; doing: string },
-  headers?: Record<string, string>,
-): Promise<Response> {
-  const attempts = Math.min(ctx.retries, 2) + 1;
-  for (let attempt = 1; ; attempt++) {
-    let res: Response;
-    try {
-      res = await request(
-        ctx,
-        url,
-        { method, followCrossOrigin: false, timeoutMs: ctx.timeoutMs, ...(headers ? { headers } : {}) },
-        what,
-      );
-    } catch (err) {
-      const timedOut = err instanceof HubDownloadError && err.cause instanceof TimeoutError;
-      if (timedOut && attempt < attempts) {
-        await sleep(backoff(ctx, attempt), undefined, { signal: ctx.signal });
-        continue;
-      }
-      throw err;
-    }
-    if (res.ok || (res.status >= 300 && res.status < 400)) return res;
-    const err = await statusError(ctx, res, what);
-    if (!err.transient || attempt >= attempts) throw err;
-    ctx.log.warn(`${err.message} Retrying (${attempt}/${attempts - 1}).`);
-    await sleep(backoff(ctx, attempt), undefined, { signal: ctx.signal });
-  }
 }
 
 export function backoff(ctx: Ctx, attempt: number): number {
   return Math.min(ctx.retryDelayMs * 2 ** (attempt - 1), 10_000);
 }
 
-interface RepoInfo {
-  sha: string;
-  siblings: string[];
+/** A metadata call of the library, retried on 5xx/429/timeouts; connection refused etc. fail fast (cache fallback). */
+async function metadata<T>(ctx: Ctx, what: What, call: (f: typeof fetch) => Promise<T>): Promise<T> {
+  const attempts = Math.min(ctx.retries, 2) + 1;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call(hubFetch(ctx, what, { timeoutMs: ctx.timeoutMs }));
+    } catch (err) {
+      const timedOut = err instanceof HubDownloadError && (err.cause as Error)?.name === "TimeoutError";
+      const retry = err instanceof HubDownloadError && err.transient && (err.status !== undefined || timedOut);
+      if (!retry || attempt >= attempts) {
+        if (err instanceof HubDownloadError || !(err instanceof Error)) throw err;
+        throw hubError(ctx, "bad_response", `Malformed answer from ${ctx.endpoint} while ${what.doing}: ${err.message}`, {
+          file: what.file,
+          cause: err,
+        });
+      }
+      ctx.log.warn(`${err.message} Retrying (${attempt}/${attempts - 1}).`);
+      await sleep(backoff(ctx, attempt), undefined, { signal: ctx.signal });
+    }
+  }
 }
 
-async function fetchRepoInfo(ctx: Ctx): Promise<RepoInfo> {
-  const url = `${ctx.endpoint}/api/models/${ctx.repo}/revision/${encodeURIComponent(ctx.revision)}`;
-  const res = await metadataRequest(ctx, url, "GET", { doing: `resolving ${ctx.repo}@${ctx.revision}` });
-  if (!res.ok) {
-    throw await statusError(ctx, res, { doing: `resolving ${ctx.repo}@${ctx.revision}` });
-  }
-  let body: { sha?: unknown; siblings?: unknown };
-  try {
-    body = (await res.json()) as typeof body;
-  } catch (err) {
-    throw new HubDownloadError("bad_response", `Malformed repo info from ${url}: ${causeText(err)}`, {
-      repo: ctx.repo,
-      revision: ctx.revision,
-      url,
-      cause: err,
-    });
-  }
-  if (typeof body.sha !== "string" || !isCommitHash(body.sha) || !Array.isArray(body.siblings)) {
-    throw new HubDownloadError(
+/** The commit `ctx.revision` points to and the repo's file list (modelInfo, i.e. GET /api/models/{repo}/revision/{rev}). */
+async function fetchRepoInfo(ctx: Ctx): Promise<{ sha: string; siblings: string[] }> {
+  const what = { doing: `resolving ${ctx.repo}@${ctx.revision}` };
+  const info = await metadata(ctx, what, (f) =>
+    modelInfo({ name: ctx.repo, revision: ctx.revision, hubUrl: ctx.endpoint, fetch: f, additionalFields: ["sha", "filePaths"] }),
+  );
+  if (typeof info.sha !== "string" || !isCommitHash(info.sha) || !Array.isArray(info.filePaths)) {
+    throw hubError(
+      ctx,
       "bad_response",
-      `Malformed repo info from ${url}: expected {sha: <40-hex>, siblings: [...]}. Is HF_ENDPOINT (${ctx.endpoint}) a Hugging Face Hub?`,
-      { repo: ctx.repo, revision: ctx.revision, url },
+      `Malformed repo info for ${ctx.repo}@${ctx.revision}: expected {sha: <40-hex>, siblings: [...]}. Is HF_ENDPOINT (${ctx.endpoint}) a Hugging Face Hub?`,
     );
   }
-  const siblings = body.siblings
-    .map((s) => (s && typeof s === "object" ? (s as { rfilename?: unknown }).rfilename : undefined))
-    .filter((f): f is string => typeof f === "string");
-  return { sha: body.sha, siblings };
+  return { sha: info.sha, siblings: info.filePaths.filter((f): f is string => typeof f === "string") };
 }
 
 export interface FileMeta {
   file: string;
+  /** blob name, as Python's cache: the LFS sha256, else the git blob sha1 */
   etag: string;
   size: number;
   lfs: boolean;
-  commit: string | undefined;
+  /** Xet-backed: downloaded through the library's Xet reconstruction */
+  xet: boolean;
 }
 
-/** HEAD like Python's get_hf_file_metadata: the etag names the blob, the size is checked after download. */
-export async function fetchFileMeta(ctx: Ctx, commit: string, file: string): Promise<FileMeta> {
-  const url = resolveUrl(ctx, commit, file);
-  const what = { file, commit, doing: `getting metadata of ${file}` };
-  const res = await metadataRequest(ctx, url, "HEAD", what, { "Accept-Encoding": "identity" });
-  await res.body?.cancel().catch(() => undefined);
-  const linked = res.headers.get("x-linked-etag");
-  const rawEtag = linked ?? res.headers.get("etag");
-  const rawSize = res.headers.get("x-linked-size") ?? res.headers.get("content-length");
-  const size = rawSize === null ? NaN : Number(rawSize);
-  const fail = (why: string) =>
-    new HubDownloadError("bad_response", `Unusable metadata for ${file} in ${ctx.repo}@${commit}: ${why} (${url}).`, {
-      repo: ctx.repo,
-      revision: ctx.revision,
-      file,
-      url,
-    });
-  if (!rawEtag) throw fail("no ETag / X-Linked-Etag header, cannot cache reliably");
-  const etag = normalizeEtag(rawEtag);
-  if (!SAFE_ETAG_RE.test(etag) || etag === "." || etag === "..") throw fail(`unexpected etag '${rawEtag}'`);
-  if (!Number.isSafeInteger(size) || size < 0) throw fail("no X-Linked-Size / Content-Length");
-  return { file, etag, size, lfs: linked !== null, commit: res.headers.get("x-repo-commit") ?? undefined };
+/** Size and hashes of `files` at `commit` in one request (pathsInfo, i.e. POST /api/models/{repo}/paths-info/{commit}). */
+export async function fetchFileMetas(ctx: Ctx, commit: string, files: string[]): Promise<FileMeta[]> {
+  const what = { commit, doing: `getting metadata of ${files.join(", ")}` };
+  const infos = await metadata(ctx, what, (f) =>
+    pathsInfo({ repo: ctx.repo, paths: files, revision: commit, hubUrl: ctx.endpoint, fetch: f }),
+  );
+  return files.map((file) => {
+    const info = infos.find((i) => i.path === file);
+    const etag = info?.lfs?.oid ?? info?.oid ?? "";
+    const fail = (why: string) => hubError(ctx, info ? "bad_response" : "entry_not_found", `${file} in ${ctx.repo}@${commit}: ${why}.`, { file });
+    if (!info) throw fail("no such file");
+    if (!SAFE_ETAG_RE.test(etag) || etag === "." || etag === "..") throw fail(`unusable oid '${etag}'`);
+    if (!Number.isSafeInteger(info.size) || info.size < 0) throw fail("no size");
+    return { file, etag, size: info.size, lfs: !!info.lfs, xet: !!info.xetHash };
+  });
 }
 
-// ---------------------------------------------------------------------------------------------
-// blob transfer
-
-type Verifier = "sha256" | "git-sha1" | undefined;
-
-function verifierFor(meta: FileMeta): Verifier {
-  if (meta.lfs && SHA256_RE.test(meta.etag)) return "sha256";
-  if (!meta.lfs && SHA1_RE.test(meta.etag)) return "git-sha1";
-  return undefined;
-}
-
-function newHash(kind: Verifier, size: number): Hash | undefined {
-  if (kind === "sha256") return createHash("sha256");
-  if (kind === "git-sha1") return createHash("sha1").update(`blob ${size}\0`);
-  return undefined;
-}
-
-async function hashPrefix(path: string, bytes: number, kind: Verifier, size: number): Promise<Hash | undefined> {
-  const h = newHash(kind, size);
-  if (!h || bytes === 0) return h;
-  for await (const chunk of createReadStream(path, { start: 0, end: bytes - 1 })) h.update(chunk as Buffer);
-  return h;
-}
-
-/** A transfer that must start again (dropped connection, refused Range); retried like network errors. */
-export class RestartTransfer extends Error {}
-
-/** running hash of the bytes of a .incomplete file */
-interface HashState {
-  hash: Hash | undefined;
-  /** bytes of the file covered by `hash`; -1 = unknown, recompute from disk */
-  hashed: number;
-}
-
-/** one GET attempt, appending to `incomplete` from `offset` (updates `st` chunk by chunk) */
-async function transferOnce(
+/**
+ * Stream bytes [start, end) of `meta.file`@`commit` to `onChunk` through the library's Blob (WebBlob: the
+ * resolve URL with a Range header unless the whole file is asked; XetBlob for Xet-backed files). Aborted when
+ * no byte arrives for ctx.stallTimeoutMs.
+ */
+export async function streamFile(
   ctx: Ctx,
   commit: string,
   meta: FileMeta,
-  incomplete: string,
-  offset: number,
-  st: HashState,
-  onBytes: (n: number) => void,
-  onRestart: () => void,
+  start: number,
+  end: number,
+  onChunk: (chunk: Uint8Array) => Promise<void>,
 ): Promise<void> {
-  const url = resolveUrl(ctx, commit, meta.file);
-  const headers: Record<string, string> = { "Accept-Encoding": "identity" };
-  if (offset > 0) headers["Range"] = `bytes=${offset}-`;
   const stall = new AbortController();
   let timer: NodeJS.Timeout | undefined;
   const arm = () => {
-    if (timer) clearTimeout(timer);
-    timer = setTimeout(
-      () => stall.abort(new TimeoutError(`no data received for ${ctx.stallTimeoutMs} ms`)),
-      ctx.stallTimeoutMs,
-    );
+    clearTimeout(timer);
+    timer = setTimeout(() => stall.abort(new Error(`no data received for ${ctx.stallTimeoutMs} ms`)), ctx.stallTimeoutMs);
   };
+  // WebBlob.stream() turns a failed fetch into a string reason: keep the error itself
+  let failure: unknown;
+  const f = hubFetch(ctx, { file: meta.file, commit, doing: `downloading ${meta.file}` }, { signal: stall.signal });
+  const fetchKeepingErrors: typeof fetch = (input, init) => f(input, init).catch((err: unknown) => Promise.reject((failure = err)));
   arm();
   try {
-    const what = { file: meta.file, commit, doing: `downloading ${meta.file}` };
-    const res = await request(ctx, url, { method: "GET", headers, followCrossOrigin: true, signal: stall.signal }, what);
-    if (res.status === 416 && offset > 0) {
-      await res.body?.cancel().catch(() => undefined);
-      throw new RestartTransfer(`server refused Range bytes=${offset}- (HTTP 416)`);
-    }
-    if (!res.ok) throw await statusError(ctx, res, what);
-    let append = offset > 0;
-    if (offset > 0) {
-      const m = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(res.headers.get("content-range") ?? "");
-      if (res.status === 200) {
-        ctx.log.warn(`the server ignored the Range request for ${meta.file}; downloading it again from the start`);
-        append = false;
-        st.hash = newHash(verifierFor(meta), meta.size);
-        st.hashed = 0;
-        onRestart();
-      } else if (!m || Number(m[1]) !== offset) {
-        await res.body?.cancel().catch(() => undefined);
-        throw new RestartTransfer(`unexpected Content-Range '${res.headers.get("content-range")}' for bytes=${offset}-`);
-      }
-    }
-    if (!res.body) throw new Error("response has no body");
-    const fh = await open(incomplete, append ? "a" : "w");
-    try {
-      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-        arm();
-        await fh.write(chunk);
-        st.hash?.update(chunk);
-        st.hashed += chunk.byteLength;
-        onBytes(chunk.byteLength);
-      }
-    } finally {
-      await fh.close();
+    const path = meta.file.split("/").map(encodeURIComponent).join("/");
+    const blob = await downloadFile({
+      repo: ctx.repo,
+      path: meta.file,
+      revision: commit,
+      hubUrl: ctx.endpoint,
+      fetch: fetchKeepingErrors,
+      ...(meta.xet ? {} : { downloadInfo: { size: meta.size, etag: meta.etag, url: `${ctx.endpoint}/${ctx.repo}/resolve/${commit}/${path}` } }),
+    });
+    if (!blob) throw hubError(ctx, "entry_not_found", `File '${meta.file}' not found in ${ctx.repo}@${commit}.`, { file: meta.file });
+    const part = start === 0 && end === meta.size ? blob : blob.slice(start, end);
+    for await (const chunk of part.stream() as unknown as AsyncIterable<Uint8Array>) {
+      arm();
+      await onChunk(chunk);
     }
   } catch (err) {
-    if (stall.signal.aborted && !(err instanceof HubDownloadError && err.code !== "network")) {
-      throw new HubDownloadError("network", `${meta.file}: ${(stall.signal.reason as Error).message}`, {
-        repo: ctx.repo,
-        revision: ctx.revision,
-        file: meta.file,
-        transient: true,
-        cause: err,
-      });
+    const e = failure ?? err;
+    if (stall.signal.aborted && !(e instanceof HubDownloadError && e.code !== "network")) {
+      throw hubError(ctx, "network", `${meta.file}: ${(stall.signal.reason as Error).message}`, { file: meta.file, transient: true, cause: e });
     }
-    throw err;
+    throw e;
   } finally {
-    if (timer) clearTimeout(timer);
+    clearTimeout(timer);
   }
 }
 
-const TRANSIENT_CODES = new Set([
-  "ECONNRESET",
-  "ECONNREFUSED",
-  "ECONNABORTED",
-  "EPIPE",
-  "ETIMEDOUT",
-  "EAI_AGAIN",
-  "ENETUNREACH",
-  "ENETDOWN",
-  "EHOSTUNREACH",
-]);
+const TRANSIENT_CODES = new Set(["ECONNRESET", "ECONNREFUSED", "ECONNABORTED", "EPIPE", "ETIMEDOUT", "EAI_AGAIN", "ENETUNREACH", "ENETDOWN", "EHOSTUNREACH"]);
 
 export function isTransient(err: unknown): boolean {
   if (err instanceof RestartTransfer) return true;
@@ -644,6 +480,74 @@ export function isTransient(err: unknown): boolean {
   const e = err as { message?: unknown; code?: unknown; cause?: { code?: unknown } } | undefined;
   const codes = [e?.code, e?.cause?.code].filter((c): c is string => typeof c === "string");
   return e?.message === "terminated" || codes.some((c) => c.startsWith("UND_ERR") || TRANSIENT_CODES.has(c));
+}
+
+// ---------------------------------------------------------------------------------------------
+// blob transfer: resume, verification
+
+type Verifier = "sha256" | "git-sha1" | undefined;
+
+function verifierFor(meta: FileMeta): Verifier {
+  if (meta.lfs && /^[0-9a-f]{64}$/.test(meta.etag)) return "sha256";
+  if (!meta.lfs && /^[0-9a-f]{40}$/.test(meta.etag)) return "git-sha1";
+  return undefined;
+}
+
+/** The running hash of the first `bytes` bytes of `path`. */
+async function hashPrefix(path: string, bytes: number, kind: Verifier, size: number): Promise<Hash | undefined> {
+  const h = kind === "sha256" ? createHash("sha256") : kind === "git-sha1" ? createHash("sha1").update(`blob ${size}\0`) : undefined;
+  if (!h || bytes === 0) return h;
+  for await (const chunk of createReadStream(path, { start: 0, end: bytes - 1 })) h.update(chunk as Buffer);
+  return h;
+}
+
+export interface Transfer {
+  /** the file as messages name it */
+  name: string;
+  commit: string;
+  file: string;
+  /** the partial file an attempt appends to (its size is the progress reported) */
+  incomplete?: string;
+  total: number;
+  partialNote?: string;
+}
+
+/**
+ * Run `attempt` until it returns, retrying transient failures (dropped connection, stall, 5xx) up to
+ * ctx.retries times with backoff; each attempt resumes from what is on disk.
+ */
+export async function retrying<T>(ctx: Ctx, t: Transfer, attempt: () => Promise<T>): Promise<T> {
+  for (let n = 0; ; n++) {
+    try {
+      ctx.signal?.throwIfAborted();
+      return await attempt();
+    } catch (err) {
+      if (ctx.signal?.aborted) throw ctx.signal.reason;
+      if (!isTransient(err)) throw err;
+      const have = t.incomplete ? ((await fileSize(t.incomplete)) ?? 0) : 0;
+      const reason = err instanceof HubDownloadError || err instanceof RestartTransfer ? err.message : causeText(err);
+      const at = `${formatBytes(have)} of ${formatBytes(t.total)}`;
+      if (n >= ctx.retries) {
+        throw hubError(
+          ctx,
+          "network",
+          `Download of ${t.name} from ${ctx.repo}@${t.commit} failed after ${at} (${reason}). ` +
+            (have > 0
+              ? `The partial file is kept at ${t.incomplete}${t.partialNote ?? ""}; run again to resume where it stopped (HTTP Range). `
+              : "") +
+            `If the Hub is unreachable, check HF_ENDPOINT (${ctx.endpoint}) and the network, ` +
+            `or set HF_HUB_OFFLINE=1 to use a complete cached copy.`,
+          { file: t.file, transient: true, cause: err, ...(err instanceof HubDownloadError ? { status: err.status, url: err.url } : {}) },
+        );
+      }
+      const wait = backoff(ctx, n + 1);
+      ctx.log.warn(
+        `download of ${t.name} interrupted at ${at} (${reason}); ` +
+          `resuming in ${(wait / 1000).toFixed(1)} s (retry ${n + 1}/${ctx.retries})`,
+      );
+      await sleep(wait, undefined, { signal: ctx.signal });
+    }
+  }
 }
 
 /**
@@ -666,118 +570,83 @@ async function downloadBlob(ctx: Ctx, commit: string, meta: FileMeta, progress: 
     return false;
   }
   const kind = verifierFor(meta);
-  const st: HashState = { hash: undefined, hashed: -1 };
+  let first = true;
   let freshRetryDone = false;
-  for (let attempt = 0; ; attempt++) {
-    ctx.signal?.throwIfAborted();
-    let offset = (await fileSize(incomplete)) ?? 0;
-    if (offset > meta.size) {
-      await rm(incomplete, { force: true });
-      offset = 0;
-    }
-    sync(offset);
-    if (attempt === 0 && offset > 0) {
-      ctx.log.info(`resuming ${meta.file} from ${formatBytes(offset)} of ${formatBytes(meta.size)}`);
-    }
-    const resumedFrom = offset;
-    try {
-      if (st.hashed !== offset || (kind && !st.hash)) {
-        st.hash = await hashPrefix(incomplete, offset, kind, meta.size);
-        st.hashed = offset;
+  return retrying(ctx, { name: meta.file, commit, file: meta.file, incomplete, total: meta.size }, async () => {
+    for (;;) {
+      let offset = (await fileSize(incomplete)) ?? 0;
+      if (offset > meta.size) {
+        await rm(incomplete, { force: true });
+        offset = 0;
       }
+      sync(offset);
+      if (first && offset > 0) ctx.log.info(`resuming ${meta.file} from ${formatBytes(offset)} of ${formatBytes(meta.size)}`);
+      first = false;
+      const hash = await hashPrefix(incomplete, offset, kind, meta.size);
       if (offset < meta.size || !(await exists(incomplete))) {
-        await transferOnce(
-          ctx,
-          commit,
-          meta,
-          incomplete,
-          offset,
-          st,
-          (n) => {
-            counted += n;
-            progress.advance(n);
-          },
-          () => sync(0),
-        );
+        const fh = await open(incomplete, offset > 0 ? "a" : "w");
+        const write = async (chunk: Uint8Array) => {
+          await fh.write(chunk);
+          hash?.update(chunk);
+          counted += chunk.byteLength;
+          progress.advance(chunk.byteLength);
+        };
+        await streamFile(ctx, commit, meta, offset, meta.size, write)
+          .finally(() => fh.close())
+          .catch(async (err: unknown) => {
+            if (err instanceof RangeIgnored) {
+              ctx.log.warn(`${err.message}; downloading ${meta.file} again from the start`);
+              await rm(incomplete, { force: true });
+            }
+            throw err;
+          });
       }
       const got = (await fileSize(incomplete)) ?? 0;
       if (got < meta.size) {
         throw new RestartTransfer(`connection closed after ${formatBytes(got)} of ${formatBytes(meta.size)}`);
       }
-      let digest: string | undefined;
-      if (kind) {
-        if (st.hashed !== got || !st.hash) st.hash = await hashPrefix(incomplete, got, kind, meta.size);
-        digest = st.hash!.digest("hex");
-        st.hash = undefined;
-        st.hashed = -1;
+      const digest = hash?.digest("hex");
+      if (got === meta.size && (digest === undefined || digest === meta.etag)) {
+        await rename(incomplete, blob);
+        return true;
       }
-      if (got > meta.size || (digest !== undefined && digest !== meta.etag)) {
-        await rm(incomplete, { force: true });
-        sync(0);
-        if (resumedFrom > 0 && !freshRetryDone) {
-          freshRetryDone = true;
-          ctx.log.warn(
-            `${meta.file}: ${got > meta.size ? "size" : "checksum"} mismatch after resuming a partial download; ` +
-              `the partial file was stale, downloading again from the start`,
-          );
-          continue;
-        }
-        const detail =
-          got > meta.size
-            ? `expected ${meta.size} bytes, got ${got}`
-            : `expected ${kind} ${meta.etag} (announced by the Hub), got ${digest}`;
-        throw new HubDownloadError(
-          "checksum",
-          `Corrupted download of ${meta.file} from ${ctx.repo}@${commit}: ${detail}. ` +
-            `The bad file was deleted from the cache; run again to retry. If it persists, a proxy or mirror ` +
-            `(HF_ENDPOINT=${ctx.endpoint}) is serving wrong data.`,
-          { repo: ctx.repo, revision: ctx.revision, file: meta.file },
+      await rm(incomplete, { force: true });
+      sync(0);
+      const mismatch = got > meta.size ? "size" : "checksum";
+      if (offset > 0 && !freshRetryDone) {
+        freshRetryDone = true;
+        ctx.log.warn(
+          `${meta.file}: ${mismatch} mismatch after resuming a partial download; ` +
+            `the partial file was stale, downloading again from the start`,
         );
+        continue;
       }
-      await rename(incomplete, blob);
-      return true;
-    } catch (err) {
-      if (ctx.signal?.aborted) throw ctx.signal.reason;
-      if (!isTransient(err)) throw err;
-      if (err instanceof RestartTransfer && /416|Content-Range/.test(err.message)) {
-        await rm(incomplete, { force: true });
-        st.hash = undefined;
-        st.hashed = -1;
-      }
-      const have = (await fileSize(incomplete)) ?? 0;
-      const reason = err instanceof HubDownloadError || err instanceof RestartTransfer ? err.message : causeText(err);
-      if (attempt >= ctx.retries) {
-        throw new HubDownloadError(
-          "network",
-          `Download of ${meta.file} from ${ctx.repo}@${commit} failed after ${formatBytes(have)} of ` +
-            `${formatBytes(meta.size)} (${reason}). ` +
-            (have > 0
-              ? `The partial file is kept at ${incomplete}; run again to resume where it stopped (HTTP Range). `
-              : "") +
-            `If the Hub is unreachable, check HF_ENDPOINT (${ctx.endpoint}) and the network, ` +
-            `or set HF_HUB_OFFLINE=1 to use a complete cached copy.`,
-          {
-            repo: ctx.repo,
-            revision: ctx.revision,
-            file: meta.file,
-            transient: true,
-            cause: err,
-            ...(err instanceof HubDownloadError ? { status: err.status, url: err.url } : {}),
-          },
-        );
-      }
-      const wait = backoff(ctx, attempt + 1);
-      ctx.log.warn(
-        `download of ${meta.file} interrupted at ${formatBytes(have)} of ${formatBytes(meta.size)} (${reason}); ` +
-          `resuming in ${(wait / 1000).toFixed(1)} s (retry ${attempt + 1}/${ctx.retries})`,
+      const detail =
+        got > meta.size ? `expected ${meta.size} bytes, got ${got}` : `expected ${kind} ${meta.etag} (announced by the Hub), got ${digest}`;
+      throw hubError(
+        ctx,
+        "checksum",
+        `Corrupted download of ${meta.file} from ${ctx.repo}@${commit}: ${detail}. ` +
+          `The bad file was deleted from the cache; run again to retry. If it persists, a proxy or mirror ` +
+          `(HF_ENDPOINT=${ctx.endpoint}) is serving wrong data.`,
+        { file: meta.file },
       );
-      await sleep(wait, undefined, { signal: ctx.signal });
     }
-  }
+  });
 }
 
-/** Concurrent calls in this process share one transfer per blob. */
-const inflight = new Map<string, Promise<boolean>>();
+const inflight = new Map<string, Promise<unknown>>();
+
+/** Concurrent calls in this process share one job per key (a blob, a subset file): [the job, joined a running one]. */
+export function shared<T>(key: string, start: () => Promise<T>): [Promise<T>, boolean] {
+  const running = inflight.get(key) as Promise<T> | undefined;
+  if (running) return [running, true];
+  const job = start();
+  inflight.set(key, job);
+  const forget = () => void (inflight.get(key) === job && inflight.delete(key));
+  job.then(forget, forget);
+  return [job, false];
+}
 
 // ---------------------------------------------------------------------------------------------
 // entry point
@@ -788,14 +657,13 @@ function notCachedError(
   cacheDir: string,
   cached: Extract<CachedSnapshot, { ok: false }>,
   why: string,
-  cause?: unknown,
 ): HubDownloadError {
   const missing = cached.missing.length > 0 ? `; missing: ${cached.missing.join(", ")}` : "";
   return new HubDownloadError(
     "not_cached",
     `${why}, and ${repo} at revision '${revision}' is not fully in the cache ${cacheDir}: ${cached.reason}${missing}. ` +
       `Download it once with network access (unset HF_HUB_OFFLINE; HF_ENDPOINT may point to a mirror).`,
-    { repo, revision, cause },
+    { repo, revision },
   );
 }
 
@@ -840,26 +708,24 @@ export async function downloadCheckpoint(opts: DownloadCheckpointOptions): Promi
 
   const ctx: Ctx = { ...(await createHubContext(opts, repo, revision)), log };
 
-  let info: RepoInfo;
+  let info: { sha: string; siblings: string[] };
   try {
     info = await fetchRepoInfo(ctx);
   } catch (err) {
-    if (err instanceof HubDownloadError && err.code === "network") {
-      // like huggingface_hub: hub unreachable -> use what the cache has for this revision
-      const cached = await resolveFromCache(cacheQuery);
-      if (cached.ok) {
-        log.warn(`${err.message} Using the cached snapshot ${cached.commit} of ${repo}@${revision}.`);
-        return fromCache(cached);
-      }
-      throw new HubDownloadError(
-        "network",
-        `${err.message} Nothing usable is cached for ${repo}@${revision}: ${cached.reason}` +
-          (cached.missing.length ? ` (missing: ${cached.missing.join(", ")})` : "") +
-          ".",
-        { repo, revision, url: err.url, transient: true, cause: err },
-      );
+    if (!(err instanceof HubDownloadError && err.code === "network")) throw err;
+    // like huggingface_hub: hub unreachable -> use what the cache has for this revision
+    const cached = await resolveFromCache(cacheQuery);
+    if (cached.ok) {
+      log.warn(`${err.message} Using the cached snapshot ${cached.commit} of ${repo}@${revision}.`);
+      return fromCache(cached);
     }
-    throw err;
+    throw new HubDownloadError(
+      "network",
+      `${err.message} Nothing usable is cached for ${repo}@${revision}: ${cached.reason}` +
+        (cached.missing.length ? ` (missing: ${cached.missing.join(", ")})` : "") +
+        ".",
+      { repo, revision, url: err.url, transient: true, cause: err },
+    );
   }
 
   const commit = info.sha;
@@ -886,14 +752,10 @@ export async function downloadCheckpoint(opts: DownloadCheckpointOptions): Promi
   }
 
   const metas: FileMeta[] = [];
-  for (const f of todo) {
-    const meta = await fetchFileMeta(ctx, commit, f);
-    if (meta.commit && meta.commit !== commit) {
-      log.warn(`${f}: the Hub answered for commit ${meta.commit} instead of ${commit}`);
-    }
+  for (const meta of todo.length > 0 ? await fetchFileMetas(ctx, commit, todo) : []) {
     if (await exists(blobPath(storage, meta.etag))) {
       // blob already there (other revision, other tool): only the pointer is missing
-      await linkSnapshotFile(storage, commit, f, meta.etag);
+      await linkSnapshotFile(storage, commit, meta.file, meta.etag);
     } else {
       metas.push(meta);
     }
@@ -928,20 +790,12 @@ export async function downloadCheckpoint(opts: DownloadCheckpointOptions): Promi
     let ok = false;
     try {
       for (const meta of metas) {
-        const blob = blobPath(storage, meta.etag);
-        // check-and-register without an await in between, so concurrent calls share the transfer
-        let job = inflight.get(blob);
-        if (job) {
+        const [job, joined] = shared(blobPath(storage, meta.etag), () => downloadBlob(ctx, commit, meta, progress));
+        if (joined) {
           await job;
           progress.fileStart(meta.file, meta.size, 0);
           progress.advance(meta.size);
-        } else {
-          job = downloadBlob(ctx, commit, meta, progress);
-          inflight.set(blob, job);
-          const forget = () => void (inflight.get(blob) === job && inflight.delete(blob));
-          job.then(forget, forget);
-          if (await job) downloaded.push(meta.file);
-        }
+        } else if (await job) downloaded.push(meta.file);
         await linkSnapshotFile(storage, commit, meta.file, meta.etag);
         progress.fileDone();
       }

@@ -1,11 +1,11 @@
 /**
- * A loopback stand-in for the Hugging Face Hub, speaking the subset of its HTTP API that
- * server/src/checkpoint/hub.ts (and Python huggingface_hub's snapshot_download) use:
+ * A loopback stand-in for the Hugging Face Hub, speaking the subset of its HTTP API that the calls of
+ * server/src/checkpoint/hub.ts to @huggingface/hub (and Python huggingface_hub's snapshot_download) make:
  *
- *   GET  /api/models/{ns}/{name}/revision/{rev}       repo info: {id, sha, siblings: [{rfilename}], ...}
- *   POST /api/models/{ns}/{name}/paths-info/{rev}     (for @huggingface/hub's pathsInfo)
- *   GET  /api/models/{ns}/{name}/tree/{rev}[/{dir}]   (for @huggingface/hub's listFiles)
- *   HEAD|GET /{ns}/{name}/resolve/{rev}/{path}        regular files: 307 (same origin) to
+ *   GET  /api/models/{ns}/{name}/revision/{rev}       repo info (modelInfo): {id, sha, siblings: [{rfilename}], ...}
+ *   POST /api/models/{ns}/{name}/paths-info/{rev}     file sizes and hashes (pathsInfo)
+ *   GET  /{ns}/{name}/resolve/{rev}/{path}            content (downloadFile's Blob, with Range); HEAD for Python's
+ *                                                      get_hf_file_metadata. Regular files: 307 (same origin) to
  *                                                      /api/resolve-cache/models/{ns}/{name}/{commit}/{path}: 200 + ETag "<git sha1>";
  *                                                      LFS files: 302 to the "CDN" + X-Linked-Etag "<sha256>", X-Linked-Size
  *   GET  {cdn}/lfs/{sha256}?sig=...                   LFS content (a second listener = another origin), Range supported
@@ -60,7 +60,7 @@ export interface RecordedRequest {
   url: string;
   headers: IncomingHttpHeaders;
   /** route kind */
-  kind: "repo-info" | "paths-info" | "tree" | "resolve" | "lfs" | "other";
+  kind: "repo-info" | "paths-info" | "resolve" | "lfs" | "other";
   /** repo file path for resolve / lfs routes */
   file?: string;
   status?: number;
@@ -355,16 +355,15 @@ export class FakeHub {
   }
 
   private handleHub(rec: RecordedRequest, req: IncomingMessage, res: ServerResponse, body: string): void {
-    const [rawPath, query = ""] = (req.url ?? "/").split("?", 2) as [string, string?];
+    const [rawPath] = (req.url ?? "/").split("?", 1) as [string];
     const seg = segments(rawPath);
-    const params = new URLSearchParams(query);
 
-    // /api/models/{ns}/{name}[/(revision|paths-info|tree)/{rev}[/...]]
-    if (seg[0] === "api" && seg[1] === "models" && (seg.length >= 6 || seg.length === 4)) {
+    // /api/models/{ns}/{name}[/(revision|paths-info)/{rev}]
+    if (seg[0] === "api" && seg[1] === "models" && (seg.length === 6 || seg.length === 4)) {
       const id = `${seg[2]}/${seg[3]}`;
       const action = seg[4] ?? "revision";
       const rev = seg[5] ?? "main";
-      rec.kind = action === "revision" ? "repo-info" : action === "paths-info" ? "paths-info" : action === "tree" ? "tree" : "other";
+      rec.kind = action === "revision" ? "repo-info" : action === "paths-info" ? "paths-info" : "other";
       if (this.injectedStatus(rec, res)) return;
       const repo = this.repos.get(id);
       if (!repo) return this.repoNotFound(req, res);
@@ -416,24 +415,6 @@ export class FakeHub {
               .map((f) => ({ ...entry(f), lastCommit: { id: commit.sha, title: "commit", date: new Date(0).toISOString() } })),
           ),
         );
-        return;
-      }
-      if (action === "tree" && req.method === "GET") {
-        const dir = seg.slice(6).join("/");
-        const recursive = params.get("recursive") === "true" || params.get("recursive") === "1";
-        const prefix = dir ? `${dir}/` : "";
-        const out: unknown[] = [];
-        const dirs = new Set<string>();
-        for (const f of files) {
-          if (!f.path.startsWith(prefix)) continue;
-          const rest = f.path.slice(prefix.length);
-          const parts = rest.split("/");
-          for (let i = 1; i < parts.length && (recursive || i === 1); i++) dirs.add(prefix + parts.slice(0, i).join("/"));
-          if (recursive || parts.length === 1) out.push(entry(f));
-        }
-        for (const d of dirs) out.push({ type: "directory", oid: "0".repeat(40), size: 0, path: d });
-        res.writeHead(200, { "Content-Type": "application/json" });
-        res.end(JSON.stringify(out));
         return;
       }
       return this.error(res, 404, undefined, "Not found");
