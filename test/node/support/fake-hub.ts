@@ -4,6 +4,7 @@
  *
  *   GET  /api/models/{ns}/{name}/revision/{rev}       repo info (modelInfo): {id, sha, siblings: [{rfilename}], ...}
  *   POST /api/models/{ns}/{name}/paths-info/{rev}     file sizes and hashes (pathsInfo)
+ *   GET  /api/models/{ns}/{name}/tree/{rev}[/{dir}]   the listing Python's huggingface_hub (snapshot_download) asks for
  *   GET  /{ns}/{name}/resolve/{rev}/{path}            content (downloadFile's Blob, with Range); HEAD for Python's
  *                                                      get_hf_file_metadata. Regular files: 307 (same origin) to
  *                                                      /api/resolve-cache/models/{ns}/{name}/{commit}/{path}: 200 + ETag "<git sha1>";
@@ -60,7 +61,7 @@ export interface RecordedRequest {
   url: string;
   headers: IncomingHttpHeaders;
   /** route kind */
-  kind: "repo-info" | "paths-info" | "resolve" | "lfs" | "other";
+  kind: "repo-info" | "paths-info" | "tree" | "resolve" | "lfs" | "other";
   /** repo file path for resolve / lfs routes */
   file?: string;
   status?: number;
@@ -358,12 +359,12 @@ export class FakeHub {
     const [rawPath] = (req.url ?? "/").split("?", 1) as [string];
     const seg = segments(rawPath);
 
-    // /api/models/{ns}/{name}[/(revision|paths-info)/{rev}]
-    if (seg[0] === "api" && seg[1] === "models" && (seg.length === 6 || seg.length === 4)) {
+    // /api/models/{ns}/{name}[/(revision|paths-info|tree)/{rev}[/{dir}]]
+    if (seg[0] === "api" && seg[1] === "models" && (seg.length >= 6 || seg.length === 4)) {
       const id = `${seg[2]}/${seg[3]}`;
       const action = seg[4] ?? "revision";
       const rev = seg[5] ?? "main";
-      rec.kind = action === "revision" ? "repo-info" : action === "paths-info" ? "paths-info" : "other";
+      rec.kind = action === "revision" ? "repo-info" : action === "paths-info" ? "paths-info" : action === "tree" ? "tree" : "other";
       if (this.injectedStatus(rec, res)) return;
       const repo = this.repos.get(id);
       if (!repo) return this.repoNotFound(req, res);
@@ -415,6 +416,23 @@ export class FakeHub {
               .map((f) => ({ ...entry(f), lastCommit: { id: commit.sha, title: "commit", date: new Date(0).toISOString() } })),
           ),
         );
+        return;
+      }
+      if (action === "tree" && req.method === "GET") {
+        const dir = seg.slice(6).join("/");
+        const recursive = /[?&]recursive=(true|1)(&|$)/.test(req.url ?? "");
+        const prefix = dir ? `${dir}/` : "";
+        const out: unknown[] = [];
+        const dirs = new Set<string>();
+        for (const f of files) {
+          if (!f.path.startsWith(prefix)) continue;
+          const parts = f.path.slice(prefix.length).split("/");
+          for (let i = 1; i < parts.length && (recursive || i === 1); i++) dirs.add(prefix + parts.slice(0, i).join("/"));
+          if (recursive || parts.length === 1) out.push(entry(f));
+        }
+        for (const d of dirs) out.push({ type: "directory", oid: "0".repeat(40), size: 0, path: d });
+        res.writeHead(200, { "Content-Type": "application/json" });
+        res.end(JSON.stringify(out));
         return;
       }
       return this.error(res, 404, undefined, "Not found");
