@@ -189,7 +189,8 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
             elif self.options.heatmap_mode == "pca3":
                 labels.append(np.asarray(r.array))
             else:
-                labels.append(fol.Heatmap(map=np.array(r.array, dtype=np.uint8), range=[0, 255]))
+                # [1, 255]: the App paints no pixel whose value is 0, so the sidecar never sends one.
+                labels.append(fol.Heatmap(map=np.array(r.array, dtype=np.uint8), range=[1, 255]))
         return labels
 
     def embed(self, arg: Any) -> np.ndarray | None:
