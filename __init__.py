@@ -41,7 +41,7 @@ from .client.cuda_provider import ensure_for_zoo  # noqa: E402
 from .client import providers  # noqa: E402
 from .client.options import MODELS, RadioOptions, parse_options  # noqa: E402
 from .client.sidecar import cli_path, node_executable  # noqa: E402
-from .zoo import RadioModel, make_local_model, make_remote_model  # noqa: E402
+from .zoo import RadioModel, check_image_reader_hook, make_local_model, make_remote_model  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,7 @@ def _variant(o: RadioOptions, precision: str) -> tuple[str, list[str]]:
 
 def load_model(model_name: str, model_path: str, **kwargs: Any) -> RadioModel:
     options = parse_options(model_name, kwargs)
+    check_image_reader_hook()  # before any set-up: a FiftyOne without the reader this model swaps fails here
     if options.remote:
         return make_remote_model(model_name, options)
     device = options.device or "auto"
