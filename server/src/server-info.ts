@@ -17,7 +17,6 @@ export interface ModelInfo {
   maxResolution: number;
   resolutionStep: number;
   windowSize: number;
-  externalPreprocessor: boolean;
   sourceRepo: string;
   sourceRevision: string;
   executionProvider: string;
@@ -76,7 +75,6 @@ export function buildServerInfo(o: {
       maxResolution: m.metadata.resolution.max,
       resolutionStep: m.metadata.resolution.step,
       windowSize: m.metadata.windowSize ?? 0,
-      externalPreprocessor: m.metadata.externalPreprocessor,
       sourceRepo: m.metadata.source.repo ?? "",
       sourceRevision: m.metadata.source.revision ?? "",
       executionProvider: o.providers.get(m.name) ?? "",

@@ -167,3 +167,11 @@ def test_image_reader_swapped_in_use_restored_on_exit_and_close(server: str, tmp
     finally:
         model.close()
         assert fom.foui is real
+
+
+def test_use_external_preprocessor_is_a_checked_no_op() -> None:
+    # Accepted as the seed README shows it, still checked to be a bool, and no graph variant of its own.
+    plain = radio._variant(parse_options(MODEL, {}), "fp32")
+    assert radio._variant(parse_options(MODEL, {"use_external_preprocessor": True}), "fp32") == plain == ("fp32", [])
+    with pytest.raises(ValueError, match="use_external_preprocessor='yes' is not valid; use one of True, False"):
+        parse_options(MODEL, {"use_external_preprocessor": "yes"})
