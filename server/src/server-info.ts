@@ -17,6 +17,8 @@ export interface ModelInfo {
   maxResolution: number;
   resolutionStep: number;
   windowSize: number;
+  /** Always false (proto field kept): graphs compiled with the removed --external-preprocessor are refused at load. */
+  externalPreprocessor: false;
   sourceRepo: string;
   sourceRevision: string;
   executionProvider: string;
@@ -75,6 +77,7 @@ export function buildServerInfo(o: {
       maxResolution: m.metadata.resolution.max,
       resolutionStep: m.metadata.resolution.step,
       windowSize: m.metadata.windowSize ?? 0,
+      externalPreprocessor: false,
       sourceRepo: m.metadata.source.repo ?? "",
       sourceRevision: m.metadata.source.revision ?? "",
       executionProvider: o.providers.get(m.name) ?? "",
