@@ -4,7 +4,7 @@
 ``download_model`` sets everything up on first use, with visible progress: checks Node >= 20,
 installs and builds the TypeScript sidecar from this folder, downloads the checkpoint into the
 Hugging Face cache and compiles it to ONNX in the model's folder. ``load_model`` validates the
-options, compiles any extra graph variant they need (fp16, ViTDet window, external preprocessor)
+options, compiles any extra graph variant they need (fp16, int8, ViTDet window, adaptors)
 and starts (or reuses) the local sidecar, or connects to remote ones (``server=``).
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ from .client.cuda_provider import ensure_for_zoo  # noqa: E402
 from .client import providers  # noqa: E402
 from .client.options import MODELS, RadioOptions, parse_options  # noqa: E402
 from .client.sidecar import cli_path, node_executable  # noqa: E402
-from .zoo import RadioModel, make_local_model, make_remote_model  # noqa: E402
+from .zoo import RadioModel, check_image_reader_hook, make_local_model, make_remote_model  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +120,6 @@ def _variant(o: RadioOptions, precision: str) -> tuple[str, list[str]]:
     if o.vitdet_window_size:
         name += f"-w{o.vitdet_window_size}"
         flags += ["--window-size", str(o.vitdet_window_size)]
-    if o.use_external_preprocessor:
-        name += "-ext"
-        flags += ["--external-preprocessor"]
     if o.adaptor:
         # The adaptor heads come from the checkpoint's torch.hub file, and the text space adds the
         # SigLIP2 text tower (only its tensors are downloaded): the sidecar's compile fetches both.
@@ -133,6 +130,7 @@ def _variant(o: RadioOptions, precision: str) -> tuple[str, list[str]]:
 
 def load_model(model_name: str, model_path: str, **kwargs: Any) -> RadioModel:
     options = parse_options(model_name, kwargs)
+    check_image_reader_hook()  # before any set-up: a FiftyOne without the reader this model swaps fails here
     if options.remote:
         return make_remote_model(model_name, options)
     device = options.device or "auto"
@@ -181,7 +179,8 @@ def resolve_input(model_name: str, ctx: Any) -> Any:
     inputs.enum("device", ["auto", "cpu", "cuda", "webgpu"], default="auto", label="Device",
                 description="auto: CUDA, else a GPU through WebGPU (Vulkan), else the CPU (see README, Providers)")
     inputs.bool("use_mixed_precision", label="fp16 on GPU", required=False)
-    inputs.bool("use_external_preprocessor", default=False, label="External preprocessor")
+    inputs.bool("use_external_preprocessor", default=False, label="External preprocessor",
+                description="no effect on results (kept for older scripts): the graph always normalises")
     inputs.bool("quantize", default=False, label="int8 on CPU",
                 description="int8 linear layers: ~1.4x faster on a CPU, approximate (see README)")
     inputs.enum("embedding_space", ["backbone", "text", "dinov3"], default="backbone", label="Embedding space",

@@ -11,6 +11,7 @@ image reader yields lazy file references instead (see ``_LazyImageReader``).
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +24,7 @@ import fiftyone.core.models as fom
 from .client.grpc_client import EmbedOptions, ImageResult, RadioClient, SidecarUnavailable, TextEmbeddings
 from .client.options import RadioOptions
 from .client.pillow_fallback import retry_unsupported
+from .client.served import check_image_size, select_served_model
 from .client.prompts import class_embeddings, class_prompts, zero_shot_scores
 from .client.sidecar import LocalSidecar, SidecarSpec, registry
 
@@ -46,6 +48,42 @@ class LazyImage(str):
     """A file path standing in for a decoded image: what the batch loop gets instead of pixels."""
 
 
+# FiftyOne (1.22) has no supported hook for how its batch loop reads images: it calls
+# ``fiftyone.core.models.foui.read(path)`` (``foui`` being ``fiftyone.utils.image``). The swap below
+# depends on that name and signature; check_image_reader_hook() checks both at load_model, so a
+# FiftyOne that renames them fails there, loudly, instead of decoding every image in Python.
+_READ_PARAMS = ("path_or_url", "include_alpha", "flag")
+
+
+def check_image_reader_hook() -> None:
+    """Raises RuntimeError unless ``fiftyone.core.models.foui.read(path_or_url, include_alpha=False,
+    flag=None)`` exists, the reader this model swaps out while in use."""
+    real = getattr(fom, "foui", None)
+    if isinstance(real, _LazyImageReader):
+        real = real._real
+    read = getattr(real, "read", None) if real is not None else None
+    problem = None
+    if real is None:
+        problem = "fiftyone.core.models has no `foui` (fiftyone.utils.image)"
+    elif not callable(read):
+        problem = "fiftyone.core.models.foui has no callable `read`"
+    else:
+        try:
+            params = tuple(inspect.signature(read).parameters)
+        except (TypeError, ValueError):
+            params = ()
+        if params[:len(_READ_PARAMS)] != _READ_PARAMS:
+            problem = f"fiftyone.core.models.foui.read takes {params!r}, not {_READ_PARAMS!r}"
+    if problem:
+        import fiftyone
+
+        raise RuntimeError(
+            f"C-RADIOv4 cannot run under FiftyOne {getattr(fiftyone, '__version__', '?')}: {problem}. This model "
+            "replaces that image reader while in use so that Python never decodes images; this FiftyOne has "
+            "changed it. Install the FiftyOne this zoo source was made for (1.22), or update zoo.py "
+            "(check_image_reader_hook, _LazyImageReader) to the new name")
+
+
 class _LazyImageReader:
     """Stands in for ``fiftyone.utils.image`` inside ``fiftyone.core.models`` while this model is
     entered: ``read(path)`` returns the path, everything else is the real module."""
@@ -60,10 +98,6 @@ class _LazyImageReader:
         return getattr(self._real, name)
 
 
-class SampleFailure(RuntimeError):
-    """Raised in strict mode when an image fails; names the sample and the reason."""
-
-
 def _mixins() -> tuple[type, ...]:
     base = (fom.Model, fom.EmbeddingsMixin, fom.PromptMixin, fom.LogitsMixin)
     return (*base, fom.SupportsGetItem) if HAS_TORCH else base
@@ -76,14 +110,14 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
     in the text space, ``embed_prompts`` embeds text for ``sort_by_similarity`` and App search."""
 
     def __init__(self, model_name: str, options: RadioOptions, *, sidecar: LocalSidecar | None = None,
-                 client: RadioClient | None = None, graph_name: str = "", strict: bool = False,
+                 client: RadioClient | None = None, graph_name: str = "",
                  provider: str | None = None, precision: str | None = None, provider_notes: Sequence[str] = ()) -> None:
         if (sidecar is None) == (client is None):
             raise ValueError("give exactly one of a local sidecar or a client of remote sidecars")
         self.model_name = model_name
         self.options = options
         self.graph_name = graph_name
-        self.strict = strict
+        self.served: Any = None  # the sidecar's ModelInfo for graph_name, read at load (check_served)
         self._sidecar = sidecar
         self._client = client
         self._patched: Any = None
@@ -164,11 +198,15 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
 
     def __enter__(self) -> "RadioModel":
         if self._patched is None:
+            check_image_reader_hook()
             self._patched = fom.foui
             fom.foui = _LazyImageReader(fom.foui)
         return self
 
     def __exit__(self, *args: Any) -> None:
+        self._restore_image_reader()
+
+    def _restore_image_reader(self) -> None:
         if self._patched is not None:
             fom.foui = self._patched
             self._patched = None
@@ -192,7 +230,8 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
             elif self.options.heatmap_mode == "pca3":
                 labels.append(np.asarray(r.array))
             else:
-                labels.append(fol.Heatmap(map=np.array(r.array, dtype=np.uint8), range=[0, 255]))
+                # [1, 255]: the App paints no pixel whose value is 0, so the sidecar never sends one.
+                labels.append(fol.Heatmap(map=np.array(r.array, dtype=np.uint8), range=[1, 255]))
         return labels
 
     def embed(self, arg: Any) -> np.ndarray | None:
@@ -300,8 +339,6 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         for r in results:
             if not r.ok:
                 self.failures.append((r.id, r.error_code or "", r.error or ""))
-                if self.strict:
-                    raise SampleFailure(f"{r.id}: {r.error}")
                 logger.warning("C-RADIOv4: %s failed (%s): %s", r.id, r.error_code, r.error)
         return results
 
@@ -327,10 +364,25 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
     def info(self) -> Any:
         return self._client_now().info()
 
+    def check_served(self) -> None:
+        """One Info call, at load_model: the sidecar answers (and takes our token), serves this model
+        in the embedding space asked for, and takes ``image_size``. Raises with what to fix; a remote
+        model also learns which served model to name in its calls."""
+        client = self._client_now()
+        where = ", ".join(client.addresses) if self._client is not None else "the local sidecar"
+        info = client.info()
+        served = select_served_model(self.model_name, self.options, info, where, graph_name=self.graph_name or None)
+        check_image_size(self.options, served)
+        self.graph_name, self.served = served.name, served
+        if self._provider is None:
+            self._provider = info.provider or None
+
     # -- lifetime ---------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Releases the sidecar (stopped once no model of this process uses it)."""
+        """Releases the sidecar (stopped once no model of this process uses it) and puts FiftyOne's
+        image reader back if this model still has it swapped."""
+        self._restore_image_reader()
         if self._sidecar is not None:
             sc, self._sidecar = self._sidecar, None
             registry.release(sc)
@@ -364,10 +416,23 @@ def make_local_model(model_name: str, options: RadioOptions, graphs: dict[str, P
     load_model, so the sidecar never chooses differently from the graph compiled for it)."""
     spec = SidecarSpec(models=tuple(sorted((k, str(v)) for k, v in graphs.items())), provider=provider,
                        workers=options.workers, threads=options.threads)
-    return RadioModel(model_name, options, sidecar=registry.acquire(spec), graph_name=graph_name, provider=provider,
-                      precision=precision, provider_notes=provider_notes)
+    model = RadioModel(model_name, options, sidecar=registry.acquire(spec), graph_name=graph_name, provider=provider,
+                       precision=precision, provider_notes=provider_notes)
+    return _checked(model)
 
 
 def make_remote_model(model_name: str, options: RadioOptions) -> RadioModel:
+    """A model on remote sidecars; fails here, not at the first batch, when they cannot be reached, want
+    another token, or do not serve this model, its embedding space or its image_size."""
     client = RadioClient(options.servers, token=options.token)
-    return RadioModel(model_name, options, client=client, graph_name="")
+    return _checked(RadioModel(model_name, options, client=client, graph_name=""))
+
+
+def _checked(model: RadioModel) -> RadioModel:
+    try:
+        check_image_reader_hook()
+        model.check_served()
+    except BaseException:
+        model.close()
+        raise
+    return model

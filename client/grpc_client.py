@@ -39,6 +39,20 @@ class SidecarUnavailable(RuntimeError):
     """The sidecar could not be reached (not running, crashed, or shutting down)."""
 
 
+class SidecarCallError(RuntimeError):
+    """A whole call was refused, not one image: the message says what to fix. `code` is the gRPC
+    status name (UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND, ...)."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SidecarAuthError(SidecarCallError):
+    """The sidecar wants a token (none sent) or refused the one sent (UNAUTHENTICATED), or refused
+    this client (PERMISSION_DENIED)."""
+
+
 @dataclass
 class ImageResult:
     """One image's outcome: `array` (and sizes) on success, else `error_code` + `error`."""
@@ -194,7 +208,7 @@ class RadioClient:
                     time.sleep(self.backoff_s * (2 ** attempt) * (1 + random.random()))
                     attempt += 1
                     continue
-                raise _translate(err, self.addresses) from err
+                raise _translate(err, self.addresses, token_sent=bool(self._metadata)) from err
 
     # -- text -----------------------------------------------------------------------------
 
@@ -234,7 +248,7 @@ class RadioClient:
                         time.sleep(self.backoff_s * (2 ** attempt) * (1 + random.random()))
                         attempt += 1
                         continue
-                    raise _translate(err, self.addresses) from err
+                    raise _translate(err, self.addresses, token_sent=bool(self._metadata)) from err
             space, scale, bias = response.space, response.logit_scale, response.logit_bias
             for r in response.results:
                 original = chunk[r.index]
@@ -296,7 +310,7 @@ class RadioClient:
                     time.sleep(delay)
                     attempt += 1
                     continue
-                raise _translate(err, self.addresses) from err
+                raise _translate(err, self.addresses, token_sent=bool(self._metadata)) from err
             pending = [i for i in pending if i not in results]
             if pending:
                 raise RuntimeError(f"sidecar answered without results for {len(pending)} images")
@@ -407,11 +421,27 @@ def _result(r: Any) -> ImageResult:
     return out
 
 
-def _translate(err: grpc.RpcError, addresses: list[str]) -> Exception:
+def _translate(err: grpc.RpcError, addresses: list[str], *, token_sent: bool = False) -> Exception:
+    """A failed call as an exception that says what to fix (the gRPC status name stays in it)."""
     code = err.code() if hasattr(err, "code") else None
     detail = err.details() if hasattr(err, "details") else str(err)
+    where = ", ".join(addresses)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) and "shutting down" not in (detail or ""):
-        return SidecarUnavailable(f"sidecar at {', '.join(addresses)} is unavailable: {detail}")
+        return SidecarUnavailable(
+            f"no sidecar answers at {where} ({code.name}: {detail}). Check that the address and port are right "
+            "(server=...), that `radio-sidecar serve` is running there and listens on that interface (--host; "
+            "a non-loopback host also needs --token), that no firewall or proxy is in the way, and for a "
+            "unix: socket that its path exists and is yours")
     if code == grpc.StatusCode.UNAVAILABLE:
-        return SidecarUnavailable(f"sidecar at {', '.join(addresses)} is shutting down: {detail}")
-    return RuntimeError(f"sidecar call failed ({code.name if code else 'error'}): {detail}")
+        return SidecarUnavailable(f"sidecar at {where} is shutting down: {detail}")
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        fix = ("the token sent was refused: pass the server's token (its RADIO_TOKEN / --token) as token=..."
+               if token_sent else "the server wants a token: pass token=... (the server's RADIO_TOKEN / --token)")
+        return SidecarAuthError(f"sidecar at {where} refused the call (UNAUTHENTICATED: {detail}): {fix}", "UNAUTHENTICATED")
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return SidecarAuthError(
+            f"sidecar at {where} refused this client (PERMISSION_DENIED: {detail}): the server, or a proxy in front "
+            "of it, does not allow this client or this token; check its access rules and pass a token it accepts "
+            "(token=...)", "PERMISSION_DENIED")
+    name = code.name if code else "error"
+    return SidecarCallError(f"sidecar call failed ({name}): {detail}", name if code else None)

@@ -15,8 +15,8 @@ EMBEDDING_SPACES = {
 }
 
 MODELS = {
-    "nv_labs/c-radio_v4-h": {"checkpoint": "c-radio_v4-h", "summary_dim": 2560},
-    "nv_labs/c-radio_v4-so400m": {"checkpoint": "c-radio_v4-so400m", "summary_dim": 2304},
+    "nv_labs/c-radio_v4-h": {"checkpoint": "c-radio_v4-h"},
+    "nv_labs/c-radio_v4-so400m": {"checkpoint": "c-radio_v4-so400m"},
 }
 
 
@@ -26,7 +26,7 @@ class RadioOptions:
     feature_format: str = "NCHW"            # NCHW | NLC (dense features from compute_embeddings)
     use_mixed_precision: bool | None = None  # None: fp16 graph on a GPU provider, fp32 on CPU (True on CPU: fp32, warned)
     quantize: bool = False                  # int8 linear layers (CPU only): faster, approximate
-    use_external_preprocessor: bool = False
+    use_external_preprocessor: bool = False  # accepted (the seed README shows it), no effect: the graph normalises
     apply_smoothing: bool = True
     smoothing_sigma: float = 1.51
     heatmap_mode: str = "pca1"              # pca1 (fo.Heatmap) | pca3 (RGB array)

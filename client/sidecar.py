@@ -19,7 +19,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from .gpu_libs import library_env
 from .grpc_client import RadioClient
@@ -236,9 +235,6 @@ class _Registry:
             if sc.refs <= 0:
                 sc.stop()
                 self._sidecars = {k: v for k, v in self._sidecars.items() if v is not sc}
-
-    def running(self) -> Sequence[LocalSidecar]:
-        return [s for s in self._sidecars.values() if s.alive]
 
     def stop_all(self) -> None:
         with self._lock:

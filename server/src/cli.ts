@@ -47,7 +47,6 @@ program
   .requiredOption("--out <dir>", "output folder for model.onnx + metadata.json")
   .addOption(new Option("--precision <p>", "graph precision: fp32 (exact), fp16 (GPU), int8 (CPU: int8 linear layers, approximate, ~1.3× faster)").choices(["fp32", "fp16", "int8"]).default("fp32"))
   .option("--window-size <n>", "ViTDet window size in patches (windowed attention)", positiveInt)
-  .option("--external-preprocessor", "leave the (x - mean) / std normalisation out of the graph", false)
   .addOption(
     new Option("--attention <impl>", "attention ops: auto = MatMul/Softmax for fp32 (as fast on CPU: see README), com.microsoft.MultiHeadAttention for fp16 (fused kernels on GPU)")
       .choices(["auto", "matmul", "mha"]).default("auto"),
@@ -60,7 +59,7 @@ program
   .option("--siglip <dir>", "with --text and --checkpoint: a local SigLIP2 folder (config.json, safetensors + index, tokenizer files)")
   .action(async (o: {
     model?: string; checkpoint?: string; revision?: string; out: string; precision: "fp32" | "fp16" | "int8"; windowSize?: number;
-    externalPreprocessor: boolean; attention: "auto" | "matmul" | "mha"; copyWeights: boolean; cacheDir?: string; adaptors?: string[]; torchhubCheckpoint?: string;
+    attention: "auto" | "matmul" | "mha"; copyWeights: boolean; cacheDir?: string; adaptors?: string[]; torchhubCheckpoint?: string;
     text: boolean; siglip?: string;
   }) => {
     if (o.torchhubCheckpoint && !o.adaptors) throw new InvalidArgumentError("--torchhub-checkpoint is only read for --adaptors");
@@ -96,7 +95,6 @@ program
     rmSync(join(o.out, TEXT_DIR), { recursive: true, force: true });
     const r = await compileCheckpoint({
       checkpointDir: checkpointDir!, outDir: o.out, precision: o.precision, windowSize: o.windowSize ?? null,
-      externalPreprocessor: o.externalPreprocessor,
       attention: o.attention === "auto" ? (o.precision === "fp16" ? "mha" : "matmul") : o.attention, weightsMode: o.copyWeights ? "copy" : "link",
       adaptors: o.adaptors, torchhubCheckpoint: o.torchhubCheckpoint,
       repo, revision, onStage: (s) => process.stderr.write(`compile: ${s}\n`),
@@ -151,7 +149,7 @@ program
   .command("run")
   .description("run a compiled graph on a float32 .npy tensor [B,3,H,W] and write summary.npy and features.npy (and <adaptor>.summary.npy / <adaptor>.features.npy for graphs compiled with --adaptors)")
   .requiredOption("--model-dir <dir>", "compiled graph folder")
-  .requiredOption("--input <file>", ".npy float32 [B, 3, H, W] (in [0, 1], or normalised for external-preprocessor graphs)")
+  .requiredOption("--input <file>", ".npy float32 [B, 3, H, W] (in [0, 1])")
   .requiredOption("--out-dir <dir>", "where summary.npy, features.npy and the adaptor outputs go")
   .addOption(new Option("--provider <ep>", "execution provider").choices([...PROVIDERS]).default("cpu"))
   .option("--threads <n>", "ORT intra-op threads (0 = one per core)", nonNegativeInt, 0)

@@ -59,6 +59,9 @@ export interface ServeConfig {
   inferenceTimeoutMs?: number;
   /** V8 heap limit per inference worker, MB (0 = Node's default). */
   workerHeapMb?: number;
+  /** Tests only (never set by the CLI): a worker module to run instead of the real one, e.g.
+   * test/node/support/fault-worker.ts, which wraps it to inject faults. */
+  workerModule?: string;
   /** Largest request message, bytes. */
   maxRequestBytes?: number;
   /** Most pixels per image (from the header, before decoding; or raw height × width). */
@@ -212,6 +215,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
       warmup: config.warmup,
       inferenceTimeoutMs: config.inferenceTimeoutMs ?? 0,
       workerHeapMb: config.workerHeapMb ?? SERVE_DEFAULTS.workerHeapMb,
+      ...(config.workerModule ? { workerModule: config.workerModule } : {}),
     });
   } catch (err) {
     await closeEarly();

@@ -17,7 +17,8 @@ export interface ModelInfo {
   maxResolution: number;
   resolutionStep: number;
   windowSize: number;
-  externalPreprocessor: boolean;
+  /** Always false (proto field kept): graphs compiled with the removed --external-preprocessor are refused at load. */
+  externalPreprocessor: false;
   sourceRepo: string;
   sourceRevision: string;
   executionProvider: string;
@@ -76,7 +77,7 @@ export function buildServerInfo(o: {
       maxResolution: m.metadata.resolution.max,
       resolutionStep: m.metadata.resolution.step,
       windowSize: m.metadata.windowSize ?? 0,
-      externalPreprocessor: m.metadata.externalPreprocessor,
+      externalPreprocessor: false,
       sourceRepo: m.metadata.source.repo ?? "",
       sourceRevision: m.metadata.source.revision ?? "",
       executionProvider: o.providers.get(m.name) ?? "",

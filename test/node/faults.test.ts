@@ -17,6 +17,8 @@ import sharp from 'sharp';
 import { LOADER_OPTIONS, RADIO_PROTO } from '../../server/src/transport/grpc/proto.js';
 import { noiseRaw } from './support/images.js';
 import { compileTinyModel, metricValue, randomPixels, rawFloat, scrape, startTestServer, tempDir, waitFor, type TestServer } from './support/server.js';
+// The worker with fault injection (tests only; not imported here: it loads models when imported).
+const FAULT_WORKER = new URL('./support/fault-worker.ts', import.meta.url).href;
 
 const HANG_HEIGHT = 96;
 const OOM_HEIGHT = 112;
@@ -34,7 +36,7 @@ describe('injected faults', () => {
     process.env.RADIO_TEST_WORKER_OOM_ON_HEIGHT = String(OOM_HEIGHT);
     process.env.RADIO_TEST_WORKER_SLOW_ON_HEIGHT = `${SLOW_HEIGHT}:${1.5 * TIMEOUT_MS}`;
     ts = await startTestServer(
-      { models: [{ name: 'tiny', dir: graph }], workers: 1, threads: 2, maxBatch: 8, maxQueue: 64, inferenceTimeoutMs: TIMEOUT_MS, workerHeapMb: 128 },
+      { models: [{ name: 'tiny', dir: graph }], workers: 1, threads: 2, maxBatch: 8, maxQueue: 64, inferenceTimeoutMs: TIMEOUT_MS, workerHeapMb: 128, workerModule: FAULT_WORKER },
       tmp.dir,
     );
   });

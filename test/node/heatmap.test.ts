@@ -20,6 +20,7 @@ import {
   computeHeatmap,
   computeScoreMaps,
   defaultHeatmapSize,
+  HEATMAP_PCA1_LOW,
   type FeatureDims,
   type HeatmapMode,
 } from '../../server/src/postprocess/heatmap.js';
@@ -489,12 +490,18 @@ describe('heatmap stages vs numpy / sklearn / scipy / torch', () => {
           minMaxToUint8(row(resized, i, c.outH * c.outW), got, c.components, i);
         }
         assert.deepEqual(byteDiff(got, want.data), { max: 0, differing: 0 });
+        // pca1's mapping, [1, 255] (HEATMAP_PCA1_LOW), against the oracle's same mapping.
+        const want1 = refU8(c.name, 'uint8_pca1');
+        const got1 = new Uint8Array(want1.data.length);
+        minMaxToUint8(row(resized, 0, c.outH * c.outW), got1, 1, 0, HEATMAP_PCA1_LOW);
+        assert.deepEqual(byteDiff(got1, want1.data), { max: 0, differing: 0 });
       });
 
       it('computeHeatmap end to end is within ±1 of the oracle', (t) => {
         if (!needOracle(t)) return;
         const want = refU8(c.name, 'uint8');
         const modes: [HeatmapMode, number][] = c.components === 3 ? [['pca1', 1], ['pca3', 3]] : [['pca1', 1]];
+        const want1 = refU8(c.name, 'uint8_pca1');
         for (const [mode, ch] of modes) {
           const hm = computeHeatmap(c.features, c.dims, { mode, sigma: c.sigma, outputHeight: c.outH, outputWidth: c.outW });
           assert.equal(hm.height, c.outH);
@@ -503,8 +510,9 @@ describe('heatmap stages vs numpy / sklearn / scipy / torch', () => {
           // Oracle layout is (H, W, k); take the first `ch` channels.
           const expected = new Uint8Array(c.outH * c.outW * ch);
           for (let p = 0; p < c.outH * c.outW; p++) {
-            for (let j = 0; j < ch; j++) expected[p * ch + j] = want.data[p * c.components + j]!;
+            for (let j = 0; j < ch; j++) expected[p * ch + j] = mode === 'pca1' ? want1.data[p]! : want.data[p * c.components + j]!;
           }
+          if (mode === 'pca1') assert.ok(hm.data.every((v) => v >= HEATMAP_PCA1_LOW), 'no 0 in a pca1 map');
           const d = byteDiff(hm.data, expected);
           assert.ok(d.max <= 1, `${mode}: max byte difference ${d.max}`);
           assert.ok(d.differing <= expected.length / 100, `${mode}: ${d.differing} bytes differ`);
@@ -617,16 +625,22 @@ describe('heatmap properties', () => {
     assert.deepEqual(res3, { rule: 'norm-correlation', flipped: true });
   });
 
-  it('constant, all-NaN and single-position inputs give all-zero maps', () => {
+  it('constant, all-NaN and single-position inputs give flat maps at the lowest value (pca1: 1, pca3: 0)', () => {
     const d = { channels: 5, height: 4, width: 6 };
     for (const fill of [0, 3.5, Number.NaN, Number.POSITIVE_INFINITY]) {
-      for (const mode of ['pca1', 'pca3'] as const) {
+      for (const [mode, low] of [['pca1', HEATMAP_PCA1_LOW], ['pca3', 0]] as const) {
         const hm = computeHeatmap(new Float32Array(5 * 24).fill(fill), d, { mode, outputHeight: 8, outputWidth: 12 });
-        assert.ok(hm.data.every((v) => v === 0), `fill ${fill} ${mode}`);
+        assert.ok(hm.data.every((v) => v === low), `fill ${fill} ${mode}`);
       }
     }
     const one = computeHeatmap(Float32Array.of(1, 2, 3), { channels: 3, height: 1, width: 1 }, { outputHeight: 2, outputWidth: 2 });
-    assert.deepEqual(Array.from(one.data), [0, 0, 0, 0]);
+    assert.deepEqual(Array.from(one.data), [1, 1, 1, 1]);
+  });
+
+  it('pca1 maps span [1, 255]: no pixel is 0, which the FiftyOne App would leave unpainted', () => {
+    const hm = computeHeatmap(x, dims, { ...opts, mode: 'pca1' });
+    assert.equal(HEATMAP_PCA1_LOW, 1);
+    assert.deepEqual([Math.min(...hm.data), Math.max(...hm.data)], [1, 255]);
   });
 
   it('pca3 on rank-1 data leaves the missing components black', () => {
@@ -730,9 +744,9 @@ describe('heatmaps with high-norm outlier tokens', () => {
       const rSmooth = pearson(smooth.data, region);
       assert.ok(rPlain >= 0.9, `correlation with the region ${rPlain.toFixed(3)} (unsmoothed)`);
       assert.ok(rSmooth >= 0.9, `correlation with the region ${rSmooth.toFixed(3)} (sigma 1.51)`);
-      // The outliers' pixels are clamped: the inliers alone span the full 0..255 range.
+      // The outliers' pixels are clamped: the inliers alone span the full 1..255 range.
       const inliers = Array.from(plain.data).filter((_, p) => !sm.outliers.mask![p]);
-      assert.deepEqual([Math.min(...inliers), Math.max(...inliers)], [0, 255]);
+      assert.deepEqual([Math.min(...inliers), Math.max(...inliers)], [1, 255]);
 
       // The previous algorithm (fit on every position) loses the region to the outliers.
       const old = computeHeatmap(x, dims, { ...grid, sigma: null, highNorm: false });
@@ -862,11 +876,17 @@ describe('heatmap building blocks', () => {
     assert.ok(c.every((v) => Math.abs(v - 2.5) < 1e-15));
   });
 
-  it('minMaxToUint8 rounds half up and maps constants to 0', () => {
+  it('minMaxToUint8 rounds half up and maps constants to the lowest value', () => {
     const out = new Uint8Array(4);
     minMaxToUint8(Float64Array.of(0, 0.5 / 255, 1.5 / 255, 1), out);
     assert.deepEqual(Array.from(out), [0, 1, 2, 255]);
     minMaxToUint8(Float64Array.of(7, 7, 7, 7), out);
     assert.deepEqual(Array.from(out), [0, 0, 0, 0]);
+    // low = 1 (pca1 heatmaps): [1, 255], rounding half up over 254 steps.
+    minMaxToUint8(Float64Array.of(0, 0.5 / 254, 1.5 / 254, 1), out, 1, 0, 1);
+    assert.deepEqual(Array.from(out), [1, 2, 3, 255]);
+    minMaxToUint8(Float64Array.of(7, 7, 7, 7), out, 1, 0, 1);
+    assert.deepEqual(Array.from(out), [1, 1, 1, 1]);
+    assert.throws(() => minMaxToUint8(Float64Array.of(1, 2), out, 1, 0, 255), RangeError);
   });
 });

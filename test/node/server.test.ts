@@ -16,6 +16,8 @@ import { nlcToChw } from '../../server/src/postprocess/outputs.js';
 import { snapAspectBucket } from '../../server/src/preprocess/index.js';
 import { loadGraph, runGraph, type LoadedGraph } from '../../server/src/runtime/session.js';
 import { noiseRaw } from './support/images.js';
+// The worker with fault injection (tests only; not imported here: it loads models when imported).
+const FAULT_WORKER = new URL('./support/fault-worker.ts', import.meta.url).href;
 import {
   compileTinyModel,
   floats,
@@ -95,6 +97,7 @@ describe('radio sidecar over a unix socket', () => {
         queueDelayMs: 5,
         maxQueue: 64,
         threads: 2,
+        workerModule: FAULT_WORKER,
       },
       tmp.dir,
     );

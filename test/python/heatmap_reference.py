@@ -90,11 +90,12 @@ def resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return r[0, 0].numpy()
 
 
-def quantize(img: np.ndarray) -> np.ndarray:
+def quantize(img: np.ndarray, low: int = 0) -> np.ndarray:
+    """Min-max to [low, 255]; low=1 for pca1 maps (the FiftyOne App paints no 0-valued pixel)."""
     lo, hi = float(img.min()), float(img.max())
     if not hi > lo:
-        return np.zeros(img.shape, dtype=np.uint8)
-    return np.clip(np.floor((img - lo) / (hi - lo) * 255 + 0.5), 0, 255).astype(np.uint8)
+        return np.full(img.shape, low, dtype=np.uint8)
+    return (low + np.clip(np.floor((img - lo) / (hi - lo) * (255 - low) + 0.5), 0, 255 - low)).astype(np.uint8)
 
 
 class Writer:
@@ -161,7 +162,8 @@ def run_pipeline(case: dict, w: Writer) -> None:
     resized = [resize(s, out_h, out_w) for s in smoothed]
     w.array("smoothed", np.stack(smoothed))
     w.array("resized", np.stack(resized))
-    w.array("uint8", np.stack([quantize(r) for r in resized], axis=-1))  # (H, W, k)
+    w.array("uint8", np.stack([quantize(r) for r in resized], axis=-1))  # (H, W, k): pca3's mapping
+    w.array("uint8_pca1", quantize(resized[0], low=1))  # (H, W): pca1's mapping, in [1, 255]
 
 
 def main() -> None:

@@ -84,16 +84,6 @@ def test_exact_grid_and_upsampled_grid(work: Path) -> None:
         assert_parity(ours, reference(small, x), f"grid16_{shape[2]}x{shape[3]}")
 
 
-def test_external_preprocessor(tiny: Path, work: Path) -> None:
-    graph = compile_graph(tiny, work / "g-ext", "--external-preprocessor")
-    meta = json.loads((graph / "metadata.json").read_text())
-    x = pixels((2, 3, 224, 288), seed=5)
-    mean = np.asarray(meta["normMean"], dtype=np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(meta["normStd"], dtype=np.float32).reshape(1, 3, 1, 1)
-    ours = run_graph(graph, (x - mean) / std, work / "run-ext")
-    assert_parity(ours, reference(tiny, x), "external_preprocessor")
-
-
 def test_final_norm_and_so400m_shape(work: Path) -> None:
     # A checkpoint with model.norm.* gets a final LayerNorm; SO400M's MLP ratio 4304/1152.
     so = make_checkpoint(work / "tiny-so400m", "tiny-so400m", final_norm=True)

@@ -19,7 +19,6 @@ export interface CompileOptions {
   outDir: string;
   precision?: Precision;
   windowSize?: number | null;
-  externalPreprocessor?: boolean;
   attention?: AttentionImpl;
   weightsMode?: WeightsMode;
   /** Adaptor heads to compile in as extra outputs (e.g. siglip2-g, dino_v3_7b, sam3). */
@@ -88,7 +87,6 @@ export async function compileCheckpoint(o: CompileOptions): Promise<CompileResul
   const windowSize = o.windowSize ?? null;
   const attention = o.attention ?? "matmul";
   const weightsMode = o.weightsMode ?? "link";
-  const externalPreprocessor = o.externalPreprocessor ?? false;
   if (precision === "int8" && attention !== "matmul") throw new Error("int8 graphs use MatMul/Softmax attention (--attention matmul or auto)");
   if (windowSize !== null && (!Number.isInteger(windowSize) || windowSize < 1)) throw new Error(`window size must be a positive integer, got ${windowSize}`);
 
@@ -118,7 +116,7 @@ export async function compileCheckpoint(o: CompileOptions): Promise<CompileResul
     const g = new GraphBuilder(OPSET);
     o.onStage?.(precision === "fp32" ? "building graph" : `building graph (converting weights to ${precision})`);
     try {
-      const taps = buildVitGraph(g, store, ckpt.spec, { externalPreprocessor, windowSize, attention });
+      const taps = buildVitGraph(g, store, ckpt.spec, { windowSize, attention });
       buildAdaptorHeads(taps, adaptors);
     } finally {
       store.close();
@@ -152,7 +150,6 @@ export async function compileCheckpoint(o: CompileOptions): Promise<CompileResul
       windowSize,
       precision,
       attention,
-      externalPreprocessor,
       opset: OPSET,
       weights: { mode: precision === "fp16" ? "copy" : weightsMode, files: store.files },
       sha256,

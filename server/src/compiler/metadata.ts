@@ -66,7 +66,9 @@ export const GraphMetadataSchema = z.object({
   windowSize: z.number().int().nullable(),
   precision: z.enum(["fp32", "fp16", "int8"]),
   attention: z.enum(["matmul", "mha"]),
-  externalPreprocessor: z.boolean(),
+  /** Written by compilers that had --external-preprocessor (removed: its results were the same);
+   * a graph compiled with it (true) is refused at load (pipeline/models.ts). */
+  externalPreprocessor: z.boolean().optional(),
   opset: z.number().int(),
   weights: z.object({ mode: z.enum(["link", "copy"]), files: z.array(z.string()) }),
   sha256: z.record(z.string(), z.string()),

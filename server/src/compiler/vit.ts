@@ -9,8 +9,6 @@ import type { WeightStore } from "./weights.js";
 export type AttentionImpl = "matmul" | "mha";
 
 export interface GraphOptions {
-  /** Input normalisation outside the graph: `pixels` are then already (x - mean) / std. */
-  externalPreprocessor: boolean;
   /** ViTDet window size in patches (null: global attention everywhere). */
   windowSize: number | null;
   /** com.microsoft.MultiHeadAttention or MatMul/Softmax/MatMul. */
@@ -62,7 +60,7 @@ export function buildVitGraph(g: GraphBuilder, w: WeightStore, spec: ModelSpec, 
   const C = spec.width;
   const pixels = g.input("pixels", DataType.FLOAT, ["batch", 3, "height", "width"]);
 
-  let x = opts.externalPreprocessor ? pixels : inputConditioner(ctx, pixels);
+  let x = inputConditioner(ctx, pixels);
   if (ctx.dt !== DataType.FLOAT) x = g.op("Cast", [x], { to: int(ctx.dt) });
 
   // Patch embedding: [B, C, h, w] grid, then tokens [B, h·w, C].

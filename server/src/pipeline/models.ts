@@ -36,6 +36,11 @@ export function loadServedModels(sources: readonly ModelSource[]): ServedModel[]
     const dir = resolve(s.dir);
     const metadata = readGraphMetadata(dir);
     const name = s.name ?? defaultModelName(metadata);
+    if (metadata.externalPreprocessor) {
+      // The option is gone (clients always sent [0, 1] and the results were the same); such a graph
+      // expects pixels the server no longer normalises.
+      throw new Error(`${dir} was compiled with --external-preprocessor, which no longer exists: recompile it without (same results)`);
+    }
     if (!NAME.test(name)) throw new Error(`invalid model name ${JSON.stringify(name)} (letters, digits, '.', '_', ':', '-')`);
     if (out.some((m) => m.name === name)) throw new Error(`two models are named ${JSON.stringify(name)}; name them with --model NAME=DIR`);
     const textDir = join(dir, TEXT_DIR);

@@ -430,14 +430,12 @@ export class Pipeline {
     const plane = H * W;
     const pixels = this.tensors.take(B * 3 * plane);
     const t = performance.now();
-    // External-preprocessor graphs expect (x - mean) / std; clients always send [0, 1].
-    const norm = model.metadata.externalPreprocessor ? { mean: model.metadata.normMean, std: model.metadata.normStd } : null;
     for (let b = 0; b < B; b++) {
       const it = live[b]!;
       const src = it.pixels!;
       try {
         // Every value of the image's slot is written, so a reused buffer needs no clearing.
-        hwcToChwInto(pixels, b * 3 * plane, src.data, H, W, src.channels, norm);
+        hwcToChwInto(pixels, b * 3 * plane, src.data, H, W, src.channels);
       } catch (err) {
         // Cannot happen for what preprocessing returns; if it did, no image of the batch would end.
         this.o.logger?.error({ err, id: it.id }, "batch assembly failed");

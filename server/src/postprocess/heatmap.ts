@@ -10,8 +10,9 @@
  *   7. optional Gaussian smoothing, sigma in grid cells (smoothing.ts)
  *   8. bilinear resize to the output size               (resize.ts)
  *   9. min–max to uint8                                 (quantize.ts)
- * 'pca1' gives one grey channel; 'pca3' maps the top three components to R, G, B,
- * each channel smoothed, resized and min–max scaled on its own, interleaved (H, W, 3).
+ * 'pca1' gives one grey channel in [1, 255] (HEATMAP_PCA1_LOW: the FiftyOne App paints no pixel
+ * whose value is 0); 'pca3' maps the top three components to R, G, B in [0, 255], each channel
+ * smoothed, resized and min–max scaled on its own, interleaved (H, W, 3).
  */
 import { type ClipOptions, type ClipResult, type FeatureLayout, sanitizeAndClip } from './clip.js';
 import { type FeatureDims, type FloatArray, assertPositiveInt, validateFeatureDims } from './dims.js';
@@ -29,6 +30,9 @@ export type HeatmapMode = 'pca1' | 'pca3';
 
 /** Default Gaussian sigma, in feature-grid cells. */
 export const DEFAULT_HEATMAP_SIGMA = 1.51;
+
+/** The lowest value of a 'pca1' map: 1, not 0, since the FiftyOne App leaves 0-valued pixels unpainted. */
+export const HEATMAP_PCA1_LOW = 1;
 /** Default bound on the longest side of a heatmap. */
 export const DEFAULT_HEATMAP_MAX_SIDE = 512;
 /**
@@ -180,7 +184,7 @@ export function computeHeatmap(features: FloatArray, dims: FeatureDims, opts: He
   const data = new Uint8Array(outH * outW * channels);
   for (let ch = 0; ch < channels; ch++) {
     const resized = smoothAndResize(maps[ch]!, dims.height, dims.width, sigma, outH, outW);
-    minMaxToUint8(resized, data, channels, ch);
+    minMaxToUint8(resized, data, channels, ch, mode === 'pca1' ? HEATMAP_PCA1_LOW : 0);
   }
   return { data, height: outH, width: outW, channels };
 }

@@ -197,37 +197,12 @@ export async function decodeRaw(id: string, raw: RawPixels, target: Size, limits
   return runPipeline(id, img, target, limits);
 }
 
-/** Per-channel `(x - mean) / std`, for graphs compiled without their own normalisation. */
-export interface ChannelNorm {
-  readonly mean: readonly number[];
-  readonly std: readonly number[];
-}
-
 /**
  * v / 255 for every uint8 v, as float32 (the same value the division stores), kept as the float's
  * bits: copying 32-bit words skips a float64 → float32 conversion per value.
  */
 const U8_TO_UNIT = Float32Array.from({ length: 256 }, (_, v) => v / 255);
 const U8_TO_UNIT_BITS = new Uint32Array(U8_TO_UNIT.buffer);
-const normLuts = new Map<string, readonly [Uint32Array, Uint32Array, Uint32Array]>();
-
-/** Per-channel tables of float32((float32(v / 255) - mean) * (1 / std)), as bits, cached per norm. */
-function normLut(norm: ChannelNorm): readonly [Uint32Array, Uint32Array, Uint32Array] {
-  const key = `${norm.mean.join(',')}|${norm.std.join(',')}`;
-  let luts = normLuts.get(key);
-  if (!luts) {
-    const one = (c: number) => {
-      const m = norm.mean[c]!;
-      const inv = 1 / norm.std[c]!;
-      return new Uint32Array(U8_TO_UNIT.map((u) => (u - m) * inv).buffer);
-    };
-    luts = [one(0), one(1), one(2)] as const;
-    if (normLuts.size > 16) normLuts.clear();
-    normLuts.set(key, luts);
-  }
-  return luts;
-}
-
 /**
  * Interleaved HWC (uint8 0..255 or float32 0..1) → planar CHW RGB float32 in [0, 1].
  * uint8 values become v / 255 (rounded once to float32, as torch's x / 255.0).
@@ -241,9 +216,7 @@ export function hwcToChw(data: Uint8Array | Float32Array, height: number, width:
 
 /**
  * hwcToChw written into `out` from `offset` (3·height·width values), e.g. one image's slot of a
- * batch tensor. With `norm`, each value x in [0, 1] (already rounded to float32) is stored as
- * (x - mean[c]) / std[c], computed as (x - mean[c]) * (1 / std[c]).
- * Runs on the main thread: ≈0.8 CPU-ms for 592×448 RGB uint8 (a table lookup per value; was
+ * batch tensor. Runs on the main thread: ≈0.8 CPU-ms for 592×448 RGB uint8 (a table lookup per value; was
  * ≈1.7 with a division per value into a fresh array).
  */
 export function hwcToChwInto(
@@ -253,7 +226,6 @@ export function hwcToChwInto(
   height: number,
   width: number,
   channels: number,
-  norm: ChannelNorm | null = null,
 ): void {
   const n = height * width;
   if (data.length !== n * channels) throw new RangeError(`hwcToChw: ${data.length} != ${height}*${width}*${channels}`);
@@ -261,21 +233,12 @@ export function hwcToChwInto(
   if (channels === 3 && !(data instanceof Float32Array)) {
     // The common case (every decoded image): one table lookup per value, copied as bits.
     const o = new Uint32Array(out.buffer, out.byteOffset + 4 * offset, 3 * n);
-    if (norm) {
-      const [lr, lg, lb] = normLut(norm);
-      for (let i = 0, j = 0; i < n; i++, j += 3) {
-        o[i] = lr[data[j]!]!;
-        o[i + n] = lg[data[j + 1]!]!;
-        o[i + 2 * n] = lb[data[j + 2]!]!;
-      }
-    } else {
-      // The table is read as the module constant, not through a variable: V8 then knows its
-      // length and drops the bounds check of every lookup (0.84 vs 1.26 CPU-ms for 592×448).
-      for (let i = 0, j = 0; i < n; i++, j += 3) {
-        o[i] = U8_TO_UNIT_BITS[data[j]!]!;
-        o[i + n] = U8_TO_UNIT_BITS[data[j + 1]!]!;
-        o[i + 2 * n] = U8_TO_UNIT_BITS[data[j + 2]!]!;
-      }
+    // The table is read as the module constant, not through a variable: V8 then knows its
+    // length and drops the bounds check of every lookup (0.84 vs 1.26 CPU-ms for 592×448).
+    for (let i = 0, j = 0; i < n; i++, j += 3) {
+      o[i] = U8_TO_UNIT_BITS[data[j]!]!;
+      o[i + n] = U8_TO_UNIT_BITS[data[j + 1]!]!;
+      o[i + 2 * n] = U8_TO_UNIT_BITS[data[j + 2]!]!;
     }
     return;
   }
@@ -309,15 +272,5 @@ export function hwcToChwInto(
     }
   } else {
     throw new RangeError(`hwcToChw: unsupported channel count ${channels}`);
-  }
-  if (norm) {
-    // In place, on the float32 values just stored (what an external-preprocessor graph always got).
-    const planes = [r, g, b];
-    for (let c = 0; c < 3; c++) {
-      const p = planes[c]!;
-      const m = norm.mean[c]!;
-      const inv = 1 / norm.std[c]!;
-      for (let i = 0; i < n; i++) p[i] = (p[i]! - m) * inv;
-    }
   }
 }

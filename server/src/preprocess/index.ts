@@ -29,7 +29,7 @@ export * from './types.js';
 export * from './resolution.js';
 export { SUPPORTED_FORMATS, sniffFormat, type SupportedFormat } from './format.js';
 export { createPathPolicy, type PathPolicy } from './source.js';
-export { RESIZE_KERNEL, FLATTEN_BACKGROUND, hwcToChw, hwcToChwInto, type ChannelNorm } from './decode.js';
+export { RESIZE_KERNEL, FLATTEN_BACKGROUND, hwcToChw, hwcToChwInto } from './decode.js';
 export { configureSharp, recommendedDecodeParallelism, sharpCounters, type SharpSettings } from './sharp-config.js';
 
 export interface PreprocessLimits extends SourceLimits, DecodeLimits {}

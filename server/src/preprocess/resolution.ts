@@ -70,21 +70,6 @@ function isPositiveInt(n: unknown): n is number {
   return typeof n === 'number' && Number.isSafeInteger(n) && n > 0;
 }
 
-/** Throws a plain Error: a bad ModelGeometry is a programming/config error, not bad input. */
-export function validateModelGeometry(model: ModelGeometry): void {
-  const { patchSize, windowSize, maxResolution, preferred } = model;
-  if (!isPositiveInt(patchSize)) throw new Error(`invalid patchSize ${String(patchSize)}`);
-  if (windowSize !== null && !isPositiveInt(windowSize)) {
-    throw new Error(`invalid windowSize ${String(windowSize)}`);
-  }
-  if (!isPositiveInt(maxResolution)) throw new Error(`invalid maxResolution ${String(maxResolution)}`);
-  const step = resolutionStep(model);
-  if (maxResolution < step) throw new Error(`maxResolution ${maxResolution} is below the resolution step ${step}`);
-  if (!Array.isArray(preferred) || preferred.length !== 2 || !preferred.every(isPositiveInt)) {
-    throw new Error(`invalid preferred resolution ${JSON.stringify(preferred)}`);
-  }
-}
-
 /** Pixel step every side must be a multiple of: patchSize × (windowSize ?? 1). */
 export function resolutionStep(model: ModelGeometry): number {
   return model.patchSize * (model.windowSize ?? 1);

@@ -7,7 +7,7 @@ import { BroadcastChannel } from "node:worker_threads";
 import { Piscina } from "piscina";
 import type { ExecutionProvider, GraphOutputName, PrepackPolicy } from "./session.js";
 import type { InferResult, InferTask, ReadyModel, TextResult, TextTask, WorkerAnnouncement, WorkerConfig, WorkerModel } from "./protocol.js";
-import { workerEntry } from "./worker-entry.js";
+import { workerEntry, workerEntryAt } from "./worker-entry.js";
 
 export type { InferResult, TextResult } from "./protocol.js";
 export type { ExecutionProvider, PrepackPolicy } from "./session.js";
@@ -31,6 +31,8 @@ export interface PoolOptions {
   inferenceTimeoutMs?: number;
   /** V8 old-generation limit per worker: a worker whose JS heap runs away dies alone (0 = Node's default). */
   workerHeapMb?: number;
+  /** Tests only: the URL of a module to run instead of ./worker (e.g. one that wraps it to inject faults). */
+  workerModule?: string;
 }
 
 /** A batch ran past PoolOptions.inferenceTimeoutMs (its worker is terminated if it stays stuck as long again). */
@@ -69,7 +71,7 @@ export class InferencePool extends EventEmitter {
   /** Starts the workers and resolves once every one of them has loaded (and warmed) every model. */
   static async start(o: PoolOptions): Promise<InferencePool> {
     const channelName = `radio-inference-${process.pid}-${++poolCounter}`;
-    const entry = workerEntry("worker", import.meta.url);
+    const entry = o.workerModule ? workerEntryAt(o.workerModule) : workerEntry("worker", import.meta.url);
     const config: WorkerConfig = {
       entry: entry.entry,
       channel: channelName,

@@ -13,7 +13,11 @@ export interface WorkerEntry {
 /** `name` is the module's base name (e.g. "worker"); `from` is the caller's import.meta.url. */
 export function workerEntry(name: string, from: string): WorkerEntry {
   const ext = extname(fileURLToPath(from));
-  const target = new URL(`./${name}${ext}`, from).href;
-  if (ext !== ".ts") return { filename: target, entry: undefined };
+  return workerEntryAt(new URL(`./${name}${ext}`, from).href);
+}
+
+/** The entry for a worker module given by its URL (a .ts one is loaded through tsx). */
+export function workerEntryAt(target: string): WorkerEntry {
+  if (extname(fileURLToPath(target)) !== ".ts") return { filename: target, entry: undefined };
   return { filename: new URL("./dev-worker.mjs", import.meta.url).href, entry: target };
 }

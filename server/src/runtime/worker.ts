@@ -71,31 +71,12 @@ try {
   throw err;
 }
 
-// Fault injection for tests only, unset in normal use: a worker given a batch of this height exits
-// (as a crashed worker would), hangs forever, stalls ("HEIGHT:MS"), or grows its JS heap until it
-// runs out of memory.
-const exitOnHeight = Number(process.env.RADIO_TEST_WORKER_EXIT_ON_HEIGHT ?? 0);
-const hangOnHeight = Number(process.env.RADIO_TEST_WORKER_HANG_ON_HEIGHT ?? 0);
-const [slowOnHeight, slowMs] = (process.env.RADIO_TEST_WORKER_SLOW_ON_HEIGHT ?? "0:0").split(":").map(Number) as [number, number];
-const oomOnHeight = Number(process.env.RADIO_TEST_WORKER_OOM_ON_HEIGHT ?? 0);
-
-function injectFault(height: number): void {
-  if (exitOnHeight > 0 && height === exitOnHeight) process.exit(70);
-  if (hangOnHeight > 0 && height === hangOnHeight) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
-  if (slowOnHeight > 0 && height === slowOnHeight) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, slowMs);
-  if (oomOnHeight > 0 && height === oomOnHeight) {
-    const hoard: number[][] = [];
-    for (;;) hoard.push(new Array(1 << 16).fill(hoard.length));
-  }
-}
-
 /** Runs one batch; the outputs' buffers are transferred back, not copied. */
 export default async function infer(task: InferTask | TextTask): Promise<unknown> {
   if (task.kind === "text") return embedText(task);
   const g = graphs.get(task.model);
   if (!g) throw new Error(`model ${task.model} is not loaded in this worker`);
   if (task.started) Atomics.store(task.started, 0, BigInt(Date.now()));
-  injectFault(task.dims[2]);
   const t = performance.now();
   const out = await runGraph(g, task.pixels, task.dims, task.outputs, task.space ?? "");
   const runMs = performance.now() - t;

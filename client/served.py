@@ -1,0 +1,99 @@
+"""Options checked against what a sidecar serves (its Info), once, at load_model: which served model
+the zoo model uses, whether it has the embedding space asked for, and whether `image_size` is a
+size it takes (server/src/preprocess/resolution.ts has the same rules). Each error lists the valid
+choices, so a bad option fails at load_model and not at the first batch."""
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+from .options import EMBEDDING_SPACES, MODELS, RadioOptions
+
+
+def _describe(m: Any) -> str:
+    spaces = ["backbone", *[s for s, a in EMBEDDING_SPACES.items()
+                            if a and a in {x.name for x in m.adaptors} and (s != "text" or m.HasField("text"))]]
+    window = f", ViTDet window {m.window_size}" if m.window_size else ""
+    return f"{m.name!r} ({m.variant}, {m.precision}{window}; spaces: {', '.join(spaces)})"
+
+
+def _zoo_name(variant: str) -> str | None:
+    return next((name for name, spec in MODELS.items() if spec["checkpoint"] == variant), None)
+
+
+def select_served_model(model_name: str, options: RadioOptions, info: Any, where: str,
+                        graph_name: str | None = None) -> Any:
+    """The ModelInfo this zoo model runs on. Local: the graph compiled for it (`graph_name`). Remote:
+    a served model of the same variant with the embedding space (and ViTDet window) asked for, the
+    server's default model first. Raises ValueError listing what the server serves."""
+    models: Sequence[Any] = list(info.models)
+    served = "; ".join(_describe(m) for m in models) or "nothing"
+    if graph_name:
+        chosen = next((m for m in models if m.name == graph_name), None)
+        if chosen is None:
+            raise ValueError(f"the sidecar at {where} does not serve the graph {graph_name!r}; it serves {served}")
+        candidates = [chosen]
+    else:
+        want = MODELS[model_name]["checkpoint"]
+        candidates = [m for m in models if m.variant == want]
+        if not candidates:
+            others = sorted({z for z in (_zoo_name(m.variant) for m in models) if z})
+            hint = f"load {' or '.join(repr(z) for z in others)} instead, or " if others else ""
+            raise ValueError(f"the sidecar at {where} does not serve {model_name} ({want}); it serves {served}. "
+                             f"{hint}point server= at a sidecar serving {want}")
+    space, adaptor = options.space, options.adaptor
+    if adaptor:
+        fit = [m for m in candidates if adaptor in {a.name for a in m.adaptors} and (space != "text" or m.HasField("text"))]
+        if not fit:
+            need = f"the {adaptor} adaptor" + (" and its text tower" if space == "text" else "")
+            raise ValueError(f"embedding_space={space!r} needs {need}, which the sidecar at {where} does not serve for "
+                             f"{model_name}: it serves {served}. Use one of the spaces listed, or serve a graph compiled "
+                             f"with --adaptors {adaptor}" + (" --text" if space == "text" else ""))
+        candidates = fit
+    w = options.vitdet_window_size
+    if w and not graph_name:
+        fit = [m for m in candidates if m.window_size == w]
+        if not fit:
+            raise ValueError(f"vitdet_window_size={w}: the sidecar at {where} serves {model_name} with no ViTDet window "
+                             f"of {w} patches; it serves {served}. Leave vitdet_window_size unset or use a window listed")
+        candidates = fit
+    elif not graph_name:
+        candidates = sorted(candidates, key=lambda m: m.window_size != 0)  # global attention first
+    return next((m for m in candidates if m.name == info.default_model), candidates[0])
+
+
+def resolution_step(m: Any) -> int:
+    return int(m.resolution_step or m.patch_size * (m.window_size or 1))
+
+
+def _nearest(v: int, step: int, top: int) -> int:
+    return min(top, max(step, round(v / step) * step))
+
+
+def check_image_size(options: RadioOptions, m: Any) -> None:
+    """Raises ValueError when `image_size` is not a size the served model `m` takes: a fixed size must
+    be multiples of its resolution step (patch size × ViTDet window) up to its maximum; a maximum
+    side must be at least one step."""
+    step, top_res = resolution_step(m), int(m.max_resolution)
+    top = max(step, top_res // step * step)
+    what = f"{m.variant} as served ({m.name!r}: patch {m.patch_size}" + (
+        f", ViTDet window {m.window_size} → steps of {step}" if m.window_size else "") + f", at most {top_res})"
+    res = options.resolution
+    if res in ("default", "native"):
+        return
+    mx = re.fullmatch(r"max:(\d+)", res)
+    if mx:
+        n = int(mx.group(1))
+        if n < step:
+            raise ValueError(f"image_size={options.image_size!r}: a longest side of {n} is below the resolution step of "
+                             f"{what}; use an int from {step} (sides above {top} are capped at {top}), "
+                             f"'native', 'default' or (height, width) in multiples of {step}")
+        return
+    fx = re.fullmatch(r"(\d+)x(\d+)", res)
+    if fx:
+        h, w = int(fx.group(1)), int(fx.group(2))
+        if h % step or w % step or not (step <= h <= top_res) or not (step <= w <= top_res):
+            near = (_nearest(h, step, top), _nearest(w, step, top))
+            raise ValueError(f"image_size={options.image_size!r} is not a size {what} takes: height and width must be "
+                             f"multiples of {step} from {step} to {top}; the nearest is {near}. Or use an int N "
+                             "(longest side <= N), 'native' or 'default'")

@@ -1,0 +1,177 @@
+"""load_model fails, with what to fix, when the model could not work: a wrong or missing token, an
+unreachable server, a model or embedding space the server does not serve, an image_size the served
+model does not take (one Info call at load, local and remote); and when FiftyOne no longer has the
+image reader the model swaps out while in use (fiftyone.core.models.foui), which close() puts back.
+
+Real sidecars (the built CLI) on a tiny compiled graph, real FiftyOne; the zoo package imported as
+test_reliability.py does."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fiftyone as fo
+import fiftyone.core.models as fom
+
+from sidecar_cli import compile_graph, make_checkpoint
+from test_reliability import MODEL, radio, sidecar  # noqa: F401  (the repo's zoo package, imported once)
+from radio_zoo_under_test import zoo  # noqa: E402
+from radio_zoo_under_test.client.grpc_client import SidecarAuthError, SidecarUnavailable  # noqa: E402
+from radio_zoo_under_test.client.options import parse_options  # noqa: E402
+
+TOKEN = "load-check-token-77"
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("graphs")
+    ckpt = make_checkpoint(root / "ckpt", "tiny")
+    return {"fp32": compile_graph(ckpt, root / "fp32"), "w4": compile_graph(ckpt, root / "w4", "--window-size", "4")}
+
+
+@pytest.fixture(scope="module")
+def server(graphs: dict[str, Path]) -> Any:
+    """A token-protected TCP sidecar serving the tiny C-RADIOv4-H-shaped graph as 'tiny'."""
+    with sidecar(graphs["fp32"], "--port", "0", env={"RADIO_TOKEN": TOKEN}) as sc:
+        yield f"127.0.0.1:{sc['grpcPort']}"
+
+
+def load(server: str, **options: Any) -> Any:
+    """The zoo's own load_model with server= (what foz.load_zoo_model runs for remote sidecars)."""
+    return radio.load_model(options.pop("model", MODEL), "/nonexistent/unused-for-remote.json", server=server, **options)
+
+
+def test_right_token_loads_and_names_the_served_model(server: str, tmp_path: Path) -> None:
+    model = load(server, token=TOKEN)
+    try:
+        assert model.graph_name == "tiny" and model.served.variant == "c-radio_v4-h"
+        png = tmp_path / "a.png"
+        Image.fromarray(np.full((32, 48, 3), 90, np.uint8)).save(png)
+        assert model.embed(str(png)).shape == (128,)
+    finally:
+        model.close()
+
+
+def test_wrong_token_fails_at_load_saying_so(server: str, tmp_path: Path) -> None:
+    # What a new user hit: load_zoo_model(..., token="wrong") loaded, and compute_embeddings then labelled
+    # nothing with a warning per batch. Now load_model raises.
+    with pytest.raises(SidecarAuthError, match=r"UNAUTHENTICATED.*the token sent was refused: pass the server's token"):
+        load(server, token="wrong")
+    with pytest.raises(SidecarAuthError, match=r"the server wants a token: pass token=\.\.\."):
+        load(server)
+
+
+def test_unreachable_server_fails_at_load_with_what_to_check() -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SidecarUnavailable, match=rf"no sidecar answers at 127\.0\.0\.1:{port}.*address and port"):
+        load(f"127.0.0.1:{port}", token=TOKEN)
+
+
+def test_model_or_space_not_served_fails_at_load_listing_what_is(server: str) -> None:
+    with pytest.raises(ValueError, match=r"does not serve nv_labs/c-radio_v4-so400m \(c-radio_v4-so400m\); it serves "
+                                         r"'tiny' \(c-radio_v4-h, fp32; spaces: backbone\)\. load 'nv_labs/c-radio_v4-h'"):
+        load(server, token=TOKEN, model="nv_labs/c-radio_v4-so400m")
+    with pytest.raises(ValueError, match=r"embedding_space='dinov3' needs the dino_v3_7b adaptor.*spaces: backbone"):
+        load(server, token=TOKEN, embedding_space="dinov3")
+    with pytest.raises(ValueError, match=r"needs the siglip2-g adaptor and its text tower"):
+        load(server, token=TOKEN, classes=["cat", "dog"])
+    with pytest.raises(ValueError, match=r"vitdet_window_size=8: .* no ViTDet window of 8 patches"):
+        load(server, token=TOKEN, vitdet_window_size=8)
+
+
+def test_bad_image_size_fails_at_load_listing_valid_sizes(server: str) -> None:
+    with pytest.raises(ValueError, match=r"image_size=\(500, 500\) is not a size c-radio_v4-h as served .* multiples "
+                                         r"of 16 from 16 to 2048; the nearest is \(496, 496\)"):
+        load(server, token=TOKEN, image_size=(500, 500))
+    with pytest.raises(ValueError, match=r"multiples of 16 from 16 to 2048; the nearest is \(2048, 512\)"):
+        load(server, token=TOKEN, image_size="4096x512")
+    for ok in ((512, 768), "native", 300, None):
+        load(server, token=TOKEN, image_size=ok).close()
+
+
+def test_bad_image_size_for_a_vitdet_window_fails_at_load_locally(graphs: dict[str, Path]) -> None:
+    # Window 4 (patches of 16): sides must be multiples of 64. (16, 16) passed the option check and
+    # used to fail at the first batch.
+    def local(**options: Any) -> Any:
+        return zoo.make_local_model(MODEL, parse_options(MODEL, {"vitdet_window_size": 4, **options}),
+                                    {"w4": graphs["w4"]}, "w4", "cpu")
+
+    with pytest.raises(ValueError, match=r"image_size=\(16, 16\) .*ViTDet window 4 → steps of 64.* multiples of 64 "
+                                         r"from 64 to 2048; the nearest is \(64, 64\)"):
+        local(image_size=(16, 16))
+    with pytest.raises(ValueError, match=r"a longest side of 32 is below the resolution step"):
+        local(image_size=32)
+    model = local(image_size=(64, 128))
+    try:
+        assert model.served.window_size == 4 and model.served.resolution_step == 64
+        out = model.embed(np.zeros((40, 50, 3), np.uint8))
+        assert out.shape == (128,)
+    finally:
+        model.close()
+
+
+# -- the image reader FiftyOne's batch loop calls -------------------------------------------------------
+
+
+def test_load_fails_loudly_when_fiftyone_has_no_image_reader_to_swap(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(fom, "foui")
+    with pytest.raises(RuntimeError, match=r"fiftyone.core.models has no `foui`.*Install the FiftyOne this zoo source "
+                                           r"was made for"):
+        load(server, token=TOKEN)
+
+
+def test_load_fails_loudly_when_the_readers_signature_changed(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Renamed:
+        @staticmethod
+        def read(path: str, alpha: bool = False) -> None:  # not (path_or_url, include_alpha, flag)
+            return None
+
+    monkeypatch.setattr(fom, "foui", Renamed())
+    with pytest.raises(RuntimeError, match=r"foui.read takes \('path', 'alpha'\), not \('path_or_url', "
+                                           r"'include_alpha', 'flag'\)"):
+        load(server, token=TOKEN)
+
+
+def test_image_reader_swapped_in_use_restored_on_exit_and_close(server: str, tmp_path: Path) -> None:
+    real = fom.foui
+    png = tmp_path / "b.png"
+    Image.fromarray(np.full((32, 32, 3), 10, np.uint8)).save(png)
+    model = load(server, token=TOKEN)
+    try:
+        assert fom.foui is real, "loading swaps nothing"
+        with model:
+            assert isinstance(fom.foui, zoo._LazyImageReader)
+            assert fom.foui.read(str(png)) == str(png)  # the path, not pixels
+        assert fom.foui is real, "restored on __exit__"
+        model.__enter__()
+        assert fom.foui is not real
+        model.close()
+        assert fom.foui is real, "restored on close()"
+        # And FiftyOne's own loop still works with it (the batch path, which reads through foui).
+        ds = fo.Dataset()
+        try:
+            ds.add_sample(fo.Sample(filepath=str(png)))
+            again = load(server, token=TOKEN)
+            ds.compute_embeddings(again, embeddings_field="e", batch_size=2)
+            again.close()
+            assert ds.first().e is not None and fom.foui is real
+        finally:
+            ds.delete()
+    finally:
+        model.close()
+        assert fom.foui is real
+
+
+def test_use_external_preprocessor_is_a_checked_no_op() -> None:
+    # Accepted as the seed README shows it, still checked to be a bool, and no graph variant of its own.
+    plain = radio._variant(parse_options(MODEL, {}), "fp32")
+    assert radio._variant(parse_options(MODEL, {"use_external_preprocessor": True}), "fp32") == plain == ("fp32", [])
+    with pytest.raises(ValueError, match="use_external_preprocessor='yes' is not valid; use one of True, False"):
+        parse_options(MODEL, {"use_external_preprocessor": "yes"})
