@@ -230,8 +230,10 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
             elif self.options.heatmap_mode == "pca3":
                 labels.append(np.asarray(r.array))
             else:
-                # [1, 255]: the App paints no pixel whose value is 0, so the sidecar never sends one.
-                labels.append(fol.Heatmap(map=np.array(r.array, dtype=np.uint8), range=[1, 255]))
+                # Values 1..255 in a [0, 255] range: the App paints no pixel whose value is 0, so the
+                # sidecar never sends one; and with range (0, 255) FiftyOne writes a uint8 map to PNG as
+                # is (output_dir), where [1, 255] would be stretched back to 0..255.
+                labels.append(fol.Heatmap(map=np.array(r.array, dtype=np.uint8), range=[0, 255]))
         return labels
 
     def embed(self, arg: Any) -> np.ndarray | None:

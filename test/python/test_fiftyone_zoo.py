@@ -202,7 +202,7 @@ def test_heatmaps_and_dense_features(registered, dataset, tmp_path: Path) -> Non
         for s, hm in zip(dataset, maps):
             assert hm is not None and hm.map.dtype == np.uint8
             # 1, not 0, at the bottom: the App leaves 0-valued pixels unpainted (holes in the map).
-            assert hm.map.min() == 1 and hm.map.max() == 255 and hm.range == [1, 255]
+            assert hm.map.min() == 1 and hm.map.max() == 255 and hm.range == [0, 255]
             assert max(hm.map.shape) <= 512
         first = maps[0].map.copy()
         dataset.apply_model(spatial, "radio_heatmap2", batch_size=2, output_dir=str(tmp_path / "maps"))
