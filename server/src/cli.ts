@@ -4,7 +4,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { adaptorCheckpointName, generateCheckpoint, PRESETS, resolveAdaptorDims, type GenerateOptions, type PresetName } from "./checkpoint/generate.js";
-import { generateSiglip, TINY_SIGLIP } from "./checkpoint/generate-siglip.js";
+import { FULL_SIGLIP_TEXT, generateSiglip, TINY_SIGLIP } from "./checkpoint/generate-siglip.js";
 import { compileCheckpoint } from "./compiler/compile.js";
 import { KNOWN_MODELS, resolveModelName, SIGLIP2_G_TEXT_TOWER } from "./checkpoint/models.js";
 import { loadGraph, runOutputs, type ExecutionProvider } from "./runtime/session.js";
@@ -219,8 +219,10 @@ program
   .option("--final-norm", "add a final LayerNorm (model.norm.*; real v4 checkpoints have none)", false)
   .option("--with-adaptors", "also write the torch.hub checkpoint (e.g. c-radio_v4-h_half.pth.tar) with the siglip2-g, dino_v3_7b and sam3 adaptor heads; the backbone is then rounded to float16 in both files (the *-text presets do this already)", false)
   .option("--siglip <dir>", "also write a tiny SigLIP2 folder (google/siglip2-giant-opt-patch16-384's layout) whose text embeddings have the siglip2-g summary head's size")
+  .addOption(new Option("--siglip-size <size>", "with --siglip: the text tower's size; full = the real one (1152 wide, 27 layers, 256000-row embedding, ~2.8 GB fp32; the tokenizer stays small), for benchmarks").choices(["tiny", "full"]).default("tiny"))
   .requiredOption("--out <dir>", "output folder")
-  .action(async (o: { preset: PresetName; seed?: number; cpeMaxSize?: number; finalNorm: boolean; withAdaptors: boolean; siglip?: string; out: string }) => {
+  .action(async (o: { preset: PresetName; seed?: number; cpeMaxSize?: number; finalNorm: boolean; withAdaptors: boolean; siglip?: string; siglipSize: "tiny" | "full"; out: string }) => {
+    if (o.siglipSize !== "tiny" && !o.siglip) throw new InvalidArgumentError("--siglip-size is only read with --siglip <dir>");
     const preset: GenerateOptions = PRESETS[o.preset];
     const opts: GenerateOptions = {
       ...preset,
@@ -234,8 +236,9 @@ program
     process.stderr.write(`make-checkpoint: wrote ${o.preset} checkpoint${adaptors} to ${resolve(o.out)} (random weights)\n`);
     if (o.siglip) {
       const projectionSize = resolveAdaptorDims({ ...opts, adaptors: opts.adaptors || true })!.siglipSummary.out;
-      const { vocabSize } = await generateSiglip(o.siglip, { ...TINY_SIGLIP, projectionSize, seed: (opts.seed + 2) >>> 0 });
-      process.stderr.write(`make-checkpoint: wrote a SigLIP2 folder (projection ${projectionSize}, vocabulary ${vocabSize}) to ${resolve(o.siglip)}\n`);
+      const base = o.siglipSize === "full" ? FULL_SIGLIP_TEXT : TINY_SIGLIP;
+      const { vocabSize } = await generateSiglip(o.siglip, { ...base, projectionSize, seed: (opts.seed + 2) >>> 0 });
+      process.stderr.write(`make-checkpoint: wrote a ${o.siglipSize} SigLIP2 folder (projection ${projectionSize}, vocabulary ${vocabSize}) to ${resolve(o.siglip)}\n`);
     }
   });
 

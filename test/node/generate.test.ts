@@ -136,4 +136,19 @@ describe('generated tiny-text checkpoint and SigLIP2 folder', () => {
       await g.session.release();
     }
   });
+
+  it('vocabSize pads the token embedding past the tokenizer (the real tower\'s 256000 rows), and the tower still compiles', async () => {
+    const dir = path.join(tmp.dir, 'siglip-padded');
+    const { vocabSize } = await generateSiglip(dir, { ...TINY_SIGLIP, vocabSize: 1000 });
+    assert.equal(vocabSize, 1000);
+    assert.equal(JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')).text_config.vocab_size, 1000);
+    const s = loadSiglipText(dir);
+    try {
+      assert.equal(s.spec.vocabSize, 1000);
+    } finally {
+      s.weights.close();
+    }
+    await compileTextTower({ siglipDir: dir, outDir: path.join(tmp.dir, 'padded-graph'), precision: 'fp32' });
+    await assert.rejects(generateSiglip(path.join(tmp.dir, 'bad-vocab'), { ...TINY_SIGLIP, vocabSize: 10 }), /below the tokenizer/);
+  });
 });

@@ -29,6 +29,11 @@ export interface GenerateSiglipOptions {
   vision: SiglipTowerDims & { imageSize: number; patchSize: number };
   /** Words the tokenizer's BPE merges are learnt from (other text falls back to bytes). */
   words?: readonly string[];
+  /**
+   * text_config.vocab_size: rows of the token embedding. Default: the tokenizer's size. Larger pads the
+   * table with rows no prompt reaches (the real tower's 256000 rows, for benchmarks, with this small tokenizer).
+   */
+  vocabSize?: number;
 }
 
 /** Sizes like the shared fixture's; projectionSize 40 matches TINY_ADAPTOR_DIMS.siglipSummary.out. */
@@ -37,6 +42,19 @@ export const TINY_SIGLIP: GenerateSiglipOptions = {
   seed: 2468,
   text: { hidden: 32, intermediate: 80, layers: 2, heads: 2 },
   vision: { hidden: 40, intermediate: 64, layers: 2, heads: 2, imageSize: 32, patchSize: 16 },
+};
+
+/**
+ * google/siglip2-giant-opt-patch16-384's text tower at its real size (hidden 1152, MLP 4304, 27 layers,
+ * 16 heads, 256000-row embedding, projection 1536): ~2.8 GB of float32, for benchmarks. The vision tower
+ * stays tiny (compile --text reads only the text tensors); the tokenizer is the small one, padded.
+ */
+export const FULL_SIGLIP_TEXT: GenerateSiglipOptions = {
+  projectionSize: 1536,
+  seed: 2468,
+  text: { hidden: 1152, intermediate: 4304, layers: 27, heads: 16 },
+  vision: TINY_SIGLIP.vision,
+  vocabSize: 256000,
 };
 
 /** SigLIP's text context (max_position_embeddings, a class default left out of config.json). */
@@ -191,12 +209,14 @@ const VERY_LARGE_INTEGER_TEXT = "1000000000000000019884624838656";
 
 const f32 = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
-/** Writes the folder; returns the vocabulary size (= text_config.vocab_size). */
+/** Writes the folder; returns text_config.vocab_size (the tokenizer's size unless o.vocabSize pads it). */
 export async function generateSiglip(dir: string, o: GenerateSiglipOptions = TINY_SIGLIP): Promise<{ vocabSize: number }> {
   const { text: T, vision: V } = o;
   if (T.hidden % T.heads || V.hidden % V.heads) throw new Error("hidden sizes must be divisible by the head counts");
   if (V.imageSize % V.patchSize) throw new Error("image size must be a multiple of the patch size");
   const tok = makeGemmaTokenizer(o.words ?? DEFAULT_WORDS);
+  if (o.vocabSize !== undefined && o.vocabSize < tok.vocabSize) throw new Error(`vocabSize ${o.vocabSize} is below the tokenizer's ${tok.vocabSize} ids`);
+  const vocabSize = o.vocabSize ?? tok.vocabSize;
   const rng = new Rng(o.seed);
 
   // State-dict order (own parameters first, then text_model, then vision_model), as HF shards it.
@@ -219,7 +239,7 @@ export async function generateSiglip(dir: string, o: GenerateSiglipOptions = TIN
     }
   };
   order.push(
-    { name: "text_model.embeddings.token_embedding.weight", shape: [tok.vocabSize, T.hidden], kind: "embed" },
+    { name: "text_model.embeddings.token_embedding.weight", shape: [vocabSize, T.hidden], kind: "embed" },
     { name: "text_model.embeddings.position_embedding.weight", shape: [CONTEXT, T.hidden], kind: "embed" },
   );
   encoder("text_model", T);
@@ -244,7 +264,7 @@ export async function generateSiglip(dir: string, o: GenerateSiglipOptions = TIN
   linear("vision_model.head.mlp.fc1", V.intermediate, V.hidden);
   linear("vision_model.head.mlp.fc2", V.hidden, V.intermediate);
 
-  // Draw every tensor now, in state-dict order (small by design), so the values depend only on the seed.
+  // Draw every tensor now, in state-dict order (small by design; FULL_SIGLIP_TEXT holds ~2.8 GB), so the values depend only on the seed.
   const tensors: TensorToWrite[] = order.map(({ name, shape, kind }) => {
     const n = shape.reduce((a, b) => a * b, 1);
     const fanIn = shape.slice(1).reduce((a, b) => a * b, 1);
@@ -288,7 +308,7 @@ export async function generateSiglip(dir: string, o: GenerateSiglipOptions = TIN
       num_attention_heads: T.heads,
       num_hidden_layers: T.layers,
       projection_size: o.projectionSize,
-      vocab_size: tok.vocabSize,
+      vocab_size: vocabSize,
     },
     transformers_version: "4.49.0.dev0",
     vision_config: {
@@ -321,5 +341,5 @@ export async function generateSiglip(dir: string, o: GenerateSiglipOptions = TIN
     rescale_factor: 1 / 255,
     size: { height: V.imageSize, width: V.imageSize },
   });
-  return { vocabSize: tok.vocabSize };
+  return { vocabSize };
 }
