@@ -134,6 +134,8 @@ def node_env(base: dict[str, str] | None = None) -> dict[str, str]:
     (`#!/usr/bin/env node`) and npm's own children run the same node."""
     env = dict(os.environ if base is None else base)
     rt = find_node()
+    if rt.origin == "PATH" and shutil.which("node", path=env.get("PATH")) == rt.node:
+        return env  # already the first node on PATH
     env["PATH"] = os.pathsep.join([rt.bin_dir, *[p for p in env.get("PATH", "").split(os.pathsep) if p]])
     return env
 
