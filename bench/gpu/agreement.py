@@ -5,6 +5,9 @@ graph, outputs): the same photos at the same resolution, summary (the embedding)
     python3 bench/gpu/agreement.py outputs --graph G --provider cpu --photos DIR --res 512 --out ref.npz
     python3 bench/gpu/agreement.py compare ref.npz other.npz          # prints one JSON line
 
+With --spaces (adaptor names) it also takes each adaptor's summary and features, and with --prompts
+the text tower's embeddings of those prompts (a graph compiled with --adaptors … --text).
+
 Needs only the zoo's client package (no FiftyOne): it runs on a lent GPU machine too.
 """
 from __future__ import annotations
@@ -33,8 +36,13 @@ def client_package() -> Any:
     return types.SimpleNamespace(grpc_client=grpc_client, sidecar=sidecar)
 
 
-def outputs(graph: Path, provider: str, photos: list[Path], res: int, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Summary [N, S] and patch features [N, h·w, C] of each photo, from a sidecar on provider."""
+PROMPTS = ["a photo of a dog", "A red car parked near the old river.", "", "an_image_of_a_cat!", "café crème brûlée – naïve"]
+
+
+def outputs(graph: Path, provider: str, photos: list[Path], res: int, extra: tuple[str, ...] = (),
+            spaces: tuple[str, ...] = (), prompts: list[str] | None = None) -> dict[str, Any]:
+    """Summary [N, S] and patch features [N, h·w, C] of each photo, from a sidecar on provider (and
+    `summary:<space>` / `features:<space>` per adaptor, `text` [P, D] for prompts)."""
     pkg = client_package()
     spec = pkg.sidecar.SidecarSpec(models=(("g", str(graph)),), provider=provider, extra_args=extra)
     t0 = time.perf_counter()
@@ -42,18 +50,24 @@ def outputs(graph: Path, provider: str, photos: list[Path], res: int, extra: tup
     sc.start()
     start_s = time.perf_counter() - t0
     try:
-        got: dict[str, list[np.ndarray]] = {}
-        for output in ("SUMMARY", "FEATURES_NLC"):
-            opts = pkg.grpc_client.EmbedOptions(output=output, resolution=f"{res}x{res}", model="g")
-            results = sc.client.embed([{"id": p.name, "path": str(p)} for p in photos], opts)
-            bad = [f"{r.id}: {r.error}" for r in results if not r.ok]
+        got: dict[str, np.ndarray] = {}
+        for space in ("", *spaces):
+            for output, key in (("SUMMARY", "summary"), ("FEATURES_NLC", "features")):
+                opts = pkg.grpc_client.EmbedOptions(output=output, resolution=f"{res}x{res}", model="g", space=space)
+                results = sc.client.embed([{"id": p.name, "path": str(p)} for p in photos], opts)
+                bad = [f"{r.id}: {r.error}" for r in results if not r.ok]
+                if bad:
+                    raise RuntimeError(f"{provider}: {bad}")
+                got[f"{key}:{space}" if space else key] = np.stack([np.asarray(r.array, dtype=np.float32) for r in results])
+        if prompts:
+            text = sc.client.embed_text(prompts, model="g")
+            bad = [r.error for r in text.results if not r.ok]
             if bad:
                 raise RuntimeError(f"{provider}: {bad}")
-            got[output] = [np.asarray(r.array, dtype=np.float32) for r in results]
+            got["text"] = np.stack([r.embedding for r in text.results])
     finally:
         sc.stop()
-    return {"summary": np.stack(got["SUMMARY"]), "features": np.stack(got["FEATURES_NLC"]),
-            "names": np.array([p.name for p in photos]), "start_s": start_s}
+    return {**got, "names": np.array([p.name for p in photos]), "start_s": start_s}
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -68,9 +82,14 @@ def compare(ref: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     s, f = _cos(ref["summary"], other["summary"]), _cos(ref["features"], other["features"])
     rel = np.linalg.norm(other["summary"] - ref["summary"], axis=-1) / np.linalg.norm(ref["summary"], axis=-1)
     finite = bool(np.isfinite(other["summary"]).all() and np.isfinite(other["features"]).all())
-    return {"photos": int(len(ref["names"])), "summary_cos_min": float(s.min()), "summary_cos_mean": float(s.mean()),
-            "summary_rel_l2_max": float(rel.max()), "features_cos_mean": float(f.mean()), "features_cos_min": float(f.min()),
-            "finite": finite}
+    out = {"photos": int(len(ref["names"])), "summary_cos_min": float(s.min()), "summary_cos_mean": float(s.mean()),
+           "summary_rel_l2_max": float(rel.max()), "features_cos_mean": float(f.mean()), "features_cos_min": float(f.min()),
+           "finite": finite}
+    # Adaptor spaces and text embeddings, where both runs have them: the worst cosine of each.
+    for key in sorted(k for k in ref if (":" in k or k == "text") and k in other):
+        out[f"{key}_cos_min"] = float(_cos(ref[key], other[key]).min())
+        out["finite"] = out["finite"] and bool(np.isfinite(other[key]).all())
+    return out
 
 
 def main() -> None:
@@ -82,13 +101,16 @@ def main() -> None:
     o.add_argument("--photos", type=Path, required=True)
     o.add_argument("--res", type=int, default=512)
     o.add_argument("--out", type=Path, required=True)
+    o.add_argument("--spaces", default="", help="adaptor names, comma-separated (a graph compiled with --adaptors)")
+    o.add_argument("--prompts", action="store_true", help="also embed a few prompts (a graph compiled with --text)")
     c = sub.add_parser("compare")
     c.add_argument("ref", type=Path)
     c.add_argument("other", type=Path)
     args = ap.parse_args()
     if args.cmd == "outputs":
         photos = sorted(args.photos.glob("*.jpg"))
-        r = outputs(args.graph, args.provider, photos, args.res)
+        spaces = tuple(s for s in args.spaces.split(",") if s)
+        r = outputs(args.graph, args.provider, photos, args.res, spaces=spaces, prompts=PROMPTS if args.prompts else None)
         np.savez(args.out, **r)
         print(json.dumps({"photos": len(photos), "start_s": r["start_s"], "summary": list(r["summary"].shape),
                           "features": list(r["features"].shape)}))

@@ -9,7 +9,8 @@ allow and has not been done on this machine yet:
          random H and SO400M checkpoints, compiles fp32 / fp16 / fp16-with-MatMul-attention graphs,
          takes the CPU fp32 sidecar outputs on real photos (the agreement reference) and runs WebGPU:
          agreement and bare-session speed.
-  cuda   (once the CUDA provider is staged too): CUDA fp16 agreement, the two fp16 attention variants
+  cuda   (once the CUDA provider is staged too): CUDA fp16 agreement (also of the adaptor heads and the
+         text tower, on a small text checkpoint: text:*), the two fp16 attention variants
          timed on the bare session, then bench/run.py: a (reference-style loop), b′ (fused batched
          torch), c (bare onnxruntime-node session) and d (the sidecar over gRPC, JPEG paths) at 512²,
          batches 1/8/32/64, NVML utilisation and memory.
@@ -50,6 +51,7 @@ BATCHES = ENV("RADIO_CHECK_BATCHES", "1,8,32,64")
 ROUNDS = int(ENV("RADIO_CHECK_ROUNDS", "2"))
 DEADLINE_S = float(ENV("RADIO_CHECK_DEADLINE_S", "540"))
 RETRY_FAILED = ENV("RADIO_CHECK_RETRY_FAILED", "") == "1"
+TEXT_SPACES = "siglip2-g,dino_v3_7b"
 OUT = Path(ENV("OUT") or REPO / "bench" / "out" / "gpu-check")
 
 
@@ -187,11 +189,26 @@ class Check:
             shutil.copyfile(p, d / p.name)
         return d
 
-    def outputs(self, graph: str, provider: str, tag: str) -> dict[str, Any]:
+    def text_graphs(self) -> dict[str, Any]:
+        """A small checkpoint with the adaptor heads and a SigLIP2 text tower, compiled fp32 (the CPU
+        reference) and fp16: what the text features run on, checked for agreement, not speed."""
+        ckpt, siglip = self.cache / "ckpt" / "tiny-text", self.cache / "ckpt" / "tiny-text-siglip"
+        if not (ckpt / ".complete").exists():
+            shutil.rmtree(ckpt, ignore_errors=True)
+            self.cli("make-checkpoint", "--preset", "tiny-text", "--siglip", str(siglip), "--out", str(ckpt))
+            (ckpt / ".complete").write_text("")
+        for precision in ("fp32", "fp16"):
+            out = self.cache / "graphs" / f"text-{precision}"
+            if not (out / "text" / "metadata.json").exists():
+                self.cli("compile", "--checkpoint", str(ckpt), "--adaptors", TEXT_SPACES, "--text", "--siglip", str(siglip),
+                         "--precision", precision, "--out", str(out))
+        return {"graphs": ["text-fp32", "text-fp16"]}
+
+    def outputs(self, graph: str, provider: str, tag: str, *extra: str) -> dict[str, Any]:
         out = self.work / "agree" / f"{tag}.npz"
         out.parent.mkdir(exist_ok=True)
         r = subprocess.run([sys.executable, str(HERE / "agreement.py"), "outputs", "--graph", str(self.cache / "graphs" / graph),
-                            "--provider", provider, "--photos", str(self.photos()), "--res", str(RES), "--out", str(out)],
+                            "--provider", provider, "--photos", str(self.photos()), "--res", str(RES), "--out", str(out), *extra],
                            capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
             raise RuntimeError(r.stderr[-3000:])
@@ -204,9 +221,9 @@ class Check:
             raise RuntimeError(r.stderr[-3000:])
         return json.loads(r.stdout)
 
-    def agreement(self, preset: str, graph: str, provider: str) -> dict[str, Any]:
+    def agreement(self, preset: str, graph: str, provider: str, *extra: str) -> dict[str, Any]:
         tag = f"{graph}-{provider}"
-        run = self.outputs(graph, provider, tag)
+        run = self.outputs(graph, provider, tag, *extra)
         return {**self.compare(f"{preset}-fp32-cpu", tag), "sidecar_start_s": run["start_s"]}
 
     def bare_speed(self, graphs: list[str], provider: str, batches: list[int], n: int, rounds: int = 2) -> dict[str, Any]:
@@ -314,6 +331,10 @@ def main() -> None:
         return
     for p in PRESETS:
         c.step(f"agree:{p}:{PROVIDER}-fp16", lambda p=p: c.agreement(p, f"{p}-fp16", PROVIDER), need_s=60)
+    text = ("--spaces", TEXT_SPACES, "--prompts")
+    if "error" not in (c.step("text:graphs", c.text_graphs, need_s=60) or {"error": 1}):
+        c.step("text:cpu-fp32-ref", lambda: c.outputs("text-fp32", "cpu", "text-fp32-cpu", *text), need_s=30)
+        c.step(f"text:{PROVIDER}-fp16", lambda: c.agreement("text", "text-fp16", PROVIDER, *text), need_s=30)
     c.step(f"speed:{PROVIDER}:attention", lambda: c.bare_speed([f"{PRESETS[0]}-fp16", f"{PRESETS[0]}-fp16-matmul"], PROVIDER,
                                                               [8, 32], 64), need_s=120)
     c.step(f"profile:{PROVIDER}", lambda: c.profile(f"{PRESETS[0]}-fp16", PROVIDER, 8), need_s=60)
