@@ -102,7 +102,7 @@ function makeNlc(C: number, h: number, w: number, seed: number): Float32Array {
 
 const BASE_FILES = ['outputs', 'heatmap', 'clip', 'dims', 'lanczos', 'orientation', 'pca', 'quantize', 'resize', 'smoothing', 'percentile', 'centered-matrix', 'tridiagonal-eigen'];
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+// biome-ignore lint/suspicious/noExplicitAny: modules of an older commit, whatever they export
 type Mod = any;
 async function loadBase(commit: string): Promise<Record<string, Mod> | null> {
   if (args['base-module']) return (await import(path.resolve(args['base-module']))) as Record<string, Mod>;

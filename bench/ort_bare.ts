@@ -11,7 +11,7 @@ import { loadGraph, runGraph, type LoadedGraph } from "../server/src/runtime/ses
 import { readNpy } from "../server/src/runtime/npy.js";
 
 // Everything but protocol lines goes to stderr.
-const reply = (o: Record<string, unknown>) => process.stdout.write(JSON.stringify(o) + "\n");
+const reply = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 console.log = console.error;
 
 let graph: LoadedGraph | null = null;

@@ -198,7 +198,7 @@ async function main(): Promise<void> {
       bareOrtSameSizeP50Ms: +median(lat.bare).toFixed(1),
     },
   };
-  process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
 }
 
 await main();

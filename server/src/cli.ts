@@ -108,7 +108,7 @@ program
       });
       process.stderr.write(`compile: wrote ${t.outDir} (text tower, ${t.nodeCount} nodes, ${t.seconds.toFixed(2)} s)\n`);
     }
-    process.stdout.write(JSON.stringify(r.metadata, null, 2) + "\n");
+    process.stdout.write(`${JSON.stringify(r.metadata, null, 2)}\n`);
   });
 
 program
@@ -127,7 +127,7 @@ program
     const text = await downloadTextTower({ ...common, model: o.model, repo: o.repo, revision: o.revision });
     const adaptor = o.withAdaptor ? await downloadAdaptorCheckpoint({ ...common, model: o.model, revision: o.adaptorRevision }) : undefined;
     process.stderr.write(`fetch-text: ${text.repo}@${text.commit.slice(0, 7)} text tower in ${text.dir}${adaptor ? `; adaptor checkpoint ${adaptor.path}` : ""}\n`);
-    process.stdout.write(JSON.stringify({ ...text, ...(adaptor ? { adaptor } : {}) }, null, 2) + "\n");
+    process.stdout.write(`${JSON.stringify({ ...text, ...(adaptor ? { adaptor } : {}) }, null, 2)}\n`);
   });
 
 program
@@ -142,7 +142,7 @@ program
     const { downloadAdaptorCheckpoint } = await import("./checkpoint/hub-text.js");
     const r = await downloadAdaptorCheckpoint({ model: o.model, file: o.file, revision: o.revision, cacheDir: o.cacheDir, ...(o.offline ? { offline: true } : {}) });
     process.stderr.write(`fetch-adaptor: ${r.repo}@${r.commit.slice(0, 7)} ${r.path}\n`);
-    process.stdout.write(JSON.stringify(r, null, 2) + "\n");
+    process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
   });
 
 program
@@ -181,7 +181,7 @@ program
       repo: o.repo ?? null, revision: o.revision ?? null, onStage: (s) => process.stderr.write(`compile-text: ${s}\n`),
     });
     process.stderr.write(`compile-text: wrote ${r.outDir} (${r.nodeCount} nodes, ${r.seconds.toFixed(2)} s)\n`);
-    process.stdout.write(JSON.stringify(r.metadata, null, 2) + "\n");
+    process.stdout.write(`${JSON.stringify(r.metadata, null, 2)}\n`);
   });
 
 program
@@ -202,12 +202,12 @@ program
     if (o.outDir) {
       mkdirSync(o.outDir, { recursive: true });
       writeNpy(join(o.outDir, "text_embeds.npy"), r.embeddings, r.dims);
-      process.stdout.write(JSON.stringify({ prompts, canonical: r.canonical, dims: r.dims, inputIds: ids }) + "\n");
+      process.stdout.write(`${JSON.stringify({ prompts, canonical: r.canonical, dims: r.dims, inputIds: ids })}\n`);
       process.stderr.write(`embed-text: text_embeds [${r.dims}] → ${resolve(o.outDir)}\n`);
       return;
     }
     const embeddings = Array.from({ length: r.dims[0] }, (_, i) => Array.from(r.embeddings.subarray(i * r.dims[1], (i + 1) * r.dims[1])));
-    process.stdout.write(JSON.stringify({ prompts, canonical: r.canonical, dims: r.dims, inputIds: ids, embeddings }) + "\n");
+    process.stdout.write(`${JSON.stringify({ prompts, canonical: r.canonical, dims: r.dims, inputIds: ids, embeddings })}\n`);
   });
 
 program
@@ -259,7 +259,7 @@ program
       error = err.message;
     }
     const report = { requested: o.provider, chosen: choice?.provider ?? null, precision: choice?.precision ?? null, notTaken: choice?.notTaken ?? [], error, providers: probes };
-    process.stdout.write(JSON.stringify(report, null, 2) + "\n");
+    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
     if (error) process.exitCode = 1;
   });
 
@@ -368,7 +368,7 @@ program
     process.once("SIGINT", () => stop(0));
     void running.fatal.then(() => stop(1));
     process.stdout.write(
-      JSON.stringify({ event: "ready", socket: running.socket, grpcPort: running.grpcPort, httpPort: running.httpPort, address: running.address, pid: process.pid, models: running.info().models.map((m) => m.name) }) + "\n",
+      `${JSON.stringify({ event: "ready", socket: running.socket, grpcPort: running.grpcPort, httpPort: running.httpPort, address: running.address, pid: process.pid, models: running.info().models.map((m) => m.name) })}\n`,
     );
   });
 

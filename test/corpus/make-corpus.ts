@@ -281,7 +281,7 @@ export async function makeCorpus(outDir: string, o: { probeUrl?: string } = {}):
   items.push({ name: 'raw-zero-size', kind: 'raw pixels 0×16', source: 'raw', raw: { height: 0, width: 16, channels: 3, byteLength: 0 }, expect: bad('INVALID_ARGUMENT', 'positive') });
 
   const corpus: Corpus = { version: 1, root, outside, probeUrl: probe, items };
-  writeFileSync(path.join(out, 'manifest.json'), JSON.stringify(corpus, null, 2) + '\n');
+  writeFileSync(path.join(out, 'manifest.json'), `${JSON.stringify(corpus, null, 2)}\n`);
   return corpus;
 }
 

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { extractAdaptors } from '../../server/src/checkpoint/adaptors.js';
 import { SafetensorsFile } from '../../server/src/checkpoint/safetensors.js';
-import { TorchTensor, TorchZipCheckpoint } from '../../server/src/checkpoint/torch-zip.js';
+import { type TorchTensor, TorchZipCheckpoint } from '../../server/src/checkpoint/torch-zip.js';
 import { compileCheckpoint } from '../../server/src/compiler/compile.js';
 import { readGraphMetadata } from '../../server/src/compiler/metadata.js';
 import { loadGraph, runAdaptors, runGraph, type LoadedGraph } from '../../server/src/runtime/session.js';

@@ -71,7 +71,7 @@ function makeFeatures(C: number, h: number, w: number, seed: number): Float32Arr
   const n = h * w;
   const patterns = [
     (y: number, x: number) => Math.sin((3 * y) / h + 0.3) * Math.cos((2 * x) / w),
-    (y: number, x: number) => (x / Math.max(1, w - 1) - 0.5) * 2,
+    (_y: number, x: number) => (x / Math.max(1, w - 1) - 0.5) * 2,
     (y: number, x: number) => Math.cos((5 * y) / h) * Math.sin((4 * x) / w + 1),
   ];
   const amps = [9, 5, 3];

@@ -54,7 +54,7 @@ function opts(cacheDir: string, extra: Partial<DownloadTextTowerOptions> = {}): 
   return { cacheDir, endpoint: hub.endpoint, progress: "none", logger, retryDelayMs: 5, ...extra };
 }
 
-const servedBytes = () => hub.requests.reduce((a, r) => a + (r.bytesSent ?? 0), 0);
+const _servedBytes = () => hub.requests.reduce((a, r) => a + (r.bytesSent ?? 0), 0);
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 /** every text tensor of the fixture, with the same dtype, shape and bytes, and nothing else */
@@ -84,7 +84,7 @@ before(async () => {
     delete process.env[k];
   }
   root = await mkdtemp(join(tmpdir(), "hub-text-test-"));
-  process.env["HF_HOME"] = join(root, "hf-home");
+  process.env.HF_HOME = join(root, "hf-home");
   hub = await FakeHub.start();
   if (skip) return;
   textCommit = await hub.addRepoFromDir(TEXT_REPO, SIGLIP_DIR);
@@ -148,7 +148,7 @@ describe("text tower subset", { skip }, () => {
     const subsetSize = (await readFile(res.weightsPath)).length;
     assert.ok(weightBytes < shardBytes, `${weightBytes} >= ${shardBytes}`);
     assert.ok(weightBytes < subsetSize + 2 * 8 + 4600, `ranged reads transferred ${weightBytes} bytes for a ${subsetSize}-byte subset`);
-    assert.ok(hub.requests.filter((r) => r.file === SHARD1 && r.method === "GET").every((r) => typeof r.headers["range"] === "string"));
+    assert.ok(hub.requests.filter((r) => r.file === SHARD1 && r.method === "GET").every((r) => typeof r.headers.range === "string"));
     assert.ok(!hub.requests.some((r) => r.file === SHARD2 && r.method === "GET"));
     assert.equal(res.downloadedBytes, hub.requests.filter((r) => r.file === SHARD1 && r.kind === "lfs" && (r.bytesSent ?? 0) > 5000).reduce((a, r) => a + r.bytesSent!, 0));
 
@@ -174,11 +174,11 @@ describe("text tower subset", { skip }, () => {
     const offline = await downloadTextTower(opts(cache, { offline: true }));
     assert.deepEqual(hub.requests.map((r) => `${r.method} ${r.url}`), []);
     assert.deepEqual(offline.tensors, first.tensors);
-    process.env["HF_HUB_OFFLINE"] = "1";
+    process.env.HF_HUB_OFFLINE = "1";
     try {
       await downloadTextTower(opts(cache, { endpoint: "http://127.0.0.1:9" }));
     } finally {
-      delete process.env["HF_HUB_OFFLINE"];
+      delete process.env.HF_HUB_OFFLINE;
     }
     assert.deepEqual(hub.requests.map((r) => `${r.method} ${r.url}`), []);
     const branch = await downloadTextTower(opts(cache));
@@ -199,12 +199,12 @@ describe("text tower subset", { skip }, () => {
     const left = (await readdir(dir)).sort();
     assert.ok(left.includes(`${TEXT_SUBSET_FILE}.incomplete`) && left.includes(`${TEXT_SUBSET_FILE}.journal.json`), left.join(", "));
     assert.ok(!left.includes(TEXT_SUBSET_FILE));
-    const cutRange = hub.requests.find((r) => r.file === SHARD1 && r.kind === "lfs" && (r.bytesSent ?? 0) === 50_000)!.headers["range"] as string;
+    const cutRange = hub.requests.find((r) => r.file === SHARD1 && r.kind === "lfs" && (r.bytesSent ?? 0) === 50_000)!.headers.range as string;
     const cutStart = Number(/^bytes=(\d+)-/.exec(cutRange)![1]);
 
     hub.clearRequests();
     const res = await downloadTextTower(opts(cache));
-    const ranges = hub.requests.filter((r) => r.file === SHARD1 && r.kind === "lfs").map((r) => r.headers["range"]);
+    const ranges = hub.requests.filter((r) => r.file === SHARD1 && r.kind === "lfs").map((r) => r.headers.range);
     // no header re-read (the journal has the plan), one ranged read from the first missing byte
     assert.deepEqual(ranges, [`bytes=${cutStart + 50_000}-${/-(\d+)$/.exec(cutRange)![1]}`]);
     assert.ok(logLines.some((l) => /resuming text_model\.safetensors/.test(l)));

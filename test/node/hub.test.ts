@@ -89,7 +89,7 @@ before(async () => {
   }
   root = await mkdtemp(join(tmpdir(), "hub-test-"));
   // never read the developer's ~/.cache/huggingface (token file, cache)
-  process.env["HF_HOME"] = join(root, "hf-home");
+  process.env.HF_HOME = join(root, "hf-home");
   hub = await FakeHub.start();
   ckptDir = join(root, "ckpt");
   await generateCheckpoint(ckptDir, PRESETS.tiny);
@@ -113,7 +113,7 @@ beforeEach(() => {
   hub.clearRequests();
   logLines = [];
   for (const k of ENV_KEYS) if (k !== "HF_HOME") delete process.env[k];
-  process.env["HF_HOME"] = join(root, "hf-home");
+  process.env.HF_HOME = join(root, "hf-home");
 });
 
 describe("download into the Python huggingface_hub cache layout", () => {
@@ -154,7 +154,7 @@ describe("download into the Python huggingface_hub cache layout", () => {
     assert.equal(lfsGet.length, 1);
     assert.equal(lfsGet[0]!.file, "model.safetensors");
     // no token configured -> none sent
-    assert.ok(hub.requests.every((r) => r.headers["authorization"] === undefined));
+    assert.ok(hub.requests.every((r) => r.headers.authorization === undefined));
     // the user agent carries the package version
     assert.ok(hub.requests.every((r) => r.headers["user-agent"]?.startsWith(`radio-sidecar/${PRODUCT.version};`)));
   });
@@ -245,7 +245,7 @@ describe("download into the Python huggingface_hub cache layout", () => {
       cfg.map((r) => `${r.method} ${r.status} ${r.url.startsWith("/api/resolve-cache/") ? "cache" : "resolve"}`),
       ["GET 307 resolve", "GET 200 cache"],
     );
-    assert.ok(cfg.every((r) => r.headers["authorization"] === "Bearer hf_abc"));
+    assert.ok(cfg.every((r) => r.headers.authorization === "Bearer hf_abc"));
     assert.ok((await readFile(join(res.snapshotDir, "config.json"))).equals(await readFile(join(ckptDir, "config.json"))));
 
     hub.resolveCacheRedirect = false;
@@ -297,7 +297,7 @@ describe("resume", () => {
     const res = await downloadCheckpoint(opts(cache, { retries: 0 }));
     const gets = hub.contentRequests().filter((r) => r.file === "model.safetensors");
     assert.equal(gets.length, 1);
-    assert.equal(gets[0]!.headers["range"], `bytes=${partial}-${src.length - 1}`);
+    assert.equal(gets[0]!.headers.range, `bytes=${partial}-${src.length - 1}`);
     assert.equal(gets[0]!.status, 206);
     assert.equal(await sha256File(join(res.snapshotDir, "model.safetensors")), sha);
     assert.ok(!existsSync(incomplete));
@@ -311,8 +311,8 @@ describe("resume", () => {
     const res = await downloadCheckpoint(opts(cache));
     const gets = hub.contentRequests().filter((r) => r.file === "model.safetensors");
     assert.equal(gets.length, 2);
-    assert.equal(gets[0]!.headers["range"], undefined);
-    assert.match(String(gets[1]!.headers["range"]), new RegExp(`^bytes=[1-9]\\d*-${src.length - 1}$`));
+    assert.equal(gets[0]!.headers.range, undefined);
+    assert.match(String(gets[1]!.headers.range), new RegExp(`^bytes=[1-9]\\d*-${src.length - 1}$`));
     assert.ok((await readFile(join(res.snapshotDir, "model.safetensors"))).equals(src));
     assert.ok(logLines.some((l) => l.startsWith("WARN download of model.safetensors interrupted")));
   });
@@ -324,7 +324,7 @@ describe("resume", () => {
     const res = await downloadCheckpoint(opts(cache, { stallTimeoutMs: 300 }));
     const gets = hub.contentRequests().filter((r) => r.file === "model.safetensors");
     assert.equal(gets.length, 2);
-    assert.match(String(gets[1]!.headers["range"]), new RegExp(`^bytes=[1-9]\\d*-${src.length - 1}$`));
+    assert.match(String(gets[1]!.headers.range), new RegExp(`^bytes=[1-9]\\d*-${src.length - 1}$`));
     assert.ok((await readFile(join(res.snapshotDir, "model.safetensors"))).equals(src));
   });
 
@@ -338,7 +338,7 @@ describe("resume", () => {
     const res = await downloadCheckpoint(opts(cache));
     const gets = hub.contentRequests().filter((r) => r.file === "model.safetensors");
     assert.deepEqual(
-      gets.map((r) => r.headers["range"]),
+      gets.map((r) => r.headers.range),
       [`bytes=123457-${src.length - 1}`],
     );
     assert.equal(await sha256File(join(res.snapshotDir, "model.safetensors")), sha);
@@ -384,7 +384,7 @@ describe("resume", () => {
     assert.equal(await sha256File(join(res.snapshotDir, "model.safetensors")), sha);
     const gets = hub.contentRequests().filter((r) => r.file === "model.safetensors");
     assert.deepEqual(
-      gets.map((r) => r.headers["range"]),
+      gets.map((r) => r.headers.range),
       [`bytes=200000-${src.length - 1}`, undefined],
     );
     assert.ok(logLines.some((l) => /checksum mismatch after resuming/.test(l)));
@@ -431,7 +431,7 @@ describe("offline and network failures", () => {
       { dir: online.snapshotDir, commit: commitMain, files: online.files, offline: true },
     );
 
-    process.env["HF_HUB_OFFLINE"] = "1";
+    process.env.HF_HUB_OFFLINE = "1";
     const b = await downloadCheckpoint(opts(cache, { endpoint: dead }));
     assert.equal(b.snapshotDir, online.snapshotDir);
     const c = await downloadCheckpoint(opts(cache, { endpoint: dead, revision: commitMain }));
@@ -575,23 +575,23 @@ describe("authentication and not-found errors", () => {
     const hubReqs = hub.requests.filter((r) => r.server === "hub");
     const cdnReqs = hub.requests.filter((r) => r.server === "cdn");
     assert.ok(hubReqs.length >= 3 && cdnReqs.length === 1);
-    for (const r of hubReqs) assert.equal(r.headers["authorization"], "Bearer hf_secret");
-    for (const r of cdnReqs) assert.equal(r.headers["authorization"], undefined);
+    for (const r of hubReqs) assert.equal(r.headers.authorization, "Bearer hf_secret");
+    for (const r of cdnReqs) assert.equal(r.headers.authorization, undefined);
   });
 
   test("token from HF_TOKEN, HF_TOKEN_PATH and $HF_HOME/token", async () => {
-    process.env["HF_TOKEN"] = "hf_secret";
+    process.env.HF_TOKEN = "hf_secret";
     await downloadCheckpoint(opts(await freshDir(), { repo: priv }));
-    delete process.env["HF_TOKEN"];
+    delete process.env.HF_TOKEN;
 
     const tokenFile = join(root, "my-token");
     await writeFile(tokenFile, "hf_secret\n");
-    process.env["HF_TOKEN_PATH"] = tokenFile;
+    process.env.HF_TOKEN_PATH = tokenFile;
     await downloadCheckpoint(opts(await freshDir(), { repo: priv }));
-    delete process.env["HF_TOKEN_PATH"];
+    delete process.env.HF_TOKEN_PATH;
 
     const home = await freshDir("hf-home");
-    process.env["HF_HOME"] = home;
+    process.env.HF_HOME = home;
     await writeFile(join(home, "token"), "hf_secret");
     assert.deepEqual(await resolveToken(), { token: "hf_secret", source: join(home, "token") });
     const res = await downloadCheckpoint(opts(await freshDir(), { repo: priv }));
@@ -655,14 +655,14 @@ describe("fake hub", () => {
 describe("environment", () => {
   test("HF_HOME, HF_HUB_CACHE and HF_ENDPOINT are honoured", async () => {
     const home = await freshDir("home");
-    process.env["HF_HOME"] = home;
-    process.env["HF_ENDPOINT"] = `${hub.endpoint}/`;
+    process.env.HF_HOME = home;
+    process.env.HF_ENDPOINT = `${hub.endpoint}/`;
     const a = await downloadCheckpoint({ repo: REPO, progress: "none", logger, files: ["config.json"] });
     assert.equal(a.cacheDir, join(home, "hub"));
     assert.ok(a.snapshotDir.startsWith(join(home, "hub", "models--nvidia--C-RADIOv4-H")));
 
     const hubCache = await freshDir("hub-cache");
-    process.env["HF_HUB_CACHE"] = hubCache;
+    process.env.HF_HUB_CACHE = hubCache;
     const b = await downloadCheckpoint({ repo: REPO, progress: "none", logger, files: ["config.json"] });
     assert.equal(b.cacheDir, hubCache);
     assert.ok(existsSync(join(hubCache, "models--nvidia--C-RADIOv4-H", "refs", "main")));
@@ -722,7 +722,7 @@ describe("concurrency", () => {
 });
 
 // Cross-check with the real Python client when one is available (HUB_TEST_PYTHON, or the repo's .venv).
-const pythonCandidates = [process.env["HUB_TEST_PYTHON"], join(process.cwd(), ".venv", "bin", "python")].filter(
+const pythonCandidates = [process.env.HUB_TEST_PYTHON, join(process.cwd(), ".venv", "bin", "python")].filter(
   (p): p is string => !!p && existsSync(p),
 );
 async function findPython(): Promise<string | undefined> {

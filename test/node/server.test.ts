@@ -41,7 +41,7 @@ import {
 const CRASH_HEIGHT = 80; // a batch of this height makes the inference worker exit (test hook)
 const TOL = 2e-5;
 
-function codeOf(err: unknown): number {
+function _codeOf(err: unknown): number {
   return (err as grpc.ServiceError).code;
 }
 

@@ -293,7 +293,7 @@ export async function generateSiglip(dir: string, o: GenerateSiglipOptions = TIN
     }
   }
   const sortedMap = Object.fromEntries(Object.keys(weightMap).sort().map((k) => [k, weightMap[k]]));
-  const json = (name: string, v: unknown) => writeFileSync(join(dir, name), JSON.stringify(v, null, 2) + "\n");
+  const json = (name: string, v: unknown) => writeFileSync(join(dir, name), `${JSON.stringify(v, null, 2)}\n`);
   json("model.safetensors.index.json", { metadata: { total_size: totalSize }, weight_map: sortedMap });
   // Only non-default keys, as the real config.json (max_position_embeddings 64, gelu_pytorch_tanh,
   // layer_norm_eps 1e-6 and patch_size 16 are class defaults; patch_size is written when it differs).
@@ -321,11 +321,11 @@ export async function generateSiglip(dir: string, o: GenerateSiglipOptions = TIN
       ...(p !== 16 ? { patch_size: p } : {}),
     },
   };
-  writeFileSync(join(dir, "config.json"), JSON.stringify(config, null, 2).replace('"initializer_factor": 1,', '"initializer_factor": 1.0,') + "\n");
+  writeFileSync(join(dir, "config.json"), `${JSON.stringify(config, null, 2).replace('"initializer_factor": 1,', '"initializer_factor": 1.0,')}\n`);
   json("tokenizer.json", tok.tokenizer);
   writeFileSync(
     join(dir, "tokenizer_config.json"),
-    JSON.stringify(tok.tokenizerConfig, null, 2).replace(`"model_max_length": ${JSON.stringify(VERY_LARGE_INTEGER)}`, `"model_max_length": ${VERY_LARGE_INTEGER_TEXT}`) + "\n",
+    `${JSON.stringify(tok.tokenizerConfig, null, 2).replace(`"model_max_length": ${JSON.stringify(VERY_LARGE_INTEGER)}`, `"model_max_length": ${VERY_LARGE_INTEGER_TEXT}`)}\n`,
   );
   json("special_tokens_map.json", tok.specialTokensMap);
   json("preprocessor_config.json", {

@@ -271,10 +271,10 @@ export async function generateCheckpoint(dir: string, o: GenerateOptions): Promi
     tensors.push(t("radio_model.model.norm.weight", [C], randn([C], 0.1, 1)), t("radio_model.model.norm.bias", [C], randn([C], 0.05)));
   }
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, "config.json"), JSON.stringify(makeConfig(o), null, 2) + "\n");
+  writeFileSync(join(dir, "config.json"), `${JSON.stringify(makeConfig(o), null, 2)}\n`);
   writeFileSync(
     join(dir, "preprocessor_config.json"),
-    JSON.stringify({ crop_size: null, do_center_crop: false, do_convert_rgb: true, do_normalize: false, do_resize: true, image_processor_type: "CLIPImageProcessor", resample: 3, size: { height: 512, width: 512 } }, null, 2) + "\n",
+    `${JSON.stringify({ crop_size: null, do_center_crop: false, do_convert_rgb: true, do_normalize: false, do_resize: true, image_processor_type: "CLIPImageProcessor", resample: 3, size: { height: 512, width: 512 } }, null, 2)}\n`,
   );
   // Tensors are generated in the order written (sorted by name), so the bytes depend only on the seed.
   await writeSafetensors(join(dir, "model.safetensors"), tensors);

@@ -41,7 +41,7 @@ export function resolveCacheDir(cacheDir?: string): string {
 /** $HF_HOME (default $XDG_CACHE_HOME/huggingface, default ~/.cache/huggingface), as Python. */
 export function resolveHfHome(): string {
   const env = process.env;
-  const home = env["HF_HOME"] ?? join(env["XDG_CACHE_HOME"] ?? join(homedir(), ".cache"), "huggingface");
+  const home = env.HF_HOME ?? join(env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "huggingface");
   return resolve(expandUser(home));
 }
 
@@ -172,7 +172,7 @@ export function linkSnapshotFile(storage: string, commit: string, file: string, 
 export async function listSnapshotFiles(dir: string): Promise<string[]> {
   const out: string[] = [];
   async function walk(d: string, prefix: string): Promise<void> {
-    let entries;
+    let entries: import("node:fs").Dirent[];
     try {
       entries = await readdir(d, { withFileTypes: true });
     } catch {

@@ -170,12 +170,12 @@ export function hubError(ctx: Ctx, code: HubErrorCode, message: string, d: Parti
 
 /** HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as Python reads it. */
 export function isOfflineFromEnv(): boolean {
-  const v = process.env["HF_HUB_OFFLINE"] || process.env["TRANSFORMERS_OFFLINE"];
+  const v = process.env.HF_HUB_OFFLINE || process.env.TRANSFORMERS_OFFLINE;
   return v !== undefined && ["1", "ON", "YES", "TRUE"].includes(v.trim().toUpperCase());
 }
 
 export function resolveEndpoint(endpoint?: string): string {
-  return (endpoint || process.env["HF_ENDPOINT"] || HF_DEFAULT_ENDPOINT).replace(/\/+$/, "");
+  return (endpoint || process.env.HF_ENDPOINT || HF_DEFAULT_ENDPOINT).replace(/\/+$/, "");
 }
 
 /** Token lookup order of Python's get_token(): HF_TOKEN, HUGGING_FACE_HUB_TOKEN, then the token file. */
@@ -183,16 +183,16 @@ export async function resolveToken(
   explicit?: string | false,
 ): Promise<{ token: string; source: string } | undefined> {
   if (explicit === false) return undefined;
-  const clean = (t: string | undefined) => (t && t.trim() ? t.trim() : undefined);
+  const clean = (t: string | undefined) => (t?.trim() ? t.trim() : undefined);
   const env = process.env;
   for (const [value, source] of [
     [explicit, "the token option"],
-    [env["HF_TOKEN"], "HF_TOKEN"],
-    [env["HUGGING_FACE_HUB_TOKEN"], "HUGGING_FACE_HUB_TOKEN"],
+    [env.HF_TOKEN, "HF_TOKEN"],
+    [env.HUGGING_FACE_HUB_TOKEN, "HUGGING_FACE_HUB_TOKEN"],
   ] as const) {
     if (clean(value)) return { token: clean(value)!, source };
   }
-  const tokenFile = env["HF_TOKEN_PATH"] ? expandUser(env["HF_TOKEN_PATH"]) : join(resolveHfHome(), "token");
+  const tokenFile = env.HF_TOKEN_PATH ? expandUser(env.HF_TOKEN_PATH) : join(resolveHfHome(), "token");
   const t = clean(await readFile(tokenFile, "utf8").catch(() => undefined));
   return t ? { token: t, source: tokenFile } : undefined;
 }

@@ -128,7 +128,7 @@ export function buildSpec(config: RadioConfig, weights: SafetensorsCheckpoint): 
   if (!patchSize || !maxResolution || !preferred) {
     throw new CheckpointError(`config.json leaves patch_size/max_resolution/preferred_resolution null and version ${JSON.stringify(version)} has no known defaults`);
   }
-  let arch;
+  let arch: ReturnType<typeof resolveArchitecture>;
   try {
     arch = resolveArchitecture(args.model, (args.model_kwargs ?? {}) as Record<string, unknown>);
   } catch (err) {
@@ -189,7 +189,7 @@ export function buildSpec(config: RadioConfig, weights: SafetensorsCheckpoint): 
 
   // Prefix tokens: cls tokens (one per unique teacher) + registers, per the config; the tensor must agree.
   const clsKey = `${MODEL}patch_generator.cls_token.token`;
-  const cls = get(clsKey);
+  const _cls = get(clsKey);
   const uniqueTeachers = new Set(args.teachers.map((t) => t.name)).size;
   const numClsTokens = args.cls_token_per_teacher ? uniqueTeachers : 1;
   let numRegisters = 0;

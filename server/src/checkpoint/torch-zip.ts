@@ -180,7 +180,7 @@ class PyGlobal {
   constructor(readonly qualname: string, readonly kind: Callable) {}
 }
 
-const MARK = Symbol("mark");
+const _MARK = Symbol("mark");
 
 /** Every global the unpickler will resolve; everything else is refused. */
 function resolveGlobal(module: string, name: string, path: string): unknown {

@@ -95,7 +95,7 @@ export async function compileTextTower(o: CompileTextOptions): Promise<CompileTe
       sha256,
       compiler: { name: PRODUCT.name, version: PRODUCT.version },
     };
-    writeFileSync(join(outDir, METADATA_FILE), JSON.stringify(metadata, null, 2) + "\n");
+    writeFileSync(join(outDir, METADATA_FILE), `${JSON.stringify(metadata, null, 2)}\n`);
     return { metadata, outDir, nodeCount: g.nodeCount, seconds: (performance.now() - t0) / 1000 };
   } finally {
     ckpt.weights.close();

@@ -158,7 +158,7 @@ export async function compileCheckpoint(o: CompileOptions): Promise<CompileResul
       adaptors: adaptors.map(adaptorMetadata),
       adaptorSource: pth ? { file: basename(pth), dir: dirname(pth) } : null,
     };
-    writeFileSync(join(outDir, METADATA_FILE), JSON.stringify(metadata, null, 2) + "\n");
+    writeFileSync(join(outDir, METADATA_FILE), `${JSON.stringify(metadata, null, 2)}\n`);
     return { metadata, outDir, nodeCount: g.nodeCount, seconds: (performance.now() - t0) / 1000 };
   } finally {
     if (weights !== ckpt.weights) weights.close();

@@ -3,7 +3,7 @@
 // attends to all 64), final LayerNorm at the last position, head. Input `input_ids` int64
 // [batch, context]; output `text_embeds` float32 [batch, projection] (unnormalised: the caller
 // L2-normalises).
-import { DataType, GraphBuilder, float, int, ints, str } from "./onnx-graph.js";
+import { DataType, type GraphBuilder, float, int, ints, str } from "./onnx-graph.js";
 import { linear } from "./vit.js";
 import type { LinearKeys, TextLayerKeys, TextTowerSpec } from "../checkpoint/siglip.js";
 import type { WeightStore } from "./weights.js";

@@ -2,7 +2,7 @@
 // embedding, CPE position embedding, prefix tokens, pre-LN block, windowed/global switching, outputs),
 // in the order of the forward pass. Input `pixels` [B, 3, H, W] float32; outputs `summary` [B, S] and
 // `features` [B, h·w, C] (float32 in every precision).
-import { DataType, GraphBuilder, float, int, ints, str } from "./onnx-graph.js";
+import { DataType, type GraphBuilder, float, int, ints, str } from "./onnx-graph.js";
 import type { ModelSpec } from "../checkpoint/spec.js";
 import type { WeightStore } from "./weights.js";
 

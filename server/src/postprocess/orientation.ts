@@ -56,7 +56,7 @@ export function orientComponent(
   let rMean = 0;
   let kept = 0;
   for (let p = 0; p < n; p++) {
-    if (exclude && exclude[p]) continue;
+    if (exclude?.[p]) continue;
     sMean += scores[p]!;
     rMean += norms[p]!;
     kept++;
@@ -67,7 +67,7 @@ export function orientComponent(
   let sSq = 0;
   let rSq = 0;
   for (let p = 0; p < n; p++) {
-    if (exclude && exclude[p]) continue;
+    if (exclude?.[p]) continue;
     const ds = scores[p]! - sMean;
     const r = norms[p]!;
     cov += ds * (r - rMean);

@@ -19,6 +19,7 @@ const PUNCTUATION = /[!"#$%&'()*+,\-./:;<=>?@[\\\]^_`{|}~]/g;
  * The characters Python's str.isspace() accepts (what str.split() splits on). JS's \s differs: it
  * includes U+FEFF and lacks U+001C–U+001F and U+0085.
  */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: U+001C–U+001F are Python whitespace
 const PY_WHITESPACE = /[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+/;
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;

@@ -35,7 +35,7 @@ export function readNpy(path: string): NpyArray {
 export function writeNpy(path: string, data: Float32Array, shape: readonly number[]): void {
   let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(", ")}${shape.length === 1 ? "," : ""}), }`;
   const pad = 64 - ((10 + header.length + 1) % 64);
-  header += " ".repeat(pad % 64) + "\n";
+  header += `${" ".repeat(pad % 64)}\n`;
   const head = Buffer.alloc(10);
   MAGIC.copy(head, 0);
   head[6] = 1;

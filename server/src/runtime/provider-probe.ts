@@ -41,4 +41,4 @@ const t0 = performance.now();
 const fp32 = await attempt(provider, "fp32");
 const result: ProbeChildResult = { provider, fp32, ...(fp32.ok ? { fp16: await attempt(provider, "fp16") } : {}), ms: 0 };
 result.ms = Math.round(performance.now() - t0);
-process.stdout.write(JSON.stringify(result) + "\n", () => process.exit(0)); // exit even if a GPU runtime left threads behind
+process.stdout.write(`${JSON.stringify(result)}\n`, () => process.exit(0)); // exit even if a GPU runtime left threads behind

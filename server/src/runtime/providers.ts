@@ -67,6 +67,7 @@ function cudaProviderFiles(): string[] {
   return ["libonnxruntime_providers_shared.so", "libonnxruntime_providers_cuda.so"];
 }
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: ANSI colour codes start with ESC
 const stripAnsi = (s: string): string => s.replace(/\x1b\[[0-9;]*m/g, "");
 const firstLine = (s: string): string => s.trim().split("\n", 1)[0] ?? "";
 

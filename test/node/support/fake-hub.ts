@@ -234,7 +234,7 @@ export class FakeHub {
 
   setBranch(id: string, branch: string, commit: string): void {
     const repo = this.repos.get(id);
-    if (!repo || !repo.commits.has(commit)) throw new Error(`unknown repo/commit ${id}@${commit}`);
+    if (!repo?.commits.has(commit)) throw new Error(`unknown repo/commit ${id}@${commit}`);
     repo.branches.set(branch, commit);
   }
 
@@ -324,13 +324,13 @@ export class FakeHub {
 
   /** like the Hub: 401 without credentials (could be private), 404 with */
   private repoNotFound(req: IncomingMessage, res: ServerResponse): void {
-    if (req.headers["authorization"]) this.error(res, 404, "RepoNotFound", "Repository not found");
+    if (req.headers.authorization) this.error(res, 404, "RepoNotFound", "Repository not found");
     else this.error(res, 401, "RepoNotFound", "Invalid username or password.");
   }
 
   /** Authorization check like the Hub: private -> 401 RepoNotFound; gated -> 401/403 GatedRepo */
   private authorize(repo: FakeRepo, req: IncomingMessage, res: ServerResponse, forFiles: boolean): boolean {
-    const auth = req.headers["authorization"];
+    const auth = req.headers.authorization;
     const bearer = typeof auth === "string" && auth.startsWith("Bearer ") ? auth.slice(7) : undefined;
     if (repo.privateToken !== undefined && bearer !== repo.privateToken) {
       this.error(res, 401, "RepoNotFound", bearer ? "Invalid credentials in Authorization header" : "Repository not found");
@@ -521,7 +521,7 @@ export class FakeHub {
     let start = 0;
     let end = f.size - 1;
     let status = 200;
-    const range = req.headers["range"];
+    const range = req.headers.range;
     const ignoreRange = req.method === "GET" && range && this.takeFault("ignore-range", (x) => x.file === file);
     if (range && !ignoreRange) {
       const m = /^bytes=(\d*)-(\d*)$/.exec(range);

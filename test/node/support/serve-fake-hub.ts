@@ -9,7 +9,7 @@ for (const arg of process.argv.slice(2)) {
   if (eq < 1) throw new Error(`expected repo=dir, got ${arg}`);
   await hub.addRepoFromDir(arg.slice(0, eq), arg.slice(eq + 1));
 }
-process.stdout.write(JSON.stringify({ endpoint: hub.endpoint }) + "\n");
+process.stdout.write(`${JSON.stringify({ endpoint: hub.endpoint })}\n`);
 const stop = async () => {
   await hub.close();
   process.exit(0);

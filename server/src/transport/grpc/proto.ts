@@ -2,7 +2,7 @@
 // @grpc/proto-loader. keepCase: false — fields are lowerCamelCase in JS (inputHeight), as in proto3
 // JSON; enums are their string names; bytes are Buffers. Clients in this repo load it the same way.
 import { fileURLToPath } from "node:url";
-import * as grpc from "@grpc/grpc-js";
+import type * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { protoPath as HEALTH_PROTO } from "grpc-health-check";
 

@@ -165,7 +165,7 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
 
     const deadline = deadlineOf(call);
     let closed = false;
-    let handle;
+    let handle: ReturnType<Pipeline["submit"]>;
     try {
       handle = pipeline.submit(specFromProto(req, deadline, state.pathInputs ?? true), (outcome) => {
         // Never write to a call that is gone (cancelled, or past its deadline: grpc-js has already

@@ -43,7 +43,7 @@ export async function prepareSocket(requested: string | null): Promise<PreparedS
     } catch {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
     }
-    let st;
+    let st: ReturnType<typeof lstatSync> | null;
     try {
       st = lstatSync(path);
     } catch {
