@@ -161,7 +161,7 @@ def demo_text(dataset, timings: dict[str, float]) -> None:
     labels = dataset.values("zero_shot.label")
     agree = sum(a == b for a, b in zip(labels, dataset.values("kind")))
     print(f"  zero-shot apply_model(classes={classes}): labels {labels[:5]}...; "
-          f"{agree}/{len(labels)} agree with the true kind (chance level: random weights)")
+          f"{agree}/{len(labels)} agree with the true kind (no meaning: random weights)")
     timings["zero-shot (compiles the text variant)"] = time.monotonic() - t0
 
     t0 = time.monotonic()

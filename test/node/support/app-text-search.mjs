@@ -49,13 +49,16 @@ try {
     await input.fill(prompt);
     await input.press("Enter");
     log(`search ${JSON.stringify(prompt)}: submitted`);
-    // The search runs as the `similarity_search` operator on the App server; the App then sets the
-    // view to the run's ordered result (a Select stage) and the grid fetches it.
+    // FiftyOne 1.22: the search runs as the `similarity_search` operator on the App server and lands
+    // as a run card ("<prompt> · <brain key> · k=25") in the Similarity Search panel; clicking the
+    // card applies it: the view becomes the run's ordered result (a Select stage), the grid fetches it.
+    const card = page.getByText(new RegExp(`^${prompt.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} · `)).first();
     const deadline = Date.now() + 180_000;
     let hit;
     while (!hit && Date.now() < deadline) {
+      if (await card.count()) await card.click({ timeout: 2_000 }).catch(() => {});
+      await page.waitForTimeout(1000);
       hit = pages.slice(before).find((p) => JSON.stringify(p.view).includes("fiftyone.core.stages.Select"));
-      if (!hit) await page.waitForTimeout(250);
     }
     if (!hit) {
       await page.screenshot({ path: `${screenshot}.failed.png` });
@@ -63,6 +66,12 @@ try {
     }
     await page.waitForTimeout(1500); // let the grid paint
     console.log(JSON.stringify({ prompt, ms: Date.now() - t0, ids: hit.ids, view: hit.view }));
+    if (prompt !== prompts.at(-1)) {
+      // Close the panel so that the action bar's button is back for the next search.
+      const tab = page.getByText("Similarity Search", { exact: true }).first();
+      await tab.locator("xpath=..").locator("svg, button").last().click({ timeout: 5_000 }).catch((e) => log("closing the panel:", e.message));
+      await page.waitForTimeout(1000);
+    }
   }
   await page.screenshot({ path: screenshot });
 } finally {
