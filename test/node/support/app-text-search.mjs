@@ -50,13 +50,15 @@ try {
     await input.press("Enter");
     log(`search ${JSON.stringify(prompt)}: submitted`);
     // FiftyOne 1.22: the search runs as the `similarity_search` operator on the App server and lands
-    // as a run card ("<prompt> · <brain key> · k=25") in the Similarity Search panel; clicking the
-    // card applies it: the view becomes the run's ordered result (a Select stage), the grid fetches it.
-    const card = page.getByText(new RegExp(`^${prompt.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} · `)).first();
+    // as a run card ("<prompt> · <brain key> · k=25", newest first) in the Similarity Search panel;
+    // its "Show results" button (enabled once the run completed) applies it: the view becomes the
+    // run's ordered result (a Select stage) and the grid fetches it. A wrong card would show another
+    // prompt's order, which the test tells apart.
+    const card = page.getByLabel("Show results").first();
     const deadline = Date.now() + 180_000;
     let hit;
     while (!hit && Date.now() < deadline) {
-      if (await card.count()) await card.click({ timeout: 2_000 }).catch(() => {});
+      if ((await card.count()) && (await card.isEnabled())) await card.click({ timeout: 2_000 }).catch(() => {});
       await page.waitForTimeout(1000);
       hit = pages.slice(before).find((p) => JSON.stringify(p.view).includes("fiftyone.core.stages.Select"));
     }
