@@ -49,11 +49,13 @@ SOURCE_DIR = Path(__file__).resolve().parent
 BASE_GRAPH = "fp32"
 
 
-def _run(cmd: list[str], cwd: Path, what: str, env: dict[str, str] | None = None) -> None:
-    """Runs a set-up step, passing its progress output through to the terminal."""
+def _run(cmd: list[str], cwd: Path, what: str, env: dict[str, str] | None = None, *, results: bool = True) -> None:
+    """Runs a set-up step, passing its progress output (stderr) through to the terminal, and its
+    stdout too unless `results=False` (compile prints its metadata JSON there, for scripts)."""
     logger.info("%s: %s", what, " ".join(cmd))
     print(f"[c-radio] {what}...", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, stdout=sys.stderr, stderr=sys.stderr)
+    stdout = sys.stderr if results else subprocess.DEVNULL
+    proc = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, stdout=stdout, stderr=sys.stderr)
     if proc.returncode != 0:
         raise RuntimeError(f"C-RADIOv4 set-up failed at '{what}' (exit {proc.returncode}): {' '.join(cmd)}")
 
@@ -142,7 +144,7 @@ def _compile(model_name: str, out: Path, flags: list[str], checkpoint_dir: str |
     else:
         src = ["--model", MODELS[model_name]["checkpoint"]] + (["--revision", revision] if revision else [])
     _run([node, str(cli), "compile", *src, "--out", str(out), *flags], SOURCE_DIR,
-         f"compiling {model_name} ({out.name})")
+         f"compiling {model_name} ({out.name})", results=False)
 
 
 def _graphs_dir(model_path: str) -> Path:
