@@ -99,6 +99,41 @@ def render_umap(dataset, results, path: Path) -> None:
     fig.savefig(path)
 
 
+def render_text(dataset, prompt: str, top, dino_emb: np.ndarray, path: Path) -> None:
+    """Zero-shot labels over a few images, the top matches of a text prompt, and a 2-D PCA of the
+    DINOv3-space embeddings (random weights: the picture shows what each call returns, nothing more)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(10, 5.6), dpi=100)
+    grid = fig.add_gridspec(2, 4)
+    for i, s in enumerate(dataset.limit(4)):
+        ax = fig.add_subplot(grid[0, i])
+        ax.imshow(Image.open(s.filepath).convert("RGB"))
+        ax.set_title(f"zero-shot: {s.zero_shot.label} ({s.zero_shot.confidence:.2f})", fontsize=9)
+        ax.axis("off")
+    for i, s in enumerate(top):
+        ax = fig.add_subplot(grid[1, i])
+        ax.imshow(Image.open(s.filepath).convert("RGB"))
+        ax.set_title(f'"{prompt}" #{i + 1}', fontsize=9)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[1, 3])
+    x = dino_emb - dino_emb.mean(0)
+    pts = x @ np.linalg.svd(x, full_matrices=False)[2][:2].T
+    kinds = dataset.values("kind")
+    for kind in sorted(set(kinds)):
+        idx = [j for j, k in enumerate(kinds) if k == kind]
+        ax.scatter(pts[idx, 0], pts[idx, 1], s=14, label=kind)
+    ax.set_title("DINOv3 space (PCA)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.suptitle("Text and adaptor spaces (tiny checkpoint, RANDOM weights: labels and ranks are meaningless)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def main() -> None:
     sys.path.insert(0, str(REPO / "test" / "python"))
     from sidecar_cli import sidecar
@@ -168,7 +203,8 @@ def demo_text(dataset, timings: dict[str, float]) -> None:
     fob.compute_similarity(dataset, model="nv_labs/c-radio_v4-h", model_kwargs={"embedding_space": "text"},
                            brain_key="radio_text", embeddings="radio_text_embeddings")
     assert dataset.load_brain_results("radio_text").config.supports_prompts
-    top = dataset.sort_by_similarity("a photo of a dog", k=3, brain_key="radio_text")
+    prompt = "a photo of a dog"
+    top = dataset.sort_by_similarity(prompt, k=3, brain_key="radio_text")
     print(f"  compute_similarity(model=..., embedding_space='text') + sort_by_similarity('a photo of a dog', k=3): "
           f"{[Path(p).name for p in top.values('filepath')]} (a definite order; not dogs: random weights)")
     print("  the App's 'Sort by text similarity' does the same search on this brain key (fo.launch_app(dataset))")
@@ -181,6 +217,8 @@ def demo_text(dataset, timings: dict[str, float]) -> None:
     dino.close()
     print(f"  compute_embeddings(embedding_space='dinov3'): {emb.shape} {emb.dtype} (the DINOv3-7B adaptor space)")
     timings["DINOv3 space"] = time.monotonic() - t0
+    render_text(dataset, prompt, top, emb, OUT / "text.png")
+    print(f"  picture: {OUT / 'text.png'}")
 
 
 if __name__ == "__main__":
