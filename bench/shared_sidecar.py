@@ -56,7 +56,7 @@ model.close()
 def _events(proc: subprocess.Popen, want: str) -> dict:
     assert proc.stdout is not None
     for line in proc.stdout:
-        if line.startswith("{") and json.loads(line)["event"] == want:
+        if line.startswith("{") and json.loads(line).get("event") == want:
             return json.loads(line)
     raise RuntimeError(f"child exited ({proc.wait()}) before {want}")
 
@@ -130,7 +130,9 @@ def main() -> None:
         paths.append(str(p))
     paths_file = work / "paths.json"
     paths_file.write_text(json.dumps(paths))
-    import fiftyone as fo  # noqa: F401  (starts the private database once, before the children attach)
+    import fiftyone.core.odm as foo
+
+    foo.get_db_conn()  # starts the private database once, before the children attach to it
 
     print(f"# two processes x {a.images} images (640x480 JPEG, inferred at {a.image_size}^2), "
           f"compute_embeddings(batch_size={a.batch_size}), graph {graph}, {os.cpu_count()} cores")
