@@ -26,7 +26,7 @@ from .client.options import RadioOptions
 from .client.pillow_fallback import retry_unsupported
 from .client.served import check_image_size, select_served_model
 from .client.prompts import class_embeddings, class_prompts, zero_shot_scores
-from .client.sidecar import LocalSidecar, SidecarSpec, registry
+from .client.sidecar import LocalSidecar, SharedSidecar, SidecarSpec, registry
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
     gives PCA heatmaps (``fo.Heatmap``), or zero-shot ``fo.Classification`` with ``classes=``;
     in the text space, ``embed_prompts`` embeds text for ``sort_by_similarity`` and App search."""
 
-    def __init__(self, model_name: str, options: RadioOptions, *, sidecar: LocalSidecar | None = None,
+    def __init__(self, model_name: str, options: RadioOptions, *, sidecar: LocalSidecar | SharedSidecar | None = None,
                  client: RadioClient | None = None, graph_name: str = "",
                  provider: str | None = None, precision: str | None = None, provider_notes: Sequence[str] = ()) -> None:
         if (sidecar is None) == (client is None):
@@ -382,8 +382,9 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
     # -- lifetime ---------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Releases the sidecar (stopped once no model of this process uses it) and puts FiftyOne's
-        image reader back if this model still has it swapped."""
+        """Releases the sidecar (a private one stops once no model of this process uses it; a shared one
+        loses this process's lease and exits after its idle timeout once no process uses it) and puts
+        FiftyOne's image reader back if this model still has it swapped."""
         self._restore_image_reader()
         if self._sidecar is not None:
             sc, self._sidecar = self._sidecar, None
@@ -417,7 +418,8 @@ def make_local_model(model_name: str, options: RadioOptions, graphs: dict[str, P
     """A model on a local sidecar started with this explicit provider (the choice is made before, in
     load_model, so the sidecar never chooses differently from the graph compiled for it)."""
     spec = SidecarSpec(models=tuple(sorted((k, str(v)) for k, v in graphs.items())), provider=provider,
-                       workers=options.workers, threads=options.threads)
+                       workers=options.workers, threads=options.threads, shared=options.shared,
+                       idle_timeout_s=options.idle_timeout_s)
     model = RadioModel(model_name, options, sidecar=registry.acquire(spec), graph_name=graph_name, provider=provider,
                        precision=precision, provider_notes=provider_notes)
     return _checked(model)

@@ -40,6 +40,10 @@ class RadioOptions:
     token: str | None = None                # bearer token for a remote sidecar
     workers: int | None = None
     threads: int | None = None
+    shared: bool = True                     # True: the host's shared local sidecar (started if none, outlives this
+                                            # process, exits when idle); False: a private one tied to this process
+    idle_timeout_s: int | None = None       # shared: seconds a sidecar this process starts waits with no client
+                                            # before exiting (None: $RADIO_SHARED_IDLE_S or 300; 0: never)
     embedding_space: str | None = None      # None: "text" when classes are given, else "backbone"; see EMBEDDING_SPACES
     classes: Any = None                     # zero-shot apply_model: a list of class names (needs the text space)
     text_prompt: str | None = "A photo of a"  # each class becomes "<text_prompt> <class>" (FiftyOne's CLIP convention)
@@ -220,6 +224,10 @@ def parse_options(model_name: str, kwargs: dict[str, Any]) -> RadioOptions:
         raise ValueError(f"prompt_templates={t!r} is not valid; use None, 'openai' (the 80 ImageNet templates), "
                          "or a list of strings each holding '{}' where the class name goes")
     _choice("zero_shot_scores", o.zero_shot_scores, ["softmax", "sigmoid"])
+    _choice("shared", o.shared, [True, False])
+    v = o.idle_timeout_s
+    if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+        raise ValueError(f"idle_timeout_s={v!r} is not valid; use None (default 300 s) or seconds >= 0 (0 = never)")
     for name in ("workers", "threads"):
         v = getattr(o, name)
         if v is not None and (not isinstance(v, int) or v < 1):

@@ -1,7 +1,13 @@
-"""The local sidecar's process lifetime: spawn it on a private unix socket, wait until it is
-SERVING, share it between models of this process, restart it once if it dies, stop it when the last
-model using it is released or Python exits. No orphans: the child also gets SIGTERM from the kernel
-if this process dies without running its exit handlers (Linux PR_SET_PDEATHSIG).
+"""The local sidecar's process lifetime.
+
+Shared (the default; client/shared.py): one sidecar per host, user and key, started by the first
+process that needs it and used by every later one; it outlives its starter and exits after an idle
+timeout with no client left. This process holds a lease on it while a model uses it.
+
+Private (``shared=False``): spawn it on a private unix socket, wait until it is SERVING, share it
+between models of this process, restart it once if it dies, stop it when the last model using it is
+released or Python exits. No orphans: the child also gets SIGTERM from the kernel if this process
+dies without running its exit handlers (Linux PR_SET_PDEATHSIG).
 """
 from __future__ import annotations
 
@@ -19,7 +25,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from . import shared
 from .gpu_libs import library_env
 from .grpc_client import RadioClient
 from .node_runtime import MIN_NODE_MAJOR, node_executable  # noqa: F401 (one lookup: RADIO_NODE, PATH, PyPI)
@@ -78,6 +86,23 @@ class SidecarSpec:
     threads: int | None = None
     extra_args: tuple[str, ...] = ()
     allowed_roots: tuple[str, ...] = field(default_factory=_allowed_roots)
+    shared: bool = False
+    # Shared only: the idle timeout a sidecar this process starts gets (None: RADIO_SHARED_IDLE_S or
+    # 300 s); a running one keeps its own. Not part of the key.
+    idle_timeout_s: int | None = None
+
+    def serve_args(self) -> list[str]:
+        """The serve flags that follow from the spec (not the socket)."""
+        cmd = ["--provider", self.provider]
+        for root in self.allowed_roots:
+            cmd += ["--allowed-root", root]
+        for name, path in self.models:
+            cmd += ["--model", f"{name}={path}"]
+        if self.workers:
+            cmd += ["--workers", str(self.workers)]
+        if self.threads:
+            cmd += ["--threads", str(self.threads)]
+        return cmd + list(self.extra_args)
 
 
 @dataclass
@@ -106,16 +131,7 @@ class LocalSidecar:
         os.chmod(self._tmpdir, 0o700)  # the socket is private to this user
         self.socket_path = self._tmpdir / "radio.sock"
         cmd = [node, *NODE_FLAGS, str(cli), "serve", "--socket", str(self.socket_path), "--http-port", "0",
-               "--provider", self.spec.provider]
-        for root in self.spec.allowed_roots:
-            cmd += ["--allowed-root", root]
-        for name, path in self.spec.models:
-            cmd += ["--model", f"{name}={path}"]
-        if self.spec.workers:
-            cmd += ["--workers", str(self.spec.workers)]
-        if self.spec.threads:
-            cmd += ["--threads", str(self.spec.threads)]
-        cmd += list(self.spec.extra_args)
+               *self.spec.serve_args()]
         logger.info("starting C-RADIOv4 sidecar: %s", " ".join(cmd))
         self.process = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -165,6 +181,10 @@ class LocalSidecar:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
     def restart(self) -> None:
         logger.warning("the sidecar (pid %s) died; restarting it. Last log lines:\n%s",
                        self.process.pid if self.process else "?", self.log_tail())
@@ -188,8 +208,82 @@ class LocalSidecar:
             self._tmpdir = None
 
 
+@dataclass
+class SharedSidecar:
+    """This process's handle on the host's shared sidecar for a spec (client/shared.py): a client
+    and a lease. ``stop`` ends the lease (the sidecar lives on until idle); ``restart`` reconnects,
+    starting a fresh sidecar if the old one is gone."""
+
+    spec: SidecarSpec
+    repo: Path = REPO
+    startup_timeout_s: float = 180.0
+    client: RadioClient | None = None
+    refs: int = 0
+    paths: shared.Paths | None = None
+    info: Any = None
+    _lease: shared.Lease | None = None
+
+    @property
+    def address(self) -> str:
+        assert self.paths is not None
+        return f"unix:{self.paths.socket}"
+
+    @property
+    def pid(self) -> int | None:
+        return int(self.info.pid) if self.info is not None else None
+
+    @property
+    def http_socket(self) -> Path | None:
+        return self.paths.http_socket if self.paths is not None else None
+
+    def metrics(self) -> dict[str, float]:
+        """The sidecar's Prometheus metrics (over its HTTP unix socket), parsed."""
+        assert self.paths is not None
+        return shared.parse_metrics(shared.http_get(self.paths.http_socket, "/metrics"))
+
+    def start(self) -> None:
+        node = node_executable()
+        cli = cli_path(self.repo)
+        if not cli.exists():
+            raise RuntimeError(f"{cli} is missing: the sidecar is not built (run `npm ci && npm run build` in {self.repo})")
+        material = shared.key_material(self.spec, node, self.repo)
+        self.paths = shared.Paths(shared.runtime_dir(), shared.sidecar_key(material))
+        idle = self.spec.idle_timeout_s if self.spec.idle_timeout_s is not None else shared.default_idle_s()
+        cmd = [node, *NODE_FLAGS, str(cli), "serve", "--socket", str(self.paths.socket), "--http-port", "0",
+               "--http-socket", str(self.paths.http_socket), "--instance-key", self.paths.key,
+               "--idle-timeout-s", str(idle), *self.spec.serve_args()]
+        self.client, self.info = shared.connect_or_start(self.paths, cmd, _sidecar_env(), material, idle,
+                                                         self.startup_timeout_s)
+        self._lease = shared.Lease(self.client)
+        logger.info("using the shared sidecar on %s (pid %d)", self.address, self.pid)
+
+    @property
+    def alive(self) -> bool:
+        return (self.client is not None and self._lease is not None and not self._lease.lost.is_set()
+                and self.pid is not None and shared._pid_alive(self.pid))
+
+    def log_tail(self) -> str:
+        return shared._log_tail(self.paths) if self.paths is not None else ""
+
+    def restart(self) -> None:
+        logger.warning("lost the shared sidecar (pid %s); reconnecting (a new one is started if it is gone). "
+                       "Last log lines:\n%s", self.pid, self.log_tail())
+        self.stop()
+        self.start()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Ends this process's lease; the sidecar itself stays up for its other clients, or until idle."""
+        if self._lease is not None:
+            self._lease.cancel()
+            self._lease = None
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
 class _Registry:
-    """Process-wide: one sidecar per spec, reference-counted by the models using it."""
+    """Process-wide: one sidecar handle per spec (private or shared), reference-counted by the
+    models using it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -198,20 +292,22 @@ class _Registry:
 
     @staticmethod
     def _key(spec: SidecarSpec) -> tuple:
-        return (spec.models, spec.provider, spec.workers, spec.threads, spec.extra_args, spec.allowed_roots)
+        return (spec.models, spec.provider, spec.workers, spec.threads, spec.extra_args, spec.allowed_roots, spec.shared)
 
-    def acquire(self, spec: SidecarSpec) -> LocalSidecar:
+    def acquire(self, spec: SidecarSpec) -> LocalSidecar | SharedSidecar:
         with self._lock:
             key = self._key(spec)
             sc = self._sidecars.get(key)
             if sc is None or not sc.alive:
-                sc = LocalSidecar(spec)
+                if sc is not None:
+                    sc.stop()
+                sc = SharedSidecar(spec) if spec.shared else LocalSidecar(spec)
                 sc.start()
                 self._sidecars[key] = sc
             sc.refs += 1
             return sc
 
-    def release(self, sc: LocalSidecar) -> None:
+    def release(self, sc: LocalSidecar | SharedSidecar) -> None:
         with self._lock:
             sc.refs -= 1
             if sc.refs <= 0:

@@ -316,12 +316,16 @@ program
   .addOption(new Option("--max-message-mb <n>", "largest request message, MB [env RADIO_MAX_MESSAGE_MB]").env("RADIO_MAX_MESSAGE_MB").argParser(positiveInt).default(256))
   .addOption(new Option("--max-image-pixels <n>", "most pixels per image, checked from the header before decoding [env RADIO_MAX_IMAGE_PIXELS]").env("RADIO_MAX_IMAGE_PIXELS").argParser(positiveInt).default(100_000_000))
   .addOption(new Option("--shutdown-timeout-s <s>", "on SIGTERM/SIGINT, how long admitted work may take to finish [env RADIO_SHUTDOWN_TIMEOUT_S]").env("RADIO_SHUTDOWN_TIMEOUT_S").argParser(nonNegativeInt).default(30))
+  .addOption(new Option("--http-socket <path>", "also serve the HTTP side (/healthz /readyz /metrics /v1/info) on this unix socket, owner-only (a shared local sidecar's metrics without a TCP port) [env RADIO_HTTP_SOCKET]").env("RADIO_HTTP_SOCKET"))
+  .addOption(new Option("--instance-key <key>", "a label Info reports as instanceKey: the zoo's shared local sidecar passes the hash of its build, graphs and settings, and clients check it before use").env("RADIO_INSTANCE_KEY"))
+  .addOption(new Option("--idle-timeout-s <s>", "exit (gracefully, code 0) after this long with no gRPC call open and no image queued; a client holding a health Watch stream open counts as a call (0 = never) [env RADIO_IDLE_TIMEOUT_S]").env("RADIO_IDLE_TIMEOUT_S").argParser(nonNegativeInt).default(0))
   .addOption(new Option("--log-level <level>", "pino log level (logs are JSON on stderr) [env RADIO_LOG_LEVEL]").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).env("RADIO_LOG_LEVEL").default("info"))
   .action(async (o: {
     model?: string[]; socket?: string; port?: number; host: string; httpPort: number | "auto"; workers: number; threads: number; prepackWeights: "auto" | "on" | "off";
     postprocessThreads?: number; maxBatch?: number; maxBatchTokens?: number; queueDelayMs: number; batchHoldMs?: number; maxQueue: number; decodeParallelism: number;
     allowedRoot?: string[]; provider: ProviderRequest; shutdownTimeoutS: number; logLevel: LogLevel;
     token?: string; tlsCert?: string; tlsKey?: string; allowRemotePaths: boolean; inferenceTimeoutS: number; maxMessageMb: number; maxImagePixels: number;
+    httpSocket?: string; instanceKey?: string; idleTimeoutS: number;
   }) => {
     const { serve } = await import("./serve.js");
     const { createLogger } = await import("./observability/logger.js");
@@ -356,6 +360,9 @@ program
         inferenceTimeoutMs: o.inferenceTimeoutS * 1000,
         maxRequestBytes: o.maxMessageMb * 1024 * 1024,
         maxImagePixels: o.maxImagePixels,
+        httpSocket: o.httpSocket ?? null,
+        instanceKey: o.instanceKey ?? null,
+        idleTimeoutMs: o.idleTimeoutS * 1000,
       },
       logger,
     );
@@ -367,8 +374,9 @@ program
     process.once("SIGTERM", () => stop(0));
     process.once("SIGINT", () => stop(0));
     void running.fatal.then(() => stop(1));
+    void running.idle.then(() => stop(0));
     process.stdout.write(
-      `${JSON.stringify({ event: "ready", socket: running.socket, grpcPort: running.grpcPort, httpPort: running.httpPort, address: running.address, pid: process.pid, models: running.info().models.map((m) => m.name) })}\n`,
+      `${JSON.stringify({ event: "ready", socket: running.socket, grpcPort: running.grpcPort, httpPort: running.httpPort, httpSocket: running.httpSocket, address: running.address, pid: process.pid, models: running.info().models.map((m) => m.name) })}\n`,
     );
   });
 

@@ -66,6 +66,12 @@ export interface ServeConfig {
   maxRequestBytes?: number;
   /** Most pixels per image (from the header, before decoding; or raw height × width). */
   maxImagePixels?: number;
+  /** Also serve the HTTP side (health, metrics, info) on this unix socket (owner-only), e.g. a shared sidecar's. */
+  httpSocket?: string | null;
+  /** Reported by Info: the key a shared local sidecar was started for (clients check it before use). */
+  instanceKey?: string | null;
+  /** Shut down after this long with no gRPC call open (health Watch leases included) and no image admitted; 0 = never. */
+  idleTimeoutMs?: number;
 }
 
 export const SERVE_DEFAULTS = {
@@ -110,6 +116,10 @@ export interface RunningServer {
   info(): ServerInfo;
   /** Settles when a replacement worker cannot load (the server cannot heal itself). */
   fatal: Promise<Error>;
+  /** Settles when the server has been idle for idleTimeoutMs (the caller then shuts it down). */
+  idle: Promise<void>;
+  /** The HTTP side's unix socket, when asked for. */
+  httpSocket: string | null;
   /** Graceful shutdown; idempotent. */
   shutdown(): Promise<void>;
 }
@@ -168,6 +178,8 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
       intraOpThreads: threads,
       maxBatchSize: maxBatch,
       provider: choice,
+      instanceKey: config.instanceKey ?? "",
+      idleTimeoutS: Math.round((config.idleTimeoutMs ?? 0) / 1000),
     });
 
   const grpc: GrpcServer = await startGrpcServer({
@@ -180,10 +192,12 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     tls: config.tls ?? null,
   });
   let http: HttpServer | null = null;
+  let httpUnix: HttpServer | null = null;
   const postprocessThreads = config.postprocessThreads ?? defaultPostprocessThreads(provider, cores);
   const postprocess = new PostprocessPool(postprocessThreads);
   const closeEarly = async () => {
     await http?.close();
+    await httpUnix?.close();
     await grpc.close(0);
     await postprocess.close();
   };
@@ -199,7 +213,19 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
         info,
       });
     }
-    logger.info({ address: grpc.address, httpPort: http?.port ?? null }, "listening (NOT_SERVING until the models are warm)");
+    if (config.httpSocket) {
+      httpUnix = await startHttpServer({
+        host: config.httpHost,
+        port: 0,
+        socket: config.httpSocket,
+        logger: logger.child({ component: "http" }),
+        registry: metrics.registry,
+        ready: () => pipeline !== null && !shuttingDown,
+        shuttingDown: () => shuttingDown,
+        info,
+      });
+    }
+    logger.info({ address: grpc.address, httpPort: http?.port ?? null, httpSocket: httpUnix?.socket ?? null }, "listening (NOT_SERVING until the models are warm)");
     await hooks.onListening?.({ socket: grpc.socket, grpcPort: grpc.port, httpPort: http?.port ?? null });
 
     logger.info(
@@ -291,6 +317,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     runningBatches: () => running.running,
     workers: () => running.workers,
     workerBusySeconds: () => running.busySeconds,
+    openCalls: () => grpc.openCalls.open,
   });
   pipeline = pipe;
   grpc.setServing(true);
@@ -309,6 +336,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
       pipe.close();
       await grpc.close(1000); // only long-lived calls (health Watch) are left by now
       await http?.close();
+      await httpUnix?.close();
       await postprocess.close();
       // Terminating a worker inside session.run aborts the process (onnxruntime-node), so a batch
       // still running after the grace period is left to the process exit instead.
@@ -319,7 +347,28 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     return shutdownPromise;
   };
 
+  // Idle: no gRPC call open (a client holding a health Watch lease keeps the server up) and nothing
+  // admitted, continuously for idleTimeoutMs. Checked a few times a second; the timer never keeps
+  // the process alive on its own.
+  let idleResolve!: () => void;
+  const idle = new Promise<void>((r) => (idleResolve = r));
+  const idleMs = config.idleTimeoutMs ?? 0;
+  if (idleMs > 0) {
+    const startedIdle = Date.now();
+    const timer = setInterval(() => {
+      const since = Math.max(grpc.openCalls.lastChange, startedIdle);
+      if (grpc.openCalls.open === 0 && pipe.admitted === 0 && pipe.activeRequests === 0 && Date.now() - since >= idleMs) {
+        clearInterval(timer);
+        logger.info({ idleTimeoutS: idleMs / 1000 }, "idle: no client and no call for the idle timeout; shutting down");
+        idleResolve();
+      }
+    }, Math.min(1000, Math.max(50, idleMs / 4)));
+    timer.unref();
+  }
+
   return {
+    idle,
+    httpSocket: httpUnix?.socket ?? null,
     socket: grpc.socket,
     grpcPort: grpc.port,
     address: grpc.address,

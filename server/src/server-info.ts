@@ -51,6 +51,11 @@ export interface ServerInfo {
   /** auto: why each better provider was not taken ("cuda: …"). */
   providerNotTaken: string[];
   providerProbes: { provider: string; usable: boolean; reason: string; fp16: boolean; software: boolean }[];
+  /** serve --instance-key: what a shared local sidecar was started for ("" otherwise). */
+  instanceKey: string;
+  pid: number;
+  /** Exits after this many seconds with no call open (0 = never). */
+  idleTimeoutS: number;
 }
 
 export function buildServerInfo(o: {
@@ -63,6 +68,8 @@ export function buildServerInfo(o: {
   intraOpThreads: number;
   maxBatchSize: number;
   provider: ProviderChoice;
+  instanceKey?: string;
+  idleTimeoutS?: number;
 }): ServerInfo {
   return {
     models: o.models.map((m) => ({
@@ -105,6 +112,9 @@ export function buildServerInfo(o: {
     provider: o.provider.provider,
     providerNotTaken: o.provider.notTaken,
     providerProbes: o.provider.probes.map((p) => ({ provider: p.provider, usable: p.usable, reason: p.reason, fp16: p.fp16, software: p.software })),
+    instanceKey: o.instanceKey ?? "",
+    pid: process.pid,
+    idleTimeoutS: o.idleTimeoutS ?? 0,
   };
 }
 

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import http from 'node:http';
 import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -97,6 +98,48 @@ describe('radio-sidecar serve (CLI)', () => {
       assert.equal(existsSync(socket), false, 'socket removed');
     } finally {
       c.close();
+      s.proc.kill('SIGKILL');
+    }
+  });
+
+  it('--idle-timeout-s: a held health Watch keeps it up; with no call open it exits 0 on its own; --instance-key and --http-socket', async () => {
+    const sockDir = path.join(tmp.dir, 'idle');
+    const socket = path.join(sockDir, 'k.sock');
+    const httpSocket = path.join(sockDir, 'k.http.sock');
+    const s = spawnServe(['--socket', socket, '--http-socket', httpSocket, '--model', `tiny=${graph}`, '--instance-key', 'abc123', '--idle-timeout-s', '1'], { RADIO_LOG_LEVEL: 'info' });
+    try {
+      const ready = await s.ready;
+      assert.equal(ready.httpSocket, httpSocket);
+      assert.equal(statSync(httpSocket).mode & 0o777, 0o600, 'the HTTP socket is owner-only');
+      const c = new RadioClient(`unix:${socket}`);
+      const info = await c.info();
+      assert.equal(info.instanceKey, 'abc123');
+      assert.equal(info.pid, s.proc.pid);
+      assert.equal(info.idleTimeoutS, 1);
+      const lease = c.watchHealth();
+      await lease.next('SERVING');
+      // Held for three idle timeouts: still serving.
+      await new Promise((r) => setTimeout(r, 3000));
+      assert.equal(s.proc.exitCode, null, 'a client holding a Watch keeps the server up');
+      const metrics = await new Promise<string>((resolve, reject) => {
+        const req = http.request({ socketPath: httpSocket, path: '/metrics' }, (res) => {
+          let body = '';
+          res.on('data', (d: Buffer) => (body += d.toString()));
+          res.on('end', () => resolve(body));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+      assert.match(metrics, /radio_grpc_open_calls 1\b/);
+      lease.call.cancel();
+      c.close();
+      const t0 = Date.now();
+      assert.equal(await s.exit, 0);
+      assert.ok(Date.now() - t0 < 10_000, 'exits soon after the last call closed');
+      assert.equal(existsSync(socket), false, 'socket removed');
+      assert.equal(existsSync(httpSocket), false, 'HTTP socket removed');
+      assert.match(s.stderr(), /idle: no client/);
+    } finally {
       s.proc.kill('SIGKILL');
     }
   });

@@ -31,3 +31,35 @@ for _key, _value in {
     "HF_HOME": os.path.join(_FO_TMP, "hf"),
 }.items():
     os.environ.setdefault(_key, _value)
+
+# Shared local sidecars (client/shared.py) of this test session, subprocesses included, live in a
+# runtime dir of their own (short: unix socket paths are limited to 107 bytes), never the user's:
+# another run's sidecars are never reused, and this run's are stopped at exit (they outlive their
+# starters by design).
+_RUNTIME = tempfile.mkdtemp(prefix="rr-", dir="/tmp")
+os.environ.setdefault("RADIO_RUNTIME_DIR", _RUNTIME)
+
+
+def stop_shared_sidecars(directory: str = _RUNTIME) -> None:
+    import json
+    import signal
+    import time
+
+    pids = []
+    for meta in Path(directory).glob("*.json"):
+        try:
+            pid = int(json.loads(meta.read_text())["pid"])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, KeyError):
+            continue
+        if b"serve" in cmdline and meta.stem.encode() in cmdline:
+            os.kill(pid, signal.SIGTERM)
+            pids.append(pid)
+    deadline = time.monotonic() + 20
+    for pid in pids:
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+atexit.register(shutil.rmtree, _RUNTIME, ignore_errors=True)
+atexit.register(stop_shared_sidecars)  # LIFO: stops them, then removes the dir

@@ -148,7 +148,7 @@ def test_device_cpu_probes_nothing(model_h, registered) -> None:
         info = model.info()
         assert (info.provider, info.provider_requested, list(info.provider_probes)) == ("cpu", "cpu", [])
         # The sidecar's libuv pool has room for one decode per core (libuv's own default is 4).
-        environ = Path(f"/proc/{model._sidecar.process.pid}/environ").read_bytes().split(b"\0")
+        environ = Path(f"/proc/{model._sidecar.pid}/environ").read_bytes().split(b"\0")
         uv = [kv.split(b"=", 1)[1] for kv in environ if kv.startswith(b"UV_THREADPOOL_SIZE=")]
         assert uv and int(uv[0]) == int(os.environ.get("UV_THREADPOOL_SIZE") or len(os.sched_getaffinity(0)) + 4), uv
     finally:
@@ -362,14 +362,31 @@ def test_bad_option_lists_valid_ones(registered) -> None:
         foz.load_zoo_model(H, colour="blue")
 
 
-def test_sidecar_killed_mid_run_is_restarted(registered, dataset) -> None:
-    """SIGKILL the sidecar between batches: the model restarts it and every sample is labelled once."""
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_gone(pid: int, timeout_s: float = 20) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _running(pid)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_sidecar_killed_mid_run_is_restarted(registered, dataset, shared: bool) -> None:
+    """SIGKILL the sidecar between batches: the model restarts it (shared: a fresh shared one, the
+    stale socket cleaned) and every sample is labelled once."""
     import signal
 
-    model = foz.load_zoo_model(H, cache=False, image_size=(224, 224))
+    model = foz.load_zoo_model(H, cache=False, image_size=(224, 224), shared=shared)
     ds = dataset.clone()
     try:
-        first = model._sidecar.process.pid
+        first = model._sidecar.pid
         calls = {"n": 0}
         real_embed_all = model.embed_all
 
@@ -377,40 +394,53 @@ def test_sidecar_killed_mid_run_is_restarted(registered, dataset) -> None:
             out = real_embed_all(args)
             calls["n"] += 1
             if calls["n"] == 1:
-                os.kill(model._sidecar.process.pid, signal.SIGKILL)
-                model._sidecar.process.wait(10)
+                os.kill(model._sidecar.pid, signal.SIGKILL)
+                if not shared:
+                    model._sidecar.process.wait(10)
+                assert _wait_gone(first)
             return out
 
         model.embed_all = embed_all_then_kill
         ds.compute_embeddings(model, embeddings_field="e", batch_size=8)
         assert all(v is not None for v in ds.values("e"))
-        assert model._sidecar.process.pid != first
+        assert model._sidecar.pid != first
     finally:
         ds.delete()
         model.close()
 
 
-def test_shared_sidecar_stops_with_its_last_model(model_h, registered, dataset) -> None:
-    # Same graph as model_h: the process-wide registry shares one sidecar between them.
+def test_private_sidecar_stops_with_its_last_model(registered, dataset) -> None:
+    # shared=False, same graph: the process-wide registry shares one private sidecar between them.
+    one = foz.load_zoo_model(H, cache=False, shared=False)
+    other = foz.load_zoo_model(H, output_type="spatial", feature_format="NLC", cache=False, shared=False)
+    other.embed(dataset.first().filepath)
+    assert other._sidecar is one._sidecar
+    pid = other._sidecar.pid
+    other.close()
+    assert pid in _sidecar_pids()  # `one` still uses it
+    one.close()
+    assert _wait_gone(pid)
+    assert pid not in _sidecar_pids()
+
+
+def test_shared_sidecar_outlives_its_models(model_h, registered, dataset) -> None:
+    # The default is the host's shared sidecar: closing every model of this process only ends its lease.
     other = foz.load_zoo_model(H, output_type="spatial", feature_format="NLC", cache=False)
     other.embed(dataset.first().filepath)
-    assert other._sidecar is model_h._sidecar
-    pid = other._sidecar.process.pid
+    assert other._sidecar is model_h._sidecar and type(other._sidecar).__name__ == "SharedSidecar"
+    pid = other._sidecar.pid
     other.close()
-    assert pid in _sidecar_pids()  # model_h still uses it
     model_h.close()
-    deadline = time.monotonic() + 20
-    while pid in _sidecar_pids() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert pid not in _sidecar_pids()
+    time.sleep(1)
+    assert _running(pid), "a shared sidecar stays up for other processes until its idle timeout"
 
 
 CHILD = """
 import os, sys, time
 import fiftyone.zoo as foz
-model = foz.load_zoo_model("nv_labs/c-radio_v4-h")
+model = foz.load_zoo_model("nv_labs/c-radio_v4-h", shared=False)
 model.embed(sys.argv[1])
-print(model._sidecar.process.pid, flush=True)
+print(model._sidecar.pid, flush=True)
 if sys.argv[2] == "hang":
     time.sleep(600)
 """
@@ -418,7 +448,7 @@ if sys.argv[2] == "hang":
 
 @pytest.mark.parametrize("how", ["exit", "sigkill"])
 def test_no_orphan_sidecar(registered, dataset, how: str) -> None:
-    """A Python process that exits, or is SIGKILLed, leaves no sidecar behind."""
+    """shared=False: a Python process that exits, or is SIGKILLed, leaves no sidecar behind."""
     proc = subprocess.Popen([sys.executable, "-c", CHILD, dataset.first().filepath, "hang" if how == "sigkill" else "exit"],
                             stdout=subprocess.PIPE, text=True, env=os.environ.copy())
     assert proc.stdout is not None
@@ -431,3 +461,182 @@ def test_no_orphan_sidecar(registered, dataset, how: str) -> None:
     while pid in _sidecar_pids() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert pid not in _sidecar_pids()
+
+
+# -- one shared sidecar per host: several Python processes -------------------------------------------
+
+SHARED_CHILD = """
+import json, os, sys, time
+import fiftyone as fo
+import fiftyone.zoo as foz
+paths, name, kwargs, go = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+model = foz.load_zoo_model("nv_labs/c-radio_v4-h", cache=False, **kwargs)
+ds = fo.Dataset(name)
+ds.add_samples([fo.Sample(filepath=p) for p in paths])
+print(json.dumps({"event": "loaded", "pid": model._sidecar.pid}), flush=True)
+while not os.path.exists(go):
+    time.sleep(0.01)
+print(json.dumps({"event": "started"}), flush=True)
+ds.compute_embeddings(model, embeddings_field="e", batch_size=2)
+print(json.dumps({"event": "done", "labelled": sum(v is not None for v in ds.values("e")), "n": len(ds),
+                  "pid": model._sidecar.pid}), flush=True)
+ds.delete()
+"""
+
+
+@pytest.fixture
+def runtime_dir(monkeypatch: pytest.MonkeyPatch):
+    """A runtime dir of the test's own (short: unix socket paths), for it and its child processes."""
+    import shutil
+    import tempfile
+
+    from conftest import stop_shared_sidecars
+
+    d = tempfile.mkdtemp(prefix="rr-", dir="/tmp")
+    monkeypatch.setenv("RADIO_RUNTIME_DIR", d)
+    yield Path(d)
+    stop_shared_sidecars(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _sidecars_in(d: Path) -> set[int]:
+    out = subprocess.run(["pgrep", "-f", f"dist/cli.js serve --socket {d}/"], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+def _metrics(d: Path) -> dict[str, float]:
+    sys.path.insert(0, str(REPO))
+    from client.shared import http_get, parse_metrics
+
+    (meta,) = d.glob("*.json")
+    return parse_metrics(http_get(d / f"{meta.stem}.http.sock", "/metrics"))
+
+
+def _child(paths: list[str], name: str, go: Path, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", SHARED_CHILD, json.dumps(paths), name, json.dumps(kwargs), str(go)],
+                            stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+
+
+def _event(proc: subprocess.Popen, want: str) -> dict:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("{"):
+            ev = json.loads(line)
+            if ev["event"] == want:
+                return ev
+    raise AssertionError(f"child exited ({proc.wait()}) before {want!r}")
+
+
+def test_two_processes_share_one_sidecar_and_its_batches(model_h, dataset, runtime_dir: Path, tmp_path: Path) -> None:
+    """Two FiftyOne processes started together: one sidecar (the flock makes the second wait and
+    connect), both datasets labelled, and batches holding images of both processes' calls."""
+    paths = [s.filepath for s in dataset] * 2
+    go = tmp_path / "go"
+    # 224x224: 196 patch tokens, so a CPU batch (1024 tokens) has room for 5 images; calls of 2.
+    size = [224, 224]
+    a, b = _child(paths, "shared-a", go, image_size=size), _child(paths, "shared-b", go, image_size=size)
+    try:
+        pa, pb = _event(a, "loaded")["pid"], _event(b, "loaded")["pid"]
+        assert pa == pb and _sidecars_in(runtime_dir) == {pa}, "one sidecar for both processes"
+        assert _metrics(runtime_dir)["radio_grpc_open_calls"] == 2, "each process holds a lease"
+        go.touch()
+        da, db = _event(a, "done"), _event(b, "done")
+        assert (da["labelled"], db["labelled"]) == (len(paths), len(paths))
+        assert a.wait(60) == 0 and b.wait(60) == 0
+        m = _metrics(runtime_dir)
+        batches, images = m["radio_batch_size_count"], m["radio_batch_size_sum"]
+        mixed = batches - sum(v for k, v in m.items() if k.startswith("radio_batch_calls_bucket{") and 'le="1"' in k)
+        print(f"two processes, one sidecar: {int(images)} images in {int(batches)} batches "
+              f"(mean {images / batches:.2f}; each process sends 2 a call), {int(mixed)} batches mixing calls")
+        assert images == 2 * len(paths)
+        # Each process has one call open at a time: a batch of images from two calls holds both processes' images.
+        assert mixed >= 1, "batches hold images of both processes"
+        assert _running(pa), "the sidecar outlives both processes"
+    finally:
+        for p in (a, b):
+            p.kill()
+
+
+def test_killed_client_leaves_the_shared_sidecar_up_which_exits_when_idle(model_h, dataset, runtime_dir: Path,
+                                                                         tmp_path: Path) -> None:
+    """One client SIGKILLed mid-run: the other finishes on the same sidecar. With no client left, the
+    sidecar exits after its idle timeout (not before), and its sockets are gone."""
+    idle = 4
+    paths = [s.filepath for s in dataset] * 4
+    go = tmp_path / "go"
+    a, b = _child(paths, "kill-a", go, idle_timeout_s=idle), _child(paths, "kill-b", go, idle_timeout_s=idle)
+    try:
+        pid = _event(a, "loaded")["pid"]
+        assert _event(b, "loaded")["pid"] == pid
+        go.touch()
+        _event(a, "started")
+        time.sleep(1.0)
+        a.kill()
+        a.wait(30)
+        done = _event(b, "done")
+        assert done["labelled"] == len(paths) and done["pid"] == pid, "the other client finished on the same sidecar"
+        assert b.wait(60) == 0
+        left = time.monotonic()
+        assert _running(pid), "a killed client did not take the sidecar down"
+        assert _wait_gone(pid, idle + 30), "exits once idle"
+        assert time.monotonic() - left >= idle - 1.0, "not before its idle timeout"
+        assert not list(runtime_dir.glob("*.sock")), "its sockets are removed"
+    finally:
+        for p in (a, b):
+            p.kill()
+
+
+def test_stale_socket_and_lock_are_cleaned(registered, dataset, runtime_dir: Path) -> None:
+    """A SIGKILLed sidecar leaves its socket and pid file, and a SIGKILLed starter its lock file: the
+    next model cleans them and starts a fresh sidecar."""
+    import signal
+
+    model = foz.load_zoo_model(H, cache=False)
+    handle = model._sidecar
+    pid, paths = handle.pid, handle.paths
+    model.close()
+    os.kill(pid, signal.SIGKILL)
+    assert _wait_gone(pid)
+    assert paths.socket.exists() and paths.meta.exists(), "left behind"
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(600)", str(paths.lock)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    holder.kill()
+    holder.wait(10)
+    model = foz.load_zoo_model(H, cache=False)
+    try:
+        assert model._sidecar.pid != pid and _running(model._sidecar.pid)
+        assert model.embed(dataset.first().filepath) is not None
+    finally:
+        model.close()
+
+
+def test_a_sidecar_of_another_key_is_never_used(registered, dataset, runtime_dir: Path) -> None:
+    """Other settings (threads) make another key, so another sidecar; and a live sidecar on our
+    socket whose Info reports another key is refused, not used."""
+    import signal
+
+    one = foz.load_zoo_model(H, cache=False)
+    two = foz.load_zoo_model(H, cache=False, threads=1)
+    try:
+        assert one._sidecar.paths.key != two._sidecar.paths.key
+        assert one._sidecar.pid != two._sidecar.pid and len(_sidecars_in(runtime_dir)) == 2
+        paths, graph = one._sidecar.paths, one._sidecar.spec.models[0]
+    finally:
+        one.close()
+        two.close()
+    from conftest import stop_shared_sidecars
+
+    stop_shared_sidecars(str(runtime_dir))
+    assert not _sidecars_in(runtime_dir)
+    impostor = subprocess.Popen([*sidecar_command(), "serve", "--socket", str(paths.socket), "--model", f"{graph[0]}={graph[1]}",
+                                 "--instance-key", "not-" + paths.key],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert impostor.stdout is not None and json.loads(impostor.stdout.readline())["event"] == "ready"
+        with pytest.raises(Exception, match="reports key .* refusing to use it"):
+            foz.load_zoo_model(H, cache=False)
+    finally:
+        impostor.send_signal(signal.SIGTERM)
+        impostor.wait(30)

@@ -152,7 +152,7 @@ def test_corpus_through_fiftyone_with_skip_failures(graph: Path, corpus: dict[st
     mimetypes.add_type("image/x-tga", ".tga")  # FiftyOne takes media types from mimetypes, which lacks TGA
     ds = fo.Dataset()
     try:
-        pid = model._sidecar.process.pid
+        pid = model._sidecar.pid
         ds.add_samples([fo.Sample(filepath=i["path"], corpus_item=i["name"]) for i in items])
         ds.compute_embeddings(model, embeddings_field="e", batch_size=8, skip_failures=True)
         values = dict(zip(ds.values("corpus_item"), ds.values("e")))
@@ -190,7 +190,7 @@ def test_corpus_through_fiftyone_with_skip_failures(graph: Path, corpus: dict[st
             "every UNSUPPORTED_FORMAT was tried with Pillow"
         assert labelled >= 10 and failed >= 20
         print(f"corpus through FiftyOne: {len(items)} samples, {labelled} labelled, {failed} None with their reasons")
-        assert model._sidecar.process.pid == pid and model._sidecar.alive, "the sidecar stayed up (no restart)"
+        assert model._sidecar.pid == pid and model._sidecar.alive, "the sidecar stayed up (no restart)"
         time.sleep(0.2)
         assert corpus["probe_hits"] == [], "the SVG's external references were not fetched"
 
@@ -224,7 +224,7 @@ def test_sidecar_sigkilled_mid_call_every_sample_labelled_once(graph: Path, tmp_
     model = local_model(graph, image_size=(224, 224))
     try:
         ds.compute_embeddings(model, embeddings_field="ref", batch_size=20)
-        first_pid = model._sidecar.process.pid
+        first_pid = model._sidecar.pid
         seen: dict[str, int] = {}
         calls: dict[str, Any] = {"stream": 0, "received": None, "asked": None, "error": None}
         real_stream = grpc_client.RadioClient._stream
@@ -238,7 +238,7 @@ def test_sidecar_sigkilled_mid_call_every_sample_labelled_once(graph: Path, tmp_
                     n += 1
                     yield result
                     if calls["stream"] == 2 and n == 1:  # FiftyOne's second batch, after its first result
-                        os.kill(model._sidecar.process.pid, signal.SIGKILL)
+                        os.kill(model._sidecar.pid, signal.SIGKILL)
             except Exception as err:
                 if calls["stream"] == 2:
                     calls.update(received=n, asked=len(request.images), error=err)
@@ -258,7 +258,7 @@ def test_sidecar_sigkilled_mid_call_every_sample_labelled_once(graph: Path, tmp_
             grpc_client.RadioClient._stream = real_stream
         assert calls["error"] is not None, "the call in flight failed when the sidecar died"
         assert calls["received"] < calls["asked"], f"killed mid-call: {calls['received']} of {calls['asked']} results in"
-        assert model._sidecar.process.pid != first_pid, "restarted"
+        assert model._sidecar.pid != first_pid, "restarted"
         assert seen == {p: 1 for p in paths}, "every sample labelled exactly once"
         for ref, e in zip(ds.values("ref"), ds.values("e")):
             np.testing.assert_allclose(e, ref, atol=1e-5)

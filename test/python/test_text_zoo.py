@@ -168,10 +168,10 @@ def test_text_search_with_the_brain(zoo, dataset, tmp_path: Path) -> None:
         order = np.argsort(-(embs / np.linalg.norm(embs, axis=1, keepdims=True)) @ q)[:3]
         assert view.values("id") == [ds.values("id")[i] for i in order]
         # The App's search calls embed_prompts again and again inside `with model:`: one sidecar serves all.
-        pid = model._sidecar.process.pid
+        pid = model._sidecar.pid
         for _ in range(3):
             ds.sort_by_similarity("a red car", k=2, brain_key="txt")
-        assert results.get_model()._sidecar.process.pid == pid and model._sidecar.alive
+        assert results.get_model()._sidecar.pid == pid and model._sidecar.alive
     finally:
         ds.delete()
 

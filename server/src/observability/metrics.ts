@@ -15,6 +15,8 @@ export interface LiveState {
   workers(): number;
   /** Total worker time spent running batches, seconds. */
   workerBusySeconds(): number;
+  /** gRPC calls open now, long-lived ones (a client's health Watch lease) included. */
+  openCalls?(): number;
 }
 
 const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -52,6 +54,13 @@ export class ServerMetrics implements PipelineMetrics, TextMetrics {
     help: "Images per inference batch",
     labelNames: ["model"] as const,
     buckets: [1, 2, 4, 8, 16, 32, 64, 128],
+    registers: [this.registry],
+  });
+  private readonly batchCalls = new Histogram({
+    name: "radio_batch_calls",
+    help: "Calls (requests) whose images share one inference batch: above 1, batches mix callers (e.g. processes sharing a sidecar)",
+    labelNames: ["model"] as const,
+    buckets: [1, 2, 3, 4, 8, 16],
     registers: [this.registry],
   });
   private readonly inference = new Histogram({
@@ -133,6 +142,14 @@ export class ServerMetrics implements PipelineMetrics, TextMetrics {
       },
     });
     new Gauge({
+      name: "radio_grpc_open_calls",
+      help: "gRPC calls open now, health Watch streams included (a shared sidecar's clients each hold one)",
+      registers: [this.registry],
+      collect() {
+        this.set(live()?.openCalls?.() ?? 0);
+      },
+    });
+    new Gauge({
       name: "radio_workers",
       help: "Inference workers",
       registers: [this.registry],
@@ -180,8 +197,9 @@ export class ServerMetrics implements PipelineMetrics, TextMetrics {
   imagesDropped(reason: DropReason, n: number): void {
     this.dropped.inc({ reason }, n);
   }
-  batchRan(model: string, size: number, inferenceSeconds: number): void {
+  batchRan(model: string, size: number, inferenceSeconds: number, calls = 1): void {
     this.batchSize.observe({ model }, size);
+    this.batchCalls.observe({ model }, calls);
     this.inference.observe({ model }, inferenceSeconds);
   }
   queueWait(seconds: number): void {

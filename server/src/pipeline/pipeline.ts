@@ -467,7 +467,7 @@ export class Pipeline {
       return;
     }
     this.tensors.give(out.input?.buffer);
-    this.metrics.batchRan(model.name, B, out.runMs / 1000);
+    this.metrics.batchRan(model.name, B, out.runMs / 1000, new Set(live.map((it) => it.job)).size);
     const S = out.summaryDims[1]!;
     const positions = out.featureDims[1]!;
     const C = out.featureDims[2]!;

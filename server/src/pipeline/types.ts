@@ -60,7 +60,8 @@ export interface PipelineMetrics {
   imageSucceeded(model: string, output: OutputKind): void;
   imageFailed(code: ImageErrorCode): void;
   imagesDropped(reason: DropReason, n: number): void;
-  batchRan(model: string, size: number, inferenceSeconds: number): void;
+  /** calls: how many calls (requests) the batch's images came from. */
+  batchRan(model: string, size: number, inferenceSeconds: number, calls?: number): void;
   queueWait(seconds: number): void;
   preprocessed(seconds: number): void;
   postprocessed(output: OutputKind, seconds: number): void;

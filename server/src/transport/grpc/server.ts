@@ -63,7 +63,43 @@ function tokenInterceptor(token: string, recorder: RequestRecorder): grpc.Server
   };
 }
 
+/**
+ * Counts the calls open now, of every method (a health Watch stream held open by a client counts
+ * for as long as it is open: the zoo's lease on a shared sidecar), and when that count last changed.
+ * A call ends when its status is sent or it is cancelled (the client went away: a killed client's
+ * socket closes, which cancels its calls).
+ */
+export class OpenCalls {
+  open = 0;
+  lastChange = Date.now();
+
+  interceptor(): grpc.ServerInterceptor {
+    return (_method, call) => {
+      this.open += 1;
+      this.lastChange = Date.now();
+      let ended = false;
+      const end = () => {
+        if (ended) return;
+        ended = true;
+        this.open -= 1;
+        this.lastChange = Date.now();
+      };
+      const listener = new grpc.ServerListenerBuilder().withOnCancel(end).build();
+      const responder = new grpc.ResponderBuilder()
+        .withStart((next) => next(listener))
+        .withSendStatus((status, next) => {
+          end();
+          next(status);
+        })
+        .build();
+      return new grpc.ServerInterceptingCall(call, responder);
+    };
+  }
+}
+
 export interface GrpcServer {
+  /** Calls open now and when that last changed (idle detection). */
+  openCalls: OpenCalls;
   /** Unix socket path, when listening on one. */
   socket: string | null;
   /** TCP port, when listening on TCP. */
@@ -93,10 +129,11 @@ export async function startGrpcServer(o: GrpcServerOptions): Promise<GrpcServer>
     );
   }
   if (o.tls && "socket" in o.listen) throw new Error("TLS (--tls-cert, --tls-key) needs TCP (--port); the unix socket is private already");
+  const openCalls = new OpenCalls();
   const server = new grpc.Server({
     "grpc.max_receive_message_length": o.maxRequestBytes ?? limit,
     "grpc.max_send_message_length": limit,
-    ...(token ? { interceptors: [tokenInterceptor(token, o.recorder)] } : {}),
+    interceptors: [openCalls.interceptor(), ...(token ? [tokenInterceptor(token, o.recorder)] : [])],
   });
   const pkg = loadPackageDefinition();
   server.addService(radioServiceDefinition(pkg), radioHandlers(o.state, o.recorder, o.logger));
@@ -139,6 +176,7 @@ export async function startGrpcServer(o: GrpcServerOptions): Promise<GrpcServer>
   }
 
   return {
+    openCalls,
     socket: sock?.path ?? null,
     port,
     address,

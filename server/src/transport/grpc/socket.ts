@@ -59,12 +59,20 @@ export async function prepareSocket(requested: string | null): Promise<PreparedS
     if (ownDir) rmSync(ownDir, { recursive: true, force: true });
     throw new Error(`socket path is ${Buffer.byteLength(path)} bytes, above the ${MAX_SOCKET_PATH}-byte limit for unix sockets: ${path}`);
   }
+  // The socket this server bound (device and inode): cleanup removes that one only, never a socket a
+  // newer server has bound at the same path since (a shared sidecar's path is fixed by its key).
+  let bound: { dev: number; ino: number } | null = null;
   return {
     path,
-    secure: () => chmodSync(path, 0o600),
+    secure: () => {
+      chmodSync(path, 0o600);
+      const st = lstatSync(path);
+      bound = { dev: st.dev, ino: st.ino };
+    },
     cleanup: () => {
       try {
-        if (lstatSync(path).isSocket()) unlinkSync(path);
+        const st = lstatSync(path);
+        if (st.isSocket() && (bound === null || (st.dev === bound.dev && st.ino === bound.ino))) unlinkSync(path);
       } catch {
         /* already gone */
       }
