@@ -35,6 +35,8 @@ const median = (a: number[]) => [...a].sort((p, q) => p - q)[Math.floor(a.length
 console.log(`machine: ${cpus().length} × ${cpus()[0]?.model}; input ${batch}×3×${res}×${res}; ${rounds} interleaved rounds`);
 for (const a of impls) {
   const o = out[a]!;
-  console.log(`${a.padEnd(7)} build ${o.build.toFixed(2)} s  session ${o.session.toFixed(2)} s  median ${median(o.ms).toFixed(0)} ms/run  runs ${o.ms.map((v) => v.toFixed(0)).join(" ")}`);
+  console.log(
+    `${a.padEnd(7)} build ${o.build.toFixed(2)} s  session ${o.session.toFixed(2)} s  median ${median(o.ms).toFixed(0)} ms/run  runs ${o.ms.map((v) => v.toFixed(0)).join(" ")}`,
+  );
 }
 console.log(`mha / matmul latency ratio: ${(median(out.mha!.ms) / median(out.matmul!.ms)).toFixed(3)}`);

@@ -9,11 +9,11 @@
  * the pipeline does. Variants that change pixels are marked; for those the max |Δ| (in 1/255) and
  * the mean |Δ| against "current" are printed too.
  */
-import { readdirSync, readFileSync } from 'node:fs';
-import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
 
-import sharp from 'sharp';
+import sharp from "sharp";
 
 import {
   configureSharp,
@@ -23,16 +23,16 @@ import {
   parseResolutionPolicy,
   resolveTargetResolution,
   type ModelGeometry,
-} from '../server/src/preprocess/index.js';
+} from "../server/src/preprocess/index.js";
 
 const { values: args } = parseArgs({
   options: {
-    dir: { type: 'string', default: path.join(process.env.HOME ?? '', '.cache/c-radio-bench/cpu-images') },
-    size: { type: 'string', default: '640x480' },
-    res: { type: 'string', default: 'default' },
-    rounds: { type: 'string', default: '5' },
-    parallel: { type: 'string', default: '2' },
-    variants: { type: 'string', default: '' },
+    dir: { type: "string", default: path.join(process.env.HOME ?? "", ".cache/c-radio-bench/cpu-images") },
+    size: { type: "string", default: "640x480" },
+    res: { type: "string", default: "default" },
+    rounds: { type: "string", default: "5" },
+    parallel: { type: "string", default: "2" },
+    variants: { type: "string", default: "" },
   },
 });
 
@@ -42,8 +42,8 @@ const files = readdirSync(args.dir!)
   .sort()
   .map((f) => path.join(args.dir!, f));
 if (files.length === 0) throw new Error(`no *_${args.size}.jpg in ${args.dir}: run bench/cpu_per_image.py once to make them`);
-const policy = parseResolutionPolicy(args.res === 'default' ? '' : `${args.res}x${args.res}`);
-const paths = await createPathPolicy(['/']);
+const policy = parseResolutionPolicy(args.res === "default" ? "" : `${args.res}x${args.res}`);
+const paths = await createPathPolicy(["/"]);
 configureSharp();
 
 type Decode = (file: string) => Promise<Float32Array | Uint8Array>;
@@ -60,13 +60,13 @@ function sharpOnly(opts: { sequentialRead?: boolean; fastShrinkOnLoad?: boolean;
   return async (file) => {
     const opened = await openImage({ id: file, path: file }, { paths });
     const t = resolveTargetResolution(opened.originalHeight, opened.originalWidth, GEOMETRY, policy, file);
-    const bytes = opened.kind === 'encoded' ? opened.bytes : Buffer.alloc(0);
-    return sharp(bytes, { failOn: 'error', sequentialRead: opts.sequentialRead ?? true, pages: 1, page: 0 })
+    const bytes = opened.kind === "encoded" ? opened.bytes : Buffer.alloc(0);
+    return sharp(bytes, { failOn: "error", sequentialRead: opts.sequentialRead ?? true, pages: 1, page: 0 })
       .autoOrient()
-      .flatten({ background: '#ffffff' })
-      .resize({ width: t.width, height: t.height, fit: 'fill', kernel: opts.kernel ?? 'cubic', fastShrinkOnLoad: opts.fastShrinkOnLoad ?? true })
-      .toColourspace('srgb')
-      .raw({ depth: 'uchar' })
+      .flatten({ background: "#ffffff" })
+      .resize({ width: t.width, height: t.height, fit: "fill", kernel: opts.kernel ?? "cubic", fastShrinkOnLoad: opts.fastShrinkOnLoad ?? true })
+      .toColourspace("srgb")
+      .raw({ depth: "uchar" })
       .toBuffer();
   };
 }
@@ -74,23 +74,23 @@ function sharpOnly(opts: { sequentialRead?: boolean; fastShrinkOnLoad?: boolean;
 /** Read + probe only. */
 const openOnly: Decode = async (file) => {
   const opened = await openImage({ id: file, path: file }, { paths });
-  return opened.kind === 'encoded' ? opened.bytes : new Uint8Array(0);
+  return opened.kind === "encoded" ? opened.bytes : new Uint8Array(0);
 };
 
-const VARIANTS: Record<string, { fn: Decode; pixels: 'same' | 'hwc' | 'none' }> = {
-  current: { fn: current, pixels: 'same' },
-  open: { fn: openOnly, pixels: 'none' },
-  'sharp-hwc': { fn: sharpOnly({}), pixels: 'hwc' },
-  'sharp-hwc-random-access': { fn: sharpOnly({ sequentialRead: false }), pixels: 'hwc' },
-  'sharp-hwc-no-fast-shrink': { fn: sharpOnly({ fastShrinkOnLoad: false }), pixels: 'hwc' },
-  'sharp-hwc-linear': { fn: sharpOnly({ kernel: 'linear' }), pixels: 'hwc' },
+const VARIANTS: Record<string, { fn: Decode; pixels: "same" | "hwc" | "none" }> = {
+  current: { fn: current, pixels: "same" },
+  open: { fn: openOnly, pixels: "none" },
+  "sharp-hwc": { fn: sharpOnly({}), pixels: "hwc" },
+  "sharp-hwc-random-access": { fn: sharpOnly({ sequentialRead: false }), pixels: "hwc" },
+  "sharp-hwc-no-fast-shrink": { fn: sharpOnly({ fastShrinkOnLoad: false }), pixels: "hwc" },
+  "sharp-hwc-linear": { fn: sharpOnly({ kernel: "linear" }), pixels: "hwc" },
 };
-const names = args.variants ? args.variants.split(',') : Object.keys(VARIANTS);
+const names = args.variants ? args.variants.split(",") : Object.keys(VARIANTS);
 
 /** utime + stime of this process's main thread, ms (10 ms ticks). */
 function mainThreadMs(): number {
-  const text = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
-  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const text = readFileSync(`/proc/self/task/${process.pid}/stat`, "utf8");
+  const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
   return (Number(f[11]) + Number(f[12])) * 10;
 }
 
@@ -120,8 +120,12 @@ for (let r = 0; r < Number(args.rounds); r++) {
   }
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-console.log(`${files.length} JPEGs ${args.size} → res ${args.res}, ${parallel} in flight, sharp concurrency ${sharp.concurrency()}; CPU-ms per image (median of ${args.rounds} rounds, min–max; main = the main thread's share)`);
+console.log(
+  `${files.length} JPEGs ${args.size} → res ${args.res}, ${parallel} in flight, sharp concurrency ${sharp.concurrency()}; CPU-ms per image (median of ${args.rounds} rounds, min–max; main = the main thread's share)`,
+);
 for (const n of names) {
   const xs = results[n]!;
-  console.log(`${n.padEnd(28)} ${median(xs).toFixed(2).padStart(7)}  (${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)})  main ${median(mains[n]!).toFixed(2)}`);
+  console.log(
+    `${n.padEnd(28)} ${median(xs).toFixed(2).padStart(7)}  (${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)})  main ${median(mains[n]!).toFixed(2)}`,
+  );
 }

@@ -21,37 +21,42 @@
  * C-RADIOv4-SO400M. The eigen-solver's step count depends on the spectrum, so real maps may take a
  * few steps more or fewer (the table reports the steps).
  */
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { execFileSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
 
-import { sanitizeAndClip } from '../server/src/postprocess/clip.js';
-import { DEFAULT_HEATMAP_SOLVER_TOLERANCE, inlierMean } from '../server/src/postprocess/heatmap.js';
-import { orientComponent } from '../server/src/postprocess/orientation.js';
-import { clampToInlierRange, highNormTokens } from '../server/src/postprocess/outliers.js';
-import { heatmapTensor, type HeatmapSpec } from '../server/src/postprocess/outputs.js';
-import { principalComponents } from '../server/src/postprocess/pca.js';
-import { PostprocessPool } from '../server/src/postprocess/pool.js';
-import { minMaxToUint8 } from '../server/src/postprocess/quantize.js';
-import { resizeBilinear } from '../server/src/postprocess/resize.js';
-import { gaussianFilter2d } from '../server/src/postprocess/smoothing.js';
+import { sanitizeAndClip } from "../server/src/postprocess/clip.js";
+import { DEFAULT_HEATMAP_SOLVER_TOLERANCE, inlierMean } from "../server/src/postprocess/heatmap.js";
+import { orientComponent } from "../server/src/postprocess/orientation.js";
+import { clampToInlierRange, highNormTokens } from "../server/src/postprocess/outliers.js";
+import { heatmapTensor, type HeatmapSpec } from "../server/src/postprocess/outputs.js";
+import { principalComponents } from "../server/src/postprocess/pca.js";
+import { PostprocessPool } from "../server/src/postprocess/pool.js";
+import { minMaxToUint8 } from "../server/src/postprocess/quantize.js";
+import { resizeBilinear } from "../server/src/postprocess/resize.js";
+import { gaussianFilter2d } from "../server/src/postprocess/smoothing.js";
 
 const { values: args } = parseArgs({
   options: {
-    rounds: { type: 'string', default: '15' },
-    threads: { type: 'string', default: [...new Set([1, 2, 4, 8, os.availableParallelism() - 2, os.availableParallelism()])].filter((t) => t >= 1 && t <= os.availableParallelism()).join(',') },
-    base: { type: 'string', default: '3412cc50564ed1e9dba37a6ac538a59772a8d820' },
+    rounds: { type: "string", default: "15" },
+    threads: {
+      type: "string",
+      default: [...new Set([1, 2, 4, 8, os.availableParallelism() - 2, os.availableParallelism()])]
+        .filter((t) => t >= 1 && t <= os.availableParallelism())
+        .join(","),
+    },
+    base: { type: "string", default: "3412cc50564ed1e9dba37a6ac538a59772a8d820" },
     /** An ES module exporting the baseline's modules by name ({ outputs, clip, pca, ... }), instead of git. */
-    'base-module': { type: 'string' },
-    json: { type: 'string' },
-    clock: { type: 'string', default: 'cpu' },
+    "base-module": { type: "string" },
+    json: { type: "string" },
+    clock: { type: "string", default: "cpu" },
   },
 });
 const ROUNDS = Number(args.rounds);
-const THREADS = args.threads!.split(',').map(Number);
-const ROOT = path.resolve(import.meta.dirname, '..');
+const THREADS = args.threads!.split(",").map(Number);
+const ROOT = path.resolve(import.meta.dirname, "..");
 const OUT = 512;
 const SIGMA = 1.51;
 const log = (s: string) => process.stderr.write(`${s}\n`);
@@ -94,27 +99,42 @@ function makeNlc(C: number, h: number, w: number, seed: number): Float32Array {
   }
   let sq = 0;
   for (let c = 0; c < C; c++) sq += x[c]! * x[c]!;
-  for (const p of [0, w - 1, n - w + 3, (h >> 1) * w + 5]) for (let c = 0; c < C; c++) x[p * C + c] = x[p * C + c]! + 20 * Math.sqrt(sq / C) * load[0]![(c * 7) % C]!;
+  for (const p of [0, w - 1, n - w + 3, (h >> 1) * w + 5])
+    for (let c = 0; c < C; c++) x[p * C + c] = x[p * C + c]! + 20 * Math.sqrt(sq / C) * load[0]![(c * 7) % C]!;
   return x;
 }
 
 // --- the previous version, from git ------------------------------------------------------------
 
-const BASE_FILES = ['outputs', 'heatmap', 'clip', 'dims', 'lanczos', 'orientation', 'pca', 'quantize', 'resize', 'smoothing', 'percentile', 'centered-matrix', 'tridiagonal-eigen'];
+const BASE_FILES = [
+  "outputs",
+  "heatmap",
+  "clip",
+  "dims",
+  "lanczos",
+  "orientation",
+  "pca",
+  "quantize",
+  "resize",
+  "smoothing",
+  "percentile",
+  "centered-matrix",
+  "tridiagonal-eigen",
+];
 
 // biome-ignore lint/suspicious/noExplicitAny: modules of an older commit, whatever they export
 type Mod = any;
 async function loadBase(commit: string): Promise<Record<string, Mod> | null> {
-  if (args['base-module']) return (await import(path.resolve(args['base-module']))) as Record<string, Mod>;
+  if (args["base-module"]) return (await import(path.resolve(args["base-module"]))) as Record<string, Mod>;
   const dir = path.join(os.tmpdir(), `radio-heatmap-base-${commit.slice(0, 12)}`);
   try {
     mkdirSync(dir, { recursive: true });
     for (const f of BASE_FILES) {
-      const src = execFileSync('git', ['-C', ROOT, 'show', `${commit}:server/src/postprocess/${f}.ts`], { encoding: 'utf8' });
+      const src = execFileSync("git", ["-C", ROOT, "show", `${commit}:server/src/postprocess/${f}.ts`], { encoding: "utf8" });
       writeFileSync(path.join(dir, `${f}.ts`), src);
     }
   } catch (e) {
-    log(`no baseline: cannot read the postprocess code at ${commit} (${(e as Error).message.split('\n')[0]})`);
+    log(`no baseline: cannot read the postprocess code at ${commit} (${(e as Error).message.split("\n")[0]})`);
     return null;
   }
   const mods: Record<string, Mod> = {};
@@ -131,8 +151,8 @@ const cpuClock = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 };
-if (args.clock !== 'cpu' && args.clock !== 'wall') throw new Error(`--clock must be cpu or wall, got ${args.clock}`);
-const clock = args.clock === 'wall' ? wallClock : cpuClock;
+if (args.clock !== "cpu" && args.clock !== "wall") throw new Error(`--clock must be cpu or wall, got ${args.clock}`);
+const clock = args.clock === "wall" ? wallClock : cpuClock;
 
 /** Time per named stage: lap(name) adds the time since the previous lap to t[name]. */
 function stopwatch(): { t: Stages; lap: (name: string) => void } {
@@ -152,24 +172,24 @@ function stagesNew(nlc: Float32Array, C: number, h: number, w: number, k: number
   const n = h * w;
   const dims = { channels: C, height: h, width: w };
   const { t, lap } = stopwatch();
-  const clip = sanitizeAndClip(nlc, dims, { layout: 'nlc' });
-  lap('transpose + sanitise + clip');
+  const clip = sanitizeAndClip(nlc, dims, { layout: "nlc" });
+  lap("transpose + sanitise + clip");
   const out = highNormTokens(clip.rawNorms);
   const mean = inlierMean(clip, C, n, out.mask);
-  lap('high-norm tokens');
+  lap("high-norm tokens");
   const pca = principalComponents(clip.data, dims, k, { tolerance: DEFAULT_HEATMAP_SOLVER_TOLERANCE }, { exclude: out.mask, mean });
-  lap('PCA');
+  lap("PCA");
   pca.scores.forEach((s, i) => orientComponent(s, pca.components[i]!, clip.norms, out.mask));
   if (out.mask) for (const s of pca.scores) clampToInlierRange(s, out.mask);
-  lap('sign + clamp');
+  lap("sign + clamp");
   const data = new Uint8Array(OUT * OUT * k);
   for (let i = 0; i < k; i++) {
     const sm = gaussianFilter2d(pca.scores[i]!, h, w, SIGMA);
-    lap('smooth');
+    lap("smooth");
     const rs = resizeBilinear(sm, h, w, OUT, OUT);
-    lap('resize');
+    lap("resize");
     minMaxToUint8(rs, data, k, i);
-    lap('quantize');
+    lap("quantize");
   }
   return { t, steps: pca.steps, outliers: out.count };
 }
@@ -179,22 +199,22 @@ function stagesOld(b: Record<string, Mod>, nlc: Float32Array, C: number, h: numb
   const dims = { channels: C, height: h, width: w };
   const { t, lap } = stopwatch();
   const chw = b.outputs.nlcToChw(nlc, n, C);
-  lap('transpose');
+  lap("transpose");
   const clip = b.clip.sanitizeAndClip(chw, dims);
-  lap('sanitise + clip');
+  lap("sanitise + clip");
   const pca = b.pca.principalComponents(clip.data, dims, k);
-  lap('PCA');
+  lap("PCA");
   const norms = b.orientation.positionNorms(clip.data, C, n);
   pca.scores.forEach((s: Float64Array, i: number) => b.orientation.orientComponent(s, pca.components[i], norms));
-  lap('norms + sign');
+  lap("norms + sign");
   const data = new Uint8Array(OUT * OUT * k);
   for (let i = 0; i < k; i++) {
     const sm = b.smoothing.gaussianFilter2d(pca.scores[i], h, w, SIGMA);
-    lap('smooth');
+    lap("smooth");
     const rs = b.resize.resizeBilinear(sm, h, w, OUT, OUT);
-    lap('resize');
+    lap("resize");
     b.quantize.minMaxToUint8(rs, data, k, i);
-    lap('quantize');
+    lap("quantize");
   }
   return { t, steps: pca.steps };
 }
@@ -206,24 +226,24 @@ interface Case {
   C: number;
   h: number;
   w: number;
-  mode: 'pca1' | 'pca3';
+  mode: "pca1" | "pca3";
 }
 const CASES: Case[] = [
-  { name: 'H 1280×32×32 pca1', C: 1280, h: 32, w: 32, mode: 'pca1' },
-  { name: 'SO400M 1152×32×32 pca1', C: 1152, h: 32, w: 32, mode: 'pca1' },
-  { name: 'H 1280×32×32 pca3', C: 1280, h: 32, w: 32, mode: 'pca3' },
+  { name: "H 1280×32×32 pca1", C: 1280, h: 32, w: 32, mode: "pca1" },
+  { name: "SO400M 1152×32×32 pca1", C: 1152, h: 32, w: 32, mode: "pca1" },
+  { name: "H 1280×32×32 pca3", C: 1280, h: 32, w: 32, mode: "pca3" },
 ];
 
-const spec = (mode: 'pca1' | 'pca3'): HeatmapSpec => ({ mode, sigma: SIGMA, outputHeight: OUT, outputWidth: OUT, maxSide: OUT });
+const spec = (mode: "pca1" | "pca3"): HeatmapSpec => ({ mode, sigma: SIGMA, outputHeight: OUT, outputWidth: OUT, maxSide: OUT });
 
 async function main(): Promise<void> {
   const base = await loadBase(args.base!);
   const results: Record<string, unknown>[] = [];
-  log(`${os.cpus()[0]?.model ?? 'cpu'} × ${os.availableParallelism()}, node ${process.version}, ${ROUNDS} rounds`);
+  log(`${os.cpus()[0]?.model ?? "cpu"} × ${os.availableParallelism()}, node ${process.version}, ${ROUNDS} rounds`);
   const lines: string[] = [];
   for (const c of CASES) {
     const nlc = makeNlc(c.C, c.h, c.w, 11);
-    const k = c.mode === 'pca1' ? 1 : 3;
+    const k = c.mode === "pca1" ? 1 : 3;
     const runNew = () => heatmapTensor(nlc, c.h, c.w, c.C, spec(c.mode), OUT, OUT);
     const runOld = base ? () => base.outputs.heatmapTensor(nlc, c.h, c.w, c.C, spec(c.mode), OUT, OUT) : null;
     for (let i = 0; i < 3; i++) {
@@ -237,12 +257,12 @@ async function main(): Promise<void> {
     const sOld: Stages[] = [];
     let steps = { new: 0, old: 0, outliers: 0 };
     for (let r = 0; r < ROUNDS; r++) {
-      const order = r % 2 === 0 ? ['new', 'old'] : ['old', 'new'];
+      const order = r % 2 === 0 ? ["new", "old"] : ["old", "new"];
       const got: Record<string, number> = {};
       for (const which of order) {
-        if (which === 'old' && !runOld) continue;
+        if (which === "old" && !runOld) continue;
         const t0 = clock();
-        (which === 'new' ? runNew : runOld!)();
+        (which === "new" ? runNew : runOld!)();
         got[which] = clock() - t0;
       }
       tNew.push(got.new!);
@@ -271,9 +291,14 @@ async function main(): Promise<void> {
       lanczos_steps: steps,
     };
     results.push(res);
-    const fmt = (s: Stages | null) => (s ? Object.entries(s).map(([key, v]) => `${key} ${v.toFixed(1)}`).join(', ') : '–');
+    const fmt = (s: Stages | null) =>
+      s
+        ? Object.entries(s)
+            .map(([key, v]) => `${key} ${v.toFixed(1)}`)
+            .join(", ")
+        : "–";
     lines.push(
-      `| ${c.name} | ${res.old_ms?.toFixed(1) ?? '–'} | ${res.new_ms.toFixed(1)} | ${res.old_over_new ? `**${res.old_over_new.toFixed(2)}** (${res.ratio_range![0]!.toFixed(2)}–${res.ratio_range![1]!.toFixed(2)})` : '–'} | ${steps.old} → ${steps.new} |`,
+      `| ${c.name} | ${res.old_ms?.toFixed(1) ?? "–"} | ${res.new_ms.toFixed(1)} | ${res.old_over_new ? `**${res.old_over_new.toFixed(2)}** (${res.ratio_range![0]!.toFixed(2)}–${res.ratio_range![1]!.toFixed(2)})` : "–"} | ${steps.old} → ${steps.new} |`,
     );
     lines.push(`|  stages, previous (ms) | ${fmt(res.stages_old)} ||||`);
     lines.push(`|  stages, current (ms; ${steps.outliers} high-norm tokens) | ${fmt(res.stages_new)} ||||`);
@@ -283,7 +308,16 @@ async function main(): Promise<void> {
   // Throughput through the postprocess pool, as the sidecar runs heatmaps.
   const pool: Record<string, unknown>[] = [];
   const nlc = makeNlc(1280, 32, 32, 11);
-  const task = () => ({ op: 'heatmap' as const, nlc: Float32Array.from(nlc), gridHeight: 32, gridWidth: 32, channels: 1280, spec: spec('pca1'), originalHeight: OUT, originalWidth: OUT });
+  const task = () => ({
+    op: "heatmap" as const,
+    nlc: Float32Array.from(nlc),
+    gridHeight: 32,
+    gridWidth: 32,
+    channels: 1280,
+    spec: spec("pca1"),
+    originalHeight: OUT,
+    originalWidth: OUT,
+  });
   const poolLines: string[] = [];
   for (const T of THREADS) {
     const p = new PostprocessPool(T);
@@ -305,14 +339,24 @@ async function main(): Promise<void> {
     log(`pool ${T} threads: ${ips.toFixed(1)} heatmaps/s`);
   }
 
-  console.log(`\n${os.cpus()[0]?.model ?? 'cpu'} × ${os.availableParallelism()}, node ${process.version}; ${ROUNDS} interleaved rounds; output ${OUT}×${OUT}, sigma ${SIGMA}\n`);
-  console.log(`| features → heatmap (one thread, ${args.clock === 'wall' ? 'wall' : 'CPU'} ms) | previous | current | previous ÷ current | Lanczos steps |`);
-  console.log('|---|---|---|---|---|');
+  console.log(
+    `\n${os.cpus()[0]?.model ?? "cpu"} × ${os.availableParallelism()}, node ${process.version}; ${ROUNDS} interleaved rounds; output ${OUT}×${OUT}, sigma ${SIGMA}\n`,
+  );
+  console.log(`| features → heatmap (one thread, ${args.clock === "wall" ? "wall" : "CPU"} ms) | previous | current | previous ÷ current | Lanczos steps |`);
+  console.log("|---|---|---|---|---|");
   for (const l of lines) console.log(l);
-  console.log('\n| postprocess threads | heatmaps (a call) | heatmaps/s (H pca1, wall) | thread-ms per heatmap |');
-  console.log('|---|---|---|---|');
+  console.log("\n| postprocess threads | heatmaps (a call) | heatmaps/s (H pca1, wall) | thread-ms per heatmap |");
+  console.log("|---|---|---|---|");
   for (const l of poolLines) console.log(l);
-  if (args.json) writeFileSync(args.json, JSON.stringify({ machine: { cpu: os.cpus()[0]?.model, cores: os.availableParallelism(), node: process.version }, clock: args.clock, results, pool }, null, 2));
+  if (args.json)
+    writeFileSync(
+      args.json,
+      JSON.stringify(
+        { machine: { cpu: os.cpus()[0]?.model, cores: os.availableParallelism(), node: process.version }, clock: args.clock, results, pool },
+        null,
+        2,
+      ),
+    );
 }
 
 await main();

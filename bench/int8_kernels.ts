@@ -13,7 +13,11 @@ import { DataType, GraphBuilder, int } from "../server/src/compiler/onnx-graph.j
 
 const M = 1034;
 const rounds = Number(process.argv[2] ?? 4);
-const shapes: [number, number][] = [[1280, 3840], [1280, 5120], [5120, 1280]]; // qkv, fc1, fc2 (proj: 1280×1280)
+const shapes: [number, number][] = [
+  [1280, 3840],
+  [1280, 5120],
+  [5120, 1280],
+]; // qkv, fc1, fc2 (proj: 1280×1280)
 
 function noise(n: number, scale: number, seed: number): Float32Array {
   const a = new Float32Array(n);
@@ -39,7 +43,8 @@ function quantizeWeights(W: Float32Array, K: number, N: number, limit: number) {
   }
   return { q, scale };
 }
-const int8 = (g: GraphBuilder, dims: number[], q: Int8Array) => g.initializer({ name: g.fresh("wq"), dataType: DataType.INT8, dims, rawData: new Uint8Array(q.buffer) });
+const int8 = (g: GraphBuilder, dims: number[], q: Int8Array) =>
+  g.initializer({ name: g.fresh("wq"), dataType: DataType.INT8, dims, rawData: new Uint8Array(q.buffer) });
 
 type Build = (g: GraphBuilder, x: string, K: number, N: number, W: Float32Array, b: Float32Array) => string;
 const variants: Record<string, Build> = {
@@ -73,7 +78,10 @@ for (const [K, N] of shapes) {
     const g = new GraphBuilder(20);
     const x = g.input("x", DataType.FLOAT, [M, K]);
     g.output(build(g, x, K, N, W, b), "y", DataType.FLOAT, [M, N]);
-    sessions.set(`${name}|${K}x${N}`, await ort.InferenceSession.create(g.build({ name: "int8-kernels", version: "0" }, {}), { intraOpNumThreads: 0, graphOptimizationLevel: "all" }));
+    sessions.set(
+      `${name}|${K}x${N}`,
+      await ort.InferenceSession.create(g.build({ name: "int8-kernels", version: "0" }, {}), { intraOpNumThreads: 0, graphOptimizationLevel: "all" }),
+    );
   }
 }
 const times = new Map<string, number[]>();
@@ -104,12 +112,16 @@ for (let r = 0; r <= rounds; r++) {
   }
 }
 const median = (a: number[]) => [...a].sort((p, q) => p - q)[Math.floor(a.length / 2)]!;
-console.log(`${cpus().length} × ${cpus()[0]?.model}, onnxruntime-node ${ort.env.versions.common}; [${M} × K] × [K × N], median of ${rounds} interleaved rounds`);
+console.log(
+  `${cpus().length} × ${cpus()[0]?.model}, onnxruntime-node ${ort.env.versions.common}; [${M} × K] × [K × N], median of ${rounds} interleaved rounds`,
+);
 console.log("| K × N | variant | ms | speed-up vs fp32 | relative L2 vs fp32 |\n|---|---|---|---|---|");
 for (const [K, N] of shapes) {
   const base = median(times.get(`fp32 Gemm|${K}x${N}`)!);
   for (const name of Object.keys(variants)) {
     const t = median(times.get(`${name}|${K}x${N}`)!);
-    console.log(`| ${K} × ${N} | ${name} | ${t.toFixed(1)} | ${(base / t).toFixed(2)} | ${name === "fp32 Gemm" ? "–" : errors.get(`${name}|${K}x${N}`)!.toExponential(1)} |`);
+    console.log(
+      `| ${K} × ${N} | ${name} | ${t.toFixed(1)} | ${(base / t).toFixed(2)} | ${name === "fp32 Gemm" ? "–" : errors.get(`${name}|${K}x${N}`)!.toExponential(1)} |`,
+    );
   }
 }

@@ -18,8 +18,14 @@ const batch = Number(batchArg ?? 1);
 const meta = readGraphMetadata(dir);
 const work = mkdtempSync(join(tmpdir(), "radio-profile-"));
 const session = await ort.InferenceSession.create(join(dir, "model.onnx"), {
-  executionProviders: provider === "cpu" ? ["cpu"] : [provider, "cpu"], intraOpNumThreads: 0, interOpNumThreads: 1, executionMode: "sequential",
-  graphOptimizationLevel: "all", enableCpuMemArena: true, enableProfiling: true, profileFilePrefix: join(work, "ort"),
+  executionProviders: provider === "cpu" ? ["cpu"] : [provider, "cpu"],
+  intraOpNumThreads: 0,
+  interOpNumThreads: 1,
+  executionMode: "sequential",
+  graphOptimizationLevel: "all",
+  enableCpuMemArena: true,
+  enableProfiling: true,
+  profileFilePrefix: join(work, "ort"),
   ...(prepacks("auto", meta.precision) ? {} : { extra: { session: { disable_prepacking: "1" } } }),
 });
 const x = new Float32Array(batch * 3 * res * res).map((_, i) => ((i * 2654435761) % 1000) / 1000);
@@ -46,7 +52,9 @@ for (const e of events) {
   byOp.set(op, o);
 }
 const total = [...byOp.values()].reduce((a, o) => a + o.us, 0);
-console.log(`${meta.variant} ${meta.precision} on ${provider}, ${batch}×3×${res}×${res}, ${cpus().length} × ${cpus()[0]?.model}: runs ${ms.map((v) => v.toFixed(0)).join(", ")} ms`);
+console.log(
+  `${meta.variant} ${meta.precision} on ${provider}, ${batch}×3×${res}×${res}, ${cpus().length} × ${cpus()[0]?.model}: runs ${ms.map((v) => v.toFixed(0)).join(", ")} ms`,
+);
 console.log("| provider | op | ms | share | nodes |\n|---|---|---|---|---|");
 for (const [op, o] of [...byOp].sort((a, b) => b[1].us - a[1].us)) {
   if (o.us / total < 0.001) continue;

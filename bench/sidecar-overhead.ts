@@ -11,30 +11,30 @@
  * at once but alternate round by round, so both see the same background load; the overhead is the
  * median over rounds of sidecar time / bare time.
  */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { createInterface } from 'node:readline';
-import { parseArgs } from 'node:util';
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { parseArgs } from "node:util";
 
-import sharp from 'sharp';
+import sharp from "sharp";
 
-import { generateCheckpoint, PRESETS, type PresetName } from '../server/src/checkpoint/generate.js';
-import { compileCheckpoint } from '../server/src/compiler/compile.js';
-import { defaultResolution } from '../server/src/preprocess/index.js';
-import { loadGraph, runGraph } from '../server/src/runtime/session.js';
-import { RadioClient, randomPixels, rawFloat } from '../test/node/support/server.js';
+import { generateCheckpoint, PRESETS, type PresetName } from "../server/src/checkpoint/generate.js";
+import { compileCheckpoint } from "../server/src/compiler/compile.js";
+import { defaultResolution } from "../server/src/preprocess/index.js";
+import { loadGraph, runGraph } from "../server/src/runtime/session.js";
+import { RadioClient, randomPixels, rawFloat } from "../test/node/support/server.js";
 
 const { values: args } = parseArgs({
   options: {
-    preset: { type: 'string', default: 'vit-b' },
-    batch: { type: 'string', default: '8' },
-    batches: { type: 'string', default: '3' },
-    rounds: { type: 'string', default: '5' },
-    size: { type: 'string', default: '224' },
-    threads: { type: 'string', default: String(os.availableParallelism()) },
-    'latency-runs': { type: 'string', default: '3' },
+    preset: { type: "string", default: "vit-b" },
+    batch: { type: "string", default: "8" },
+    batches: { type: "string", default: "3" },
+    rounds: { type: "string", default: "5" },
+    size: { type: "string", default: "224" },
+    threads: { type: "string", default: String(os.availableParallelism()) },
+    "latency-runs": { type: "string", default: "3" },
   },
 });
 const preset = args.preset as PresetName;
@@ -43,9 +43,9 @@ const BATCHES = Number(args.batches);
 const ROUNDS = Number(args.rounds);
 const SIZE = Number(args.size);
 const THREADS = Number(args.threads);
-const LATENCY_RUNS = Number(args['latency-runs']);
-const ROOT = path.resolve(import.meta.dirname, '..');
-const CACHE = path.join(ROOT, '.cache', 'bench');
+const LATENCY_RUNS = Number(args["latency-runs"]);
+const ROOT = path.resolve(import.meta.dirname, "..");
+const CACHE = path.join(ROOT, ".cache", "bench");
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const pct = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * q))]!;
@@ -54,7 +54,7 @@ const log = (s: string) => process.stderr.write(`${s}\n`);
 async function ensureGraph(): Promise<string> {
   const ckpt = path.join(CACHE, `${preset}-ckpt`);
   const graph = path.join(CACHE, preset);
-  if (!existsSync(path.join(graph, 'metadata.json'))) {
+  if (!existsSync(path.join(graph, "metadata.json"))) {
     mkdirSync(CACHE, { recursive: true });
     log(`making a random ${preset} checkpoint and compiling it into ${graph}`);
     await generateCheckpoint(ckpt, PRESETS[preset]);
@@ -94,15 +94,29 @@ async function openBare(graph: string, images: Float32Array[], latencySize: { he
 }
 
 async function startSidecar(graph: string, jpegPath: string) {
-  const cli = path.join(ROOT, 'server', 'dist', 'cli.js');
-  if (!existsSync(cli)) throw new Error('build first: npm run build');
-  const proc = spawn(process.execPath, [
-    cli, 'serve', '--model', `bench=${graph}`, '--max-batch', String(B), '--threads', String(THREADS),
-    '--allowed-root', path.dirname(jpegPath), '--log-level', 'warn',
-  ], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const cli = path.join(ROOT, "server", "dist", "cli.js");
+  if (!existsSync(cli)) throw new Error("build first: npm run build");
+  const proc = spawn(
+    process.execPath,
+    [
+      cli,
+      "serve",
+      "--model",
+      `bench=${graph}`,
+      "--max-batch",
+      String(B),
+      "--threads",
+      String(THREADS),
+      "--allowed-root",
+      path.dirname(jpegPath),
+      "--log-level",
+      "warn",
+    ],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
   const ready = await new Promise<{ address: string }>((resolve, reject) => {
-    createInterface({ input: proc.stdout! }).once('line', (l) => resolve(JSON.parse(l)));
-    proc.once('exit', (c) => reject(new Error(`serve exited with ${c}`)));
+    createInterface({ input: proc.stdout! }).once("line", (l) => resolve(JSON.parse(l)));
+    proc.once("exit", (c) => reject(new Error(`serve exited with ${c}`)));
   });
   return { proc, client: new RadioClient(ready.address) };
 }
@@ -116,11 +130,16 @@ const timed = async (f: () => Promise<unknown>) => {
 async function main(): Promise<void> {
   const graph = await ensureGraph();
   const images = Array.from({ length: B }, (_, i) => randomPixels(SIZE, SIZE, i + 1));
-  const jpegDir = path.join(CACHE, 'photos');
+  const jpegDir = path.join(CACHE, "photos");
   mkdirSync(jpegDir, { recursive: true });
-  const jpegPath = path.join(jpegDir, 'photo-640x480.jpg');
+  const jpegPath = path.join(jpegDir, "photo-640x480.jpg");
   const noise = Buffer.from(randomPixels(480, 640, 42).map((v) => Math.round(v * 255)));
-  writeFileSync(jpegPath, await sharp(noise, { raw: { width: 640, height: 480, channels: 3 } }).jpeg({ quality: 90 }).toBuffer());
+  writeFileSync(
+    jpegPath,
+    await sharp(noise, { raw: { width: 640, height: 480, channels: 3 } })
+      .jpeg({ quality: 90 })
+      .toBuffer(),
+  );
   const latencySize = defaultResolution(480, 640, { patchSize: 16, windowSize: null, maxResolution: 2048, preferred: [512, 512] });
 
   log(`${preset} at ${SIZE}², batch ${B}, ${ROUNDS} rounds of ${BATCHES} batches, ${THREADS} intra-op threads; bare and sidecar alternate`);
@@ -128,13 +147,13 @@ async function main(): Promise<void> {
   const { proc, client: c } = await startSidecar(graph, jpegPath);
   const ratios = { bare: [] as number[], seq: [] as number[], pipe: [] as number[], overSeq: [] as number[], overPipe: [] as number[] };
   const lat = { sidecar: [] as number[], bare: [] as number[] };
-  let inputSize = '';
+  let inputSize = "";
   try {
-    const req = { images: images.map((im, i) => rawFloat(`i${i}`, im, SIZE, SIZE)), options: { resolution: 'native' } };
+    const req = { images: images.map((im, i) => rawFloat(`i${i}`, im, SIZE, SIZE)), options: { resolution: "native" } };
     const check = (r: { output?: unknown; error?: { message: string } }[]) => {
       if (r.length !== B || r.some((x) => !x.output)) throw new Error(`bad reply: ${JSON.stringify(r.find((x) => x.error)?.error)}`);
     };
-    const jreq = { images: [{ id: 'photo', path: jpegPath }] };
+    const jreq = { images: [{ id: "photo", path: jpegPath }] };
     for (let i = 0; i < 2; i++) check(await c.embed(req).done);
     for (let i = 0; i < 2; i++) await c.embed(jreq).done;
 
@@ -173,12 +192,12 @@ async function main(): Promise<void> {
     }
   } finally {
     c.close();
-    proc.kill('SIGTERM');
+    proc.kill("SIGTERM");
     await bare.release();
   }
   const r2 = (x: number) => +x.toFixed(2);
   const result = {
-    machine: `${os.cpus()[0]?.model ?? 'cpu'} × ${os.availableParallelism()}, load average at end ${os.loadavg()[0]!.toFixed(2)}`,
+    machine: `${os.cpus()[0]?.model ?? "cpu"} × ${os.availableParallelism()}, load average at end ${os.loadavg()[0]!.toFixed(2)}`,
     preset,
     size: SIZE,
     batch: B,

@@ -140,20 +140,28 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
   // Everything that can be checked without loading a graph fails here, before anything listens.
   const models = loadServedModels(config.models);
   // Tokenisation runs on the main thread (microseconds a prompt); the workers only run the towers.
-  const tokenizers = new Map(models.flatMap((m) => (m.text ? [[m.name, PromptTokenizer.fromDir(m.text.dir, { contextLength: m.text.metadata.contextLength })] as const] : [])));
+  const tokenizers = new Map(
+    models.flatMap((m) => (m.text ? [[m.name, PromptTokenizer.fromDir(m.text.dir, { contextLength: m.text.metadata.contextLength })] as const] : [])),
+  );
   const paths = await createPathPolicy(config.allowedRoots);
   const sharp = configureSharp();
   // Probed in child processes before anything listens: an explicit provider that cannot run fails here.
   const choice = await resolveProvider(config.provider, { precisions: models.map((m) => m.metadata.precision) });
   const provider = choice.provider;
   logger.info(
-    { requested: choice.requested, provider, precision: choice.precision, probes: choice.probes.map(({ provider, usable, fp16, software, ms }) => ({ provider, usable, fp16, software, ms })) },
+    {
+      requested: choice.requested,
+      provider,
+      precision: choice.precision,
+      probes: choice.probes.map(({ provider, usable, fp16, software, ms }) => ({ provider, usable, fp16, software, ms })),
+    },
     describeChoice(choice),
   );
   // An explicit webgpu on a software Vulkan driver runs, but slowly: say so.
   const chosen = choice.probes.find((p) => p.provider === provider);
   if (chosen?.software) logger.warn({ provider }, chosen.reason);
-  if (choice.probes.some((p) => p.detail)) logger.debug({ probes: choice.probes.map(({ provider, detail }) => ({ provider, detail })) }, "provider probe details");
+  if (choice.probes.some((p) => p.detail))
+    logger.debug({ probes: choice.probes.map(({ provider, detail }) => ({ provider, detail })) }, "provider probe details");
   const batching = batchDefaults(provider);
   const maxBatch = config.maxBatch ?? batching.maxBatch;
   for (const m of models) {
@@ -225,7 +233,10 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
         info,
       });
     }
-    logger.info({ address: grpc.address, httpPort: http?.port ?? null, httpSocket: httpUnix?.socket ?? null }, "listening (NOT_SERVING until the models are warm)");
+    logger.info(
+      { address: grpc.address, httpPort: http?.port ?? null, httpSocket: httpUnix?.socket ?? null },
+      "listening (NOT_SERVING until the models are warm)",
+    );
     await hooks.onListening?.({ socket: grpc.socket, grpcPort: grpc.port, httpPort: http?.port ?? null });
 
     logger.info(
@@ -264,10 +275,22 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
   const maxBatchTokens = config.maxBatchTokens ?? batching.maxBatchTokens;
   logger.info(
     {
-      maxBatch, maxBatchTokens, queueDelayMs: config.queueDelayMs, maxQueue: config.maxQueue, decodeParallelism, uvThreads, postprocessThreads, sharp, allowedRoots: paths.roots,
+      maxBatch,
+      maxBatchTokens,
+      queueDelayMs: config.queueDelayMs,
+      maxQueue: config.maxQueue,
+      decodeParallelism,
+      uvThreads,
+      postprocessThreads,
+      sharp,
+      allowedRoots: paths.roots,
       // Never the token itself.
-      auth: config.token ? "token" : "none", tls: Boolean(config.tls), pathInputs: "socket" in config.listen || Boolean(config.allowRemotePaths),
-      inferenceTimeoutMs: config.inferenceTimeoutMs ?? 0, maxRequestBytes: config.maxRequestBytes, maxImagePixels: config.maxImagePixels,
+      auth: config.token ? "token" : "none",
+      tls: Boolean(config.tls),
+      pathInputs: "socket" in config.listen || Boolean(config.allowRemotePaths),
+      inferenceTimeoutMs: config.inferenceTimeoutMs ?? 0,
+      maxRequestBytes: config.maxRequestBytes,
+      maxImagePixels: config.maxImagePixels,
     },
     "pipeline settings",
   );
@@ -355,14 +378,17 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
   const idleMs = config.idleTimeoutMs ?? 0;
   if (idleMs > 0) {
     const startedIdle = Date.now();
-    const timer = setInterval(() => {
-      const since = Math.max(grpc.openCalls.lastChange, startedIdle);
-      if (grpc.openCalls.open === 0 && pipe.admitted === 0 && pipe.activeRequests === 0 && Date.now() - since >= idleMs) {
-        clearInterval(timer);
-        logger.info({ idleTimeoutS: idleMs / 1000 }, "idle: no client and no call for the idle timeout; shutting down");
-        idleResolve();
-      }
-    }, Math.min(1000, Math.max(50, idleMs / 4)));
+    const timer = setInterval(
+      () => {
+        const since = Math.max(grpc.openCalls.lastChange, startedIdle);
+        if (grpc.openCalls.open === 0 && pipe.admitted === 0 && pipe.activeRequests === 0 && Date.now() - since >= idleMs) {
+          clearInterval(timer);
+          logger.info({ idleTimeoutS: idleMs / 1000 }, "idle: no client and no call for the idle timeout; shutting down");
+          idleResolve();
+        }
+      },
+      Math.min(1000, Math.max(50, idleMs / 4)),
+    );
     timer.unref();
   }
 

@@ -3,41 +3,42 @@
  * the image graph, checked against upstream RADIO's outputs on the shared golden fixture (a tiny
  * C-RADIOv4-H-shaped model built and run with upstream code); and the restricted .pth reader.
  */
-import assert from 'node:assert/strict';
-import { existsSync, readFileSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { crc32 } from 'node:zlib';
-import { after, before, describe, it } from 'node:test';
+import assert from "node:assert/strict";
+import { existsSync, readFileSync, symlinkSync, writeFileSync, mkdirSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { crc32 } from "node:zlib";
+import { after, before, describe, it } from "node:test";
 
-import { extractAdaptors } from '../../server/src/checkpoint/adaptors.js';
-import { SafetensorsFile } from '../../server/src/checkpoint/safetensors.js';
-import { type TorchTensor, TorchZipCheckpoint } from '../../server/src/checkpoint/torch-zip.js';
-import { compileCheckpoint } from '../../server/src/compiler/compile.js';
-import { readGraphMetadata } from '../../server/src/compiler/metadata.js';
-import { loadGraph, runAdaptors, runGraph, type LoadedGraph } from '../../server/src/runtime/session.js';
-import { tempDir } from './support/server.js';
-import { relL2 } from './support/compare.js';
+import { extractAdaptors } from "../../server/src/checkpoint/adaptors.js";
+import { SafetensorsFile } from "../../server/src/checkpoint/safetensors.js";
+import { type TorchTensor, TorchZipCheckpoint } from "../../server/src/checkpoint/torch-zip.js";
+import { compileCheckpoint } from "../../server/src/compiler/compile.js";
+import { readGraphMetadata } from "../../server/src/compiler/metadata.js";
+import { loadGraph, runAdaptors, runGraph, type LoadedGraph } from "../../server/src/runtime/session.js";
+import { tempDir } from "./support/server.js";
+import { relL2 } from "./support/compare.js";
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const FIXTURE = path.resolve(REPO, '..', 'shared', 'fixtures', 'upstream-adaptor-golden');
-const CKPT = path.join(FIXTURE, 'C-RADIOv4-H');
-const PTH = path.join(CKPT, 'c-radio_v4-h_half.pth.tar');
-const ADAPTORS = ['siglip2-g', 'dino_v3_7b', 'sam3'];
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+const FIXTURE = path.resolve(REPO, "..", "shared", "fixtures", "upstream-adaptor-golden");
+const CKPT = path.join(FIXTURE, "C-RADIOv4-H");
+const PTH = path.join(CKPT, "c-radio_v4-h_half.pth.tar");
+const ADAPTORS = ["siglip2-g", "dino_v3_7b", "sam3"];
 const CASES = [
-  { name: 'b2_224x224', dims: [2, 3, 224, 224] },
-  { name: 'b1_256x384', dims: [1, 3, 256, 384] },
-  { name: 'image_jpeg_256x384', dims: [1, 3, 256, 384] },
+  { name: "b2_224x224", dims: [2, 3, 224, 224] },
+  { name: "b1_256x384", dims: [1, 3, 256, 384] },
+  { name: "image_jpeg_256x384", dims: [1, 3, 256, 384] },
 ] as const;
 const haveFixture = existsSync(PTH);
-
 
 /** Mean cosine over rows of `width` values. */
 function meanCosine(a: Float32Array, ref: Float32Array, width: number): number {
   let total = 0;
   const rows = ref.length / width;
   for (let r = 0; r < rows; r++) {
-    let ab = 0, aa = 0, bb = 0;
+    let ab = 0,
+      aa = 0,
+      bb = 0;
     for (let i = r * width; i < (r + 1) * width; i++) {
       ab += a[i]! * ref[i]!;
       aa += a[i]! ** 2;
@@ -53,61 +54,64 @@ async function runAll(g: LoadedGraph, pixels: Float32Array, dims: readonly numbe
   const d = dims as [number, number, number, number];
   const out = new Map<string, { data: Float32Array; dims: number[] }>();
   const bb = await runGraph(g, pixels, d);
-  out.set('backbone.summary', { data: bb.summary, dims: bb.summaryDims });
-  out.set('backbone.features', { data: bb.features, dims: bb.featureDims });
+  out.set("backbone.summary", { data: bb.summary, dims: bb.summaryDims });
+  out.set("backbone.features", { data: bb.features, dims: bb.featureDims });
   for (const [name, t] of Object.entries(await runAdaptors(g, pixels, d))) out.set(name, t);
   return out;
 }
 
-describe('adaptor heads vs upstream RADIO (shared golden fixture)', { skip: haveFixture ? false : `fixture missing: ${FIXTURE}` }, () => {
-  const tmp = tempDir('radio-adaptors-');
-  const ref = haveFixture ? SafetensorsFile.open(path.join(FIXTURE, 'reference.safetensors')) : null;
+describe("adaptor heads vs upstream RADIO (shared golden fixture)", { skip: haveFixture ? false : `fixture missing: ${FIXTURE}` }, () => {
+  const tmp = tempDir("radio-adaptors-");
+  const ref = haveFixture ? SafetensorsFile.open(path.join(FIXTURE, "reference.safetensors")) : null;
   const input = (name: string) => {
     const u8 = ref!.readBytes(`${name}.input_u8`);
     return Float32Array.from(u8, (v) => v / 255);
   };
   const expected = (key: string) => ref!.readFloat32(key);
-  let fp32 = '';
-  let fp16 = '';
-  let int8 = '';
+  let fp32 = "";
+  let fp16 = "";
+  let int8 = "";
   before(async () => {
-    fp32 = path.join(tmp.dir, 'fp32');
-    fp16 = path.join(tmp.dir, 'fp16');
-    int8 = path.join(tmp.dir, 'int8');
+    fp32 = path.join(tmp.dir, "fp32");
+    fp16 = path.join(tmp.dir, "fp16");
+    int8 = path.join(tmp.dir, "int8");
     await compileCheckpoint({ checkpointDir: CKPT, outDir: fp32, adaptors: ADAPTORS });
     // fp16 with the fused attention op the CLI picks for fp16 (--attention auto), heads included.
-    await compileCheckpoint({ checkpointDir: CKPT, outDir: fp16, adaptors: ADAPTORS, precision: 'fp16', attention: 'mha' });
-    await compileCheckpoint({ checkpointDir: CKPT, outDir: int8, adaptors: ADAPTORS, precision: 'int8' });
+    await compileCheckpoint({ checkpointDir: CKPT, outDir: fp16, adaptors: ADAPTORS, precision: "fp16", attention: "mha" });
+    await compileCheckpoint({ checkpointDir: CKPT, outDir: int8, adaptors: ADAPTORS, precision: "int8" });
   });
   after(() => {
     ref?.close();
     tmp.cleanup();
   });
 
-  it('records the adaptors in metadata.json', () => {
+  it("records the adaptors in metadata.json", () => {
     const m = readGraphMetadata(fp32);
-    assert.deepEqual(m.adaptors.map((a) => [a.name, a.tokenSlot, a.summaryDim, a.featureDim, a.summaryHead.type, a.featureHead.type]), [
-      ['siglip2-g', 0, 40, 40, 'v2', 'attn'],
-      ['dino_v3_7b', 1, 56, 56, 'v2', 'v2'],
-      ['sam3', 2, 24, 24, 'v2', 'v2'],
-    ]);
-    assert.deepEqual(m.adaptors[0]!.outputs, { summary: 'siglip2-g.summary', features: 'siglip2-g.features' });
-    assert.deepEqual(m.adaptors[0]!.summaryHead, { type: 'v2', inputDim: 64, hiddenDim: 72, outputDim: 40, numBlocks: 1 });
+    assert.deepEqual(
+      m.adaptors.map((a) => [a.name, a.tokenSlot, a.summaryDim, a.featureDim, a.summaryHead.type, a.featureHead.type]),
+      [
+        ["siglip2-g", 0, 40, 40, "v2", "attn"],
+        ["dino_v3_7b", 1, 56, 56, "v2", "v2"],
+        ["sam3", 2, 24, 24, "v2", "v2"],
+      ],
+    );
+    assert.deepEqual(m.adaptors[0]!.outputs, { summary: "siglip2-g.summary", features: "siglip2-g.features" });
+    assert.deepEqual(m.adaptors[0]!.summaryHead, { type: "v2", inputDim: 64, hiddenDim: 72, outputDim: 40, numBlocks: 1 });
     const f = m.adaptors[0]!.featureHead;
-    assert.equal(f.type, 'attn');
-    if (f.type === 'attn') assert.deepEqual([f.numAttnBlocks, f.numHeads, f.blockMlpDim, f.layerNormEps, f.mlp.hiddenDim], [2, 16, 256, 1e-6, 48]);
-    assert.equal(m.adaptorSource?.file, 'c-radio_v4-h_half.pth.tar');
-    assert.ok(m.weights.files.includes('adaptors.safetensors'), `fp32 graphs link the extracted heads: ${m.weights.files}`);
-    assert.ok(!existsSync(path.join(fp32, '.adaptors.tmp')), 'the scratch folder is removed');
+    assert.equal(f.type, "attn");
+    if (f.type === "attn") assert.deepEqual([f.numAttnBlocks, f.numHeads, f.blockMlpDim, f.layerNormEps, f.mlp.hiddenDim], [2, 16, 256, 1e-6, 48]);
+    assert.equal(m.adaptorSource?.file, "c-radio_v4-h_half.pth.tar");
+    assert.ok(m.weights.files.includes("adaptors.safetensors"), `fp32 graphs link the extracted heads: ${m.weights.files}`);
+    assert.ok(!existsSync(path.join(fp32, ".adaptors.tmp")), "the scratch folder is removed");
   });
 
-  it('fp32: every adaptor summary and dense output within relative L2 1e-6 of upstream', async () => {
+  it("fp32: every adaptor summary and dense output within relative L2 1e-6 of upstream", async () => {
     const g = await loadGraph(fp32, { intraOpThreads: 1 });
     const worst = new Map<string, number>();
     for (const c of CASES) {
       const out = await runAll(g, input(c.name), c.dims);
-      for (const name of ['backbone', ...ADAPTORS]) {
-        for (const kind of ['summary', 'features']) {
+      for (const name of ["backbone", ...ADAPTORS]) {
+        for (const kind of ["summary", "features"]) {
           const key = `${name}.${kind}`;
           const want = expected(`${c.name}.${key}`);
           const got = out.get(key)!;
@@ -122,7 +126,7 @@ describe('adaptor heads vs upstream RADIO (shared golden fixture)', { skip: have
     console.log(`fp32 worst rel L2: ${JSON.stringify(Object.fromEntries([...worst].map(([k, v]) => [k, Number(v.toExponential(2))])))}`);
   });
 
-  it('fp16: every adaptor output at cosine >= 0.999 to upstream', async (t) => {
+  it("fp16: every adaptor output at cosine >= 0.999 to upstream", async (t) => {
     let g: LoadedGraph;
     try {
       g = await loadGraph(fp16, { intraOpThreads: 1 });
@@ -133,8 +137,8 @@ describe('adaptor heads vs upstream RADIO (shared golden fixture)', { skip: have
     }
     for (const c of CASES) {
       const out = await runAll(g, input(c.name), c.dims);
-      for (const name of ['backbone', ...ADAPTORS]) {
-        for (const kind of ['summary', 'features']) {
+      for (const name of ["backbone", ...ADAPTORS]) {
+        for (const kind of ["summary", "features"]) {
           const key = `${name}.${kind}`;
           const want = expected(`${c.name}.${key}`);
           const got = out.get(key)!;
@@ -147,12 +151,12 @@ describe('adaptor heads vs upstream RADIO (shared golden fixture)', { skip: have
     }
   });
 
-  it('int8 (head linears quantized like the backbone\'s): every output at cosine >= 0.995 to upstream', async () => {
+  it("int8 (head linears quantized like the backbone's): every output at cosine >= 0.995 to upstream", async () => {
     const g = await loadGraph(int8, { intraOpThreads: 1 });
     const c = CASES[1];
     const out = await runAll(g, input(c.name), c.dims);
-    for (const name of ['backbone', ...ADAPTORS]) {
-      for (const kind of ['summary', 'features']) {
+    for (const name of ["backbone", ...ADAPTORS]) {
+      for (const kind of ["summary", "features"]) {
         const key = `${name}.${kind}`;
         const got = out.get(key)!;
         const cos = meanCosine(got.data, expected(`${c.name}.${key}`), got.dims[got.dims.length - 1]!);
@@ -162,18 +166,27 @@ describe('adaptor heads vs upstream RADIO (shared golden fixture)', { skip: have
     }
   });
 
-  it('a checkpoint folder without a .pth.tar says which file to download', async () => {
-    const dir = path.join(tmp.dir, 'hf-only');
+  it("a checkpoint folder without a .pth.tar says which file to download", async () => {
+    const dir = path.join(tmp.dir, "hf-only");
     mkdirSync(dir);
-    for (const f of ['config.json', 'model.safetensors']) symlinkSync(path.join(CKPT, f), path.join(dir, f));
-    await assert.rejects(compileCheckpoint({ checkpointDir: dir, outDir: path.join(tmp.dir, 'never'), adaptors: ['siglip2-g'] }), /c-radio_v4-h_half\.pth\.tar.*--torchhub-checkpoint/);
+    for (const f of ["config.json", "model.safetensors"]) symlinkSync(path.join(CKPT, f), path.join(dir, f));
+    await assert.rejects(
+      compileCheckpoint({ checkpointDir: dir, outDir: path.join(tmp.dir, "never"), adaptors: ["siglip2-g"] }),
+      /c-radio_v4-h_half\.pth\.tar.*--torchhub-checkpoint/,
+    );
     // Given explicitly, the .pth may live anywhere.
-    const r = await compileCheckpoint({ checkpointDir: dir, outDir: path.join(tmp.dir, 'explicit'), adaptors: ['sam3'], torchhubCheckpoint: PTH });
-    assert.deepEqual(r.metadata.adaptors.map((a) => a.name), ['sam3']);
+    const r = await compileCheckpoint({ checkpointDir: dir, outDir: path.join(tmp.dir, "explicit"), adaptors: ["sam3"], torchhubCheckpoint: PTH });
+    assert.deepEqual(
+      r.metadata.adaptors.map((a) => a.name),
+      ["sam3"],
+    );
   });
 
-  it('an adaptor the checkpoint lacks is named with the ones it has', async () => {
-    await assert.rejects(extractAdaptors(PTH, ['clip'], path.join(tmp.dir, 'x.safetensors')), /no adaptor "clip"; its teachers are siglip2-g, dino_v3_7b, sam3/);
+  it("an adaptor the checkpoint lacks is named with the ones it has", async () => {
+    await assert.rejects(
+      extractAdaptors(PTH, ["clip"], path.join(tmp.dir, "x.safetensors")),
+      /no adaptor "clip"; its teachers are siglip2-g, dino_v3_7b, sam3/,
+    );
   });
 });
 
@@ -244,77 +257,115 @@ function zipStored(files: { name: string; data: Buffer }[], zip64 = false): Buff
   return Buffer.concat([...parts, cdBuf, ...tail, end]);
 }
 
-describe('torch.save zip reader', () => {
-  const tmp = tempDir('radio-torchzip-');
+describe("torch.save zip reader", () => {
+  const tmp = tempDir("radio-torchzip-");
   after(() => tmp.cleanup());
 
-  it('refuses a pickle that references an unexpected global, naming it and the file', () => {
+  it("refuses a pickle that references an unexpected global, naming it and the file", () => {
     // {'state_dict': posix.system('ls')} in protocol 2.
     const pkl = Buffer.concat([
       Buffer.from([0x80, 0x02, 0x7d, 0x28]), // PROTO 2, EMPTY_DICT, MARK
-      Buffer.from('X'), Buffer.from([10, 0, 0, 0]), Buffer.from('state_dict'),
-      Buffer.from('cposix\nsystem\n'),
-      Buffer.from('X'), Buffer.from([2, 0, 0, 0]), Buffer.from('ls'),
+      Buffer.from("X"),
+      Buffer.from([10, 0, 0, 0]),
+      Buffer.from("state_dict"),
+      Buffer.from("cposix\nsystem\n"),
+      Buffer.from("X"),
+      Buffer.from([2, 0, 0, 0]),
+      Buffer.from("ls"),
       Buffer.from([0x85, 0x52, 0x75, 0x2e]), // TUPLE1, REDUCE, SETITEMS, STOP
     ]);
-    const file = path.join(tmp.dir, 'evil.pth.tar');
-    writeFileSync(file, zipStored([{ name: 'evil/data.pkl', data: pkl }, { name: 'evil/version', data: Buffer.from('3\n') }]));
-    assert.throws(() => TorchZipCheckpoint.open(file), (err: Error) => {
-      assert.match(err.message, /evil\.pth\.tar/);
-      assert.match(err.message, /global posix\.system/);
-      return true;
-    });
+    const file = path.join(tmp.dir, "evil.pth.tar");
+    writeFileSync(
+      file,
+      zipStored([
+        { name: "evil/data.pkl", data: pkl },
+        { name: "evil/version", data: Buffer.from("3\n") },
+      ]),
+    );
+    assert.throws(
+      () => TorchZipCheckpoint.open(file),
+      (err: Error) => {
+        assert.match(err.message, /evil\.pth\.tar/);
+        assert.match(err.message, /global posix\.system/);
+        return true;
+      },
+    );
   });
 
-  it('reads a hand-made zip (plain and zip64) with an allowed pickle and a tensor', () => {
+  it("reads a hand-made zip (plain and zip64) with an allowed pickle and a tensor", () => {
     // {'d': OrderedDict(), 'dtype': torch.float32, 't': _rebuild_tensor_v2(storage 0 (HalfStorage, 4), 1, (3,), (1,), False, OrderedDict())}
-    const u = (s: string) => Buffer.concat([Buffer.from('X'), Buffer.from(Uint32Array.of(s.length).buffer), Buffer.from(s)]);
+    const u = (s: string) => Buffer.concat([Buffer.from("X"), Buffer.from(Uint32Array.of(s.length).buffer), Buffer.from(s)]);
     const pkl = Buffer.concat([
       Buffer.from([0x80, 0x02, 0x7d, 0x28]),
-      u('d'), Buffer.from('ccollections\nOrderedDict\n'), Buffer.from([0x29, 0x52]),
-      u('dtype'), Buffer.from('ctorch\nfloat32\n'),
-      u('t'), Buffer.from('ctorch._utils\n_rebuild_tensor_v2\n'), Buffer.from([0x28]),
-      Buffer.from([0x28]), u('storage'), Buffer.from('ctorch\nHalfStorage\n'), u('0'), u('cpu'), Buffer.from([0x4b, 4, 0x74, 0x51]),
-      Buffer.from([0x4b, 1, 0x4b, 3, 0x85, 0x4b, 1, 0x85, 0x89]), Buffer.from('ccollections\nOrderedDict\n'), Buffer.from([0x29, 0x52, 0x74, 0x52]),
+      u("d"),
+      Buffer.from("ccollections\nOrderedDict\n"),
+      Buffer.from([0x29, 0x52]),
+      u("dtype"),
+      Buffer.from("ctorch\nfloat32\n"),
+      u("t"),
+      Buffer.from("ctorch._utils\n_rebuild_tensor_v2\n"),
+      Buffer.from([0x28]),
+      Buffer.from([0x28]),
+      u("storage"),
+      Buffer.from("ctorch\nHalfStorage\n"),
+      u("0"),
+      u("cpu"),
+      Buffer.from([0x4b, 4, 0x74, 0x51]),
+      Buffer.from([0x4b, 1, 0x4b, 3, 0x85, 0x4b, 1, 0x85, 0x89]),
+      Buffer.from("ccollections\nOrderedDict\n"),
+      Buffer.from([0x29, 0x52, 0x74, 0x52]),
       Buffer.from([0x75, 0x2e]),
     ]);
     const halves = Buffer.from(Uint16Array.of(0x3c00, 0xc000, 0x3555, 0x7bff).buffer); // 1, -2, 0.333, 65504
     for (const zip64 of [false, true]) {
-      const file = path.join(tmp.dir, `ok${zip64 ? '64' : ''}.pth`);
-      writeFileSync(file, zipStored([{ name: 'ok/data.pkl', data: pkl }, { name: 'ok/byteorder', data: Buffer.from('little') }, { name: 'ok/data/0', data: halves }], zip64));
+      const file = path.join(tmp.dir, `ok${zip64 ? "64" : ""}.pth`);
+      writeFileSync(
+        file,
+        zipStored(
+          [
+            { name: "ok/data.pkl", data: pkl },
+            { name: "ok/byteorder", data: Buffer.from("little") },
+            { name: "ok/data/0", data: halves },
+          ],
+          zip64,
+        ),
+      );
       const c = TorchZipCheckpoint.open(file);
       const root = c.root as Map<string, unknown>;
-      assert.ok(root.get('d') instanceof Map);
-      assert.equal((root.get('dtype') as { dtype: string }).dtype, 'F32');
-      assert.deepEqual(Array.from(c.readFloat32(root.get('t') as TorchTensor)), [-2, 0.333251953125, 65504]);
+      assert.ok(root.get("d") instanceof Map);
+      assert.equal((root.get("dtype") as { dtype: string }).dtype, "F32");
+      assert.deepEqual(Array.from(c.readFloat32(root.get("t") as TorchTensor)), [-2, 0.333251953125, 65504]);
       c.close();
     }
   });
 
-  it('a truncated or non-zip file gets a clear error', { skip: !haveFixture }, () => {
-    const truncated = path.join(tmp.dir, 'truncated.pth.tar');
+  it("a truncated or non-zip file gets a clear error", { skip: !haveFixture }, () => {
+    const truncated = path.join(tmp.dir, "truncated.pth.tar");
     writeFileSync(truncated, readFileSync(PTH).subarray(0, 100_000));
-    assert.throws(() => TorchZipCheckpoint.open(truncated), /truncated\.pth\.tar: not a PyTorch zip checkpoint \(no end-of-central-directory record\); was it downloaded completely\?/);
-    const text = path.join(tmp.dir, 'notes.pth.tar');
-    writeFileSync(text, 'this is not a checkpoint\n'.repeat(10));
+    assert.throws(
+      () => TorchZipCheckpoint.open(truncated),
+      /truncated\.pth\.tar: not a PyTorch zip checkpoint \(no end-of-central-directory record\); was it downloaded completely\?/,
+    );
+    const text = path.join(tmp.dir, "notes.pth.tar");
+    writeFileSync(text, "this is not a checkpoint\n".repeat(10));
     assert.throws(() => TorchZipCheckpoint.open(text), /notes\.pth\.tar: not a PyTorch zip checkpoint/);
-    const tiny = path.join(tmp.dir, 'empty.pth.tar');
-    writeFileSync(tiny, '');
+    const tiny = path.join(tmp.dir, "empty.pth.tar");
+    writeFileSync(tiny, "");
     assert.throws(() => TorchZipCheckpoint.open(tiny), /empty\.pth\.tar: not a PyTorch zip checkpoint \(only 0 bytes\)/);
   });
 
-  it('reads the fixture: fp16 storages upcast exactly, args and teachers', { skip: !haveFixture }, () => {
+  it("reads the fixture: fp16 storages upcast exactly, args and teachers", { skip: !haveFixture }, () => {
     const c = TorchZipCheckpoint.open(PTH);
     try {
       const root = c.root as Map<string, unknown>;
-      assert.deepEqual([...root.keys()], ['state_dict', 'args', 'arch', 'epoch', 'version']);
-      const sd = root.get('state_dict') as Map<string, TorchTensor>;
-      const mean = c.readFloat32(sd.get('input_conditioner.norm_mean')!);
+      assert.deepEqual([...root.keys()], ["state_dict", "args", "arch", "epoch", "version"]);
+      const sd = root.get("state_dict") as Map<string, TorchTensor>;
+      const mean = c.readFloat32(sd.get("input_conditioner.norm_mean")!);
       // The HF file holds the same fp16-rounded values as float32.
-      const hf = SafetensorsFile.open(path.join(CKPT, 'model.safetensors'));
-      assert.deepEqual(Array.from(mean), Array.from(hf.readFloat32('radio_model.input_conditioner.norm_mean')));
-      const qkv = c.readFloat32(sd.get('base_model.blocks.1.attn.qkv.weight')!);
-      assert.deepEqual(qkv, hf.readFloat32('radio_model.model.blocks.1.attn.qkv.weight'));
+      const hf = SafetensorsFile.open(path.join(CKPT, "model.safetensors"));
+      assert.deepEqual(Array.from(mean), Array.from(hf.readFloat32("radio_model.input_conditioner.norm_mean")));
+      const qkv = c.readFloat32(sd.get("base_model.blocks.1.attn.qkv.weight")!);
+      assert.deepEqual(qkv, hf.readFloat32("radio_model.model.blocks.1.attn.qkv.weight"));
       hf.close();
     } finally {
       c.close();

@@ -3,14 +3,14 @@
 // batch's buffer handed back by the backend is reused for a later batch of the same size (and fully
 // overwritten), pixels go in as [0, 1] (the graph normalises), and only the outputs the batch's
 // requests need are fetched (summary-only calls never ask for the features).
-import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
 
-import type { GraphMetadata } from '../../server/src/compiler/metadata.js';
-import type { ServedModel } from '../../server/src/pipeline/models.js';
-import { Pipeline, TensorBuffers, type InferenceBackend } from '../../server/src/pipeline/pipeline.js';
-import type { ImageOutcome, OutputKind } from '../../server/src/pipeline/types.js';
-import { createPathPolicy, hwcToChw } from '../../server/src/preprocess/index.js';
+import type { GraphMetadata } from "../../server/src/compiler/metadata.js";
+import type { ServedModel } from "../../server/src/pipeline/models.js";
+import { Pipeline, TensorBuffers, type InferenceBackend } from "../../server/src/pipeline/pipeline.js";
+import type { ImageOutcome, OutputKind } from "../../server/src/pipeline/types.js";
+import { createPathPolicy, hwcToChw } from "../../server/src/preprocess/index.js";
 
 const SIDE = 32; // 2×2 patches of 16
 const S = 6; // summary width
@@ -24,7 +24,7 @@ function model(): ServedModel {
     normStd: [0.5, 0.25, 0.75],
     resolution: { preferred: [SIDE, SIDE], max: 2048, step: 16 },
   } as unknown as GraphMetadata;
-  return { name: 'm', dir: '/nonexistent', metadata, geometry: { patchSize: 16, windowSize: null, maxResolution: 2048, preferred: [SIDE, SIDE] } };
+  return { name: "m", dir: "/nonexistent", metadata, geometry: { patchSize: 16, windowSize: null, maxResolution: 2048, preferred: [SIDE, SIDE] } };
 }
 
 interface Call {
@@ -45,8 +45,8 @@ function fakeBackend(): InferenceBackend & { calls: Call[] } {
       calls.push({ pixels, copy: pixels.slice(), buffer: pixels.buffer, dims: [...dims], outputs });
       const [B] = dims;
       const positions = (dims[2] / 16) * (dims[3] / 16);
-      const wantS = !outputs || outputs.includes('summary');
-      const wantF = !outputs || outputs.includes('features');
+      const wantS = !outputs || outputs.includes("summary");
+      const wantF = !outputs || outputs.includes("features");
       return {
         summary: wantS ? new Float32Array(B * S).fill(1) : new Float32Array(0),
         summaryDims: wantS ? [B, S] : [],
@@ -69,7 +69,7 @@ async function pipelineWith(backend: InferenceBackend, m: ServedModel, maxBatch:
   return new Pipeline({
     models: [m],
     inference: backend,
-    postprocess: { run: () => Promise.reject(new Error('no postprocess in this test')) },
+    postprocess: { run: () => Promise.reject(new Error("no postprocess in this test")) },
     paths: await createPathPolicy([]),
     maxBatch,
     maxQueueDelayMs,
@@ -78,15 +78,15 @@ async function pipelineWith(backend: InferenceBackend, m: ServedModel, maxBatch:
   });
 }
 
-async function submit(p: Pipeline, images: Uint8Array[], output: OutputKind = 'summary'): Promise<ImageOutcome[]> {
+async function submit(p: Pipeline, images: Uint8Array[], output: OutputKind = "summary"): Promise<ImageOutcome[]> {
   const outcomes: ImageOutcome[] = [];
   const handle = p.submit(
     {
-      model: '',
+      model: "",
       resolution: `${SIDE}x${SIDE}`,
       output,
-      heatmap: { mode: 'pca1', smoothing: false, sigma: 0, outputHeight: 0, outputWidth: 0, maxSide: 0 },
-      images: images.map((data, i) => ({ id: `img${i}`, raw: { data, height: SIDE, width: SIDE, channels: 3 as const, dtype: 'uint8' as const } })),
+      heatmap: { mode: "pca1", smoothing: false, sigma: 0, outputHeight: 0, outputWidth: 0, maxSide: 0 },
+      images: images.map((data, i) => ({ id: `img${i}`, raw: { data, height: SIDE, width: SIDE, channels: 3 as const, dtype: "uint8" as const } })),
       deadline: null,
     },
     (o) => outcomes.push(o),
@@ -95,8 +95,8 @@ async function submit(p: Pipeline, images: Uint8Array[], output: OutputKind = 's
   return outcomes.sort((a, b) => a.index - b.index);
 }
 
-describe('batch assembly', () => {
-  it('converts decoded images straight into the batch, with the values hwcToChw gives', async () => {
+describe("batch assembly", () => {
+  it("converts decoded images straight into the batch, with the values hwcToChw gives", async () => {
     const backend = fakeBackend();
     const p = await pipelineWith(backend, model(), 1);
     const imgs = [image(1), image(2), image(3)];
@@ -107,25 +107,28 @@ describe('batch assembly', () => {
     const expected = imgs.map((im) => hwcToChw(im, SIDE, SIDE, 3));
     for (const c of backend.calls) {
       assert.deepEqual(c.dims, [1, 3, SIDE, SIDE]);
-      assert.ok(expected.some((e) => e.every((v, i) => v === c.copy[i])), 'a batch holds exactly one image, converted');
+      assert.ok(
+        expected.some((e) => e.every((v, i) => v === c.copy[i])),
+        "a batch holds exactly one image, converted",
+      );
     }
     p.close();
   });
 
-  it('reuses a batch buffer the backend handed back, overwriting all of it', async () => {
+  it("reuses a batch buffer the backend handed back, overwriting all of it", async () => {
     const backend = fakeBackend();
     const p = await pipelineWith(backend, model(), 1);
     await submit(p, [image(4)]);
     await submit(p, [image(5)]);
     await submit(p, [image(6)]);
     assert.equal(backend.calls.length, 3);
-    assert.equal(backend.calls[1]!.buffer, backend.calls[0]!.buffer, 'the second batch reuses the first one\'s buffer');
+    assert.equal(backend.calls[1]!.buffer, backend.calls[0]!.buffer, "the second batch reuses the first one's buffer");
     assert.equal(backend.calls[2]!.buffer, backend.calls[0]!.buffer);
-    assert.deepEqual([...backend.calls[2]!.copy], [...hwcToChw(image(6), SIDE, SIDE, 3)], 'no value of the earlier image is left');
+    assert.deepEqual([...backend.calls[2]!.copy], [...hwcToChw(image(6), SIDE, SIDE, 3)], "no value of the earlier image is left");
     p.close();
   });
 
-  it('TensorBuffers: takes the smallest free buffer that fits (up to twice the size), keeps at most `max`', () => {
+  it("TensorBuffers: takes the smallest free buffer that fits (up to twice the size), keeps at most `max`", () => {
     const t = new TensorBuffers(2);
     const a = new ArrayBuffer(400);
     const b = new ArrayBuffer(160);
@@ -145,7 +148,7 @@ describe('batch assembly', () => {
     assert.equal(t.size, 1);
   });
 
-  it('sends pixels as float32(v/255), never (x - mean) / std: the graph normalises', async () => {
+  it("sends pixels as float32(v/255), never (x - mean) / std: the graph normalises", async () => {
     const backend = fakeBackend();
     const p = await pipelineWith(backend, model(), 1);
     const im = image(7);
@@ -154,21 +157,27 @@ describe('batch assembly', () => {
     p.close();
   });
 
-  it('fetches only the outputs the batch needs', async () => {
+  it("fetches only the outputs the batch needs", async () => {
     const backend = fakeBackend();
     const p = await pipelineWith(backend, model(), 8, 50);
-    const summary = await submit(p, [image(8), image(9)], 'summary');
-    assert.deepEqual(backend.calls.at(-1)!.outputs, ['summary']);
-    assert.deepEqual(summary.map((o) => o.output!.tensor.shape), [[S], [S]]);
-    const nlc = await submit(p, [image(10)], 'features_nlc');
-    assert.deepEqual(backend.calls.at(-1)!.outputs, ['features']);
+    const summary = await submit(p, [image(8), image(9)], "summary");
+    assert.deepEqual(backend.calls.at(-1)!.outputs, ["summary"]);
+    assert.deepEqual(
+      summary.map((o) => o.output!.tensor.shape),
+      [[S], [S]],
+    );
+    const nlc = await submit(p, [image(10)], "features_nlc");
+    assert.deepEqual(backend.calls.at(-1)!.outputs, ["features"]);
     assert.deepEqual(nlc[0]!.output!.tensor.shape, [4, C]);
     // Two requests whose images share a batch (same size, submitted together, 50 ms batching delay): both outputs.
     const before = backend.calls.length;
-    const [a, b] = await Promise.all([submit(p, [image(11)], 'summary'), submit(p, [image(12)], 'features_nlc')]);
+    const [a, b] = await Promise.all([submit(p, [image(11)], "summary"), submit(p, [image(12)], "features_nlc")]);
     assert.deepEqual(a[0]!.output!.tensor.shape, [S]);
     assert.deepEqual(b[0]!.output!.tensor.shape, [4, C]);
-    assert.deepEqual(backend.calls.slice(before).map((c) => c.outputs), [['summary', 'features']]);
+    assert.deepEqual(
+      backend.calls.slice(before).map((c) => c.outputs),
+      [["summary", "features"]],
+    );
     p.close();
   });
 });

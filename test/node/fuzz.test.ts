@@ -9,19 +9,19 @@
  * Bounds: RADIO_FUZZ_MESSAGES (default 400) and RADIO_FUZZ_IMAGES (default 240), each phase also
  * capped at RADIO_FUZZ_SECONDS (default 12); RADIO_FUZZ_SEED picks the sequence (default below).
  */
-import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import assert from "node:assert/strict";
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
 
-import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import sharp from 'sharp';
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import sharp from "sharp";
 
-import { LOADER_OPTIONS, RADIO_PROTO } from '../../server/src/transport/grpc/proto.js';
-import { noiseRaw, solid } from './support/images.js';
-import { spawnSidecar, type Sidecar } from './support/sidecar.js';
-import { compileTinyModel, metricValue, RadioClient, tempDir } from './support/server.js';
+import { LOADER_OPTIONS, RADIO_PROTO } from "../../server/src/transport/grpc/proto.js";
+import { noiseRaw, solid } from "./support/images.js";
+import { spawnSidecar, type Sidecar } from "./support/sidecar.js";
+import { compileTinyModel, metricValue, RadioClient, tempDir } from "./support/server.js";
 
 const SEED = Number(process.env.RADIO_FUZZ_SEED ?? 0x5eed2026);
 const MESSAGES = Number(process.env.RADIO_FUZZ_MESSAGES ?? 400);
@@ -97,8 +97,8 @@ async function bounded(n: number, seconds: number, work: (i: number) => Promise<
 }
 
 describe(`fuzzing (seed ${SEED})`, () => {
-  const tmp = tempDir('radio-fuzz-');
-  const root = path.join(tmp.dir, 'root');
+  const tmp = tempDir("radio-fuzz-");
+  const root = path.join(tmp.dir, "root");
   let sidecar: Sidecar;
   let address: string;
   let raw: grpc.Client;
@@ -110,20 +110,37 @@ describe(`fuzzing (seed ${SEED})`, () => {
   before(async () => {
     mkdirSync(root);
     const graph = await compileTinyModel(tmp.dir);
-    const png = await sharp(noiseRaw(48, 32, 3), { raw: { width: 48, height: 32, channels: 3 } }).png().toBuffer();
-    writeFileSync(path.join(root, 'a.png'), png);
+    const png = await sharp(noiseRaw(48, 32, 3), { raw: { width: 48, height: 32, channels: 3 } })
+      .png()
+      .toBuffer();
+    writeFileSync(path.join(root, "a.png"), png);
     const pkg = protoLoader.loadSync(RADIO_PROTO, LOADER_OPTIONS);
-    const def = pkg['radio.v1.Radio'] as Record<string, protoLoader.MethodDefinition<unknown, unknown>>;
+    const def = pkg["radio.v1.Radio"] as Record<string, protoLoader.MethodDefinition<unknown, unknown>>;
     embedRequest = (o) => def.Embed!.requestSerialize(o);
     embedResponse = (b) => def.Embed!.responseDeserialize(b) as ReturnType<typeof embedResponse>;
     // Valid requests of every shape, to mutate.
     seeds.push(
-      embedRequest({ images: [{ id: 'a', encoded: png }] }),
-      embedRequest({ images: [{ id: 'p', path: path.join(root, 'a.png') }, { id: 'q', path: '/etc/passwd' }], options: { resolution: 'native' } }),
-      embedRequest({ images: [{ id: 'r', raw: { data: Buffer.alloc(16 * 16 * 3, 128), height: 16, width: 16, channels: 3, dtype: 'DTYPE_UINT8' } }], options: { output: 'FEATURES_NCHW', resolution: '32x32' } }),
-      embedRequest({ images: [{ id: 'f', raw: { data: Buffer.alloc(16 * 16 * 4 * 4), height: 16, width: 16, channels: 4, dtype: 'DTYPE_FLOAT32' } }], options: { output: 'FEATURES_NLC', resolution: 'max:64' } }),
-      embedRequest({ images: [{ id: 'h', encoded: png }], options: { output: 'HEATMAP', resolution: 'native', heatmap: { mode: 'PCA3_RGB', smoothing: true, sigma: 1.5, outputHeight: 20, outputWidth: 30 } } }),
-      embedRequest({ images: [{ id: 'm1', encoded: png }, { id: 'm2', encoded: png }, { id: 'm3' }], options: { model: 'tiny', resolution: 'default' } }),
+      embedRequest({ images: [{ id: "a", encoded: png }] }),
+      embedRequest({
+        images: [
+          { id: "p", path: path.join(root, "a.png") },
+          { id: "q", path: "/etc/passwd" },
+        ],
+        options: { resolution: "native" },
+      }),
+      embedRequest({
+        images: [{ id: "r", raw: { data: Buffer.alloc(16 * 16 * 3, 128), height: 16, width: 16, channels: 3, dtype: "DTYPE_UINT8" } }],
+        options: { output: "FEATURES_NCHW", resolution: "32x32" },
+      }),
+      embedRequest({
+        images: [{ id: "f", raw: { data: Buffer.alloc(16 * 16 * 4 * 4), height: 16, width: 16, channels: 4, dtype: "DTYPE_FLOAT32" } }],
+        options: { output: "FEATURES_NLC", resolution: "max:64" },
+      }),
+      embedRequest({
+        images: [{ id: "h", encoded: png }],
+        options: { output: "HEATMAP", resolution: "native", heatmap: { mode: "PCA3_RGB", smoothing: true, sigma: 1.5, outputHeight: 20, outputWidth: 30 } },
+      }),
+      embedRequest({ images: [{ id: "m1", encoded: png }, { id: "m2", encoded: png }, { id: "m3" }], options: { model: "tiny", resolution: "default" } }),
     );
     // Valid images of every format, to mutate.
     const noise = sharp(noiseRaw(40, 32, 9), { raw: { width: 40, height: 32, channels: 3 } });
@@ -133,11 +150,15 @@ describe(`fuzzing (seed ${SEED})`, () => {
       png,
       await noise.clone().png({ palette: true }).toBuffer(),
       await noise.clone().webp().toBuffer(),
-      await noise.clone().tiff({ compression: 'lzw' }).toBuffer(),
-      await sharp([await solid(24, 24, { r: 255, g: 0, b: 0 }).png().toBuffer(), await solid(24, 24, { r: 0, g: 0, b: 255 }).png().toBuffer()], { join: { animated: true } }).gif().toBuffer(),
+      await noise.clone().tiff({ compression: "lzw" }).toBuffer(),
+      await sharp([await solid(24, 24, { r: 255, g: 0, b: 0 }).png().toBuffer(), await solid(24, 24, { r: 0, g: 0, b: 255 }).png().toBuffer()], {
+        join: { animated: true },
+      })
+        .gif()
+        .toBuffer(),
       await noise.clone().withMetadata({ orientation: 6 }).jpeg().toBuffer(),
     );
-    sidecar = spawnSidecar(['--model', `tiny=${graph}`, '--allowed-root', root, '--http-port', 'auto', '--max-queue', '64', '--threads', '2']);
+    sidecar = spawnSidecar(["--model", `tiny=${graph}`, "--allowed-root", root, "--http-port", "auto", "--max-queue", "64", "--threads", "2"]);
     address = `unix:${(await sidecar.ready).socket}`;
     raw = new grpc.Client(address, grpc.credentials.createInsecure());
   });
@@ -154,23 +175,30 @@ describe(`fuzzing (seed ${SEED})`, () => {
     const imageCodes: string[] = [];
     let results = 0;
     return new Promise((resolve) => {
-      const call = raw.makeServerStreamRequest('/radio.v1.Radio/Embed', (b: Buffer) => b, decode, bytes, new grpc.Metadata(), { deadline: Date.now() + CALL_DEADLINE_MS });
-      call.on('data', (b: Buffer) => {
+      const call = raw.makeServerStreamRequest("/radio.v1.Radio/Embed", (b: Buffer) => b, decode, bytes, new grpc.Metadata(), {
+        deadline: Date.now() + CALL_DEADLINE_MS,
+      });
+      call.on("data", (b: Buffer) => {
         // The answers are decoded with the real message type, to look at per-image errors.
         for (const r of embedResponse(b).results) {
           results++;
           if (r.error) imageCodes.push(r.error.code);
         }
       });
-      call.on('error', (e: grpc.ServiceError) => resolve({ code: e.code, details: e.details, imageCodes, results }));
-      call.on('end', () => resolve({ code: grpc.status.OK, details: '', imageCodes, results }));
+      call.on("error", (e: grpc.ServiceError) => resolve({ code: e.code, details: e.details, imageCodes, results }));
+      call.on("end", () => resolve({ code: grpc.status.OK, details: "", imageCodes, results }));
     });
   }
 
   function sendInfo(bytes: Buffer): Promise<grpc.status> {
     return new Promise((resolve) =>
-      raw.makeUnaryRequest('/radio.v1.Radio/Info', (b: Buffer) => b, (b: Buffer) => b, bytes, { deadline: Date.now() + CALL_DEADLINE_MS }, (e) =>
-        resolve(e ? (e as grpc.ServiceError).code : grpc.status.OK),
+      raw.makeUnaryRequest(
+        "/radio.v1.Radio/Info",
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        bytes,
+        { deadline: Date.now() + CALL_DEADLINE_MS },
+        (e) => resolve(e ? (e as grpc.ServiceError).code : grpc.status.OK),
       ),
     );
   }
@@ -179,25 +207,30 @@ describe(`fuzzing (seed ${SEED})`, () => {
     assert.ok(sidecar.alive(), `the sidecar died:\n${sidecar.stderr()}`);
     const c = new RadioClient(address);
     try {
-      assert.equal(await c.healthCheck(''), 'SERVING');
-      const [r] = await c.embed({ images: [{ id: 'ok', encoded: images[2]! }] }).done;
-      assert.ok(r!.output, 'a valid request still works');
+      assert.equal(await c.healthCheck(""), "SERVING");
+      const [r] = await c.embed({ images: [{ id: "ok", encoded: images[2]! }] }).done;
+      assert.ok(r!.output, "a valid request still works");
     } finally {
       c.close();
     }
   }
 
   const tally = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
-  const show = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ');
+  const show = (m: Map<string, number>) =>
+    [...m]
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, v]) => `${k} ${v}`)
+      .join(", ");
 
-  it('mutated and random request messages never crash the server', async () => {
+  it("mutated and random request messages never crash the server", async () => {
     const r = rng(SEED);
     const statuses = new Map<string, number>();
     const imageCodes = new Map<string, number>();
     const problems: string[] = [];
     const sent = await bounded(MESSAGES, SECONDS, async (i) => {
       const kind = r.next();
-      const bytes = kind < 0.15 ? randomBytes(r, r.int(512)) : kind < 0.25 ? Buffer.concat([r.pick(seeds), mutate(r, r.pick(seeds))]) : mutate(r, r.pick(seeds));
+      const bytes =
+        kind < 0.15 ? randomBytes(r, r.int(512)) : kind < 0.25 ? Buffer.concat([r.pick(seeds), mutate(r, r.pick(seeds))]) : mutate(r, r.pick(seeds));
       if (i % 10 === 0) {
         const code = await sendInfo(bytes);
         tally(statuses, `Info ${grpc.status[code]}`);
@@ -207,9 +240,11 @@ describe(`fuzzing (seed ${SEED})`, () => {
       const res = await sendEmbed(bytes);
       tally(statuses, `Embed ${grpc.status[res.code]}`);
       for (const c of res.imageCodes) tally(imageCodes, c);
-      const fine = [grpc.status.OK, grpc.status.INVALID_ARGUMENT, grpc.status.RESOURCE_EXHAUSTED].includes(res.code) || (res.code === grpc.status.INTERNAL && /deserializ/i.test(res.details));
+      const fine =
+        [grpc.status.OK, grpc.status.INVALID_ARGUMENT, grpc.status.RESOURCE_EXHAUSTED].includes(res.code) ||
+        (res.code === grpc.status.INTERNAL && /deserializ/i.test(res.details));
       if (!fine) problems.push(`Embed #${i}: ${grpc.status[res.code]} ${res.details}`);
-      if (res.imageCodes.includes('INTERNAL')) problems.push(`Embed #${i}: an image failed with INTERNAL`);
+      if (res.imageCodes.includes("INTERNAL")) problems.push(`Embed #${i}: an image failed with INTERNAL`);
     });
     process.stderr.write(`fuzz messages (seed ${SEED}): ${sent} sent; calls: ${show(statuses)}; image errors: ${show(imageCodes)}\n`);
     assert.ok(sent >= Math.min(MESSAGES, 100), `only ${sent} messages in ${SECONDS} s`);
@@ -217,7 +252,7 @@ describe(`fuzzing (seed ${SEED})`, () => {
     await stillServing();
   });
 
-  it('mutated image bytes give a result or an input error, never a crash', async () => {
+  it("mutated image bytes give a result or an input error, never a crash", async () => {
     const r = rng(SEED ^ 0x9e3779b9);
     const outcomes = new Map<string, number>();
     const problems: string[] = [];
@@ -231,18 +266,21 @@ describe(`fuzzing (seed ${SEED})`, () => {
         return { id: `img${i}-${k}`, encoded: r.next() < 0.8 ? mutate(r, src, 4) : mutate(r, src) };
       });
       tried += batch.length;
-      const res = await sendEmbed(embedRequest({ images: batch, options: { resolution: r.next() < 0.5 ? 'native' : 'max:128' } }));
+      const res = await sendEmbed(embedRequest({ images: batch, options: { resolution: r.next() < 0.5 ? "native" : "max:128" } }));
       if (res.code !== grpc.status.OK) problems.push(`call #${i}: ${grpc.status[res.code]} ${res.details}`);
       if (res.results !== PER_CALL) problems.push(`call #${i}: ${res.results} results for ${PER_CALL} images`);
-      for (let k = 0; k < res.results - res.imageCodes.length; k++) tally(outcomes, 'decoded');
+      for (let k = 0; k < res.results - res.imageCodes.length; k++) tally(outcomes, "decoded");
       for (const c of res.imageCodes) tally(outcomes, c);
-      if (res.imageCodes.includes('INTERNAL')) problems.push(`call #${i}: an image failed with INTERNAL`);
+      if (res.imageCodes.includes("INTERNAL")) problems.push(`call #${i}: an image failed with INTERNAL`);
     });
     const afterText = await sidecar.metrics();
     process.stderr.write(`fuzz images (seed ${SEED}): ${tried} mutated images; ${show(outcomes)}\n`);
     assert.ok(tried >= Math.min(IMAGES, 80), `only ${tried} images in ${SECONDS} s`);
     assert.deepEqual(problems, []);
-    assert.equal(metricValue(afterText, 'radio_image_failures_total', { code: 'INTERNAL' }) - metricValue(before, 'radio_image_failures_total', { code: 'INTERNAL' }), 0);
+    assert.equal(
+      metricValue(afterText, "radio_image_failures_total", { code: "INTERNAL" }) - metricValue(before, "radio_image_failures_total", { code: "INTERNAL" }),
+      0,
+    );
     await stillServing();
   });
 });

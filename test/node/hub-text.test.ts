@@ -34,7 +34,18 @@ const RADIO = KNOWN_MODELS["c-radio_v4-h"]!;
 const SHARD1 = "model-00001-of-00002.safetensors";
 const SHARD2 = "model-00002-of-00002.safetensors";
 const PRIVATE_REPO = "acme/siglip-private";
-const ENV_KEYS = ["HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME", "HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"];
+const ENV_KEYS = [
+  "HF_HOME",
+  "HF_HUB_CACHE",
+  "HUGGINGFACE_HUB_CACHE",
+  "XDG_CACHE_HOME",
+  "HF_ENDPOINT",
+  "HF_TOKEN",
+  "HUGGING_FACE_HUB_TOKEN",
+  "HF_TOKEN_PATH",
+  "HF_HUB_OFFLINE",
+  "TRANSFORMERS_OFFLINE",
+];
 
 let hub: FakeHub;
 let root: string;
@@ -135,12 +146,23 @@ describe("text tower subset", { skip }, () => {
 
     // the folder: small files (links into the snapshot) + the subset, no weights index, no leftovers
     assert.deepEqual((await readdir(res.dir)).sort(), ["config.json", "special_tokens_map.json", TEXT_SUBSET_FILE, "tokenizer.json", "tokenizer_config.json"]);
-    for (const [p, f] of [[res.configPath, "config.json"], [res.tokenizerPath, "tokenizer.json"], [res.tokenizerConfigPath, "tokenizer_config.json"], [res.specialTokensMapPath, "special_tokens_map.json"]] as const) {
+    for (const [p, f] of [
+      [res.configPath, "config.json"],
+      [res.tokenizerPath, "tokenizer.json"],
+      [res.tokenizerConfigPath, "tokenizer_config.json"],
+      [res.specialTokensMapPath, "special_tokens_map.json"],
+    ] as const) {
       assert.equal(p, join(res.dir, f));
       assert.ok((await readFile(p)).equals(await readFile(join(SIGLIP_DIR, f))), f);
     }
     // the snapshot holds repo files only: the small ones, not the shards, not the subset
-    assert.deepEqual((await readdir(res.snapshotDir)).sort(), ["config.json", "model.safetensors.index.json", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]);
+    assert.deepEqual((await readdir(res.snapshotDir)).sort(), [
+      "config.json",
+      "model.safetensors.index.json",
+      "special_tokens_map.json",
+      "tokenizer.json",
+      "tokenizer_config.json",
+    ]);
 
     // bytes: shard 2 (vision only) is never read; shard 1 only its header and the text span
     const shardBytes = (await readFile(join(SIGLIP_DIR, SHARD1))).length + (await readFile(join(SIGLIP_DIR, SHARD2))).length;
@@ -150,7 +172,10 @@ describe("text tower subset", { skip }, () => {
     assert.ok(weightBytes < subsetSize + 2 * 8 + 4600, `ranged reads transferred ${weightBytes} bytes for a ${subsetSize}-byte subset`);
     assert.ok(hub.requests.filter((r) => r.file === SHARD1 && r.method === "GET").every((r) => typeof r.headers.range === "string"));
     assert.ok(!hub.requests.some((r) => r.file === SHARD2 && r.method === "GET"));
-    assert.equal(res.downloadedBytes, hub.requests.filter((r) => r.file === SHARD1 && r.kind === "lfs" && (r.bytesSent ?? 0) > 5000).reduce((a, r) => a + r.bytesSent!, 0));
+    assert.equal(
+      res.downloadedBytes,
+      hub.requests.filter((r) => r.file === SHARD1 && r.kind === "lfs" && (r.bytesSent ?? 0) > 5000).reduce((a, r) => a + r.bytesSent!, 0),
+    );
 
     // progress of the subset (after the small files' own): from 0, monotonic, ends at the subset's size
     const subsetEvents = progress.filter((p) => p.total === subsetSize);
@@ -167,12 +192,18 @@ describe("text tower subset", { skip }, () => {
     const first = await downloadTextTower(opts(cache));
     hub.clearRequests();
     const pinned = await downloadTextTower(opts(cache, { revision: textCommit }));
-    assert.deepEqual(hub.requests.map((r) => `${r.method} ${r.url}`), []);
+    assert.deepEqual(
+      hub.requests.map((r) => `${r.method} ${r.url}`),
+      [],
+    );
     assert.equal(pinned.weightsPath, first.weightsPath);
     assert.equal(pinned.offline, true);
     assert.equal(pinned.downloadedBytes, 0);
     const offline = await downloadTextTower(opts(cache, { offline: true }));
-    assert.deepEqual(hub.requests.map((r) => `${r.method} ${r.url}`), []);
+    assert.deepEqual(
+      hub.requests.map((r) => `${r.method} ${r.url}`),
+      [],
+    );
     assert.deepEqual(offline.tensors, first.tensors);
     process.env.HF_HUB_OFFLINE = "1";
     try {
@@ -180,9 +211,15 @@ describe("text tower subset", { skip }, () => {
     } finally {
       delete process.env.HF_HUB_OFFLINE;
     }
-    assert.deepEqual(hub.requests.map((r) => `${r.method} ${r.url}`), []);
+    assert.deepEqual(
+      hub.requests.map((r) => `${r.method} ${r.url}`),
+      [],
+    );
     const branch = await downloadTextTower(opts(cache));
-    assert.deepEqual(hub.requests.map((r) => r.kind), ["repo-info"]);
+    assert.deepEqual(
+      hub.requests.map((r) => r.kind),
+      ["repo-info"],
+    );
     assert.equal(branch.downloadedBytes, 0);
   });
 
@@ -209,7 +246,10 @@ describe("text tower subset", { skip }, () => {
     assert.deepEqual(ranges, [`bytes=${cutStart + 50_000}-${/-(\d+)$/.exec(cutRange)![1]}`]);
     assert.ok(logLines.some((l) => /resuming text_model\.safetensors/.test(l)));
     assertSubsetMatches(res.weightsPath);
-    assert.deepEqual((await readdir(dir)).filter((f) => f.includes(".incomplete") || f.includes("journal")), []);
+    assert.deepEqual(
+      (await readdir(dir)).filter((f) => f.includes(".incomplete") || f.includes("journal")),
+      [],
+    );
   });
 
   test("a dropped connection is resumed within the same call, same bytes as an uninterrupted download", async () => {
@@ -248,7 +288,10 @@ describe("text tower subset", { skip }, () => {
     await rm(join(cache, `models--${TEXT_REPO.replace("/", "--")}`, SUBSETS_DIR), { recursive: true });
     hub.clearRequests();
     await assert.rejects(downloadTextTower(opts(cache, { offline: true })), /text_model\.safetensors/);
-    assert.deepEqual(hub.requests.map((r) => `${r.method} ${r.url}`), []);
+    assert.deepEqual(
+      hub.requests.map((r) => `${r.method} ${r.url}`),
+      [],
+    );
   });
 
   test("wrong token -> unauthorized; the right one works", async () => {
@@ -304,11 +347,17 @@ describe("torch.hub adaptor checkpoint", { skip }, () => {
     const again = await downloadAdaptorCheckpoint({ model: "nvidia/C-RADIOv4-H", cacheDir: cache, offline: true, progress: "none", logger });
     assert.equal(again.path, res.path);
     assert.equal(again.downloaded, false);
-    assert.deepEqual(hub.requests.map((r) => `${r.method} ${r.url}`), []);
+    assert.deepEqual(
+      hub.requests.map((r) => `${r.method} ${r.url}`),
+      [],
+    );
   });
 
   test("a repo id without a catalogue entry needs the file name", async () => {
-    await assert.rejects(downloadAdaptorCheckpoint({ model: "acme/other", cacheDir: await freshDir(), endpoint: hub.endpoint }), /no adaptor checkpoint is known/);
+    await assert.rejects(
+      downloadAdaptorCheckpoint({ model: "acme/other", cacheDir: await freshDir(), endpoint: hub.endpoint }),
+      /no adaptor checkpoint is known/,
+    );
   });
 });
 
@@ -330,6 +379,9 @@ describe("cli", { skip }, () => {
     assert.equal((JSON.parse(offline.stdout) as { dir: string }).dir, out.dir);
     const pth = await run(["fetch-adaptor", "--model", "nvidia/C-RADIOv4-H", "--cache-dir", cache, "--offline"]);
     assert.equal((JSON.parse(pth.stdout) as { path: string }).path, out.adaptor.path);
-    assert.deepEqual(hub.requests.map((r) => `${r.method} ${r.url}`), []);
+    assert.deepEqual(
+      hub.requests.map((r) => `${r.method} ${r.url}`),
+      [],
+    );
   });
 });

@@ -12,13 +12,7 @@ import { PassThrough } from "node:stream";
 import { after, before, beforeEach, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { PRESETS, generateCheckpoint } from "../../server/src/checkpoint/generate.js";
-import {
-  HubDownloadError,
-  downloadCheckpoint,
-  resolveToken,
-  type DownloadCheckpointOptions,
-  type DownloadProgress,
-} from "../../server/src/checkpoint/hub.js";
+import { HubDownloadError, downloadCheckpoint, resolveToken, type DownloadCheckpointOptions, type DownloadProgress } from "../../server/src/checkpoint/hub.js";
 import { PRODUCT } from "../../server/src/version.js";
 import { FakeHub, deterministicBytes } from "./support/fake-hub.js";
 
@@ -56,7 +50,9 @@ function opts(cacheDir: string, extra: Partial<DownloadCheckpointOptions> = {}):
 }
 
 async function sha256File(p: string): Promise<string> {
-  return createHash("sha256").update(await readFile(p)).digest("hex");
+  return createHash("sha256")
+    .update(await readFile(p))
+    .digest("hex");
 }
 
 function gitSha1(data: Buffer): string {
@@ -193,7 +189,10 @@ describe("download into the Python huggingface_hub cache layout", () => {
     assert.ok(!res.downloaded.includes("model.safetensors"));
     // its sha256 comes from the one paths-info request; the file itself is not requested
     assert.equal(hub.requests.filter((r) => r.kind === "paths-info").length, 1);
-    assert.deepEqual(hub.fileRequests().filter((r) => r.file === "model.safetensors"), []);
+    assert.deepEqual(
+      hub.fileRequests().filter((r) => r.file === "model.safetensors"),
+      [],
+    );
     assert.equal(await readlink(join(res.snapshotDir, "model.safetensors")), `../../blobs/${sha}`);
   });
 
@@ -216,12 +215,7 @@ describe("download into the Python huggingface_hub cache layout", () => {
     const cache = await freshDir();
     const res = await downloadCheckpoint(opts(cache, { repo }));
     assert.equal(res.commit, commit);
-    assert.deepEqual(res.files, [
-      "config.json",
-      "model.safetensors.index.json",
-      "model-00001-of-00002.safetensors",
-      "model-00002-of-00002.safetensors",
-    ]);
+    assert.deepEqual(res.files, ["config.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]);
     assert.ok((await readFile(join(res.snapshotDir, "model-00002-of-00002.safetensors"))).equals(s2));
 
     // offline completeness: a missing shard is reported by name
@@ -234,7 +228,10 @@ describe("download into the Python huggingface_hub cache layout", () => {
     hub.clearRequests();
     await downloadCheckpoint(opts(cache, { repo }));
     assert.deepEqual(hub.fileRequests(), []);
-    assert.deepEqual(hub.requests.map((r) => r.kind), ["repo-info", "paths-info"]);
+    assert.deepEqual(
+      hub.requests.map((r) => r.kind),
+      ["repo-info", "paths-info"],
+    );
   });
 
   test("small files: the same-origin resolve-cache redirect is followed (token kept), or served directly", async () => {
@@ -266,10 +263,7 @@ describe("download into the Python huggingface_hub cache layout", () => {
     const res = await downloadCheckpoint(opts(cache, { files: ["config.json", "*.md"] }));
     assert.deepEqual(res.files, ["config.json", "README.md"]);
     assert.deepEqual((await readdir(res.snapshotDir)).sort(), ["README.md", "config.json"]);
-    await assert.rejects(
-      downloadCheckpoint(opts(cache, { files: ["nope.bin"] })),
-      isHubError("entry_not_found", /nope\.bin/, /C-RADIOv4-H/),
-    );
+    await assert.rejects(downloadCheckpoint(opts(cache, { files: ["nope.bin"] })), isHubError("entry_not_found", /nope\.bin/, /C-RADIOv4-H/));
     await assert.rejects(downloadCheckpoint(opts(cache, { files: ["../evil"] })), TypeError);
   });
 });
@@ -284,10 +278,7 @@ describe("resume", () => {
     const incomplete = join(storageOf(cache), "blobs", `${sha}.incomplete`);
     hub.fault({ kind: "cut", file: "model.safetensors", afterBytes: 1_000_000 });
 
-    await assert.rejects(
-      downloadCheckpoint(opts(cache, { retries: 0 })),
-      isHubError("network", /model\.safetensors/, /resume/, /\.incomplete/),
-    );
+    await assert.rejects(downloadCheckpoint(opts(cache, { retries: 0 })), isHubError("network", /model\.safetensors/, /resume/, /\.incomplete/));
     const partial = (await stat(incomplete)).size;
     assert.ok(partial > 0 && partial < src.length, `partial size ${partial}`);
     assert.ok(!existsSync(join(storageOf(cache), "blobs", sha)), "no blob for a partial file");
@@ -397,10 +388,7 @@ describe("checksum", () => {
     const src = await readFile(join(ckptDir, "model.safetensors"));
     const sha = createHash("sha256").update(src).digest("hex");
     hub.fault({ kind: "corrupt", file: "model.safetensors" });
-    await assert.rejects(
-      downloadCheckpoint(opts(cache)),
-      isHubError("checksum", /model\.safetensors/, new RegExp(sha), /deleted/),
-    );
+    await assert.rejects(downloadCheckpoint(opts(cache)), isHubError("checksum", /model\.safetensors/, new RegExp(sha), /deleted/));
     const blobs = await readdir(join(storageOf(cache), "blobs"));
     assert.ok(!blobs.includes(sha), "corrupted blob not stored");
     assert.ok(!blobs.some((b) => b.endsWith(".incomplete")), "no partial left");
@@ -447,14 +435,8 @@ describe("offline and network failures", () => {
     );
     const partial = await freshDir();
     await downloadCheckpoint(opts(partial, { files: ["config.json"] }));
-    await assert.rejects(
-      downloadCheckpoint(opts(partial, { offline: true })),
-      isHubError("not_cached", /incomplete/, /\*\.safetensors/),
-    );
-    await assert.rejects(
-      downloadCheckpoint(opts(partial, { offline: true, revision: "v2" })),
-      isHubError("not_cached", /'v2'/, /refs\/v2/),
-    );
+    await assert.rejects(downloadCheckpoint(opts(partial, { offline: true })), isHubError("not_cached", /incomplete/, /\*\.safetensors/));
+    await assert.rejects(downloadCheckpoint(opts(partial, { offline: true, revision: "v2" })), isHubError("not_cached", /'v2'/, /refs\/v2/));
     assert.equal(hub.contentRequests().length, 1); // the config.json download only
   });
 
@@ -511,10 +493,7 @@ describe("revisions", () => {
     assert.equal(await readFile(join(storage, "refs", "main"), "utf8"), v2);
     assert.ok((await readFile(join(cur.snapshotDir, "model.safetensors"))).equals(w2));
     // identical config.json is one blob shared by both snapshots
-    assert.equal(
-      await readlink(join(old.snapshotDir, "config.json")),
-      await readlink(join(cur.snapshotDir, "config.json")),
-    );
+    assert.equal(await readlink(join(old.snapshotDir, "config.json")), await readlink(join(cur.snapshotDir, "config.json")));
     assert.equal((await readdir(join(storage, "blobs"))).length, 3);
   });
 
@@ -559,10 +538,7 @@ describe("authentication and not-found errors", () => {
   });
 
   test("private repo: no token -> unauthorized error saying to set HF_TOKEN", async () => {
-    await assert.rejects(
-      downloadCheckpoint(opts(await freshDir(), { repo: priv })),
-      isHubError("unauthorized", /HTTP 401/, /HF_TOKEN/, /No token was sent/),
-    );
+    await assert.rejects(downloadCheckpoint(opts(await freshDir(), { repo: priv })), isHubError("unauthorized", /HTTP 401/, /HF_TOKEN/, /No token was sent/));
     await assert.rejects(
       downloadCheckpoint(opts(await freshDir(), { repo: priv, token: "hf_wrong" })),
       isHubError("unauthorized", /token was sent \(from the token option\)/),
@@ -605,10 +581,7 @@ describe("authentication and not-found errors", () => {
       downloadCheckpoint(opts(await freshDir(), { repo: gated })),
       isHubError("gated", /gated/, /request access/i, /HF_TOKEN/, new RegExp(`${hub.endpoint}/test/gated`)),
     );
-    await assert.rejects(
-      downloadCheckpoint(opts(await freshDir(), { repo: gated, token: "hf_other" })),
-      isHubError("gated", /HTTP 403/),
-    );
+    await assert.rejects(downloadCheckpoint(opts(await freshDir(), { repo: gated, token: "hf_other" })), isHubError("gated", /HTTP 403/));
     const res = await downloadCheckpoint(opts(await freshDir(), { repo: gated, token: "hf_granted" }));
     assert.equal(res.files.length, 2);
   });
@@ -686,7 +659,10 @@ describe("progress", () => {
 
   test("non-TTY: plain lines every 10%", async () => {
     await downloadCheckpoint(opts(await freshDir(), { progress: "log" }));
-    const pct = logLines.map((l) => /: (\d+)% \(/.exec(l)?.[1]).filter((x): x is string => x !== undefined).map(Number);
+    const pct = logLines
+      .map((l) => /: (\d+)% \(/.exec(l)?.[1])
+      .filter((x): x is string => x !== undefined)
+      .map(Number);
     assert.ok(pct.length >= 5 && pct.length <= 12, `lines: ${logLines.join("\n")}`);
     assert.equal(pct.at(-1), 100);
     assert.ok(logLines.some((l) => /^download nvidia\/C-RADIOv4-H@[0-9a-f]{7}: 3 file\(s\)/.test(l)));
@@ -722,9 +698,7 @@ describe("concurrency", () => {
 });
 
 // Cross-check with the real Python client when one is available (HUB_TEST_PYTHON, or the repo's .venv).
-const pythonCandidates = [process.env.HUB_TEST_PYTHON, join(process.cwd(), ".venv", "bin", "python")].filter(
-  (p): p is string => !!p && existsSync(p),
-);
+const pythonCandidates = [process.env.HUB_TEST_PYTHON, join(process.cwd(), ".venv", "bin", "python")].filter((p): p is string => !!p && existsSync(p));
 async function findPython(): Promise<string | undefined> {
   for (const py of pythonCandidates) {
     try {
@@ -749,10 +723,10 @@ describe("interop with Python huggingface_hub", { skip: python ? false : "no pyt
 
   test("a snapshot downloaded by Python is a cache hit here", async () => {
     const cache = await freshDir();
-    const pyDir = await run(
-      `from huggingface_hub import snapshot_download; print(snapshot_download("${REPO}", allow_patterns=${patterns}))`,
-      { HF_HUB_CACHE: cache, HF_ENDPOINT: hub.endpoint },
-    );
+    const pyDir = await run(`from huggingface_hub import snapshot_download; print(snapshot_download("${REPO}", allow_patterns=${patterns}))`, {
+      HF_HUB_CACHE: cache,
+      HF_ENDPOINT: hub.endpoint,
+    });
     hub.clearRequests();
     const res = await downloadCheckpoint(opts(cache));
     assert.equal(res.snapshotDir, pyDir);

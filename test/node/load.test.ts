@@ -4,21 +4,21 @@
  * the dynamic batcher must form bigger batches under load than for one client, and the sidecar's
  * RSS must stay flat between the end of the load's first third (warm) and its end.
  */
-import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
 
-import sharp from 'sharp';
+import sharp from "sharp";
 
-import { noiseRaw } from './support/images.js';
-import { spawnSidecar, MB, type Sidecar } from './support/sidecar.js';
-import { compileTinyModel, metricValue, RadioClient, tempDir, type ImageInputMsg } from './support/server.js';
+import { noiseRaw } from "./support/images.js";
+import { spawnSidecar, MB, type Sidecar } from "./support/sidecar.js";
+import { compileTinyModel, metricValue, RadioClient, tempDir, type ImageInputMsg } from "./support/server.js";
 
 const LOAD_SECONDS = Number(process.env.RADIO_LOAD_SECONDS ?? 15);
 const CLIENTS = 8;
 const RSS_TOLERANCE = 40 * MB;
 
 describe(`load: ${CLIENTS} concurrent clients for ${LOAD_SECONDS} s`, () => {
-  const tmp = tempDir('radio-load-');
+  const tmp = tempDir("radio-load-");
   let sidecar: Sidecar;
   let address: string;
   const photos: Buffer[] = [];
@@ -26,10 +26,20 @@ describe(`load: ${CLIENTS} concurrent clients for ${LOAD_SECONDS} s`, () => {
   before(async () => {
     const graph = await compileTinyModel(tmp.dir);
     // 4:3 photos at a few sizes (one aspect bucket) and squares (another).
-    for (const [w, h] of [[160, 120], [128, 96], [200, 150], [96, 96], [128, 128]] as const) {
-      photos.push(await sharp(noiseRaw(w, h, w + h), { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 85 }).toBuffer());
+    for (const [w, h] of [
+      [160, 120],
+      [128, 96],
+      [200, 150],
+      [96, 96],
+      [128, 128],
+    ] as const) {
+      photos.push(
+        await sharp(noiseRaw(w, h, w + h), { raw: { width: w, height: h, channels: 3 } })
+          .jpeg({ quality: 85 })
+          .toBuffer(),
+      );
     }
-    sidecar = spawnSidecar(['--model', `tiny=${graph}`, '--http-port', 'auto', '--max-batch', '8', '--queue-delay-ms', '5', '--threads', '2']);
+    sidecar = spawnSidecar(["--model", `tiny=${graph}`, "--http-port", "auto", "--max-batch", "8", "--queue-delay-ms", "5", "--threads", "2"]);
     address = `unix:${(await sidecar.ready).socket}`;
   });
 
@@ -40,7 +50,7 @@ describe(`load: ${CLIENTS} concurrent clients for ${LOAD_SECONDS} s`, () => {
 
   const batches = async () => {
     const m = await sidecar.metrics();
-    return { count: metricValue(m, 'radio_batch_size_count'), sum: metricValue(m, 'radio_batch_size_sum') };
+    return { count: metricValue(m, "radio_batch_size_count"), sum: metricValue(m, "radio_batch_size_sum") };
   };
 
   /** One client calling in a loop until `until`: calls of 1-3 images; every failure is recorded. */
@@ -51,7 +61,7 @@ describe(`load: ${CLIENTS} concurrent clients for ${LOAD_SECONDS} s`, () => {
       const images: ImageInputMsg[] = Array.from({ length: n }, (_, i) => ({ id: `c${seed}-${k}-${i}`, encoded: photos[(k + i) % photos.length]! }));
       k++;
       try {
-        const results = await client.embed({ images, options: { resolution: '224x224' } }).done;
+        const results = await client.embed({ images, options: { resolution: "224x224" } }).done;
         tally.calls++;
         for (const r of results) {
           if (r.output) tally.images++;
@@ -64,7 +74,7 @@ describe(`load: ${CLIENTS} concurrent clients for ${LOAD_SECONDS} s`, () => {
     }
   }
 
-  it('serves every request, batches grow under load, RSS stays flat', async () => {
+  it("serves every request, batches grow under load, RSS stays flat", async () => {
     // One client, sequential calls: batches are as small as the calls.
     const solo = new RadioClient(address);
     const b0 = await batches();
@@ -75,7 +85,10 @@ describe(`load: ${CLIENTS} concurrent clients for ${LOAD_SECONDS} s`, () => {
     const soloMean = (b1.sum - b0.sum) / (b1.count - b0.count);
 
     // Eight clients on eight connections.
-    const clients = Array.from({ length: CLIENTS }, (_, i) => new RadioClient(address, { options: { 'grpc.use_local_subchannel_pool': 1, 'radio.test.client': i } }));
+    const clients = Array.from(
+      { length: CLIENTS },
+      (_, i) => new RadioClient(address, { options: { "grpc.use_local_subchannel_pool": 1, "radio.test.client": i } }),
+    );
     const tally = { calls: 0, images: 0, failures: [] as string[] };
     const t0 = Date.now();
     const end = t0 + LOAD_SECONDS * 1000;
@@ -107,8 +120,8 @@ describe(`load: ${CLIENTS} concurrent clients for ${LOAD_SECONDS} s`, () => {
     assert.deepEqual(soloTally.failures, []);
     assert.deepEqual(tally.failures.slice(0, 5), [], `${tally.failures.length} failures`);
     assert.ok(tally.calls >= CLIENTS * 3, `${tally.calls} calls`);
-    assert.equal(metricValue(text, 'radio_image_failures_total'), 0);
-    assert.equal(metricValue(text, 'radio_grpc_requests_total', { method: 'Embed', code: 'OK' }), soloTally.calls + tally.calls);
+    assert.equal(metricValue(text, "radio_image_failures_total"), 0);
+    assert.equal(metricValue(text, "radio_grpc_requests_total", { method: "Embed", code: "OK" }), soloTally.calls + tally.calls);
     assert.ok(loadMean >= 2 * soloMean && loadMean >= 3, `batches grew under load: ${soloMean.toFixed(2)} → ${loadMean.toFixed(2)}`);
     assert.ok(warm > 0);
     assert.ok(endRss - warm <= RSS_TOLERANCE, `RSS grew ${mb(endRss - warm)} MB from the warm third to the end`);

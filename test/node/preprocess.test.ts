@@ -1,11 +1,11 @@
-import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { promises as fsp } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
 
-import sharp from 'sharp';
+import sharp from "sharp";
 
 import {
   ASPECT_BUCKETS,
@@ -30,8 +30,8 @@ import {
   type PreprocessOptions,
   type PreprocessedImage,
   type ResolutionPolicy,
-} from '../../server/src/preprocess/index.js';
-import { noiseRaw, pngClaimingSize, solid, twoTone, type RGB } from './support/images.js';
+} from "../../server/src/preprocess/index.js";
+import { noiseRaw, pngClaimingSize, solid, twoTone, type RGB } from "./support/images.js";
 
 const MODEL: ModelGeometry = { patchSize: 16, windowSize: null, maxResolution: 2048, preferred: [512, 512] };
 const VITDET: ModelGeometry = { ...MODEL, windowSize: 8 }; // step 128
@@ -40,17 +40,17 @@ const VITDET: ModelGeometry = { ...MODEL, windowSize: 8 }; // step 128
 // Resolution policy (pure)
 // ---------------------------------------------------------------------------
 
-describe('resolution policy', () => {
-  it('step is patch × window', () => {
+describe("resolution policy", () => {
+  it("step is patch × window", () => {
     assert.equal(resolutionStep(MODEL), 16);
     assert.equal(resolutionStep(VITDET), 128);
   });
 
-  it('roundHalfEven matches Python round()', () => {
+  it("roundHalfEven matches Python round()", () => {
     assert.deepEqual([0.5, 1.5, 2.5, 3.5, 2.4, 2.6, 7].map(roundHalfEven), [0, 2, 2, 4, 2, 3, 7]);
   });
 
-  it('native rounds each side to the nearest multiple of the step (min one step)', () => {
+  it("native rounds each side to the nearest multiple of the step (min one step)", () => {
     assert.deepEqual(nearestSupportedResolution(480, 640, MODEL), { height: 480, width: 640 });
     assert.deepEqual(nearestSupportedResolution(500, 333, MODEL), { height: 496, width: 336 });
     // 24/16 = 1.5 → 2, 40/16 = 2.5 → 2 (half to even, like upstream's Python round)
@@ -58,7 +58,7 @@ describe('resolution policy', () => {
     assert.deepEqual(nearestSupportedResolution(5, 3, MODEL), { height: 16, width: 16 });
   });
 
-  it('native caps the longer side at maxResolution, keeping aspect', () => {
+  it("native caps the longer side at maxResolution, keeping aspect", () => {
     assert.deepEqual(nearestSupportedResolution(4000, 3000, MODEL), { height: 2048, width: 1536 });
     assert.deepEqual(nearestSupportedResolution(3000, 4000, MODEL), { height: 1536, width: 2048 });
     assert.deepEqual(nearestSupportedResolution(100, 10000, MODEL), { height: 16, width: 2048 });
@@ -74,26 +74,38 @@ describe('resolution policy', () => {
     assert.deepEqual(resolveTargetResolution(3000, 4000, MODEL, { max: 99999 }), { height: 1536, width: 2048 });
   });
 
-  it('aspect buckets snap in log space', () => {
-    assert.equal(snapAspectBucket(480, 640).name, '4:3');
-    assert.equal(snapAspectBucket(1080, 1920).name, '16:9');
-    assert.equal(snapAspectBucket(1920, 1080).name, '9:16');
-    assert.equal(snapAspectBucket(100, 1000).name, '3:1');
-    assert.equal(snapAspectBucket(1000, 990).name, '1:1');
+  it("aspect buckets snap in log space", () => {
+    assert.equal(snapAspectBucket(480, 640).name, "4:3");
+    assert.equal(snapAspectBucket(1080, 1920).name, "16:9");
+    assert.equal(snapAspectBucket(1920, 1080).name, "9:16");
+    assert.equal(snapAspectBucket(100, 1000).name, "3:1");
+    assert.equal(snapAspectBucket(1000, 990).name, "1:1");
     assert.equal(ASPECT_BUCKETS.length, 13);
   });
 
   it("'default' maps 16 mixed photo sizes to at most 4 resolutions near 512²", () => {
     const sizes: Array<[number, number]> = [
-      [480, 640], [600, 800], [768, 1024], [3024, 4032], [1200, 1600], [2448, 3264], // 4:3 landscape
-      [640, 480], [4032, 3024], [1536, 2048].reverse() as [number, number], // 3:4 portrait
-      [1080, 1920], [720, 1280], [2160, 3840], [768, 1366], // 16:9
-      [1920, 1080], [1280, 720], [3840, 2160], // 9:16
+      [480, 640],
+      [600, 800],
+      [768, 1024],
+      [3024, 4032],
+      [1200, 1600],
+      [2448, 3264], // 4:3 landscape
+      [640, 480],
+      [4032, 3024],
+      [1536, 2048].reverse() as [number, number], // 3:4 portrait
+      [1080, 1920],
+      [720, 1280],
+      [2160, 3840],
+      [768, 1366], // 16:9
+      [1920, 1080],
+      [1280, 720],
+      [3840, 2160], // 9:16
     ];
     assert.equal(sizes.length, 16);
-    const out = sizes.map(([h, w]) => resolveTargetResolution(h, w, MODEL, 'default'));
+    const out = sizes.map(([h, w]) => resolveTargetResolution(h, w, MODEL, "default"));
     const distinct = new Set(out.map((s) => `${s.height}x${s.width}`));
-    assert.ok(distinct.size <= 4, `got ${[...distinct].join(', ')}`);
+    assert.ok(distinct.size <= 4, `got ${[...distinct].join(", ")}`);
     for (const [i, s] of out.entries()) {
       const [h, w] = sizes[i]!;
       assert.equal(s.height % 16, 0);
@@ -102,15 +114,15 @@ describe('resolution policy', () => {
       assert.ok(areaRatio > 0.9 && areaRatio < 1.1, `area ${s.height}x${s.width}`);
       assert.ok(Math.abs(Math.log(s.width / s.height) - Math.log(w / h)) < 0.1, `aspect of ${h}x${w} → ${s.height}x${s.width}`);
     }
-    assert.deepEqual(resolveTargetResolution(1000, 1000, MODEL, 'default'), { height: 512, width: 512 });
-    assert.deepEqual(resolveTargetResolution(3000, 2990, MODEL, 'default'), { height: 512, width: 512 });
+    assert.deepEqual(resolveTargetResolution(1000, 1000, MODEL, "default"), { height: 512, width: 512 });
+    assert.deepEqual(resolveTargetResolution(3000, 2990, MODEL, "default"), { height: 512, width: 512 });
   });
 
   it("'default' stays within [step, max] and on the grid for every bucket (ViTDet too)", () => {
     for (const model of [MODEL, VITDET, { ...MODEL, windowSize: 16 }]) {
       const step = resolutionStep(model);
       for (const b of ASPECT_BUCKETS) {
-        const s = resolveTargetResolution(1000, Math.round(1000 * b.ratio), model, 'default');
+        const s = resolveTargetResolution(1000, Math.round(1000 * b.ratio), model, "default");
         assert.equal(s.height % step, 0, `${b.name} ${step}`);
         assert.equal(s.width % step, 0, `${b.name} ${step}`);
         assert.ok(s.height >= step && s.width >= step && s.height <= 2048 && s.width <= 2048);
@@ -118,19 +130,24 @@ describe('resolution policy', () => {
     }
   });
 
-  it('ViTDet: all policies give multiples of 16×window', () => {
-    for (const [h, w] of [[480, 640], [333, 500], [5000, 1000], [17, 2000]] as const) {
-      for (const policy of ['default', 'native', { max: 1024 }] as ResolutionPolicy[]) {
+  it("ViTDet: all policies give multiples of 16×window", () => {
+    for (const [h, w] of [
+      [480, 640],
+      [333, 500],
+      [5000, 1000],
+      [17, 2000],
+    ] as const) {
+      for (const policy of ["default", "native", { max: 1024 }] as ResolutionPolicy[]) {
         const s = resolveTargetResolution(h, w, VITDET, policy);
         assert.equal(s.height % 128, 0);
         assert.equal(s.width % 128, 0);
         assert.ok(s.height <= 2048 && s.width <= 2048);
       }
     }
-    assert.deepEqual(resolveTargetResolution(480, 640, VITDET, 'native'), { height: 512, width: 640 });
+    assert.deepEqual(resolveTargetResolution(480, 640, VITDET, "native"), { height: 512, width: 640 });
   });
 
-  it('fixed sizes must be multiples of the step and within max', () => {
+  it("fixed sizes must be multiples of the step and within max", () => {
     assert.deepEqual(resolveTargetResolution(10, 10, MODEL, { fixed: { height: 384, width: 512 } }), { height: 384, width: 512 });
     assert.deepEqual(resolveTargetResolution(10, 10, VITDET, { fixed: { height: 256, width: 512 } }), { height: 256, width: 512 });
     const bad: Array<[ModelGeometry, number, number]> = [
@@ -142,19 +159,22 @@ describe('resolution policy', () => {
     ];
     for (const [model, h, w] of bad) {
       assert.throws(
-        () => resolveTargetResolution(10, 10, model, { fixed: { height: h, width: w } }, 'img-1'),
-        (e: unknown) => e instanceof InputError && e.code === 'INVALID_ARGUMENT' && e.message.includes('img-1'),
+        () => resolveTargetResolution(10, 10, model, { fixed: { height: h, width: w } }, "img-1"),
+        (e: unknown) => e instanceof InputError && e.code === "INVALID_ARGUMENT" && e.message.includes("img-1"),
       );
     }
   });
 
-  it('parses policy strings', () => {
-    assert.equal(parseResolutionPolicy('default'), 'default');
-    assert.equal(parseResolutionPolicy('NATIVE'), 'native');
-    assert.deepEqual(parseResolutionPolicy('max:1024'), { max: 1024 });
-    assert.deepEqual(parseResolutionPolicy('384x512'), { fixed: { height: 384, width: 512 } });
-    assert.throws(() => parseResolutionPolicy('huge'), (e: unknown) => e instanceof InputError && e.code === 'INVALID_ARGUMENT');
-    assert.throws(() => resolveTargetResolution(0, 10, MODEL, 'default'), InputError);
+  it("parses policy strings", () => {
+    assert.equal(parseResolutionPolicy("default"), "default");
+    assert.equal(parseResolutionPolicy("NATIVE"), "native");
+    assert.deepEqual(parseResolutionPolicy("max:1024"), { max: 1024 });
+    assert.deepEqual(parseResolutionPolicy("384x512"), { fixed: { height: 384, width: 512 } });
+    assert.throws(
+      () => parseResolutionPolicy("huge"),
+      (e: unknown) => e instanceof InputError && e.code === "INVALID_ARGUMENT",
+    );
+    assert.throws(() => resolveTargetResolution(0, 10, MODEL, "default"), InputError);
     assert.throws(() => resolveTargetResolution(10, 10, MODEL, { max: 3 }), InputError);
   });
 });
@@ -169,9 +189,9 @@ let outsideDir: string;
 let paths: PathPolicy;
 
 before(async () => {
-  tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'radio-preprocess-'));
-  roots = path.join(tmp, 'roots');
-  outsideDir = path.join(tmp, 'outside');
+  tmp = await fsp.mkdtemp(path.join(os.tmpdir(), "radio-preprocess-"));
+  roots = path.join(tmp, "roots");
+  outsideDir = path.join(tmp, "outside");
   await fsp.mkdir(roots);
   await fsp.mkdir(outsideDir);
   paths = await createPathPolicy([roots]);
@@ -181,7 +201,7 @@ after(async () => {
   await fsp.rm(tmp, { recursive: true, force: true });
 });
 
-function opts(policy: ResolutionPolicy = 'native', extra: Partial<PreprocessOptions> = {}): PreprocessOptions {
+function opts(policy: ResolutionPolicy = "native", extra: Partial<PreprocessOptions> = {}): PreprocessOptions {
   return { paths, model: MODEL, policy, ...extra };
 }
 
@@ -220,49 +240,52 @@ function assertSolid(img: PreprocessedImage, c: RGB, tol = 1): void {
   for (let ch = 0; ch < 3; ch++) {
     for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(img.pixels[ch * n + i]! - want[ch]!));
   }
-  assert.ok(worst <= tol / 255 + 1e-6, `max deviation ${(worst * 255).toFixed(2)}/255 > ${tol}/255 (first px ${px(img, 0, 0).map((v) => (v * 255).toFixed(1))})`);
+  assert.ok(
+    worst <= tol / 255 + 1e-6,
+    `max deviation ${(worst * 255).toFixed(2)}/255 > ${tol}/255 (first px ${px(img, 0, 0).map((v) => (v * 255).toFixed(1))})`,
+  );
 }
 
 const COLOUR: RGB = { r: 200, g: 100, b: 50 };
 const RED: RGB = { r: 255, g: 0, b: 0 };
 const BLUE: RGB = { r: 0, g: 0, b: 255 };
 
-describe('decode: formats and colour handling', () => {
-  it('PNG round-trips values exactly (within 1/255), via path and bytes', async () => {
+describe("decode: formats and colour handling", () => {
+  it("PNG round-trips values exactly (within 1/255), via path and bytes", async () => {
     const buf = await solid(64, 48, COLOUR).png().toBuffer();
-    const p = await writeIn(roots, 'solid.png', buf);
-    const a = await preprocessImage({ id: 'png', path: p }, opts());
+    const p = await writeIn(roots, "solid.png", buf);
+    const a = await preprocessImage({ id: "png", path: p }, opts());
     assert.equal(a.height, 48);
     assert.equal(a.width, 64);
     assert.equal(a.originalHeight, 48);
     assert.equal(a.originalWidth, 64);
     assertSolid(a, COLOUR, 1);
-    const b = await preprocessImage({ id: 'png-bytes', bytes: new Uint8Array(buf) }, opts({ fixed: { height: 32, width: 96 } }));
+    const b = await preprocessImage({ id: "png-bytes", bytes: new Uint8Array(buf) }, opts({ fixed: { height: 32, width: 96 } }));
     assert.equal(b.height, 32);
     assert.equal(b.width, 96);
     assertSolid(b, COLOUR, 1);
   });
 
-  it('JPEG round-trips a solid colour', async () => {
-    const buf = await solid(64, 48, COLOUR).jpeg({ quality: 100, chromaSubsampling: '4:4:4' }).toBuffer();
-    const img = await preprocessImage({ id: 'jpg', path: await writeIn(roots, 'solid.jpg', buf) }, opts());
+  it("JPEG round-trips a solid colour", async () => {
+    const buf = await solid(64, 48, COLOUR).jpeg({ quality: 100, chromaSubsampling: "4:4:4" }).toBuffer();
+    const img = await preprocessImage({ id: "jpg", path: await writeIn(roots, "solid.jpg", buf) }, opts());
     assertSolid(img, COLOUR, 1);
   });
 
-  it('WebP (lossless) round-trips a solid colour', async () => {
+  it("WebP (lossless) round-trips a solid colour", async () => {
     const buf = await solid(64, 48, COLOUR).webp({ lossless: true }).toBuffer();
-    const img = await preprocessImage({ id: 'webp', path: await writeIn(roots, 'solid.webp', buf) }, opts('default'));
+    const img = await preprocessImage({ id: "webp", path: await writeIn(roots, "solid.webp", buf) }, opts("default"));
     assert.deepEqual([img.height, img.width], [448, 592]); // 4:3 bucket
     assertSolid(img, COLOUR, 1);
   });
 
-  it('AVIF decodes (heif/av1)', async () => {
+  it("AVIF decodes (heif/av1)", async () => {
     const buf = await solid(64, 48, COLOUR).avif({ lossless: true }).toBuffer();
-    const img = await preprocessImage({ id: 'avif', bytes: buf }, opts());
+    const img = await preprocessImage({ id: "avif", bytes: buf }, opts());
     assertSolid(img, COLOUR, 3);
   });
 
-  it('applies EXIF orientation (6, 8, 3) and reports the oriented original size', async () => {
+  it("applies EXIF orientation (6, 8, 3) and reports the oriented original size", async () => {
     // 64 wide × 32 tall: left half red, right half blue.
     const cases: Array<[number, RGB, RGB, number, number]> = [
       [1, RED, BLUE, 32, 64], // [orientation, top/left colour, bottom/right colour, H, W]
@@ -271,10 +294,7 @@ describe('decode: formats and colour handling', () => {
       [3, BLUE, RED, 32, 64], // 180°: left → right
     ];
     for (const [orientation, first, second, h, w] of cases) {
-      const buf = await twoTone(64, 32, RED, BLUE)
-        .jpeg({ quality: 100, chromaSubsampling: '4:4:4' })
-        .withMetadata({ orientation })
-        .toBuffer();
+      const buf = await twoTone(64, 32, RED, BLUE).jpeg({ quality: 100, chromaSubsampling: "4:4:4" }).withMetadata({ orientation }).toBuffer();
       const img = await preprocessImage({ id: `o${orientation}`, bytes: buf }, opts());
       assert.deepEqual([img.originalHeight, img.originalWidth, img.height, img.width], [h, w, h, w], `orientation ${orientation}`);
       const near = (v: [number, number, number], c: RGB): boolean =>
@@ -285,37 +305,37 @@ describe('decode: formats and colour handling', () => {
     }
   });
 
-  it('greyscale → replicated RGB', async () => {
-    const buf = await solid(32, 32, { r: 128, g: 128, b: 128 }).toColourspace('b-w').png().toBuffer();
+  it("greyscale → replicated RGB", async () => {
+    const buf = await solid(32, 32, { r: 128, g: 128, b: 128 }).toColourspace("b-w").png().toBuffer();
     assert.equal((await sharp(buf).metadata()).channels, 1);
-    assertSolid(await preprocessImage({ id: 'grey', bytes: buf }, opts()), { r: 128, g: 128, b: 128 }, 1);
+    assertSolid(await preprocessImage({ id: "grey", bytes: buf }, opts()), { r: 128, g: 128, b: 128 }, 1);
   });
 
-  it('grey + alpha is flattened onto white', async () => {
-    const buf = await solid(32, 32, { r: 0, g: 0, b: 0 }, 0.5).toColourspace('b-w').png().toBuffer();
+  it("grey + alpha is flattened onto white", async () => {
+    const buf = await solid(32, 32, { r: 0, g: 0, b: 0 }, 0.5).toColourspace("b-w").png().toBuffer();
     assert.equal((await sharp(buf).metadata()).channels, 2);
     // black at alpha ≈ 0.5 over white ≈ 127.5
-    assertSolid(await preprocessImage({ id: 'ga', bytes: buf }, opts()), { r: 127.5, g: 127.5, b: 127.5 }, 1.5);
+    assertSolid(await preprocessImage({ id: "ga", bytes: buf }, opts()), { r: 127.5, g: 127.5, b: 127.5 }, 1.5);
   });
 
-  it('RGBA is flattened onto white (fully transparent → white)', async () => {
+  it("RGBA is flattened onto white (fully transparent → white)", async () => {
     const half = await solid(32, 32, RED, 0.5).png().toBuffer();
-    assertSolid(await preprocessImage({ id: 'rgba', bytes: half }, opts()), { r: 255, g: 127.5, b: 127.5 }, 1.5);
+    assertSolid(await preprocessImage({ id: "rgba", bytes: half }, opts()), { r: 255, g: 127.5, b: 127.5 }, 1.5);
     const clear = await solid(32, 32, { r: 0, g: 0, b: 0 }, 0).png().toBuffer();
-    assertSolid(await preprocessImage({ id: 'clear', bytes: clear }, opts({ fixed: { height: 16, width: 48 } })), { r: 255, g: 255, b: 255 }, 0);
+    assertSolid(await preprocessImage({ id: "clear", bytes: clear }, opts({ fixed: { height: 16, width: 48 } })), { r: 255, g: 255, b: 255 }, 0);
   });
 
-  it('16-bit PNG → 8-bit values', async () => {
-    const buf = await solid(32, 32, COLOUR).toColourspace('rgb16').png().toBuffer();
+  it("16-bit PNG → 8-bit values", async () => {
+    const buf = await solid(32, 32, COLOUR).toColourspace("rgb16").png().toBuffer();
     const meta = await sharp(buf).metadata();
-    assert.equal(meta.depth, 'ushort');
-    assertSolid(await preprocessImage({ id: 'png16', bytes: buf }, opts()), COLOUR, 1);
+    assert.equal(meta.depth, "ushort");
+    assertSolid(await preprocessImage({ id: "png16", bytes: buf }, opts()), COLOUR, 1);
   });
 
-  it('CMYK JPEG → sRGB (not inverted, close to the source colour)', async () => {
-    const buf = await solid(32, 32, COLOUR).toColourspace('cmyk').jpeg({ quality: 100 }).toBuffer();
-    assert.equal((await sharp(buf).metadata()).space, 'cmyk');
-    const img = await preprocessImage({ id: 'cmyk', bytes: buf }, opts());
+  it("CMYK JPEG → sRGB (not inverted, close to the source colour)", async () => {
+    const buf = await solid(32, 32, COLOUR).toColourspace("cmyk").jpeg({ quality: 100 }).toBuffer();
+    assert.equal((await sharp(buf).metadata()).space, "cmyk");
+    const img = await preprocessImage({ id: "cmyk", bytes: buf }, opts());
     const [r, g, b] = px(img, 16, 16).map((v) => v * 255) as [number, number, number];
     assert.ok(r > g && g > b, `${r},${g},${b}`);
     // profile round trip (sRGB → built-in CMYK profile → sRGB) is not exact
@@ -323,110 +343,122 @@ describe('decode: formats and colour handling', () => {
     assert.ok(Math.abs(r - 200) < 40 && Math.abs(g - 100) < 40 && Math.abs(b - 50) < 40, `${r},${g},${b}`);
   });
 
-  it('palette PNG', async () => {
+  it("palette PNG", async () => {
     const c = { r: 10, g: 200, b: 30 };
     const buf = await solid(32, 32, c).png({ palette: true }).toBuffer();
     assert.equal((await sharp(buf).metadata()).isPalette, true);
-    assertSolid(await preprocessImage({ id: 'pal', bytes: buf }, opts()), c, 1);
+    assertSolid(await preprocessImage({ id: "pal", bytes: buf }, opts()), c, 1);
   });
 
-  it('animated GIF → first frame only', async () => {
+  it("animated GIF → first frame only", async () => {
     const frames = [await solid(32, 32, RED).png().toBuffer(), await solid(32, 32, BLUE).png().toBuffer()];
-    const gif = await sharp(frames, { join: { animated: true } }).gif().toBuffer();
+    const gif = await sharp(frames, { join: { animated: true } })
+      .gif()
+      .toBuffer();
     assert.equal((await sharp(gif).metadata()).pages, 2);
-    const img = await preprocessImage({ id: 'gif', bytes: gif }, opts());
+    const img = await preprocessImage({ id: "gif", bytes: gif }, opts());
     assert.deepEqual([img.originalHeight, img.originalWidth], [32, 32]);
     assertSolid(img, RED, 1);
   });
 
-  it('multi-page TIFF → first page only', async () => {
+  it("multi-page TIFF → first page only", async () => {
     const pages = [await solid(32, 32, BLUE).png().toBuffer(), await solid(32, 32, RED).png().toBuffer()];
-    const tif = await sharp(pages, { join: { animated: true } }).tiff({ compression: 'lzw' }).toBuffer();
+    const tif = await sharp(pages, { join: { animated: true } })
+      .tiff({ compression: "lzw" })
+      .toBuffer();
     assert.equal((await sharp(tif).metadata()).pages, 2);
-    const img = await preprocessImage({ id: 'tif', bytes: tif }, opts());
+    const img = await preprocessImage({ id: "tif", bytes: tif }, opts());
     assert.deepEqual([img.originalHeight, img.originalWidth], [32, 32]);
     assertSolid(img, BLUE, 1);
   });
 
-  it('two-step API: open (header only) then decode', async () => {
+  it("two-step API: open (header only) then decode", async () => {
     const buf = await solid(640, 480, COLOUR).jpeg().toBuffer();
-    const opened = await openImage({ id: 'two', bytes: buf }, { paths });
-    assert.equal(opened.kind, 'encoded');
+    const opened = await openImage({ id: "two", bytes: buf }, { paths });
+    assert.equal(opened.kind, "encoded");
     assert.deepEqual([opened.originalHeight, opened.originalWidth], [480, 640]);
-    const target = resolveTargetResolution(opened.originalHeight, opened.originalWidth, MODEL, 'default');
+    const target = resolveTargetResolution(opened.originalHeight, opened.originalWidth, MODEL, "default");
     const img = await decodeOpened(opened, target);
     assert.deepEqual([img.height, img.width], [448, 592]);
     assert.equal(img.pixels.length, 3 * 448 * 592);
   });
 });
 
-describe('decode: bad encoded data', () => {
-  it('truncated JPEG → CORRUPT_IMAGE', async () => {
-    const full = await sharp(noiseRaw(256, 192), { raw: { width: 256, height: 192, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+describe("decode: bad encoded data", () => {
+  it("truncated JPEG → CORRUPT_IMAGE", async () => {
+    const full = await sharp(noiseRaw(256, 192), { raw: { width: 256, height: 192, channels: 3 } })
+      .jpeg({ quality: 90 })
+      .toBuffer();
     for (const frac of [0.5, 0.9]) {
       const p = await writeIn(roots, `trunc-${frac}.jpg`, full.subarray(0, Math.floor(full.length * frac)));
-      await expectCode(preprocessImage({ id: 'trunc', path: p }, opts()), 'CORRUPT_IMAGE', 'trunc');
+      await expectCode(preprocessImage({ id: "trunc", path: p }, opts()), "CORRUPT_IMAGE", "trunc");
     }
   });
 
-  it('truncated PNG → CORRUPT_IMAGE', async () => {
-    const full = await sharp(noiseRaw(128, 128), { raw: { width: 128, height: 128, channels: 3 } }).png().toBuffer();
-    await expectCode(preprocessImage({ id: 'tp', bytes: full.subarray(0, full.length >> 1) }, opts()), 'CORRUPT_IMAGE', 'tp');
+  it("truncated PNG → CORRUPT_IMAGE", async () => {
+    const full = await sharp(noiseRaw(128, 128), { raw: { width: 128, height: 128, channels: 3 } })
+      .png()
+      .toBuffer();
+    await expectCode(preprocessImage({ id: "tp", bytes: full.subarray(0, full.length >> 1) }, opts()), "CORRUPT_IMAGE", "tp");
   });
 
-  it('zero-byte file / empty bytes → CORRUPT_IMAGE', async () => {
-    const p = await writeIn(roots, 'empty.jpg', Buffer.alloc(0));
-    await expectCode(preprocessImage({ id: 'z', path: p }, opts()), 'CORRUPT_IMAGE', 'z', /empty/);
-    await expectCode(preprocessImage({ id: 'z2', bytes: new Uint8Array(0) }, opts()), 'CORRUPT_IMAGE', 'z2', /empty/);
+  it("zero-byte file / empty bytes → CORRUPT_IMAGE", async () => {
+    const p = await writeIn(roots, "empty.jpg", Buffer.alloc(0));
+    await expectCode(preprocessImage({ id: "z", path: p }, opts()), "CORRUPT_IMAGE", "z", /empty/);
+    await expectCode(preprocessImage({ id: "z2", bytes: new Uint8Array(0) }, opts()), "CORRUPT_IMAGE", "z2", /empty/);
   });
 
-  it('text named .jpg, HTML named .png → UNSUPPORTED_FORMAT', async () => {
-    const t = await writeIn(roots, 'notes.jpg', 'just some text, not an image\n');
-    await expectCode(preprocessImage({ id: 'txt', path: t }, opts()), 'UNSUPPORTED_FORMAT', 'txt');
-    const h = await writeIn(roots, 'page.png', '<!DOCTYPE html><html><body><img src="x.png"></body></html>');
-    await expectCode(preprocessImage({ id: 'html', path: h }, opts()), 'UNSUPPORTED_FORMAT', 'html', /HTML/);
+  it("text named .jpg, HTML named .png → UNSUPPORTED_FORMAT", async () => {
+    const t = await writeIn(roots, "notes.jpg", "just some text, not an image\n");
+    await expectCode(preprocessImage({ id: "txt", path: t }, opts()), "UNSUPPORTED_FORMAT", "txt");
+    const h = await writeIn(roots, "page.png", '<!DOCTYPE html><html><body><img src="x.png"></body></html>');
+    await expectCode(preprocessImage({ id: "html", path: h }, opts()), "UNSUPPORTED_FORMAT", "html", /HTML/);
   });
 
-  it('SVG is refused before decoding (even though sharp could render it)', async () => {
+  it("SVG is refused before decoding (even though sharp could render it)", async () => {
     const svg = '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><image href="file:///etc/passwd"/></svg>';
-    assert.equal((await sharp(Buffer.from(svg)).metadata()).format, 'svg'); // sharp would accept it
-    const p = await writeIn(roots, 'img.svg', svg);
-    await expectCode(preprocessImage({ id: 'svg', path: p }, opts()), 'UNSUPPORTED_FORMAT', 'svg', /SVG/);
+    assert.equal((await sharp(Buffer.from(svg)).metadata()).format, "svg"); // sharp would accept it
+    const p = await writeIn(roots, "img.svg", svg);
+    await expectCode(preprocessImage({ id: "svg", path: p }, opts()), "UNSUPPORTED_FORMAT", "svg", /SVG/);
     const withProlog = `<?xml version="1.0" encoding="UTF-8"?>\n${svg}`;
-    await expectCode(preprocessImage({ id: 'svg2', bytes: Buffer.from(withProlog) }, opts()), 'UNSUPPORTED_FORMAT', 'svg2', /SVG/);
-    await expectCode(preprocessImage({ id: 'svg3', path: await writeIn(roots, 'disguised.png', svg) }, opts()), 'UNSUPPORTED_FORMAT');
+    await expectCode(preprocessImage({ id: "svg2", bytes: Buffer.from(withProlog) }, opts()), "UNSUPPORTED_FORMAT", "svg2", /SVG/);
+    await expectCode(preprocessImage({ id: "svg3", path: await writeIn(roots, "disguised.png", svg) }, opts()), "UNSUPPORTED_FORMAT");
   });
 
-  it('formats outside the allowlist (BMP, PDF) → UNSUPPORTED_FORMAT', async () => {
+  it("formats outside the allowlist (BMP, PDF) → UNSUPPORTED_FORMAT", async () => {
     const bmp = Buffer.alloc(64);
-    bmp.write('BM', 0, 'latin1');
-    await expectCode(preprocessImage({ id: 'bmp', bytes: bmp }, opts()), 'UNSUPPORTED_FORMAT', 'bmp', /BMP/);
-    await expectCode(preprocessImage({ id: 'pdf', bytes: Buffer.from('%PDF-1.7\n...') }, opts()), 'UNSUPPORTED_FORMAT', 'pdf');
+    bmp.write("BM", 0, "latin1");
+    await expectCode(preprocessImage({ id: "bmp", bytes: bmp }, opts()), "UNSUPPORTED_FORMAT", "bmp", /BMP/);
+    await expectCode(preprocessImage({ id: "pdf", bytes: Buffer.from("%PDF-1.7\n...") }, opts()), "UNSUPPORTED_FORMAT", "pdf");
   });
 
-  it('a 30000×30000 decompression bomb is refused fast without decoding', async () => {
+  it("a 30000×30000 decompression bomb is refused fast without decoding", async () => {
     const bomb = await pngClaimingSize(30000, 30000);
     assert.ok(bomb.length < 100, `bomb is ${bomb.length} bytes`);
-    const p = await writeIn(roots, 'bomb.png', bomb);
+    const p = await writeIn(roots, "bomb.png", bomb);
     const t0 = performance.now();
-    await expectCode(preprocessImage({ id: 'bomb', path: p }, opts()), 'TOO_LARGE', 'bomb');
+    await expectCode(preprocessImage({ id: "bomb", path: p }, opts()), "TOO_LARGE", "bomb");
     const ms = performance.now() - t0;
     assert.ok(ms < 500, `took ${ms} ms`);
     // also through the two-step API
-    await expectCode(openImage({ id: 'bomb2', bytes: bomb }, { paths }), 'TOO_LARGE', 'bomb2');
+    await expectCode(openImage({ id: "bomb2", bytes: bomb }, { paths }), "TOO_LARGE", "bomb2");
   });
 
-  it('limitInputPixels and maxInputBytes are configurable', async () => {
+  it("limitInputPixels and maxInputBytes are configurable", async () => {
     const buf = await solid(100, 100, COLOUR).png().toBuffer();
-    await expectCode(preprocessImage({ id: 'px', bytes: buf }, opts('native', { limits: { limitInputPixels: 5000 } })), 'TOO_LARGE', 'px');
-    await expectCode(preprocessImage({ id: 'by', bytes: buf }, opts('native', { limits: { maxInputBytes: 10 } })), 'TOO_LARGE', 'by');
-    const p = await writeIn(roots, 'big.png', buf);
-    await expectCode(preprocessImage({ id: 'by2', path: p }, opts('native', { limits: { maxInputBytes: 10 } })), 'TOO_LARGE', 'by2');
+    await expectCode(preprocessImage({ id: "px", bytes: buf }, opts("native", { limits: { limitInputPixels: 5000 } })), "TOO_LARGE", "px");
+    await expectCode(preprocessImage({ id: "by", bytes: buf }, opts("native", { limits: { maxInputBytes: 10 } })), "TOO_LARGE", "by");
+    const p = await writeIn(roots, "big.png", buf);
+    await expectCode(preprocessImage({ id: "by2", path: p }, opts("native", { limits: { maxInputBytes: 10 } })), "TOO_LARGE", "by2");
   });
 
-  it('random corruption only ever yields InputError (or a successful decode)', async () => {
-    const base = await sharp(noiseRaw(64, 64, 7), { raw: { width: 64, height: 64, channels: 3 } }).jpeg().toBuffer();
-    const png = await sharp(noiseRaw(64, 64, 9), { raw: { width: 64, height: 64, channels: 3 } }).png().toBuffer();
+  it("random corruption only ever yields InputError (or a successful decode)", async () => {
+    const base = await sharp(noiseRaw(64, 64, 7), { raw: { width: 64, height: 64, channels: 3 } })
+      .jpeg()
+      .toBuffer();
+    const png = await sharp(noiseRaw(64, 64, 9), { raw: { width: 64, height: 64, channels: 3 } })
+      .png()
+      .toBuffer();
     let seed = 12345;
     const rnd = (n: number): number => {
       seed = (seed * 1103515245 + 12345) & 0x7fffffff;
@@ -447,119 +479,112 @@ describe('decode: bad encoded data', () => {
   });
 });
 
-describe('path safety', () => {
-  it('missing path inside the roots → NOT_FOUND; outside → OUTSIDE_ALLOWED_ROOTS', async () => {
-    await expectCode(preprocessImage({ id: 'm', path: path.join(roots, 'nope.jpg') }, opts()), 'NOT_FOUND', 'm');
-    await expectCode(preprocessImage({ id: 'm2', path: path.join(roots, 'no-dir', 'nope.jpg') }, opts()), 'NOT_FOUND', 'm2');
-    await expectCode(preprocessImage({ id: 'm3', path: path.join(outsideDir, 'nope.jpg') }, opts()), 'OUTSIDE_ALLOWED_ROOTS', 'm3');
+describe("path safety", () => {
+  it("missing path inside the roots → NOT_FOUND; outside → OUTSIDE_ALLOWED_ROOTS", async () => {
+    await expectCode(preprocessImage({ id: "m", path: path.join(roots, "nope.jpg") }, opts()), "NOT_FOUND", "m");
+    await expectCode(preprocessImage({ id: "m2", path: path.join(roots, "no-dir", "nope.jpg") }, opts()), "NOT_FOUND", "m2");
+    await expectCode(preprocessImage({ id: "m3", path: path.join(outsideDir, "nope.jpg") }, opts()), "OUTSIDE_ALLOWED_ROOTS", "m3");
   });
 
-  it('directory → NOT_A_FILE', async () => {
-    const d = path.join(roots, 'subdir.jpg');
+  it("directory → NOT_A_FILE", async () => {
+    const d = path.join(roots, "subdir.jpg");
     await fsp.mkdir(d);
-    await expectCode(preprocessImage({ id: 'd', path: d }, opts()), 'NOT_A_FILE', 'd', /directory/);
-    await expectCode(preprocessImage({ id: 'r', path: roots }, opts()), 'NOT_A_FILE', 'r');
+    await expectCode(preprocessImage({ id: "d", path: d }, opts()), "NOT_A_FILE", "d", /directory/);
+    await expectCode(preprocessImage({ id: "r", path: roots }, opts()), "NOT_A_FILE", "r");
   });
 
-  it('FIFO → NOT_A_FILE without blocking', async (t) => {
-    const f = path.join(roots, 'pipe.png');
+  it("FIFO → NOT_A_FILE without blocking", async (t) => {
+    const f = path.join(roots, "pipe.png");
     try {
-      execFileSync('mkfifo', [f]);
+      execFileSync("mkfifo", [f]);
     } catch {
-      t.skip('mkfifo unavailable');
+      t.skip("mkfifo unavailable");
       return;
     }
-    await expectCode(preprocessImage({ id: 'fifo', path: f }, opts()), 'NOT_A_FILE', 'fifo');
+    await expectCode(preprocessImage({ id: "fifo", path: f }, opts()), "NOT_A_FILE", "fifo");
   });
 
-  it('files outside the roots, and .. traversal, are refused', async () => {
+  it("files outside the roots, and .. traversal, are refused", async () => {
     const img = await solid(16, 16, COLOUR).png().toBuffer();
-    const out = await writeIn(outsideDir, 'secret.png', img);
-    await expectCode(preprocessImage({ id: 'o', path: out }, opts()), 'OUTSIDE_ALLOWED_ROOTS', 'o');
-    await expectCode(preprocessImage({ id: 'dd', path: `${roots}/../outside/secret.png` }, opts()), 'OUTSIDE_ALLOWED_ROOTS', 'dd');
+    const out = await writeIn(outsideDir, "secret.png", img);
+    await expectCode(preprocessImage({ id: "o", path: out }, opts()), "OUTSIDE_ALLOWED_ROOTS", "o");
+    await expectCode(preprocessImage({ id: "dd", path: `${roots}/../outside/secret.png` }, opts()), "OUTSIDE_ALLOWED_ROOTS", "dd");
     // a sibling whose name merely starts with the root's name is outside
     const sibling = `${roots}-evil`;
     await fsp.mkdir(sibling);
-    await expectCode(preprocessImage({ id: 'sib', path: await writeIn(sibling, 'x.png', img) }, opts()), 'OUTSIDE_ALLOWED_ROOTS', 'sib');
+    await expectCode(preprocessImage({ id: "sib", path: await writeIn(sibling, "x.png", img) }, opts()), "OUTSIDE_ALLOWED_ROOTS", "sib");
   });
 
-  it('a symlink escaping the roots is refused; one staying inside is allowed', async () => {
+  it("a symlink escaping the roots is refused; one staying inside is allowed", async () => {
     const img = await solid(16, 16, COLOUR).png().toBuffer();
-    const target = await writeIn(outsideDir, 'target.png', img);
-    const evil = path.join(roots, 'evil.png');
+    const target = await writeIn(outsideDir, "target.png", img);
+    const evil = path.join(roots, "evil.png");
     await fsp.symlink(target, evil);
-    await expectCode(preprocessImage({ id: 'sym', path: evil }, opts()), 'OUTSIDE_ALLOWED_ROOTS', 'sym');
+    await expectCode(preprocessImage({ id: "sym", path: evil }, opts()), "OUTSIDE_ALLOWED_ROOTS", "sym");
     // directory symlink escaping
-    const dirLink = path.join(roots, 'linkdir');
+    const dirLink = path.join(roots, "linkdir");
     await fsp.symlink(outsideDir, dirLink);
-    await expectCode(preprocessImage({ id: 'symd', path: path.join(dirLink, 'target.png') }, opts()), 'OUTSIDE_ALLOWED_ROOTS', 'symd');
+    await expectCode(preprocessImage({ id: "symd", path: path.join(dirLink, "target.png") }, opts()), "OUTSIDE_ALLOWED_ROOTS", "symd");
     // inside → inside is fine
-    const real = await writeIn(roots, 'real.png', img);
-    const good = path.join(roots, 'good.png');
+    const real = await writeIn(roots, "real.png", img);
+    const good = path.join(roots, "good.png");
     await fsp.symlink(real, good);
-    assertSolid(await preprocessImage({ id: 'ok', path: good }, opts()), COLOUR, 1);
+    assertSolid(await preprocessImage({ id: "ok", path: good }, opts()), COLOUR, 1);
   });
 
-  it('a root that is itself a symlink works (roots are realpath-ed)', async () => {
-    const linkRoot = path.join(tmp, 'root-link');
+  it("a root that is itself a symlink works (roots are realpath-ed)", async () => {
+    const linkRoot = path.join(tmp, "root-link");
     await fsp.symlink(roots, linkRoot);
     const policy = await createPathPolicy([linkRoot]);
-    await writeIn(roots, 'via-link.png', await solid(16, 16, COLOUR).png().toBuffer());
-    const img = await preprocessImage({ id: 'vl', path: path.join(linkRoot, 'via-link.png') }, { ...opts(), paths: policy });
+    await writeIn(roots, "via-link.png", await solid(16, 16, COLOUR).png().toBuffer());
+    const img = await preprocessImage({ id: "vl", path: path.join(linkRoot, "via-link.png") }, { ...opts(), paths: policy });
     assertSolid(img, COLOUR, 1);
-    await expectCode(
-      preprocessImage({ id: 'vl2', path: path.join(linkRoot, 'missing.png') }, { ...opts(), paths: policy }),
-      'NOT_FOUND',
-    );
+    await expectCode(preprocessImage({ id: "vl2", path: path.join(linkRoot, "missing.png") }, { ...opts(), paths: policy }), "NOT_FOUND");
   });
 
-  it('relative paths, NUL bytes and no configured roots are refused', async () => {
-    await expectCode(preprocessImage({ id: 'rel', path: 'roots/x.png' }, opts()), 'INVALID_ARGUMENT', 'rel');
-    await expectCode(preprocessImage({ id: 'nul', path: `${roots}/x\0.png` }, opts()), 'INVALID_ARGUMENT', 'nul');
+  it("relative paths, NUL bytes and no configured roots are refused", async () => {
+    await expectCode(preprocessImage({ id: "rel", path: "roots/x.png" }, opts()), "INVALID_ARGUMENT", "rel");
+    await expectCode(preprocessImage({ id: "nul", path: `${roots}/x\0.png` }, opts()), "INVALID_ARGUMENT", "nul");
     const none = await createPathPolicy([]);
-    await expectCode(preprocessImage({ id: 'nr', path: path.join(roots, 'real.png') }, { ...opts(), paths: none }), 'OUTSIDE_ALLOWED_ROOTS');
+    await expectCode(preprocessImage({ id: "nr", path: path.join(roots, "real.png") }, { ...opts(), paths: none }), "OUTSIDE_ALLOWED_ROOTS");
   });
 
-  it('malformed input objects → INVALID_ARGUMENT', async () => {
-    await expectCode(preprocessImage({ id: 'x' } as unknown as ImageInput, opts()), 'INVALID_ARGUMENT', 'x');
-    await expectCode(
-      preprocessImage({ id: 'y', path: '/a', bytes: new Uint8Array(1) } as unknown as ImageInput, opts()),
-      'INVALID_ARGUMENT',
-      'y',
-    );
-    await expectCode(preprocessImage({ id: 'b', bytes: 'abc' } as unknown as ImageInput, opts()), 'INVALID_ARGUMENT', 'b');
+  it("malformed input objects → INVALID_ARGUMENT", async () => {
+    await expectCode(preprocessImage({ id: "x" } as unknown as ImageInput, opts()), "INVALID_ARGUMENT", "x");
+    await expectCode(preprocessImage({ id: "y", path: "/a", bytes: new Uint8Array(1) } as unknown as ImageInput, opts()), "INVALID_ARGUMENT", "y");
+    await expectCode(preprocessImage({ id: "b", bytes: "abc" } as unknown as ImageInput, opts()), "INVALID_ARGUMENT", "b");
   });
 });
 
-describe('raw input', () => {
-  it('wrong shape → INVALID_ARGUMENT naming the expected size', async () => {
-    const raw = { data: new Uint8Array(10 * 10 * 3 - 1), height: 10, width: 10, channels: 3 as const, dtype: 'uint8' as const };
-    await expectCode(preprocessImage({ id: 'raw1', raw }, opts()), 'INVALID_ARGUMENT', 'raw1', /300/);
+describe("raw input", () => {
+  it("wrong shape → INVALID_ARGUMENT naming the expected size", async () => {
+    const raw = { data: new Uint8Array(10 * 10 * 3 - 1), height: 10, width: 10, channels: 3 as const, dtype: "uint8" as const };
+    await expectCode(preprocessImage({ id: "raw1", raw }, opts()), "INVALID_ARGUMENT", "raw1", /300/);
   });
 
-  it('bad channels / dtype / values → INVALID_ARGUMENT; too many pixels → TOO_LARGE', async () => {
+  it("bad channels / dtype / values → INVALID_ARGUMENT; too many pixels → TOO_LARGE", async () => {
     const bad: Array<[Record<string, unknown>, InputErrorCode]> = [
-      [{ data: new Uint8Array(200), height: 10, width: 10, channels: 2, dtype: 'uint8' }, 'INVALID_ARGUMENT'],
-      [{ data: new Float32Array(300), height: 10, width: 10, channels: 3, dtype: 'uint8' }, 'INVALID_ARGUMENT'],
-      [{ data: new Uint8Array(300), height: 10, width: 10, channels: 3, dtype: 'float32' }, 'INVALID_ARGUMENT'],
-      [{ data: new Float32Array(300).fill(2), height: 10, width: 10, channels: 3, dtype: 'float32' }, 'INVALID_ARGUMENT'],
-      [{ data: new Float32Array(300).fill(NaN), height: 10, width: 10, channels: 3, dtype: 'float32' }, 'INVALID_ARGUMENT'],
-      [{ data: new Uint8Array(300), height: 0, width: 10, channels: 3, dtype: 'uint8' }, 'INVALID_ARGUMENT'],
-      [{ data: new Uint8Array(300), height: 10, width: 10, channels: 3, dtype: 'uint16' }, 'INVALID_ARGUMENT'],
+      [{ data: new Uint8Array(200), height: 10, width: 10, channels: 2, dtype: "uint8" }, "INVALID_ARGUMENT"],
+      [{ data: new Float32Array(300), height: 10, width: 10, channels: 3, dtype: "uint8" }, "INVALID_ARGUMENT"],
+      [{ data: new Uint8Array(300), height: 10, width: 10, channels: 3, dtype: "float32" }, "INVALID_ARGUMENT"],
+      [{ data: new Float32Array(300).fill(2), height: 10, width: 10, channels: 3, dtype: "float32" }, "INVALID_ARGUMENT"],
+      [{ data: new Float32Array(300).fill(NaN), height: 10, width: 10, channels: 3, dtype: "float32" }, "INVALID_ARGUMENT"],
+      [{ data: new Uint8Array(300), height: 0, width: 10, channels: 3, dtype: "uint8" }, "INVALID_ARGUMENT"],
+      [{ data: new Uint8Array(300), height: 10, width: 10, channels: 3, dtype: "uint16" }, "INVALID_ARGUMENT"],
     ];
     for (const [raw, code] of bad) {
-      await expectCode(preprocessImage({ id: 'rawbad', raw } as unknown as ImageInput, opts()), code, 'rawbad');
+      await expectCode(preprocessImage({ id: "rawbad", raw } as unknown as ImageInput, opts()), code, "rawbad");
     }
-    const big = { data: new Uint8Array(300), height: 10, width: 10, channels: 3 as const, dtype: 'uint8' as const };
-    await expectCode(preprocessImage({ id: 'rawbig', raw: big }, opts('native', { limits: { limitInputPixels: 99 } })), 'TOO_LARGE');
+    const big = { data: new Uint8Array(300), height: 10, width: 10, channels: 3 as const, dtype: "uint8" as const };
+    await expectCode(preprocessImage({ id: "rawbig", raw: big }, opts("native", { limits: { limitInputPixels: 99 } })), "TOO_LARGE");
   });
 
-  it('float32 at the target size passes through unchanged (HWC → CHW)', async () => {
+  it("float32 at the target size passes through unchanged (HWC → CHW)", async () => {
     const h = 32;
     const w = 48;
     const data = new Float32Array(h * w * 3);
     for (let i = 0; i < data.length; i++) data[i] = ((i * 37) % 1000) / 999;
-    const img = await preprocessImage({ id: 'f', raw: { data, height: h, width: w, channels: 3, dtype: 'float32' } }, opts());
+    const img = await preprocessImage({ id: "f", raw: { data, height: h, width: w, channels: 3, dtype: "float32" } }, opts());
     assert.deepEqual([img.height, img.width], [h, w]);
     for (let y = 0; y < h; y++) {
       for (let x = 0; x < w; x++) {
@@ -568,53 +593,64 @@ describe('raw input', () => {
     }
   });
 
-  it('uint8 / float32 raw are resized like encoded input; grey and RGBA handled', async () => {
+  it("uint8 / float32 raw are resized like encoded input; grey and RGBA handled", async () => {
     const n = 30 * 40;
     const u8 = new Uint8Array(n * 3);
     for (let i = 0; i < n; i++) u8.set([COLOUR.r, COLOUR.g, COLOUR.b], i * 3);
-    const a = await preprocessImage({ id: 'u8', raw: { data: u8, height: 30, width: 40, channels: 3, dtype: 'uint8' } }, opts());
+    const a = await preprocessImage({ id: "u8", raw: { data: u8, height: 30, width: 40, channels: 3, dtype: "uint8" } }, opts());
     // native: 30/16 = 1.875 → 32; 40/16 = 2.5 → 2 (half to even) → 32
     assert.deepEqual([a.height, a.width, a.originalHeight, a.originalWidth], [32, 32, 30, 40]);
     assertSolid(a, COLOUR, 1);
 
     const f = new Float32Array(n * 3);
     for (let i = 0; i < n; i++) f.set([COLOUR.r / 255, COLOUR.g / 255, COLOUR.b / 255], i * 3);
-    assertSolid(await preprocessImage({ id: 'f32', raw: { data: f, height: 30, width: 40, channels: 3, dtype: 'float32' } }, opts()), COLOUR, 1);
+    assertSolid(await preprocessImage({ id: "f32", raw: { data: f, height: 30, width: 40, channels: 3, dtype: "float32" } }, opts()), COLOUR, 1);
 
     const grey = new Uint8Array(n).fill(77);
-    assertSolid(await preprocessImage({ id: 'g', raw: { data: grey, height: 30, width: 40, channels: 1, dtype: 'uint8' } }, opts()), { r: 77, g: 77, b: 77 }, 1);
+    assertSolid(
+      await preprocessImage({ id: "g", raw: { data: grey, height: 30, width: 40, channels: 1, dtype: "uint8" } }, opts()),
+      { r: 77, g: 77, b: 77 },
+      1,
+    );
 
     const rgba = new Uint8Array(n * 4);
     for (let i = 0; i < n; i++) rgba.set([0, 0, 255, 0], i * 4); // fully transparent blue
-    assertSolid(await preprocessImage({ id: 'rgba', raw: { data: rgba, height: 30, width: 40, channels: 4, dtype: 'uint8' } }, opts()), { r: 255, g: 255, b: 255 }, 1);
+    assertSolid(
+      await preprocessImage({ id: "rgba", raw: { data: rgba, height: 30, width: 40, channels: 4, dtype: "uint8" } }, opts()),
+      { r: 255, g: 255, b: 255 },
+      1,
+    );
     // same at target size (JS path)
     const rgba32 = new Uint8Array(32 * 48 * 4);
     for (let i = 0; i < 32 * 48; i++) rgba32.set([255, 0, 0, 255], i * 4);
-    assertSolid(await preprocessImage({ id: 'rgba2', raw: { data: rgba32, height: 32, width: 48, channels: 4, dtype: 'uint8' } }, opts()), RED, 0);
+    assertSolid(await preprocessImage({ id: "rgba2", raw: { data: rgba32, height: 32, width: 48, channels: 4, dtype: "uint8" } }, opts()), RED, 0);
   });
 });
 
-describe('misc', () => {
-  it('sniffFormat recognises the allowlist only', async () => {
-    assert.equal(sniffFormat(await solid(4, 4, RED).jpeg().toBuffer()), 'jpeg');
-    assert.equal(sniffFormat(await solid(4, 4, RED).png().toBuffer()), 'png');
-    assert.equal(sniffFormat(await solid(4, 4, RED).webp().toBuffer()), 'webp');
-    assert.equal(sniffFormat(await solid(4, 4, RED).gif().toBuffer()), 'gif');
-    assert.equal(sniffFormat(await solid(4, 4, RED).tiff().toBuffer()), 'tiff');
-    assert.equal(sniffFormat(await solid(4, 4, RED).avif().toBuffer()), 'heif');
-    assert.equal(sniffFormat(Buffer.from('<svg/>')), null);
+describe("misc", () => {
+  it("sniffFormat recognises the allowlist only", async () => {
+    assert.equal(sniffFormat(await solid(4, 4, RED).jpeg().toBuffer()), "jpeg");
+    assert.equal(sniffFormat(await solid(4, 4, RED).png().toBuffer()), "png");
+    assert.equal(sniffFormat(await solid(4, 4, RED).webp().toBuffer()), "webp");
+    assert.equal(sniffFormat(await solid(4, 4, RED).gif().toBuffer()), "gif");
+    assert.equal(sniffFormat(await solid(4, 4, RED).tiff().toBuffer()), "tiff");
+    assert.equal(sniffFormat(await solid(4, 4, RED).avif().toBuffer()), "heif");
+    assert.equal(sniffFormat(Buffer.from("<svg/>")), null);
   });
 
-  it('hwcToChw: uint8 → v/255 planes, grey replicated, alpha onto white', () => {
+  it("hwcToChw: uint8 → v/255 planes, grey replicated, alpha onto white", () => {
     const rgb = hwcToChw(new Uint8Array([0, 128, 255, 1, 2, 3]), 1, 2, 3);
-    assert.deepEqual([...rgb], [0, 1, 128, 2, 255, 3].map((v) => Math.fround(v / 255)));
+    assert.deepEqual(
+      [...rgb],
+      [0, 1, 128, 2, 255, 3].map((v) => Math.fround(v / 255)),
+    );
     const grey = hwcToChw(new Float32Array([0.25, 0.5]), 2, 1, 1);
     assert.deepEqual([...grey], [0.25, 0.5, 0.25, 0.5, 0.25, 0.5]);
     const rgba = hwcToChw(new Float32Array([1, 0, 0, 0.5]), 1, 1, 4);
     assert.deepEqual([...rgba], [1, 0.5, 0.5]);
   });
 
-  it('hwcToChwInto: writes one slot of a batch, every uint8 value exactly as v/255', () => {
+  it("hwcToChwInto: writes one slot of a batch, every uint8 value exactly as v/255", () => {
     // Every uint8 value in every channel: 256 pixels of (v, 255 - v, (7v) mod 256).
     const n = 256;
     const hwc = new Uint8Array(3 * n);
@@ -628,19 +664,28 @@ describe('misc', () => {
     assert.deepEqual([...batch.subarray(3 * n)], [...expected]);
     // float32 input in [0, 1] gives the same planes (the graph normalises, never the server).
     const out = new Float32Array(3 * n);
-    hwcToChwInto(out, 0, Float32Array.from(hwc, (v) => v / 255), 16, 16, 3);
+    hwcToChwInto(
+      out,
+      0,
+      Float32Array.from(hwc, (v) => v / 255),
+      16,
+      16,
+      3,
+    );
     assert.deepEqual([...out], [...expected]);
     assert.throws(() => hwcToChwInto(new Float32Array(3 * n - 1), 0, hwc, 16, 16, 3), RangeError);
   });
 
-  it('decoding does not block the event loop', async () => {
+  it("decoding does not block the event loop", async () => {
     const w = 3000;
     const h = 2000;
-    const buf = await sharp(noiseRaw(w, h, 3), { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 95 }).toBuffer();
+    const buf = await sharp(noiseRaw(w, h, 3), { raw: { width: w, height: h, channels: 3 } })
+      .jpeg({ quality: 95 })
+      .toBuffer();
     let ticks = 0;
     const timer = setInterval(() => ticks++, 1);
     try {
-      await preprocessImage({ id: 'big', bytes: buf }, opts('native'));
+      await preprocessImage({ id: "big", bytes: buf }, opts("native"));
     } finally {
       clearInterval(timer);
     }

@@ -2,28 +2,31 @@
  * `radio-sidecar serve` as a parent process sees it: flags and RADIO_* env, the one JSON "ready"
  * line on stdout, a private unix socket, and SIGTERM finishing in-flight work before exit 0.
  */
-import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import http from 'node:http';
-import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { createInterface } from 'node:readline';
+import assert from "node:assert/strict";
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import http from "node:http";
+import { existsSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { createInterface } from "node:readline";
 
-import sharp from 'sharp';
+import sharp from "sharp";
 
-import { noiseRaw } from './support/images.js';
-import { compileTinyModel, RadioClient, tempDir } from './support/server.js';
+import { noiseRaw } from "./support/images.js";
+import { compileTinyModel, RadioClient, tempDir } from "./support/server.js";
 
-const SRC = path.resolve(import.meta.dirname, '../../server/src');
-const DIST_CLI = path.resolve(import.meta.dirname, '../../server/dist/cli.js');
+const SRC = path.resolve(import.meta.dirname, "../../server/src");
+const DIST_CLI = path.resolve(import.meta.dirname, "../../server/dist/cli.js");
 
 /** The built CLI when it is newer than every source file (much faster to start), else the source under tsx. */
 function cliCommand(): string[] {
   const newest = (dir: string): number =>
-    Math.max(0, ...readdirSync(dir, { withFileTypes: true }).map((e) => (e.isDirectory() ? newest(path.join(dir, e.name)) : statSync(path.join(dir, e.name)).mtimeMs)));
+    Math.max(
+      0,
+      ...readdirSync(dir, { withFileTypes: true }).map((e) => (e.isDirectory() ? newest(path.join(dir, e.name)) : statSync(path.join(dir, e.name)).mtimeMs)),
+    );
   if (existsSync(DIST_CLI) && statSync(DIST_CLI).mtimeMs >= newest(SRC)) return [DIST_CLI];
-  return ['--import', 'tsx', path.join(SRC, 'cli.ts')];
+  return ["--import", "tsx", path.join(SRC, "cli.ts")];
 }
 const CLI = cliCommand();
 
@@ -35,99 +38,106 @@ interface Spawned {
 }
 
 function spawnServe(args: string[], env: Record<string, string> = {}): Spawned {
-  const proc = spawn(process.execPath, [...CLI, 'serve', ...args], {
-    env: { ...process.env, RADIO_LOG_LEVEL: 'warn', ...env },
-    stdio: ['pipe', 'pipe', 'pipe'],
+  const proc = spawn(process.execPath, [...CLI, "serve", ...args], {
+    env: { ...process.env, RADIO_LOG_LEVEL: "warn", ...env },
+    stdio: ["pipe", "pipe", "pipe"],
   });
-  let err = '';
-  proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  let err = "";
+  proc.stderr.on("data", (d: Buffer) => (err += d.toString()));
   const lines = createInterface({ input: proc.stdout });
-  const exit = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  const exit = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
   const ready = new Promise<Record<string, unknown>>((resolve, reject) => {
-    lines.once('line', (l) => resolve(JSON.parse(l) as Record<string, unknown>));
+    lines.once("line", (l) => resolve(JSON.parse(l) as Record<string, unknown>));
     void exit.then((code) => reject(new Error(`serve exited (${code}) before ready:\n${err}`)));
   });
   ready.catch(() => undefined);
   return { proc, ready, exit, stderr: () => err };
 }
 
-describe('radio-sidecar serve (CLI)', () => {
+describe("radio-sidecar serve (CLI)", () => {
   const tmp = tempDir();
   let graph: string;
   let png: Buffer;
 
   before(async () => {
     graph = await compileTinyModel(tmp.dir);
-    png = await sharp(noiseRaw(64, 64, 1), { raw: { width: 64, height: 64, channels: 3 } }).png().toBuffer();
-    writeFileSync(path.join(tmp.dir, 'a.png'), png);
+    png = await sharp(noiseRaw(64, 64, 1), { raw: { width: 64, height: 64, channels: 3 } })
+      .png()
+      .toBuffer();
+    writeFileSync(path.join(tmp.dir, "a.png"), png);
   });
   after(() => tmp.cleanup());
 
-  it('prints one ready line, listens on a private socket, and drains on SIGTERM before exiting 0', async () => {
-    const sockDir = path.join(tmp.dir, 'run', 'sock'); // does not exist yet: created 0700
-    const socket = path.join(sockDir, 'radio.sock');
-    const s = spawnServe(['--socket', socket, '--model', `tiny=${graph}`, '--http-port', 'auto', '--max-batch', '4'], {
+  it("prints one ready line, listens on a private socket, and drains on SIGTERM before exiting 0", async () => {
+    const sockDir = path.join(tmp.dir, "run", "sock"); // does not exist yet: created 0700
+    const socket = path.join(sockDir, "radio.sock");
+    const s = spawnServe(["--socket", socket, "--model", `tiny=${graph}`, "--http-port", "auto", "--max-batch", "4"], {
       RADIO_ALLOWED_ROOT: tmp.dir,
-      RADIO_QUEUE_DELAY_MS: '2',
+      RADIO_QUEUE_DELAY_MS: "2",
     });
     const ready = await s.ready;
-    assert.equal(ready.event, 'ready');
+    assert.equal(ready.event, "ready");
     assert.equal(ready.socket, socket);
     assert.equal(ready.grpcPort, null);
-    assert.equal(typeof ready.httpPort, 'number');
-    assert.deepEqual(ready.models, ['tiny']);
-    assert.equal(statSync(socket).mode & 0o777, 0o600, 'socket is owner-only');
-    assert.equal(statSync(sockDir).mode & 0o777, 0o700, 'socket dir is owner-only');
+    assert.equal(typeof ready.httpPort, "number");
+    assert.deepEqual(ready.models, ["tiny"]);
+    assert.equal(statSync(socket).mode & 0o777, 0o600, "socket is owner-only");
+    assert.equal(statSync(sockDir).mode & 0o777, 0o700, "socket dir is owner-only");
 
     const c = new RadioClient(`unix:${socket}`);
     try {
-      assert.equal(await c.healthCheck(''), 'SERVING');
+      assert.equal(await c.healthCheck(""), "SERVING");
       const info = await c.info();
       assert.equal(info.maxBatchSize, 4);
       // A path input under the root given by env, while the call below is in flight, SIGTERM.
       const inflight = c.embed({
-        images: Array.from({ length: 12 }, (_, i) => ({ id: `p${i}`, path: path.join(tmp.dir, 'a.png') })),
-        options: { resolution: '256x256' },
+        images: Array.from({ length: 12 }, (_, i) => ({ id: `p${i}`, path: path.join(tmp.dir, "a.png") })),
+        options: { resolution: "256x256" },
       });
       await inflight.first;
-      s.proc.kill('SIGTERM');
+      s.proc.kill("SIGTERM");
       const results = await inflight.done;
       assert.equal(results.length, 12);
-      assert.ok(results.every((r) => r.output), 'in-flight images all finished');
+      assert.ok(
+        results.every((r) => r.output),
+        "in-flight images all finished",
+      );
       assert.equal(await s.exit, 0, s.stderr());
-      assert.equal(existsSync(socket), false, 'socket removed');
+      assert.equal(existsSync(socket), false, "socket removed");
     } finally {
       c.close();
-      s.proc.kill('SIGKILL');
+      s.proc.kill("SIGKILL");
     }
   });
 
-  it('--idle-timeout-s: a held health Watch keeps it up; with no call open it exits 0 on its own; --instance-key and --http-socket', async () => {
-    const sockDir = path.join(tmp.dir, 'idle');
-    const socket = path.join(sockDir, 'k.sock');
-    const httpSocket = path.join(sockDir, 'k.http.sock');
-    const s = spawnServe(['--socket', socket, '--http-socket', httpSocket, '--model', `tiny=${graph}`, '--instance-key', 'abc123', '--idle-timeout-s', '1'], { RADIO_LOG_LEVEL: 'info' });
+  it("--idle-timeout-s: a held health Watch keeps it up; with no call open it exits 0 on its own; --instance-key and --http-socket", async () => {
+    const sockDir = path.join(tmp.dir, "idle");
+    const socket = path.join(sockDir, "k.sock");
+    const httpSocket = path.join(sockDir, "k.http.sock");
+    const s = spawnServe(["--socket", socket, "--http-socket", httpSocket, "--model", `tiny=${graph}`, "--instance-key", "abc123", "--idle-timeout-s", "1"], {
+      RADIO_LOG_LEVEL: "info",
+    });
     try {
       const ready = await s.ready;
       assert.equal(ready.httpSocket, httpSocket);
-      assert.equal(statSync(httpSocket).mode & 0o777, 0o600, 'the HTTP socket is owner-only');
+      assert.equal(statSync(httpSocket).mode & 0o777, 0o600, "the HTTP socket is owner-only");
       const c = new RadioClient(`unix:${socket}`);
       const info = await c.info();
-      assert.equal(info.instanceKey, 'abc123');
+      assert.equal(info.instanceKey, "abc123");
       assert.equal(info.pid, s.proc.pid);
       assert.equal(info.idleTimeoutS, 1);
       const lease = c.watchHealth();
-      await lease.next('SERVING');
+      await lease.next("SERVING");
       // Held for three idle timeouts: still serving.
       await new Promise((r) => setTimeout(r, 3000));
-      assert.equal(s.proc.exitCode, null, 'a client holding a Watch keeps the server up');
+      assert.equal(s.proc.exitCode, null, "a client holding a Watch keeps the server up");
       const metrics = await new Promise<string>((resolve, reject) => {
-        const req = http.request({ socketPath: httpSocket, path: '/metrics' }, (res) => {
-          let body = '';
-          res.on('data', (d: Buffer) => (body += d.toString()));
-          res.on('end', () => resolve(body));
+        const req = http.request({ socketPath: httpSocket, path: "/metrics" }, (res) => {
+          let body = "";
+          res.on("data", (d: Buffer) => (body += d.toString()));
+          res.on("end", () => resolve(body));
         });
-        req.on('error', reject);
+        req.on("error", reject);
         req.end();
       });
       assert.match(metrics, /radio_grpc_open_calls 1\b/);
@@ -135,94 +145,103 @@ describe('radio-sidecar serve (CLI)', () => {
       c.close();
       const t0 = Date.now();
       assert.equal(await s.exit, 0);
-      assert.ok(Date.now() - t0 < 10_000, 'exits soon after the last call closed');
-      assert.equal(existsSync(socket), false, 'socket removed');
-      assert.equal(existsSync(httpSocket), false, 'HTTP socket removed');
+      assert.ok(Date.now() - t0 < 10_000, "exits soon after the last call closed");
+      assert.equal(existsSync(socket), false, "socket removed");
+      assert.equal(existsSync(httpSocket), false, "HTTP socket removed");
       assert.match(s.stderr(), /idle: no client/);
     } finally {
-      s.proc.kill('SIGKILL');
+      s.proc.kill("SIGKILL");
     }
   });
 
-  it('--provider cuda runs on CUDA or fails with a clear error (never a silent CPU fallback)', async () => {
-    const s = spawnServe(['--model', graph, '--provider', 'cuda']);
+  it("--provider cuda runs on CUDA or fails with a clear error (never a silent CPU fallback)", async () => {
+    const s = spawnServe(["--model", graph, "--provider", "cuda"]);
     try {
       const ready = await s.ready.catch((err: Error) => err);
       if (ready instanceof Error) {
         // The probe's reason and what to do, before anything listens.
-        assert.match(ready.message, /radio-sidecar: error: the cuda execution provider was asked for but cannot be used: (onnxruntime-node's CUDA provider is not installed .*scripts\/setup\.sh|no NVIDIA driver|no CUDA device|the CUDA provider needs|the NVIDIA driver is too old).*never falls back/);
+        assert.match(
+          ready.message,
+          /radio-sidecar: error: the cuda execution provider was asked for but cannot be used: (onnxruntime-node's CUDA provider is not installed .*scripts\/setup\.sh|no NVIDIA driver|no CUDA device|the CUDA provider needs|the NVIDIA driver is too old).*never falls back/,
+        );
         assert.doesNotMatch(ready.message, /listening/);
         assert.equal(await s.exit, 1);
       } else {
         const c = new RadioClient(`unix:${ready.socket}`);
         const info = await c.info();
         c.close();
-        assert.equal((info.models as { executionProvider: string }[])[0]!.executionProvider, 'CUDAExecutionProvider');
+        assert.equal((info.models as { executionProvider: string }[])[0]!.executionProvider, "CUDAExecutionProvider");
       }
     } finally {
-      s.proc.kill('SIGKILL');
+      s.proc.kill("SIGKILL");
     }
   });
 
-  it('--provider auto (the default) logs its choice once, with why the better ones were not taken, and reports it in Info', async () => {
+  it("--provider auto (the default) logs its choice once, with why the better ones were not taken, and reports it in Info", async () => {
     // No Vulkan driver: on this host auto ends on cpu unless CUDA loads.
-    const s = spawnServe(['--model', graph, '--http-port', 'auto', '--decode-parallelism', '6'], {
-      RADIO_LOG_LEVEL: 'info',
-      VK_ICD_FILENAMES: '/nonexistent/radio-test-no-vulkan-driver.json',
-      UV_THREADPOOL_SIZE: '', // libuv's default, 4
+    const s = spawnServe(["--model", graph, "--http-port", "auto", "--decode-parallelism", "6"], {
+      RADIO_LOG_LEVEL: "info",
+      VK_ICD_FILENAMES: "/nonexistent/radio-test-no-vulkan-driver.json",
+      UV_THREADPOOL_SIZE: "", // libuv's default, 4
     });
     try {
       const ready = await s.ready;
-      const choices = s.stderr().split('\n').filter((l) => l.includes('"msg":"execution provider: '));
+      const choices = s
+        .stderr()
+        .split("\n")
+        .filter((l) => l.includes('"msg":"execution provider: '));
       assert.equal(choices.length, 1, s.stderr());
       const line = JSON.parse(choices[0]!) as { requested: string; provider: string; msg: string };
-      assert.equal(line.requested, 'auto');
+      assert.equal(line.requested, "auto");
       // More decodes in flight than libuv's thread pool can run: said once, with the fix.
       assert.match(s.stderr(), /6 decodes in flight, but libuv's thread pool runs 4 at a time: start the server with UV_THREADPOOL_SIZE=10/);
       const c = new RadioClient(`unix:${ready.socket}`);
       const info = await c.info();
       c.close();
-      assert.equal(info.providerRequested, 'auto');
+      assert.equal(info.providerRequested, "auto");
       assert.equal(info.provider, line.provider);
-      assert.deepEqual((info.providerProbes as { provider: string }[]).map((p) => p.provider), ['cuda', 'webgpu', 'cpu']);
+      assert.deepEqual(
+        (info.providerProbes as { provider: string }[]).map((p) => p.provider),
+        ["cuda", "webgpu", "cpu"],
+      );
       const http = (await (await fetch(`http://127.0.0.1:${ready.httpPort as number}/v1/info`)).json()) as Record<string, unknown>;
       assert.deepEqual(http.providerNotTaken, info.providerNotTaken);
-      if (line.provider === 'cpu') {
+      if (line.provider === "cpu") {
         assert.match(line.msg, /^execution provider: cpu \(auto; fp32 graphs wanted\); not taken: cuda: .*; webgpu: no Vulkan driver/);
         assert.equal((info.providerNotTaken as string[]).length, 2);
-        assert.equal(info.maxBatchSize, 8, 'the CPU default');
+        assert.equal(info.maxBatchSize, 8, "the CPU default");
       }
-      s.proc.kill('SIGTERM');
+      s.proc.kill("SIGTERM");
       assert.equal(await s.exit, 0);
     } finally {
-      s.proc.kill('SIGKILL');
+      s.proc.kill("SIGKILL");
     }
   });
 
-  it('fails fast with a clear message on a bad model folder, and serves TCP when asked', async () => {
-    const bad = spawnServe(['--model', path.join(tmp.dir, 'no-such-graph')]);
+  it("fails fast with a clear message on a bad model folder, and serves TCP when asked", async () => {
+    const bad = spawnServe(["--model", path.join(tmp.dir, "no-such-graph")]);
     await assert.rejects(bad.ready, /not a compiled RADIO graph folder/);
     assert.equal(await bad.exit, 1);
 
-    const s = spawnServe(['--port', '0'], { RADIO_MODEL: graph });
+    const s = spawnServe(["--port", "0"], { RADIO_MODEL: graph });
     try {
       const ready = await s.ready;
       assert.equal(ready.socket, null);
       assert.ok((ready.grpcPort as number) > 0);
       const c = new RadioClient(`127.0.0.1:${ready.grpcPort}`);
       try {
-        const [r] = await c.embed({ images: [{ id: 'x', encoded: png }] }).done;
-        assert.ok(r!.output, 'TCP works');
+        const [r] = await c.embed({ images: [{ id: "x", encoded: png }] }).done;
+        assert.ok(r!.output, "TCP works");
         // Path inputs are refused over TCP (no --allow-remote-paths).
-        const [p] = await c.embed({ images: [{ id: 'p', path: path.join(tmp.dir, 'a.png') }] }).done;
-        assert.equal(p!.error?.code, 'PERMISSION_DENIED');
+        const [p] = await c.embed({ images: [{ id: "p", path: path.join(tmp.dir, "a.png") }] }).done;
+        assert.equal(p!.error?.code, "PERMISSION_DENIED");
       } finally {
         c.close();
       }
-      s.proc.kill('SIGINT');
+      s.proc.kill("SIGINT");
       assert.equal(await s.exit, 0);
     } finally {
-      s.proc.kill('SIGKILL');
+      s.proc.kill("SIGKILL");
     }
   });
 });

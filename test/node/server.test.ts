@@ -3,21 +3,21 @@
  * models, a real @grpc/grpc-js client. Outputs are checked against onnxruntime run directly on the
  * same pixels (raw float32 at the model resolution passes preprocessing unchanged).
  */
-import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
-import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
 
-import * as grpc from '@grpc/grpc-js';
-import sharp from 'sharp';
+import * as grpc from "@grpc/grpc-js";
+import sharp from "sharp";
 
-import { computeHeatmap } from '../../server/src/postprocess/heatmap.js';
-import { nlcToChw } from '../../server/src/postprocess/outputs.js';
-import { snapAspectBucket } from '../../server/src/preprocess/index.js';
-import { loadGraph, runGraph, type LoadedGraph } from '../../server/src/runtime/session.js';
-import { noiseRaw } from './support/images.js';
+import { computeHeatmap } from "../../server/src/postprocess/heatmap.js";
+import { nlcToChw } from "../../server/src/postprocess/outputs.js";
+import { snapAspectBucket } from "../../server/src/preprocess/index.js";
+import { loadGraph, runGraph, type LoadedGraph } from "../../server/src/runtime/session.js";
+import { noiseRaw } from "./support/images.js";
 // The worker with fault injection (tests only; not imported here: it loads models when imported).
-const FAULT_WORKER = new URL('./support/fault-worker.ts', import.meta.url).href;
+const FAULT_WORKER = new URL("./support/fault-worker.ts", import.meta.url).href;
 import {
   compileTinyModel,
   floats,
@@ -36,7 +36,7 @@ import {
   type ImageInputMsg,
   type ImageResult,
   type TestServer,
-} from './support/server.js';
+} from "./support/server.js";
 
 const CRASH_HEIGHT = 80; // a batch of this height makes the inference worker exit (test hook)
 const TOL = 2e-5;
@@ -47,7 +47,7 @@ function _codeOf(err: unknown): number {
 
 /** Inference batches the 'tiny' model ran between two metric scrapes. */
 function tinyRunsBetween(before: string, after: string): number {
-  return metricValue(after, 'radio_batch_size_count', { model: 'tiny' }) - metricValue(before, 'radio_batch_size_count', { model: 'tiny' });
+  return metricValue(after, "radio_batch_size_count", { model: "tiny" }) - metricValue(before, "radio_batch_size_count", { model: "tiny" });
 }
 
 async function expectStatus(p: Promise<unknown>, code: grpc.status, pattern?: RegExp): Promise<grpc.ServiceError> {
@@ -60,9 +60,9 @@ async function expectStatus(p: Promise<unknown>, code: grpc.status, pattern?: Re
   return err;
 }
 
-describe('radio sidecar over a unix socket', () => {
+describe("radio sidecar over a unix socket", () => {
   const tmp = tempDir();
-  const root = path.join(tmp.dir, 'images');
+  const root = path.join(tmp.dir, "images");
   let graph: string;
   let soGraph: string;
   let ts: TestServer;
@@ -80,16 +80,21 @@ describe('radio sidecar over a unix socket', () => {
   }
 
   before(async () => {
-    const { mkdirSync } = await import('node:fs');
+    const { mkdirSync } = await import("node:fs");
     mkdirSync(root);
-    graph = await compileTinyModel(tmp.dir, 'tiny');
-    soGraph = await compileTinyModel(tmp.dir, 'tiny-so400m');
-    pngBytes = await sharp(pngPixels, { raw: { width: 64, height: 64, channels: 3 } }).png().toBuffer();
-    writeFileSync(path.join(root, 'noise.png'), pngBytes);
+    graph = await compileTinyModel(tmp.dir, "tiny");
+    soGraph = await compileTinyModel(tmp.dir, "tiny-so400m");
+    pngBytes = await sharp(pngPixels, { raw: { width: 64, height: 64, channels: 3 } })
+      .png()
+      .toBuffer();
+    writeFileSync(path.join(root, "noise.png"), pngBytes);
     process.env.RADIO_TEST_WORKER_EXIT_ON_HEIGHT = String(CRASH_HEIGHT);
     ts = await startTestServer(
       {
-        models: [{ name: 'tiny', dir: graph }, { name: 'so', dir: soGraph }],
+        models: [
+          { name: "tiny", dir: graph },
+          { name: "so", dir: soGraph },
+        ],
         allowedRoots: [root],
         httpPort: 0,
         maxBatch: 8,
@@ -112,88 +117,95 @@ describe('radio sidecar over a unix socket', () => {
     tmp.cleanup();
   });
 
-  it('answers Info, health, reflection and the HTTP endpoints', async () => {
+  it("answers Info, health, reflection and the HTTP endpoints", async () => {
     const info = await client.info();
-    assert.equal(info.defaultModel, 'tiny');
+    assert.equal(info.defaultModel, "tiny");
     const models = info.models as Record<string, unknown>[];
-    assert.deepEqual(models.map((m) => m.name), ['tiny', 'so']);
+    assert.deepEqual(
+      models.map((m) => m.name),
+      ["tiny", "so"],
+    );
     assert.equal(models[0]!.summaryDim, 128);
     assert.equal(models[0]!.featureDim, 64);
     assert.equal(models[0]!.patchSize, 16);
-    assert.equal(models[0]!.executionProvider, 'CPUExecutionProvider');
+    assert.equal(models[0]!.executionProvider, "CPUExecutionProvider");
     assert.equal(info.maxBatchSize, 8);
-    assert.equal(info.onnxruntimeVersion, '1.30.0');
+    assert.equal(info.onnxruntimeVersion, "1.30.0");
 
-    assert.equal(await client.healthCheck(''), 'SERVING');
-    assert.equal(await client.healthCheck('radio.v1.Radio'), 'SERVING');
+    assert.equal(await client.healthCheck(""), "SERVING");
+    assert.equal(await client.healthCheck("radio.v1.Radio"), "SERVING");
 
     const services = await client.listServices();
-    assert.ok(services.includes('radio.v1.Radio'), `reflection lists ${services}`);
-    assert.ok(services.includes('grpc.health.v1.Health'), `reflection lists ${services}`);
+    assert.ok(services.includes("radio.v1.Radio"), `reflection lists ${services}`);
+    assert.ok(services.includes("grpc.health.v1.Health"), `reflection lists ${services}`);
 
     const port = ts.server.httpPort!;
-    assert.equal((await httpGet(port, '/healthz')).status, 200);
-    const ready = await httpGet(port, '/readyz');
+    assert.equal((await httpGet(port, "/healthz")).status, 200);
+    const ready = await httpGet(port, "/readyz");
     assert.equal(ready.status, 200);
-    assert.deepEqual(JSON.parse(ready.body), { status: 'ready' });
-    const httpInfo = await httpGet(port, '/v1/info');
+    assert.deepEqual(JSON.parse(ready.body), { status: "ready" });
+    const httpInfo = await httpGet(port, "/v1/info");
     assert.equal(httpInfo.status, 200);
     assert.deepEqual(JSON.parse(httpInfo.body), info);
-    const metrics = await httpGet(port, '/metrics');
+    const metrics = await httpGet(port, "/metrics");
     assert.equal(metrics.status, 200);
     for (const name of [
-      'radio_grpc_requests_total',
-      'radio_image_failures_total',
-      'radio_queue_depth',
-      'radio_batch_size',
-      'radio_queue_time_seconds',
-      'radio_inference_seconds',
-      'radio_images_total',
-      'radio_worker_utilization',
-      'radio_worker_busy_seconds_total',
+      "radio_grpc_requests_total",
+      "radio_image_failures_total",
+      "radio_queue_depth",
+      "radio_batch_size",
+      "radio_queue_time_seconds",
+      "radio_inference_seconds",
+      "radio_images_total",
+      "radio_worker_utilization",
+      "radio_worker_busy_seconds_total",
     ]) {
       assert.ok(metrics.body.includes(name), `/metrics has ${name}`);
     }
-    assert.ok(metricValue(metrics.body, 'radio_grpc_requests_total', { method: 'Info', code: 'OK' }) >= 1);
+    assert.ok(metricValue(metrics.body, "radio_grpc_requests_total", { method: "Info", code: "OK" }) >= 1);
   });
 
-  it('SUMMARY, FEATURES_NLC and FEATURES_NCHW equal onnxruntime on the same pixels', async () => {
+  it("SUMMARY, FEATURES_NLC and FEATURES_NCHW equal onnxruntime on the same pixels", async () => {
     const [h, w] = [32, 48];
     const imgs = [randomPixels(h, w, 1), randomPixels(h, w, 2)];
     const want = await reference(ref, imgs, h, w);
     const [S, n, C] = [want.summaryDims[1]!, want.featureDims[1]!, want.featureDims[2]!];
-    const request = (output: 'SUMMARY' | 'FEATURES_NLC' | 'FEATURES_NCHW') =>
-      client.embed({ images: imgs.map((im, i) => rawFloat(`img${i}`, im, h, w)), options: { output, resolution: 'native' } }).done;
+    const request = (output: "SUMMARY" | "FEATURES_NLC" | "FEATURES_NCHW") =>
+      client.embed({ images: imgs.map((im, i) => rawFloat(`img${i}`, im, h, w)), options: { output, resolution: "native" } }).done;
 
-    const summary = await request('SUMMARY');
-    const nlc = await request('FEATURES_NLC');
-    const nchw = await request('FEATURES_NCHW');
+    const summary = await request("SUMMARY");
+    const nlc = await request("FEATURES_NLC");
+    const nchw = await request("FEATURES_NCHW");
     for (let b = 0; b < 2; b++) {
       const s = summary[b]!.output!;
       assert.equal(summary[b]!.id, `img${b}`);
       assert.deepEqual(s.tensor.shape, [S]);
-      assert.equal(s.tensor.dtype, 'DTYPE_FLOAT32');
+      assert.equal(s.tensor.dtype, "DTYPE_FLOAT32");
       assert.deepEqual([s.inputHeight, s.inputWidth, s.originalHeight, s.originalWidth], [h, w, h, w]);
-      assert.ok(maxAbsDiff(floats(s.tensor), want.summary.subarray(b * S, (b + 1) * S)) <= TOL, 'summary matches');
+      assert.ok(maxAbsDiff(floats(s.tensor), want.summary.subarray(b * S, (b + 1) * S)) <= TOL, "summary matches");
 
       const wantNlc = want.features.subarray(b * n * C, (b + 1) * n * C);
       const f = nlc[b]!.output!.tensor;
       assert.deepEqual(f.shape, [n, C]);
-      assert.ok(maxAbsDiff(floats(f), wantNlc) <= TOL, 'NLC features match');
+      assert.ok(maxAbsDiff(floats(f), wantNlc) <= TOL, "NLC features match");
 
       const g = nchw[b]!.output!.tensor;
       assert.deepEqual(g.shape, [C, h / 16, w / 16]);
       const got = floats(g);
       // [C, h, w][c][y][x] == [h*w, C][y*w + x][c]
-      for (const [c, y, x] of [[0, 0, 0], [5, 1, 2], [C - 1, h / 16 - 1, w / 16 - 1]] as const) {
+      for (const [c, y, x] of [
+        [0, 0, 0],
+        [5, 1, 2],
+        [C - 1, h / 16 - 1, w / 16 - 1],
+      ] as const) {
         const p = y * (w / 16) + x;
         assert.ok(Math.abs(got[c * n + p]! - wantNlc[p * C + c]!) <= TOL, `NCHW[${c},${y},${x}]`);
       }
-      assert.ok(maxAbsDiff(got, nlcToChw(wantNlc, n, C)) <= TOL, 'NCHW features match');
+      assert.ok(maxAbsDiff(got, nlcToChw(wantNlc, n, C)) <= TOL, "NCHW features match");
     }
   });
 
-  it('HEATMAP (PCA1 and PCA3_RGB) equals computeHeatmap of the onnxruntime features', async () => {
+  it("HEATMAP (PCA1 and PCA3_RGB) equals computeHeatmap of the onnxruntime features", async () => {
     const [h, w] = [64, 96];
     const img = randomPixels(h, w, 3);
     const want = await reference(ref, [img], h, w);
@@ -201,61 +213,72 @@ describe('radio sidecar over a unix socket', () => {
     const chw = nlcToChw(want.features, n, C);
     const dims = { channels: C, height: h / 16, width: w / 16 };
 
-    const [pca1] = await client.embed({ images: [rawFloat('a', img, h, w)], options: { output: 'HEATMAP', resolution: 'native' } }).done;
+    const [pca1] = await client.embed({ images: [rawFloat("a", img, h, w)], options: { output: "HEATMAP", resolution: "native" } }).done;
     const t1 = pca1!.output!.tensor;
-    assert.equal(t1.dtype, 'DTYPE_UINT8');
+    assert.equal(t1.dtype, "DTYPE_UINT8");
     assert.deepEqual(t1.shape, [h, w]); // default size: the image's own (longest side <= 512)
-    const want1 = computeHeatmap(chw, dims, { mode: 'pca1', sigma: null, outputHeight: h, outputWidth: w });
-    assert.ok(maxAbsDiff(t1.data, want1.data) <= 1, 'PCA1 heatmap matches');
+    const want1 = computeHeatmap(chw, dims, { mode: "pca1", sigma: null, outputHeight: h, outputWidth: w });
+    assert.ok(maxAbsDiff(t1.data, want1.data) <= 1, "PCA1 heatmap matches");
 
     const [pca3] = await client.embed({
-      images: [rawFloat('b', img, h, w)],
-      options: { output: 'HEATMAP', resolution: 'native', heatmap: { mode: 'PCA3_RGB', smoothing: true, outputHeight: 20, outputWidth: 30 } },
+      images: [rawFloat("b", img, h, w)],
+      options: { output: "HEATMAP", resolution: "native", heatmap: { mode: "PCA3_RGB", smoothing: true, outputHeight: 20, outputWidth: 30 } },
     }).done;
     const t3 = pca3!.output!.tensor;
     assert.deepEqual(t3.shape, [20, 30, 3]);
-    const want3 = computeHeatmap(chw, dims, { mode: 'pca3', sigma: 1.51, outputHeight: 20, outputWidth: 30 });
-    assert.ok(maxAbsDiff(t3.data, want3.data) <= 1, 'PCA3 heatmap matches');
+    const want3 = computeHeatmap(chw, dims, { mode: "pca3", sigma: 1.51, outputHeight: 20, outputWidth: 30 });
+    assert.ok(maxAbsDiff(t3.data, want3.data) <= 1, "PCA3 heatmap matches");
 
     const [capped] = await client.embed({
-      images: [rawFloat('c', img, h, w)],
-      options: { output: 'HEATMAP', resolution: 'native', heatmap: { maxSide: 48 } },
+      images: [rawFloat("c", img, h, w)],
+      options: { output: "HEATMAP", resolution: "native", heatmap: { maxSide: 48 } },
     }).done;
     assert.deepEqual(capped!.output!.tensor.shape, [32, 48]);
   });
 
-  it('mixes path, encoded and raw inputs in one call; each bad image gets its own error', async () => {
+  it("mixes path, encoded and raw inputs in one call; each bad image gets its own error", async () => {
     const before = await scrape(ts.server);
-    const truncatedJpeg = (await sharp(pngPixels, { raw: { width: 64, height: 64, channels: 3 } }).jpeg().toBuffer()).subarray(0, 300);
+    const truncatedJpeg = (
+      await sharp(pngPixels, { raw: { width: 64, height: 64, channels: 3 } })
+        .jpeg()
+        .toBuffer()
+    ).subarray(0, 300);
     const images: ImageInputMsg[] = [
-      { id: 'by-path', path: path.join(root, 'noise.png') },
-      { id: 'by-bytes', encoded: pngBytes },
-      rawUint8('by-raw', pngPixels, 64, 64),
-      { id: 'outside', path: '/etc/hostname' },
-      { id: 'missing', path: path.join(root, 'nope.png') },
-      { id: 'not-an-image', encoded: Buffer.from('hello, world: not an image') },
-      { id: 'truncated', encoded: truncatedJpeg },
-      { id: 'short-raw', raw: { data: Buffer.alloc(10), height: 64, width: 64, channels: 3, dtype: 'DTYPE_UINT8' } },
-      { id: 'no-source' },
-      rawFloat('out-of-range', new Float32Array(16 * 16 * 3).fill(3), 16, 16),
+      { id: "by-path", path: path.join(root, "noise.png") },
+      { id: "by-bytes", encoded: pngBytes },
+      rawUint8("by-raw", pngPixels, 64, 64),
+      { id: "outside", path: "/etc/hostname" },
+      { id: "missing", path: path.join(root, "nope.png") },
+      { id: "not-an-image", encoded: Buffer.from("hello, world: not an image") },
+      { id: "truncated", encoded: truncatedJpeg },
+      { id: "short-raw", raw: { data: Buffer.alloc(10), height: 64, width: 64, channels: 3, dtype: "DTYPE_UINT8" } },
+      { id: "no-source" },
+      rawFloat("out-of-range", new Float32Array(16 * 16 * 3).fill(3), 16, 16),
     ];
-    const results = await client.embed({ images, options: { resolution: 'native' } }).done;
-    assert.deepEqual(results.map((r) => r.index), images.map((_, i) => i), 'one result per image');
-    assert.deepEqual(results.map((r) => r.id), images.map((im) => im.id));
+    const results = await client.embed({ images, options: { resolution: "native" } }).done;
+    assert.deepEqual(
+      results.map((r) => r.index),
+      images.map((_, i) => i),
+      "one result per image",
+    );
+    assert.deepEqual(
+      results.map((r) => r.id),
+      images.map((im) => im.id),
+    );
 
     const ok = results.slice(0, 3).map((r) => floats(r.output!.tensor));
-    assert.ok(maxAbsDiff(ok[0]!, ok[1]!) <= TOL && maxAbsDiff(ok[0]!, ok[2]!) <= TOL, 'the same pixels by path, bytes and raw agree');
+    assert.ok(maxAbsDiff(ok[0]!, ok[1]!) <= TOL && maxAbsDiff(ok[0]!, ok[2]!) <= TOL, "the same pixels by path, bytes and raw agree");
     const want = await reference(ref, [Float32Array.from(pngPixels, (v) => v / 255)], 64, 64);
-    assert.ok(maxAbsDiff(ok[0]!, want.summary) <= TOL, 'and equal onnxruntime');
+    assert.ok(maxAbsDiff(ok[0]!, want.summary) <= TOL, "and equal onnxruntime");
 
     const expected: Record<string, string> = {
-      outside: 'OUTSIDE_ALLOWED_ROOTS',
-      missing: 'NOT_FOUND',
-      'not-an-image': 'UNSUPPORTED_FORMAT',
-      truncated: 'CORRUPT_IMAGE',
-      'short-raw': 'INVALID_ARGUMENT',
-      'no-source': 'INVALID_ARGUMENT',
-      'out-of-range': 'INVALID_ARGUMENT',
+      outside: "OUTSIDE_ALLOWED_ROOTS",
+      missing: "NOT_FOUND",
+      "not-an-image": "UNSUPPORTED_FORMAT",
+      truncated: "CORRUPT_IMAGE",
+      "short-raw": "INVALID_ARGUMENT",
+      "no-source": "INVALID_ARGUMENT",
+      "out-of-range": "INVALID_ARGUMENT",
     };
     for (const r of results.slice(3)) {
       assert.ok(r.error, `${r.id} failed`);
@@ -264,45 +287,67 @@ describe('radio sidecar over a unix socket', () => {
     }
     const afterText = await scrape(ts.server);
     const delta = (labels: Record<string, string>) =>
-      metricValue(afterText, 'radio_image_failures_total', labels) - metricValue(before, 'radio_image_failures_total', labels);
-    assert.equal(delta({ code: 'INVALID_ARGUMENT' }), 3);
-    assert.equal(delta({ code: 'CORRUPT_IMAGE' }), 1);
+      metricValue(afterText, "radio_image_failures_total", labels) - metricValue(before, "radio_image_failures_total", labels);
+    assert.equal(delta({ code: "INVALID_ARGUMENT" }), 3);
+    assert.equal(delta({ code: "CORRUPT_IMAGE" }), 1);
   });
 
-  it('batches images from concurrent clients into one run', async () => {
+  it("batches images from concurrent clients into one run", async () => {
     // Keep the worker busy with a large image; meanwhile four clients send one image each. They
     // queue under one key and run as one batch when the worker frees up.
     const others = [0, 1, 2, 3].map(() => new RadioClient(`unix:${ts.socket}`));
     await Promise.all(others.map((c) => new Promise<void>((res, rej) => c.radio.waitForReady(Date.now() + 5000, (e) => (e ? rej(e) : res())))));
-    const blocker = client.embed({ images: [rawUint8('big', noiseRaw(1024, 1024, 3), 1024, 1024)], options: { resolution: 'native' } });
-    await waitFor(() => ts.server.pool.running === 1, 5000, 'the blocker to run');
+    const blocker = client.embed({ images: [rawUint8("big", noiseRaw(1024, 1024, 3), 1024, 1024)], options: { resolution: "native" } });
+    await waitFor(() => ts.server.pool.running === 1, 5000, "the blocker to run");
     const before = await scrape(ts.server);
     try {
-      const calls = others.map((c, i) => c.embed({ images: [rawFloat(`c${i}`, randomPixels(32, 32, 10 + i), 32, 32)], options: { resolution: 'native' } }).done);
+      const calls = others.map(
+        (c, i) => c.embed({ images: [rawFloat(`c${i}`, randomPixels(32, 32, 10 + i), 32, 32)], options: { resolution: "native" } }).done,
+      );
       const results = await Promise.all(calls);
       await blocker.done;
-      for (const r of results) assert.ok(r[0]!.output, 'each client got its output');
+      for (const r of results) assert.ok(r[0]!.output, "each client got its output");
       const afterText = await scrape(ts.server);
-      const d = (name: string) => metricValue(afterText, name, { model: 'tiny' }) - metricValue(before, name, { model: 'tiny' });
+      const d = (name: string) => metricValue(afterText, name, { model: "tiny" }) - metricValue(before, name, { model: "tiny" });
       // The blocker (observed when it finished, after `before`) plus one batch of four.
-      assert.equal(d('radio_batch_size_count'), 2, 'the four images ran as one batch');
-      assert.equal(d('radio_batch_size_sum'), 5);
+      assert.equal(d("radio_batch_size_count"), 2, "the four images ran as one batch");
+      assert.equal(d("radio_batch_size_sum"), 5);
     } finally {
       others.forEach((c) => c.close());
     }
   });
 
-  it('snaps mixed aspect ratios to a few resolutions (16 photos are not 16 runs)', async () => {
+  it("snaps mixed aspect ratios to a few resolutions (16 photos are not 16 runs)", async () => {
     // Photo aspect ratios at a tenth of their usual size: the resolution depends on the aspect only.
     const sizes: [number, number][] = [
-      [48, 64], [64, 48], [108, 192], [72, 128], [60, 80], [77, 102], [50, 50], [30, 31],
-      [64, 48], [120, 160], [96, 128], [45, 80], [80, 60], [51, 51], [70, 72], [48, 64],
+      [48, 64],
+      [64, 48],
+      [108, 192],
+      [72, 128],
+      [60, 80],
+      [77, 102],
+      [50, 50],
+      [30, 31],
+      [64, 48],
+      [120, 160],
+      [96, 128],
+      [45, 80],
+      [80, 60],
+      [51, 51],
+      [70, 72],
+      [48, 64],
     ];
-    const jpegs = await Promise.all(sizes.map(([h, w], i) => sharp(noiseRaw(w, h, 100 + i), { raw: { width: w, height: h, channels: 3 } }).jpeg().toBuffer()));
+    const jpegs = await Promise.all(
+      sizes.map(([h, w], i) =>
+        sharp(noiseRaw(w, h, 100 + i), { raw: { width: w, height: h, channels: 3 } })
+          .jpeg()
+          .toBuffer(),
+      ),
+    );
     // With the worker busy, all 16 decode and queue before anything of theirs runs, so the runs are
     // exactly the aspect buckets split into batches of at most maxBatch (8).
-    const blocker = client.embed({ images: [rawUint8('big', noiseRaw(1024, 1024, 4), 1024, 1024)], options: { resolution: 'native' } });
-    await waitFor(() => ts.server.pool.running === 1, 5000, 'the blocker to run');
+    const blocker = client.embed({ images: [rawUint8("big", noiseRaw(1024, 1024, 4), 1024, 1024)], options: { resolution: "native" } });
+    await waitFor(() => ts.server.pool.running === 1, 5000, "the blocker to run");
     const before = await scrape(ts.server);
     const results = await client.embed({ images: jpegs.map((b, i) => ({ id: `photo${i}`, encoded: b })) }).done;
     await blocker.done;
@@ -317,7 +362,7 @@ describe('radio sidecar over a unix socket', () => {
     for (const r of results) {
       assert.deepEqual([r.output!.originalHeight, r.output!.originalWidth], sizes[r.index]);
       const area = r.output!.inputHeight * r.output!.inputWidth;
-      assert.ok(Math.abs(area / (512 * 512) - 1) < 0.1, 'near the preferred 512² area');
+      assert.ok(Math.abs(area / (512 * 512) - 1) < 0.1, "near the preferred 512² area");
     }
   });
 
@@ -325,113 +370,119 @@ describe('radio sidecar over a unix socket', () => {
    * Small messages, much work: `count` 64² PNGs upscaled to 512² (with resolution BIG, ~50 ms each
    * for the tiny model on 2 cores), so a deadline is not spent uploading.
    */
-  const BIG = '512x512';
+  const BIG = "512x512";
   function bigRequest(prefix: string, count = 40): ImageInputMsg[] {
     return Array.from({ length: count }, (_, i) => ({ id: `${prefix}${i}`, encoded: pngBytes }));
   }
 
   async function queueEmpty(): Promise<void> {
-    await waitFor(() => ts.server.pipeline.admitted === 0 && ts.server.pipeline.queueDepth === 0 && ts.server.pool.running === 0, 10_000, 'the queue to empty');
+    await waitFor(() => ts.server.pipeline.admitted === 0 && ts.server.pipeline.queueDepth === 0 && ts.server.pool.running === 0, 10_000, "the queue to empty");
   }
 
-  it('answers DEADLINE_EXCEEDED and drops the queued images', async () => {
+  it("answers DEADLINE_EXCEEDED and drops the queued images", async () => {
     const before = await scrape(ts.server);
-    const call = client.embed({ images: bigRequest('d'), options: { resolution: BIG } }, { deadlineMs: 300 });
+    const call = client.embed({ images: bigRequest("d"), options: { resolution: BIG } }, { deadlineMs: 300 });
     await expectStatus(call.done, grpc.status.DEADLINE_EXCEEDED);
     await queueEmpty();
     const afterText = await scrape(ts.server);
-    const dropped = metricValue(afterText, 'radio_images_dropped_total', { reason: 'deadline' }) - metricValue(before, 'radio_images_dropped_total', { reason: 'deadline' });
+    const dropped =
+      metricValue(afterText, "radio_images_dropped_total", { reason: "deadline" }) - metricValue(before, "radio_images_dropped_total", { reason: "deadline" });
     assert.ok(dropped >= 20, `${dropped} queued images dropped at the deadline`);
-    assert.ok(metricValue(afterText, 'radio_grpc_requests_total', { method: 'Embed', code: 'DEADLINE_EXCEEDED' }) >= 1);
-    const [r] = await client.embed({ images: [rawFloat('after', randomPixels(32, 32, 1), 32, 32)] }).done;
-    assert.ok(r!.output, 'the server still serves');
+    assert.ok(metricValue(afterText, "radio_grpc_requests_total", { method: "Embed", code: "DEADLINE_EXCEEDED" }) >= 1);
+    const [r] = await client.embed({ images: [rawFloat("after", randomPixels(32, 32, 1), 32, 32)] }).done;
+    assert.ok(r!.output, "the server still serves");
   });
 
-  it('drops a cancelled call’s queued images', async () => {
+  it("drops a cancelled call’s queued images", async () => {
     const before = await scrape(ts.server);
-    const call = client.embed({ images: bigRequest('c'), options: { resolution: BIG } });
+    const call = client.embed({ images: bigRequest("c"), options: { resolution: BIG } });
     await call.first;
     call.call.cancel();
     await expectStatus(call.done, grpc.status.CANCELLED);
     await queueEmpty();
     const afterText = await scrape(ts.server);
-    const dropped = metricValue(afterText, 'radio_images_dropped_total', { reason: 'cancelled' }) - metricValue(before, 'radio_images_dropped_total', { reason: 'cancelled' });
-    const ran = metricValue(afterText, 'radio_batch_size_sum') - metricValue(before, 'radio_batch_size_sum');
+    const dropped =
+      metricValue(afterText, "radio_images_dropped_total", { reason: "cancelled" }) -
+      metricValue(before, "radio_images_dropped_total", { reason: "cancelled" });
+    const ran = metricValue(afterText, "radio_batch_size_sum") - metricValue(before, "radio_batch_size_sum");
     assert.ok(dropped >= 20, `${dropped} images dropped`);
-    assert.equal(dropped + ran, 40, 'every image either ran or was dropped');
+    assert.equal(dropped + ran, 40, "every image either ran or was dropped");
   });
 
-  it('rejects a call that does not fit the queue with RESOURCE_EXHAUSTED, all or nothing', async () => {
-    const first = client.embed({ images: bigRequest('q', 48), options: { resolution: BIG } });
+  it("rejects a call that does not fit the queue with RESOURCE_EXHAUSTED, all or nothing", async () => {
+    const first = client.embed({ images: bigRequest("q", 48), options: { resolution: BIG } });
     await call0Admitted();
     const before = await scrape(ts.server);
     // 60 images fit a 64-image queue, but not beside the first call's (more than 4 still queued).
-    await expectStatus(client.embed({ images: bigRequest('r', 60), options: { resolution: BIG } }).done, grpc.status.RESOURCE_EXHAUSTED, /queue is full/);
-    await expectStatus(client.embed({ images: bigRequest('s', 65) }).done, grpc.status.INVALID_ARGUMENT, /at most 64/);
+    await expectStatus(client.embed({ images: bigRequest("r", 60), options: { resolution: BIG } }).done, grpc.status.RESOURCE_EXHAUSTED, /queue is full/);
+    await expectStatus(client.embed({ images: bigRequest("s", 65) }).done, grpc.status.INVALID_ARGUMENT, /at most 64/);
     const afterText = await scrape(ts.server);
-    assert.ok(metricValue(afterText, 'radio_grpc_requests_total', { method: 'Embed', code: 'RESOURCE_EXHAUSTED' }) >= 1);
-    assert.ok(metricValue(afterText, 'radio_preprocess_seconds_count') - metricValue(before, 'radio_preprocess_seconds_count') <= 48, 'nothing of the refused call was decoded');
+    assert.ok(metricValue(afterText, "radio_grpc_requests_total", { method: "Embed", code: "RESOURCE_EXHAUSTED" }) >= 1);
+    assert.ok(
+      metricValue(afterText, "radio_preprocess_seconds_count") - metricValue(before, "radio_preprocess_seconds_count") <= 48,
+      "nothing of the refused call was decoded",
+    );
     first.call.cancel();
     await first.done.catch(() => undefined);
     await queueEmpty();
 
     async function call0Admitted() {
-      await waitFor(() => ts.server.pipeline.admitted > 24, 5000, 'the first call to be admitted');
+      await waitFor(() => ts.server.pipeline.admitted > 24, 5000, "the first call to be admitted");
     }
   });
 
-  it('refuses malformed requests as a whole with INVALID_ARGUMENT', async () => {
-    const one = [rawFloat('x', randomPixels(32, 32, 1), 32, 32)];
-    await expectStatus(client.embed({ images: one, options: { model: 'nope' } }).done, grpc.status.INVALID_ARGUMENT, /unknown model "nope"/);
-    await expectStatus(client.embed({ images: one, options: { resolution: 'banana' } }).done, grpc.status.INVALID_ARGUMENT, /resolution policy/);
-    await expectStatus(client.embed({ images: one, options: { resolution: '100x100' } }).done, grpc.status.INVALID_ARGUMENT, /multiple/);
-    await expectStatus(
-      client.embed({ images: one, options: { output: 'HEATMAP', heatmap: { outputHeight: 10 } } }).done,
-      grpc.status.INVALID_ARGUMENT,
-      /both/,
-    );
+  it("refuses malformed requests as a whole with INVALID_ARGUMENT", async () => {
+    const one = [rawFloat("x", randomPixels(32, 32, 1), 32, 32)];
+    await expectStatus(client.embed({ images: one, options: { model: "nope" } }).done, grpc.status.INVALID_ARGUMENT, /unknown model "nope"/);
+    await expectStatus(client.embed({ images: one, options: { resolution: "banana" } }).done, grpc.status.INVALID_ARGUMENT, /resolution policy/);
+    await expectStatus(client.embed({ images: one, options: { resolution: "100x100" } }).done, grpc.status.INVALID_ARGUMENT, /multiple/);
+    await expectStatus(client.embed({ images: one, options: { output: "HEATMAP", heatmap: { outputHeight: 10 } } }).done, grpc.status.INVALID_ARGUMENT, /both/);
     const empty = await client.embed({ images: [] }).done;
     assert.deepEqual(empty, []);
   });
 
-  it('serves several models and picks one by name', async () => {
+  it("serves several models and picks one by name", async () => {
     const img = randomPixels(32, 32, 9);
-    const [r] = await client.embed({ images: [rawFloat('so', img, 32, 32)], options: { model: 'so', resolution: 'native' } }).done;
+    const [r] = await client.embed({ images: [rawFloat("so", img, 32, 32)], options: { model: "so", resolution: "native" } }).done;
     const want = await reference(refSo, [img], 32, 32);
     assert.deepEqual(r!.output!.tensor.shape, [want.summaryDims[1]]);
     assert.ok(maxAbsDiff(floats(r!.output!.tensor), want.summary) <= TOL);
   });
 
-  it('a crashed worker fails only its batch, with INTERNAL per image, and is replaced', async () => {
+  it("a crashed worker fails only its batch, with INTERNAL per image, and is replaced", async () => {
     const results = await client.embed({
-      images: [rawFloat('crash', randomPixels(CRASH_HEIGHT, 32, 1), CRASH_HEIGHT, 32), rawFloat('fine', randomPixels(32, 32, 2), 32, 32)],
-      options: { resolution: 'native' },
+      images: [rawFloat("crash", randomPixels(CRASH_HEIGHT, 32, 1), CRASH_HEIGHT, 32), rawFloat("fine", randomPixels(32, 32, 2), 32, 32)],
+      options: { resolution: "native" },
     }).done;
     const [crash, fine] = results as [ImageResult, ImageResult];
-    assert.equal(crash.error?.code, 'INTERNAL');
+    assert.equal(crash.error?.code, "INTERNAL");
     assert.match(crash.error!.message, /"crash".*inference failed/);
-    assert.ok(fine.output, 'its neighbour (another batch) succeeded');
-    const [again] = await client.embed({ images: [rawFloat('again', randomPixels(32, 32, 3), 32, 32)] }).done;
-    assert.ok(again!.output, 'the replacement worker serves');
+    assert.ok(fine.output, "its neighbour (another batch) succeeded");
+    const [again] = await client.embed({ images: [rawFloat("again", randomPixels(32, 32, 3), 32, 32)] }).done;
+    assert.ok(again!.output, "the replacement worker serves");
     assert.equal(ts.server.pool.threads.length, 1);
   });
 });
 
-describe('CPU batches stay within the token budget (default 1024 patch tokens)', () => {
+describe("CPU batches stay within the token budget (default 1024 patch tokens)", () => {
   const tmp = tempDir();
   after(() => tmp.cleanup());
 
-  it('runs 512² images one by one and 224² images five at a time', async () => {
+  it("runs 512² images one by one and 224² images five at a time", async () => {
     const graph = await compileTinyModel(tmp.dir);
-    const ts = await startTestServer({ models: [{ name: 'tiny', dir: graph }], maxBatch: 8, queueDelayMs: 5 }, tmp.dir);
+    const ts = await startTestServer({ models: [{ name: "tiny", dir: graph }], maxBatch: 8, queueDelayMs: 5 }, tmp.dir);
     try {
       const px = noiseRaw(96, 96, 3);
-      for (const [res, expectedRuns] of [['512x512', 6], ['224x224', 2]] as const) {
+      for (const [res, expectedRuns] of [
+        ["512x512", 6],
+        ["224x224", 2],
+      ] as const) {
         // With the worker busy, all six images queue before any runs: the runs show the cap.
-        const blocker = ts.client.embed({ images: [rawUint8('big', noiseRaw(1024, 1024, 4), 1024, 1024)], options: { resolution: 'native' } });
-        await waitFor(() => ts.server.pool.running === 1, 5000, 'the blocker to run');
+        const blocker = ts.client.embed({ images: [rawUint8("big", noiseRaw(1024, 1024, 4), 1024, 1024)], options: { resolution: "native" } });
+        await waitFor(() => ts.server.pool.running === 1, 5000, "the blocker to run");
         const before = await scrape(ts.server);
-        const results = await ts.client.embed({ images: Array.from({ length: 6 }, (_, i) => rawUint8(`i${i}`, px, 96, 96)), options: { resolution: res } }).done;
+        const results = await ts.client.embed({ images: Array.from({ length: 6 }, (_, i) => rawUint8(`i${i}`, px, 96, 96)), options: { resolution: res } })
+          .done;
         await blocker.done;
         assert.ok(results.every((r) => r.output));
         const runs = tinyRunsBetween(before, await scrape(ts.server)) - 1;
@@ -443,17 +494,23 @@ describe('CPU batches stay within the token budget (default 1024 patch tokens)',
   });
 });
 
-describe('batch hold (the GPU default): a call runs as one batch, not as its first decoded images', () => {
+describe("batch hold (the GPU default): a call runs as one batch, not as its first decoded images", () => {
   const tmp = tempDir();
   after(() => tmp.cleanup());
 
-  it('runs 8 JPEGs of one call as one batch with the worker idle', async () => {
+  it("runs 8 JPEGs of one call as one batch with the worker idle", async () => {
     const graph = await compileTinyModel(tmp.dir);
-    const ts = await startTestServer({ models: [{ name: 'tiny', dir: graph }], maxBatch: 8, maxBatchTokens: 0, queueDelayMs: 1, batchHoldMs: 2000 }, tmp.dir);
+    const ts = await startTestServer({ models: [{ name: "tiny", dir: graph }], maxBatch: 8, maxBatchTokens: 0, queueDelayMs: 1, batchHoldMs: 2000 }, tmp.dir);
     try {
-      const jpegs = await Promise.all(Array.from({ length: 8 }, (_, i) => sharp(noiseRaw(640, 480, 200 + i), { raw: { width: 640, height: 480, channels: 3 } }).jpeg().toBuffer()));
+      const jpegs = await Promise.all(
+        Array.from({ length: 8 }, (_, i) =>
+          sharp(noiseRaw(640, 480, 200 + i), { raw: { width: 640, height: 480, channels: 3 } })
+            .jpeg()
+            .toBuffer(),
+        ),
+      );
       const before = await scrape(ts.server);
-      const results = await ts.client.embed({ images: jpegs.map((b, i) => ({ id: `j${i}`, encoded: b })), options: { resolution: '224x224' } }).done;
+      const results = await ts.client.embed({ images: jpegs.map((b, i) => ({ id: `j${i}`, encoded: b })), options: { resolution: "224x224" } }).done;
       assert.ok(results.every((r) => r.output));
       const runs = tinyRunsBetween(before, await scrape(ts.server));
       assert.equal(runs, 1, `8 images of one call ran as ${runs} batches`);
@@ -463,39 +520,42 @@ describe('batch hold (the GPU default): a call runs as one batch, not as its fir
   });
 });
 
-describe('health transitions and graceful shutdown', () => {
+describe("health transitions and graceful shutdown", () => {
   const tmp = tempDir();
   after(() => tmp.cleanup());
 
-  it('NOT_SERVING while loading, SERVING when warm, NOT_SERVING and UNAVAILABLE while draining; in-flight work finishes', async () => {
+  it("NOT_SERVING while loading, SERVING when warm, NOT_SERVING and UNAVAILABLE while draining; in-flight work finishes", async () => {
     const graph = await compileTinyModel(tmp.dir);
     let early: RadioClient | null = null;
     const seen: string[] = [];
     const ts = await startTestServer({ models: [{ dir: graph }] }, tmp.dir, {
       async onListening(a) {
         early = new RadioClient(`unix:${a.socket}`);
-        seen.push(await early.healthCheck(''));
-        await expectStatus(early.embed({ images: [rawFloat('x', randomPixels(32, 32, 1), 32, 32)] }).done, grpc.status.UNAVAILABLE, /loading/);
+        seen.push(await early.healthCheck(""));
+        await expectStatus(early.embed({ images: [rawFloat("x", randomPixels(32, 32, 1), 32, 32)] }).done, grpc.status.UNAVAILABLE, /loading/);
       },
     });
     try {
-      assert.deepEqual(seen, ['NOT_SERVING']);
+      assert.deepEqual(seen, ["NOT_SERVING"]);
       const c = ts.client;
-      assert.equal(await c.healthCheck(''), 'SERVING');
-      assert.equal(((await c.info()).models as { name: string }[])[0]!.name, 'c-radio_v4-h-fp32', 'named after variant and precision');
+      assert.equal(await c.healthCheck(""), "SERVING");
+      assert.equal(((await c.info()).models as { name: string }[])[0]!.name, "c-radio_v4-h-fp32", "named after variant and precision");
 
-      const watch = c.watchHealth('');
-      await watch.next('SERVING');
+      const watch = c.watchHealth("");
+      await watch.next("SERVING");
       const px = noiseRaw(512, 512, 1);
-      const inflight = c.embed({ images: Array.from({ length: 12 }, (_, i) => rawUint8(`i${i}`, px, 512, 512)), options: { resolution: 'native' } });
+      const inflight = c.embed({ images: Array.from({ length: 12 }, (_, i) => rawUint8(`i${i}`, px, 512, 512)), options: { resolution: "native" } });
       await inflight.first;
       const stopping = ts.server.shutdown();
-      await watch.next('NOT_SERVING');
-      assert.equal(await c.healthCheck(''), 'NOT_SERVING');
-      await expectStatus(c.embed({ images: [rawFloat('late', randomPixels(32, 32, 1), 32, 32)] }).done, grpc.status.UNAVAILABLE, /shutting down/);
+      await watch.next("NOT_SERVING");
+      assert.equal(await c.healthCheck(""), "NOT_SERVING");
+      await expectStatus(c.embed({ images: [rawFloat("late", randomPixels(32, 32, 1), 32, 32)] }).done, grpc.status.UNAVAILABLE, /shutting down/);
       const results = await inflight.done;
       assert.equal(results.length, 12);
-      assert.ok(results.every((r) => r.output), 'every admitted image finished');
+      assert.ok(
+        results.every((r) => r.output),
+        "every admitted image finished",
+      );
       watch.call.cancel();
       await stopping;
     } finally {

@@ -4,28 +4,27 @@
  * beside it. EmbedText against upstream's text embeddings, Embed in an adaptor space against
  * upstream's head outputs, zero-shot cosines, the prompt cache, and bad requests.
  */
-import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
-import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 
-import { SafetensorsFile } from '../../server/src/checkpoint/safetensors.js';
-import { compileCheckpoint } from '../../server/src/compiler/compile.js';
-import { compileTextTower } from '../../server/src/compiler/compile-text.js';
-import { TEXT_DIR } from '../../server/src/compiler/text-metadata.js';
-import { TEXT_DEFAULTS } from '../../server/src/provider-defaults.js';
-import * as grpc from '@grpc/grpc-js';
-import protobuf from 'protobufjs';
+import { SafetensorsFile } from "../../server/src/checkpoint/safetensors.js";
+import { compileCheckpoint } from "../../server/src/compiler/compile.js";
+import { compileTextTower } from "../../server/src/compiler/compile-text.js";
+import { TEXT_DIR } from "../../server/src/compiler/text-metadata.js";
+import { TEXT_DEFAULTS } from "../../server/src/provider-defaults.js";
+import * as grpc from "@grpc/grpc-js";
+import protobuf from "protobufjs";
 
-import { PROTO_DIR, RADIO_PROTO } from '../../server/src/transport/grpc/proto.js';
-import { floats, metricValue, scrape, startTestServer, tempDir, type TestServer } from './support/server.js';
-import { relL2 } from './support/compare.js';
+import { PROTO_DIR, RADIO_PROTO } from "../../server/src/transport/grpc/proto.js";
+import { floats, metricValue, scrape, startTestServer, tempDir, type TestServer } from "./support/server.js";
+import { relL2 } from "./support/compare.js";
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const FIXTURE = path.join(repoRoot, '../shared/fixtures/upstream-adaptor-golden');
-const skip = existsSync(path.join(FIXTURE, 'reference_index.json')) ? false : `fixture not found at ${FIXTURE}`;
-
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const FIXTURE = path.join(repoRoot, "../shared/fixtures/upstream-adaptor-golden");
+const skip = existsSync(path.join(FIXTURE, "reference_index.json")) ? false : `fixture not found at ${FIXTURE}`;
 
 function normalized(x: ArrayLike<number>): number[] {
   const n = Math.sqrt(Array.from(x).reduce((s, v) => s + v * v, 0));
@@ -41,20 +40,20 @@ function chwToHwc(chw: Uint8Array, h: number, w: number): Buffer {
   return out;
 }
 
-describe('text and adaptor spaces through the server', { skip }, () => {
-  const tmp = tempDir('radio-text-server-');
+describe("text and adaptor spaces through the server", { skip }, () => {
+  const tmp = tempDir("radio-text-server-");
   let ts: TestServer;
   let ref: SafetensorsFile;
   let prompts: string[];
   let canonical: string[];
 
   before(async () => {
-    const graph = path.join(tmp.dir, 'graph');
-    await compileCheckpoint({ checkpointDir: path.join(FIXTURE, 'C-RADIOv4-H'), outDir: graph, adaptors: ['siglip2-g', 'dino_v3_7b'] });
-    await compileTextTower({ siglipDir: path.join(FIXTURE, 'siglip2-giant-opt-patch16-384'), outDir: path.join(graph, TEXT_DIR), space: 'siglip2-g' });
-    ts = await startTestServer({ models: [{ name: 'tiny', dir: graph }], warmup: false }, tmp.dir);
-    ref = SafetensorsFile.open(path.join(FIXTURE, 'reference.safetensors'));
-    const index = JSON.parse(readFileSync(path.join(FIXTURE, 'reference_index.json'), 'utf8')) as { text: { prompts: string[]; canonical: string[] } };
+    const graph = path.join(tmp.dir, "graph");
+    await compileCheckpoint({ checkpointDir: path.join(FIXTURE, "C-RADIOv4-H"), outDir: graph, adaptors: ["siglip2-g", "dino_v3_7b"] });
+    await compileTextTower({ siglipDir: path.join(FIXTURE, "siglip2-giant-opt-patch16-384"), outDir: path.join(graph, TEXT_DIR), space: "siglip2-g" });
+    ts = await startTestServer({ models: [{ name: "tiny", dir: graph }], warmup: false }, tmp.dir);
+    ref = SafetensorsFile.open(path.join(FIXTURE, "reference.safetensors"));
+    const index = JSON.parse(readFileSync(path.join(FIXTURE, "reference_index.json"), "utf8")) as { text: { prompts: string[]; canonical: string[] } };
     prompts = index.text.prompts;
     canonical = index.text.canonical;
   });
@@ -64,21 +63,32 @@ describe('text and adaptor spaces through the server', { skip }, () => {
     tmp.cleanup();
   });
 
-  it('Info lists the adaptors and the text tower', async () => {
-    const info = (await ts.client.info()) as { models: { adaptors: { name: string; summaryDim: number; featureDim: number; textAligned: boolean }[]; text: { space: string; embedDim: number; contextLength: number; logitScale: number } }[] };
+  it("Info lists the adaptors and the text tower", async () => {
+    const info = (await ts.client.info()) as {
+      models: {
+        adaptors: { name: string; summaryDim: number; featureDim: number; textAligned: boolean }[];
+        text: { space: string; embedDim: number; contextLength: number; logitScale: number };
+      }[];
+    };
     const m = info.models[0]!;
-    assert.deepEqual(m.adaptors.map((a) => [a.name, a.summaryDim, a.featureDim, a.textAligned]), [['siglip2-g', 40, 40, true], ['dino_v3_7b', 56, 56, false]]);
-    assert.equal(m.text.space, 'siglip2-g');
+    assert.deepEqual(
+      m.adaptors.map((a) => [a.name, a.summaryDim, a.featureDim, a.textAligned]),
+      [
+        ["siglip2-g", 40, 40, true],
+        ["dino_v3_7b", 56, 56, false],
+      ],
+    );
+    assert.equal(m.text.space, "siglip2-g");
     assert.equal(m.text.embedDim, 40);
     assert.equal(m.text.contextLength, 64);
-    assert.ok(Math.abs(m.text.logitScale - ref.readFloat32('siglip.logit_scale')[0]!) < 1e-6);
+    assert.ok(Math.abs(m.text.logitScale - ref.readFloat32("siglip.logit_scale")[0]!) < 1e-6);
   });
 
-  it('EmbedText gives upstream\'s normalised text embeddings (rel L2 <= 1e-6) and canonical forms', async () => {
+  it("EmbedText gives upstream's normalised text embeddings (rel L2 <= 1e-6) and canonical forms", async () => {
     const r = await ts.client.embedText({ prompts });
-    const want = ref.readFloat32('text.embeddings_normalized');
-    assert.equal(r.space, 'siglip2-g');
-    assert.ok(Math.abs(r.logitBias - ref.readFloat32('siglip.logit_bias')[0]!) < 1e-6);
+    const want = ref.readFloat32("text.embeddings_normalized");
+    assert.equal(r.space, "siglip2-g");
+    assert.ok(Math.abs(r.logitBias - ref.readFloat32("siglip.logit_bias")[0]!) < 1e-6);
     let worst = 0;
     r.results.forEach((res, i) => {
       assert.equal(res.index, i);
@@ -90,94 +100,108 @@ describe('text and adaptor spaces through the server', { skip }, () => {
     assert.ok(worst <= 1e-6, `rel L2 ${worst}`);
   });
 
-  it('asking again is served from the cache (same embeddings, counted as cached)', async () => {
-    const before = metricValue(await scrape(ts.server), 'radio_prompts_total', { model: 'tiny', cached: 'true' });
+  it("asking again is served from the cache (same embeddings, counted as cached)", async () => {
+    const before = metricValue(await scrape(ts.server), "radio_prompts_total", { model: "tiny", cached: "true" });
     const a = await ts.client.embedText({ prompts: prompts.slice(0, 3) });
     const b = await ts.client.embedText({ prompts: [prompts[0]!, prompts[0]!.toUpperCase()] });
     assert.deepEqual(floats(b.results[0]!.embedding!), floats(a.results[0]!.embedding!));
     // "A photo of a Dog." and its upper-case form canonicalise alike: one embedding.
     assert.deepEqual(floats(b.results[1]!.embedding!), floats(a.results[0]!.embedding!));
-    const after = metricValue(await scrape(ts.server), 'radio_prompts_total', { model: 'tiny', cached: 'true' });
+    const after = metricValue(await scrape(ts.server), "radio_prompts_total", { model: "tiny", cached: "true" });
     assert.equal(after - before, 5);
   });
 
-  it('Embed in the siglip2-g and dino_v3_7b spaces gives upstream\'s head outputs', async () => {
+  it("Embed in the siglip2-g and dino_v3_7b spaces gives upstream's head outputs", async () => {
     const [h, w] = [256, 384];
-    const raw = chwToHwc(new Uint8Array(ref.readBytes('b1_256x384.input_u8')), h, w);
-    const image = { id: 'b1', raw: { data: raw, height: h, width: w, channels: 3, dtype: 'DTYPE_UINT8' } };
+    const raw = chwToHwc(new Uint8Array(ref.readBytes("b1_256x384.input_u8")), h, w);
+    const image = { id: "b1", raw: { data: raw, height: h, width: w, channels: 3, dtype: "DTYPE_UINT8" } };
     const run = async (space: string, output: string) => {
       const [res] = await ts.client.embed({ images: [image], options: { output, resolution: `${h}x${w}`, space } as never }).done;
       assert.ok(res!.output, JSON.stringify(res!.error));
       return floats(res!.output.tensor);
     };
     const cases: [string, string, string][] = [
-      ['siglip2-g', 'SUMMARY', 'b1_256x384.siglip2-g.summary'],
-      ['siglip2-g', 'FEATURES_NLC', 'b1_256x384.siglip2-g.features'],
-      ['dino_v3_7b', 'SUMMARY', 'b1_256x384.dino_v3_7b.summary'],
-      ['dino_v3_7b', 'FEATURES_NLC', 'b1_256x384.dino_v3_7b.features'],
-      ['', 'SUMMARY', 'b1_256x384.backbone.summary'],
+      ["siglip2-g", "SUMMARY", "b1_256x384.siglip2-g.summary"],
+      ["siglip2-g", "FEATURES_NLC", "b1_256x384.siglip2-g.features"],
+      ["dino_v3_7b", "SUMMARY", "b1_256x384.dino_v3_7b.summary"],
+      ["dino_v3_7b", "FEATURES_NLC", "b1_256x384.dino_v3_7b.features"],
+      ["", "SUMMARY", "b1_256x384.backbone.summary"],
     ];
     for (const [space, output, key] of cases) {
       const e = relL2(await run(space, output), ref.readFloat32(key));
-      console.log(`Embed space=${space || 'backbone'} ${output}: rel L2 ${e.toExponential(2)}`);
+      console.log(`Embed space=${space || "backbone"} ${output}: rel L2 ${e.toExponential(2)}`);
       assert.ok(e <= 1e-6, `${key}: rel L2 ${e}`);
     }
   });
 
-  it('zero-shot cosines from the two calls equal upstream\'s', async () => {
+  it("zero-shot cosines from the two calls equal upstream's", async () => {
     const [h, w] = [256, 384];
-    const raw = chwToHwc(new Uint8Array(ref.readBytes('image_jpeg_256x384.input_u8')), h, w);
-    const [img] = await ts.client.embed({ images: [{ id: 'jpeg', raw: { data: raw, height: h, width: w, channels: 3, dtype: 'DTYPE_UINT8' } }], options: { output: 'SUMMARY', resolution: `${h}x${w}`, space: 'siglip2-g' } as never }).done;
+    const raw = chwToHwc(new Uint8Array(ref.readBytes("image_jpeg_256x384.input_u8")), h, w);
+    const [img] = await ts.client.embed({
+      images: [{ id: "jpeg", raw: { data: raw, height: h, width: w, channels: 3, dtype: "DTYPE_UINT8" } }],
+      options: { output: "SUMMARY", resolution: `${h}x${w}`, space: "siglip2-g" } as never,
+    }).done;
     const text = await ts.client.embedText({ prompts });
     const x = normalized(floats(img!.output!.tensor));
-    const want = ref.readFloat32('zeroshot.cosine').subarray(3 * 13, 4 * 13); // row 3: the JPEG
+    const want = ref.readFloat32("zeroshot.cosine").subarray(3 * 13, 4 * 13); // row 3: the JPEG
     const got = text.results.map((r) => dot(x, Array.from(floats(r.embedding!))));
     const worst = Math.max(...got.map((g, i) => Math.abs(g - want[i]!)));
     assert.ok(worst < 1e-5, `max |Δ cosine| ${worst}`);
   });
 
-  it('invalid UTF-8 in a prompt is a defined result: decoded with U+FFFD, as protobuf decodes strings', async () => {
+  it("invalid UTF-8 in a prompt is a defined result: decoded with U+FFFD, as protobuf decodes strings", async () => {
     const root = protobuf.loadSync(path.join(PROTO_DIR, RADIO_PROTO));
-    const Response = root.lookupType('radio.v1.EmbedTextResponse');
+    const Response = root.lookupType("radio.v1.EmbedTextResponse");
     // Field 1 (prompts), two strings: "a\xff\xfeb" (not UTF-8) and "a\uFFFD\uFFFDb".
     const bad = Buffer.from([0x0a, 4, 0x61, 0xff, 0xfe, 0x62, 0x0a, 8, 0x61, 0xef, 0xbf, 0xbd, 0xef, 0xbf, 0xbd, 0x62]);
     const raw = new grpc.Client(`unix:${ts.socket}`, grpc.credentials.createInsecure());
     try {
       const reply = await new Promise<Record<string, unknown>>((resolve, reject) =>
-        raw.makeUnaryRequest('/radio.v1.Radio/EmbedText', (b: Buffer) => b, (b: Buffer) => Response.toObject(Response.decode(b)) as Record<string, unknown>, bad, (e, v) => (e ? reject(e) : resolve(v!))),
+        raw.makeUnaryRequest(
+          "/radio.v1.Radio/EmbedText",
+          (b: Buffer) => b,
+          (b: Buffer) => Response.toObject(Response.decode(b)) as Record<string, unknown>,
+          bad,
+          (e, v) => (e ? reject(e) : resolve(v!)),
+        ),
       );
       const results = reply.results as { canonical: string; embedding?: { data: Uint8Array } }[];
       assert.equal(results.length, 2);
-      assert.equal(results[0]!.canonical, 'a\uFFFD\uFFFDb');
+      assert.equal(results[0]!.canonical, "a\uFFFD\uFFFDb");
       assert.deepEqual(results[0]!.embedding!.data, results[1]!.embedding!.data);
     } finally {
       raw.close();
     }
   });
 
-  it('bad prompts fail alone; bad requests are refused whole', async () => {
-    const long = 'a'.repeat(10_001);
-    const r = await ts.client.embedText({ prompts: ['a dog', long, '', '!!!'] });
+  it("bad prompts fail alone; bad requests are refused whole", async () => {
+    const long = "a".repeat(10_001);
+    const r = await ts.client.embedText({ prompts: ["a dog", long, "", "!!!"] });
     assert.ok(r.results[0]!.embedding);
-    assert.equal(r.results[1]!.error?.code, 'INVALID_ARGUMENT');
+    assert.equal(r.results[1]!.error?.code, "INVALID_ARGUMENT");
     assert.match(r.results[1]!.error!.message, /prompt 1: .*10001 characters/);
     // Empty, and empty after canonicalisation: defined results (<eos> + pads), the same embedding.
     assert.deepEqual(floats(r.results[2]!.embedding!), floats(r.results[3]!.embedding!));
-    await assert.rejects(ts.client.embedText({ prompts: new Array(TEXT_DEFAULTS.maxPrompts + 1).fill('x') }), /at most 4096 per call/);
-    await assert.rejects(ts.client.embedText({ prompts: ['x'], model: 'nope' }), /unknown model "nope"/);
-    const [bad] = await ts.client.embed({ images: [{ id: 'x', raw: { data: Buffer.alloc(16 * 16 * 3), height: 16, width: 16, channels: 3, dtype: 'DTYPE_UINT8' } }], options: { output: 'SUMMARY', space: 'sam9' } as never }).done.catch((e: Error) => [e]) as [Error];
+    await assert.rejects(ts.client.embedText({ prompts: new Array(TEXT_DEFAULTS.maxPrompts + 1).fill("x") }), /at most 4096 per call/);
+    await assert.rejects(ts.client.embedText({ prompts: ["x"], model: "nope" }), /unknown model "nope"/);
+    const [bad] = (await ts.client
+      .embed({
+        images: [{ id: "x", raw: { data: Buffer.alloc(16 * 16 * 3), height: 16, width: 16, channels: 3, dtype: "DTYPE_UINT8" } }],
+        options: { output: "SUMMARY", space: "sam9" } as never,
+      })
+      .done.catch((e: Error) => [e])) as [Error];
     assert.match(String(bad), /no embedding space "sam9"; its adaptors: siglip2-g, dino_v3_7b/);
   });
 });
 
-describe('a model without a text tower', { skip }, () => {
-  it('EmbedText is refused with what to do', async () => {
-    const tmp = tempDir('radio-notext-');
-    const graph = path.join(tmp.dir, 'graph');
-    await compileCheckpoint({ checkpointDir: path.join(FIXTURE, 'C-RADIOv4-H'), outDir: graph });
-    const ts = await startTestServer({ models: [{ name: 'plain', dir: graph }], warmup: false }, tmp.dir);
+describe("a model without a text tower", { skip }, () => {
+  it("EmbedText is refused with what to do", async () => {
+    const tmp = tempDir("radio-notext-");
+    const graph = path.join(tmp.dir, "graph");
+    await compileCheckpoint({ checkpointDir: path.join(FIXTURE, "C-RADIOv4-H"), outDir: graph });
+    const ts = await startTestServer({ models: [{ name: "plain", dir: graph }], warmup: false }, tmp.dir);
     try {
-      await assert.rejects(ts.client.embedText({ prompts: ['a dog'] }), /has no text tower: compile it with --adaptors siglip2-g --text/);
+      await assert.rejects(ts.client.embedText({ prompts: ["a dog"] }), /has no text tower: compile it with --adaptors siglip2-g --text/);
     } finally {
       await ts.close();
       tmp.cleanup();

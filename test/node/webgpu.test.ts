@@ -3,12 +3,12 @@
  * fp32 graph agrees with the CPU provider, bare and through the sidecar over gRPC. This is the
  * webgpu path CI can run without a GPU (SwiftShader has no shader-f16, so fp32 graphs only).
  */
-import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
 
-import { loadGraph, runGraph, type GraphOutputs, type LoadedGraph } from '../../server/src/runtime/session.js';
-import { compileTinyModel, floats, hwcToChwF32, randomPixels, rawFloat, startTestServer, tempDir, type TestServer } from './support/server.js';
-import { SWIFTSHADER_ICD, swiftshaderMissing } from './support/swiftshader.js';
+import { loadGraph, runGraph, type GraphOutputs, type LoadedGraph } from "../../server/src/runtime/session.js";
+import { compileTinyModel, floats, hwcToChwF32, randomPixels, rawFloat, startTestServer, tempDir, type TestServer } from "./support/server.js";
+import { SWIFTSHADER_ICD, swiftshaderMissing } from "./support/swiftshader.js";
 
 const skip = swiftshaderMissing();
 // Before the first WebGPU session: Dawn's Vulkan instance reads it once per process (and node:test
@@ -44,7 +44,7 @@ function assertAgrees(what: string, got: ArrayLike<number>, want: ArrayLike<numb
   assert.ok(a.relL2 <= MAX_REL_L2, `${what}: relative L2 ${a.relL2} > ${MAX_REL_L2}`);
 }
 
-describe('WebGPU (SwiftShader) agrees with the CPU provider', { skip }, () => {
+describe("WebGPU (SwiftShader) agrees with the CPU provider", { skip }, () => {
   const tmp = tempDir();
   let graph: string;
   let cpu: LoadedGraph;
@@ -55,47 +55,50 @@ describe('WebGPU (SwiftShader) agrees with the CPU provider', { skip }, () => {
 
   before(async () => {
     graph = await compileTinyModel(tmp.dir);
-    cpu = await loadGraph(graph, { provider: 'cpu', intraOpThreads: 1 });
+    cpu = await loadGraph(graph, { provider: "cpu", intraOpThreads: 1 });
     want = await runGraph(cpu, pixels, [B, 3, H, W]);
   });
   after(() => tmp.cleanup());
 
-  it('bare onnxruntime session: summary and features', async (t) => {
-    const webgpu = await loadGraph(graph, { provider: 'webgpu' });
-    assert.equal(webgpu.provider, 'webgpu');
+  it("bare onnxruntime session: summary and features", async (t) => {
+    const webgpu = await loadGraph(graph, { provider: "webgpu" });
+    assert.equal(webgpu.provider, "webgpu");
     const got = await runGraph(webgpu, pixels, [B, 3, H, W]);
     await webgpu.session.release();
     assert.deepEqual(got.summaryDims, want.summaryDims);
     assert.deepEqual(got.featureDims, want.featureDims);
-    assertAgrees('bare summary', got.summary, want.summary, (s) => t.diagnostic(s));
-    assertAgrees('bare features', got.features, want.features, (s) => t.diagnostic(s));
+    assertAgrees("bare summary", got.summary, want.summary, (s) => t.diagnostic(s));
+    assertAgrees("bare features", got.features, want.features, (s) => t.diagnostic(s));
   });
 
-  it('through the sidecar over gRPC (--provider webgpu): summary and features, Info says webgpu', async (t) => {
+  it("through the sidecar over gRPC (--provider webgpu): summary and features, Info says webgpu", async (t) => {
     let ts: TestServer | null = null;
     try {
-      ts = await startTestServer({ models: [{ name: 'tiny', dir: graph }], provider: 'webgpu', warmup: false, threads: 1 }, tmp.dir);
+      ts = await startTestServer({ models: [{ name: "tiny", dir: graph }], provider: "webgpu", warmup: false, threads: 1 }, tmp.dir);
       const info = await ts.client.info();
-      assert.equal(info.provider, 'webgpu');
-      assert.equal(info.providerRequested, 'webgpu');
-      assert.equal((info.models as { executionProvider: string }[])[0]!.executionProvider, 'WebGpuExecutionProvider');
-      assert.equal(info.maxBatchSize, 32, 'GPU providers batch up to 32 by default');
+      assert.equal(info.provider, "webgpu");
+      assert.equal(info.providerRequested, "webgpu");
+      assert.equal((info.models as { executionProvider: string }[])[0]!.executionProvider, "WebGpuExecutionProvider");
+      assert.equal(info.maxBatchSize, 32, "GPU providers batch up to 32 by default");
       const probes = info.providerProbes as { provider: string; usable: boolean; software: boolean; fp16: boolean }[];
-      assert.deepEqual(probes.map((p) => [p.provider, p.usable, p.software, p.fp16]), [['webgpu', true, true, false]]);
+      assert.deepEqual(
+        probes.map((p) => [p.provider, p.usable, p.software, p.fp16]),
+        [["webgpu", true, true, false]],
+      );
 
-      const call = (output: 'SUMMARY' | 'FEATURES_NLC') =>
-        ts!.client.embed({ images: images.map((im, i) => rawFloat(`img${i}`, im, H, W)), options: { output, resolution: 'native' } }).done;
-      const summary = await call('SUMMARY');
-      const features = await call('FEATURES_NLC');
+      const call = (output: "SUMMARY" | "FEATURES_NLC") =>
+        ts!.client.embed({ images: images.map((im, i) => rawFloat(`img${i}`, im, H, W)), options: { output, resolution: "native" } }).done;
+      const summary = await call("SUMMARY");
+      const features = await call("FEATURES_NLC");
       const cat = (rs: typeof summary) => {
         const parts = rs.map((r) => floats(r.output!.tensor));
         const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
         let o = 0;
-        for (const p of parts) (out.set(p, o), (o += p.length));
+        for (const p of parts) out.set(p, o), (o += p.length);
         return out;
       };
-      assertAgrees('sidecar summary', cat(summary), want.summary, (s) => t.diagnostic(s));
-      assertAgrees('sidecar features', cat(features), want.features, (s) => t.diagnostic(s));
+      assertAgrees("sidecar summary", cat(summary), want.summary, (s) => t.diagnostic(s));
+      assertAgrees("sidecar features", cat(features), want.features, (s) => t.diagnostic(s));
     } finally {
       await ts?.close();
     }

@@ -127,9 +127,15 @@ export async function extractAdaptors(pthPath: string, names: readonly string[],
     const used = new Set<string>();
     collect("summary", summary, summaryKeys, used, out, ckpt);
     collect("dense", features, denseKeys, used, out, ckpt);
-    for (const [kind, keys] of [["summary", summaryKeys], ["dense", denseKeys]] as const) {
+    for (const [kind, keys] of [
+      ["summary", summaryKeys],
+      ["dense", denseKeys],
+    ] as const) {
       const extra = [...keys.keys()].filter((k) => !used.has(`${kind}:${k}`));
-      if (extra.length) throw new AdaptorError(`${where}: adaptor ${name}'s ${kind} head has tensors this head type (${kind === "summary" ? summaryType : denseType}) does not use: ${extra.join(", ")} (unsupported head layout?)`);
+      if (extra.length)
+        throw new AdaptorError(
+          `${where}: adaptor ${name}'s ${kind} head has tensors this head type (${kind === "summary" ? summaryType : denseType}) does not use: ${extra.join(", ")} (unsupported head layout?)`,
+        );
     }
     return { name, tokenSlot, summary, features };
   }
@@ -168,7 +174,8 @@ function mlpHead(where: string, what: string, type: string | undefined, keys: Ma
   if (fc1.length !== 2) throw new AdaptorError(`${where}: ${what} tensor ${inner}fc1.weight is not a matrix`);
   const [hiddenDim, inputDim] = fc1 as [number, number];
   const fin = shapeOf(keys, `${inner}final.2.weight`, where, what);
-  if (fin.length !== 2 || fin[1] !== hiddenDim) throw new AdaptorError(`${where}: ${what} tensor ${inner}final.2.weight has shape [${fin.join(", ")}], expected [out, ${hiddenDim}]`);
+  if (fin.length !== 2 || fin[1] !== hiddenDim)
+    throw new AdaptorError(`${where}: ${what} tensor ${inner}final.2.weight has shape [${fin.join(", ")}], expected [out, ${hiddenDim}]`);
   const outputDim = fin[0]!;
   let numBlocks = 0;
   while (keys.has(`${inner}blocks.${numBlocks}.0.weight`)) numBlocks++;
@@ -188,7 +195,21 @@ function mlpHead(where: string, what: string, type: string | undefined, keys: Ma
 /** The parameter names of one `attn` head block. */
 export function attnBlockParams(b: number): string[] {
   const p = `blocks.${b}.`;
-  return ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.proj.weight", "attn.proj.bias", "ls1.gamma", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias", "ls2.gamma"].map((s) => p + s);
+  return [
+    "norm1.weight",
+    "norm1.bias",
+    "attn.qkv.weight",
+    "attn.proj.weight",
+    "attn.proj.bias",
+    "ls1.gamma",
+    "norm2.weight",
+    "norm2.bias",
+    "mlp.fc1.weight",
+    "mlp.fc1.bias",
+    "mlp.fc2.weight",
+    "mlp.fc2.bias",
+    "ls2.gamma",
+  ].map((s) => p + s);
 }
 
 function attnHead(where: string, what: string, keys: Map<string, TorchTensor>, prefix: string): AttnHead {
@@ -202,7 +223,8 @@ function attnHead(where: string, what: string, keys: Map<string, TorchTensor>, p
   const blockMlpDim = shapeOf(keys, "blocks.0.mlp.fc1.weight", where, what)[0]!;
   for (let b = 0; b < numAttnBlocks; b++) {
     const p = `blocks.${b}.`;
-    for (const n of ["norm1.weight", "norm1.bias", "attn.proj.bias", "ls1.gamma", "norm2.weight", "norm2.bias", "mlp.fc2.bias", "ls2.gamma"]) expect(keys, p + n, [C], where, what);
+    for (const n of ["norm1.weight", "norm1.bias", "attn.proj.bias", "ls1.gamma", "norm2.weight", "norm2.bias", "mlp.fc2.bias", "ls2.gamma"])
+      expect(keys, p + n, [C], where, what);
     expect(keys, `${p}attn.qkv.weight`, [3 * C, C], where, what);
     if (keys.has(`${p}attn.qkv.bias`)) throw new AdaptorError(`${where}: ${what} has ${p}attn.qkv.bias; the attn head's qkv is bias-free`);
     expect(keys, `${p}attn.proj.weight`, [C, C], where, what);
@@ -226,7 +248,14 @@ function headParams(h: Mlp2Head | AttnHead): string[] {
 }
 
 /** Queues a head's tensors (float32) for the adaptor file and marks them used. */
-function collect(kind: "summary" | "dense", h: Mlp2Head | AttnHead, keys: Map<string, TorchTensor>, used: Set<string>, out: TensorToWrite[], ckpt: TorchZipCheckpoint): void {
+function collect(
+  kind: "summary" | "dense",
+  h: Mlp2Head | AttnHead,
+  keys: Map<string, TorchTensor>,
+  used: Set<string>,
+  out: TensorToWrite[],
+  ckpt: TorchZipCheckpoint,
+): void {
   for (const param of headParams(h)) {
     const t = keys.get(param)!; // present: the head's shapes were checked
     used.add(`${kind}:${param}`);

@@ -9,7 +9,11 @@ export interface ArchitectureDefaults {
 }
 
 const vit = (patchSize: number, width: number, depth: number, numHeads: number, mlpWidth = width * 4): ArchitectureDefaults => ({
-  patchSize, width, depth, numHeads, mlpWidth,
+  patchSize,
+  width,
+  depth,
+  numHeads,
+  mlpWidth,
 });
 
 export const ARCHITECTURES: Readonly<Record<string, ArchitectureDefaults>> = {

@@ -62,18 +62,124 @@ const CONTEXT = 64;
 
 /** Enough words for the prompts tests and the demo use: zoo templates, common classes, a few non-ASCII. */
 export const DEFAULT_WORDS: readonly string[] = [
-  "a", "an", "the", "of", "in", "on", "with", "and", "is", "at", "by", "for", "to", "from", "this", "that",
-  "photo", "picture", "image", "drawing", "painting", "sketch", "rendering", "close", "up", "view", "bad", "good",
-  "large", "small", "big", "little", "dark", "bright", "old", "new", "blurry", "cropped", "clean", "dirty",
-  "dog", "dogs", "cat", "cats", "bird", "horse", "cow", "sheep", "fish", "car", "truck", "bus", "train", "plane",
-  "boat", "bicycle", "motorcycle", "person", "people", "man", "woman", "child", "tree", "flower", "house",
-  "street", "road", "city", "beach", "mountain", "sky", "water", "snow", "grass", "food", "pizza", "apple",
-  "banana", "chair", "table", "computer", "phone", "book", "cup", "bottle", "red", "green", "blue", "yellow",
-  "black", "white", "one", "two", "three", "café", "naïve", "straße", "µ", "ελλάδα", "москва", "東京",
+  "a",
+  "an",
+  "the",
+  "of",
+  "in",
+  "on",
+  "with",
+  "and",
+  "is",
+  "at",
+  "by",
+  "for",
+  "to",
+  "from",
+  "this",
+  "that",
+  "photo",
+  "picture",
+  "image",
+  "drawing",
+  "painting",
+  "sketch",
+  "rendering",
+  "close",
+  "up",
+  "view",
+  "bad",
+  "good",
+  "large",
+  "small",
+  "big",
+  "little",
+  "dark",
+  "bright",
+  "old",
+  "new",
+  "blurry",
+  "cropped",
+  "clean",
+  "dirty",
+  "dog",
+  "dogs",
+  "cat",
+  "cats",
+  "bird",
+  "horse",
+  "cow",
+  "sheep",
+  "fish",
+  "car",
+  "truck",
+  "bus",
+  "train",
+  "plane",
+  "boat",
+  "bicycle",
+  "motorcycle",
+  "person",
+  "people",
+  "man",
+  "woman",
+  "child",
+  "tree",
+  "flower",
+  "house",
+  "street",
+  "road",
+  "city",
+  "beach",
+  "mountain",
+  "sky",
+  "water",
+  "snow",
+  "grass",
+  "food",
+  "pizza",
+  "apple",
+  "banana",
+  "chair",
+  "table",
+  "computer",
+  "phone",
+  "book",
+  "cup",
+  "bottle",
+  "red",
+  "green",
+  "blue",
+  "yellow",
+  "black",
+  "white",
+  "one",
+  "two",
+  "three",
+  "café",
+  "naïve",
+  "straße",
+  "µ",
+  "ελλάδα",
+  "москва",
+  "東京",
 ];
 
 // Gemma's special tokens, in its id order (ids 0–11), then "\n" (id 12 here).
-const SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "[multimodal]", "<unused0>", "<unused1>", "<unused2>", "<unused3>", "<start_of_turn>", "<end_of_turn>"];
+const SPECIALS = [
+  "<pad>",
+  "<eos>",
+  "<bos>",
+  "<unk>",
+  "<mask>",
+  "[multimodal]",
+  "<unused0>",
+  "<unused1>",
+  "<unused2>",
+  "<unused3>",
+  "<start_of_turn>",
+  "<end_of_turn>",
+];
 const SPACE = "\u2581";
 
 /**
@@ -108,7 +214,7 @@ function trainBpe(words: readonly string[]): { chars: string[]; merges: [string,
     for (const c of corpus) {
       const out: string[] = [];
       for (let i = 0; i < c.symbols.length; i++) {
-        if (c.symbols[i] === l && c.symbols[i + 1] === r) (out.push(l + r), i++);
+        if (c.symbols[i] === l && c.symbols[i + 1] === r) out.push(l + r), i++;
         else out.push(c.symbols[i]!);
       }
       c.symbols = out;
@@ -227,7 +333,8 @@ export async function generateSiglip(dir: string, o: GenerateSiglipOptions = TIN
   ];
   const linear = (name: string, out: number, inp: number) =>
     order.push({ name: `${name}.weight`, shape: [out, inp], kind: "weight" }, { name: `${name}.bias`, shape: [out], kind: "bias" });
-  const norm = (name: string, w: number) => order.push({ name: `${name}.weight`, shape: [w], kind: "norm_w" }, { name: `${name}.bias`, shape: [w], kind: "norm_b" });
+  const norm = (name: string, w: number) =>
+    order.push({ name: `${name}.weight`, shape: [w], kind: "norm_w" }, { name: `${name}.bias`, shape: [w], kind: "norm_b" });
   const encoder = (prefix: string, d: SiglipTowerDims) => {
     for (let i = 0; i < d.layers; i++) {
       const l = `${prefix}.encoder.layers.${i}`;
@@ -269,13 +376,19 @@ export async function generateSiglip(dir: string, o: GenerateSiglipOptions = TIN
     const n = shape.reduce((a, b) => a * b, 1);
     const fanIn = shape.slice(1).reduce((a, b) => a * b, 1);
     const values =
-      kind === "scale" ? rng.fill(1, 0.1, Math.log(10))
-      : kind === "logit_bias" ? rng.fill(1, 0.5, -5)
-      : kind === "weight" ? rng.fill(n, fanIn ** -0.5)
-      : kind === "bias" ? rng.fill(n, 0.05)
-      : kind === "norm_w" ? rng.fill(n, 0.25, 1)
-      : kind === "norm_b" ? rng.fill(n, 0.1)
-      : rng.fill(n, 0.5);
+      kind === "scale"
+        ? rng.fill(1, 0.1, Math.log(10))
+        : kind === "logit_bias"
+          ? rng.fill(1, 0.5, -5)
+          : kind === "weight"
+            ? rng.fill(n, fanIn ** -0.5)
+            : kind === "bias"
+              ? rng.fill(n, 0.05)
+              : kind === "norm_w"
+                ? rng.fill(n, 0.25, 1)
+                : kind === "norm_b"
+                  ? rng.fill(n, 0.1)
+                  : rng.fill(n, 0.5);
     return { name, dtype: "F32", shape, data: () => f32(values) };
   });
   // Shard 1 ends after the first two vision tensors, as in the real repo.
@@ -292,7 +405,11 @@ export async function generateSiglip(dir: string, o: GenerateSiglipOptions = TIN
       totalSize += t.shape.reduce((a, b) => a * b, 1) * 4;
     }
   }
-  const sortedMap = Object.fromEntries(Object.keys(weightMap).sort().map((k) => [k, weightMap[k]]));
+  const sortedMap = Object.fromEntries(
+    Object.keys(weightMap)
+      .sort()
+      .map((k) => [k, weightMap[k]]),
+  );
   const json = (name: string, v: unknown) => writeFileSync(join(dir, name), `${JSON.stringify(v, null, 2)}\n`);
   json("model.safetensors.index.json", { metadata: { total_size: totalSize }, weight_map: sortedMap });
   // Only non-default keys, as the real config.json (max_position_embeddings 64, gelu_pytorch_tanh,

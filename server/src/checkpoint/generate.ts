@@ -93,16 +93,42 @@ export function resolveAdaptorDims(o: GenerateOptions): AdaptorDims | null {
 export const PRESETS = {
   /** The test checkpoint: H-shaped name, width 64, depth 8, 2 heads, 128² position grid. */
   tiny: { architecture: "vit_huge_patch16_224", version: "c-radio_v4-h", modelKwargs: { embed_dim: 64, depth: 8, num_heads: 2 }, cpeMaxSize: 2048, seed: 1234 },
-  "tiny-so400m": { architecture: "vit_so400m_patch16_224", version: "c-radio_v4-so400m", modelKwargs: { embed_dim: 72, depth: 4, num_heads: 3 }, cpeMaxSize: 2048, seed: 4321 },
+  "tiny-so400m": {
+    architecture: "vit_so400m_patch16_224",
+    version: "c-radio_v4-so400m",
+    modelKwargs: { embed_dim: 72, depth: 4, num_heads: 3 },
+    cpeMaxSize: 2048,
+    seed: 4321,
+  },
   /**
    * `tiny` plus the torch.hub file with adaptor heads (fixture-sized, siglip2-g summary → 40): the same
    * random draws as `tiny`, with every backbone value rounded to float16 (as the real "_half" files are).
    */
-  "tiny-text": { architecture: "vit_huge_patch16_224", version: "c-radio_v4-h", modelKwargs: { embed_dim: 64, depth: 8, num_heads: 2 }, cpeMaxSize: 2048, seed: 1234, adaptors: TINY_ADAPTOR_DIMS },
+  "tiny-text": {
+    architecture: "vit_huge_patch16_224",
+    version: "c-radio_v4-h",
+    modelKwargs: { embed_dim: 64, depth: 8, num_heads: 2 },
+    cpeMaxSize: 2048,
+    seed: 1234,
+    adaptors: TINY_ADAPTOR_DIMS,
+  },
   /** SO400M-named, with adaptors; width 80, as the siglip2-g dense head's 16 attention heads need a multiple of 16. */
-  "tiny-so400m-text": { architecture: "vit_so400m_patch16_224", version: "c-radio_v4-so400m", modelKwargs: { embed_dim: 80, depth: 4, num_heads: 4 }, cpeMaxSize: 2048, seed: 4321, adaptors: TINY_ADAPTOR_DIMS },
+  "tiny-so400m-text": {
+    architecture: "vit_so400m_patch16_224",
+    version: "c-radio_v4-so400m",
+    modelKwargs: { embed_dim: 80, depth: 4, num_heads: 4 },
+    cpeMaxSize: 2048,
+    seed: 4321,
+    adaptors: TINY_ADAPTOR_DIMS,
+  },
   /** ViT-B-shaped: a mid-size model for server benchmarks. */
-  "vit-b": { architecture: "vit_huge_patch16_224", version: "c-radio_v4-h", modelKwargs: { embed_dim: 768, depth: 12, num_heads: 12 }, cpeMaxSize: 2048, seed: 77 },
+  "vit-b": {
+    architecture: "vit_huge_patch16_224",
+    version: "c-radio_v4-h",
+    modelKwargs: { embed_dim: 768, depth: 12, num_heads: 12 },
+    cpeMaxSize: 2048,
+    seed: 77,
+  },
   /** Full-size shapes of the real checkpoints (random weights). */
   h: { architecture: "vit_huge_patch16_224", version: "c-radio_v4-h", modelKwargs: {}, cpeMaxSize: 2048, seed: 1 },
   so400m: { architecture: "vit_so400m_patch16_224", version: "c-radio_v4-so400m", modelKwargs: {}, cpeMaxSize: 2048, seed: 2 },
@@ -188,16 +214,51 @@ export function makeConfig(o: GenerateOptions): Record<string, unknown> {
     adaptor_names: null,
     architectures: ["RADIOModel"],
     args: {
-      aa: null, amp: true, amp_dtype: "bfloat16", amp_impl: "native", aug_repeats: 0, aug_splits: 0,
-      batch_size: 32, bn_eps: null, bn_momentum: null, cache_dir: null, channels_last: false,
-      checkpoint_hist: 10, class_map: "", cls_token_per_teacher: true, color_jitter: 0.4,
-      cooldown_epochs: 0, cpe_max_size: o.cpeMaxSize, cpe_num_registers: null, crop_pct: null, cutmix: 0.0,
-      decay_rate: 0.1, distributed: true, drop: 0.0, drop_block: null, drop_path: null, dtype: "float32",
-      epoch: 299, eval_metric: "knn_top1", fast_norm: false, fd_loss_fn: "MSE",
-      feature_normalization: "PHI_STANDARDIZE", feature_summarizer: "cls_token", gp: null, in_chans: null,
-      initial_checkpoint: "", input_size: null, model: o.architecture, model_kwargs: o.modelKwargs,
-      model_norm: o.finalNorm ?? false, num_classes: null, pretrained: false, register_multiple: 10,
-      spectral_reparam: false, teachers: TEACHERS, torchscript: false,
+      aa: null,
+      amp: true,
+      amp_dtype: "bfloat16",
+      amp_impl: "native",
+      aug_repeats: 0,
+      aug_splits: 0,
+      batch_size: 32,
+      bn_eps: null,
+      bn_momentum: null,
+      cache_dir: null,
+      channels_last: false,
+      checkpoint_hist: 10,
+      class_map: "",
+      cls_token_per_teacher: true,
+      color_jitter: 0.4,
+      cooldown_epochs: 0,
+      cpe_max_size: o.cpeMaxSize,
+      cpe_num_registers: null,
+      crop_pct: null,
+      cutmix: 0.0,
+      decay_rate: 0.1,
+      distributed: true,
+      drop: 0.0,
+      drop_block: null,
+      drop_path: null,
+      dtype: "float32",
+      epoch: 299,
+      eval_metric: "knn_top1",
+      fast_norm: false,
+      fd_loss_fn: "MSE",
+      feature_normalization: "PHI_STANDARDIZE",
+      feature_summarizer: "cls_token",
+      gp: null,
+      in_chans: null,
+      initial_checkpoint: "",
+      input_size: null,
+      model: o.architecture,
+      model_kwargs: o.modelKwargs,
+      model_norm: o.finalNorm ?? false,
+      num_classes: null,
+      pretrained: false,
+      register_multiple: 10,
+      spectral_reparam: false,
+      teachers: TEACHERS,
+      torchscript: false,
     },
     auto_map: { AutoConfig: "hf_model.RADIOConfig", AutoModel: "hf_model.RADIOModel" },
     dtype: "float32",
@@ -236,11 +297,16 @@ export async function generateCheckpoint(dir: string, o: GenerateOptions): Promi
   const half = (a: Float32Array) => (adaptors ? a.map(roundToFloat16) : a);
   const t = (name: string, shape: number[], gen: () => Float32Array): TensorToWrite => ({ name, dtype: "F32", shape, data: () => f32(half(gen())) });
   const n = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-  const randn = (shape: number[], scale: number, mean = 0) => () => rng.fill(n(shape), scale, mean);
+  const randn =
+    (shape: number[], scale: number, mean = 0) =>
+    () =>
+      rng.fill(n(shape), scale, mean);
 
   const tensors: TensorToWrite[] = [
     {
-      name: "radio_model.summary_idxs", dtype: "I64", shape: [2],
+      name: "radio_model.summary_idxs",
+      dtype: "I64",
+      shape: [2],
       data: () => new Uint8Array(BigInt64Array.from(TEACHERS.flatMap((x, i) => (x.use_summary ? [BigInt(i)] : []))).buffer),
     },
     // Near the OpenAI CLIP values, perturbed so a compiler that ignores the buffers is caught.
@@ -291,7 +357,11 @@ function torchHubArgs(o: GenerateOptions): PyObject {
     drop: new PyFloat(0),
     dtype: torchGlobals.float32,
   };
-  const state = new Map(Object.keys(args).sort().map((k) => [k, args[k] as PyValue]));
+  const state = new Map(
+    Object.keys(args)
+      .sort()
+      .map((k) => [k, args[k] as PyValue]),
+  );
   return new PyObject(torchGlobals.Namespace, state);
 }
 
@@ -311,7 +381,20 @@ function writeAdaptorCheckpoint(dir: string, o: GenerateOptions, dims: AdaptorDi
       entries.push([key, new TensorRef({ dtype: "F16", shape: [...info.shape], data: () => toFloat16Bytes(hf.readFloat32(hfName)) })]);
     };
     // timm's module order: blocks, norm, then the patch generator; then the input conditioner.
-    const blockParams = ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"];
+    const blockParams = [
+      "norm1.weight",
+      "norm1.bias",
+      "attn.qkv.weight",
+      "attn.qkv.bias",
+      "attn.proj.weight",
+      "attn.proj.bias",
+      "norm2.weight",
+      "norm2.bias",
+      "mlp.fc1.weight",
+      "mlp.fc1.bias",
+      "mlp.fc2.weight",
+      "mlp.fc2.bias",
+    ];
     for (let i = 0; i < depth; i++) for (const p of blockParams) fromHf(`base_model.blocks.${i}.${p}`, `radio_model.model.blocks.${i}.${p}`);
     if (o.finalNorm) for (const p of ["weight", "bias"]) fromHf(`base_model.norm.${p}`, `radio_model.model.norm.${p}`);
     for (const p of ["pos_embed", "embedder.weight", "cls_token.token"]) fromHf(`base_model.patch_generator.${p}`, `radio_model.model.patch_generator.${p}`);
@@ -323,19 +406,32 @@ function writeAdaptorCheckpoint(dir: string, o: GenerateOptions, dims: AdaptorDi
         const n = shape.reduce((a, b) => a * b, 1);
         const gen = (): Float32Array => {
           switch (kind) {
-            case "weight": return rng.fill(n, shape[1]! ** -0.5);
-            case "bias": return rng.fill(n, 0.05);
-            case "norm_w": return rng.fill(n, 0.25, 1);
-            case "norm_b": return rng.fill(n, 0.1);
-            case "gamma": return rng.fill(n, 0.25, 0.5); // not upstream's 1e-5 init, so the blocks matter
+            case "weight":
+              return rng.fill(n, shape[1]! ** -0.5);
+            case "bias":
+              return rng.fill(n, 0.05);
+            case "norm_w":
+              return rng.fill(n, 0.25, 1);
+            case "norm_b":
+              return rng.fill(n, 0.1);
+            case "gamma":
+              return rng.fill(n, 0.25, 0.5); // not upstream's 1e-5 init, so the blocks matter
           }
         };
         entries.push([`${prefix}.${name}`, new TensorRef({ dtype: "F16", shape, data: () => toFloat16Bytes(gen()) })]);
       }
     };
     const linear = (name: string, out: number, inp: number, bias = true): [string, number[], "weight" | "bias"][] =>
-      bias ? [[`${name}.weight`, [out, inp], "weight"], [`${name}.bias`, [out], "bias"]] : [[`${name}.weight`, [out, inp], "weight"]];
-    const norm = (name: string, w: number): [string, number[], "norm_w" | "norm_b"][] => [[`${name}.weight`, [w], "norm_w"], [`${name}.bias`, [w], "norm_b"]];
+      bias
+        ? [
+            [`${name}.weight`, [out, inp], "weight"],
+            [`${name}.bias`, [out], "bias"],
+          ]
+        : [[`${name}.weight`, [out, inp], "weight"]];
+    const norm = (name: string, w: number): [string, number[], "norm_w" | "norm_b"][] => [
+      [`${name}.weight`, [w], "norm_w"],
+      [`${name}.bias`, [w], "norm_b"],
+    ];
     const mlp2 = (d: Mlp2Dims, pre = "") => [
       ...linear(`${pre}fc1`, d.hidden, C),
       ...Array.from({ length: d.blocks }, (_, i) => [...norm(`${pre}blocks.${i}.0`, d.hidden), ...linear(`${pre}blocks.${i}.2`, d.hidden, d.hidden)]).flat(),

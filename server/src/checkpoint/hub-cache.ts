@@ -47,28 +47,16 @@ export function resolveHfHome(): string {
 
 /** Model repo ids: `name` or `namespace/name`, like Python's validate_repo_id. */
 export function validateRepoId(repo: string): void {
-  const ok =
-    /^([\w.-]+\/)?[\w.-]+$/.test(repo) &&
-    !repo.includes("--") &&
-    !repo.includes("..") &&
-    !/(^|\/)[.-]|[.-]($|\/)/.test(repo) &&
-    repo.length <= 96;
+  const ok = /^([\w.-]+\/)?[\w.-]+$/.test(repo) && !repo.includes("--") && !repo.includes("..") && !/(^|\/)[.-]|[.-]($|\/)/.test(repo) && repo.length <= 96;
   if (!ok) {
-    throw new TypeError(
-      `Invalid Hugging Face repo id '${repo}': expected 'namespace/name' (letters, digits, '-', '_', '.'), e.g. 'nvidia/C-RADIOv4-H'`,
-    );
+    throw new TypeError(`Invalid Hugging Face repo id '${repo}': expected 'namespace/name' (letters, digits, '-', '_', '.'), e.g. 'nvidia/C-RADIOv4-H'`);
   }
 }
 
 /** A revision is used as a path below refs/ (it may contain '/', e.g. refs/pr/1), so keep it inside. */
 export function validateRevision(revision: string): void {
   const parts = revision.split("/");
-  if (
-    revision.length === 0 ||
-    revision.includes("\\") ||
-    revision.includes("\0") ||
-    parts.some((p) => p === "" || p === "." || p === "..")
-  ) {
+  if (revision.length === 0 || revision.includes("\\") || revision.includes("\0") || parts.some((p) => p === "" || p === "." || p === "..")) {
     throw new TypeError(`Invalid revision '${revision}': expected a branch, tag or 40-hex commit sha`);
   }
 }
@@ -76,13 +64,7 @@ export function validateRevision(revision: string): void {
 /** A repo file path is joined below snapshots/<commit>/: it must stay inside. */
 export function validateRepoFilePath(file: string): void {
   const parts = file.split("/");
-  if (
-    file.length === 0 ||
-    file.startsWith("/") ||
-    file.includes("\\") ||
-    file.includes("\0") ||
-    parts.some((p) => p === "" || p === "." || p === "..")
-  ) {
+  if (file.length === 0 || file.startsWith("/") || file.includes("\\") || file.includes("\0") || parts.some((p) => p === "" || p === "." || p === "..")) {
     throw new TypeError(`Invalid repo file path '${file}'`);
   }
 }
@@ -237,19 +219,12 @@ export function selectDefaultFiles(available: readonly string[]): { files: strin
 }
 
 /** Expand explicit names/globs against a listing; names that match nothing are reported missing. */
-export function selectRequestedFiles(
-  requested: readonly string[],
-  available: readonly string[],
-): { files: string[]; missing: string[] } {
+export function selectRequestedFiles(requested: readonly string[], available: readonly string[]): { files: string[]; missing: string[] } {
   const files: string[] = [];
   const missing: string[] = [];
   const seen = new Set<string>();
   for (const pattern of requested) {
-    const matches = isGlob(pattern)
-      ? available.filter((f) => globToRegExp(pattern).test(f))
-      : available.includes(pattern)
-        ? [pattern]
-        : [];
+    const matches = isGlob(pattern) ? available.filter((f) => globToRegExp(pattern).test(f)) : available.includes(pattern) ? [pattern] : [];
     if (matches.length === 0) missing.push(pattern);
     for (const m of matches) {
       if (!seen.has(m)) {
@@ -270,12 +245,7 @@ export type CachedSnapshot =
  * For the default file set it also checks completeness: every shard named by the index (or by the
  * `-0000k-of-0000n` naming) must be present, so a half-populated snapshot is not mistaken for a checkpoint.
  */
-export async function resolveFromCache(params: {
-  cacheDir: string;
-  repo: string;
-  revision: string;
-  files?: readonly string[];
-}): Promise<CachedSnapshot> {
+export async function resolveFromCache(params: { cacheDir: string; repo: string; revision: string; files?: readonly string[] }): Promise<CachedSnapshot> {
   const storage = repoStorageDir(params.cacheDir, params.repo);
   let commit: string | undefined;
   if (isCommitHash(params.revision)) {

@@ -106,9 +106,7 @@ export class ProgressReporter {
       this.bar.start(Math.max(s.total, 1), s.bytes, this.payload());
     } else if (this.mode === "log") {
       const resumed = s.bytes > 0 ? `, resuming with ${formatBytes(s.bytes)} already present` : "";
-      this.opts.logger.info(
-        `download ${this.label}: ${s.filesTotal} file(s), ${formatBytes(s.total)}${resumed}`,
-      );
+      this.opts.logger.info(`download ${this.label}: ${s.filesTotal} file(s), ${formatBytes(s.total)}${resumed}`);
       this.maybeLog();
     }
     this.emit();
@@ -174,9 +172,7 @@ export class ProgressReporter {
     if (bucket <= this.lastStep) return;
     this.lastStep = bucket;
     const file = s.file ? ` ${s.file}` : "";
-    this.opts.logger.info(
-      `download ${this.label}: ${pct}% (${formatBytes(s.bytes)} / ${formatBytes(s.total)})${file}`,
-    );
+    this.opts.logger.info(`download ${this.label}: ${pct}% (${formatBytes(s.bytes)} / ${formatBytes(s.total)})${file}`);
   }
 
   private emit(): void {

@@ -61,13 +61,7 @@ import { SafetensorsFile, dtypeBytes, type SafetensorsDtype } from "./safetensor
 import { TEXT_SUBSET_FILE } from "./siglip.js";
 
 /** Small repo files the text compiler reads, downloaded whole into the snapshot (tokenizer.json is 34 MB). */
-export const TEXT_TOWER_FILES = [
-  "config.json",
-  "model.safetensors.index.json",
-  "tokenizer.json",
-  "tokenizer_config.json",
-  "special_tokens_map.json",
-] as const;
+export const TEXT_TOWER_FILES = ["config.json", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] as const;
 /** Of those, the ones linked into the text tower folder (the index describes the full repo, not the subset). */
 const LINKED_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] as const;
 const INDEX_FILE = "model.safetensors.index.json";
@@ -533,11 +527,7 @@ export async function downloadTextTower(opts: DownloadTextTowerOptions = {}): Pr
   const dir = join(storage, SUBSETS_DIR, dl.commit);
   if (await exists(join(dir, TEXT_SUBSET_FILE))) return result(dl.commit, undefined, 0, dl.offline);
 
-  const ctx = await createHubContext(
-    { ...opts, logger: opts.logger ?? stderrLogger(opts.progressStream ?? process.stderr) },
-    repo,
-    revision,
-  );
+  const ctx = await createHubContext({ ...opts, logger: opts.logger ?? stderrLogger(opts.progressStream ?? process.stderr) }, repo, revision);
   const [job] = shared(join(dir, TEXT_SUBSET_FILE), () => downloadSubset(ctx, dl.commit, dl.snapshotDir, dir, opts));
   const { tensors, downloadedBytes } = await job;
   return result(dl.commit, tensors, downloadedBytes, false);

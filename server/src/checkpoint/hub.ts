@@ -42,14 +42,7 @@ import {
   expandUser,
   type CachedSnapshot,
 } from "./hub-cache.js";
-import {
-  ProgressReporter,
-  formatBytes,
-  stderrLogger,
-  type DownloadProgress,
-  type HubLogger,
-  type ProgressMode,
-} from "./hub-progress.js";
+import { ProgressReporter, formatBytes, stderrLogger, type DownloadProgress, type HubLogger, type ProgressMode } from "./hub-progress.js";
 
 export type { DownloadProgress, HubLogger, ProgressMode } from "./hub-progress.js";
 export { resolveCacheDir, repoStorageDir, resolveFromCache } from "./hub-cache.js";
@@ -179,9 +172,7 @@ export function resolveEndpoint(endpoint?: string): string {
 }
 
 /** Token lookup order of Python's get_token(): HF_TOKEN, HUGGING_FACE_HUB_TOKEN, then the token file. */
-export async function resolveToken(
-  explicit?: string | false,
-): Promise<{ token: string; source: string } | undefined> {
+export async function resolveToken(explicit?: string | false): Promise<{ token: string; source: string } | undefined> {
   if (explicit === false) return undefined;
   const clean = (t: string | undefined) => (t?.trim() ? t.trim() : undefined);
   const env = process.env;
@@ -205,11 +196,7 @@ export type HubContext = Awaited<ReturnType<typeof createHubContext>>;
 type Ctx = HubContext;
 
 /** The request context of a download of `repo`@`revision` from the options (token lookup, endpoint, retry settings). */
-export async function createHubContext(
-  opts: Omit<DownloadCheckpointOptions, "repo" | "revision" | "files">,
-  repo: string,
-  revision: string,
-) {
+export async function createHubContext(opts: Omit<DownloadCheckpointOptions, "repo" | "revision" | "files">, repo: string, revision: string) {
   const cacheDir = resolveCacheDir(opts.cacheDir);
   return {
     repo,
@@ -281,8 +268,7 @@ export function hubFetch(ctx: Ctx, what: What, opts: { timeoutMs?: number; signa
       if (res.status !== 206 || !got || got[1] !== range[1] || (range[2] !== "" && got[2] !== range[2])) {
         await res.body?.cancel().catch(() => undefined);
         throw new RangeIgnored(
-          `the server answered Range ${headers.get("range")} of ${what.file} with HTTP ${res.status}` +
-            (got ? ` (Content-Range ${got[0]})` : ""),
+          `the server answered Range ${headers.get("range")} of ${what.file} with HTTP ${res.status}` + (got ? ` (Content-Range ${got[0]})` : ""),
         );
       }
     }
@@ -323,15 +309,13 @@ async function statusError(ctx: Ctx, res: Response, what: What): Promise<HubDown
   if (status === 401 || status === 403) {
     return error(
       "unauthorized",
-      `Not authorized to access ${ctx.repo} (HTTP ${status}${server}) while ${what.doing}: the repo is private or gated, ` +
-        `or does not exist. ${tokenHint}`,
+      `Not authorized to access ${ctx.repo} (HTTP ${status}${server}) while ${what.doing}: the repo is private or gated, ` + `or does not exist. ${tokenHint}`,
     );
   }
   if (errorCode === "RevisionNotFound" || (status === 404 && /revision|invalid rev/i.test(serverMsg))) {
     return error(
       "revision_not_found",
-      `Revision '${ctx.revision}' not found in ${ctx.repo} (HTTP ${status}${server}): ` +
-        `expected an existing branch, tag or full 40-hex commit sha.`,
+      `Revision '${ctx.revision}' not found in ${ctx.repo} (HTTP ${status}${server}): ` + `expected an existing branch, tag or full 40-hex commit sha.`,
     );
   }
   if (errorCode === "EntryNotFound" || (status === 404 && what.file && errorCode !== "RepoNotFound")) {
@@ -340,8 +324,7 @@ async function statusError(ctx: Ctx, res: Response, what: What): Promise<HubDown
   if (errorCode === "RepoNotFound" || status === 404) {
     return error(
       "repo_not_found",
-      `Repository ${ctx.repo} not found on ${ctx.endpoint} (HTTP ${status}${server}). ` +
-        `Check the repo id; if the repo is private, set HF_TOKEN.`,
+      `Repository ${ctx.repo} not found on ${ctx.endpoint} (HTTP ${status}${server}). ` + `Check the repo id; if the repo is private, set HF_TOKEN.`,
     );
   }
   return error(
@@ -406,9 +389,7 @@ export interface FileMeta {
 /** Size and hashes of `files` at `commit` in one request (pathsInfo, i.e. POST /api/models/{repo}/paths-info/{commit}). */
 export async function fetchFileMetas(ctx: Ctx, commit: string, files: string[]): Promise<FileMeta[]> {
   const what = { commit, doing: `getting metadata of ${files.join(", ")}` };
-  const infos = await metadata(ctx, what, (f) =>
-    pathsInfo({ repo: ctx.repo, paths: files, revision: commit, hubUrl: ctx.endpoint, fetch: f }),
-  );
+  const infos = await metadata(ctx, what, (f) => pathsInfo({ repo: ctx.repo, paths: files, revision: commit, hubUrl: ctx.endpoint, fetch: f }));
   return files.map((file) => {
     const info = infos.find((i) => i.path === file);
     const etag = info?.lfs?.oid ?? info?.oid ?? "";
@@ -532,19 +513,14 @@ export async function retrying<T>(ctx: Ctx, t: Transfer, attempt: () => Promise<
           ctx,
           "network",
           `Download of ${t.name} from ${ctx.repo}@${t.commit} failed after ${at} (${reason}). ` +
-            (have > 0
-              ? `The partial file is kept at ${t.incomplete}${t.partialNote ?? ""}; run again to resume where it stopped (HTTP Range). `
-              : "") +
+            (have > 0 ? `The partial file is kept at ${t.incomplete}${t.partialNote ?? ""}; run again to resume where it stopped (HTTP Range). ` : "") +
             `If the Hub is unreachable, check HF_ENDPOINT (${ctx.endpoint}) and the network, ` +
             `or set HF_HUB_OFFLINE=1 to use a complete cached copy.`,
           { file: t.file, transient: true, cause: err, ...(err instanceof HubDownloadError ? { status: err.status, url: err.url } : {}) },
         );
       }
       const wait = backoff(ctx, n + 1);
-      ctx.log.warn(
-        `download of ${t.name} interrupted at ${at} (${reason}); ` +
-          `resuming in ${(wait / 1000).toFixed(1)} s (retry ${n + 1}/${ctx.retries})`,
-      );
+      ctx.log.warn(`download of ${t.name} interrupted at ${at} (${reason}); ` + `resuming in ${(wait / 1000).toFixed(1)} s (retry ${n + 1}/${ctx.retries})`);
       await sleep(wait, undefined, { signal: ctx.signal });
     }
   }
@@ -615,14 +591,10 @@ async function downloadBlob(ctx: Ctx, commit: string, meta: FileMeta, progress: 
       const mismatch = got > meta.size ? "size" : "checksum";
       if (offset > 0 && !freshRetryDone) {
         freshRetryDone = true;
-        ctx.log.warn(
-          `${meta.file}: ${mismatch} mismatch after resuming a partial download; ` +
-            `the partial file was stale, downloading again from the start`,
-        );
+        ctx.log.warn(`${meta.file}: ${mismatch} mismatch after resuming a partial download; ` + `the partial file was stale, downloading again from the start`);
         continue;
       }
-      const detail =
-        got > meta.size ? `expected ${meta.size} bytes, got ${got}` : `expected ${kind} ${meta.etag} (announced by the Hub), got ${digest}`;
+      const detail = got > meta.size ? `expected ${meta.size} bytes, got ${got}` : `expected ${kind} ${meta.etag} (announced by the Hub), got ${digest}`;
       throw hubError(
         ctx,
         "checksum",
@@ -651,13 +623,7 @@ export function shared<T>(key: string, start: () => Promise<T>): [Promise<T>, bo
 // ---------------------------------------------------------------------------------------------
 // entry point
 
-function notCachedError(
-  repo: string,
-  revision: string,
-  cacheDir: string,
-  cached: Extract<CachedSnapshot, { ok: false }>,
-  why: string,
-): HubDownloadError {
+function notCachedError(repo: string, revision: string, cacheDir: string, cached: Extract<CachedSnapshot, { ok: false }>, why: string): HubDownloadError {
   const missing = cached.missing.length > 0 ? `; missing: ${cached.missing.join(", ")}` : "";
   return new HubDownloadError(
     "not_cached",
@@ -730,10 +696,7 @@ export async function downloadCheckpoint(opts: DownloadCheckpointOptions): Promi
 
   const commit = info.sha;
   await writeRef(storage, revision, commit);
-  const selection =
-    opts.files && opts.files.length > 0
-      ? selectRequestedFiles(opts.files, info.siblings)
-      : selectDefaultFiles(info.siblings);
+  const selection = opts.files && opts.files.length > 0 ? selectRequestedFiles(opts.files, info.siblings) : selectDefaultFiles(info.siblings);
   if (selection.missing.length > 0) {
     const listing = info.siblings.slice(0, 30).join(", ") + (info.siblings.length > 30 ? ", ..." : "");
     throw new HubDownloadError(

@@ -126,7 +126,9 @@ export function buildSpec(config: RadioConfig, weights: SafetensorsCheckpoint): 
   const maxResolution = config.max_resolution ?? vdef?.maxResolution;
   const preferred = (config.preferred_resolution ?? vdef?.preferred) as [number, number] | undefined;
   if (!patchSize || !maxResolution || !preferred) {
-    throw new CheckpointError(`config.json leaves patch_size/max_resolution/preferred_resolution null and version ${JSON.stringify(version)} has no known defaults`);
+    throw new CheckpointError(
+      `config.json leaves patch_size/max_resolution/preferred_resolution null and version ${JSON.stringify(version)} has no known defaults`,
+    );
   }
   let arch: ReturnType<typeof resolveArchitecture>;
   try {
@@ -141,11 +143,14 @@ export function buildSpec(config: RadioConfig, weights: SafetensorsCheckpoint): 
   // Widths and depth come from the tensors; the named architecture (with model_kwargs) must agree.
   const embedderKey = `${MODEL}patch_generator.embedder.weight`;
   const embedder = get(embedderKey);
-  if (embedder.shape.length !== 2) throw new CheckpointError(`tensor ${embedderKey} has shape ${shapeStr(embedder.shape)}, expected [width, ${3 * patchSize * patchSize}]`);
+  if (embedder.shape.length !== 2)
+    throw new CheckpointError(`tensor ${embedderKey} has shape ${shapeStr(embedder.shape)}, expected [width, ${3 * patchSize * patchSize}]`);
   const width = embedder.shape[0]!;
   expectShape(embedderKey, [width, 3 * patchSize * patchSize], `3·${patchSize}·${patchSize} flattened patch pixels`);
   if (width !== arch.width) {
-    throw new CheckpointError(`tensor ${embedderKey} gives width ${width}, but ${args.model} with model_kwargs ${JSON.stringify(args.model_kwargs ?? {})} expects embed_dim ${arch.width}`);
+    throw new CheckpointError(
+      `tensor ${embedderKey} gives width ${width}, but ${args.model} with model_kwargs ${JSON.stringify(args.model_kwargs ?? {})} expects embed_dim ${arch.width}`,
+    );
   }
   if (tensors.has(`${MODEL}patch_generator.embedder.bias`)) {
     throw new CheckpointError(`tensor ${MODEL}patch_generator.embedder.bias is present: the patch embedding is expected to be bias-free`);
@@ -154,14 +159,18 @@ export function buildSpec(config: RadioConfig, weights: SafetensorsCheckpoint): 
   while (tensors.has(`${MODEL}blocks.${depth}.norm1.weight`)) depth++;
   if (depth === 0) throw new CheckpointError(`checkpoint is missing tensor ${MODEL}blocks.0.norm1.weight (no transformer blocks found)`);
   if (depth !== arch.depth) {
-    throw new CheckpointError(`checkpoint has ${depth} blocks (${MODEL}blocks.0 … ${depth - 1}), but ${args.model} with model_kwargs ${JSON.stringify(args.model_kwargs ?? {})} expects depth ${arch.depth}`);
+    throw new CheckpointError(
+      `checkpoint has ${depth} blocks (${MODEL}blocks.0 … ${depth - 1}), but ${args.model} with model_kwargs ${JSON.stringify(args.model_kwargs ?? {})} expects depth ${arch.depth}`,
+    );
   }
   const numHeads = arch.numHeads;
   if (width % numHeads !== 0) throw new CheckpointError(`width ${width} is not divisible by num_heads ${numHeads}`);
   const fc1 = get(`${MODEL}blocks.0.mlp.fc1.weight`);
   const mlpWidth = fc1.shape[0]!;
   if (mlpWidth !== arch.mlpWidth) {
-    throw new CheckpointError(`tensor ${MODEL}blocks.0.mlp.fc1.weight has shape ${shapeStr(fc1.shape)}, expected [${arch.mlpWidth}, ${width}] for ${args.model}`);
+    throw new CheckpointError(
+      `tensor ${MODEL}blocks.0.mlp.fc1.weight has shape ${shapeStr(fc1.shape)}, expected [${arch.mlpWidth}, ${width}] for ${args.model}`,
+    );
   }
 
   const blocks: BlockKeys[] = [];
@@ -169,8 +178,12 @@ export function buildSpec(config: RadioConfig, weights: SafetensorsCheckpoint): 
   for (let i = 0; i < depth; i++) {
     const b = `${MODEL}blocks.${i}`;
     const keys: BlockKeys = {
-      norm1: pair(`${b}.norm1`), qkv: pair(`${b}.attn.qkv`), proj: pair(`${b}.attn.proj`),
-      norm2: pair(`${b}.norm2`), fc1: pair(`${b}.mlp.fc1`), fc2: pair(`${b}.mlp.fc2`),
+      norm1: pair(`${b}.norm1`),
+      qkv: pair(`${b}.attn.qkv`),
+      proj: pair(`${b}.attn.proj`),
+      norm2: pair(`${b}.norm2`),
+      fc1: pair(`${b}.mlp.fc1`),
+      fc2: pair(`${b}.mlp.fc2`),
     };
     expectShape(keys.norm1.weight, [width], "LayerNorm over width");
     expectShape(keys.norm1.bias, [width], "LayerNorm over width");
@@ -209,7 +222,9 @@ export function buildSpec(config: RadioConfig, weights: SafetensorsCheckpoint): 
   if (args.cpe_max_size) {
     const expectedGrid = Math.round(args.cpe_max_size / patchSize);
     if (expectedGrid !== posGrid) {
-      throw new CheckpointError(`tensor ${posKey} has a ${posGrid}×${posGrid} grid, expected ${expectedGrid}×${expectedGrid} from args.cpe_max_size=${args.cpe_max_size}`);
+      throw new CheckpointError(
+        `tensor ${posKey} has a ${posGrid}×${posGrid} grid, expected ${expectedGrid}×${expectedGrid} from args.cpe_max_size=${args.cpe_max_size}`,
+      );
     }
   } else {
     throw new CheckpointError("config.json args.cpe_max_size is null: only CPE (flexible-resolution) RADIO models are supported");
@@ -222,7 +237,7 @@ export function buildSpec(config: RadioConfig, weights: SafetensorsCheckpoint): 
   for (const i of summaryIdxs) {
     if (i < 0 || i >= numClsTokens) throw new CheckpointError(`tensor ${summaryKey} holds index ${i}, outside the ${numClsTokens} cls tokens`);
   }
-  const teacherSummary = args.teachers.flatMap((t, i) => (t.use_summary ?? true ? [i] : []));
+  const teacherSummary = args.teachers.flatMap((t, i) => ((t.use_summary ?? true) ? [i] : []));
   if (teacherSummary.join(",") !== summaryIdxs.join(",")) {
     throw new CheckpointError(`tensor ${summaryKey} = [${summaryIdxs}] disagrees with the teachers' use_summary in config.json ([${teacherSummary}])`);
   }
@@ -250,9 +265,19 @@ export function buildSpec(config: RadioConfig, weights: SafetensorsCheckpoint): 
 
   // Nothing under the backbone may go unused: an unknown tensor means an architecture we don't build.
   const used = new Set<string>([embedderKey, clsKey, posKey, summaryKey, meanKey, stdKey]);
-  for (const b of blocks) for (const p of Object.values(b)) { used.add(p.weight); used.add(p.bias); }
-  if (finalNorm) { used.add(finalNorm.weight); used.add(finalNorm.bias); }
-  if (featureNormalizer) { used.add(featureNormalizer.mean); used.add(featureNormalizer.tx); }
+  for (const b of blocks)
+    for (const p of Object.values(b)) {
+      used.add(p.weight);
+      used.add(p.bias);
+    }
+  if (finalNorm) {
+    used.add(finalNorm.weight);
+    used.add(finalNorm.bias);
+  }
+  if (featureNormalizer) {
+    used.add(featureNormalizer.mean);
+    used.add(featureNormalizer.tx);
+  }
   const ignoredTensors: string[] = [];
   for (const name of tensors.keys()) {
     if (used.has(name)) continue;
@@ -287,6 +312,16 @@ export function buildSpec(config: RadioConfig, weights: SafetensorsCheckpoint): 
     featureNormalizer: featureNormalizer !== null,
     configWindowSize: config.vitdet_window_size ?? null,
     ignoredTensors,
-    keys: { summaryIdxs: summaryKey, normMean: meanKey, normStd: stdKey, embedder: embedderKey, posEmbed: posKey, clsToken: clsKey, blocks, finalNorm, featureNormalizer },
+    keys: {
+      summaryIdxs: summaryKey,
+      normMean: meanKey,
+      normStd: stdKey,
+      embedder: embedderKey,
+      posEmbed: posKey,
+      clsToken: clsKey,
+      blocks,
+      finalNorm,
+      featureNormalizer,
+    },
   };
 }

@@ -44,12 +44,12 @@ export function float32ToFloat16Bits(x: number): number {
     const half = mant >>> shift;
     const rem = mant & ((1 << shift) - 1);
     const mid = 1 << (shift - 1);
-    return sign | (rem > mid || (rem === mid && (half & 1)) ? half + 1 : half);
+    return sign | (rem > mid || (rem === mid && half & 1) ? half + 1 : half);
   }
   const half = (e << 10) | (mant >>> 13);
   const rem = mant & 0x1fff;
   // a carry out of the mantissa correctly bumps the exponent (and reaches inf at the top)
-  return sign | (rem > 0x1000 || (rem === 0x1000 && (half & 1)) ? half + 1 : half);
+  return sign | (rem > 0x1000 || (rem === 0x1000 && half & 1) ? half + 1 : half);
 }
 
 /** The float value of binary16 bits. */
@@ -79,7 +79,10 @@ export function toFloat16Bytes(values: Float32Array): Uint8Array {
 
 /** A Python global (module attribute), pickled with GLOBAL: a class, a function, torch.float32. */
 export class PyGlobal {
-  constructor(readonly module: string, readonly name: string) {}
+  constructor(
+    readonly module: string,
+    readonly name: string,
+  ) {}
 }
 /** A Python tuple (JS arrays are lists). */
 export class PyTuple {
@@ -91,11 +94,18 @@ export class PyFloat {
 }
 /** callable(*args), then (for dict subclasses such as OrderedDict) SETITEMS with the items: REDUCE. */
 export class PyReduce {
-  constructor(readonly callable: PyGlobal, readonly args: PyTuple, readonly items: [PyValue, PyValue][] = []) {}
+  constructor(
+    readonly callable: PyGlobal,
+    readonly args: PyTuple,
+    readonly items: [PyValue, PyValue][] = [],
+  ) {}
 }
 /** cls.__new__(cls), then BUILD with the state dict (its __dict__): NEWOBJ + BUILD, as for argparse.Namespace. */
 export class PyObject {
-  constructor(readonly cls: PyGlobal, readonly state: Map<string, PyValue>) {}
+  constructor(
+    readonly cls: PyGlobal,
+    readonly state: Map<string, PyValue>,
+  ) {}
 }
 /** A persistent id (BINPERSID): torch's reference to a storage stored beside the pickle. */
 export class PyPersistentId {
@@ -120,11 +130,36 @@ export type PyValue =
   | TensorRef;
 
 const OP = {
-  PROTO: 0x80, STOP: 0x2e, MARK: 0x28, NONE: 0x4e, NEWTRUE: 0x88, NEWFALSE: 0x89,
-  BININT: 0x4a, BININT1: 0x4b, BININT2: 0x4d, LONG1: 0x8a, BINFLOAT: 0x47, BINUNICODE: 0x58,
-  EMPTY_LIST: 0x5d, APPENDS: 0x65, EMPTY_DICT: 0x7d, SETITEMS: 0x75, EMPTY_TUPLE: 0x29, TUPLE: 0x74,
-  TUPLE1: 0x85, TUPLE2: 0x86, TUPLE3: 0x87, GLOBAL: 0x63, REDUCE: 0x52, NEWOBJ: 0x81, BUILD: 0x62,
-  BINPERSID: 0x51, BINPUT: 0x71, LONG_BINPUT: 0x72, BINGET: 0x68, LONG_BINGET: 0x6a,
+  PROTO: 0x80,
+  STOP: 0x2e,
+  MARK: 0x28,
+  NONE: 0x4e,
+  NEWTRUE: 0x88,
+  NEWFALSE: 0x89,
+  BININT: 0x4a,
+  BININT1: 0x4b,
+  BININT2: 0x4d,
+  LONG1: 0x8a,
+  BINFLOAT: 0x47,
+  BINUNICODE: 0x58,
+  EMPTY_LIST: 0x5d,
+  APPENDS: 0x65,
+  EMPTY_DICT: 0x7d,
+  SETITEMS: 0x75,
+  EMPTY_TUPLE: 0x29,
+  TUPLE: 0x74,
+  TUPLE1: 0x85,
+  TUPLE2: 0x86,
+  TUPLE3: 0x87,
+  GLOBAL: 0x63,
+  REDUCE: 0x52,
+  NEWOBJ: 0x81,
+  BUILD: 0x62,
+  BINPERSID: 0x51,
+  BINPUT: 0x71,
+  LONG_BINPUT: 0x72,
+  BINGET: 0x68,
+  LONG_BINGET: 0x6a,
 } as const;
 
 /** python's pickler batches APPENDS / SETITEMS by this many items */
@@ -148,19 +183,19 @@ export function pickle(value: PyValue): Uint8Array {
     const i = memo.size;
     memo.set(key, i);
     if (i < 256) bytes([OP.BINPUT, i]);
-    else (byte(OP.LONG_BINPUT), u32(i));
+    else byte(OP.LONG_BINPUT), u32(i);
   };
   const get = (key: string): boolean => {
     const i = memo.get(key);
     if (i === undefined) return false;
     if (i < 256) bytes([OP.BINGET, i]);
-    else (byte(OP.LONG_BINGET), u32(i));
+    else byte(OP.LONG_BINGET), u32(i);
     return true;
   };
   const int = (n: bigint) => {
     if (n >= 0n && n < 256n) bytes([OP.BININT1, Number(n)]);
     else if (n >= 0n && n < 65536n) bytes([OP.BININT2, Number(n & 0xffn), Number(n >> 8n)]);
-    else if (n >= -(2n ** 31n) && n < 2n ** 31n) (byte(OP.BININT), u32(Number(BigInt.asUintN(32, n))));
+    else if (n >= -(2n ** 31n) && n < 2n ** 31n) byte(OP.BININT), u32(Number(BigInt.asUintN(32, n)));
     else {
       // LONG1: little-endian two's complement, shortest that keeps the sign
       const out: number[] = [];
@@ -177,7 +212,7 @@ export function pickle(value: PyValue): Uint8Array {
   const items = (pairs: [PyValue, PyValue][]) => {
     for (let i = 0; i < pairs.length; i += BATCH) {
       byte(OP.MARK);
-      for (const [k, v] of pairs.slice(i, i + BATCH)) (write(k), write(v));
+      for (const [k, v] of pairs.slice(i, i + BATCH)) write(k), write(v);
       byte(OP.SETITEMS);
     }
   };
@@ -313,7 +348,12 @@ function lowerTensors(v: unknown, storages: TorchTensor[]): PyValue {
       ]),
     );
   }
-  if (v instanceof PyReduce) return new PyReduce(v.callable, v.args, v.items.map(([k, x]) => [lowerTensors(k, storages), lowerTensors(x, storages)]));
+  if (v instanceof PyReduce)
+    return new PyReduce(
+      v.callable,
+      v.args,
+      v.items.map(([k, x]) => [lowerTensors(k, storages), lowerTensors(x, storages)]),
+    );
   if (v instanceof PyObject) return new PyObject(v.cls, new Map([...v.state].map(([k, x]) => [k, lowerTensors(x, storages)])));
   if (v instanceof PyTuple) return new PyTuple(v.items.map((x) => lowerTensors(x, storages)));
   if (Array.isArray(v)) return v.map((x) => lowerTensors(x, storages));

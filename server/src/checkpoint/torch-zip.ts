@@ -120,21 +120,49 @@ const DTYPE_BYTES: Record<TorchDtype, number> = { F64: 8, F32: 4, F16: 2, BF16: 
 
 /** torch's typed storage classes (the `storage_type` of a persistent id). */
 const STORAGE_CLASSES: Record<string, TorchDtype> = {
-  DoubleStorage: "F64", FloatStorage: "F32", HalfStorage: "F16", BFloat16Storage: "BF16",
-  LongStorage: "I64", IntStorage: "I32", ShortStorage: "I16", CharStorage: "I8", ByteStorage: "U8", BoolStorage: "BOOL",
+  DoubleStorage: "F64",
+  FloatStorage: "F32",
+  HalfStorage: "F16",
+  BFloat16Storage: "BF16",
+  LongStorage: "I64",
+  IntStorage: "I32",
+  ShortStorage: "I16",
+  CharStorage: "I8",
+  ByteStorage: "U8",
+  BoolStorage: "BOOL",
 };
 
 /** torch dtypes as they appear in pickled args (e.g. `args.dtype = torch.float32`). */
 const DTYPES: Record<string, TorchDtype> = {
-  float64: "F64", double: "F64", float32: "F32", float: "F32", float16: "F16", half: "F16", bfloat16: "BF16",
-  int64: "I64", long: "I64", int32: "I32", int: "I32", int16: "I16", short: "I16", int8: "I8", uint8: "U8", bool: "BOOL",
+  float64: "F64",
+  double: "F64",
+  float32: "F32",
+  float: "F32",
+  float16: "F16",
+  half: "F16",
+  bfloat16: "BF16",
+  int64: "I64",
+  long: "I64",
+  int32: "I32",
+  int: "I32",
+  int16: "I16",
+  short: "I16",
+  int8: "I8",
+  uint8: "U8",
+  bool: "BOOL",
 };
 
 export class TorchStorageClass {
-  constructor(readonly name: string, readonly dtype: TorchDtype) {}
+  constructor(
+    readonly name: string,
+    readonly dtype: TorchDtype,
+  ) {}
 }
 export class TorchDtypeValue {
-  constructor(readonly name: string, readonly dtype: TorchDtype) {}
+  constructor(
+    readonly name: string,
+    readonly dtype: TorchDtype,
+  ) {}
 }
 
 /** A storage (`<root>/data/<key>`), read from disk only when a tensor over it is read. */
@@ -177,7 +205,10 @@ export type PyValue = unknown;
 type Callable = "OrderedDict" | "rebuild_tensor_v2" | "rebuild_parameter" | "Namespace";
 
 class PyGlobal {
-  constructor(readonly qualname: string, readonly kind: Callable) {}
+  constructor(
+    readonly qualname: string,
+    readonly kind: Callable,
+  ) {}
 }
 
 const _MARK = Symbol("mark");
@@ -265,7 +296,8 @@ export function restrictedUnpickle(data: Buffer, path: string, persistentLoad: (
     target.push(...items);
   };
   const call = (fn: unknown, args: unknown): unknown => {
-    if (!(fn instanceof PyGlobal)) throw bad(`call of a non-callable (${fn instanceof TorchDtypeValue || fn instanceof TorchStorageClass ? fn.name : typeof fn})`);
+    if (!(fn instanceof PyGlobal))
+      throw bad(`call of a non-callable (${fn instanceof TorchDtypeValue || fn instanceof TorchStorageClass ? fn.name : typeof fn})`);
     if (!Array.isArray(args)) throw bad(`arguments of ${fn.qualname} are not a tuple`);
     switch (fn.kind) {
       case "OrderedDict":
@@ -280,7 +312,8 @@ export function restrictedUnpickle(data: Buffer, path: string, persistentLoad: (
         const t = new TorchTensor(storage, asInt(offset, "storage offset"), shape, strides);
         let last = t.storageOffset;
         for (let i = 0; i < shape.length; i++) if (shape[i]! > 0) last += (shape[i]! - 1) * strides[i]!;
-        if (t.numel > 0 && (t.storageOffset < 0 || last >= storage.numel)) throw bad(`tensor [${shape}] reaches past its storage ${storage.key} (${storage.numel} elements)`);
+        if (t.numel > 0 && (t.storageOffset < 0 || last >= storage.numel))
+          throw bad(`tensor [${shape}] reaches past its storage ${storage.key} (${storage.numel} elements)`);
         return t;
       }
       case "rebuild_parameter":
@@ -295,83 +328,217 @@ export function restrictedUnpickle(data: Buffer, path: string, persistentLoad: (
   for (;;) {
     const op = u8();
     switch (op) {
-      case 0x80: u8(); break; // PROTO
-      case 0x95: bytes(8); break; // FRAME (protocol 4): frames are just the data that follows
-      case 0x2e: { // STOP
+      case 0x80:
+        u8();
+        break; // PROTO
+      case 0x95:
+        bytes(8);
+        break; // FRAME (protocol 4): frames are just the data that follows
+      case 0x2e: {
+        // STOP
         const v = pop();
         return v;
       }
-      case 0x28: marks.push(stack.length); break; // MARK
-      case 0x30: pop(); break; // POP
-      case 0x31: popMark(); break; // POP_MARK
-      case 0x32: stack.push(top()); break; // DUP
-      case 0x4e: stack.push(null); break; // NONE
-      case 0x88: stack.push(true); break; // NEWTRUE
-      case 0x89: stack.push(false); break; // NEWFALSE
-      case 0x4a: stack.push(i32()); break; // BININT
-      case 0x4b: stack.push(u8()); break; // BININT1
-      case 0x4d: stack.push(u16()); break; // BININT2
-      case 0x8a: stack.push(decodeLong(bytes(u8()))); break; // LONG1
-      case 0x8b: stack.push(decodeLong(bytes(u32()))); break; // LONG4
-      case 0x49: { // INT (protocol 0)
+      case 0x28:
+        marks.push(stack.length);
+        break; // MARK
+      case 0x30:
+        pop();
+        break; // POP
+      case 0x31:
+        popMark();
+        break; // POP_MARK
+      case 0x32:
+        stack.push(top());
+        break; // DUP
+      case 0x4e:
+        stack.push(null);
+        break; // NONE
+      case 0x88:
+        stack.push(true);
+        break; // NEWTRUE
+      case 0x89:
+        stack.push(false);
+        break; // NEWFALSE
+      case 0x4a:
+        stack.push(i32());
+        break; // BININT
+      case 0x4b:
+        stack.push(u8());
+        break; // BININT1
+      case 0x4d:
+        stack.push(u16());
+        break; // BININT2
+      case 0x8a:
+        stack.push(decodeLong(bytes(u8())));
+        break; // LONG1
+      case 0x8b:
+        stack.push(decodeLong(bytes(u32())));
+        break; // LONG4
+      case 0x49: {
+        // INT (protocol 0)
         const s = line();
         stack.push(s === "01" ? true : s === "00" ? false : Number.parseInt(s, 10));
         break;
       }
-      case 0x47: need(8); stack.push(data.readDoubleBE(p)); p += 8; break; // BINFLOAT
-      case 0x58: { const n = u32(); stack.push(bytes(n).toString("utf8")); break; } // BINUNICODE
-      case 0x8c: { const n = u8(); stack.push(bytes(n).toString("utf8")); break; } // SHORT_BINUNICODE
-      case 0x8d: { const n = Number(bytes(8).readBigUInt64LE(0)); stack.push(bytes(n).toString("utf8")); break; } // BINUNICODE8
-      case 0x54: { const n = i32(); stack.push(bytes(n).toString("latin1")); break; } // BINSTRING
-      case 0x55: { const n = u8(); stack.push(bytes(n).toString("latin1")); break; } // SHORT_BINSTRING
-      case 0x42: { const n = u32(); stack.push(Buffer.from(bytes(n))); break; } // BINBYTES
-      case 0x43: { const n = u8(); stack.push(Buffer.from(bytes(n))); break; } // SHORT_BINBYTES
-      case 0x7d: stack.push(new Map()); break; // EMPTY_DICT
-      case 0x5d: stack.push([]); break; // EMPTY_LIST
-      case 0x29: stack.push([]); break; // EMPTY_TUPLE
-      case 0x74: stack.push(popMark()); break; // TUPLE
-      case 0x85: stack.push([pop()]); break; // TUPLE1
-      case 0x86: { const b = pop(); const a = pop(); stack.push([a, b]); break; } // TUPLE2
-      case 0x87: { const c = pop(); const b = pop(); const a = pop(); stack.push([a, b, c]); break; } // TUPLE3
-      case 0x6c: stack.push(popMark()); break; // LIST
-      case 0x64: { const kv = popMark(); const d = new Map(); setItems(d, kv); stack.push(d); break; } // DICT
-      case 0x71: memo.set(u8(), top()); break; // BINPUT
-      case 0x72: memo.set(u32(), top()); break; // LONG_BINPUT
-      case 0x70: memo.set(Number.parseInt(line(), 10), top()); break; // PUT
-      case 0x94: memo.set(memo.size, top()); break; // MEMOIZE
-      case 0x68: case 0x6a: case 0x67: { // BINGET, LONG_BINGET, GET
+      case 0x47:
+        need(8);
+        stack.push(data.readDoubleBE(p));
+        p += 8;
+        break; // BINFLOAT
+      case 0x58: {
+        const n = u32();
+        stack.push(bytes(n).toString("utf8"));
+        break;
+      } // BINUNICODE
+      case 0x8c: {
+        const n = u8();
+        stack.push(bytes(n).toString("utf8"));
+        break;
+      } // SHORT_BINUNICODE
+      case 0x8d: {
+        const n = Number(bytes(8).readBigUInt64LE(0));
+        stack.push(bytes(n).toString("utf8"));
+        break;
+      } // BINUNICODE8
+      case 0x54: {
+        const n = i32();
+        stack.push(bytes(n).toString("latin1"));
+        break;
+      } // BINSTRING
+      case 0x55: {
+        const n = u8();
+        stack.push(bytes(n).toString("latin1"));
+        break;
+      } // SHORT_BINSTRING
+      case 0x42: {
+        const n = u32();
+        stack.push(Buffer.from(bytes(n)));
+        break;
+      } // BINBYTES
+      case 0x43: {
+        const n = u8();
+        stack.push(Buffer.from(bytes(n)));
+        break;
+      } // SHORT_BINBYTES
+      case 0x7d:
+        stack.push(new Map());
+        break; // EMPTY_DICT
+      case 0x5d:
+        stack.push([]);
+        break; // EMPTY_LIST
+      case 0x29:
+        stack.push([]);
+        break; // EMPTY_TUPLE
+      case 0x74:
+        stack.push(popMark());
+        break; // TUPLE
+      case 0x85:
+        stack.push([pop()]);
+        break; // TUPLE1
+      case 0x86: {
+        const b = pop();
+        const a = pop();
+        stack.push([a, b]);
+        break;
+      } // TUPLE2
+      case 0x87: {
+        const c = pop();
+        const b = pop();
+        const a = pop();
+        stack.push([a, b, c]);
+        break;
+      } // TUPLE3
+      case 0x6c:
+        stack.push(popMark());
+        break; // LIST
+      case 0x64: {
+        const kv = popMark();
+        const d = new Map();
+        setItems(d, kv);
+        stack.push(d);
+        break;
+      } // DICT
+      case 0x71:
+        memo.set(u8(), top());
+        break; // BINPUT
+      case 0x72:
+        memo.set(u32(), top());
+        break; // LONG_BINPUT
+      case 0x70:
+        memo.set(Number.parseInt(line(), 10), top());
+        break; // PUT
+      case 0x94:
+        memo.set(memo.size, top());
+        break; // MEMOIZE
+      case 0x68:
+      case 0x6a:
+      case 0x67: {
+        // BINGET, LONG_BINGET, GET
         const k = op === 0x68 ? u8() : op === 0x6a ? u32() : Number.parseInt(line(), 10);
         if (!memo.has(k)) throw bad(`memo key ${k} is not set`);
         stack.push(memo.get(k));
         break;
       }
-      case 0x73: { const v = pop(); const k = pop(); setItems(top(), [k, v]); break; } // SETITEM
-      case 0x75: { const kv = popMark(); setItems(top(), kv); break; } // SETITEMS
-      case 0x61: { const v = pop(); append(top(), [v]); break; } // APPEND
-      case 0x65: { const items = popMark(); append(top(), items); break; } // APPENDS
-      case 0x63: { // GLOBAL
+      case 0x73: {
+        const v = pop();
+        const k = pop();
+        setItems(top(), [k, v]);
+        break;
+      } // SETITEM
+      case 0x75: {
+        const kv = popMark();
+        setItems(top(), kv);
+        break;
+      } // SETITEMS
+      case 0x61: {
+        const v = pop();
+        append(top(), [v]);
+        break;
+      } // APPEND
+      case 0x65: {
+        const items = popMark();
+        append(top(), items);
+        break;
+      } // APPENDS
+      case 0x63: {
+        // GLOBAL
         const module = line();
         const name = line();
         stack.push(resolveGlobal(module, name, path));
         break;
       }
-      case 0x93: { // STACK_GLOBAL
+      case 0x93: {
+        // STACK_GLOBAL
         const name = pop();
         const module = pop();
         if (typeof module !== "string" || typeof name !== "string") throw bad("STACK_GLOBAL needs two strings");
         stack.push(resolveGlobal(module, name, path));
         break;
       }
-      case 0x52: { const args = pop(); const fn = pop(); stack.push(call(fn, args)); break; } // REDUCE
-      case 0x81: { const args = pop(); const cls = pop(); stack.push(call(cls, args)); break; } // NEWOBJ
-      case 0x62: { // BUILD
+      case 0x52: {
+        const args = pop();
+        const fn = pop();
+        stack.push(call(fn, args));
+        break;
+      } // REDUCE
+      case 0x81: {
+        const args = pop();
+        const cls = pop();
+        stack.push(call(cls, args));
+        break;
+      } // NEWOBJ
+      case 0x62: {
+        // BUILD
         const state = pop();
         const obj = top();
         if (!(obj instanceof PyNamespace) || !(state instanceof Map)) throw bad("BUILD is only supported for argparse.Namespace with a dict state");
         for (const [k, v] of state) obj.attrs.set(String(k), v);
         break;
       }
-      case 0x51: stack.push(persistentLoad(pop())); break; // BINPERSID
+      case 0x51:
+        stack.push(persistentLoad(pop()));
+        break; // BINPERSID
       default:
         throw bad(`unsupported pickle opcode 0x${op.toString(16).padStart(2, "0")}`);
     }
@@ -388,7 +555,11 @@ function isStorage(v: unknown): v is TorchStorage {
 export class TorchZipCheckpoint {
   private fd: number | null;
 
-  private constructor(readonly path: string, fd: number, readonly root: PyValue) {
+  private constructor(
+    readonly path: string,
+    fd: number,
+    readonly root: PyValue,
+  ) {
     this.fd = fd;
   }
 
@@ -398,7 +569,8 @@ export class TorchZipCheckpoint {
       const size = fstatSync(fd).size;
       const entries = readCentralDirectory(fd, size, path);
       const pkl = entries.filter((e) => e.name === "data.pkl" || e.name.endsWith("/data.pkl"));
-      if (pkl.length !== 1) throw new TorchCheckpointError(`${path}: expected one <root>/data.pkl in the zip, found ${pkl.length} (is it a torch.save checkpoint?)`);
+      if (pkl.length !== 1)
+        throw new TorchCheckpointError(`${path}: expected one <root>/data.pkl in the zip, found ${pkl.length} (is it a torch.save checkpoint?)`);
       const pklEntry = pkl[0]!;
       const prefix = pklEntry.name.slice(0, pklEntry.name.length - "data.pkl".length);
       const byName = new Map(entries.map((e) => [e.name, e]));
@@ -411,7 +583,8 @@ export class TorchZipCheckpoint {
 
       const storages = new Map<string, TorchStorage>();
       const persistentLoad = (pid: unknown): TorchStorage => {
-        if (!Array.isArray(pid) || pid[0] !== "storage" || pid.length !== 5) throw new TorchCheckpointError(`${path}: unsupported persistent id (expected ('storage', type, key, location, numel))`);
+        if (!Array.isArray(pid) || pid[0] !== "storage" || pid.length !== 5)
+          throw new TorchCheckpointError(`${path}: unsupported persistent id (expected ('storage', type, key, location, numel))`);
         const [, cls, key, , numelRaw] = pid as [string, unknown, unknown, unknown, unknown];
         if (!(cls instanceof TorchStorageClass)) throw new TorchCheckpointError(`${path}: persistent id without a torch storage class`);
         if (typeof key !== "string") throw new TorchCheckpointError(`${path}: storage key is not a string`);
@@ -420,9 +593,11 @@ export class TorchZipCheckpoint {
         if (hit) return hit;
         const entry = byName.get(`${prefix}data/${key}`);
         if (!entry) throw new TorchCheckpointError(`${path}: storage ${key} (${prefix}data/${key}) is missing from the zip`);
-        if (entry.method !== 0) throw new TorchCheckpointError(`${path}: storage ${key} is compressed (method ${entry.method}); torch.save stores storages uncompressed`);
+        if (entry.method !== 0)
+          throw new TorchCheckpointError(`${path}: storage ${key} is compressed (method ${entry.method}); torch.save stores storages uncompressed`);
         const bytes = numel * DTYPE_BYTES[cls.dtype];
-        if (entry.size < bytes) throw new TorchCheckpointError(`${path}: storage ${key} holds ${entry.size} bytes, ${bytes} expected for ${numel} ${cls.name} elements`);
+        if (entry.size < bytes)
+          throw new TorchCheckpointError(`${path}: storage ${key} holds ${entry.size} bytes, ${bytes} expected for ${numel} ${cls.name} elements`);
         const fileOffset = dataOffset(fd, entry, size, path);
         if (fileOffset + bytes > size) throw new TorchCheckpointError(`${path}: truncated file (storage ${key} ends at byte ${fileOffset + bytes} of ${size})`);
         const s: TorchStorage = { key, dtype: cls.dtype, numel, fileOffset };
@@ -495,18 +670,27 @@ function entryBytes(fd: number, e: ZipEntry, size: number, path: string): Buffer
 
 function elementReader(raw: Buffer, dtype: TorchDtype): (i: number) => number {
   switch (dtype) {
-    case "F32": return (i) => raw.readFloatLE(i * 4);
-    case "F64": return (i) => raw.readDoubleLE(i * 8);
-    case "F16": return (i) => halfToFloat(raw.readUInt16LE(i * 2));
+    case "F32":
+      return (i) => raw.readFloatLE(i * 4);
+    case "F64":
+      return (i) => raw.readDoubleLE(i * 8);
+    case "F16":
+      return (i) => halfToFloat(raw.readUInt16LE(i * 2));
     case "BF16": {
       const b = new DataView(new ArrayBuffer(4));
       return (i) => (b.setUint32(0, raw.readUInt16LE(i * 2) << 16), b.getFloat32(0));
     }
-    case "I64": return (i) => Number(raw.readBigInt64LE(i * 8));
-    case "I32": return (i) => raw.readInt32LE(i * 4);
-    case "I16": return (i) => raw.readInt16LE(i * 2);
-    case "I8": return (i) => raw.readInt8(i);
-    case "U8": case "BOOL": return (i) => raw[i]!;
+    case "I64":
+      return (i) => Number(raw.readBigInt64LE(i * 8));
+    case "I32":
+      return (i) => raw.readInt32LE(i * 4);
+    case "I16":
+      return (i) => raw.readInt16LE(i * 2);
+    case "I8":
+      return (i) => raw.readInt8(i);
+    case "U8":
+    case "BOOL":
+      return (i) => raw[i]!;
   }
 }
 

@@ -28,7 +28,8 @@ export function buildAdaptorHeads(taps: VitTaps, adaptors: readonly AdaptorSpec[
       throw new Error(`adaptor ${a.name} reads cls token ${a.tokenSlot}, but the backbone has ${spec.numClsTokens} cls tokens`);
     }
     for (const h of [a.summary, a.features]) {
-      if (h.inputDim !== spec.width) throw new Error(`adaptor ${a.name}'s heads take width ${h.inputDim}, but the backbone is ${spec.width} wide (a .pth for another model?)`);
+      if (h.inputDim !== spec.width)
+        throw new Error(`adaptor ${a.name}'s heads take width ${h.inputDim}, but the backbone is ${spec.width} wide (a .pth for another model?)`);
     }
     const out = adaptorOutputNames(a.name);
     const cls = g.op("Gather", [tokens, g.int64([a.tokenSlot], true)], { axis: int(1) }, { stem: `${a.name}.cls` }); // [B, C]
@@ -56,7 +57,12 @@ function mlp2(ctx: Ctx, x2d: string, h: Mlp2Head, name: string): string {
   let x = linear(ctx, x2d, pair(`${p}fc1`), `${name}.fc1`);
   for (let i = 0; i < h.numBlocks; i++) {
     const n = `${name}.blocks.${i}`;
-    const y = linear(ctx, gelu(ctx, layerNorm(ctx, x, pair(`${p}blocks.${i}.0`), `${n}.norm`, MLP_LAYER_NORM_EPS), `${n}.gelu`), pair(`${p}blocks.${i}.2`), `${n}.linear`);
+    const y = linear(
+      ctx,
+      gelu(ctx, layerNorm(ctx, x, pair(`${p}blocks.${i}.0`), `${n}.norm`, MLP_LAYER_NORM_EPS), `${n}.gelu`),
+      pair(`${p}blocks.${i}.2`),
+      `${n}.linear`,
+    );
     x = g.op("Add", [x, y], {}, { stem: `${n}.resid` });
   }
   const n = `${name}.final`;

@@ -60,7 +60,8 @@ export async function compileTextTower(o: CompileTextOptions): Promise<CompileTe
     } finally {
       store.close();
     }
-    for (const f of store.linkFallbacks) o.onStage?.(`could not hard-link the weights (${f}): the checkpoint and the output folder are on different filesystems`);
+    for (const f of store.linkFallbacks)
+      o.onStage?.(`could not hard-link the weights (${f}): the checkpoint and the output folder are on different filesystems`);
     const bytes = g.build({ name: PRODUCT.name, version: PRODUCT.version }, { variant: "siglip-text", precision });
     writeFileSync(join(outDir, MODEL_FILE), bytes);
 

@@ -57,16 +57,29 @@ const TORCHHUB_FILES: Record<string, { repo: string; file: string }> = {
 /** The torch.hub checkpoint to read adaptors from: the one given, else the single *.pth.tar beside the HF files. */
 export function findTorchhubCheckpoint(checkpointDir: string, given: string | undefined, variant: string): string {
   if (given) return resolve(given);
-  const found = readdirSync(checkpointDir).filter((f) => f.endsWith(".pth.tar")).sort();
+  const found = readdirSync(checkpointDir)
+    .filter((f) => f.endsWith(".pth.tar"))
+    .sort();
   if (found.length === 1) return join(checkpointDir, found[0]!);
-  if (found.length > 1) throw new CheckpointError(`${checkpointDir} holds several torch.hub checkpoints (${found.join(", ")}): choose one with --torchhub-checkpoint`);
+  if (found.length > 1)
+    throw new CheckpointError(`${checkpointDir} holds several torch.hub checkpoints (${found.join(", ")}): choose one with --torchhub-checkpoint`);
   const hub = TORCHHUB_FILES[variant];
-  const hint = hub ? `download ${hub.file} from https://huggingface.co/${hub.repo}/resolve/main/${hub.file}` : "download the variant's torch.hub checkpoint (*.pth.tar)";
-  throw new CheckpointError(`adaptor heads are only in the torch.hub checkpoint, and ${checkpointDir} has no *.pth.tar: ${hint} and pass it with --torchhub-checkpoint <path> (or put it in the checkpoint folder)`);
+  const hint = hub
+    ? `download ${hub.file} from https://huggingface.co/${hub.repo}/resolve/main/${hub.file}`
+    : "download the variant's torch.hub checkpoint (*.pth.tar)";
+  throw new CheckpointError(
+    `adaptor heads are only in the torch.hub checkpoint, and ${checkpointDir} has no *.pth.tar: ${hint} and pass it with --torchhub-checkpoint <path> (or put it in the checkpoint folder)`,
+  );
 }
 
 function adaptorMetadata(a: AdaptorSpec): AdaptorMetadata {
-  const mlp = ({ inputDim, hiddenDim, outputDim, numBlocks }: { inputDim: number; hiddenDim: number; outputDim: number; numBlocks: number }) => ({ type: "v2" as const, inputDim, hiddenDim, outputDim, numBlocks });
+  const mlp = ({ inputDim, hiddenDim, outputDim, numBlocks }: { inputDim: number; hiddenDim: number; outputDim: number; numBlocks: number }) => ({
+    type: "v2" as const,
+    inputDim,
+    hiddenDim,
+    outputDim,
+    numBlocks,
+  });
   const f = a.features;
   return {
     name: a.name,
@@ -75,9 +88,19 @@ function adaptorMetadata(a: AdaptorSpec): AdaptorMetadata {
     featureDim: f.outputDim,
     outputs: adaptorOutputNames(a.name),
     summaryHead: mlp(a.summary),
-    featureHead: f.type === "attn"
-      ? { type: "attn", inputDim: f.inputDim, outputDim: f.outputDim, numAttnBlocks: f.numAttnBlocks, numHeads: f.numHeads, blockMlpDim: f.blockMlpDim, layerNormEps: ATTN_BLOCK_LAYER_NORM_EPS, mlp: mlp(f.mlp) }
-      : mlp(f),
+    featureHead:
+      f.type === "attn"
+        ? {
+            type: "attn",
+            inputDim: f.inputDim,
+            outputDim: f.outputDim,
+            numAttnBlocks: f.numAttnBlocks,
+            numHeads: f.numHeads,
+            blockMlpDim: f.blockMlpDim,
+            layerNormEps: ATTN_BLOCK_LAYER_NORM_EPS,
+            mlp: mlp(f.mlp),
+          }
+        : mlp(f),
   };
 }
 
@@ -122,7 +145,8 @@ export async function compileCheckpoint(o: CompileOptions): Promise<CompileResul
       store.close();
     }
     // A hard link can't cross filesystems: say so, since the copy costs a second 2.6 GB on disk.
-    for (const f of store.linkFallbacks) o.onStage?.(`could not hard-link the weights (${f}): the checkpoint and the output folder are on different filesystems`);
+    for (const f of store.linkFallbacks)
+      o.onStage?.(`could not hard-link the weights (${f}): the checkpoint and the output folder are on different filesystems`);
     const { spec } = ckpt;
     const bytes = g.build({ name: PRODUCT.name, version: PRODUCT.version }, { variant: spec.version, precision });
     writeFileSync(join(outDir, MODEL_FILE), bytes);

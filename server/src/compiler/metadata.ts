@@ -88,7 +88,9 @@ export function readGraphMetadata(dir: string): GraphMetadata {
   try {
     json = JSON.parse(readFileSync(path, "utf8"));
   } catch (err) {
-    throw new Error(`${dir} is not a compiled RADIO graph folder (cannot read ${METADATA_FILE}: ${(err as Error).message}); compile one with \`radio-sidecar compile\``);
+    throw new Error(
+      `${dir} is not a compiled RADIO graph folder (cannot read ${METADATA_FILE}: ${(err as Error).message}); compile one with \`radio-sidecar compile\``,
+    );
   }
   const r = GraphMetadataSchema.safeParse(json);
   if (!r.success) throw new Error(`${path} is invalid: ${r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);

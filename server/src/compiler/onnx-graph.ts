@@ -63,7 +63,12 @@ export class GraphBuilder {
     return this.opMulti(opType, inputs, attrs, opts)[0]!;
   }
 
-  opMulti(opType: string, inputs: string[], attrs: Record<string, Attr> = {}, opts: { outputs?: string[] | number; domain?: "ms"; stem?: string } = {}): string[] {
+  opMulti(
+    opType: string,
+    inputs: string[],
+    attrs: Record<string, Attr> = {},
+    opts: { outputs?: string[] | number; domain?: "ms"; stem?: string } = {},
+  ): string[] {
     const stem = opts.stem ?? opType.toLowerCase();
     const outputs = Array.isArray(opts.outputs)
       ? opts.outputs.map((o) => (this.used.add(o), o))
@@ -160,12 +165,12 @@ export function float32ToFloat16Bytes(src: Float32Array): Uint8Array {
       let h = mant >>> shift;
       const rem = mant & ((1 << shift) - 1);
       const half = 1 << (shift - 1);
-      if (rem > half || (rem === half && (h & 1))) h++;
+      if (rem > half || (rem === half && h & 1)) h++;
       out[i] = sign | h;
     } else {
       let h = (e << 10) | (mant >>> 13);
       const rem = mant & 0x1fff;
-      if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
+      if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
       out[i] = sign | h;
     }
   }

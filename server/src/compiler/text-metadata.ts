@@ -48,7 +48,9 @@ export function readTextMetadata(dir: string): TextGraphMetadata {
   try {
     json = JSON.parse(readFileSync(path, "utf8"));
   } catch (err) {
-    throw new Error(`${dir} is not a compiled text graph folder (cannot read ${METADATA_FILE}: ${(err as Error).message}); compile one with \`radio-sidecar compile-text\``);
+    throw new Error(
+      `${dir} is not a compiled text graph folder (cannot read ${METADATA_FILE}: ${(err as Error).message}); compile one with \`radio-sidecar compile-text\``,
+    );
   }
   const r = TextGraphMetadataSchema.safeParse(json);
   if (!r.success) throw new Error(`${path} is not text-graph metadata: ${r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);

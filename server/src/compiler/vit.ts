@@ -170,7 +170,10 @@ function cpePositionEmbedding(ctx: Ctx, hw: string): string {
   const rowsHi = g.op("Gather", [grid, y.hi], { axis: int(0) });
   // Interpolate along x, then y, in the order PyTorch's kernel does.
   const alongX = (rows: string) =>
-    g.op("Add", [g.op("Mul", [col(x.w0), g.op("Gather", [rows, x.lo], { axis: int(1) })]), g.op("Mul", [col(x.w1), g.op("Gather", [rows, x.hi], { axis: int(1) })])]);
+    g.op("Add", [
+      g.op("Mul", [col(x.w0), g.op("Gather", [rows, x.lo], { axis: int(1) })]),
+      g.op("Mul", [col(x.w1), g.op("Gather", [rows, x.hi], { axis: int(1) })]),
+    ]);
   const pe = g.op("Add", [g.op("Mul", [row(y.w0), alongX(rowsLo)]), g.op("Mul", [row(y.w1), alongX(rowsHi)])]);
   return g.op("Reshape", [pe, g.int64([1, -1, C])], {}, { stem: "pos_embed_hw" });
 }
@@ -259,11 +262,12 @@ function int8Linear(ctx: LinearCtx, x2d: string, keys: LinearKeys, name: string)
   const channelScale = g.initializer(q.scale);
   const amax = g.op("ReduceMax", [g.op("Abs", [x2d]), g.int64([-1])], { keepdims: int(0) }); // [tokens]
   // An all-zero row gets scale 1 (its codes are all 128 either way) instead of a division by zero.
-  const tokenScale = g.op("Where", [
-    g.op("Greater", [amax, g.floatConst([0], [])]),
-    g.op("Div", [amax, g.floatConst([127], [])]),
-    g.floatConst([1], []),
-  ], {}, { stem: `${name}.token_scale` });
+  const tokenScale = g.op(
+    "Where",
+    [g.op("Greater", [amax, g.floatConst([0], [])]), g.op("Div", [amax, g.floatConst([127], [])]), g.floatConst([1], [])],
+    {},
+    { stem: `${name}.token_scale` },
+  );
   const zeroPoint = g.initializer({ name: g.fresh(`${name}.x_zero_point`), dataType: DataType.UINT8, dims: [1], rawData: new Uint8Array([128]) });
   const zeroPoints = g.op("Expand", [zeroPoint, g.op("Shape", [tokenScale])]);
   const codes = g.op("QuantizeLinear", [x2d, tokenScale, zeroPoints], { axis: int(0) }, { stem: `${name}.x_uint8` });
@@ -309,7 +313,12 @@ export function transformerBlock(ctx: Ctx, x3d: string, p: TransformerBlockParam
   const attn = attention(ctx, qkv, shape3, name, C, p.numHeads);
   x = g.op("Add", [x, layerScale(ctx, linear(ctx, attn, p.proj, `${name}.attn.proj`), p.ls1, `${name}.ls1`)], {}, { stem: `${name}.resid1` });
 
-  const hidden = g.op("Gelu", [linear(ctx, layerNorm(ctx, x, p.norm2, `${name}.norm2`, p.eps), p.fc1, `${name}.mlp.fc1`)], { approximate: str("none") }, { stem: `${name}.mlp.gelu` });
+  const hidden = g.op(
+    "Gelu",
+    [linear(ctx, layerNorm(ctx, x, p.norm2, `${name}.norm2`, p.eps), p.fc1, `${name}.mlp.fc1`)],
+    { approximate: str("none") },
+    { stem: `${name}.mlp.gelu` },
+  );
   x = g.op("Add", [x, layerScale(ctx, linear(ctx, hidden, p.fc2, `${name}.mlp.fc2`), p.ls2, `${name}.ls2`)], {}, { stem: `${name}.resid2` });
   return g.op("Reshape", [x, shape3], {}, { stem: `${name}.out` });
 }

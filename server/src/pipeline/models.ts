@@ -46,7 +46,9 @@ export function loadServedModels(sources: readonly ModelSource[]): ServedModel[]
     const textDir = join(dir, TEXT_DIR);
     const text = existsSync(textDir) ? { dir: textDir, metadata: readTextMetadata(textDir) } : null;
     if (text && !metadata.adaptors.some((a) => a.name === text.metadata.space)) {
-      throw new Error(`${dir}: its text tower is aligned with adaptor ${text.metadata.space}, which the graph was compiled without; recompile with --adaptors ${text.metadata.space}`);
+      throw new Error(
+        `${dir}: its text tower is aligned with adaptor ${text.metadata.space}, which the graph was compiled without; recompile with --adaptors ${text.metadata.space}`,
+      );
     }
     out.push({
       name,

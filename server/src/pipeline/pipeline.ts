@@ -215,7 +215,17 @@ export class Pipeline {
       const model = this.models.get(name);
       if (!model) throw new Error(`a tokenizer was given for ${name}, which is not served`);
       const t = o.text!;
-      this.textEmbedders.set(name, new TextEmbedder({ model, tokenizer, backend: t.backend, maxBatch: t.maxBatch, cacheBytes: t.cacheBytes, ...(t.metrics ? { metrics: t.metrics } : {}) }));
+      this.textEmbedders.set(
+        name,
+        new TextEmbedder({
+          model,
+          tokenizer,
+          backend: t.backend,
+          maxBatch: t.maxBatch,
+          cacheBytes: t.cacheBytes,
+          ...(t.metrics ? { metrics: t.metrics } : {}),
+        }),
+      );
     }
     this.admission = new Admission(o.maxQueue);
     this.decodes = new Semaphore(o.decodeParallelism);
@@ -290,7 +300,10 @@ export class Pipeline {
     }
     const n = spec.images.length;
     if (n > this.admission.capacity) {
-      throw new RequestError("INVALID_ARGUMENT", `the request has ${n} images; at most ${this.admission.capacity} fit in the queue (--max-queue): send smaller requests`);
+      throw new RequestError(
+        "INVALID_ARGUMENT",
+        `the request has ${n} images; at most ${this.admission.capacity} fit in the queue (--max-queue): send smaller requests`,
+      );
     }
     if (!this.admission.tryReserve(n)) {
       throw new RequestError(
@@ -326,10 +339,14 @@ export class Pipeline {
     if (!model) throw new RequestError("INVALID_ARGUMENT", `unknown model ${JSON.stringify(name)}; served: ${[...this.models.keys()].join(", ")}`);
     const embedder = this.textEmbedders.get(name);
     if (!embedder) {
-      throw new RequestError("INVALID_ARGUMENT", `model ${name} has no text tower: compile it with --adaptors siglip2-g --text (the zoo does for embedding_space="text")`);
+      throw new RequestError(
+        "INVALID_ARGUMENT",
+        `model ${name} has no text tower: compile it with --adaptors siglip2-g --text (the zoo does for embedding_space="text")`,
+      );
     }
     const max = this.o.text!.maxPrompts;
-    if (prompts.length > max) throw new RequestError("INVALID_ARGUMENT", `the request has ${prompts.length} prompts; at most ${max} per call: send smaller requests`);
+    if (prompts.length > max)
+      throw new RequestError("INVALID_ARGUMENT", `the request has ${prompts.length} prompts; at most ${max} per call: send smaller requests`);
     const running = embedder.embed(prompts);
     this.textRequests.add(running);
     void running.finally(() => this.textRequests.delete(running)).catch(() => undefined);
@@ -497,7 +514,16 @@ export class Pipeline {
         const task: PostprocessTask =
           job.output === "features_nchw"
             ? { op: "features_nchw", nlc, gridHeight: gridH, gridWidth: gridW, channels: C }
-            : { op: "heatmap", nlc, gridHeight: gridH, gridWidth: gridW, channels: C, spec: job.heatmap!, originalHeight: it.originalHeight, originalWidth: it.originalWidth };
+            : {
+                op: "heatmap",
+                nlc,
+                gridHeight: gridH,
+                gridWidth: gridW,
+                channels: C,
+                spec: job.heatmap!,
+                originalHeight: it.originalHeight,
+                originalWidth: it.originalWidth,
+              };
         const tp = performance.now();
         this.o.postprocess.run(task).then(
           (tensor) => {
@@ -506,7 +532,12 @@ export class Pipeline {
           },
           (err: Error) => {
             this.o.logger?.error({ err, id: it.id }, "postprocessing failed");
-            this.fail(job, it.index, "INTERNAL", `input ${JSON.stringify(it.id)}: ${job.output === "heatmap" ? "heatmap" : "NCHW transpose"} failed: ${err.message}`);
+            this.fail(
+              job,
+              it.index,
+              "INTERNAL",
+              `input ${JSON.stringify(it.id)}: ${job.output === "heatmap" ? "heatmap" : "NCHW transpose"} failed: ${err.message}`,
+            );
           },
         );
       }

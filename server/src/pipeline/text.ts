@@ -126,7 +126,11 @@ export class TextEmbedder {
           this.cache.set(canonical, embedding);
           for (const index of misses.get(canonical)!) out[index] = { index, canonical, embedding };
         });
-        this.o.metrics?.promptsEmbedded(model.name, false, chunk.reduce((n, c) => n + misses.get(c)!.length, 0));
+        this.o.metrics?.promptsEmbedded(
+          model.name,
+          false,
+          chunk.reduce((n, c) => n + misses.get(c)!.length, 0),
+        );
       } catch (err) {
         for (const canonical of chunk) {
           for (const index of misses.get(canonical)!) {

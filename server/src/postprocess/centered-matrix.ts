@@ -18,7 +18,7 @@ export class CenteredMatrix {
     readonly positions: number,
     mean?: Float64Array,
   ) {
-    if (data.length !== channels * positions) throw new RangeError('data length does not match channels*positions');
+    if (data.length !== channels * positions) throw new RangeError("data length does not match channels*positions");
     this.mean = mean ?? channelMeans(data, channels, positions);
   }
 
@@ -48,15 +48,7 @@ export class CenteredMatrix {
       const b7 = b6 + n;
       for (let p = 0; p < n; p++) {
         u[p] =
-          u[p]! +
-          x[b0 + p]! * v0 +
-          x[b1 + p]! * v1 +
-          x[b2 + p]! * v2 +
-          x[b3 + p]! * v3 +
-          x[b4 + p]! * v4 +
-          x[b5 + p]! * v5 +
-          x[b6 + p]! * v6 +
-          x[b7 + p]! * v7;
+          u[p]! + x[b0 + p]! * v0 + x[b1 + p]! * v1 + x[b2 + p]! * v2 + x[b3 + p]! * v3 + x[b4 + p]! * v4 + x[b5 + p]! * v5 + x[b6 + p]! * v6 + x[b7 + p]! * v7;
       }
     }
     for (; c < C; c++) {

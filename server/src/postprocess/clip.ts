@@ -15,13 +15,13 @@
  * the clipped features for the PCA mean. Each is accumulated in the same order as a
  * separate pass would, so the values are bit-identical to computing them afterwards.
  */
-import { type FeatureDims, type FloatArray, validateFeatureDims } from './dims.js';
-import { PercentileScratch, percentilePair } from './percentile.js';
+import { type FeatureDims, type FloatArray, validateFeatureDims } from "./dims.js";
+import { PercentileScratch, percentilePair } from "./percentile.js";
 
 export const DEFAULT_CLIP_PERCENTILES: readonly [number, number] = [1, 99];
 
 /** Input layout: channel-major (C, h, w), or position-major (h·w, C) as the graph emits it. */
-export type FeatureLayout = 'chw' | 'nlc';
+export type FeatureLayout = "chw" | "nlc";
 
 export interface ClipOptions {
   /** [low, high] percentiles in 0..100; default [1, 99]. */
@@ -77,11 +77,11 @@ export function sanitizeAndClip(features: FloatArray, dims: FeatureDims, opts: C
   const n = validateFeatureDims(features, dims);
   const C = dims.channels;
   const [qLow, qHigh] = opts.percentiles ?? DEFAULT_CLIP_PERCENTILES;
-  const layout = opts.layout ?? 'chw';
-  if (layout !== 'chw' && layout !== 'nlc') throw new RangeError(`unknown feature layout ${String(layout)}`);
+  const layout = opts.layout ?? "chw";
+  if (layout !== "chw" && layout !== "nlc") throw new RangeError(`unknown feature layout ${String(layout)}`);
   const out = opts.out ?? new Float32Array(C * n);
   if (out.length !== C * n) throw new RangeError(`out has length ${out.length}, expected ${C * n}`);
-  if (layout === 'nlc' && out === features) throw new RangeError('NLC input cannot be clipped in place');
+  if (layout === "nlc" && out === features) throw new RangeError("NLC input cannot be clipped in place");
   const lower = new Float64Array(C);
   const upper = new Float64Array(C);
   const rawSq = new Float64Array(n);
@@ -89,10 +89,10 @@ export function sanitizeAndClip(features: FloatArray, dims: FeatureDims, opts: C
   const sums = new Float64Array(C);
   const scratch = new PercentileScratch();
 
-  if (layout === 'nlc') sanitizeTransposed(features, C, n, out, rawSq);
+  if (layout === "nlc") sanitizeTransposed(features, C, n, out, rawSq);
   for (let c = 0; c < C; c++) {
     const base = c * n;
-    if (layout === 'chw') {
+    if (layout === "chw") {
       for (let p = 0; p < n; p++) {
         const s = sanitize(features[base + p]!);
         out[base + p] = s;

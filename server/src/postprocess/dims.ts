@@ -15,14 +15,13 @@ export function assertPositiveInt(value: number, name: string): void {
 
 /** Validates dims against the buffer length; returns the number of spatial positions (h·w). */
 export function validateFeatureDims(features: ArrayLike<number>, dims: FeatureDims): number {
-  assertPositiveInt(dims.channels, 'channels');
-  assertPositiveInt(dims.height, 'height');
-  assertPositiveInt(dims.width, 'width');
+  assertPositiveInt(dims.channels, "channels");
+  assertPositiveInt(dims.height, "height");
+  assertPositiveInt(dims.width, "width");
   const n = dims.height * dims.width;
   if (features.length !== dims.channels * n) {
     throw new RangeError(
-      `features has ${features.length} values, expected channels*height*width = ` +
-        `${dims.channels}*${dims.height}*${dims.width} = ${dims.channels * n}`,
+      `features has ${features.length} values, expected channels*height*width = ` + `${dims.channels}*${dims.height}*${dims.width} = ${dims.channels * n}`,
     );
   }
   return n;

@@ -14,19 +14,19 @@
  * whose value is 0); 'pca3' maps the top three components to R, G, B in [0, 255], each channel
  * smoothed, resized and min–max scaled on its own, interleaved (H, W, 3).
  */
-import { type ClipOptions, type ClipResult, type FeatureLayout, sanitizeAndClip } from './clip.js';
-import { type FeatureDims, type FloatArray, assertPositiveInt, validateFeatureDims } from './dims.js';
-import type { LanczosOptions } from './lanczos.js';
-import { type OrientationRule, orientComponent } from './orientation.js';
-import { type HighNormOptions, type HighNormTokens, clampToInlierRange, highNormTokens } from './outliers.js';
-import { type PcaResult, principalComponents } from './pca.js';
-import { minMaxToUint8 } from './quantize.js';
-import { resizeBilinear } from './resize.js';
-import { gaussianFilter2d } from './smoothing.js';
+import { type ClipOptions, type ClipResult, type FeatureLayout, sanitizeAndClip } from "./clip.js";
+import { type FeatureDims, type FloatArray, assertPositiveInt, validateFeatureDims } from "./dims.js";
+import type { LanczosOptions } from "./lanczos.js";
+import { type OrientationRule, orientComponent } from "./orientation.js";
+import { type HighNormOptions, type HighNormTokens, clampToInlierRange, highNormTokens } from "./outliers.js";
+import { type PcaResult, principalComponents } from "./pca.js";
+import { minMaxToUint8 } from "./quantize.js";
+import { resizeBilinear } from "./resize.js";
+import { gaussianFilter2d } from "./smoothing.js";
 
-export type { FeatureDims } from './dims.js';
+export type { FeatureDims } from "./dims.js";
 
-export type HeatmapMode = 'pca1' | 'pca3';
+export type HeatmapMode = "pca1" | "pca3";
 
 /** Default Gaussian sigma, in feature-grid cells. */
 export const DEFAULT_HEATMAP_SIGMA = 1.51;
@@ -54,7 +54,7 @@ export interface HeatmapOptions {
   sourceHeight?: number;
   sourceWidth?: number;
   /** Clip percentiles, default [1, 99]. */
-  clipPercentiles?: ClipOptions['percentiles'];
+  clipPercentiles?: ClipOptions["percentiles"];
   /** Eigen-solver knobs (tolerance, step cap); tolerance defaults to DEFAULT_HEATMAP_SOLVER_TOLERANCE. */
   solver?: LanczosOptions;
   /** Layout of `features`: 'chw' (default) or the graph's position-major 'nlc'. */
@@ -75,14 +75,10 @@ export interface Heatmap {
  * Output size with the source image's aspect ratio and the longest side ≤ maxSide.
  * Images already within the bound keep their size (no upscaling).
  */
-export function defaultHeatmapSize(
-  origHeight: number,
-  origWidth: number,
-  maxSide = DEFAULT_HEATMAP_MAX_SIDE,
-): { height: number; width: number } {
-  assertPositiveInt(origHeight, 'origHeight');
-  assertPositiveInt(origWidth, 'origWidth');
-  assertPositiveInt(maxSide, 'maxSide');
+export function defaultHeatmapSize(origHeight: number, origWidth: number, maxSide = DEFAULT_HEATMAP_MAX_SIDE): { height: number; width: number } {
+  assertPositiveInt(origHeight, "origHeight");
+  assertPositiveInt(origWidth, "origWidth");
+  assertPositiveInt(maxSide, "maxSide");
   const longest = Math.max(origHeight, origWidth);
   if (longest <= maxSide) return { height: origHeight, width: origWidth };
   const scale = maxSide / longest;
@@ -102,7 +98,7 @@ export interface ScoreMaps {
   orientation: { rule: OrientationRule; flipped: boolean }[];
 }
 
-export type ScoreMapOptions = Pick<HeatmapOptions, 'clipPercentiles' | 'solver' | 'layout' | 'highNorm'>;
+export type ScoreMapOptions = Pick<HeatmapOptions, "clipPercentiles" | "solver" | "layout" | "highNorm">;
 
 /** Per-channel mean of the clipped data over the inliers, from the clip pass's sums. */
 export function inlierMean(clip: ClipResult, C: number, n: number, mask: Uint8Array | null): Float64Array {
@@ -118,20 +114,13 @@ export function inlierMean(clip: ClipResult, C: number, n: number, mask: Uint8Ar
 }
 
 /** Stages 1–6: sanitised/clipped features → oriented principal-component score maps. */
-export function computeScoreMaps(
-  features: FloatArray,
-  dims: FeatureDims,
-  components: number,
-  opts: ScoreMapOptions = {},
-): ScoreMaps {
+export function computeScoreMaps(features: FloatArray, dims: FeatureDims, components: number, opts: ScoreMapOptions = {}): ScoreMaps {
   const n = validateFeatureDims(features, dims);
-  const clipOpts: ClipOptions = { layout: opts.layout ?? 'chw' };
+  const clipOpts: ClipOptions = { layout: opts.layout ?? "chw" };
   if (opts.clipPercentiles) clipOpts.percentiles = opts.clipPercentiles;
   const clip = sanitizeAndClip(features, dims, clipOpts);
   const outliers: HighNormTokens =
-    opts.highNorm === false
-      ? { mask: null, count: 0, median: Number.NaN, mad: Number.NaN, threshold: Infinity }
-      : highNormTokens(clip.rawNorms, opts.highNorm);
+    opts.highNorm === false ? { mask: null, count: 0, median: Number.NaN, mad: Number.NaN, threshold: Infinity } : highNormTokens(clip.rawNorms, opts.highNorm);
   const mean = inlierMean(clip, dims.channels, n, outliers.mask);
   const solver = { tolerance: DEFAULT_HEATMAP_SOLVER_TOLERANCE, ...opts.solver };
   const pca = principalComponents(clip.data, dims, components, solver, { exclude: outliers.mask, mean });
@@ -162,12 +151,12 @@ function resolveSigma(sigma: number | null | undefined): number | null {
 }
 
 export function computeHeatmap(features: FloatArray, dims: FeatureDims, opts: HeatmapOptions = {}): Heatmap {
-  const mode = opts.mode ?? 'pca1';
-  if (mode !== 'pca1' && mode !== 'pca3') throw new RangeError(`unknown heatmap mode ${String(mode)}`);
+  const mode = opts.mode ?? "pca1";
+  if (mode !== "pca1" && mode !== "pca3") throw new RangeError(`unknown heatmap mode ${String(mode)}`);
   const sigma = resolveSigma(opts.sigma);
   let outH = opts.outputHeight;
   let outW = opts.outputWidth;
-  if ((outH === undefined) !== (outW === undefined)) throw new RangeError('give both outputHeight and outputWidth, or neither');
+  if ((outH === undefined) !== (outW === undefined)) throw new RangeError("give both outputHeight and outputWidth, or neither");
   if (outH === undefined || outW === undefined) {
     if (opts.sourceHeight !== undefined && opts.sourceWidth !== undefined) {
       ({ height: outH, width: outW } = defaultHeatmapSize(opts.sourceHeight, opts.sourceWidth));
@@ -176,15 +165,15 @@ export function computeHeatmap(features: FloatArray, dims: FeatureDims, opts: He
       outW = dims.width;
     }
   }
-  assertPositiveInt(outH, 'outputHeight');
-  assertPositiveInt(outW, 'outputWidth');
+  assertPositiveInt(outH, "outputHeight");
+  assertPositiveInt(outW, "outputWidth");
 
-  const channels = mode === 'pca1' ? 1 : 3;
+  const channels = mode === "pca1" ? 1 : 3;
   const { maps } = computeScoreMaps(features, dims, channels, opts);
   const data = new Uint8Array(outH * outW * channels);
   for (let ch = 0; ch < channels; ch++) {
     const resized = smoothAndResize(maps[ch]!, dims.height, dims.width, sigma, outH, outW);
-    minMaxToUint8(resized, data, channels, ch, mode === 'pca1' ? HEATMAP_PCA1_LOW : 0);
+    minMaxToUint8(resized, data, channels, ch, mode === "pca1" ? HEATMAP_PCA1_LOW : 0);
   }
   return { data, height: outH, width: outW, channels };
 }

@@ -13,7 +13,7 @@
  * residual ‖A y − θ y‖ equals β_m·|s_m| (s_m: last entry of the eigenvector of
  * T_m); all k wanted pairs must satisfy residual ≤ tolerance·θ_max.
  */
-import { symmetricTridiagonalEigen } from './tridiagonal-eigen.js';
+import { symmetricTridiagonalEigen } from "./tridiagonal-eigen.js";
 
 /** y = A x (must not retain x or y). */
 export type SymmetricOperator = (x: Float64Array, y: Float64Array) => void;
@@ -76,12 +76,7 @@ function axpy(alpha: number, x: Float64Array, y: Float64Array, n: number): void 
   for (let i = 0; i < n; i++) y[i] = y[i]! + alpha * x[i]!;
 }
 
-export function lanczosTopEigenpairs(
-  apply: SymmetricOperator,
-  dim: number,
-  k: number,
-  opts: LanczosOptions = {},
-): LanczosResult {
+export function lanczosTopEigenpairs(apply: SymmetricOperator, dim: number, k: number, opts: LanczosOptions = {}): LanczosResult {
   if (!Number.isInteger(dim) || dim <= 0) throw new RangeError(`dim must be a positive integer (got ${dim})`);
   if (!Number.isInteger(k) || k <= 0) throw new RangeError(`k must be a positive integer (got ${k})`);
   const tol = opts.tolerance ?? DEFAULT_LANCZOS_TOLERANCE;
@@ -94,7 +89,7 @@ export function lanczosTopEigenpairs(
   const q0 = opts.start ? Float64Array.from(opts.start) : deterministicStartVector(dim, opts.seed);
   if (q0.length !== dim) throw new RangeError(`start vector has length ${q0.length}, expected ${dim}`);
   const n0 = Math.sqrt(dot(q0, q0, dim));
-  if (!(n0 > 0) || !Number.isFinite(n0)) throw new RangeError('start vector must be finite and non-zero');
+  if (!(n0 > 0) || !Number.isFinite(n0)) throw new RangeError("start vector must be finite and non-zero");
   for (let i = 0; i < dim; i++) q0[i] = q0[i]! / n0;
   basis.push(q0);
 

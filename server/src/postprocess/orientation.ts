@@ -37,7 +37,7 @@ export function positionNorms(data: Float32Array, channels: number, positions: n
   return sq;
 }
 
-export type OrientationRule = 'norm-correlation' | 'max-loading' | 'none';
+export type OrientationRule = "norm-correlation" | "max-loading" | "none";
 
 /**
  * Flips `scores` and `loading` in place if needed; returns which rule decided
@@ -50,8 +50,8 @@ export function orientComponent(
   exclude: Uint8Array | null = null,
 ): { rule: OrientationRule; flipped: boolean } {
   const n = scores.length;
-  if (norms.length !== n) throw new RangeError('scores and norms differ in length');
-  if (exclude && exclude.length !== n) throw new RangeError('scores and exclude differ in length');
+  if (norms.length !== n) throw new RangeError("scores and norms differ in length");
+  if (exclude && exclude.length !== n) throw new RangeError("scores and exclude differ in length");
   let sMean = 0;
   let rMean = 0;
   let kept = 0;
@@ -78,7 +78,7 @@ export function orientComponent(
   let rule: OrientationRule;
   let flip: boolean;
   if (Math.abs(cov) > ORIENTATION_ZERO_RELATIVE * Math.sqrt(sSq) * Math.sqrt(rSq)) {
-    rule = 'norm-correlation';
+    rule = "norm-correlation";
     flip = cov < 0;
   } else {
     let best = -1;
@@ -90,8 +90,8 @@ export function orientComponent(
         best = c;
       }
     }
-    if (best < 0) return { rule: 'none', flipped: false };
-    rule = 'max-loading';
+    if (best < 0) return { rule: "none", flipped: false };
+    rule = "max-loading";
     flip = loading[best]! < 0;
   }
   if (flip) {

@@ -97,6 +97,6 @@ export function clampToInlierRange(scores: Float64Array, mask: Uint8Array): void
   for (let p = 0; p < scores.length; p++) {
     if (!mask[p]) continue;
     const v = scores[p]!;
-    scores[p] = v < min ? min : Math.min(v , max);
+    scores[p] = v < min ? min : Math.min(v, max);
   }
 }

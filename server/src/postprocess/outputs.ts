@@ -116,12 +116,16 @@ export function heatmapTensor(
     spec.outputHeight !== undefined && spec.outputWidth !== undefined
       ? { height: spec.outputHeight, width: spec.outputWidth }
       : defaultHeatmapSize(originalHeight, originalWidth, spec.maxSide);
-  const map = computeHeatmap(nlc, { channels, height: gridHeight, width: gridWidth }, {
-    mode: spec.mode,
-    sigma: spec.sigma,
-    outputHeight: size.height,
-    outputWidth: size.width,
-    layout: 'nlc',
-  });
+  const map = computeHeatmap(
+    nlc,
+    { channels, height: gridHeight, width: gridWidth },
+    {
+      mode: spec.mode,
+      sigma: spec.sigma,
+      outputHeight: size.height,
+      outputWidth: size.width,
+      layout: "nlc",
+    },
+  );
   return { dtype: "uint8", shape: map.channels === 1 ? [map.height, map.width] : [map.height, map.width, 3], data: map.data };
 }

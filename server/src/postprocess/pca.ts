@@ -17,9 +17,9 @@
  *
  * Signs are NOT fixed here (see orientation.ts).
  */
-import { CenteredMatrix, channelMeans } from './centered-matrix.js';
-import { type FeatureDims, validateFeatureDims } from './dims.js';
-import { type LanczosOptions, deterministicStartVector, lanczosTopEigenpairs } from './lanczos.js';
+import { CenteredMatrix, channelMeans } from "./centered-matrix.js";
+import { type FeatureDims, validateFeatureDims } from "./dims.js";
+import { type LanczosOptions, deterministicStartVector, lanczosTopEigenpairs } from "./lanczos.js";
 
 export interface PcaResult {
   /** Unit loading vectors (length C); all zeros for a component the data do not have. */
@@ -31,7 +31,7 @@ export interface PcaResult {
   /** Per-channel mean used for centring. */
   mean: Float64Array;
   /** Which operator the solver ran on. */
-  side: 'covariance' | 'gram';
+  side: "covariance" | "gram";
   steps: number;
   converged: boolean;
 }
@@ -63,27 +63,21 @@ function zeroExcluded(u: Float64Array, exclude: Uint8Array | null): void {
   if (exclude) for (let p = 0; p < u.length; p++) if (exclude[p]) u[p] = 0;
 }
 
-export function principalComponents(
-  data: Float32Array,
-  dims: FeatureDims,
-  k: number,
-  opts: LanczosOptions = {},
-  fit: PcaFit = {},
-): PcaResult {
+export function principalComponents(data: Float32Array, dims: FeatureDims, k: number, opts: LanczosOptions = {}, fit: PcaFit = {}): PcaResult {
   const n = validateFeatureDims(data, dims);
   const C = dims.channels;
   const exclude = fit.exclude ?? null;
   if (exclude && exclude.length !== n) throw new RangeError(`exclude has length ${exclude.length}, expected ${n}`);
   let kept = n;
   if (exclude) for (let p = 0; p < n; p++) if (exclude[p]) kept--;
-  if (kept < 1) throw new RangeError('every position is excluded from the fit');
+  if (kept < 1) throw new RangeError("every position is excluded from the fit");
   const mean = fit.mean ?? (exclude ? inlierMeans(data, C, n, exclude) : undefined);
   const X = new CenteredMatrix(data, C, n, mean);
-  const side = C > n ? 'gram' : 'covariance';
+  const side = C > n ? "gram" : "covariance";
   const bufN = new Float64Array(n);
   const bufC = new Float64Array(C);
   let solverOpts = opts;
-  if (exclude && side === 'gram') {
+  if (exclude && side === "gram") {
     // The Krylov space must stay inside the inlier positions.
     const start = opts.start ? Float64Array.from(opts.start) : deterministicStartVector(n, opts.seed);
     zeroExcluded(start, exclude);
@@ -91,7 +85,7 @@ export function principalComponents(
   }
 
   const result =
-    side === 'covariance'
+    side === "covariance"
       ? lanczosTopEigenpairs(
           (v, y) => {
             X.mulX(v, bufN);
@@ -122,7 +116,7 @@ export function principalComponents(
     const loading = new Float64Array(C);
     const score = new Float64Array(n);
     if (top > 0 && theta > ZERO_VARIANCE_RELATIVE * top) {
-      if (side === 'covariance') {
+      if (side === "covariance") {
         loading.set(result.vectors[i]!);
       } else {
         X.mulXt(result.vectors[i]!, loading);

@@ -64,15 +64,7 @@ function topTwo(h: Float64Array, count: number): [number, number] {
  * One pass over values[from, to) keeping the `lowCount` smallest values in a max-heap
  * (`low`) and the `highCount` largest, negated, in another (`high`).
  */
-function boundaryHeaps(
-  values: ArrayLike<number>,
-  from: number,
-  to: number,
-  low: Float64Array,
-  lowCount: number,
-  high: Float64Array,
-  highCount: number,
-): void {
+function boundaryHeaps(values: ArrayLike<number>, from: number, to: number, low: Float64Array, lowCount: number, high: Float64Array, highCount: number): void {
   for (let i = 0; i < lowCount; i++) low[i] = values[from + i]!;
   heapify(low, lowCount);
   for (let i = 0; i < highCount; i++) high[i] = -values[from + i]!;
@@ -110,7 +102,7 @@ export function percentilePair(
   scratch: PercentileScratch = new PercentileScratch(),
 ): [number, number] {
   const n = to - from;
-  if (!(n > 0)) throw new RangeError('percentile of an empty range');
+  if (!(n > 0)) throw new RangeError("percentile of an empty range");
   if (!(qLow >= 0 && qLow <= qHigh && qHigh <= 100)) {
     throw new RangeError(`percentiles must satisfy 0 <= low <= high <= 100 (got ${qLow}, ${qHigh})`);
   }

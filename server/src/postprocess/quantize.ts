@@ -14,7 +14,7 @@ export function minMaxToUint8(src: Float64Array, out: Uint8Array, stride = 1, of
   const n = src.length;
   if (n === 0) return;
   if (!Number.isInteger(low) || low < 0 || low > 254) throw new RangeError(`low must be an integer in [0, 254], got ${low}`);
-  if (offset + (n - 1) * stride >= out.length) throw new RangeError('output buffer too small');
+  if (offset + (n - 1) * stride >= out.length) throw new RangeError("output buffer too small");
   let min = Infinity;
   let max = -Infinity;
   for (let i = 0; i < n; i++) {

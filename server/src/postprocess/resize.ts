@@ -6,7 +6,7 @@
  *   i1 = min(i0 + 1, in − 1); λ = src − i0.
  * No antialiasing, so downscaling samples (like torch) rather than averages.
  */
-import { assertPositiveInt } from './dims.js';
+import { assertPositiveInt } from "./dims.js";
 
 interface AxisWeights {
   i0: Int32Array;
@@ -29,21 +29,14 @@ function axisWeights(inSize: number, outSize: number): AxisWeights {
   return { i0, i1, l1 };
 }
 
-export function resizeBilinear(
-  src: Float64Array,
-  inHeight: number,
-  inWidth: number,
-  outHeight: number,
-  outWidth: number,
-  out?: Float64Array,
-): Float64Array {
-  assertPositiveInt(inHeight, 'inHeight');
-  assertPositiveInt(inWidth, 'inWidth');
-  assertPositiveInt(outHeight, 'outHeight');
-  assertPositiveInt(outWidth, 'outWidth');
+export function resizeBilinear(src: Float64Array, inHeight: number, inWidth: number, outHeight: number, outWidth: number, out?: Float64Array): Float64Array {
+  assertPositiveInt(inHeight, "inHeight");
+  assertPositiveInt(inWidth, "inWidth");
+  assertPositiveInt(outHeight, "outHeight");
+  assertPositiveInt(outWidth, "outWidth");
   if (src.length !== inHeight * inWidth) throw new RangeError(`map has ${src.length} values, expected ${inHeight}*${inWidth}`);
   const dst = out ?? new Float64Array(outHeight * outWidth);
-  if (dst.length !== outHeight * outWidth) throw new RangeError('out has the wrong length');
+  if (dst.length !== outHeight * outWidth) throw new RangeError("out has the wrong length");
   const ry = axisWeights(inHeight, outHeight);
   const rx = axisWeights(inWidth, outWidth);
   // Separable: every source row interpolated along x once, then each output row is a

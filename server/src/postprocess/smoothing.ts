@@ -46,7 +46,7 @@ export function gaussianFilter2d(
   const size = height * width;
   if (src.length !== size) throw new RangeError(`map has ${src.length} values, expected ${height}*${width}`);
   const out = opts.out ?? new Float64Array(size);
-  if (out === src) throw new RangeError('gaussianFilter2d cannot run in place');
+  if (out === src) throw new RangeError("gaussianFilter2d cannot run in place");
   if (!(sigma >= 0) || !Number.isFinite(sigma)) throw new RangeError(`sigma must be finite and >= 0 (got ${sigma})`);
   if (sigma <= 1e-15) {
     out.set(src);

@@ -24,12 +24,7 @@ export interface TridiagonalEigen {
  * @param beta off-diagonal: beta[i] = T[i+1][i] (length >= m - 1)
  * @param rowIndices which rows of the eigenvector matrix to return (e.g. all, or just m - 1)
  */
-export function symmetricTridiagonalEigen(
-  alpha: ArrayLike<number>,
-  beta: ArrayLike<number>,
-  m: number,
-  rowIndices: readonly number[],
-): TridiagonalEigen {
+export function symmetricTridiagonalEigen(alpha: ArrayLike<number>, beta: ArrayLike<number>, m: number, rowIndices: readonly number[]): TridiagonalEigen {
   const d = new Float64Array(m);
   const e = new Float64Array(m);
   for (let i = 0; i < m; i++) d[i] = alpha[i]!;
@@ -51,7 +46,7 @@ export function symmetricTridiagonalEigen(
         if (Math.abs(e[mm]!) <= Number.EPSILON * dd) break;
       }
       if (mm === l) break;
-      if (iter++ >= 100) throw new Error('tridiagonal eigen solver did not converge');
+      if (iter++ >= 100) throw new Error("tridiagonal eigen solver did not converge");
       let g = (d[l + 1]! - d[l]!) / (2 * e[l]!);
       let r = Math.hypot(g, 1);
       g = d[mm]! - d[l]! + e[l]! / (g + (g >= 0 ? r : -r));

@@ -39,16 +39,16 @@
  *    less than sharp's default 'lanczos3'.
  */
 
-import sharp from 'sharp';
-import type { Metadata, OutputInfo, Sharp, SharpOptions } from 'sharp';
+import sharp from "sharp";
+import type { Metadata, OutputInfo, Sharp, SharpOptions } from "sharp";
 
-import { InputError, firstLine } from './errors.js';
-import { SUPPORTED_FORMATS, describeUnknown, isSupportedFormat, sniffFormat, type SupportedFormat } from './format.js';
-import type { Size } from './resolution.js';
-import type { InterleavedPixels, RawPixels } from './types.js';
+import { InputError, firstLine } from "./errors.js";
+import { SUPPORTED_FORMATS, describeUnknown, isSupportedFormat, sniffFormat, type SupportedFormat } from "./format.js";
+import type { Size } from "./resolution.js";
+import type { InterleavedPixels, RawPixels } from "./types.js";
 
-export const RESIZE_KERNEL = 'cubic' as const;
-export const FLATTEN_BACKGROUND = '#ffffff';
+export const RESIZE_KERNEL = "cubic" as const;
+export const FLATTEN_BACKGROUND = "#ffffff";
 
 export interface DecodeLimits {
   /** Refuse images whose header claims more pixels than this (width × height). */
@@ -68,7 +68,7 @@ export interface ProbeResult {
 
 function inputOptions(limits: DecodeLimits): SharpOptions {
   return {
-    failOn: 'error',
+    failOn: "error",
     limitInputPixels: limits.limitInputPixels,
     sequentialRead: true,
     pages: 1,
@@ -81,18 +81,18 @@ export function classifySharpError(id: string, err: unknown): InputError {
   if (err instanceof InputError) return err;
   const line = firstLine(err);
   if (/exceeds pixel limit/i.test(line)) {
-    return new InputError('TOO_LARGE', id, 'image dimensions exceed the input pixel limit', { cause: err });
+    return new InputError("TOO_LARGE", id, "image dimensions exceed the input pixel limit", { cause: err });
   }
   if (/exceeds channel limit/i.test(line)) {
-    return new InputError('UNSUPPORTED_FORMAT', id, 'image has too many channels', { cause: err });
+    return new InputError("UNSUPPORTED_FORMAT", id, "image has too many channels", { cause: err });
   }
   if (/unsupported image format/i.test(line)) {
-    return new InputError('UNSUPPORTED_FORMAT', id, 'unsupported or unrecognised image format', { cause: err });
+    return new InputError("UNSUPPORTED_FORMAT", id, "unsupported or unrecognised image format", { cause: err });
   }
   if (/timeout/i.test(line)) {
-    return new InputError('TOO_LARGE', id, `decoding took too long (${line})`, { cause: err });
+    return new InputError("TOO_LARGE", id, `decoding took too long (${line})`, { cause: err });
   }
-  return new InputError('CORRUPT_IMAGE', id, `image could not be decoded: ${line}`, { cause: err });
+  return new InputError("CORRUPT_IMAGE", id, `image could not be decoded: ${line}`, { cause: err });
 }
 
 /**
@@ -102,11 +102,7 @@ export function classifySharpError(id: string, err: unknown): InputError {
 export async function probeEncoded(id: string, bytes: Buffer, limits: DecodeLimits): Promise<ProbeResult> {
   const sniffed = sniffFormat(bytes);
   if (sniffed === null) {
-    throw new InputError(
-      'UNSUPPORTED_FORMAT',
-      id,
-      `not a supported image (${describeUnknown(bytes)}); supported: ${SUPPORTED_FORMATS.join(', ')}`,
-    );
+    throw new InputError("UNSUPPORTED_FORMAT", id, `not a supported image (${describeUnknown(bytes)}); supported: ${SUPPORTED_FORMATS.join(", ")}`);
   }
   let meta: Metadata;
   try {
@@ -115,20 +111,16 @@ export async function probeEncoded(id: string, bytes: Buffer, limits: DecodeLimi
     throw classifySharpError(id, err);
   }
   if (!isSupportedFormat(meta.format) || meta.format !== sniffed) {
-    throw new InputError(
-      'UNSUPPORTED_FORMAT',
-      id,
-      `format mismatch: content starts like ${sniffed} but decodes as ${String(meta.format)}`,
-    );
+    throw new InputError("UNSUPPORTED_FORMAT", id, `format mismatch: content starts like ${sniffed} but decodes as ${String(meta.format)}`);
   }
-  if (meta.format === 'heif' && meta.compression !== 'av1') {
-    throw new InputError('UNSUPPORTED_FORMAT', id, `HEIF with ${String(meta.compression)} compression is not supported (AVIF only)`);
+  if (meta.format === "heif" && meta.compression !== "av1") {
+    throw new InputError("UNSUPPORTED_FORMAT", id, `HEIF with ${String(meta.compression)} compression is not supported (AVIF only)`);
   }
   const w = meta.autoOrient?.width ?? meta.width;
   const h = meta.autoOrient?.height ?? meta.height;
-  if (!(w > 0 && h > 0)) throw new InputError('CORRUPT_IMAGE', id, 'image header has no valid dimensions');
+  if (!(w > 0 && h > 0)) throw new InputError("CORRUPT_IMAGE", id, "image header has no valid dimensions");
   if (w * h > limits.limitInputPixels) {
-    throw new InputError('TOO_LARGE', id, `image is ${h}x${w} = ${w * h} pixels, above the ${limits.limitInputPixels}-pixel limit`);
+    throw new InputError("TOO_LARGE", id, `image is ${h}x${w} = ${w * h} pixels, above the ${limits.limitInputPixels}-pixel limit`);
   }
   return { format: meta.format, originalHeight: h, originalWidth: w, pages: meta.pages ?? 1 };
 }
@@ -139,9 +131,9 @@ async function runPipeline(id: string, img: Sharp, target: Size, limits: DecodeL
   try {
     let p = img
       .flatten({ background: FLATTEN_BACKGROUND })
-      .resize({ width: target.width, height: target.height, fit: 'fill', kernel: RESIZE_KERNEL })
-      .toColourspace('srgb')
-      .raw({ depth: 'uchar' });
+      .resize({ width: target.width, height: target.height, fit: "fill", kernel: RESIZE_KERNEL })
+      .toColourspace("srgb")
+      .raw({ depth: "uchar" });
     if (limits.timeoutSeconds > 0) p = p.timeout({ seconds: limits.timeoutSeconds });
     out = await p.toBuffer({ resolveWithObject: true });
   } catch (err) {
@@ -149,9 +141,9 @@ async function runPipeline(id: string, img: Sharp, target: Size, limits: DecodeL
   }
   const { info, data } = out;
   if (info.width !== target.width || info.height !== target.height) {
-    throw new InputError('CORRUPT_IMAGE', id, `decoder produced ${info.height}x${info.width}, expected ${target.height}x${target.width}`);
+    throw new InputError("CORRUPT_IMAGE", id, `decoder produced ${info.height}x${info.width}, expected ${target.height}x${target.width}`);
   }
-  return { data, height: info.height, width: info.width, channels: info.channels as InterleavedPixels['channels'] };
+  return { data, height: info.height, width: info.width, channels: info.channels as InterleavedPixels["channels"] };
 }
 
 /** Decode encoded bytes (already probed) to interleaved uint8 at `target`. */
@@ -219,14 +211,7 @@ export function hwcToChw(data: Uint8Array | Float32Array, height: number, width:
  * batch tensor. Runs on the main thread: ≈0.8 CPU-ms for 592×448 RGB uint8 (a table lookup per value; was
  * ≈1.7 with a division per value into a fresh array).
  */
-export function hwcToChwInto(
-  out: Float32Array,
-  offset: number,
-  data: Uint8Array | Float32Array,
-  height: number,
-  width: number,
-  channels: number,
-): void {
+export function hwcToChwInto(out: Float32Array, offset: number, data: Uint8Array | Float32Array, height: number, width: number, channels: number): void {
   const n = height * width;
   if (data.length !== n * channels) throw new RangeError(`hwcToChw: ${data.length} != ${height}*${width}*${channels}`);
   if (offset < 0 || offset + 3 * n > out.length) throw new RangeError(`hwcToChw: ${3 * n} values at ${offset} do not fit in ${out.length}`);

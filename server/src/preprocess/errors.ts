@@ -11,20 +11,20 @@
  */
 
 export const INPUT_ERROR_CODES = [
-  'NOT_FOUND',
-  'NOT_A_FILE',
-  'OUTSIDE_ALLOWED_ROOTS',
-  'UNSUPPORTED_FORMAT',
-  'CORRUPT_IMAGE',
-  'TOO_LARGE',
-  'INVALID_ARGUMENT',
-  'PERMISSION_DENIED',
+  "NOT_FOUND",
+  "NOT_A_FILE",
+  "OUTSIDE_ALLOWED_ROOTS",
+  "UNSUPPORTED_FORMAT",
+  "CORRUPT_IMAGE",
+  "TOO_LARGE",
+  "INVALID_ARGUMENT",
+  "PERMISSION_DENIED",
 ] as const;
 
 export type InputErrorCode = (typeof INPUT_ERROR_CODES)[number];
 
 export class InputError extends Error {
-  override readonly name = 'InputError';
+  override readonly name = "InputError";
   readonly code: InputErrorCode;
   /** The caller-supplied id of the offending input. */
   readonly inputId: string;
@@ -46,6 +46,6 @@ export function isInputError(err: unknown): err is InputError {
 /** First line of an unknown thrown value's message (sharp/libvips messages can be multi-line). */
 export function firstLine(err: unknown): string {
   const msg = err instanceof Error ? err.message : String(err);
-  const line = msg.split('\n', 1)[0] ?? '';
-  return line.trim() || 'unknown error';
+  const line = msg.split("\n", 1)[0] ?? "";
+  return line.trim() || "unknown error";
 }

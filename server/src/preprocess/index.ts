@@ -17,20 +17,20 @@
  * Every failure caused by the input is an InputError (see errors.ts).
  */
 
-import { classifySharpError, decodeEncoded, decodeRaw, hwcToChw, probeEncoded, type DecodeLimits } from './decode.js';
-import { InputError } from './errors.js';
-import type { SupportedFormat } from './format.js';
-import { resolveTargetResolution, type ModelGeometry, type ResolutionPolicy, type Size } from './resolution.js';
-import { loadSource, type PathPolicy, type SourceLimits } from './source.js';
-import type { ImageInput, InterleavedPixels, PreprocessedImage, RawPixels } from './types.js';
+import { classifySharpError, decodeEncoded, decodeRaw, hwcToChw, probeEncoded, type DecodeLimits } from "./decode.js";
+import { InputError } from "./errors.js";
+import type { SupportedFormat } from "./format.js";
+import { resolveTargetResolution, type ModelGeometry, type ResolutionPolicy, type Size } from "./resolution.js";
+import { loadSource, type PathPolicy, type SourceLimits } from "./source.js";
+import type { ImageInput, InterleavedPixels, PreprocessedImage, RawPixels } from "./types.js";
 
-export * from './errors.js';
-export * from './types.js';
-export * from './resolution.js';
-export { SUPPORTED_FORMATS, sniffFormat, type SupportedFormat } from './format.js';
-export { createPathPolicy, type PathPolicy } from './source.js';
-export { RESIZE_KERNEL, FLATTEN_BACKGROUND, hwcToChw, hwcToChwInto } from './decode.js';
-export { configureSharp, recommendedDecodeParallelism, sharpCounters, type SharpSettings } from './sharp-config.js';
+export * from "./errors.js";
+export * from "./types.js";
+export * from "./resolution.js";
+export { SUPPORTED_FORMATS, sniffFormat, type SupportedFormat } from "./format.js";
+export { createPathPolicy, type PathPolicy } from "./source.js";
+export { RESIZE_KERNEL, FLATTEN_BACKGROUND, hwcToChw, hwcToChwInto } from "./decode.js";
+export { configureSharp, recommendedDecodeParallelism, sharpCounters, type SharpSettings } from "./sharp-config.js";
 
 export interface PreprocessLimits extends SourceLimits, DecodeLimits {}
 
@@ -53,7 +53,7 @@ export interface PreprocessOptions extends OpenOptions {
 /** An input that has been read and whose header has been validated, not yet decoded. */
 export type OpenedImage =
   | {
-      readonly kind: 'encoded';
+      readonly kind: "encoded";
       readonly id: string;
       readonly bytes: Buffer;
       readonly format: SupportedFormat;
@@ -61,7 +61,7 @@ export type OpenedImage =
       readonly originalWidth: number;
     }
   | {
-      readonly kind: 'raw';
+      readonly kind: "raw";
       readonly id: string;
       readonly raw: RawPixels;
       readonly originalHeight: number;
@@ -73,8 +73,8 @@ function limitsOf(opts: OpenOptions): PreprocessLimits {
 }
 
 function idOf(input: unknown): string {
-  const id = typeof input === 'object' && input !== null ? (input as { id?: unknown }).id : undefined;
-  return typeof id === 'string' ? id : '?';
+  const id = typeof input === "object" && input !== null ? (input as { id?: unknown }).id : undefined;
+  return typeof id === "string" ? id : "?";
 }
 
 /** Guarantee that only InputError escapes for bad input. */
@@ -88,12 +88,12 @@ export async function openImage(input: ImageInput, opts: OpenOptions): Promise<O
   const limits = limitsOf(opts);
   try {
     const src = await loadSource(input, opts.paths, limits);
-    if (src.kind === 'raw') {
-      return { kind: 'raw', id: src.id, raw: src.raw, originalHeight: src.raw.height, originalWidth: src.raw.width };
+    if (src.kind === "raw") {
+      return { kind: "raw", id: src.id, raw: src.raw, originalHeight: src.raw.height, originalWidth: src.raw.width };
     }
     const probe = await probeEncoded(src.id, src.bytes, limits);
     return {
-      kind: 'encoded',
+      kind: "encoded",
       id: src.id,
       bytes: src.bytes,
       format: probe.format,
@@ -115,20 +115,14 @@ export interface DecodedImage {
 }
 
 /** Decode an opened image at `target` (sides should come from resolveTargetResolution), interleaved. */
-export async function decodeOpenedInterleaved(
-  opened: OpenedImage,
-  target: Size,
-  opts: Pick<OpenOptions, 'limits'> = {},
-): Promise<DecodedImage> {
+export async function decodeOpenedInterleaved(opened: OpenedImage, target: Size, opts: Pick<OpenOptions, "limits"> = {}): Promise<DecodedImage> {
   const limits = { ...DEFAULT_LIMITS, ...(opts.limits ?? {}) };
   try {
     if (!Number.isSafeInteger(target.height) || !Number.isSafeInteger(target.width) || target.height <= 0 || target.width <= 0) {
-      throw new InputError('INVALID_ARGUMENT', opened.id, `invalid target size ${String(target.height)}x${String(target.width)}`);
+      throw new InputError("INVALID_ARGUMENT", opened.id, `invalid target size ${String(target.height)}x${String(target.width)}`);
     }
     const pixels =
-      opened.kind === 'raw'
-        ? await decodeRaw(opened.id, opened.raw, target, limits)
-        : await decodeEncoded(opened.id, opened.bytes, target, limits);
+      opened.kind === "raw" ? await decodeRaw(opened.id, opened.raw, target, limits) : await decodeEncoded(opened.id, opened.bytes, target, limits);
     return { id: opened.id, pixels, originalHeight: opened.originalHeight, originalWidth: opened.originalWidth };
   } catch (err) {
     throw asInputError(opened, err);
@@ -136,11 +130,7 @@ export async function decodeOpenedInterleaved(
 }
 
 /** Decode an opened image at `target` to float32 CHW (sides should come from resolveTargetResolution). */
-export async function decodeOpened(
-  opened: OpenedImage,
-  target: Size,
-  opts: Pick<OpenOptions, 'limits'> = {},
-): Promise<PreprocessedImage> {
+export async function decodeOpened(opened: OpenedImage, target: Size, opts: Pick<OpenOptions, "limits"> = {}): Promise<PreprocessedImage> {
   const img = await decodeOpenedInterleaved(opened, target, opts);
   const { data, height, width, channels } = img.pixels;
   return {

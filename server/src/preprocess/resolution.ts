@@ -8,7 +8,7 @@
  * `min_resolution_step`.
  */
 
-import { InputError } from './errors.js';
+import { InputError } from "./errors.js";
 
 export interface ModelGeometry {
   /** ViT patch size in pixels (16 for C-RADIOv4). */
@@ -34,11 +34,7 @@ export interface Size {
  * - `{ max: N }`: like native, but the longer side is capped at N (≤ maxResolution).
  * - `{ fixed }`: exactly this size; both sides must be multiples of the step.
  */
-export type ResolutionPolicy =
-  | 'default'
-  | 'native'
-  | { readonly max: number }
-  | { readonly fixed: Size };
+export type ResolutionPolicy = "default" | "native" | { readonly max: number } | { readonly fixed: Size };
 
 export interface AspectBucket {
   /** e.g. '16:9' (width:height). */
@@ -67,7 +63,7 @@ export const ASPECT_BUCKETS: readonly AspectBucket[] = Object.freeze([
 ]);
 
 function isPositiveInt(n: unknown): n is number {
-  return typeof n === 'number' && Number.isSafeInteger(n) && n > 0;
+  return typeof n === "number" && Number.isSafeInteger(n) && n > 0;
 }
 
 /** Pixel step every side must be a multiple of: patchSize × (windowSize ?? 1). */
@@ -96,12 +92,7 @@ function maxMultiple(limit: number, step: number): number {
  * that if the longer side exceeds `cap` (default `maxResolution`) the image is
  * first scaled down keeping its aspect ratio.
  */
-export function nearestSupportedResolution(
-  height: number,
-  width: number,
-  model: ModelGeometry,
-  cap: number = model.maxResolution,
-): Size {
+export function nearestSupportedResolution(height: number, width: number, model: ModelGeometry, cap: number = model.maxResolution): Size {
   const step = resolutionStep(model);
   const limit = Math.min(cap, model.maxResolution);
   let h = height;
@@ -158,19 +149,15 @@ export function defaultResolution(height: number, width: number, model: ModelGeo
  * Parse a policy from a string: 'default' | 'native' | 'max:<N>' | '<H>x<W>'
  * (fixed). Throws InputError(INVALID_ARGUMENT) on anything else.
  */
-export function parseResolutionPolicy(text: string, inputId = 'request'): ResolutionPolicy {
+export function parseResolutionPolicy(text: string, inputId = "request"): ResolutionPolicy {
   const s = text.trim().toLowerCase();
-  if (s === 'default' || s === '') return 'default';
-  if (s === 'native') return 'native';
+  if (s === "default" || s === "") return "default";
+  if (s === "native") return "native";
   let m = /^max:(\d{1,6})$/.exec(s);
   if (m) return { max: Number(m[1]) };
   m = /^(\d{1,6})x(\d{1,6})$/.exec(s);
   if (m) return { fixed: { height: Number(m[1]), width: Number(m[2]) } };
-  throw new InputError(
-    'INVALID_ARGUMENT',
-    inputId,
-    `unknown resolution policy ${JSON.stringify(text)} (expected 'default', 'native', 'max:<N>' or '<H>x<W>')`,
-  );
+  throw new InputError("INVALID_ARGUMENT", inputId, `unknown resolution policy ${JSON.stringify(text)} (expected 'default', 'native', 'max:<N>' or '<H>x<W>')`);
 }
 
 /**
@@ -178,46 +165,32 @@ export function parseResolutionPolicy(text: string, inputId = 'request'): Resolu
  * orientation) is (height, width). Throws InputError(INVALID_ARGUMENT) for an
  * invalid policy or image size.
  */
-export function resolveTargetResolution(
-  height: number,
-  width: number,
-  model: ModelGeometry,
-  policy: ResolutionPolicy,
-  inputId = 'request',
-): Size {
+export function resolveTargetResolution(height: number, width: number, model: ModelGeometry, policy: ResolutionPolicy, inputId = "request"): Size {
   if (!isPositiveInt(height) || !isPositiveInt(width)) {
-    throw new InputError('INVALID_ARGUMENT', inputId, `invalid image size ${String(height)}x${String(width)}`);
+    throw new InputError("INVALID_ARGUMENT", inputId, `invalid image size ${String(height)}x${String(width)}`);
   }
   const step = resolutionStep(model);
-  if (policy === 'default') return defaultResolution(height, width, model);
-  if (policy === 'native') return nearestSupportedResolution(height, width, model);
-  if (typeof policy === 'object' && policy !== null && 'max' in policy) {
+  if (policy === "default") return defaultResolution(height, width, model);
+  if (policy === "native") return nearestSupportedResolution(height, width, model);
+  if (typeof policy === "object" && policy !== null && "max" in policy) {
     const n = policy.max;
     if (!isPositiveInt(n) || n < step) {
-      throw new InputError('INVALID_ARGUMENT', inputId, `max resolution ${String(n)} must be an integer ≥ ${step}`);
+      throw new InputError("INVALID_ARGUMENT", inputId, `max resolution ${String(n)} must be an integer ≥ ${step}`);
     }
     return nearestSupportedResolution(height, width, model, n);
   }
-  if (typeof policy === 'object' && policy !== null && 'fixed' in policy) {
+  if (typeof policy === "object" && policy !== null && "fixed" in policy) {
     const { height: fh, width: fw } = policy.fixed;
     if (!isPositiveInt(fh) || !isPositiveInt(fw)) {
-      throw new InputError('INVALID_ARGUMENT', inputId, `fixed resolution ${String(fh)}x${String(fw)} must be positive integers`);
+      throw new InputError("INVALID_ARGUMENT", inputId, `fixed resolution ${String(fh)}x${String(fw)} must be positive integers`);
     }
     if (fh % step !== 0 || fw % step !== 0) {
-      throw new InputError(
-        'INVALID_ARGUMENT',
-        inputId,
-        `fixed resolution ${fh}x${fw} is not a multiple of the model's resolution step ${step}`,
-      );
+      throw new InputError("INVALID_ARGUMENT", inputId, `fixed resolution ${fh}x${fw} is not a multiple of the model's resolution step ${step}`);
     }
     if (fh > model.maxResolution || fw > model.maxResolution) {
-      throw new InputError(
-        'INVALID_ARGUMENT',
-        inputId,
-        `fixed resolution ${fh}x${fw} exceeds the model's maximum resolution ${model.maxResolution}`,
-      );
+      throw new InputError("INVALID_ARGUMENT", inputId, `fixed resolution ${fh}x${fw} exceeds the model's maximum resolution ${model.maxResolution}`);
     }
     return { height: fh, width: fw };
   }
-  throw new InputError('INVALID_ARGUMENT', inputId, `invalid resolution policy ${JSON.stringify(policy)}`);
+  throw new InputError("INVALID_ARGUMENT", inputId, `invalid resolution policy ${JSON.stringify(policy)}`);
 }

@@ -18,8 +18,8 @@
  * cache (50 MB by default) only holds memory.
  */
 
-import os from 'node:os';
-import sharp from 'sharp';
+import os from "node:os";
+import sharp from "sharp";
 
 export interface SharpSettings {
   /** libvips threads per image. Default 1. */

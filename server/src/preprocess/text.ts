@@ -31,12 +31,18 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
  */
 export function canonicalizePrompt(s: string): string {
   const lowered = s.replaceAll("_", " ").replace(PUNCTUATION, "").toLowerCase();
-  return lowered.split(PY_WHITESPACE).filter((w) => w !== "").join(" ");
+  return lowered
+    .split(PY_WHITESPACE)
+    .filter((w) => w !== "")
+    .join(" ");
 }
 
 export class PromptError extends Error {
   override name = "PromptError";
-  constructor(readonly index: number, message: string) {
+  constructor(
+    readonly index: number,
+    message: string,
+  ) {
     super(`prompt ${index}: ${message}`);
   }
 }
@@ -90,7 +96,13 @@ export class PromptTokenizer {
   readonly vocabSize: number;
   private readonly addEos: boolean;
 
-  private constructor(private readonly tok: Tokenizer, cfg: z.infer<typeof TokenizerConfigSchema>, specials: Record<string, string>, o: PromptTokenizerOptions, source: string) {
+  private constructor(
+    private readonly tok: Tokenizer,
+    cfg: z.infer<typeof TokenizerConfigSchema>,
+    specials: Record<string, string>,
+    o: PromptTokenizerOptions,
+    source: string,
+  ) {
     if (!Number.isInteger(o.contextLength) || o.contextLength < 2) throw new Error(`context length must be an integer ≥ 2, got ${o.contextLength}`);
     if (cfg.padding_side !== "right") throw new Error(`${source}: padding_side ${cfg.padding_side} is not supported (SigLIP pads on the right)`);
     const idOf = (role: "pad_token" | "eos_token" | "bos_token"): number => {
@@ -122,7 +134,8 @@ export class PromptTokenizer {
     const tokJson = read("tokenizer.json") as object;
     const rawCfg = read("tokenizer_config.json") as object;
     const cfg = TokenizerConfigSchema.safeParse(rawCfg);
-    if (!cfg.success) throw new Error(`${join(dir, "tokenizer_config.json")} is invalid: ${cfg.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
+    if (!cfg.success)
+      throw new Error(`${join(dir, "tokenizer_config.json")} is invalid: ${cfg.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
     const specialsRaw = read("special_tokens_map.json", true) as Record<string, unknown>;
     const specials: Record<string, string> = {};
     for (const role of ["pad_token", "eos_token", "bos_token"]) {
@@ -143,7 +156,9 @@ export class PromptTokenizer {
     const full: number[] = this.tok.encode("a", { add_special_tokens: true }).ids;
     const ours = this.withSpecials(plain);
     if (full.length !== ours.length || full.some((v, i) => v !== ours[i])) {
-      throw new Error(`${source}: tokenizer.json's post-processor gives [${full}] for "a" but tokenizer_config.json's add_bos_token/add_eos_token imply [${ours}]`);
+      throw new Error(
+        `${source}: tokenizer.json's post-processor gives [${full}] for "a" but tokenizer_config.json's add_bos_token/add_eos_token imply [${ours}]`,
+      );
     }
   }
 

@@ -8,7 +8,7 @@ export interface RawPixels {
   /** 1 = grey, 3 = RGB, 4 = RGBA (alpha not premultiplied). */
   readonly channels: 1 | 3 | 4;
   /** 'uint8' (0..255) or 'float32' (0..1). Must match the type of `data`. */
-  readonly dtype: 'uint8' | 'float32';
+  readonly dtype: "uint8" | "float32";
 }
 
 /** A file on this machine (absolute path, must resolve under an allowed root). */

@@ -21,7 +21,11 @@ export function readNpy(path: string): NpyArray {
   const shapeStr = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
   if (!descr || !fortran || shapeStr === undefined) throw new Error(`${path}: cannot parse .npy header ${header.trim()}`);
   if (fortran === "True") throw new Error(`${path}: Fortran-order arrays are not supported; save with np.ascontiguousarray`);
-  const shape = shapeStr.split(",").map((s) => s.trim()).filter((s) => s.length > 0).map(Number);
+  const shape = shapeStr
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0)
+    .map(Number);
   const count = shape.reduce((a, b) => a * b, 1);
   // Copy into an aligned buffer: typed arrays need element alignment.
   const body = Uint8Array.prototype.slice.call(buf, start);

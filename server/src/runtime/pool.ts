@@ -163,11 +163,20 @@ export class InferencePool extends EventEmitter {
     // to load): the worker stores the time here.
     const started = limit > 0 ? new BigInt64Array(new SharedArrayBuffer(8)) : undefined;
     const abort = limit > 0 ? new AbortController() : null;
-    const task: InferTask = { model, pixels, dims, ...(space ? { space } : {}), ...(outputs ? { outputs: [...outputs] } : {}), ...(started ? { started } : {}) };
+    const task: InferTask = {
+      model,
+      pixels,
+      dims,
+      ...(space ? { space } : {}),
+      ...(outputs ? { outputs: [...outputs] } : {}),
+      ...(started ? { started } : {}),
+    };
     const t = performance.now();
     this.inFlight++;
     // `running` counts the worker as busy until the batch is really over, even after a timeout.
-    const running = (this.piscina.run(task, { transferList: [pixels.buffer as ArrayBuffer], ...(abort ? { signal: abort.signal } : {}) }) as Promise<InferResult>).finally(() => {
+    const running = (
+      this.piscina.run(task, { transferList: [pixels.buffer as ArrayBuffer], ...(abort ? { signal: abort.signal } : {}) }) as Promise<InferResult>
+    ).finally(() => {
       this.inFlight--;
       this.busyMs += performance.now() - t;
     });

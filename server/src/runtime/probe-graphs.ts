@@ -17,11 +17,12 @@ const W = [1, 0, 2, 0, 1, -1, 1, 1, 0, -2, 0, 1];
 /** y = (x [2, 4] · w [4, 3])ᵀ, [3, 2]. */
 function expected(): Float32Array {
   const y = new Float32Array(6);
-  for (let i = 0; i < 2; i++) for (let j = 0; j < 3; j++) {
-    let s = 0;
-    for (let k = 0; k < 4; k++) s += X[i * 4 + k]! * W[k * 3 + j]!;
-    y[j * 2 + i] = s;
-  }
+  for (let i = 0; i < 2; i++)
+    for (let j = 0; j < 3; j++) {
+      let s = 0;
+      for (let k = 0; k < 4; k++) s += X[i * 4 + k]! * W[k * 3 + j]!;
+      y[j * 2 + i] = s;
+    }
   return y;
 }
 

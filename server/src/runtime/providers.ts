@@ -48,12 +48,16 @@ export interface ProviderChoice {
 /** An explicitly requested provider cannot run here (or cannot run these graphs). */
 export class ProviderUnavailableError extends Error {
   override readonly name = "ProviderUnavailableError";
-  constructor(message: string, readonly status: ProviderStatus | null) {
+  constructor(
+    message: string,
+    readonly status: ProviderStatus | null,
+  ) {
     super(message);
   }
 }
 
-export const SETUP_HINT = 'run scripts/setup.sh on this GPU host, let the zoo\'s first load_model set it up, or run python -m client.cuda_provider install (README, "GPU: installing the CUDA provider")';
+export const SETUP_HINT =
+  'run scripts/setup.sh on this GPU host, let the zoo\'s first load_model set it up, or run python -m client.cuda_provider install (README, "GPU: installing the CUDA provider")';
 const PROBE_TIMEOUT_MS = 60_000;
 
 /** Where onnxruntime-node keeps libonnxruntime.so.1, and so where it looks for provider libraries. */
@@ -83,7 +87,8 @@ export function explainCudaFailure(error: string, stderr: string): string {
   if (/driver version is insufficient|CUDA failure 35\b|cudaErrorInsufficientDriver/i.test(text)) {
     return "the NVIDIA driver is too old for this CUDA 13 build of the provider: update it (CUDA 13 needs driver 580 or newer)";
   }
-  if (/no CUDA-capable device|CUDA failure 100\b|cudaErrorNoDevice/i.test(text)) return "no CUDA device: the driver reports none (check nvidia-smi and CUDA_VISIBLE_DEVICES)";
+  if (/no CUDA-capable device|CUDA failure 100\b|cudaErrorNoDevice/i.test(text))
+    return "no CUDA device: the driver reports none (check nvidia-smi and CUDA_VISIBLE_DEVICES)";
   const log = /\[E:onnxruntime[^\]]*\]\s*(.*)/.exec(stderr)?.[1];
   return `the CUDA provider failed to start: ${firstLine(error)}${log ? ` (${log.trim()})` : ""}`;
 }
@@ -94,7 +99,8 @@ export function explainWebgpuFailure(error: string, stderr: string, env: NodeJS.
   if (/Found no drivers|VK_ERROR_INCOMPATIBLE_DRIVER/.test(text)) {
     return "no Vulkan driver: onnxruntime's WebGPU (Dawn over Vulkan) needs the GPU's Vulkan driver (NVIDIA: the driver's Vulkan ICD; AMD/Intel: Mesa's) and the Vulkan loader (Debian: libvulkan1)";
   }
-  if (/libvulkan\.so|Couldn't load Vulkan|Failed to load Vulkan/i.test(text)) return "no Vulkan loader: install libvulkan.so.1 (Debian: libvulkan1) and the GPU's Vulkan driver";
+  if (/libvulkan\.so|Couldn't load Vulkan|Failed to load Vulkan/i.test(text))
+    return "no Vulkan loader: install libvulkan.so.1 (Debian: libvulkan1) and the GPU's Vulkan driver";
   if (/No supported adapters|Failed to get a WebGPU adapter/i.test(text)) {
     const drivers = vulkanDrivers(env).map((d) => d.library);
     return `no WebGPU adapter: Dawn found no Vulkan device it supports (Vulkan drivers: ${drivers.length ? drivers.join(", ") : "none found"})`;
@@ -164,7 +170,10 @@ export async function probeProvider(provider: ExecutionProvider, o: ProbeOptions
     const dir = onnxruntimeBinDir();
     const missing = cudaProviderFiles().filter((f) => !existsSync(join(dir, f)));
     if (missing.length > 0) {
-      return { ...status, reason: `onnxruntime-node's CUDA provider is not installed (${missing.join(" and ")} missing beside libonnxruntime in ${dir}): ${SETUP_HINT}` };
+      return {
+        ...status,
+        reason: `onnxruntime-node's CUDA provider is not installed (${missing.join(" and ")} missing beside libonnxruntime in ${dir}): ${SETUP_HINT}`,
+      };
     }
   }
   const t0 = performance.now();
@@ -174,7 +183,12 @@ export async function probeProvider(provider: ExecutionProvider, o: ProbeOptions
   if (!r) return { ...status, reason: run.failure, detail: run.stderr.trim() };
   if (!r.fp32.ok) {
     const error = r.fp32.error ?? "";
-    const reason = provider === "cuda" ? explainCudaFailure(error, run.stderr) : provider === "webgpu" ? explainWebgpuFailure(error, run.stderr, env) : `the CPU provider failed: ${firstLine(error)}`;
+    const reason =
+      provider === "cuda"
+        ? explainCudaFailure(error, run.stderr)
+        : provider === "webgpu"
+          ? explainWebgpuFailure(error, run.stderr, env)
+          : `the CPU provider failed: ${firstLine(error)}`;
     return { ...status, reason, detail: `${error.trim()}${run.stderr.trim() ? `\n${run.stderr.trim()}` : ""}` };
   }
   status.usable = true;
@@ -209,7 +223,8 @@ const CPU_STATUS: ProviderStatus = { provider: "cpu", usable: true, reason: "", 
  * when an explicit provider cannot run them.
  */
 export function chooseProvider(requested: ProviderRequest, probes: readonly ProviderStatus[], precisions: readonly GraphPrecision[] = []): ProviderChoice {
-  const status = (p: ExecutionProvider): ProviderStatus => probes.find((s) => s.provider === p) ?? (p === "cpu" ? CPU_STATUS : { ...CPU_STATUS, provider: p, usable: false, fp16: false, reason: "not probed" });
+  const status = (p: ExecutionProvider): ProviderStatus =>
+    probes.find((s) => s.provider === p) ?? (p === "cpu" ? CPU_STATUS : { ...CPU_STATUS, provider: p, usable: false, fp16: false, reason: "not probed" });
   // Why `p` cannot run these graphs; "" if it can.
   const cannot = (s: ProviderStatus): string => {
     if (!s.usable) return s.reason;

@@ -71,7 +71,9 @@ function checkPixels(g: LoadedGraph, pixels: Float32Array, dims: [number, number
   const step = g.metadata.resolution.step;
   if (c !== 3) throw new Error(`pixels must have 3 channels, got ${c}`);
   if (h % step !== 0 || w % step !== 0 || h === 0 || w === 0) {
-    throw new Error(`input ${h}×${w} is not a multiple of ${step} (patch ${g.metadata.patchSize}${g.metadata.windowSize ? ` × window ${g.metadata.windowSize}` : ""})`);
+    throw new Error(
+      `input ${h}×${w} is not a multiple of ${step} (patch ${g.metadata.patchSize}${g.metadata.windowSize ? ` × window ${g.metadata.windowSize}` : ""})`,
+    );
   }
   if (pixels.length !== b * c * h * w) throw new Error(`pixels hold ${pixels.length} values, expected ${b}×${c}×${h}×${w}`);
 }
@@ -112,7 +114,12 @@ export async function runAdaptors(
   if (unknown.length) throw new Error(`the graph has no adaptor ${unknown.join(", ")} (compiled with: ${known.map((a) => a.name).join(", ") || "none"})`);
   const chosen = known.filter((a) => !names || names.includes(a.name));
   if (chosen.length === 0) return {};
-  return runOutputs(g, pixels, dims, chosen.flatMap((a) => [a.outputs.summary, a.outputs.features]));
+  return runOutputs(
+    g,
+    pixels,
+    dims,
+    chosen.flatMap((a) => [a.outputs.summary, a.outputs.features]),
+  );
 }
 
 /**
@@ -138,10 +145,12 @@ export async function runGraph(
   space = "",
 ): Promise<GraphOutputs> {
   checkPixels(g, pixels, dims);
-  if (fetch.length === 0 || fetch.some((n) => !GRAPH_OUTPUTS.includes(n))) throw new Error(`fetch must name some of ${GRAPH_OUTPUTS.join(", ")}, got [${fetch.join(", ")}]`);
+  if (fetch.length === 0 || fetch.some((n) => !GRAPH_OUTPUTS.includes(n)))
+    throw new Error(`fetch must name some of ${GRAPH_OUTPUTS.join(", ")}, got [${fetch.join(", ")}]`);
   const names = fetch.map((n) => spaceOutput(space, n));
   const missing = names.filter((n) => !g.session.outputNames.includes(n));
-  if (missing.length) throw new Error(`the graph has no output ${missing.join(", ")} (space ${JSON.stringify(space)}; outputs: ${g.session.outputNames.join(", ")})`);
+  if (missing.length)
+    throw new Error(`the graph has no output ${missing.join(", ")} (space ${JSON.stringify(space)}; outputs: ${g.session.outputNames.join(", ")})`);
   const out = await g.session.run({ pixels: new ort.Tensor("float32", pixels, dims) }, names);
   const summary = out[spaceOutput(space, "summary")];
   const features = out[spaceOutput(space, "features")];
@@ -152,4 +161,3 @@ export async function runGraph(
     featureDims: features ? [...features.dims] : [],
   };
 }
-

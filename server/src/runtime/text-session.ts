@@ -23,7 +23,9 @@ export async function loadTextGraph(dir: string, o: Pick<SessionOptions, "provid
   }
   const tokenizer = PromptTokenizer.fromDir(dir, { contextLength: metadata.contextLength });
   if (tokenizer.padId !== metadata.padId || tokenizer.eosId !== metadata.eosId) {
-    throw new Error(`${dir}: the tokenizer files give pad/eos ids ${tokenizer.padId}/${tokenizer.eosId}, metadata.json says ${metadata.padId}/${metadata.eosId}`);
+    throw new Error(
+      `${dir}: the tokenizer files give pad/eos ids ${tokenizer.padId}/${tokenizer.eosId}, metadata.json says ${metadata.padId}/${metadata.eosId}`,
+    );
   }
   const session = await ort.InferenceSession.create(join(dir, MODEL_FILE), {
     executionProviders: provider === "cpu" ? ["cpu"] : [provider, "cpu"],

@@ -25,7 +25,12 @@ function listed(env: NodeJS.ProcessEnv, name: string): string[] {
 function manifests(env: NodeJS.ProcessEnv): string[] {
   const expand = (p: string): string[] => {
     try {
-      return statSync(p).isDirectory() ? readdirSync(p).filter((f) => f.endsWith(".json")).sort().map((f) => join(p, f)) : [p];
+      return statSync(p).isDirectory()
+        ? readdirSync(p)
+            .filter((f) => f.endsWith(".json"))
+            .sort()
+            .map((f) => join(p, f))
+        : [p];
     } catch {
       return [];
     }
@@ -34,7 +39,10 @@ function manifests(env: NodeJS.ProcessEnv): string[] {
   if (explicit.length > 0) return explicit.flatMap(expand);
   const home = env.HOME ?? os.homedir();
   const configDirs = [...(listed(env, "XDG_CONFIG_DIRS").length ? listed(env, "XDG_CONFIG_DIRS") : ["/etc/xdg"]), "/etc"];
-  const dataDirs = [env.XDG_DATA_HOME ?? join(home, ".local/share"), ...(listed(env, "XDG_DATA_DIRS").length ? listed(env, "XDG_DATA_DIRS") : ["/usr/local/share", "/usr/share"])];
+  const dataDirs = [
+    env.XDG_DATA_HOME ?? join(home, ".local/share"),
+    ...(listed(env, "XDG_DATA_DIRS").length ? listed(env, "XDG_DATA_DIRS") : ["/usr/local/share", "/usr/share"]),
+  ];
   return [...listed(env, "VK_ADD_DRIVER_FILES"), ...[...configDirs, ...dataDirs].map((d) => join(d, "vulkan", "icd.d"))].flatMap(expand);
 }
 

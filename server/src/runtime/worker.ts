@@ -61,7 +61,13 @@ async function load(): Promise<void> {
     }
     ready.push({ name: m.name, provider: g.provider, warmupMs });
   }
-  announce({ type: "ready", threadId, ortVersion: ort.env.versions.node ?? ort.env.versions.common ?? "unknown", loadMs: performance.now() - t0, models: ready });
+  announce({
+    type: "ready",
+    threadId,
+    ortVersion: ort.env.versions.node ?? ort.env.versions.common ?? "unknown",
+    loadMs: performance.now() - t0,
+    models: ready,
+  });
 }
 
 try {

@@ -168,8 +168,7 @@ export class FakeHub {
     const hub = new FakeHub();
     hub.hubServer = http.createServer((req, res) => hub.handle("hub", req, res));
     hub.cdnServer = http.createServer((req, res) => hub.handle("cdn", req, res));
-    const listen = (s: http.Server) =>
-      new Promise<number>((resolve) => s.listen(0, "127.0.0.1", () => resolve((s.address() as AddressInfo).port)));
+    const listen = (s: http.Server) => new Promise<number>((resolve) => s.listen(0, "127.0.0.1", () => resolve((s.address() as AddressInfo).port)));
     hub.endpoint = `http://127.0.0.1:${await listen(hub.hubServer)}`;
     hub.cdnEndpoint = `http://127.0.0.1:${await listen(hub.cdnServer)}`;
     return hub;
@@ -224,7 +223,12 @@ export class FakeHub {
       opts.commit ??
       createHash("sha1")
         .update(`commit ${id} ${repo.commits.size}\n`)
-        .update(list.map((f) => `${f.path} ${f.gitOid}`).sort().join("\n"))
+        .update(
+          list
+            .map((f) => `${f.path} ${f.gitOid}`)
+            .sort()
+            .join("\n"),
+        )
         .digest("hex");
     if (!/^[0-9a-f]{40}$/.test(sha)) throw new Error(`bad commit sha ${sha}`);
     repo.commits.set(sha, { sha, files: new Map(list.map((f) => [f.path, f])) });
@@ -270,10 +274,7 @@ export class FakeHub {
     return this.requests.filter((r) => r.kind === "resolve" || r.kind === "lfs");
   }
 
-  private takeFault<K extends FakeFault["kind"]>(
-    kind: K,
-    pred: (f: Extract<FakeFault, { kind: K }>) => boolean,
-  ): Extract<FakeFault, { kind: K }> | undefined {
+  private takeFault<K extends FakeFault["kind"]>(kind: K, pred: (f: Extract<FakeFault, { kind: K }>) => boolean): Extract<FakeFault, { kind: K }> | undefined {
     const i = this.faults.findIndex((f) => f.kind === kind && f.left > 0 && pred(f as unknown as Extract<FakeFault, { kind: K }>));
     if (i < 0) return undefined;
     const f = this.faults[i]!;
@@ -374,7 +375,11 @@ export class FakeHub {
       const files = [...commit.files.values()].sort((a, b) => a.path.localeCompare(b.path));
       const entry = (f: FakeFile) => ({
         type: "file",
-        oid: f.lfs ? createHash("sha1").update(`blob ${lfsPointer(f).length}\0${lfsPointer(f)}`).digest("hex") : f.gitOid,
+        oid: f.lfs
+          ? createHash("sha1")
+              .update(`blob ${lfsPointer(f).length}\0${lfsPointer(f)}`)
+              .digest("hex")
+          : f.gitOid,
         size: f.size,
         path: f.path,
         ...(f.lfs ? { lfs: { oid: f.sha256, size: f.size, pointerSize: lfsPointer(f).length } } : {}),
@@ -463,7 +468,9 @@ export class FakeHub {
           Location: location,
           "X-Linked-Etag": `"${f.sha256}"`,
           "X-Linked-Size": String(f.size),
-          ETag: `"${createHash("sha1").update(`blob ${lfsPointer(f).length}\0${lfsPointer(f)}`).digest("hex")}"`,
+          ETag: `"${createHash("sha1")
+            .update(`blob ${lfsPointer(f).length}\0${lfsPointer(f)}`)
+            .digest("hex")}"`,
           "Content-Type": "text/plain; charset=utf-8",
           "Content-Length": String(Buffer.byteLength(msg)),
         });
@@ -498,8 +505,7 @@ export class FakeHub {
       return;
     }
     let found: FakeFile | undefined;
-    for (const repo of this.repos.values())
-      for (const c of repo.commits.values()) for (const f of c.files.values()) if (f.lfs && f.sha256 === sha) found = f;
+    for (const repo of this.repos.values()) for (const c of repo.commits.values()) for (const f of c.files.values()) if (f.lfs && f.sha256 === sha) found = f;
     if (!found) {
       res.writeHead(404);
       res.end();
@@ -510,13 +516,7 @@ export class FakeHub {
     this.serveContent(rec, req, res, found, { ETag: `"${found.sha256}"`, "Accept-Ranges": "bytes" });
   }
 
-  private serveContent(
-    rec: RecordedRequest,
-    req: IncomingMessage,
-    res: ServerResponse,
-    f: FakeFile,
-    headers: Record<string, string>,
-  ): void {
+  private serveContent(rec: RecordedRequest, req: IncomingMessage, res: ServerResponse, f: FakeFile, headers: Record<string, string>): void {
     const file = rec.file ?? f.path;
     let start = 0;
     let end = f.size - 1;

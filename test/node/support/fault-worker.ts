@@ -4,11 +4,11 @@
 // set in the test process before the pool starts (replacement workers read them too): a worker
 // given an image batch of this height exits (as a crashed worker would), hangs forever, stalls
 // ("HEIGHT:MS"), or grows its JS heap until it runs out of memory.
-import infer from '../../../server/src/runtime/worker.js';
+import infer from "../../../server/src/runtime/worker.js";
 
 const exitOnHeight = Number(process.env.RADIO_TEST_WORKER_EXIT_ON_HEIGHT ?? 0);
 const hangOnHeight = Number(process.env.RADIO_TEST_WORKER_HANG_ON_HEIGHT ?? 0);
-const [slowOnHeight, slowMs] = (process.env.RADIO_TEST_WORKER_SLOW_ON_HEIGHT ?? '0:0').split(':').map(Number) as [number, number];
+const [slowOnHeight, slowMs] = (process.env.RADIO_TEST_WORKER_SLOW_ON_HEIGHT ?? "0:0").split(":").map(Number) as [number, number];
 const oomOnHeight = Number(process.env.RADIO_TEST_WORKER_OOM_ON_HEIGHT ?? 0);
 
 function injectFault(height: number): void {
@@ -24,7 +24,7 @@ function injectFault(height: number): void {
 type Task = Parameters<typeof infer>[0];
 
 export default async function faultyInfer(task: Task): Promise<unknown> {
-  if (task.kind !== 'text') {
+  if (task.kind !== "text") {
     // As the real worker does first, so that the pool's timeout counts from here.
     if (task.started) Atomics.store(task.started, 0, BigInt(Date.now()));
     injectFault(task.dims[2]!);

@@ -1,6 +1,6 @@
 /** Small helpers that generate test images with sharp (nothing is checked in). */
 
-import sharp, { type Sharp } from 'sharp';
+import sharp, { type Sharp } from "sharp";
 
 export type RGB = { r: number; g: number; b: number };
 
@@ -67,7 +67,7 @@ export function crc32(b: Uint8Array): number {
 export async function pngClaimingSize(width: number, height: number): Promise<Buffer> {
   const png = Buffer.from(await solid(1, 1, { r: 0, g: 0, b: 0 }).png().toBuffer());
   // 8-byte signature, then IHDR: length(4) 'IHDR'(4) data(13) crc(4)
-  if (png.toString('latin1', 12, 16) !== 'IHDR') throw new Error('unexpected PNG layout');
+  if (png.toString("latin1", 12, 16) !== "IHDR") throw new Error("unexpected PNG layout");
   png.writeUInt32BE(width, 16);
   png.writeUInt32BE(height, 20);
   png.writeUInt32BE(crc32(png.subarray(12, 29)), 29);

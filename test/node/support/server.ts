@@ -1,29 +1,29 @@
 /** Helpers for server tests: a tiny compiled model, an in-process server on a real unix socket, a real gRPC client. */
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 
-import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { protoPath as HEALTH_PROTO } from 'grpc-health-check';
-import { pino } from 'pino';
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { protoPath as HEALTH_PROTO } from "grpc-health-check";
+import { pino } from "pino";
 
-import { generateCheckpoint, PRESETS } from '../../../server/src/checkpoint/generate.js';
-import { compileCheckpoint } from '../../../server/src/compiler/compile.js';
-import { serve, SERVE_DEFAULTS, type RunningServer, type ServeConfig, type ServeHooks } from '../../../server/src/serve.js';
-import { LOADER_OPTIONS, PROTO_DIR, RADIO_PROTO } from '../../../server/src/transport/grpc/proto.js';
+import { generateCheckpoint, PRESETS } from "../../../server/src/checkpoint/generate.js";
+import { compileCheckpoint } from "../../../server/src/compiler/compile.js";
+import { serve, SERVE_DEFAULTS, type RunningServer, type ServeConfig, type ServeHooks } from "../../../server/src/serve.js";
+import { LOADER_OPTIONS, PROTO_DIR, RADIO_PROTO } from "../../../server/src/transport/grpc/proto.js";
 
 export const MAX_MESSAGE = 256 * 1024 * 1024;
 
 /** A temp dir removed by the returned cleanup. */
-export function tempDir(prefix = 'radio-test-'): { dir: string; cleanup: () => void } {
+export function tempDir(prefix = "radio-test-"): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
 /** Generates and compiles the tiny test checkpoint into `dir`/graph; returns the graph folder. */
-export async function compileTinyModel(dir: string, preset: 'tiny' | 'tiny-so400m' = 'tiny'): Promise<string> {
+export async function compileTinyModel(dir: string, preset: "tiny" | "tiny-so400m" = "tiny"): Promise<string> {
   const ckpt = path.join(dir, `${preset}-ckpt`);
   const graph = path.join(dir, `${preset}-graph`);
   await generateCheckpoint(ckpt, PRESETS[preset]);
@@ -39,7 +39,7 @@ export interface TestServer {
 }
 
 export async function startTestServer(
-  config: Partial<ServeConfig> & Pick<ServeConfig, 'models'>,
+  config: Partial<ServeConfig> & Pick<ServeConfig, "models">,
   socketDir: string,
   hooks: ServeHooks = {},
 ): Promise<TestServer> {
@@ -49,11 +49,11 @@ export async function startTestServer(
       ...SERVE_DEFAULTS,
       allowedRoots: [],
       // The CPU unless a test asks: results compared against CPU numerics, whatever this host has.
-      provider: 'cpu',
+      provider: "cpu",
       listen: { socket },
       ...config,
     } as ServeConfig,
-    pino({ level: process.env.RADIO_TEST_LOG_LEVEL ?? 'silent' }),
+    pino({ level: process.env.RADIO_TEST_LOG_LEVEL ?? "silent" }),
     hooks,
   );
   const client = new RadioClient(`unix:${socket}`);
@@ -73,13 +73,13 @@ export async function startTestServer(
 // ---------------------------------------------------------------------------------------------
 
 const REFLECTION_PROTO = path.join(
-  path.dirname(new URL(import.meta.resolve('@grpc/reflection')).pathname),
-  '..',
-  'proto',
-  'grpc',
-  'reflection',
-  'v1',
-  'reflection.proto',
+  path.dirname(new URL(import.meta.resolve("@grpc/reflection")).pathname),
+  "..",
+  "proto",
+  "grpc",
+  "reflection",
+  "v1",
+  "reflection.proto",
 );
 
 function loadClients(): {
@@ -98,7 +98,7 @@ function loadClients(): {
 const CLIENTS = loadClients();
 
 export interface Tensor {
-  dtype: 'DTYPE_FLOAT32' | 'DTYPE_UINT8';
+  dtype: "DTYPE_FLOAT32" | "DTYPE_UINT8";
   shape: number[];
   data: Buffer;
 }
@@ -114,16 +114,16 @@ export interface ImageResult {
 export type ImageInputMsg =
   | { id: string; path: string }
   | { id: string; encoded: Buffer }
-  | { id: string; raw: { data: Buffer; height: number; width: number; channels: number; dtype: 'DTYPE_UINT8' | 'DTYPE_FLOAT32' | 'DTYPE_UNSPECIFIED' } }
+  | { id: string; raw: { data: Buffer; height: number; width: number; channels: number; dtype: "DTYPE_UINT8" | "DTYPE_FLOAT32" | "DTYPE_UNSPECIFIED" } }
   | { id: string };
 
 export interface EmbedRequestMsg {
   images: ImageInputMsg[];
   options?: {
-    output?: 'SUMMARY' | 'FEATURES_NCHW' | 'FEATURES_NLC' | 'HEATMAP';
+    output?: "SUMMARY" | "FEATURES_NCHW" | "FEATURES_NLC" | "HEATMAP";
     resolution?: string;
     model?: string;
-    heatmap?: { smoothing?: boolean; sigma?: number; outputHeight?: number; outputWidth?: number; maxSide?: number; mode?: 'PCA1' | 'PCA3_RGB' };
+    heatmap?: { smoothing?: boolean; sigma?: number; outputHeight?: number; outputWidth?: number; maxSide?: number; mode?: "PCA1" | "PCA3_RGB" };
   };
 }
 
@@ -150,7 +150,7 @@ export class RadioClient {
   readonly reflection: grpc.Client & Record<string, (...a: unknown[]) => unknown>;
 
   constructor(address: string, o: { credentials?: grpc.ChannelCredentials; options?: grpc.ChannelOptions } = {}) {
-    const opts = { 'grpc.max_receive_message_length': MAX_MESSAGE, 'grpc.max_send_message_length': MAX_MESSAGE, ...o.options };
+    const opts = { "grpc.max_receive_message_length": MAX_MESSAGE, "grpc.max_send_message_length": MAX_MESSAGE, ...o.options };
     const creds = o.credentials ?? grpc.credentials.createInsecure();
     this.radio = new CLIENTS.Radio(address, creds, opts) as never;
     this.health = new CLIENTS.Health(address, creds, opts) as never;
@@ -168,12 +168,12 @@ export class RadioClient {
     let firstResolve!: () => void;
     const first = new Promise<void>((r) => (firstResolve = r));
     const done = new Promise<ImageResult[]>((resolve, reject) => {
-      call.on('data', (msg: { results: ImageResult[] }) => {
+      call.on("data", (msg: { results: ImageResult[] }) => {
         received.push(...msg.results);
         firstResolve();
       });
-      call.on('error', reject);
-      call.on('end', () => resolve([...received].sort((a, b) => a.index - b.index)));
+      call.on("error", reject);
+      call.on("end", () => resolve([...received].sort((a, b) => a.index - b.index)));
     });
     done.catch(() => undefined);
     return { done, received, call, first };
@@ -195,7 +195,7 @@ export class RadioClient {
     );
   }
 
-  healthCheck(service = ''): Promise<string> {
+  healthCheck(service = ""): Promise<string> {
     return new Promise((resolve, reject) =>
       (this.health.Check as (r: unknown, cb: (e: Error | null, v: { status: string }) => void) => void)({ service }, (e, v) =>
         e ? reject(e) : resolve(v.status),
@@ -204,36 +204,37 @@ export class RadioClient {
   }
 
   /** Health.Watch: every status the server reports, as it reports it. */
-  watchHealth(service = ''): { statuses: string[]; call: grpc.ClientReadableStream<{ status: string }>; next(status: string): Promise<void> } {
+  watchHealth(service = ""): { statuses: string[]; call: grpc.ClientReadableStream<{ status: string }>; next(status: string): Promise<void> } {
     const call = (this.health.Watch as (r: unknown) => grpc.ClientReadableStream<{ status: string }>)({ service });
     const statuses: string[] = [];
     const waiters: { status: string; resolve: () => void }[] = [];
-    call.on('data', (m: { status: string }) => {
+    call.on("data", (m: { status: string }) => {
       statuses.push(m.status);
       for (const w of waiters.splice(0)) {
         if (w.status === m.status) w.resolve();
         else waiters.push(w);
       }
     });
-    call.on('error', () => undefined);
+    call.on("error", () => undefined);
     return {
       statuses,
       call,
-      next: (status) =>
-        statuses.at(-1) === status ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ status, resolve })),
+      next: (status) => (statuses.at(-1) === status ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ status, resolve }))),
     };
   }
 
   /** Server reflection: the names of the services the server describes. */
   listServices(): Promise<string[]> {
     return new Promise((resolve, reject) => {
-      const call = (this.reflection.ServerReflectionInfo as () => grpc.ClientDuplexStream<unknown, { listServicesResponse?: { service: { name: string }[] } }>)();
-      call.on('data', (m: { listServicesResponse?: { service: { name: string }[] } }) => {
+      const call = (
+        this.reflection.ServerReflectionInfo as () => grpc.ClientDuplexStream<unknown, { listServicesResponse?: { service: { name: string }[] } }>
+      )();
+      call.on("data", (m: { listServicesResponse?: { service: { name: string }[] } }) => {
         resolve((m.listServicesResponse?.service ?? []).map((s) => s.name));
         call.end();
       });
-      call.on('error', reject);
-      call.write({ listServices: '*' });
+      call.on("error", reject);
+      call.write({ listServices: "*" });
     });
   }
 
@@ -262,11 +263,11 @@ export function randomPixels(height: number, width: number, seed: number, channe
 }
 
 export function rawFloat(id: string, pixels: Float32Array, height: number, width: number): ImageInputMsg {
-  return { id, raw: { data: Buffer.from(pixels.buffer, pixels.byteOffset, pixels.byteLength), height, width, channels: 3, dtype: 'DTYPE_FLOAT32' } };
+  return { id, raw: { data: Buffer.from(pixels.buffer, pixels.byteOffset, pixels.byteLength), height, width, channels: 3, dtype: "DTYPE_FLOAT32" } };
 }
 
 export function rawUint8(id: string, pixels: Uint8Array, height: number, width: number, channels = 3): ImageInputMsg {
-  return { id, raw: { data: Buffer.from(pixels), height, width, channels, dtype: 'DTYPE_UINT8' } };
+  return { id, raw: { data: Buffer.from(pixels), height, width, channels, dtype: "DTYPE_UINT8" } };
 }
 
 /** HWC → CHW (the graph's layout). */
@@ -297,11 +298,11 @@ export async function httpGet(port: number, p: string): Promise<{ status: number
 /** Sum of a metric's samples whose labels include `labels` (Prometheus text format). */
 export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number {
   let total = 0;
-  for (const line of text.split('\n')) {
+  for (const line of text.split("\n")) {
     if (!line.startsWith(name)) continue;
     const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
     if (!m || m[1] !== name) continue;
-    const ls = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    const ls = Object.fromEntries([...(m[2] ?? "").matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
     if (Object.entries(labels).every(([k, v]) => ls[k] === v)) total += Number(m[3]);
   }
   return total;
@@ -311,7 +312,7 @@ export async function scrape(s: RunningServer): Promise<string> {
   return s.metrics.registry.metrics();
 }
 
-export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition'): Promise<void> {
+export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 5000, what = "condition"): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!(await cond())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);

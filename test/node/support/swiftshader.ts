@@ -3,10 +3,10 @@
  * WebGPU provider (Dawn over Vulkan) runs on a machine without a GPU. scripts/setup.sh installs it.
  * In CI (CI set) a missing driver fails the test; elsewhere the test is skipped with the reason.
  */
-import { existsSync } from 'node:fs';
-import type { TestContext } from 'node:test';
+import { existsSync } from "node:fs";
+import type { TestContext } from "node:test";
 
-export const SWIFTSHADER_ICD = process.env.RADIO_TEST_SWIFTSHADER_ICD ?? '/usr/lib/chromium/vk_swiftshader_icd.json';
+export const SWIFTSHADER_ICD = process.env.RADIO_TEST_SWIFTSHADER_ICD ?? "/usr/lib/chromium/vk_swiftshader_icd.json";
 
 const MISSING = `${SWIFTSHADER_ICD} is missing: install Debian's chromium and libvulkan1 (scripts/setup.sh does) or set RADIO_TEST_SWIFTSHADER_ICD`;
 
@@ -27,5 +27,5 @@ export function swiftshaderMissing(): string | false {
 
 /** No Vulkan driver at all: the loader is pointed at a manifest that does not exist. */
 export function noVulkanEnv(): NodeJS.ProcessEnv {
-  return { ...process.env, VK_ICD_FILENAMES: '/nonexistent/radio-test-no-vulkan-driver.json' };
+  return { ...process.env, VK_ICD_FILENAMES: "/nonexistent/radio-test-no-vulkan-driver.json" };
 }

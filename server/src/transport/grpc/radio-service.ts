@@ -40,7 +40,9 @@ const OUTPUT_KINDS: Record<ProtoOutputKind, OutputKind> = {
 };
 
 const STATUS_NAME: Record<number, string> = Object.fromEntries(
-  Object.entries(grpc.status).filter(([, v]) => typeof v === "number").map(([k, v]) => [v as number, k]),
+  Object.entries(grpc.status)
+    .filter(([, v]) => typeof v === "number")
+    .map(([k, v]) => [v as number, k]),
 );
 
 function statusError(code: grpc.status, details: string): grpc.ServiceError {
@@ -60,7 +62,12 @@ function rawFromProto(id: string, r: ProtoRawPixels): RawPixels | InputError {
     // Unambiguous from the length: one byte or four per value.
     if (data.byteLength === n) dtype = "DTYPE_UINT8";
     else if (data.byteLength === 4 * n) dtype = "DTYPE_FLOAT32";
-    else return new InputError("INVALID_ARGUMENT", id, `raw pixels: dtype unspecified and ${data.byteLength} bytes fit neither uint8 nor float32 for ${height}x${width}x${channels}`);
+    else
+      return new InputError(
+        "INVALID_ARGUMENT",
+        id,
+        `raw pixels: dtype unspecified and ${data.byteLength} bytes fit neither uint8 nor float32 for ${height}x${width}x${channels}`,
+      );
   }
   let arr: Uint8Array | Float32Array;
   if (dtype === "DTYPE_UINT8") {
@@ -68,18 +75,14 @@ function rawFromProto(id: string, r: ProtoRawPixels): RawPixels | InputError {
   } else if (dtype === "DTYPE_FLOAT32") {
     if (data.byteLength % 4 !== 0) return new InputError("INVALID_ARGUMENT", id, `raw float32 pixels: ${data.byteLength} bytes is not a multiple of 4`);
     // Decoded bytes are a slice of the message buffer, often not 4-byte aligned: copy only then.
-    arr =
-      data.byteOffset % 4 === 0
-        ? new Float32Array(data.buffer, data.byteOffset, data.byteLength / 4)
-        : new Float32Array(new Uint8Array(data).buffer);
+    arr = data.byteOffset % 4 === 0 ? new Float32Array(data.buffer, data.byteOffset, data.byteLength / 4) : new Float32Array(new Uint8Array(data).buffer);
   } else {
     return new InputError("INVALID_ARGUMENT", id, `raw pixels: unknown dtype ${String(dtype)}`);
   }
   return { data: arr, height, width, channels: channels as RawPixels["channels"], dtype: dtype === "DTYPE_UINT8" ? "uint8" : "float32" };
 }
 
-const PATHS_REFUSED =
-  "path inputs are refused on this listener (TCP without --allow-remote-paths): send the image's bytes (encoded) instead";
+const PATHS_REFUSED = "path inputs are refused on this listener (TCP without --allow-remote-paths): send the image's bytes (encoded) instead";
 
 function imageFromProto(img: ProtoImageInput, index: number, pathInputs: boolean): ImageInput | InputError {
   const id = displayId(img, index);
@@ -234,7 +237,11 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
               : {
                   index: o.index,
                   canonical: o.canonical,
-                  embedding: { dtype: "DTYPE_FLOAT32", shape: [o.embedding.length], data: new Uint8Array(o.embedding.buffer, o.embedding.byteOffset, o.embedding.byteLength) },
+                  embedding: {
+                    dtype: "DTYPE_FLOAT32",
+                    shape: [o.embedding.length],
+                    data: new Uint8Array(o.embedding.buffer, o.embedding.byteOffset, o.embedding.byteLength),
+                  },
                 },
           ),
           space: model?.text?.space ?? "",

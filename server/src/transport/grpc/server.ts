@@ -56,7 +56,11 @@ function tokenInterceptor(token: string, recorder: RequestRecorder): grpc.Server
       .withOnReceiveMetadata((md, next) => {
         if (authorized(md)) return next(md);
         recorder.request(method.path.slice(method.path.lastIndexOf("/") + 1), "UNAUTHENTICATED");
-        call.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: "missing or wrong token: send metadata \"authorization: Bearer <token>\"", metadata: new grpc.Metadata() });
+        call.sendStatus({
+          code: grpc.status.UNAUTHENTICATED,
+          details: 'missing or wrong token: send metadata "authorization: Bearer <token>"',
+          metadata: new grpc.Metadata(),
+        });
       })
       .build();
     return new grpc.ServerInterceptingCall(call, new grpc.ResponderBuilder().withStart((next) => next(listener)).build());
