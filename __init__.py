@@ -15,11 +15,10 @@ import logging
 import os
 import subprocess
 import sys
+import types
 import warnings
 from pathlib import Path
 from typing import Any
-
-import types
 
 
 def _register_parent_packages(name: str) -> None:
@@ -36,10 +35,10 @@ def _register_parent_packages(name: str) -> None:
 
 _register_parent_packages(__name__)
 
-from .client.cuda_provider import ensure_for_zoo  # noqa: E402
 from .client import providers  # noqa: E402
-from .client.options import MODELS, RadioOptions, parse_options  # noqa: E402
+from .client.cuda_provider import ensure_for_zoo  # noqa: E402
 from .client.node_runtime import WHEEL, NodeRuntime, find_node, node_env, npm_command, wheel_node  # noqa: E402
+from .client.options import MODELS, RadioOptions, parse_options  # noqa: E402
 from .client.sidecar import cli_path  # noqa: E402
 from .zoo import RadioModel, check_image_reader_hook, make_local_model, make_remote_model  # noqa: E402
 

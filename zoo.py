@@ -13,19 +13,19 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
+from typing import Any
 
 import fiftyone.core.labels as fol
 import fiftyone.core.models as fom
+import numpy as np
 
 from .client.grpc_client import EmbedOptions, ImageResult, RadioClient, SidecarUnavailable, TextEmbeddings
 from .client.options import RadioOptions
 from .client.pillow_fallback import retry_unsupported
-from .client.served import check_image_size, select_served_model
 from .client.prompts import class_embeddings, class_prompts, zero_shot_scores
+from .client.served import check_image_size, select_served_model
 from .client.sidecar import LocalSidecar, SharedSidecar, SidecarSpec, registry
 
 logger = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
 
         return FilepathGetItem(field_mapping=field_mapping)
 
-    def __enter__(self) -> "RadioModel":
+    def __enter__(self) -> RadioModel:
         if self._patched is None:
             check_image_reader_hook()
             self._patched = fom.foui

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
-
 from common import clip_preprocess, pca1_heatmap
 
 

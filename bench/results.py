@@ -23,7 +23,7 @@ class Case:
     configs: list[tuple[str, int]] | None = None  # explicit (path, batch) list, instead of paths × batches
 
 
-def case_configs(case: "Case") -> list[tuple[str, int]]:
+def case_configs(case: Case) -> list[tuple[str, int]]:
     """The (path, batch size) runs of one round, in order."""
     if case.configs:
         return [(p, int(b)) for p, b in case.configs]

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 # The harness: cases, worker processes, measured runs, results.json. Tables, the plot and the
 # docs/benchmarks.md section are rendered by bench/report.py (`--report-only DIR` re-renders).
-
 import argparse
 import json
 import os
@@ -50,8 +49,21 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (BENCH, PRESET_SHAPES, REPO, CpuMeter, checkpoint_shape, clip_preprocess, import_client, make_images, median,  # noqa: E402
-                    percentile, proc_memory, proc_status, reset_peak, vit_flops)
+from common import (
+    BENCH,
+    PRESET_SHAPES,
+    REPO,
+    CpuMeter,
+    checkpoint_shape,
+    clip_preprocess,
+    import_client,
+    make_images,
+    percentile,
+    proc_memory,
+    proc_status,
+    reset_peak,
+    vit_flops,
+)
 from report import finish  # noqa: E402  (tables, plot, docs/benchmarks.md: bench/report.py)
 from results import ALL_PATHS, DEFAULT_PATHS, DISTURBED, GIB, Case, Run, case_configs  # noqa: E402,F401
 
@@ -360,7 +372,6 @@ class Bench:
         args = self.args
         need = {p for c in cases for p, _ in case_configs(c)}
         graph = ensure_graph(preset, args.precision) if need & {"c", "d", "e.emb", "e.heat", "c8", "e8.emb"} else Path()
-        ckpt = CACHE / "ckpt" / preset
         threads = args.threads or os.cpu_count() or 1
         log_dir = self.out_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -117,9 +116,9 @@ def main() -> None:
                  "FIFTYONE_CONFIG_PATH": work / "fo.json"}.items():
         os.environ.setdefault(k, str(v))
     sys.path.insert(0, str(REPO / "test" / "python"))
-    from sidecar_cli import compile_graph, make_checkpoint
     import numpy as np
     from PIL import Image
+    from sidecar_cli import compile_graph, make_checkpoint
 
     graph = a.graph or compile_graph(make_checkpoint(work / "ckpt", "tiny"), work / "fp32")
     rng = np.random.default_rng(0)

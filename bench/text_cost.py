@@ -39,10 +39,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -59,7 +57,9 @@ from cpu_per_image import photo_jpegs, proc_ms  # noqa: E402
 from run import CACHE, machine, sidecar_cli  # noqa: E402
 
 client = import_client()
-from c_radio_zoo.client import grpc_client, prompts as P, sidecar as sidecar_mod  # noqa: E402
+from c_radio_zoo.client import grpc_client  # noqa: E402
+from c_radio_zoo.client import prompts as P
+from c_radio_zoo.client import sidecar as sidecar_mod
 
 N_DATASET = 1000
 N_CLASSES = 1000
@@ -240,8 +240,10 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
     print(f"| prompt, fresh | {w['prompt_fresh_ms']:.0f} (1 image = {w['prompts_per_image']:.1f} prompts) "
           f"| {c['prompt_fresh_ms']:.0f} (1 image = {c['prompts_per_image']:.1f} prompts) |")
     print(f"| prompt, cache hit | {w['prompt_hit_ms']:.2f} | {c['prompt_hit_ms']:.2f} |")
-    print(f"| zero-shot scores, {N_DATASET} × {N_CLASSES}, softmax / sigmoid (Python) | {math_ms['scores_softmax_ms']:.0f} / {math_ms['scores_sigmoid_ms']:.0f} | – |")
-    print(f"| class_embeddings, {N_CLASSES} classes × 1 / × {N_TEMPLATES} templates (Python) | {math_ms['class_embeddings_one_ms']:.0f} / {math_ms['class_embeddings_openai_ms']:.0f} | – |")
+    print(f"| zero-shot scores, {N_DATASET} × {N_CLASSES}, softmax / sigmoid (Python) "
+          f"| {math_ms['scores_softmax_ms']:.0f} / {math_ms['scores_sigmoid_ms']:.0f} | – |")
+    print(f"| class_embeddings, {N_CLASSES} classes × 1 / × {N_TEMPLATES} templates (Python) "
+          f"| {math_ms['class_embeddings_one_ms']:.0f} / {math_ms['class_embeddings_openai_ms']:.0f} | – |")
     print(f"\nextra over compute_embeddings(embedding_space=\"text\") of {N_DATASET} images "
           f"({w['base_1000_images_ms'] / 3.6e6:.1f} h wall here):\n")
     print("| scenario | prompts | extra, by wall | extra, by sidecar CPU |\n|---|---|---|---|")
@@ -294,12 +296,12 @@ def main() -> None:
             if rnd % 2:
                 order.reverse()
             for graph, space in order:
-                wall, cpu = timed(pid, lambda: embed_images(cl, graph, space, paths, args.res, args.batch))
+                wall, cpu = timed(pid, lambda: embed_images(cl, graph, space, paths, args.res, args.batch))  # noqa: B023 (run here)
                 runs.append({"round": rnd, "what": f"image_{graph}", "n": len(paths), "wall_ms": wall, "cpu_ms": cpu})
                 log(f"round {rnd} image {graph:>8}: {wall / len(paths):8.0f} ms/image (sidecar CPU {cpu / len(paths):.0f} ms)")
             prompts = fresh_prompts(args.prompts, f"round {rnd}")
             for what in ("prompt_fresh", "prompt_hit"):
-                wall, cpu = timed(pid, lambda: embed_text(cl, "text", prompts))
+                wall, cpu = timed(pid, lambda: embed_text(cl, "text", prompts))  # noqa: B023 (run here)
                 runs.append({"round": rnd, "what": what, "n": len(prompts), "wall_ms": wall, "cpu_ms": cpu})
                 log(f"round {rnd} {what:>12}: {wall / len(prompts):8.2f} ms/prompt (sidecar CPU {cpu / len(prompts):.2f} ms)")
         rss = rss_mib(pid)

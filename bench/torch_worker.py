@@ -25,16 +25,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PRESET_SHAPES as SHAPES, REPO, clip_preprocess, protocol_channel, serve_commands, setup_images  # noqa: E402
+from common import PRESET_SHAPES as SHAPES  # noqa: E402
+from common import REPO, clip_preprocess, protocol_channel, serve_commands, setup_images
 
 out = protocol_channel()
 sys.path.insert(0, str(REPO / "test" / "python"))
 
 import numpy as np  # noqa: E402
+import radio_reference as rr  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
-import radio_reference as rr  # noqa: E402
 
 
 def synthetic(preset: str, device: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> Any:
@@ -150,7 +150,6 @@ def main() -> None:
 
     def run_a(kind: str) -> dict:
         from PIL import Image
-
         from reference_model import ReferenceCore, fiftyone_model
 
         core = ReferenceCore(ref32, state["res"], device=args.device)

@@ -22,17 +22,26 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
-from .gpu_libs import (CUDA_LIBRARIES, DRIVER_LIBRARY, OPTIONAL_LIBRARIES, cuda_library_dirs, ldd_unresolved,
-                       library_env, pip_install_hint, unresolved_libraries)
+from .gpu_libs import CUDA_LIBRARIES, DRIVER_LIBRARY, OPTIONAL_LIBRARIES, cuda_library_dirs, ldd_unresolved, library_env, pip_install_hint, unresolved_libraries
 from .node_runtime import node_executable
-from .ort_gpu_wheel import (cached_wheel, child_output, default_cache_dir, download_wheel, install_from_wheel,
-                            sha256_of)
-from .provider_files import (CUDA, PROVIDER_FILES, RECORD_FILE, CudaProviderError, OrtNode, VersionMismatchError,
-                             find_ort_node, inspect, mismatch_message, read_record, write_record)
+from .ort_gpu_wheel import cached_wheel, child_output, default_cache_dir, download_wheel, install_from_wheel, sha256_of
+from .provider_files import (
+    CUDA,
+    PROVIDER_FILES,
+    RECORD_FILE,
+    CudaProviderError,
+    OrtNode,
+    VersionMismatchError,
+    find_ort_node,
+    inspect,
+    mismatch_message,
+    read_record,
+    write_record,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 ROUTES = ("npm", "pypi")

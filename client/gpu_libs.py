@@ -12,8 +12,8 @@ import shutil
 import site
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 # What libonnxruntime_providers_cuda.so (onnxruntime 1.30, CUDA 13 build) links against, and cuDNN,
 # which it opens lazily. libcuda.so.1 is not here: it comes with the NVIDIA driver, never from pip.

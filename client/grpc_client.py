@@ -20,8 +20,9 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import grpc
 import numpy as np

@@ -79,7 +79,7 @@ def _install_hint() -> str:
             "or set RADIO_NODE to a node >= 20")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _find(radio_node: str | None, path: str | None) -> NodeRuntime:
     if radio_node:
         v = _version(radio_node)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Sequence
+from typing import Any
 
 # What `embedding_space` names, and the adaptor head of the checkpoint that gives it ("" = the backbone).
 EMBEDDING_SPACES = {

@@ -16,8 +16,9 @@ import re
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 from .provider_files import PROVIDER_FILES, CudaProviderError, OrtNode, VersionMismatchError
 

@@ -3,7 +3,7 @@ labels. The templates are the 80 OpenAI wrote for CLIP's ImageNet zero-shot eval
 with CLIP under the MIT licence, reused by open_clip and by RADIO's zero-shot example)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

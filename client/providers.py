@@ -21,7 +21,7 @@ from .options import RadioOptions
 GPU_PROVIDERS = ("cuda", "webgpu")
 # What the probe's answer depends on besides the sidecar build: re-probe when any of these change.
 _PROBE_ENV = ("LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "VK_ICD_FILENAMES", "VK_DRIVER_FILES", "VK_ADD_DRIVER_FILES")
-_cache: dict[tuple[Any, ...], "ProviderChoice"] = {}
+_cache: dict[tuple[Any, ...], ProviderChoice] = {}
 _lock = threading.Lock()
 
 

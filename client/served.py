@@ -5,7 +5,8 @@ choices, so a bad option fails at load_model and not at the first batch."""
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .options import EMBEDDING_SPACES, MODELS, RadioOptions
 

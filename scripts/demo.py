@@ -8,7 +8,6 @@ the real model sees: the weights are random, so labels and rankings are meaningl
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -169,7 +168,7 @@ def main() -> None:
         render_heatmaps(dataset, OUT / "heatmaps.png")
         render_umap(dataset, viz, OUT / "umap.png")
         emb = np.asarray(dataset.first().radio_embeddings)
-        print(f"\nC-RADIOv4 demo (tiny checkpoint, RANDOM weights: outputs show the pipeline, not the real model)")
+        print("\nC-RADIOv4 demo (tiny checkpoint, RANDOM weights: outputs show the pipeline, not the real model)")
         print(f"  samples: {len(dataset)}; embedding: {emb.shape} {emb.dtype}; heatmap: {dataset.first().radio_heatmap.map.shape} uint8")
         print(f"  nearest to {Path(query.filepath).name}: {[Path(p).name for p in nearest.values('filepath')]}")
         print(f"  pictures: {OUT / 'heatmaps.png'}, {OUT / 'umap.png'}")

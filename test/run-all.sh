@@ -5,6 +5,8 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 npm run build || exit 1
+# Lint and format first: Biome (TypeScript: lint + format check), Ruff (Python: lint).
+npm run --silent lint || exit 1
 
 node_log=$(mktemp)
 npm run --silent test:node 2>&1 | tee "$node_log"

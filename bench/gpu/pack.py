@@ -31,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]

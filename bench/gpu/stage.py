@@ -55,7 +55,7 @@ def load_manifest(stage_dir: Path, carried_dir: Path = CARRIED) -> dict:
         stage_dir.mkdir(parents=True, exist_ok=True)
         kept.write_text(text)
     if not kept.exists():
-        raise StageError(f"no manifest: carry a stage folder (.gpu-stage/<n>) made by bench/gpu/pack.py")
+        raise StageError("no manifest: carry a stage folder (.gpu-stage/<n>) made by bench/gpu/pack.py")
     return json.loads(kept.read_text())
 
 

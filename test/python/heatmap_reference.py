@@ -147,11 +147,11 @@ def run_pipeline(case: dict, w: Writer) -> None:
     w.array("norms", norms)
     oriented, loadings, rules = [], [], []
     for i in range(k):
-        s, l, rule = orient(scores[:, i].copy(), pca.components_[i].copy(), norms, keep)
+        s, loading, rule = orient(scores[:, i].copy(), pca.components_[i].copy(), norms, keep)
         if outliers.any():  # their own pixels saturate instead of stretching the colour range
             s = np.where(keep, s, np.clip(s, s[keep].min(), s[keep].max()))
         oriented.append(s)
-        loadings.append(l)
+        loadings.append(loading)
         rules.append(rule)
     w.array("oriented", np.stack(oriented))
     w.array("oriented_components", np.stack(loadings))

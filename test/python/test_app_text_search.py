@@ -12,22 +12,20 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import fiftyone as fo
+import fiftyone.brain as fob
+import fiftyone.zoo as foz
 import numpy as np
 import psutil
 import pytest
 from PIL import Image, ImageDraw
-
-import fiftyone as fo
-import fiftyone.brain as fob
-import fiftyone.zoo as foz
-
 from sidecar_cli import REPO, sidecar
 
-import sys
 sys.path.insert(0, str(REPO / "scripts"))
 from loopback import fake_hub, source_archive  # noqa: E402
 

@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import load_file
-
 from radio_reference import compare, load_checkpoint, within_bounds
-from sidecar_cli import compile_graph, make_checkpoint, run_graph, sidecar
+from safetensors.numpy import load_file
+from sidecar_cli import compile_graph, make_checkpoint, run_graph
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 GOLDEN = SHARED / "fixtures" / "upstream-golden"

@@ -19,10 +19,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from client import cuda_provider  # noqa: E402
-from client.gpu_libs import (CUDA_LIBRARIES, cuda_library_dirs, library_env, missing_libraries,  # noqa: E402
-                             pip_install_hint, unresolved_libraries)
-from client.provider_files import (CUDA, NODE_ARCH, RECORD_FILE, SHARED, CudaProviderError,  # noqa: E402
-                                   VersionMismatchError, inspect, find_ort_node, read_record)
+from client.gpu_libs import CUDA_LIBRARIES, cuda_library_dirs, library_env, missing_libraries, pip_install_hint, unresolved_libraries  # noqa: E402
+from client.provider_files import CUDA, NODE_ARCH, RECORD_FILE, SHARED, CudaProviderError, VersionMismatchError, find_ort_node, inspect, read_record  # noqa: E402
 from client.sidecar import LocalSidecar, SidecarSpec  # noqa: E402
 
 MACHINE = platform.machine()

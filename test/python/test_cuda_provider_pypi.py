@@ -21,8 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from client.cuda_provider import install  # noqa: E402
-from client.gpu_libs import (CUDA_LIBRARIES, OPTIONAL_LIBRARIES, PIP_PACKAGES, cuda_library_dirs,  # noqa: E402
-                             ldd_unresolved, library_env, unresolved_libraries)
+from client.gpu_libs import CUDA_LIBRARIES, OPTIONAL_LIBRARIES, PIP_PACKAGES, cuda_library_dirs, ldd_unresolved, library_env, unresolved_libraries  # noqa: E402
 from client.provider_files import CUDA, NODE_ARCH, find_ort_node  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.environ.get("RADIO_TEST_CUDA_PYPI") != "1",

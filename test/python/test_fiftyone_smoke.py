@@ -9,12 +9,11 @@ similarity index + sort_by_similarity, uniqueness, and a UMAP visualization.
 # FiftyOne's isolation variables (private database dir, zoo dirs, config) are set in conftest.py,
 # before any test module imports fiftyone.
 
+import fiftyone as fo
+import fiftyone.brain as fob
 import numpy as np
 import pytest
 from PIL import Image
-
-import fiftyone as fo
-import fiftyone.brain as fob
 
 NUM_SAMPLES = 20
 EMBED_DIM = 8

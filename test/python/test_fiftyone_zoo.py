@@ -16,14 +16,12 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
-
 import fiftyone as fo
 import fiftyone.brain as fob
 import fiftyone.zoo as foz
-
+import numpy as np
+import pytest
+from PIL import Image
 from sidecar_cli import REPO, make_checkpoint, sidecar_command
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -199,7 +197,7 @@ def test_heatmaps_and_dense_features(registered, dataset, tmp_path: Path) -> Non
     try:
         dataset.apply_model(spatial, "radio_heatmap", batch_size=4)
         maps = dataset.values("radio_heatmap")
-        for s, hm in zip(dataset, maps):
+        for hm in maps:
             assert hm is not None and hm.map.dtype == np.uint8
             # 1, not 0, at the bottom: the App leaves 0-valued pixels unpainted (holes in the map).
             assert hm.map.min() == 1 and hm.map.max() == 255 and hm.range == [0, 255]

@@ -20,7 +20,6 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
-
 from sidecar_cli import REPO, sidecar
 
 FIXTURE = REPO.parent / "shared" / "fixtures" / "upstream-adaptor-golden"
@@ -179,7 +178,8 @@ def test_siglip_files_and_shards(generated):
     shard1 = {k for k, f in wm.items() if f == "model-00001-of-00002.safetensors"}
     assert {"logit_scale", "logit_bias"} <= shard1
     assert {k for k in wm if k.startswith("text_model.")} <= shard1
-    assert {k for k in shard1 if k.startswith("vision_model.")} == {"vision_model.embeddings.patch_embedding.weight", "vision_model.embeddings.patch_embedding.bias"}
+    assert {k for k in shard1 if k.startswith("vision_model.")} == {
+        "vision_model.embeddings.patch_embedding.weight", "vision_model.embeddings.patch_embedding.bias"}
     total = 0
     for f in set(wm.values()):
         with safe_open(d / f, "pt") as s:

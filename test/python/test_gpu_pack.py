@@ -74,7 +74,7 @@ def test_parts_spread_over_stages_and_reassemble_byte_for_byte(packed):
     assert seen[0]["cuda-provider"].startswith("waiting")
     assert seen[-1] == {"runtime": "installed", "cuda-provider": "installed"}
     assert status["commit"] == "abc"
-    for archive, files in members.items():
+    for files in members.values():
         for name, src in files.items():
             got = stage_dir / "root" / name
             assert hashlib.sha256(got.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest(), name

@@ -11,18 +11,16 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import fiftyone as fo
+import fiftyone.core.models as fom
 import numpy as np
 import pytest
 from PIL import Image
-
-import fiftyone as fo
-import fiftyone.core.models as fom
-
-from sidecar_cli import compile_graph, make_checkpoint
-from test_reliability import MODEL, radio, sidecar  # noqa: F401  (the repo's zoo package, imported once)
 from radio_zoo_under_test import zoo  # noqa: E402
 from radio_zoo_under_test.client.grpc_client import SidecarAuthError, SidecarUnavailable  # noqa: E402
 from radio_zoo_under_test.client.options import parse_options  # noqa: E402
+from sidecar_cli import compile_graph, make_checkpoint
+from test_reliability import MODEL, radio, sidecar  # noqa: F401  (the repo's zoo package, imported once)
 
 TOKEN = "load-check-token-77"
 

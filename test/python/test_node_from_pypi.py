@@ -25,7 +25,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from sidecar_cli import REPO, make_checkpoint
 
 sys.path.insert(0, str(REPO / "scripts"))

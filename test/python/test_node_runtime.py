@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from sidecar_cli import REPO
 
 sys.path.insert(0, str(REPO))

@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
-
 from radio_reference import (
     RadioReference,
     bilinear_resize,
@@ -26,6 +24,7 @@ from radio_reference import (
     vitdet_windowed_blocks,
     within_bounds,
 )
+from safetensors.torch import load_file
 
 MIN_COSINE = 0.99999
 MAX_REL_L2 = 1e-5

@@ -22,16 +22,15 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+import fiftyone as fo
 import numpy as np
 import pytest
 from PIL import Image
-
-import fiftyone as fo
-
 from sidecar_cli import REPO, compile_graph, make_checkpoint
 
 MODEL = "nv_labs/c-radio_v4-h"

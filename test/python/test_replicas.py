@@ -21,18 +21,17 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Iterator
-
-import numpy as np
-import pytest
+from typing import Any
 
 import fiftyone as fo
-
+import numpy as np
+import pytest
+from radio_zoo_under_test.client import grpc_client  # noqa: E402
 from sidecar_cli import REPO, compile_graph, make_checkpoint
 from test_reliability import MODEL, jpeg_bytes, radio  # noqa: F401  (the repo's zoo package, imported once)
-from radio_zoo_under_test.client import grpc_client  # noqa: E402
 
 TOKEN = "replica-token-5a1f"
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")

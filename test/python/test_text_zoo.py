@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pytest
-from safetensors.numpy import load_file
-
 import fiftyone as fo
 import fiftyone.brain as fob
 import fiftyone.zoo as foz
-
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
 from sidecar_cli import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -107,7 +104,6 @@ def test_zero_shot_classification(zoo, dataset, ref, index) -> None:
     prompts = index["text"]["prompts"][:8]
     cos = ref["zeroshot.cosine"][3][:8]  # row 3: the JPEG; normalised summary · normalised text
     scale = float(ref["siglip.logit_scale"][0])
-    bias = float(ref["siglip.logit_bias"][0])
     classes = [p for p in prompts if p.strip()]  # a class name must not be blank
     keep = [i for i, p in enumerate(prompts) if p.strip()]
     model = foz.load_zoo_model(H, classes=classes, text_prompt=None, image_size=SIZE, device="cpu")

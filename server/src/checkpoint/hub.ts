@@ -268,7 +268,7 @@ export function hubFetch(ctx: Ctx, what: What, opts: { timeoutMs?: number; signa
       if (res.status !== 206 || !got || got[1] !== range[1] || (range[2] !== "" && got[2] !== range[2])) {
         await res.body?.cancel().catch(() => undefined);
         throw new RangeIgnored(
-          `the server answered Range ${headers.get("range")} of ${what.file} with HTTP ${res.status}` + (got ? ` (Content-Range ${got[0]})` : ""),
+          `the server answered Range ${headers.get("range")} of ${what.file} with HTTP ${res.status}${got ? ` (Content-Range ${got[0]})` : ""}`,
         );
       }
     }
@@ -315,7 +315,7 @@ async function statusError(ctx: Ctx, res: Response, what: What): Promise<HubDown
   if (errorCode === "RevisionNotFound" || (status === 404 && /revision|invalid rev/i.test(serverMsg))) {
     return error(
       "revision_not_found",
-      `Revision '${ctx.revision}' not found in ${ctx.repo} (HTTP ${status}${server}): ` + `expected an existing branch, tag or full 40-hex commit sha.`,
+      `Revision '${ctx.revision}' not found in ${ctx.repo} (HTTP ${status}${server}): expected an existing branch, tag or full 40-hex commit sha.`,
     );
   }
   if (errorCode === "EntryNotFound" || (status === 404 && what.file && errorCode !== "RepoNotFound")) {
@@ -324,7 +324,7 @@ async function statusError(ctx: Ctx, res: Response, what: What): Promise<HubDown
   if (errorCode === "RepoNotFound" || status === 404) {
     return error(
       "repo_not_found",
-      `Repository ${ctx.repo} not found on ${ctx.endpoint} (HTTP ${status}${server}). ` + `Check the repo id; if the repo is private, set HF_TOKEN.`,
+      `Repository ${ctx.repo} not found on ${ctx.endpoint} (HTTP ${status}${server}). Check the repo id; if the repo is private, set HF_TOKEN.`,
     );
   }
   return error(
@@ -591,7 +591,7 @@ async function downloadBlob(ctx: Ctx, commit: string, meta: FileMeta, progress: 
       const mismatch = got > meta.size ? "size" : "checksum";
       if (offset > 0 && !freshRetryDone) {
         freshRetryDone = true;
-        ctx.log.warn(`${meta.file}: ${mismatch} mismatch after resuming a partial download; ` + `the partial file was stale, downloading again from the start`);
+        ctx.log.warn(`${meta.file}: ${mismatch} mismatch after resuming a partial download; the partial file was stale, downloading again from the start`);
         continue;
       }
       const detail = got > meta.size ? `expected ${meta.size} bytes, got ${got}` : `expected ${kind} ${meta.etag} (announced by the Hub), got ${digest}`;
