@@ -118,11 +118,9 @@ def _graph_digest(graph_dir: str) -> str:
     return h.hexdigest()
 
 
-def key_material(spec: Any, node: str, repo: Path) -> dict[str, Any]:
-    """Everything the key covers (also written to <key>.json, to say what a sidecar serves)."""
-    from .sidecar import _sidecar_env
-
-    env = _sidecar_env()
+def key_material(spec: Any, node: str, repo: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Everything the key covers (also written to <key>.json, to say what a sidecar serves); `env` is
+    the environment the sidecar would start with."""
     return {
         "build": build_digest(repo),
         "node": os.path.realpath(node),

@@ -246,13 +246,14 @@ class SharedSidecar:
         cli = cli_path(self.repo)
         if not cli.exists():
             raise RuntimeError(f"{cli} is missing: the sidecar is not built (run `npm ci && npm run build` in {self.repo})")
-        material = shared.key_material(self.spec, node, self.repo)
+        env = _sidecar_env()
+        material = shared.key_material(self.spec, node, self.repo, env)
         self.paths = shared.Paths(shared.runtime_dir(), shared.sidecar_key(material))
         idle = self.spec.idle_timeout_s if self.spec.idle_timeout_s is not None else shared.default_idle_s()
         cmd = [node, *NODE_FLAGS, str(cli), "serve", "--socket", str(self.paths.socket), "--http-port", "0",
                "--http-socket", str(self.paths.http_socket), "--instance-key", self.paths.key,
                "--idle-timeout-s", str(idle), *self.spec.serve_args()]
-        self.client, self.info = shared.connect_or_start(self.paths, cmd, _sidecar_env(), material, idle,
+        self.client, self.info = shared.connect_or_start(self.paths, cmd, env, material, idle,
                                                          self.startup_timeout_s)
         self._lease = shared.Lease(self.client)
         logger.info("using the shared sidecar on %s (pid %d)", self.address, self.pid)
