@@ -16,11 +16,13 @@ import fiftyone.core.models as fom
 import numpy as np
 import pytest
 from PIL import Image
+from test_reliability import MODEL, radio, sidecar  # noqa: F401 — registers the radio_zoo_under_test package: first
+
+# isort: split
 from radio_zoo_under_test import zoo  # noqa: E402
 from radio_zoo_under_test.client.grpc_client import SidecarAuthError, SidecarUnavailable  # noqa: E402
 from radio_zoo_under_test.client.options import parse_options  # noqa: E402
 from sidecar_cli import compile_graph, make_checkpoint
-from test_reliability import MODEL, radio, sidecar  # noqa: F401  (the repo's zoo package, imported once)
 
 TOKEN = "load-check-token-77"
 

@@ -29,9 +29,11 @@ from typing import Any
 import fiftyone as fo
 import numpy as np
 import pytest
+from test_reliability import MODEL, jpeg_bytes, radio  # noqa: F401 — registers the radio_zoo_under_test package: first
+
+# isort: split
 from radio_zoo_under_test.client import grpc_client  # noqa: E402
 from sidecar_cli import REPO, compile_graph, make_checkpoint
-from test_reliability import MODEL, jpeg_bytes, radio  # noqa: F401  (the repo's zoo package, imported once)
 
 TOKEN = "replica-token-5a1f"
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
