@@ -9,6 +9,8 @@ and starts (or reuses) the local sidecar, or connects to remote ones (``server=`
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -97,28 +99,49 @@ def node_executable() -> str:
     return node_runtime().node
 
 
+@contextlib.contextmanager
+def _setup_lock(what: str, folder: Path = SOURCE_DIR) -> Any:
+    """One process at a time does a set-up step (a notebook and the App server loading the model
+    together would otherwise run npm ci, or compile a graph, into the same folder at once); the
+    others wait, then find it done. The kernel releases the lock if its holder dies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f".{what}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_sidecar_built(source: Path = SOURCE_DIR) -> Path:
     """npm ci + build, once (again only when package-lock.json changed); then, on NVIDIA GPU hosts, the
     CUDA provider (client/cuda_provider.py: installed once, a failure reported and not retried)."""
-    rt = node_runtime()
     cli = cli_path(source)
     stamp = source / "server" / "dist" / ".built-from"
     lock = (source / "package-lock.json").read_bytes() if (source / "package-lock.json").exists() else b""
     digest = hashlib.sha256(lock).hexdigest()
-    if not (cli.exists() and stamp.exists() and stamp.read_text() == digest):
-        npm = npm_command()
-        _setup_log(f"Node.js {rt.version} ({rt.origin}): {rt.node}")
-        # The chosen node first on PATH: package scripts and tsc start with `#!/usr/bin/env node`.
-        env = node_env()
-        # onnxruntime-node's own CUDA download (route a) runs in ensure_for_zoo instead, so that a failed
-        # NuGet download fails neither npm ci nor the PyPI route after it. A value the user set is kept.
-        env.setdefault("ONNXRUNTIME_NODE_INSTALL", "skip")
-        _run([*npm, "ci", "--no-audit", "--no-fund"], source, "installing the sidecar's Node packages", env)
-        _prune_onnxruntime(rt.node, source)
-        _run([*npm, "run", "build"], source, "building the sidecar", env)
-        stamp.write_text(digest)
+
+    def built() -> bool:
+        return cli.exists() and stamp.exists() and stamp.read_text() == digest
+
+    if not built():
+        with _setup_lock("build", source):
+            if not built():  # another process may have built it while this one waited
+                _build_sidecar(source)
+                stamp.write_text(digest)
     ensure_for_zoo(source, log=_setup_log)
     return cli
+
+
+def _build_sidecar(source: Path) -> None:
+    rt = node_runtime()
+    npm = npm_command()
+    _setup_log(f"Node.js {rt.version} ({rt.origin}): {rt.node}")
+    # The chosen node first on PATH: package scripts and tsc start with `#!/usr/bin/env node`.
+    env = node_env()
+    # onnxruntime-node's own CUDA download (route a) runs in ensure_for_zoo instead, so that a failed
+    # NuGet download fails neither npm ci nor the PyPI route after it. A value the user set is kept.
+    env.setdefault("ONNXRUNTIME_NODE_INSTALL", "skip")
+    _run([*npm, "ci", "--no-audit", "--no-fund"], source, "installing the sidecar's Node packages", env)
+    _prune_onnxruntime(rt.node, source)
+    _run([*npm, "run", "build"], source, "building the sidecar", env)
 
 
 def _prune_onnxruntime(node: str, source: Path) -> None:
@@ -158,7 +181,10 @@ def download_model(model_name: str, model_path: str) -> None:
         raise ValueError(f"unknown model {model_name!r}; this source has {', '.join(MODELS)}")
     graphs = _graphs_dir(model_path)
     graphs.mkdir(parents=True, exist_ok=True)
-    _compile(model_name, graphs / BASE_GRAPH, [], revision=os.environ.get("RADIO_HF_REVISION"))
+    with _setup_lock(f"compile-{BASE_GRAPH}", graphs):
+        if Path(model_path).is_file() and (graphs / BASE_GRAPH / "metadata.json").exists():
+            return  # another process finished it while this one waited
+        _compile(model_name, graphs / BASE_GRAPH, [], revision=os.environ.get("RADIO_HF_REVISION"))
     meta = json.loads((graphs / BASE_GRAPH / "metadata.json").read_text())
     # Written last: its presence tells FiftyOne (and us) that set-up completed.
     Path(model_path).write_text(json.dumps({"model": model_name, "graphs": str(graphs), "source": meta["source"]}, indent=2))
@@ -202,11 +228,13 @@ def load_model(model_name: str, model_path: str, **kwargs: Any) -> RadioModel:
     name, flags = _variant(options, precision)
     graph = path / name
     if not (graph / "metadata.json").exists():
-        source = json.loads((base / "metadata.json").read_text())["source"]
-        # Adaptor variants need files beyond the base checkpoint: compile from the repo (the cached
-        # files are reused), not from the base's folder.
-        checkpoint = source["dir"] if Path(source["dir"], "config.json").exists() and not options.adaptor else None
-        _compile(model_name, graph, flags, checkpoint_dir=checkpoint, revision=source.get("revision"))
+        with _setup_lock(f"compile-{name}", path):
+            if not (graph / "metadata.json").exists():
+                source = json.loads((base / "metadata.json").read_text())["source"]
+                # Adaptor variants need files beyond the base checkpoint: compile from the repo (the cached
+                # files are reused), not from the base's folder.
+                checkpoint = source["dir"] if Path(source["dir"], "config.json").exists() and not options.adaptor else None
+                _compile(model_name, graph, flags, checkpoint_dir=checkpoint, revision=source.get("revision"))
     logger.info("C-RADIOv4 %s: %s", model_name, providers.describe(choice, precision))
     return make_local_model(model_name, options, {name: graph}, name, choice.provider,
                             precision=precision, provider_notes=choice.not_taken)

@@ -15,6 +15,7 @@ import urllib.request
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import fiftyone as fo
 import fiftyone.brain as fob
@@ -510,9 +511,9 @@ def _metrics(d: Path) -> dict[str, float]:
     return parse_metrics(http_get(d / f"{meta.stem}.http.sock", "/metrics"))
 
 
-def _child(paths: list[str], name: str, go: Path, **kwargs) -> subprocess.Popen:
+def _child(paths: list[str], name: str, go: Path, stderr: Any = None, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", SHARED_CHILD, json.dumps(paths), name, json.dumps(kwargs), str(go)],
-                            stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+                            stdout=subprocess.PIPE, stderr=stderr, text=True, env=os.environ.copy())
 
 
 def _event(proc: subprocess.Popen, want: str) -> dict:
@@ -550,6 +551,31 @@ def test_two_processes_share_one_sidecar_and_its_batches(model_h, dataset, runti
         # Each process has one call open at a time: a batch of images from two calls holds both processes' images.
         assert mixed >= 1, "batches hold images of both processes"
         assert _running(pa), "the sidecar outlives both processes"
+    finally:
+        for p in (a, b):
+            p.kill()
+
+
+def test_two_processes_compiling_the_same_new_graph_at_once(model_h, dataset, runtime_dir: Path, tmp_path: Path) -> None:
+    """A notebook and the App server loading a variant never compiled before, together: one compiles
+    (a lock in the zoo's folder), the other waits and uses it; both label everything."""
+    import shutil
+
+    graphs = Path(fo.config.model_zoo_dir) / "nv_labs" / "c-radio_v4" / "c-radio_v4-h"
+    assert (graphs / "fp32" / "metadata.json").exists(), graphs
+    shutil.rmtree(graphs / "int8", ignore_errors=True)
+    paths = [s.filepath for s in dataset][:4]
+    go = tmp_path / "go"
+    go.touch()
+    logs = [tmp_path / f"{k}.log" for k in "ab"]
+    a, b = (_child(paths, f"int8-{k}", go, open(log, "w"), quantize=True, device="cpu") for k, log in zip("ab", logs))
+    try:
+        da, db = _event(a, "done"), _event(b, "done")
+        assert (da["labelled"], db["labelled"]) == (len(paths), len(paths))
+        assert a.wait(60) == 0 and b.wait(60) == 0
+        assert (graphs / "int8" / "metadata.json").exists()
+        compiles = sum(log.read_text().count("compiling nv_labs/c-radio_v4-h (int8)") for log in logs)
+        assert compiles == 1, f"the int8 graph was compiled {compiles} times"
     finally:
         for p in (a, b):
             p.kill()
