@@ -140,9 +140,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
   // Everything that can be checked without loading a graph fails here, before anything listens.
   const models = loadServedModels(config.models);
   // Tokenisation runs on the main thread (microseconds a prompt); the workers only run the towers.
-  const tokenizers = new Map(
-    models.flatMap((m) => (m.text ? [[m.name, PromptTokenizer.fromDir(m.text.dir, { contextLength: m.text.metadata.contextLength })] as const] : [])),
-  );
+  const tokenizers = new Map(models.flatMap((m) => (m.text ? [[m.name, PromptTokenizer.forTextGraph(m.text.dir, m.text.metadata)] as const] : [])));
   const paths = await createPathPolicy(config.allowedRoots);
   const sharp = configureSharp();
   // Probed in child processes before anything listens: an explicit provider that cannot run fails here.

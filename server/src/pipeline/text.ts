@@ -1,6 +1,7 @@
 // Prompts through a model's text tower: canonicalise + tokenise (preprocess/text.ts), look each
 // canonical prompt up in a per-model cache, run the misses in batches on the inference pool, and
 // L2-normalise. Every prompt ends in exactly one outcome. Transport-agnostic, like pipeline.ts.
+import { l2NormalizeRows } from "../runtime/normalize.js";
 import type { ServedModel } from "./models.js";
 import type { ImageErrorCode } from "./types.js";
 
@@ -21,6 +22,14 @@ export interface TextBackend {
 export type TextOutcome =
   | { index: number; canonical: string; embedding: Float32Array; error?: undefined }
   | { index: number; canonical: string; embedding?: undefined; error: { code: ImageErrorCode; message: string } };
+
+/** A request's outcomes, and what comparing them with images needs: the space and SigLIP's logit scale and bias. */
+export interface TextReply {
+  outcomes: TextOutcome[];
+  space: string;
+  logitScale: number;
+  logitBias: number;
+}
 
 export interface TextMetrics {
   promptsEmbedded(model: string, cached: boolean, n: number): void;
@@ -122,7 +131,7 @@ export class TextEmbedder {
         this.o.metrics?.textBatchRan(model.name, chunk.length, r.runMs / 1000);
         const D = r.dims[1]!;
         chunk.forEach((canonical, i) => {
-          const embedding = normalized(r.embeds.subarray(i * D, (i + 1) * D));
+          const embedding = l2NormalizeRows(r.embeds.subarray(i * D, (i + 1) * D), D);
           this.cache.set(canonical, embedding);
           for (const index of misses.get(canonical)!) out[index] = { index, canonical, embedding };
         });
@@ -141,14 +150,4 @@ export class TextEmbedder {
     }
     return out;
   }
-}
-
-/** x / max(‖x‖₂, 1e-12), as SigLIP's encode_text(normalize=True); a copy, so the batch buffer can go. */
-export function normalized(x: Float32Array): Float32Array {
-  let ss = 0;
-  for (let i = 0; i < x.length; i++) ss += x[i]! * x[i]!;
-  const inv = 1 / Math.max(Math.sqrt(ss), 1e-12);
-  const y = new Float32Array(x.length);
-  for (let i = 0; i < x.length; i++) y[i] = x[i]! * inv;
-  return y;
 }

@@ -121,6 +121,18 @@ export class PromptTokenizer {
     this.checkPostProcessor(source);
   }
 
+  /**
+   * The tokenizer a compiled text graph carries, checked against the ids its metadata.json recorded
+   * at compile time (a tokenizer swapped since would tokenise for another embedding table).
+   */
+  static forTextGraph(dir: string, m: { contextLength: number; padId: number; eosId: number }): PromptTokenizer {
+    const tokenizer = PromptTokenizer.fromDir(dir, { contextLength: m.contextLength });
+    if (tokenizer.padId !== m.padId || tokenizer.eosId !== m.eosId) {
+      throw new Error(`${dir}: the tokenizer files give pad/eos ids ${tokenizer.padId}/${tokenizer.eosId}, metadata.json says ${m.padId}/${m.eosId}`);
+    }
+    return tokenizer;
+  }
+
   /** Loads tokenizer.json + tokenizer_config.json (+ special_tokens_map.json if present) from a folder. */
   static fromDir(dir: string, o: PromptTokenizerOptions): PromptTokenizer {
     const read = (f: string, optional = false): unknown => {

@@ -6,7 +6,7 @@ import { BroadcastChannel, threadId, workerData } from "node:worker_threads";
 import { move, transferableSymbol, valueSymbol } from "piscina";
 import * as ort from "onnxruntime-node";
 import { loadGraph, runGraph, type LoadedGraph } from "./session.js";
-import { loadTextGraph, runTextTower, type LoadedTextGraph } from "./text-session.js";
+import { loadTextTower, runTextTower, type LoadedTextTower } from "./text-session.js";
 import { SETUP_HINT } from "./providers.js";
 import { nameThisThread } from "../observability/thread-name.js";
 import type { InferResult, InferTask, ReadyModel, TextResult, TextTask, WorkerAnnouncement, WorkerConfig } from "./protocol.js";
@@ -15,7 +15,7 @@ const config = workerData as WorkerConfig;
 // Before the sessions exist, so their onnxruntime threads carry the name too.
 nameThisThread("radio-infer");
 const graphs = new Map<string, LoadedGraph>();
-const textGraphs = new Map<string, LoadedTextGraph>();
+const textGraphs = new Map<string, LoadedTextTower>();
 
 function announce(msg: WorkerAnnouncement): void {
   const ch = new BroadcastChannel(config.channel);
@@ -45,7 +45,7 @@ async function load(): Promise<void> {
     graphs.set(m.name, g);
     if (m.textDir) {
       try {
-        textGraphs.set(m.name, await loadTextGraph(m.textDir, { provider: config.provider, intraOpThreads: config.intraOpThreads }));
+        textGraphs.set(m.name, await loadTextTower(m.textDir, { provider: config.provider, intraOpThreads: config.intraOpThreads }));
       } catch (err) {
         throw new Error(`model ${m.name}: cannot load its text tower ${m.textDir}: ${(err as Error).message}`);
       }
