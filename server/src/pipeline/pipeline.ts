@@ -24,7 +24,7 @@ import {
 import { nlcRow, nlcTensor, resolveHeatmapSpec, summaryTensor, type HeatmapSpec, type OutputTensor } from "../postprocess/outputs.js";
 import type { PostprocessTask } from "../postprocess/protocol.js";
 import type { ServedModel } from "./models.js";
-import { TextEmbedder, type PromptTokenizer, type TextBackend, type TextMetrics, type TextOutcome } from "./text.js";
+import { TextEmbedder, type PromptTokenizer, type TextBackend, type TextMetrics, type TextReply } from "./text.js";
 import {
   NO_METRICS,
   RequestError,
@@ -332,7 +332,7 @@ export class Pipeline {
    * Embeds prompts with `model`'s text tower (L2-normalised). Throws RequestError when the request as
    * a whole is refused; otherwise every prompt gets one outcome, in order.
    */
-  embedText(modelName: string, prompts: readonly unknown[]): Promise<TextOutcome[]> {
+  embedText(modelName: string, prompts: readonly unknown[]): Promise<TextReply> {
     if (this.closing) throw new RequestError("UNAVAILABLE", "the server is shutting down");
     const name = modelName || this.defaultModel;
     const model = this.models.get(name);
@@ -347,7 +347,8 @@ export class Pipeline {
     const max = this.o.text!.maxPrompts;
     if (prompts.length > max)
       throw new RequestError("INVALID_ARGUMENT", `the request has ${prompts.length} prompts; at most ${max} per call: send smaller requests`);
-    const running = embedder.embed(prompts);
+    const { space, logitScale, logitBias } = model.text!.metadata;
+    const running = embedder.embed(prompts).then((outcomes) => ({ outcomes, space, logitScale, logitBias }));
     this.textRequests.add(running);
     void running.finally(() => this.textRequests.delete(running)).catch(() => undefined);
     return running;

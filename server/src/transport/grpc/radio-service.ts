@@ -225,9 +225,8 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
       logger.error({ err }, "EmbedText failed");
       return refuse(grpc.status.INTERNAL, `internal error: ${(err as Error).message}`);
     }
-    const model = state.info().models.find((m) => m.name === (req.model || state.info().defaultModel));
     running.then(
-      (outcomes) => {
+      ({ outcomes, space, logitScale, logitBias }) => {
         if (call.cancelled) return finish("EmbedText", grpc.status.CANCELLED);
         finish("EmbedText", grpc.status.OK);
         callback(null, {
@@ -244,9 +243,9 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
                   },
                 },
           ),
-          space: model?.text?.space ?? "",
-          logitScale: model?.text?.logitScale ?? 0,
-          logitBias: model?.text?.logitBias ?? 0,
+          space,
+          logitScale,
+          logitBias,
         });
       },
       (err: Error) => {
