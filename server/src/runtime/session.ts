@@ -122,12 +122,12 @@ export async function runAdaptors(
   );
 }
 
-/**
- * The graph output holding `name` in an embedding space: the backbone's ("" ) are `summary` and
- * `features`; an adaptor's are `<adaptor>.summary` and `<adaptor>.features` (compiler/adaptor-heads.ts).
- */
-export function spaceOutput(space: string, name: GraphOutputName): string {
-  return space ? `${space}.${name}` : name;
+/** The graph output holding `name` in an embedding space: the backbone's ("") or an adaptor's, as metadata.json names them. */
+function spaceOutput(g: LoadedGraph, space: string, name: GraphOutputName): string {
+  if (!space) return name;
+  const adaptor = g.metadata.adaptors.find((a) => a.name === space);
+  if (!adaptor) throw new Error(`the graph has no adaptor ${JSON.stringify(space)} (adaptors: ${g.metadata.adaptors.map((a) => a.name).join(", ") || "none"})`);
+  return adaptor.outputs[name];
 }
 
 /**
@@ -147,13 +147,12 @@ export async function runGraph(
   checkPixels(g, pixels, dims);
   if (fetch.length === 0 || fetch.some((n) => !GRAPH_OUTPUTS.includes(n)))
     throw new Error(`fetch must name some of ${GRAPH_OUTPUTS.join(", ")}, got [${fetch.join(", ")}]`);
-  const names = fetch.map((n) => spaceOutput(space, n));
-  const missing = names.filter((n) => !g.session.outputNames.includes(n));
-  if (missing.length)
-    throw new Error(`the graph has no output ${missing.join(", ")} (space ${JSON.stringify(space)}; outputs: ${g.session.outputNames.join(", ")})`);
-  const out = await g.session.run({ pixels: new ort.Tensor("float32", pixels, dims) }, names);
-  const summary = out[spaceOutput(space, "summary")];
-  const features = out[spaceOutput(space, "features")];
+  const out = await g.session.run(
+    { pixels: new ort.Tensor("float32", pixels, dims) },
+    fetch.map((n) => spaceOutput(g, space, n)),
+  );
+  const summary = fetch.includes("summary") ? out[spaceOutput(g, space, "summary")] : undefined;
+  const features = fetch.includes("features") ? out[spaceOutput(g, space, "features")] : undefined;
   return {
     summary: summary ? (summary.data as Float32Array) : new Float32Array(0),
     summaryDims: summary ? [...summary.dims] : [],
