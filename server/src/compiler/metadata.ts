@@ -82,17 +82,22 @@ export const GraphMetadataSchema = z.object({
 
 export type GraphMetadata = z.infer<typeof GraphMetadataSchema>;
 
-export function readGraphMetadata(dir: string): GraphMetadata {
+/** A compiled folder's metadata.json, parsed by `schema`; errors name the folder, what it should be and how to make one. */
+export function readMetadataFile<T>(dir: string, schema: z.ZodType<T>, what: string, command: string): T {
   const path = join(dir, METADATA_FILE);
   let json: unknown;
   try {
     json = JSON.parse(readFileSync(path, "utf8"));
   } catch (err) {
     throw new Error(
-      `${dir} is not a compiled RADIO graph folder (cannot read ${METADATA_FILE}: ${(err as Error).message}); compile one with \`radio-sidecar compile\``,
+      `${dir} is not a compiled ${what} folder (cannot read ${METADATA_FILE}: ${(err as Error).message}); compile one with \`radio-sidecar ${command}\``,
     );
   }
-  const r = GraphMetadataSchema.safeParse(json);
+  const r = schema.safeParse(json);
   if (!r.success) throw new Error(`${path} is invalid: ${r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
   return r.data;
+}
+
+export function readGraphMetadata(dir: string): GraphMetadata {
+  return readMetadataFile(dir, GraphMetadataSchema, "RADIO graph", "compile");
 }

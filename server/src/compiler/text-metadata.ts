@@ -1,10 +1,8 @@
 // metadata.json beside a compiled text-tower graph: what a runtime needs to tokenise prompts and
 // use the embeddings (context length, special ids, SigLIP's logit scale/bias) without opening the
 // ONNX file or the checkpoint.
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { z } from "zod";
-import { METADATA_FILE } from "./metadata.js";
+import { readMetadataFile } from "./metadata.js";
 
 export const TEXT_FORMAT = "radio-text-onnx/1";
 
@@ -43,16 +41,5 @@ export const TextGraphMetadataSchema = z.object({
 export type TextGraphMetadata = z.infer<typeof TextGraphMetadataSchema>;
 
 export function readTextMetadata(dir: string): TextGraphMetadata {
-  const path = join(dir, METADATA_FILE);
-  let json: unknown;
-  try {
-    json = JSON.parse(readFileSync(path, "utf8"));
-  } catch (err) {
-    throw new Error(
-      `${dir} is not a compiled text graph folder (cannot read ${METADATA_FILE}: ${(err as Error).message}); compile one with \`radio-sidecar compile-text\``,
-    );
-  }
-  const r = TextGraphMetadataSchema.safeParse(json);
-  if (!r.success) throw new Error(`${path} is not text-graph metadata: ${r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
-  return r.data;
+  return readMetadataFile(dir, TextGraphMetadataSchema, "text graph", "compile-text");
 }
