@@ -13,9 +13,9 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import fiftyone.core.labels as fol
 import fiftyone.core.models as fom
@@ -29,6 +29,7 @@ from .client.served import check_image_size, select_served_model
 from .client.sidecar import LocalSidecar, SharedSidecar, SidecarSpec, registry
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 def _data_loader_available() -> bool:
     """FiftyOne's data-loader path needs torch and torchvision (fiftyone.utils.torch imports both)."""
@@ -267,13 +268,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         if not self.can_embed_prompts:
             raise ValueError(f"this model embeds images in the {self.options.space!r} space, which text can't be "
                              "compared with: load it with embedding_space='text' to embed prompts")
-        try:
-            return self._client_now().embed_text(prompts, model=self.graph_name)
-        except SidecarUnavailable:
-            if self._sidecar is None:
-                raise
-            self._sidecar.restart()
-            return self._client_now().embed_text(prompts, model=self.graph_name)
+        return self._call(lambda client: client.embed_text(prompts, model=self.graph_name))
 
     def _class_matrix(self) -> tuple[np.ndarray, float, float]:
         if self._zero_shot is None:
@@ -345,14 +340,17 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         return results
 
     def _embed(self, inputs: list[dict[str, Any]], options: EmbedOptions) -> list[ImageResult]:
+        return self._call(lambda client: client.embed(inputs, options))
+
+    def _call(self, fn: Callable[[RadioClient], T]) -> T:
         try:
-            return self._client_now().embed(inputs, options)
+            return fn(self._client_now())
         except SidecarUnavailable:
             if self._sidecar is None:
                 raise
             # The local sidecar died (crash, OOM, killed): restart it once and run the call again.
             self._sidecar.restart()
-            return self._client_now().embed(inputs, options)
+            return fn(self._client_now())
 
     def _client_now(self) -> RadioClient:
         if self._sidecar is not None:

@@ -197,19 +197,23 @@ class RadioClient:
                 return False
         return True
 
-    def info(self, timeout: float = 10.0) -> Any:
+    def _unary(self, method: str, request: Any, response_type: Any, timeout: float | None) -> Any:
+        """One unary call, retried with backoff (on a fresh channel pick) while _retryable says so."""
         attempt = 0
         while True:
-            call = self._channel().unary_unary(m.INFO_METHOD, request_serializer=lambda r: r.SerializeToString(),
-                                               response_deserializer=m.InfoResponse.FromString)
+            call = self._channel().unary_unary(method, request_serializer=lambda r: r.SerializeToString(),
+                                               response_deserializer=response_type.FromString)
             try:
-                return call(m.InfoRequest(), timeout=timeout, metadata=self._metadata)
+                return call(request, timeout=timeout, metadata=self._metadata)
             except grpc.RpcError as err:
                 if self._retryable(err) and attempt < self.max_retries:
                     time.sleep(self.backoff_s * (2 ** attempt) * (1 + random.random()))
                     attempt += 1
                     continue
                 raise _translate(err, self.addresses, token_sent=bool(self._metadata)) from err
+
+    def info(self, timeout: float = 10.0) -> Any:
+        return self._unary(m.INFO_METHOD, m.InfoRequest(), m.InfoResponse, timeout)
 
     # -- text -----------------------------------------------------------------------------
 
@@ -237,19 +241,7 @@ class RadioClient:
         for start in range(0, len(sendable), max_prompts_per_call):
             chunk = sendable[start:start + max_prompts_per_call]
             request = m.EmbedTextRequest(prompts=[prompts[i] for i in chunk], model=model)
-            attempt = 0
-            while True:
-                call = self._channel().unary_unary(m.EMBED_TEXT_METHOD, request_serializer=lambda r: r.SerializeToString(),
-                                                   response_deserializer=m.EmbedTextResponse.FromString)
-                try:
-                    response = call(request, timeout=timeout, metadata=self._metadata)
-                    break
-                except grpc.RpcError as err:
-                    if self._retryable(err) and attempt < self.max_retries:
-                        time.sleep(self.backoff_s * (2 ** attempt) * (1 + random.random()))
-                        attempt += 1
-                        continue
-                    raise _translate(err, self.addresses, token_sent=bool(self._metadata)) from err
+            response = self._unary(m.EMBED_TEXT_METHOD, request, m.EmbedTextResponse, timeout)
             space, scale, bias = response.space, response.logit_scale, response.logit_bias
             for r in response.results:
                 original = chunk[r.index]
