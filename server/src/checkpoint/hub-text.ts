@@ -183,29 +183,29 @@ function planSegments(tensors: readonly PlannedTensor[], dataStart: number): Seg
 // ---------------------------------------------------------------------------------------------
 // ranged reads (the library's Blob.slice, through hub.ts's streamFile)
 
-function badResponse(ctx: HubContext, file: string, message: string): HubDownloadError {
-  return new HubDownloadError("bad_response", message, { repo: ctx.repo, revision: ctx.revision, file });
+function badResponse(hub: HubContext, file: string, message: string): HubDownloadError {
+  return new HubDownloadError("bad_response", message, { repo: hub.repo, revision: hub.revision, file });
 }
 
 /** RangeIgnored is no reason to retry here: the subset cannot be built without HTTP Range. */
-function rangeRequired(ctx: HubContext, file: string, err: unknown): unknown {
+function rangeRequired(hub: HubContext, file: string, err: unknown): unknown {
   if (!(err instanceof RangeIgnored)) return err;
   return new HubDownloadError(
     "http",
-    `The server did not answer a Range request for ${file} of ${ctx.repo} with the bytes asked (${err.message}): the text ` +
-      `tower subset needs HTTP Range support. If HF_ENDPOINT (${ctx.endpoint}) is a mirror or proxy, let Range ` +
+    `The server did not answer a Range request for ${file} of ${hub.repo} with the bytes asked (${err.message}): the text ` +
+      `tower subset needs HTTP Range support. If HF_ENDPOINT (${hub.endpoint}) is a mirror or proxy, let Range ` +
       `requests through, or use the Hugging Face Hub directly.`,
-    { repo: ctx.repo, revision: ctx.revision, file },
+    { repo: hub.repo, revision: hub.revision, file },
   );
 }
 
 /** A small ranged read (a shard header), retried on transient errors. */
-async function readRange(ctx: HubContext, commit: string, meta: FileMeta, from: number, to: number): Promise<Buffer> {
+async function readRange(hub: HubContext, commit: string, meta: FileMeta, from: number, to: number): Promise<Buffer> {
   const name = `bytes ${from}-${to} of ${meta.file}`;
-  return retrying(ctx, { name, commit, file: meta.file, total: to - from + 1 }, async () => {
+  return retrying(hub, { name, commit, file: meta.file, total: to - from + 1 }, async () => {
     const chunks: Uint8Array[] = [];
-    await streamFile(ctx, commit, meta, from, to + 1, async (c) => void chunks.push(c)).catch((err: unknown) => {
-      throw rangeRequired(ctx, meta.file, err);
+    await streamFile(hub, commit, meta, from, to + 1, async (c) => void chunks.push(c)).catch((err: unknown) => {
+      throw rangeRequired(hub, meta.file, err);
     });
     const buf = Buffer.concat(chunks);
     if (buf.length !== to - from + 1) throw new RestartTransfer(`got ${buf.length} of ${to - from + 1} bytes`);
@@ -220,23 +220,23 @@ interface ShardHeaderEntry {
 }
 
 /** The safetensors header of a remote shard: the 8-byte length, then the JSON. */
-async function fetchShardHeader(ctx: HubContext, commit: string, meta: FileMeta): Promise<{ entries: Record<string, ShardHeaderEntry>; dataStart: number }> {
+async function fetchShardHeader(hub: HubContext, commit: string, meta: FileMeta): Promise<{ entries: Record<string, ShardHeaderEntry>; dataStart: number }> {
   const { file: shard, size } = meta;
-  if (size < 8) throw badResponse(ctx, shard, `${shard} of ${ctx.repo}@${commit} has ${size} bytes: not a safetensors file.`);
-  const n = Number((await readRange(ctx, commit, meta, 0, 7)).readBigUInt64LE(0));
+  if (size < 8) throw badResponse(hub, shard, `${shard} of ${hub.repo}@${commit} has ${size} bytes: not a safetensors file.`);
+  const n = Number((await readRange(hub, commit, meta, 0, 7)).readBigUInt64LE(0));
   if (n <= 0 || n > MAX_HEADER || 8 + n > size) {
-    throw badResponse(ctx, shard, `${shard} of ${ctx.repo}@${commit}: header length ${n} does not fit a safetensors file of ${size} bytes.`);
+    throw badResponse(hub, shard, `${shard} of ${hub.repo}@${commit}: header length ${n} does not fit a safetensors file of ${size} bytes.`);
   }
-  const json = await readRange(ctx, commit, meta, 8, 8 + n - 1);
+  const json = await readRange(hub, commit, meta, 8, 8 + n - 1);
   try {
     return { entries: JSON.parse(json.toString("utf8")) as Record<string, ShardHeaderEntry>, dataStart: 8 + n };
   } catch (err) {
-    throw badResponse(ctx, shard, `${shard} of ${ctx.repo}@${commit}: the safetensors header is not JSON (${(err as Error).message}).`);
+    throw badResponse(hub, shard, `${shard} of ${hub.repo}@${commit}: the safetensors header is not JSON (${(err as Error).message}).`);
   }
 }
 
 /** Resolve the wanted tensors through the index and the shards' headers into a plan (no data transferred). */
-async function makePlan(ctx: HubContext, commit: string, index: Record<string, string>, wanted: string[]): Promise<Journal> {
+async function makePlan(hub: HubContext, commit: string, index: Record<string, string>, wanted: string[]): Promise<Journal> {
   const byShard = new Map<string, string[]>();
   for (const name of wanted) {
     const shard = index[name]!;
@@ -245,16 +245,16 @@ async function makePlan(ctx: HubContext, commit: string, index: Record<string, s
   }
   const shards: Journal["shards"] = {};
   const tensors: PlannedTensor[] = [];
-  const metas = await fetchFileMetas(ctx, commit, [...byShard.keys()].sort());
+  const metas = await fetchFileMetas(hub, commit, [...byShard.keys()].sort());
   for (const meta of metas) {
     const { file: shard, etag, size, xet } = meta;
     shards[shard] = { etag, size, xet };
-    const { entries, dataStart } = await fetchShardHeader(ctx, commit, meta);
+    const { entries, dataStart } = await fetchShardHeader(hub, commit, meta);
     const inShard: PlannedTensor[] = [];
     for (const name of byShard.get(shard)!) {
       const e = entries[name];
       if (!e || typeof e !== "object") {
-        throw badResponse(ctx, shard, `${INDEX_FILE} of ${ctx.repo}@${commit} puts ${name} in ${shard}, but that shard's header has no such tensor.`);
+        throw badResponse(hub, shard, `${INDEX_FILE} of ${hub.repo}@${commit} puts ${name} in ${shard}, but that shard's header has no such tensor.`);
       }
       const dtype = e.dtype as SafetensorsDtype;
       const width = dtypeBytes(dtype) as number | undefined;
@@ -263,9 +263,9 @@ async function makePlan(ctx: HubContext, commit: string, index: Record<string, s
       const expected = width === undefined ? NaN : shape.reduce((a, b) => a * b, 1) * width;
       if (width === undefined || !Number.isSafeInteger(begin) || end - begin !== expected || begin < 0 || dataStart + end > size) {
         throw badResponse(
-          ctx,
+          hub,
           shard,
-          `${shard} of ${ctx.repo}@${commit}: tensor ${name} (${String(e.dtype)} [${shape.join(", ")}]) has data_offsets ` +
+          `${shard} of ${hub.repo}@${commit}: tensor ${name} (${String(e.dtype)} [${shape.join(", ")}]) has data_offsets ` +
             `[${begin}, ${end}] that do not fit its dtype and shape or the file (${size} bytes).`,
         );
       }
@@ -276,12 +276,12 @@ async function makePlan(ctx: HubContext, commit: string, index: Record<string, s
   }
   const { bytes, dataBytes } = subsetHeader(tensors, {
     format: "pt",
-    source: `${ctx.repo}@${commit}`,
+    source: `${hub.repo}@${commit}`,
     source_files: Object.keys(shards).join(","),
   });
   return {
     version: JOURNAL_VERSION,
-    repo: ctx.repo,
+    repo: hub.repo,
     commit,
     header: bytes.toString("base64"),
     total: bytes.length + dataBytes,
@@ -293,7 +293,7 @@ async function makePlan(ctx: HubContext, commit: string, index: Record<string, s
 
 /** Stream `seg` from `from` (absolute shard offset) to its end onto `fh` (opened for appending). */
 async function transferSegment(
-  ctx: HubContext,
+  hub: HubContext,
   commit: string,
   seg: Segment,
   from: number,
@@ -304,14 +304,14 @@ async function transferSegment(
   let left = seg.end - from;
   const meta: FileMeta = { file: seg.shard, etag: shard.etag, size: shard.size, lfs: true, xet: shard.xet ?? false };
   try {
-    await streamFile(ctx, commit, meta, from, seg.end, async (chunk) => {
-      if (chunk.byteLength > left) throw badResponse(ctx, seg.shard, `${seg.shard}: more bytes than the Range asked for (${seg.end - from}).`);
+    await streamFile(hub, commit, meta, from, seg.end, async (chunk) => {
+      if (chunk.byteLength > left) throw badResponse(hub, seg.shard, `${seg.shard}: more bytes than the Range asked for (${seg.end - from}).`);
       await fh.write(chunk);
       left -= chunk.byteLength;
       onBytes(chunk.byteLength);
     });
   } catch (err) {
-    throw rangeRequired(ctx, seg.shard, err);
+    throw rangeRequired(hub, seg.shard, err);
   }
   if (left > 0) throw new RestartTransfer(`connection closed with ${formatBytes(left)} of bytes ${from}-${seg.end - 1} of ${seg.shard} missing`);
 }
@@ -338,7 +338,7 @@ async function readPrefix(path: string, n: number): Promise<Buffer> {
  * segments in order, so a rerun resumes with a Range request from the first missing byte.
  */
 async function downloadSubset(
-  ctx: HubContext,
+  hub: HubContext,
   commit: string,
   snapshot: string,
   dir: string,
@@ -349,7 +349,7 @@ async function downloadSubset(
   const journalPath = `${target}.journal.json`;
   await mkdir(dir, { recursive: true });
 
-  let journal = await readJournal(journalPath, ctx.repo, commit);
+  let journal = await readJournal(journalPath, hub.repo, commit);
   if (!journal) {
     let weightMap: Record<string, string>;
     try {
@@ -357,20 +357,20 @@ async function downloadSubset(
       if (!parsed.weight_map || typeof parsed.weight_map !== "object") throw new Error("no weight_map");
       weightMap = parsed.weight_map as Record<string, string>;
     } catch (err) {
-      throw badResponse(ctx, INDEX_FILE, `${INDEX_FILE} of ${ctx.repo}@${commit} is unusable (${(err as Error).message}).`);
+      throw badResponse(hub, INDEX_FILE, `${INDEX_FILE} of ${hub.repo}@${commit} is unusable (${(err as Error).message}).`);
     }
     const wanted = Object.keys(weightMap).filter(isTextTowerTensor).sort();
     const missing = ["logit_scale", "logit_bias"].filter((n) => !(n in weightMap));
     if (!wanted.some((n) => n.startsWith("text_model.")) || missing.length > 0) {
       throw badResponse(
-        ctx,
+        hub,
         INDEX_FILE,
-        `${ctx.repo}@${commit} does not look like a SigLIP checkpoint: its ${INDEX_FILE} has ` +
+        `${hub.repo}@${commit} does not look like a SigLIP checkpoint: its ${INDEX_FILE} has ` +
           (missing.length > 0 ? `no ${missing.join(", ")}` : "no text_model.* tensors") +
           `. The text tower must be a SiglipModel repo such as ${KNOWN_MODELS["c-radio_v4-h"]!.textTower!.repo}.`,
       );
     }
-    journal = await makePlan(ctx, commit, weightMap, wanted);
+    journal = await makePlan(hub, commit, weightMap, wanted);
     await rm(incomplete, { force: true });
     const tmp = `${journalPath}.tmp-${process.pid}`;
     await writeFile(tmp, JSON.stringify(journal));
@@ -382,26 +382,26 @@ async function downloadSubset(
   // a partial file must start with this plan's header; anything else is stale
   let have = (await fileSize(incomplete)) ?? 0;
   if (have > 0 && (have < header.length || have > total || !(await readPrefix(incomplete, header.length)).equals(header))) {
-    ctx.log.warn(`${incomplete} does not match its journal; downloading the text tower subset again`);
+    hub.log.warn(`${incomplete} does not match its journal; downloading the text tower subset again`);
     await rm(incomplete, { force: true });
     have = 0;
   }
   const initial = have;
   const progress = new ProgressReporter({
-    repo: ctx.repo,
+    repo: hub.repo,
     commit,
     total,
     initial,
     filesTotal: 1,
     mode: opts.progress ?? "auto",
     stream: opts.progressStream ?? process.stderr,
-    logger: ctx.log,
+    logger: hub.log,
     onProgress: opts.onProgress,
   });
   progress.start();
   progress.fileStart(TEXT_SUBSET_FILE, total, initial);
   if (initial > header.length) {
-    ctx.log.info(`resuming ${TEXT_SUBSET_FILE} of ${ctx.repo} from ${formatBytes(initial)} of ${formatBytes(total)}`);
+    hub.log.info(`resuming ${TEXT_SUBSET_FILE} of ${hub.repo} from ${formatBytes(initial)} of ${formatBytes(total)}`);
   }
   if (have === 0) {
     await writeFile(incomplete, header);
@@ -412,7 +412,7 @@ async function downloadSubset(
   let ok = false;
   try {
     const name = `${TEXT_SUBSET_FILE} (text tower subset)`;
-    await retrying(ctx, { name, commit, file: TEXT_SUBSET_FILE, incomplete, total, partialNote: ` (plan in ${journalPath})` }, async () => {
+    await retrying(hub, { name, commit, file: TEXT_SUBSET_FILE, incomplete, total, partialNote: ` (plan in ${journalPath})` }, async () => {
       const offset = (await fileSize(incomplete)) ?? 0;
       if (offset < have) throw new Error(`${incomplete} shrank while downloading`);
       have = offset;
@@ -421,7 +421,7 @@ async function downloadSubset(
         for (const seg of journal.segments) {
           const segEnd = seg.dst + (seg.end - seg.start);
           if (segEnd <= have) continue;
-          await transferSegment(ctx, commit, seg, seg.start + (have - seg.dst), journal.shards[seg.shard]!, fh, (n) => {
+          await transferSegment(hub, commit, seg, seg.start + (have - seg.dst), journal.shards[seg.shard]!, fh, (n) => {
             have += n;
             progress.advance(n);
           });
@@ -431,7 +431,7 @@ async function downloadSubset(
       }
     });
     const got = (await fileSize(incomplete)) ?? 0;
-    if (got !== total) throw badResponse(ctx, TEXT_SUBSET_FILE, `${incomplete} has ${got} bytes, ${total} expected.`);
+    if (got !== total) throw badResponse(hub, TEXT_SUBSET_FILE, `${incomplete} has ${got} bytes, ${total} expected.`);
     // the header and every tensor's byte length are checked once more by reading the file back
     const check = SafetensorsFile.open(incomplete);
     try {
@@ -527,8 +527,8 @@ export async function downloadTextTower(opts: DownloadTextTowerOptions = {}): Pr
   const dir = join(storage, SUBSETS_DIR, dl.commit);
   if (await exists(join(dir, TEXT_SUBSET_FILE))) return result(dl.commit, undefined, 0, dl.offline);
 
-  const ctx = await createHubContext({ ...opts, logger: opts.logger ?? stderrLogger(opts.progressStream ?? process.stderr) }, repo, revision);
-  const [job] = shared(join(dir, TEXT_SUBSET_FILE), () => downloadSubset(ctx, dl.commit, dl.snapshotDir, dir, opts));
+  const hub = await createHubContext({ ...opts, logger: opts.logger ?? stderrLogger(opts.progressStream ?? process.stderr) }, repo, revision);
+  const [job] = shared(join(dir, TEXT_SUBSET_FILE), () => downloadSubset(hub, dl.commit, dl.snapshotDir, dir, opts));
   const { tensors, downloadedBytes } = await job;
   return result(dl.commit, tensors, downloadedBytes, false);
 }

@@ -153,9 +153,9 @@ export class HubDownloadError extends Error {
   }
 }
 
-/** A HubDownloadError about ctx's repo and revision. */
-export function hubError(ctx: Ctx, code: HubErrorCode, message: string, d: Partial<HubErrorDetails> = {}): HubDownloadError {
-  return new HubDownloadError(code, message, { repo: ctx.repo, revision: ctx.revision, ...d });
+/** A HubDownloadError about the repo and revision that `hub` downloads from. */
+export function hubError(hub: HubContext, code: HubErrorCode, message: string, d: Partial<HubErrorDetails> = {}): HubDownloadError {
+  return new HubDownloadError(code, message, { repo: hub.repo, revision: hub.revision, ...d });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -193,7 +193,6 @@ export async function resolveToken(explicit?: string | false): Promise<{ token: 
 
 /** What every request of one download needs: the options with their defaults, the token, the cache folder. */
 export type HubContext = Awaited<ReturnType<typeof createHubContext>>;
-type Ctx = HubContext;
 
 /** The request context of a download of `repo`@`revision` from the options (token lookup, endpoint, retry settings). */
 export async function createHubContext(opts: Omit<DownloadCheckpointOptions, "repo" | "revision" | "files">, repo: string, revision: string) {
@@ -234,36 +233,36 @@ type What = { file?: string; commit?: string; doing: string };
  * cross-origin redirects to the CDN), an optional timeout, and every failure as a HubDownloadError
  * (RangeIgnored when a ranged read of a resolve URL is not answered with the asked bytes).
  */
-export function hubFetch(ctx: Ctx, what: What, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): typeof fetch {
+export function hubFetch(hub: HubContext, what: What, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): typeof fetch {
   return async (input, init = {}) => {
     const url = input instanceof Request ? input.url : String(input);
     const headers = new Headers(init.headers);
     headers.set("User-Agent", USER_AGENT);
     headers.set("Accept-Encoding", "identity");
-    if (ctx.token && new URL(url).origin === new URL(ctx.endpoint).origin) {
-      headers.set("Authorization", `Bearer ${ctx.token.token}`);
+    if (hub.token && new URL(url).origin === new URL(hub.endpoint).origin) {
+      headers.set("Authorization", `Bearer ${hub.token.token}`);
     }
-    const signals = [init.signal, opts.signal, ctx.signal].filter((s): s is AbortSignal => !!s);
+    const signals = [init.signal, opts.signal, hub.signal].filter((s): s is AbortSignal => !!s);
     if (opts.timeoutMs !== undefined) signals.push(AbortSignal.timeout(opts.timeoutMs));
     let res: Response;
     try {
-      res = await ctx.fetch(url, { ...init, headers, signal: AbortSignal.any(signals) });
+      res = await hub.fetch(url, { ...init, headers, signal: AbortSignal.any(signals) });
     } catch (err) {
-      if (ctx.signal?.aborted) throw ctx.signal.reason;
+      if (hub.signal?.aborted) throw hub.signal.reason;
       const timedOut = (err as Error)?.name === "TimeoutError";
       const reason = timedOut ? `timed out after ${opts.timeoutMs} ms` : causeText(err);
       throw hubError(
-        ctx,
+        hub,
         "network",
-        `Cannot reach the Hugging Face Hub at ${ctx.endpoint} (or the download server it redirects to) while ${what.doing} ` +
+        `Cannot reach the Hugging Face Hub at ${hub.endpoint} (or the download server it redirects to) while ${what.doing} ` +
           `(${reason}). Check the network / proxy, set HF_ENDPOINT to a reachable mirror, or set HF_HUB_OFFLINE=1 ` +
-          `to use only the local cache (${ctx.cacheDir}).`,
+          `to use only the local cache (${hub.cacheDir}).`,
         { file: what.file, url, transient: true, cause: err },
       );
     }
-    if (!res.ok) throw await statusError(ctx, res, what);
+    if (!res.ok) throw await statusError(hub, res, what);
     const range = /^bytes=(\d+)-(\d*)$/.exec(headers.get("range") ?? "");
-    if (range && url.startsWith(`${ctx.endpoint}/${ctx.repo}/resolve/`) && !headers.get("accept")?.includes("xet")) {
+    if (range && url.startsWith(`${hub.endpoint}/${hub.repo}/resolve/`) && !headers.get("accept")?.includes("xet")) {
       const got = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers.get("content-range") ?? "");
       if (res.status !== 206 || !got || got[1] !== range[1] || (range[2] !== "" && got[2] !== range[2])) {
         await res.body?.cancel().catch(() => undefined);
@@ -277,7 +276,7 @@ export function hubFetch(ctx: Ctx, what: What, opts: { timeoutMs?: number; signa
 }
 
 /** Turn a non-OK hub response into an actionable error (uses X-Error-Code like huggingface_hub). */
-async function statusError(ctx: Ctx, res: Response, what: What): Promise<HubDownloadError> {
+async function statusError(hub: HubContext, res: Response, what: What): Promise<HubDownloadError> {
   const status = res.status;
   const errorCode = res.headers.get("x-error-code") ?? "";
   let serverMsg = res.headers.get("x-error-message") ?? "";
@@ -292,30 +291,30 @@ async function statusError(ctx: Ctx, res: Response, what: What): Promise<HubDown
   }
   const server = serverMsg ? `: ${serverMsg.trim()}` : "";
 
-  const tokenHint = ctx.token
-    ? `A token was sent (from ${ctx.token.source}) but it was rejected or its account has no access.`
+  const tokenHint = hub.token
+    ? `A token was sent (from ${hub.token.source}) but it was rejected or its account has no access.`
     : `No token was sent: set HF_TOKEN (or HF_TOKEN_PATH / run \`hf auth login\`) to a read token of an account with access.`;
-  const at = `${ctx.repo}@${ctx.revision}${what.commit && what.commit !== ctx.revision ? ` (commit ${what.commit})` : ""}`;
+  const at = `${hub.repo}@${hub.revision}${what.commit && what.commit !== hub.revision ? ` (commit ${what.commit})` : ""}`;
   const error = (code: HubErrorCode, message: string, transient = false) =>
-    hubError(ctx, code, message, { file: what.file, status, url: res.url || undefined, transient });
+    hubError(hub, code, message, { file: what.file, status, url: res.url || undefined, transient });
 
   if (errorCode === "GatedRepo") {
     return error(
       "gated",
-      `${ctx.repo} is a gated repo and access was refused (HTTP ${status}${server}). ` +
-        `Request access at ${ctx.endpoint}/${ctx.repo} and set HF_TOKEN to a token of the account that was granted access. ${tokenHint}`,
+      `${hub.repo} is a gated repo and access was refused (HTTP ${status}${server}). ` +
+        `Request access at ${hub.endpoint}/${hub.repo} and set HF_TOKEN to a token of the account that was granted access. ${tokenHint}`,
     );
   }
   if (status === 401 || status === 403) {
     return error(
       "unauthorized",
-      `Not authorized to access ${ctx.repo} (HTTP ${status}${server}) while ${what.doing}: the repo is private or gated, ` + `or does not exist. ${tokenHint}`,
+      `Not authorized to access ${hub.repo} (HTTP ${status}${server}) while ${what.doing}: the repo is private or gated, ` + `or does not exist. ${tokenHint}`,
     );
   }
   if (errorCode === "RevisionNotFound" || (status === 404 && /revision|invalid rev/i.test(serverMsg))) {
     return error(
       "revision_not_found",
-      `Revision '${ctx.revision}' not found in ${ctx.repo} (HTTP ${status}${server}): expected an existing branch, tag or full 40-hex commit sha.`,
+      `Revision '${hub.revision}' not found in ${hub.repo} (HTTP ${status}${server}): expected an existing branch, tag or full 40-hex commit sha.`,
     );
   }
   if (errorCode === "EntryNotFound" || (status === 404 && what.file && errorCode !== "RepoNotFound")) {
@@ -324,53 +323,53 @@ async function statusError(ctx: Ctx, res: Response, what: What): Promise<HubDown
   if (errorCode === "RepoNotFound" || status === 404) {
     return error(
       "repo_not_found",
-      `Repository ${ctx.repo} not found on ${ctx.endpoint} (HTTP ${status}${server}). Check the repo id; if the repo is private, set HF_TOKEN.`,
+      `Repository ${hub.repo} not found on ${hub.endpoint} (HTTP ${status}${server}). Check the repo id; if the repo is private, set HF_TOKEN.`,
     );
   }
   return error(
     "http",
-    `HTTP ${status}${server} from the Hugging Face Hub (${ctx.endpoint}) while ${what.doing}.`,
+    `HTTP ${status}${server} from the Hugging Face Hub (${hub.endpoint}) while ${what.doing}.`,
     status >= 500 || status === 429 || status === 408,
   );
 }
 
-export function backoff(ctx: Ctx, attempt: number): number {
-  return Math.min(ctx.retryDelayMs * 2 ** (attempt - 1), 10_000);
+export function backoff(hub: HubContext, attempt: number): number {
+  return Math.min(hub.retryDelayMs * 2 ** (attempt - 1), 10_000);
 }
 
 /** A metadata call of the library, retried on 5xx/429/timeouts; connection refused etc. fail fast (cache fallback). */
-async function metadata<T>(ctx: Ctx, what: What, call: (f: typeof fetch) => Promise<T>): Promise<T> {
-  const attempts = Math.min(ctx.retries, 2) + 1;
+async function metadata<T>(hub: HubContext, what: What, call: (f: typeof fetch) => Promise<T>): Promise<T> {
+  const attempts = Math.min(hub.retries, 2) + 1;
   for (let attempt = 1; ; attempt++) {
     try {
-      return await call(hubFetch(ctx, what, { timeoutMs: ctx.timeoutMs }));
+      return await call(hubFetch(hub, what, { timeoutMs: hub.timeoutMs }));
     } catch (err) {
       const timedOut = err instanceof HubDownloadError && (err.cause as Error)?.name === "TimeoutError";
       const retry = err instanceof HubDownloadError && err.transient && (err.status !== undefined || timedOut);
       if (!retry || attempt >= attempts) {
         if (err instanceof HubDownloadError || !(err instanceof Error)) throw err;
-        throw hubError(ctx, "bad_response", `Malformed answer from ${ctx.endpoint} while ${what.doing}: ${err.message}`, {
+        throw hubError(hub, "bad_response", `Malformed answer from ${hub.endpoint} while ${what.doing}: ${err.message}`, {
           file: what.file,
           cause: err,
         });
       }
-      ctx.log.warn(`${err.message} Retrying (${attempt}/${attempts - 1}).`);
-      await sleep(backoff(ctx, attempt), undefined, { signal: ctx.signal });
+      hub.log.warn(`${err.message} Retrying (${attempt}/${attempts - 1}).`);
+      await sleep(backoff(hub, attempt), undefined, { signal: hub.signal });
     }
   }
 }
 
-/** The commit `ctx.revision` points to and the repo's file list (modelInfo, i.e. GET /api/models/{repo}/revision/{rev}). */
-async function fetchRepoInfo(ctx: Ctx): Promise<{ sha: string; siblings: string[] }> {
-  const what = { doing: `resolving ${ctx.repo}@${ctx.revision}` };
-  const info = await metadata(ctx, what, (f) =>
-    modelInfo({ name: ctx.repo, revision: ctx.revision, hubUrl: ctx.endpoint, fetch: f, additionalFields: ["sha", "filePaths"] }),
+/** The commit `hub.revision` points to and the repo's file list (modelInfo, i.e. GET /api/models/{repo}/revision/{rev}). */
+async function fetchRepoInfo(hub: HubContext): Promise<{ sha: string; siblings: string[] }> {
+  const what = { doing: `resolving ${hub.repo}@${hub.revision}` };
+  const info = await metadata(hub, what, (f) =>
+    modelInfo({ name: hub.repo, revision: hub.revision, hubUrl: hub.endpoint, fetch: f, additionalFields: ["sha", "filePaths"] }),
   );
   if (typeof info.sha !== "string" || !isCommitHash(info.sha) || !Array.isArray(info.filePaths)) {
     throw hubError(
-      ctx,
+      hub,
       "bad_response",
-      `Malformed repo info for ${ctx.repo}@${ctx.revision}: expected {sha: <40-hex>, siblings: [...]}. Is HF_ENDPOINT (${ctx.endpoint}) a Hugging Face Hub?`,
+      `Malformed repo info for ${hub.repo}@${hub.revision}: expected {sha: <40-hex>, siblings: [...]}. Is HF_ENDPOINT (${hub.endpoint}) a Hugging Face Hub?`,
     );
   }
   return { sha: info.sha, siblings: info.filePaths.filter((f): f is string => typeof f === "string") };
@@ -387,13 +386,13 @@ export interface FileMeta {
 }
 
 /** Size and hashes of `files` at `commit` in one request (pathsInfo, i.e. POST /api/models/{repo}/paths-info/{commit}). */
-export async function fetchFileMetas(ctx: Ctx, commit: string, files: string[]): Promise<FileMeta[]> {
+export async function fetchFileMetas(hub: HubContext, commit: string, files: string[]): Promise<FileMeta[]> {
   const what = { commit, doing: `getting metadata of ${files.join(", ")}` };
-  const infos = await metadata(ctx, what, (f) => pathsInfo({ repo: ctx.repo, paths: files, revision: commit, hubUrl: ctx.endpoint, fetch: f }));
+  const infos = await metadata(hub, what, (f) => pathsInfo({ repo: hub.repo, paths: files, revision: commit, hubUrl: hub.endpoint, fetch: f }));
   return files.map((file) => {
     const info = infos.find((i) => i.path === file);
     const etag = info?.lfs?.oid ?? info?.oid ?? "";
-    const fail = (why: string) => hubError(ctx, info ? "bad_response" : "entry_not_found", `${file} in ${ctx.repo}@${commit}: ${why}.`, { file });
+    const fail = (why: string) => hubError(hub, info ? "bad_response" : "entry_not_found", `${file} in ${hub.repo}@${commit}: ${why}.`, { file });
     if (!info) throw fail("no such file");
     if (!SAFE_ETAG_RE.test(etag) || etag === "." || etag === "..") throw fail(`unusable oid '${etag}'`);
     if (!Number.isSafeInteger(info.size) || info.size < 0) throw fail("no size");
@@ -404,10 +403,10 @@ export async function fetchFileMetas(ctx: Ctx, commit: string, files: string[]):
 /**
  * Stream bytes [start, end) of `meta.file`@`commit` to `onChunk` through the library's Blob (WebBlob: the
  * resolve URL with a Range header unless the whole file is asked; XetBlob for Xet-backed files). Aborted when
- * no byte arrives for ctx.stallTimeoutMs.
+ * no byte arrives for hub.stallTimeoutMs.
  */
 export async function streamFile(
-  ctx: Ctx,
+  hub: HubContext,
   commit: string,
   meta: FileMeta,
   start: number,
@@ -418,24 +417,24 @@ export async function streamFile(
   let timer: NodeJS.Timeout | undefined;
   const arm = () => {
     clearTimeout(timer);
-    timer = setTimeout(() => stall.abort(new Error(`no data received for ${ctx.stallTimeoutMs} ms`)), ctx.stallTimeoutMs);
+    timer = setTimeout(() => stall.abort(new Error(`no data received for ${hub.stallTimeoutMs} ms`)), hub.stallTimeoutMs);
   };
   // WebBlob.stream() turns a failed fetch into a string reason: keep the error itself
   let failure: unknown;
-  const f = hubFetch(ctx, { file: meta.file, commit, doing: `downloading ${meta.file}` }, { signal: stall.signal });
+  const f = hubFetch(hub, { file: meta.file, commit, doing: `downloading ${meta.file}` }, { signal: stall.signal });
   const fetchKeepingErrors: typeof fetch = (input, init) => f(input, init).catch((err: unknown) => Promise.reject((failure = err)));
   arm();
   try {
     const path = meta.file.split("/").map(encodeURIComponent).join("/");
     const blob = await downloadFile({
-      repo: ctx.repo,
+      repo: hub.repo,
       path: meta.file,
       revision: commit,
-      hubUrl: ctx.endpoint,
+      hubUrl: hub.endpoint,
       fetch: fetchKeepingErrors,
-      ...(meta.xet ? {} : { downloadInfo: { size: meta.size, etag: meta.etag, url: `${ctx.endpoint}/${ctx.repo}/resolve/${commit}/${path}` } }),
+      ...(meta.xet ? {} : { downloadInfo: { size: meta.size, etag: meta.etag, url: `${hub.endpoint}/${hub.repo}/resolve/${commit}/${path}` } }),
     });
-    if (!blob) throw hubError(ctx, "entry_not_found", `File '${meta.file}' not found in ${ctx.repo}@${commit}.`, { file: meta.file });
+    if (!blob) throw hubError(hub, "entry_not_found", `File '${meta.file}' not found in ${hub.repo}@${commit}.`, { file: meta.file });
     const part = start === 0 && end === meta.size ? blob : blob.slice(start, end);
     for await (const chunk of part.stream() as unknown as AsyncIterable<Uint8Array>) {
       arm();
@@ -444,7 +443,7 @@ export async function streamFile(
   } catch (err) {
     const e = failure ?? err;
     if (stall.signal.aborted && !(e instanceof HubDownloadError && e.code !== "network")) {
-      throw hubError(ctx, "network", `${meta.file}: ${(stall.signal.reason as Error).message}`, { file: meta.file, transient: true, cause: e });
+      throw hubError(hub, "network", `${meta.file}: ${(stall.signal.reason as Error).message}`, { file: meta.file, transient: true, cause: e });
     }
     throw e;
   } finally {
@@ -495,33 +494,33 @@ export interface Transfer {
 
 /**
  * Run `attempt` until it returns, retrying transient failures (dropped connection, stall, 5xx) up to
- * ctx.retries times with backoff; each attempt resumes from what is on disk.
+ * hub.retries times with backoff; each attempt resumes from what is on disk.
  */
-export async function retrying<T>(ctx: Ctx, t: Transfer, attempt: () => Promise<T>): Promise<T> {
+export async function retrying<T>(hub: HubContext, t: Transfer, attempt: () => Promise<T>): Promise<T> {
   for (let n = 0; ; n++) {
     try {
-      ctx.signal?.throwIfAborted();
+      hub.signal?.throwIfAborted();
       return await attempt();
     } catch (err) {
-      if (ctx.signal?.aborted) throw ctx.signal.reason;
+      if (hub.signal?.aborted) throw hub.signal.reason;
       if (!isTransient(err)) throw err;
       const have = t.incomplete ? ((await fileSize(t.incomplete)) ?? 0) : 0;
       const reason = err instanceof HubDownloadError || err instanceof RestartTransfer ? err.message : causeText(err);
       const at = `${formatBytes(have)} of ${formatBytes(t.total)}`;
-      if (n >= ctx.retries) {
+      if (n >= hub.retries) {
         throw hubError(
-          ctx,
+          hub,
           "network",
-          `Download of ${t.name} from ${ctx.repo}@${t.commit} failed after ${at} (${reason}). ` +
+          `Download of ${t.name} from ${hub.repo}@${t.commit} failed after ${at} (${reason}). ` +
             (have > 0 ? `The partial file is kept at ${t.incomplete}${t.partialNote ?? ""}; run again to resume where it stopped (HTTP Range). ` : "") +
-            `If the Hub is unreachable, check HF_ENDPOINT (${ctx.endpoint}) and the network, ` +
+            `If the Hub is unreachable, check HF_ENDPOINT (${hub.endpoint}) and the network, ` +
             `or set HF_HUB_OFFLINE=1 to use a complete cached copy.`,
           { file: t.file, transient: true, cause: err, ...(err instanceof HubDownloadError ? { status: err.status, url: err.url } : {}) },
         );
       }
-      const wait = backoff(ctx, n + 1);
-      ctx.log.warn(`download of ${t.name} interrupted at ${at} (${reason}); ` + `resuming in ${(wait / 1000).toFixed(1)} s (retry ${n + 1}/${ctx.retries})`);
-      await sleep(wait, undefined, { signal: ctx.signal });
+      const wait = backoff(hub, n + 1);
+      hub.log.warn(`download of ${t.name} interrupted at ${at} (${reason}); ` + `resuming in ${(wait / 1000).toFixed(1)} s (retry ${n + 1}/${hub.retries})`);
+      await sleep(wait, undefined, { signal: hub.signal });
     }
   }
 }
@@ -530,8 +529,8 @@ export async function retrying<T>(ctx: Ctx, t: Transfer, attempt: () => Promise<
  * Download one blob into blobs/<etag> through blobs/<etag>.incomplete, resuming an existing partial
  * file with a Range request, retrying dropped transfers, verifying size and hash.
  */
-async function downloadBlob(ctx: Ctx, commit: string, meta: FileMeta, progress: ProgressReporter): Promise<boolean> {
-  const blob = blobPath(ctx.storage, meta.etag);
+async function downloadBlob(hub: HubContext, commit: string, meta: FileMeta, progress: ProgressReporter): Promise<boolean> {
+  const blob = blobPath(hub.storage, meta.etag);
   const incomplete = `${blob}.incomplete`;
   await mkdir(dirname(blob), { recursive: true });
   let counted = Math.min((await fileSize(incomplete)) ?? 0, meta.size);
@@ -548,7 +547,7 @@ async function downloadBlob(ctx: Ctx, commit: string, meta: FileMeta, progress: 
   const kind = verifierFor(meta);
   let first = true;
   let freshRetryDone = false;
-  return retrying(ctx, { name: meta.file, commit, file: meta.file, incomplete, total: meta.size }, async () => {
+  return retrying(hub, { name: meta.file, commit, file: meta.file, incomplete, total: meta.size }, async () => {
     for (;;) {
       let offset = (await fileSize(incomplete)) ?? 0;
       if (offset > meta.size) {
@@ -556,7 +555,7 @@ async function downloadBlob(ctx: Ctx, commit: string, meta: FileMeta, progress: 
         offset = 0;
       }
       sync(offset);
-      if (first && offset > 0) ctx.log.info(`resuming ${meta.file} from ${formatBytes(offset)} of ${formatBytes(meta.size)}`);
+      if (first && offset > 0) hub.log.info(`resuming ${meta.file} from ${formatBytes(offset)} of ${formatBytes(meta.size)}`);
       first = false;
       const hash = await hashPrefix(incomplete, offset, kind, meta.size);
       if (offset < meta.size || !(await exists(incomplete))) {
@@ -567,11 +566,11 @@ async function downloadBlob(ctx: Ctx, commit: string, meta: FileMeta, progress: 
           counted += chunk.byteLength;
           progress.advance(chunk.byteLength);
         };
-        await streamFile(ctx, commit, meta, offset, meta.size, write)
+        await streamFile(hub, commit, meta, offset, meta.size, write)
           .finally(() => fh.close())
           .catch(async (err: unknown) => {
             if (err instanceof RangeIgnored) {
-              ctx.log.warn(`${err.message}; downloading ${meta.file} again from the start`);
+              hub.log.warn(`${err.message}; downloading ${meta.file} again from the start`);
               await rm(incomplete, { force: true });
             }
             throw err;
@@ -591,16 +590,16 @@ async function downloadBlob(ctx: Ctx, commit: string, meta: FileMeta, progress: 
       const mismatch = got > meta.size ? "size" : "checksum";
       if (offset > 0 && !freshRetryDone) {
         freshRetryDone = true;
-        ctx.log.warn(`${meta.file}: ${mismatch} mismatch after resuming a partial download; the partial file was stale, downloading again from the start`);
+        hub.log.warn(`${meta.file}: ${mismatch} mismatch after resuming a partial download; the partial file was stale, downloading again from the start`);
         continue;
       }
       const detail = got > meta.size ? `expected ${meta.size} bytes, got ${got}` : `expected ${kind} ${meta.etag} (announced by the Hub), got ${digest}`;
       throw hubError(
-        ctx,
+        hub,
         "checksum",
-        `Corrupted download of ${meta.file} from ${ctx.repo}@${commit}: ${detail}. ` +
+        `Corrupted download of ${meta.file} from ${hub.repo}@${commit}: ${detail}. ` +
           `The bad file was deleted from the cache; run again to retry. If it persists, a proxy or mirror ` +
-          `(HF_ENDPOINT=${ctx.endpoint}) is serving wrong data.`,
+          `(HF_ENDPOINT=${hub.endpoint}) is serving wrong data.`,
         { file: meta.file },
       );
     }
@@ -672,11 +671,11 @@ export async function downloadCheckpoint(opts: DownloadCheckpointOptions): Promi
     if (cached.ok) return fromCache(cached);
   }
 
-  const ctx: Ctx = { ...(await createHubContext(opts, repo, revision)), log };
+  const hub: HubContext = { ...(await createHubContext(opts, repo, revision)), log };
 
   let info: { sha: string; siblings: string[] };
   try {
-    info = await fetchRepoInfo(ctx);
+    info = await fetchRepoInfo(hub);
   } catch (err) {
     if (!(err instanceof HubDownloadError && err.code === "network")) throw err;
     // like huggingface_hub: hub unreachable -> use what the cache has for this revision
@@ -715,7 +714,7 @@ export async function downloadCheckpoint(opts: DownloadCheckpointOptions): Promi
   }
 
   const metas: FileMeta[] = [];
-  for (const meta of todo.length > 0 ? await fetchFileMetas(ctx, commit, todo) : []) {
+  for (const meta of todo.length > 0 ? await fetchFileMetas(hub, commit, todo) : []) {
     if (await exists(blobPath(storage, meta.etag))) {
       // blob already there (other revision, other tool): only the pointer is missing
       await linkSnapshotFile(storage, commit, meta.file, meta.etag);
@@ -753,7 +752,7 @@ export async function downloadCheckpoint(opts: DownloadCheckpointOptions): Promi
     let ok = false;
     try {
       for (const meta of metas) {
-        const [job, joined] = shared(blobPath(storage, meta.etag), () => downloadBlob(ctx, commit, meta, progress));
+        const [job, joined] = shared(blobPath(storage, meta.etag), () => downloadBlob(hub, commit, meta, progress));
         if (joined) {
           await job;
           progress.fileStart(meta.file, meta.size, 0);
