@@ -4,7 +4,7 @@
 // `<name>.summary` [B, D_sum] and `<name>.features` [B, h·w, D_feat] (raster order).
 import type { AdaptorSpec, AttnHead, Mlp2Head } from "../checkpoint/adaptors.js";
 import { DataType, int, str } from "./onnx-graph.js";
-import { layerNorm, linear, transformerBlock, type Ctx, type VitTaps } from "./vit.js";
+import { layerNorm, linear, transformerBlock, type BackboneBuild, type VitTaps } from "./vit.js";
 
 /** torch.nn.LayerNorm's default, used by the v2 MLP heads. */
 export const MLP_LAYER_NORM_EPS = 1e-5;
@@ -21,8 +21,8 @@ export const adaptorOutputNames = (name: string) => ({ summary: `${name}.summary
 
 /** Adds every adaptor's two outputs to the graph. */
 export function buildAdaptorHeads(taps: VitTaps, adaptors: readonly AdaptorSpec[]): void {
-  const { ctx, tokens, features } = taps;
-  const { g, spec } = ctx;
+  const { build, tokens, features } = taps;
+  const { graph, spec } = build;
   for (const a of adaptors) {
     if (a.tokenSlot < 0 || a.tokenSlot >= spec.numClsTokens) {
       throw new Error(`adaptor ${a.name} reads cls token ${a.tokenSlot}, but the backbone has ${spec.numClsTokens} cls tokens`);
@@ -32,60 +32,60 @@ export function buildAdaptorHeads(taps: VitTaps, adaptors: readonly AdaptorSpec[
         throw new Error(`adaptor ${a.name}'s heads take width ${h.inputDim}, but the backbone is ${spec.width} wide (a .pth for another model?)`);
     }
     const out = adaptorOutputNames(a.name);
-    const cls = g.op("Gather", [tokens, g.int64([a.tokenSlot], true)], { axis: int(1) }, { stem: `${a.name}.cls` }); // [B, C]
-    const summary = mlp2(ctx, cls, a.summary, `${a.name}.summary`);
-    g.output(toFloat(ctx, summary), out.summary, DataType.FLOAT, ["batch", a.summary.outputDim]);
-    const dense = denseHead(ctx, features, a.features, `${a.name}.features`);
-    g.output(toFloat(ctx, dense), out.features, DataType.FLOAT, ["batch", "patches", a.features.outputDim]);
+    const cls = graph.op("Gather", [tokens, graph.int64([a.tokenSlot], true)], { axis: int(1) }, { stem: `${a.name}.cls` }); // [B, C]
+    const summary = mlp2(build, cls, a.summary, `${a.name}.summary`);
+    graph.output(toFloat(build, summary), out.summary, DataType.FLOAT, ["batch", a.summary.outputDim]);
+    const dense = denseHead(build, features, a.features, `${a.name}.features`);
+    graph.output(toFloat(build, dense), out.features, DataType.FLOAT, ["batch", "patches", a.features.outputDim]);
   }
 }
 
-function toFloat(ctx: Ctx, x: string): string {
-  return ctx.dt === DataType.FLOAT ? x : ctx.g.op("Cast", [x], { to: int(DataType.FLOAT) });
+function toFloat(build: BackboneBuild, x: string): string {
+  return build.dtype === DataType.FLOAT ? x : build.graph.op("Cast", [x], { to: int(DataType.FLOAT) });
 }
 
 const pair = (base: string) => ({ weight: `${base}.weight`, bias: `${base}.bias` });
 
-function gelu(ctx: Ctx, x: string, name: string): string {
-  return ctx.g.op("Gelu", [x], { approximate: str("none") }, { stem: name });
+function gelu(build: BackboneBuild, x: string, name: string): string {
+  return build.graph.op("Gelu", [x], { approximate: str("none") }, { stem: name });
 }
 
 /** MLP2 on rows [n, in] → [n, out]: fc1, then x + Linear(GELU(LN(x))) per block, then Linear(GELU(LN(x))). */
-function mlp2(ctx: Ctx, x2d: string, h: Mlp2Head, name: string): string {
-  const { g } = ctx;
+function mlp2(build: BackboneBuild, x2d: string, h: Mlp2Head, name: string): string {
+  const { graph } = build;
   const p = h.prefix;
-  let x = linear(ctx, x2d, pair(`${p}fc1`), `${name}.fc1`);
+  let x = linear(build, x2d, pair(`${p}fc1`), `${name}.fc1`);
   for (let i = 0; i < h.numBlocks; i++) {
     const n = `${name}.blocks.${i}`;
     const y = linear(
-      ctx,
-      gelu(ctx, layerNorm(ctx, x, pair(`${p}blocks.${i}.0`), `${n}.norm`, MLP_LAYER_NORM_EPS), `${n}.gelu`),
+      build,
+      gelu(build, layerNorm(build, x, pair(`${p}blocks.${i}.0`), `${n}.norm`, MLP_LAYER_NORM_EPS), `${n}.gelu`),
       pair(`${p}blocks.${i}.2`),
       `${n}.linear`,
     );
-    x = g.op("Add", [x, y], {}, { stem: `${n}.resid` });
+    x = graph.op("Add", [x, y], {}, { stem: `${n}.resid` });
   }
   const n = `${name}.final`;
-  return linear(ctx, gelu(ctx, layerNorm(ctx, x, pair(`${p}final.0`), `${n}.norm`, MLP_LAYER_NORM_EPS), `${n}.gelu`), pair(`${p}final.2`), `${n}.linear`);
+  return linear(build, gelu(build, layerNorm(build, x, pair(`${p}final.0`), `${n}.norm`, MLP_LAYER_NORM_EPS), `${n}.gelu`), pair(`${p}final.2`), `${n}.linear`);
 }
 
 /** The dense head on patch tokens [B, N, C] → [B, N, D]. */
-function denseHead(ctx: Ctx, patches: string, h: Mlp2Head | AttnHead, name: string): string {
-  const { g } = ctx;
+function denseHead(build: BackboneBuild, patches: string, h: Mlp2Head | AttnHead, name: string): string {
+  const { graph } = build;
   let x = patches;
-  if (h.type === "attn") x = attnBlocks(ctx, x, h, name);
-  const rows = g.op("Reshape", [x, g.int64([-1, h.inputDim])], {}, { stem: `${name}.rows` });
-  const y = mlp2(ctx, rows, h.type === "attn" ? h.mlp : h, h.type === "attn" ? `${name}.mlp` : name);
-  const batch = g.op("Slice", [g.op("Shape", [patches]), g.int64([0]), g.int64([1])]);
-  return g.op("Reshape", [y, g.op("Concat", [batch, g.int64([-1, h.outputDim])], { axis: int(0) })], {}, { stem: `${name}.nlc` });
+  if (h.type === "attn") x = attnBlocks(build, x, h, name);
+  const rows = graph.op("Reshape", [x, graph.int64([-1, h.inputDim])], {}, { stem: `${name}.rows` });
+  const y = mlp2(build, rows, h.type === "attn" ? h.mlp : h, h.type === "attn" ? `${name}.mlp` : name);
+  const batch = graph.op("Slice", [graph.op("Shape", [patches]), graph.int64([0]), graph.int64([1])]);
+  return graph.op("Reshape", [y, graph.op("Concat", [batch, graph.int64([-1, h.outputDim])], { axis: int(0) })], {}, { stem: `${name}.nlc` });
 }
 
 /** The `attn` head's pre-LN ViT blocks (bias-free qkv, LayerScale on both branches). */
-function attnBlocks(ctx: Ctx, x3d: string, h: AttnHead, name: string): string {
+function attnBlocks(build: BackboneBuild, x3d: string, h: AttnHead, name: string): string {
   let x = x3d;
   for (let b = 0; b < h.numAttnBlocks; b++) {
     const k = `${h.prefix}blocks.${b}.`;
-    x = transformerBlock(ctx, x, {
+    x = transformerBlock(build, x, {
       name: `${name}.blocks.${b}`,
       width: h.inputDim,
       numHeads: h.numHeads,
