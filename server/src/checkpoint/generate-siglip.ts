@@ -315,15 +315,16 @@ const VERY_LARGE_INTEGER_TEXT = "1000000000000000019884624838656";
 
 const f32 = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
-/** Writes the folder; returns text_config.vocab_size (the tokenizer's size unless o.vocabSize pads it). */
-export async function generateSiglip(dir: string, o: GenerateSiglipOptions = TINY_SIGLIP): Promise<{ vocabSize: number }> {
-  const { text: T, vision: V } = o;
+/** Writes the folder; returns text_config.vocab_size (the tokenizer's size unless options.vocabSize pads it). */
+export async function generateSiglip(dir: string, options: GenerateSiglipOptions = TINY_SIGLIP): Promise<{ vocabSize: number }> {
+  const { text: T, vision: V } = options;
   if (T.hidden % T.heads || V.hidden % V.heads) throw new Error("hidden sizes must be divisible by the head counts");
   if (V.imageSize % V.patchSize) throw new Error("image size must be a multiple of the patch size");
-  const tok = makeGemmaTokenizer(o.words ?? DEFAULT_WORDS);
-  if (o.vocabSize !== undefined && o.vocabSize < tok.vocabSize) throw new Error(`vocabSize ${o.vocabSize} is below the tokenizer's ${tok.vocabSize} ids`);
-  const vocabSize = o.vocabSize ?? tok.vocabSize;
-  const rng = new Rng(o.seed);
+  const tok = makeGemmaTokenizer(options.words ?? DEFAULT_WORDS);
+  if (options.vocabSize !== undefined && options.vocabSize < tok.vocabSize)
+    throw new Error(`vocabSize ${options.vocabSize} is below the tokenizer's ${tok.vocabSize} ids`);
+  const vocabSize = options.vocabSize ?? tok.vocabSize;
+  const rng = new Rng(options.seed);
 
   // State-dict order (own parameters first, then text_model, then vision_model), as HF shards it.
   type Kind = "weight" | "bias" | "norm_w" | "norm_b" | "embed";
@@ -351,7 +352,7 @@ export async function generateSiglip(dir: string, o: GenerateSiglipOptions = TIN
   );
   encoder("text_model", T);
   norm("text_model.final_layer_norm", T.hidden);
-  linear("text_model.head", o.projectionSize, T.hidden);
+  linear("text_model.head", options.projectionSize, T.hidden);
   const firstVision = order.length;
   const p = V.patchSize;
   order.push(
@@ -424,7 +425,7 @@ export async function generateSiglip(dir: string, o: GenerateSiglipOptions = TIN
       model_type: "siglip_text_model",
       num_attention_heads: T.heads,
       num_hidden_layers: T.layers,
-      projection_size: o.projectionSize,
+      projection_size: options.projectionSize,
       vocab_size: vocabSize,
     },
     transformers_version: "4.49.0.dev0",

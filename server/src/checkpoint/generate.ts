@@ -82,12 +82,12 @@ export function adaptorCheckpointName(version: string): string {
 }
 
 /** The adaptor head sizes a generate call will use, or null when it writes no adaptors. */
-export function resolveAdaptorDims(o: GenerateOptions): AdaptorDims | null {
-  if (!o.adaptors) return null;
-  if (o.adaptors !== true) return o.adaptors;
-  const base = ARCHITECTURES[o.architecture];
-  if (!base) throw new Error(`unknown architecture ${o.architecture}`);
-  return defaultAdaptorDims(o.modelKwargs.embed_dim ?? base.width);
+export function resolveAdaptorDims(options: GenerateOptions): AdaptorDims | null {
+  if (!options.adaptors) return null;
+  if (options.adaptors !== true) return options.adaptors;
+  const base = ARCHITECTURES[options.architecture];
+  if (!base) throw new Error(`unknown architecture ${options.architecture}`);
+  return defaultAdaptorDims(options.modelKwargs.embed_dim ?? base.width);
 }
 
 export const PRESETS = {
@@ -208,7 +208,7 @@ export class Rng {
 }
 
 /** Standard config.json of a RADIO HF repo, with the given architecture overrides. */
-export function makeConfig(o: GenerateOptions): Record<string, unknown> {
+export function makeConfig(options: GenerateOptions): Record<string, unknown> {
   const config = {
     adaptor_configs: {},
     adaptor_names: null,
@@ -230,7 +230,7 @@ export function makeConfig(o: GenerateOptions): Record<string, unknown> {
       cls_token_per_teacher: true,
       color_jitter: 0.4,
       cooldown_epochs: 0,
-      cpe_max_size: o.cpeMaxSize,
+      cpe_max_size: options.cpeMaxSize,
       cpe_num_registers: null,
       crop_pct: null,
       cutmix: 0.0,
@@ -250,9 +250,9 @@ export function makeConfig(o: GenerateOptions): Record<string, unknown> {
       in_chans: null,
       initial_checkpoint: "",
       input_size: null,
-      model: o.architecture,
-      model_kwargs: o.modelKwargs,
-      model_norm: o.finalNorm ?? false,
+      model: options.architecture,
+      model_kwargs: options.modelKwargs,
+      model_norm: options.finalNorm ?? false,
       num_classes: null,
       pretrained: false,
       register_multiple: 10,
@@ -269,29 +269,29 @@ export function makeConfig(o: GenerateOptions): Record<string, unknown> {
     preferred_resolution: [512, 512],
     torch_dtype: "float32",
     transformers_version: "4.51.3",
-    version: o.version,
+    version: options.version,
     vitdet_window_size: null,
   };
   // As upstream's hf_hub.py writes config.json from the .pth's args (the HF model still gets no adaptors).
-  if (o.adaptors) Object.assign(config.args, { mlp_version: "v2", teachers: ADAPTOR_TEACHERS });
+  if (options.adaptors) Object.assign(config.args, { mlp_version: "v2", teachers: ADAPTOR_TEACHERS });
   return config;
 }
 
 const f32 = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 /** Writes config.json, preprocessor_config.json and model.safetensors into dir. */
-export async function generateCheckpoint(dir: string, o: GenerateOptions): Promise<void> {
-  const base = ARCHITECTURES[o.architecture];
-  if (!base) throw new Error(`unknown architecture ${o.architecture}`);
-  const C = o.modelKwargs.embed_dim ?? base.width;
-  const depth = o.modelKwargs.depth ?? base.depth;
+export async function generateCheckpoint(dir: string, options: GenerateOptions): Promise<void> {
+  const base = ARCHITECTURES[options.architecture];
+  if (!base) throw new Error(`unknown architecture ${options.architecture}`);
+  const C = options.modelKwargs.embed_dim ?? base.width;
+  const depth = options.modelKwargs.depth ?? base.depth;
   const M = Math.floor(C * (base.mlpWidth / base.width));
   const p = 16;
-  const G = Math.round(o.cpeMaxSize / p);
+  const G = Math.round(options.cpeMaxSize / p);
   const numCls = new Set(TEACHERS.map((t) => t.name)).size;
   const prefix = numCls + (10 - (numCls % 10));
-  const rng = new Rng(o.seed);
-  const adaptors = resolveAdaptorDims(o);
+  const rng = new Rng(options.seed);
+  const adaptors = resolveAdaptorDims(options);
   if (adaptors && C % 16) throw new Error(`adaptor heads need a width divisible by 16 (the siglip2-g dense head has 16 attention heads); this one is ${C}`);
   // With adaptors every value is rounded to float16 after it is drawn: the draws are those without.
   const half = (a: Float32Array) => (adaptors ? a.map(roundToFloat16) : a);
@@ -333,24 +333,24 @@ export async function generateCheckpoint(dir: string, o: GenerateOptions): Promi
       t(`${b}.mlp.fc2.bias`, [C], randn([C], 0.02)),
     );
   }
-  if (o.finalNorm) {
+  if (options.finalNorm) {
     tensors.push(t("radio_model.model.norm.weight", [C], randn([C], 0.1, 1)), t("radio_model.model.norm.bias", [C], randn([C], 0.05)));
   }
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, "config.json"), `${JSON.stringify(makeConfig(o), null, 2)}\n`);
+  writeFileSync(join(dir, "config.json"), `${JSON.stringify(makeConfig(options), null, 2)}\n`);
   writeFileSync(
     join(dir, "preprocessor_config.json"),
     `${JSON.stringify({ crop_size: null, do_center_crop: false, do_convert_rgb: true, do_normalize: false, do_resize: true, image_processor_type: "CLIPImageProcessor", resample: 3, size: { height: 512, width: 512 } }, null, 2)}\n`,
   );
   // Tensors are generated in the order written (sorted by name), so the bytes depend only on the seed.
   await writeSafetensors(join(dir, "model.safetensors"), tensors);
-  if (adaptors) writeAdaptorCheckpoint(dir, o, adaptors, C, depth);
+  if (adaptors) writeAdaptorCheckpoint(dir, options, adaptors, C, depth);
 }
 
 /** args as the training script saved them: an argparse.Namespace (dtype a torch dtype, floats as floats). */
-function torchHubArgs(o: GenerateOptions): PyObject {
+function torchHubArgs(options: GenerateOptions): PyObject {
   const args: Record<string, unknown> = {
-    ...(makeConfig(o).args as Record<string, unknown>),
+    ...(makeConfig(options).args as Record<string, unknown>),
     clip_grad: null,
     clip_mode: "norm",
     cutmix: new PyFloat(0),
@@ -371,7 +371,7 @@ function torchHubArgs(o: GenerateOptions): PyObject {
  * epoch, version}. The backbone is read back from model.safetensors (already fp16-rounded); the heads are
  * drawn from their own generator (seed + 1), in the order written.
  */
-function writeAdaptorCheckpoint(dir: string, o: GenerateOptions, dims: AdaptorDims, C: number, depth: number): void {
+function writeAdaptorCheckpoint(dir: string, options: GenerateOptions, dims: AdaptorDims, C: number, depth: number): void {
   const hf = SafetensorsFile.open(join(dir, "model.safetensors"));
   try {
     const entries: [string, TensorRef][] = [];
@@ -396,11 +396,11 @@ function writeAdaptorCheckpoint(dir: string, o: GenerateOptions, dims: AdaptorDi
       "mlp.fc2.bias",
     ];
     for (let i = 0; i < depth; i++) for (const p of blockParams) fromHf(`base_model.blocks.${i}.${p}`, `radio_model.model.blocks.${i}.${p}`);
-    if (o.finalNorm) for (const p of ["weight", "bias"]) fromHf(`base_model.norm.${p}`, `radio_model.model.norm.${p}`);
+    if (options.finalNorm) for (const p of ["weight", "bias"]) fromHf(`base_model.norm.${p}`, `radio_model.model.norm.${p}`);
     for (const p of ["pos_embed", "embedder.weight", "cls_token.token"]) fromHf(`base_model.patch_generator.${p}`, `radio_model.model.patch_generator.${p}`);
     for (const p of ["norm_mean", "norm_std"]) fromHf(`input_conditioner.${p}`, `radio_model.input_conditioner.${p}`);
 
-    const rng = new Rng((o.seed + 1) >>> 0);
+    const rng = new Rng((options.seed + 1) >>> 0);
     const head = (prefix: string, params: [string, number[], "weight" | "bias" | "norm_w" | "norm_b" | "gamma"][]) => {
       for (const [name, shape, kind] of params) {
         const n = shape.reduce((a, b) => a * b, 1);
@@ -457,13 +457,13 @@ function writeAdaptorCheckpoint(dir: string, o: GenerateOptions, dims: AdaptorDi
 
     const checkpoint = new Map<string, unknown>([
       ["state_dict", orderedDict(entries)],
-      ["args", torchHubArgs(o)],
-      ["arch", o.architecture],
+      ["args", torchHubArgs(options)],
+      ["arch", options.architecture],
       ["epoch", 299],
       ["version", 2],
     ]);
-    const serializationId = String(o.seed >>> 0).padStart(40, "0");
-    writeTorchSave(join(dir, adaptorCheckpointName(o.version)), checkpoint, { serializationId });
+    const serializationId = String(options.seed >>> 0).padStart(40, "0");
+    writeTorchSave(join(dir, adaptorCheckpointName(options.version)), checkpoint, { serializationId });
   } finally {
     hf.close();
   }

@@ -35,12 +35,12 @@ export interface CompileTextResult {
   seconds: number;
 }
 
-export async function compileTextTower(o: CompileTextOptions): Promise<CompileTextResult> {
+export async function compileTextTower(options: CompileTextOptions): Promise<CompileTextResult> {
   const t0 = performance.now();
-  const precision = o.precision ?? "fp32";
-  const weightsMode = o.weightsMode ?? "link";
-  const siglipDir = resolve(o.siglipDir);
-  o.onStage?.("reading checkpoint");
+  const precision = options.precision ?? "fp32";
+  const weightsMode = options.weightsMode ?? "link";
+  const siglipDir = resolve(options.siglipDir);
+  options.onStage?.("reading checkpoint");
   const ckpt = loadSiglipText(siglipDir);
   try {
     const { spec } = ckpt;
@@ -49,33 +49,33 @@ export async function compileTextTower(o: CompileTextOptions): Promise<CompileTe
     if (tokenizer.vocabSize > spec.vocabSize) {
       throw new Error(`${siglipDir}: tokenizer.json has ${tokenizer.vocabSize} ids but the text tower's embedding has ${spec.vocabSize} rows`);
     }
-    const outDir = resolve(o.outDir);
+    const outDir = resolve(options.outDir);
     rmSync(join(outDir, MODEL_FILE), { force: true });
     mkdirSync(outDir, { recursive: true });
     const store = new WeightStore(ckpt.weights, outDir, precision, weightsMode);
-    const g = new GraphBuilder(OPSET);
-    o.onStage?.(precision === "fp32" ? "building graph" : `building graph (converting weights to ${precision})`);
+    const graph = new GraphBuilder(OPSET);
+    options.onStage?.(precision === "fp32" ? "building graph" : `building graph (converting weights to ${precision})`);
     try {
-      buildTextGraph(g, store, spec);
+      buildTextGraph(graph, store, spec);
     } finally {
       store.close();
     }
     for (const f of store.linkFallbacks)
-      o.onStage?.(`could not hard-link the weights (${f}): the checkpoint and the output folder are on different filesystems`);
-    const bytes = g.build({ name: PRODUCT.name, version: PRODUCT.version }, { variant: "siglip-text", precision });
+      options.onStage?.(`could not hard-link the weights (${f}): the checkpoint and the output folder are on different filesystems`);
+    const bytes = graph.build({ name: PRODUCT.name, version: PRODUCT.version }, { variant: "siglip-text", precision });
     writeFileSync(join(outDir, MODEL_FILE), bytes);
 
     const tokenizerFiles = TOKENIZER_FILES.filter((f) => existsSync(join(siglipDir, f)));
     for (const f of tokenizerFiles) copyFileSync(join(siglipDir, f), join(outDir, f));
 
-    o.onStage?.("hashing");
+    options.onStage?.("hashing");
     const sha256: Record<string, string> = { [MODEL_FILE]: createHash("sha256").update(bytes).digest("hex") };
     for (const f of [...store.files, ...tokenizerFiles]) sha256[f] = await sha256Of(join(outDir, f));
 
     const metadata: TextGraphMetadata = {
       format: TEXT_FORMAT,
-      space: o.space ?? "siglip2-g",
-      source: { repo: o.repo ?? null, revision: o.revision ?? null, dir: siglipDir },
+      space: options.space ?? "siglip2-g",
+      source: { repo: options.repo ?? null, revision: options.revision ?? null, dir: siglipDir },
       input: TEXT_INPUT,
       output: TEXT_OUTPUT,
       contextLength: spec.contextLength,
@@ -97,7 +97,7 @@ export async function compileTextTower(o: CompileTextOptions): Promise<CompileTe
       compiler: { name: PRODUCT.name, version: PRODUCT.version },
     };
     writeFileSync(join(outDir, METADATA_FILE), `${JSON.stringify(metadata, null, 2)}\n`);
-    return { metadata, outDir, nodeCount: g.nodeCount, seconds: (performance.now() - t0) / 1000 };
+    return { metadata, outDir, nodeCount: graph.nodeCount, seconds: (performance.now() - t0) / 1000 };
   } finally {
     ckpt.weights.close();
   }

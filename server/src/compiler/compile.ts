@@ -104,19 +104,19 @@ function adaptorMetadata(a: AdaptorSpec): AdaptorMetadata {
   };
 }
 
-export async function compileCheckpoint(o: CompileOptions): Promise<CompileResult> {
+export async function compileCheckpoint(options: CompileOptions): Promise<CompileResult> {
   const t0 = performance.now();
-  const precision = o.precision ?? "fp32";
-  const windowSize = o.windowSize ?? null;
-  const attention = o.attention ?? "matmul";
-  const weightsMode = o.weightsMode ?? "link";
+  const precision = options.precision ?? "fp32";
+  const windowSize = options.windowSize ?? null;
+  const attention = options.attention ?? "matmul";
+  const weightsMode = options.weightsMode ?? "link";
   if (precision === "int8" && attention !== "matmul") throw new Error("int8 graphs use MatMul/Softmax attention (--attention matmul or auto)");
   if (windowSize !== null && (!Number.isInteger(windowSize) || windowSize < 1)) throw new Error(`window size must be a positive integer, got ${windowSize}`);
 
-  o.onStage?.("reading checkpoint");
-  const ckpt = loadCheckpoint(resolve(o.checkpointDir));
-  const outDir = resolve(o.outDir);
-  const adaptorNames = o.adaptors ?? [];
+  options.onStage?.("reading checkpoint");
+  const ckpt = loadCheckpoint(resolve(options.checkpointDir));
+  const outDir = resolve(options.outDir);
+  const adaptorNames = options.adaptors ?? [];
   // The heads' tensors go to adaptors.safetensors, read through the same WeightStore: linked into
   // the output folder (fp32) or converted into the graph's own weight file. Written in a scratch
   // folder first, since the store (re)creates its links in the output folder.
@@ -128,37 +128,37 @@ export async function compileCheckpoint(o: CompileOptions): Promise<CompileResul
     let adaptors: AdaptorSpec[] = [];
     let pth: string | null = null;
     if (adaptorNames.length) {
-      pth = findTorchhubCheckpoint(resolve(o.checkpointDir), o.torchhubCheckpoint, ckpt.spec.version);
-      o.onStage?.(`reading adaptors ${adaptorNames.join(", ")} from ${basename(pth)}`);
+      pth = findTorchhubCheckpoint(resolve(options.checkpointDir), options.torchhubCheckpoint, ckpt.spec.version);
+      options.onStage?.(`reading adaptors ${adaptorNames.join(", ")} from ${basename(pth)}`);
       mkdirSync(scratch, { recursive: true });
       const file = join(scratch, "adaptors.safetensors");
       adaptors = await extractAdaptors(pth, adaptorNames, file);
       weights = new SafetensorsCheckpoint([...ckpt.weights.paths, file]);
     }
     const store = new WeightStore(weights, outDir, precision, weightsMode);
-    const g = new GraphBuilder(OPSET);
-    o.onStage?.(precision === "fp32" ? "building graph" : `building graph (converting weights to ${precision})`);
+    const graph = new GraphBuilder(OPSET);
+    options.onStage?.(precision === "fp32" ? "building graph" : `building graph (converting weights to ${precision})`);
     try {
-      const taps = buildVitGraph(g, store, ckpt.spec, { windowSize, attention });
+      const taps = buildVitGraph(graph, store, ckpt.spec, { windowSize, attention });
       buildAdaptorHeads(taps, adaptors);
     } finally {
       store.close();
     }
     // A hard link can't cross filesystems: say so, since the copy costs a second 2.6 GB on disk.
     for (const f of store.linkFallbacks)
-      o.onStage?.(`could not hard-link the weights (${f}): the checkpoint and the output folder are on different filesystems`);
+      options.onStage?.(`could not hard-link the weights (${f}): the checkpoint and the output folder are on different filesystems`);
     const { spec } = ckpt;
-    const bytes = g.build({ name: PRODUCT.name, version: PRODUCT.version }, { variant: spec.version, precision });
+    const bytes = graph.build({ name: PRODUCT.name, version: PRODUCT.version }, { variant: spec.version, precision });
     writeFileSync(join(outDir, MODEL_FILE), bytes);
 
-    o.onStage?.("hashing");
+    options.onStage?.("hashing");
     const sha256: Record<string, string> = { [MODEL_FILE]: createHash("sha256").update(bytes).digest("hex") };
     for (const f of store.files) sha256[f] = await sha256Of(join(outDir, f));
 
     const metadata: GraphMetadata = {
       format: "radio-onnx/1",
       variant: spec.version,
-      source: { repo: o.repo ?? null, revision: o.revision ?? null, dir: ckpt.dir },
+      source: { repo: options.repo ?? null, revision: options.revision ?? null, dir: ckpt.dir },
       architecture: spec.architecture,
       patchSize: spec.patchSize,
       width: spec.width,
@@ -183,7 +183,7 @@ export async function compileCheckpoint(o: CompileOptions): Promise<CompileResul
       adaptorSource: pth ? { file: basename(pth), dir: dirname(pth) } : null,
     };
     writeFileSync(join(outDir, METADATA_FILE), `${JSON.stringify(metadata, null, 2)}\n`);
-    return { metadata, outDir, nodeCount: g.nodeCount, seconds: (performance.now() - t0) / 1000 };
+    return { metadata, outDir, nodeCount: graph.nodeCount, seconds: (performance.now() - t0) / 1000 };
   } finally {
     if (weights !== ckpt.weights) weights.close();
     ckpt.weights.close();

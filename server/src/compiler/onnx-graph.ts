@@ -71,7 +71,7 @@ export class GraphBuilder {
   ): string[] {
     const stem = opts.stem ?? opType.toLowerCase();
     const outputs = Array.isArray(opts.outputs)
-      ? opts.outputs.map((o) => (this.used.add(o), o))
+      ? opts.outputs.map((output) => (this.used.add(output), output))
       : Array.from({ length: opts.outputs ?? 1 }, () => this.fresh(stem));
     const domain = opts.domain === "ms" ? MS_DOMAIN : "";
     if (domain) this.usesMsDomain = true;
