@@ -25,17 +25,8 @@ import { nlcRow, nlcTensor, resolveHeatmapSpec, summaryTensor, type HeatmapSpec,
 import type { PostprocessTask } from "../postprocess/protocol.js";
 import type { ServedModel } from "./models.js";
 import { TextEmbedder, type PromptTokenizer, type TextBackend, type TextMetrics, type TextReply } from "./text.js";
-import {
-  NO_METRICS,
-  RequestError,
-  type DropReason,
-  type EmbedHandle,
-  type EmbedJobSpec,
-  type ImageErrorCode,
-  type ImageOutcome,
-  type OutputKind,
-  type PipelineMetrics,
-} from "./types.js";
+import { RequestError, type FailureKind } from "./errors.js";
+import { NO_METRICS, type DropReason, type EmbedHandle, type EmbedJobSpec, type ImageOutcome, type OutputKind, type PipelineMetrics } from "./types.js";
 
 /** What the pipeline needs from the inference runtime. */
 export interface InferenceBackend {
@@ -268,11 +259,11 @@ export class Pipeline {
    * completion order, until the request is cancelled.
    */
   submit(spec: EmbedJobSpec, sink: (o: ImageOutcome) => void): EmbedHandle {
-    if (this.closing) throw new RequestError("UNAVAILABLE", "the server is shutting down");
+    if (this.closing) throw new RequestError("shutting_down", "the server is shutting down");
     const modelName = spec.model || this.defaultModel;
     const model = this.models.get(modelName);
     if (!model) {
-      throw new RequestError("INVALID_ARGUMENT", `unknown model ${JSON.stringify(modelName)}; served: ${[...this.models.keys()].join(", ")}`);
+      throw new RequestError("invalid_request", `unknown model ${JSON.stringify(modelName)}; served: ${[...this.models.keys()].join(", ")}`);
     }
     let policy: ResolutionPolicy;
     try {
@@ -280,13 +271,13 @@ export class Pipeline {
       // A fixed size or a max:N is checked against the model once, for the whole request.
       resolveTargetResolution(model.geometry.preferred[0], model.geometry.preferred[1], model.geometry, policy);
     } catch (err) {
-      throw new RequestError("INVALID_ARGUMENT", err instanceof InputError ? err.reason : (err as Error).message);
+      throw new RequestError("invalid_request", err instanceof InputError ? err.reason : (err as Error).message);
     }
     const space = spec.space ?? "";
     if (space && !model.adaptors.some((a) => a.name === space)) {
       const have = model.adaptors.map((a) => a.name);
       throw new RequestError(
-        "INVALID_ARGUMENT",
+        "invalid_request",
         `model ${model.name} has no embedding space ${JSON.stringify(space)}; ${have.length ? `its adaptors: ${have.join(", ")}` : "it was compiled without adaptors"} ("" = the backbone)`,
       );
     }
@@ -295,19 +286,19 @@ export class Pipeline {
       try {
         heatmap = resolveHeatmapSpec(spec.heatmap);
       } catch (err) {
-        throw new RequestError("INVALID_ARGUMENT", (err as Error).message);
+        throw new RequestError("invalid_request", (err as Error).message);
       }
     }
     const n = spec.images.length;
     if (n > this.admission.capacity) {
       throw new RequestError(
-        "INVALID_ARGUMENT",
+        "invalid_request",
         `the request has ${n} images; at most ${this.admission.capacity} fit in the queue (--max-queue): send smaller requests`,
       );
     }
     if (!this.admission.tryReserve(n)) {
       throw new RequestError(
-        "RESOURCE_EXHAUSTED",
+        "queue_full",
         `the queue is full (${this.admission.admitted} of ${this.admission.capacity} images queued, ${n} asked for); retry later`,
       );
     }
@@ -322,7 +313,7 @@ export class Pipeline {
     for (let i = 0; i < n; i++) {
       this.prepare(job, i).catch((err: Error) => {
         this.o.logger?.error({ err }, "image pipeline failed unexpectedly");
-        this.fail(job, i, "INTERNAL", `input ${JSON.stringify(this.idOf(job, i))}: ${err.message}`);
+        this.fail(job, i, "internal", `input ${JSON.stringify(this.idOf(job, i))}: ${err.message}`);
       });
     }
     return { done: job.done, cancel: (reason) => this.cancel(job, reason) };
@@ -333,20 +324,20 @@ export class Pipeline {
    * a whole is refused; otherwise every prompt gets one outcome, in order.
    */
   embedText(modelName: string, prompts: readonly unknown[]): Promise<TextReply> {
-    if (this.closing) throw new RequestError("UNAVAILABLE", "the server is shutting down");
+    if (this.closing) throw new RequestError("shutting_down", "the server is shutting down");
     const name = modelName || this.defaultModel;
     const model = this.models.get(name);
-    if (!model) throw new RequestError("INVALID_ARGUMENT", `unknown model ${JSON.stringify(name)}; served: ${[...this.models.keys()].join(", ")}`);
+    if (!model) throw new RequestError("invalid_request", `unknown model ${JSON.stringify(name)}; served: ${[...this.models.keys()].join(", ")}`);
     const embedder = this.textEmbedders.get(name);
     if (!embedder) {
       throw new RequestError(
-        "INVALID_ARGUMENT",
+        "invalid_request",
         `model ${name} has no text tower: compile it with --adaptors siglip2-g --text (the zoo does for embedding_space="text")`,
       );
     }
     const max = this.o.text!.maxPrompts;
     if (prompts.length > max)
-      throw new RequestError("INVALID_ARGUMENT", `the request has ${prompts.length} prompts; at most ${max} per call: send smaller requests`);
+      throw new RequestError("invalid_request", `the request has ${prompts.length} prompts; at most ${max} per call: send smaller requests`);
     const { space, logitScale, logitBias } = model.text!.metadata;
     const running = embedder.embed(prompts).then((outcomes) => ({ outcomes, space, logitScale, logitBias }));
     this.textRequests.add(running);
@@ -380,7 +371,7 @@ export class Pipeline {
   /** Read, decode and resize one image, then queue it for a batch. */
   private async prepare(job: Job, index: number): Promise<void> {
     const input = job.images[index]!;
-    if (input instanceof InputError) return this.fail(job, index, input.code, input.message);
+    if (input instanceof InputError) return this.fail(job, index, input.kind, input.message);
     // Bound the decoded images held in memory, then the decodes running at once.
     if (!(await this.prepared.acquire(job.abort.signal))) return this.drop(job, index);
     if (!(await this.decodes.acquire(job.abort.signal))) {
@@ -409,9 +400,9 @@ export class Pipeline {
       };
     } catch (err) {
       this.prepared.release();
-      if (err instanceof InputError) return this.fail(job, index, err.code, err.message);
+      if (err instanceof InputError) return this.fail(job, index, err.kind, err.message);
       this.o.logger?.error({ err, id: input.id }, "preprocessing failed unexpectedly");
-      return this.fail(job, index, "INTERNAL", `input ${JSON.stringify(input.id)}: preprocessing failed: ${(err as Error).message}`);
+      return this.fail(job, index, "internal", `input ${JSON.stringify(input.id)}: preprocessing failed: ${(err as Error).message}`);
     } finally {
       this.decodes.release();
       this.decoding--;
@@ -460,7 +451,7 @@ export class Pipeline {
         for (const x of live) {
           if (x.pixels) this.prepared.release();
           x.pixels = null;
-          this.fail(x.job, x.index, "INTERNAL", `input ${JSON.stringify(x.id)}: batch assembly failed: ${(err as Error).message}`);
+          this.fail(x.job, x.index, "internal", `input ${JSON.stringify(x.id)}: batch assembly failed: ${(err as Error).message}`);
         }
         return;
       }
@@ -480,7 +471,7 @@ export class Pipeline {
     } catch (err) {
       this.o.logger?.error({ err, model: model.name, batch: B, height: H, width: W }, "inference failed");
       for (const it of live) {
-        this.fail(it.job, it.index, "INTERNAL", `input ${JSON.stringify(it.id)}: inference failed: ${(err as Error).message}`);
+        this.fail(it.job, it.index, "internal", `input ${JSON.stringify(it.id)}: inference failed: ${(err as Error).message}`);
       }
       return;
     }
@@ -493,7 +484,7 @@ export class Pipeline {
     const gridW = W / model.metadata.patchSize;
     if (wantFeatures && gridH * gridW !== positions) {
       for (const it of live) {
-        this.fail(it.job, it.index, "INTERNAL", `input ${JSON.stringify(it.id)}: the graph returned ${positions} positions for a ${gridH}×${gridW} grid`);
+        this.fail(it.job, it.index, "internal", `input ${JSON.stringify(it.id)}: the graph returned ${positions} positions for a ${gridH}×${gridW} grid`);
       }
       return;
     }
@@ -536,7 +527,7 @@ export class Pipeline {
             this.fail(
               job,
               it.index,
-              "INTERNAL",
+              "internal",
               `input ${JSON.stringify(it.id)}: ${job.output === "heatmap" ? "heatmap" : "NCHW transpose"} failed: ${err.message}`,
             );
           },
@@ -561,10 +552,10 @@ export class Pipeline {
     this.settle(job, index, { index, output });
   }
 
-  private fail(job: Job, index: number, code: ImageErrorCode, message: string): void {
+  private fail(job: Job, index: number, kind: FailureKind, message: string): void {
     if (job.state[index] === "settled") return;
-    if (!job.closed) this.metrics.imageFailed(code);
-    this.settle(job, index, { index, error: { code, message } });
+    if (!job.closed) this.metrics.imageFailed(kind);
+    this.settle(job, index, { index, error: { kind, message } });
   }
 
   /** The image was never run because its request went away. */

@@ -3,7 +3,7 @@
 // L2-normalise. Every prompt ends in exactly one outcome. Transport-agnostic, like pipeline.ts.
 import { l2NormalizeRows } from "../runtime/normalize.js";
 import type { ServedModel } from "./models.js";
-import type { ImageErrorCode } from "./types.js";
+import type { FailureKind } from "./errors.js";
 
 /** What the pipeline needs from the tokenizer (preprocess/text.ts). */
 export interface PromptTokenizer {
@@ -21,7 +21,7 @@ export interface TextBackend {
 
 export type TextOutcome =
   | { index: number; canonical: string; embedding: Float32Array; error?: undefined }
-  | { index: number; canonical: string; embedding?: undefined; error: { code: ImageErrorCode; message: string } };
+  | { index: number; canonical: string; embedding?: undefined; error: { kind: FailureKind; message: string } };
 
 /** A request's outcomes, and what comparing them with images needs: the space and SigLIP's logit scale and bias. */
 export interface TextReply {
@@ -106,7 +106,7 @@ export class TextEmbedder {
         if (typeof prompt !== "string") throw new TypeError(`prompt ${index} is ${prompt === null ? "null" : typeof prompt}, not a string`);
         canonical = tokenizer.canonicalize(prompt);
       } catch (err) {
-        out[index] = { index, canonical: "", error: { code: "INVALID_ARGUMENT", message: `prompt ${index}: ${(err as Error).message}` } };
+        out[index] = { index, canonical: "", error: { kind: "invalid_prompt", message: `prompt ${index}: ${(err as Error).message}` } };
         return;
       }
       const cached = this.cache.get(canonical);
@@ -143,7 +143,7 @@ export class TextEmbedder {
       } catch (err) {
         for (const canonical of chunk) {
           for (const index of misses.get(canonical)!) {
-            out[index] = { index, canonical, error: { code: "INTERNAL", message: `prompt ${index}: text encoding failed: ${(err as Error).message}` } };
+            out[index] = { index, canonical, error: { kind: "internal", message: `prompt ${index}: text encoding failed: ${(err as Error).message}` } };
           }
         }
       }

@@ -18,7 +18,7 @@ export class PostprocessPool {
         maxThreads: threads,
         atomics: "disabled",
       });
-      // A postprocess worker dying fails its task (the image gets an INTERNAL error); piscina replaces it.
+      // A postprocess worker dying fails its task (the image fails as `internal`); piscina replaces it.
       this.piscina.on("error", () => undefined);
     } else {
       this.piscina = null;

@@ -1,7 +1,7 @@
 // The inference pool: piscina worker threads, each holding one onnxruntime session per served model.
 // Batches go in as one transferred Float32Array and come back as transferred outputs. A worker that
 // dies is replaced by piscina (the new one loads and warms before it takes work); the batch it held
-// fails, and the caller turns that into per-image INTERNAL errors.
+// fails, and the caller turns that into per-image `internal` failures.
 import { EventEmitter } from "node:events";
 import { BroadcastChannel } from "node:worker_threads";
 import { Piscina } from "piscina";

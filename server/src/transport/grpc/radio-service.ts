@@ -3,9 +3,11 @@
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { InputError, type ImageInput, type RawPixels } from "../../preprocess/index.js";
+import { RequestError } from "../../pipeline/errors.js";
 import type { Pipeline } from "../../pipeline/pipeline.js";
-import { RequestError, type EmbedJobSpec, type ImageOutcome, type OutputKind } from "../../pipeline/types.js";
+import type { EmbedJobSpec, ImageOutcome, OutputKind } from "../../pipeline/types.js";
 import type { ServerInfo } from "../../server-info.js";
+import { protoError, REQUEST_STATUS } from "./codes.js";
 import type {
   ProtoEmbedRequest,
   ProtoEmbedTextRequest,
@@ -23,7 +25,7 @@ export interface RadioServiceState {
   /** True once shutdown has begun. */
   shuttingDown(): boolean;
   info(): ServerInfo;
-  /** False: path inputs are refused (PERMISSION_DENIED), e.g. for TCP clients. Default true. */
+  /** False: path inputs are refused (paths_refused, PERMISSION_DENIED on the wire), e.g. for TCP clients. Default true. */
   pathInputs?: boolean;
 }
 
@@ -64,7 +66,7 @@ function rawFromProto(id: string, r: ProtoRawPixels): RawPixels | InputError {
     else if (data.byteLength === 4 * n) dtype = "DTYPE_FLOAT32";
     else
       return new InputError(
-        "INVALID_ARGUMENT",
+        "invalid_input",
         id,
         `raw pixels: dtype unspecified and ${data.byteLength} bytes fit neither uint8 nor float32 for ${height}x${width}x${channels}`,
       );
@@ -73,11 +75,11 @@ function rawFromProto(id: string, r: ProtoRawPixels): RawPixels | InputError {
   if (dtype === "DTYPE_UINT8") {
     arr = data;
   } else if (dtype === "DTYPE_FLOAT32") {
-    if (data.byteLength % 4 !== 0) return new InputError("INVALID_ARGUMENT", id, `raw float32 pixels: ${data.byteLength} bytes is not a multiple of 4`);
+    if (data.byteLength % 4 !== 0) return new InputError("invalid_input", id, `raw float32 pixels: ${data.byteLength} bytes is not a multiple of 4`);
     // Decoded bytes are a slice of the message buffer, often not 4-byte aligned: copy only then.
     arr = data.byteOffset % 4 === 0 ? new Float32Array(data.buffer, data.byteOffset, data.byteLength / 4) : new Float32Array(new Uint8Array(data).buffer);
   } else {
-    return new InputError("INVALID_ARGUMENT", id, `raw pixels: unknown dtype ${String(dtype)}`);
+    return new InputError("invalid_input", id, `raw pixels: unknown dtype ${String(dtype)}`);
   }
   return { data: arr, height, width, channels: channels as RawPixels["channels"], dtype: dtype === "DTYPE_UINT8" ? "uint8" : "float32" };
 }
@@ -88,7 +90,7 @@ function imageFromProto(img: ProtoImageInput, index: number, pathInputs: boolean
   const id = displayId(img, index);
   switch (img.source) {
     case "path":
-      if (!pathInputs) return new InputError("PERMISSION_DENIED", id, PATHS_REFUSED);
+      if (!pathInputs) return new InputError("paths_refused", id, PATHS_REFUSED);
       return { id, path: img.path ?? "" };
     case "encoded":
       return { id, bytes: img.encoded ?? Buffer.alloc(0) };
@@ -97,7 +99,7 @@ function imageFromProto(img: ProtoImageInput, index: number, pathInputs: boolean
       return raw instanceof InputError ? raw : { id, raw };
     }
     default:
-      return new InputError("INVALID_ARGUMENT", id, "the image has no source (set one of path, encoded, raw)");
+      return new InputError("invalid_input", id, "the image has no source (set one of path, encoded, raw)");
   }
 }
 
@@ -105,7 +107,7 @@ function specFromProto(req: ProtoEmbedRequest, deadline: number | null, pathInpu
   const o = req.options;
   const h = o?.heatmap;
   const output = OUTPUT_KINDS[o?.output ?? "OUTPUT_KIND_UNSPECIFIED"];
-  if (!output) throw new RequestError("INVALID_ARGUMENT", `unknown output kind ${String(o?.output)}`);
+  if (!output) throw new RequestError("invalid_request", `unknown output kind ${String(o?.output)}`);
   return {
     model: o?.model ?? "",
     space: o?.space ?? "",
@@ -126,7 +128,7 @@ function specFromProto(req: ProtoEmbedRequest, deadline: number | null, pathInpu
 
 function resultToProto(o: ImageOutcome, req: ProtoEmbedRequest): ProtoImageResult {
   const id = req.images[o.index]?.id ?? "";
-  if (o.error) return { index: o.index, id, error: { code: o.error.code, message: o.error.message } };
+  if (o.error) return { index: o.index, id, error: protoError(o.error) };
   const t = o.output.tensor;
   return {
     index: o.index,
@@ -146,12 +148,6 @@ function deadlineOf(call: grpc.ServerWritableStream<unknown, unknown>): number |
   const ms = d instanceof Date ? d.getTime() : Number(d);
   return Number.isFinite(ms) ? ms : null;
 }
-
-const REQUEST_CODES: Record<RequestError["code"], grpc.status> = {
-  INVALID_ARGUMENT: grpc.status.INVALID_ARGUMENT,
-  RESOURCE_EXHAUSTED: grpc.status.RESOURCE_EXHAUSTED,
-  UNAVAILABLE: grpc.status.UNAVAILABLE,
-};
 
 export function radioHandlers(state: RadioServiceState, recorder: RequestRecorder, logger: Logger): grpc.UntypedServiceImplementation {
   const finish = (method: string, code: grpc.status) => recorder.request(method, STATUS_NAME[code] ?? String(code));
@@ -177,7 +173,7 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
         call.write({ results: [resultToProto(outcome, req)] } satisfies ProtoEmbedResponse);
       });
     } catch (err) {
-      if (err instanceof RequestError) return refuse(REQUEST_CODES[err.code], err.message);
+      if (err instanceof RequestError) return refuse(REQUEST_STATUS[err.kind], err.message);
       logger.error({ err }, "Embed failed");
       return refuse(grpc.status.INTERNAL, `internal error: ${(err as Error).message}`);
     }
@@ -221,7 +217,7 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
     try {
       running = pipeline.embedText(req.model ?? "", req.prompts ?? []);
     } catch (err) {
-      if (err instanceof RequestError) return refuse(REQUEST_CODES[err.code], err.message);
+      if (err instanceof RequestError) return refuse(REQUEST_STATUS[err.kind], err.message);
       logger.error({ err }, "EmbedText failed");
       return refuse(grpc.status.INTERNAL, `internal error: ${(err as Error).message}`);
     }
@@ -232,7 +228,7 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
         callback(null, {
           results: outcomes.map((o) =>
             o.error
-              ? { index: o.index, canonical: o.canonical, error: o.error }
+              ? { index: o.index, canonical: o.canonical, error: protoError(o.error) }
               : {
                   index: o.index,
                   canonical: o.canonical,
