@@ -23,7 +23,7 @@ export interface BatcherOptions<T> {
   /** Batches that may run at once (one per inference worker). */
   concurrency: number;
   /** Runs one batch; the slot is free again when the promise settles. Must not throw synchronously. */
-  run: (key: string, items: T[]) => Promise<void>;
+  runBatch: (key: string, items: T[]) => Promise<void>;
 }
 
 export class DynamicBatcher<T extends Batchable> {
@@ -71,8 +71,8 @@ export class DynamicBatcher<T extends Batchable> {
     return removed;
   }
 
-  /** Re-evaluates the queues: call when `pending` drops without an add (an image failed to decode). */
-  poke(): void {
+  /** Starts the batches that are ready now: call when `pending` drops without an add (an image failed to decode). */
+  startReadyBatches(): void {
     if (!this.closed) this.pump();
   }
 
@@ -128,8 +128,8 @@ export class DynamicBatcher<T extends Batchable> {
       this.size -= batch.length;
       this.active++;
       this.o
-        .run(best, batch)
-        .catch(() => undefined) // run() reports its own failures per item
+        .runBatch(best, batch)
+        .catch(() => undefined) // runBatch() reports its own failures per item
         .finally(() => {
           this.active--;
           this.pump();

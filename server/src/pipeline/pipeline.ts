@@ -31,7 +31,8 @@ import { NO_METRICS, type DropReason, type EmbedHandle, type EmbedJobSpec, type 
 /** What the pipeline needs from the inference runtime. */
 export interface InferenceBackend {
   readonly workers: number;
-  run(
+  /** Runs one batch of pixels [B, 3, H, W] through `model`'s graph. */
+  infer(
     model: string,
     pixels: Float32Array,
     dims: [number, number, number, number],
@@ -51,7 +52,8 @@ export interface InferenceBackend {
 }
 
 export interface PostprocessBackend {
-  run(task: PostprocessTask): Promise<OutputTensor>;
+  /** Turns one image's features into its output (an NCHW copy, a heatmap). */
+  postprocess(task: PostprocessTask): Promise<OutputTensor>;
 }
 
 export interface PipelineOptions {
@@ -76,7 +78,7 @@ export interface PipelineOptions {
   /** Decodes in flight at once. */
   decodeParallelism: number;
   /** Decoded images held while they wait for a batch (memory bound); default 2 × maxBatch × workers. */
-  maxPrepared?: number;
+  maxDecodedImages?: number;
   limits?: Partial<PreprocessLimits>;
   /** Text towers: a tokenizer per model that has one, and the runtime that runs them. */
   text?: {
@@ -184,7 +186,8 @@ export class Pipeline {
   readonly defaultModel: string;
   private readonly admission: Admission;
   private readonly decodes: Semaphore;
-  private readonly prepared: Semaphore;
+  /** A slot per image decoded (or being decoded) and not yet copied into a batch tensor: bounds their memory. */
+  private readonly decodedSlots: Semaphore;
   private readonly batcher: DynamicBatcher<Item>;
   private readonly tensors: TensorBuffers;
   private readonly jobs = new Set<Job>();
@@ -220,7 +223,7 @@ export class Pipeline {
     }
     this.admission = new Admission(o.maxQueue);
     this.decodes = new Semaphore(o.decodeParallelism);
-    this.prepared = new Semaphore(Math.max(o.maxPrepared ?? 2 * o.maxBatch * o.inference.workers, o.decodeParallelism));
+    this.decodedSlots = new Semaphore(Math.max(o.maxDecodedImages ?? 2 * o.maxBatch * o.inference.workers, o.decodeParallelism));
     this.metrics = o.metrics ?? NO_METRICS;
     // One buffer per worker in flight plus one being filled.
     this.tensors = new TensorBuffers(o.inference.workers + 1);
@@ -231,7 +234,7 @@ export class Pipeline {
       pending: () => this.decoding,
       maxHoldMs: o.maxHoldMs ?? 0,
       concurrency: o.inference.workers,
-      run: (_key, items) => this.runBatch(items),
+      runBatch: (_key, items) => this.runBatch(items),
     });
   }
 
@@ -373,9 +376,9 @@ export class Pipeline {
     const input = job.images[index]!;
     if (input instanceof InputError) return this.fail(job, index, input.kind, input.message);
     // Bound the decoded images held in memory, then the decodes running at once.
-    if (!(await this.prepared.acquire(job.abort.signal))) return this.drop(job, index);
+    if (!(await this.decodedSlots.acquire(job.abort.signal))) return this.drop(job, index);
     if (!(await this.decodes.acquire(job.abort.signal))) {
-      this.prepared.release();
+      this.decodedSlots.release();
       return this.drop(job, index);
     }
     const t = performance.now();
@@ -399,7 +402,7 @@ export class Pipeline {
         originalWidth: img.originalWidth,
       };
     } catch (err) {
-      this.prepared.release();
+      this.decodedSlots.release();
       if (err instanceof InputError) return this.fail(job, index, err.kind, err.message);
       this.o.logger?.error({ err, id: input.id }, "preprocessing failed unexpectedly");
       return this.fail(job, index, "internal", `input ${JSON.stringify(input.id)}: preprocessing failed: ${(err as Error).message}`);
@@ -407,11 +410,11 @@ export class Pipeline {
       this.decodes.release();
       this.decoding--;
       // A failed decode adds nothing: let a batch that was waiting for it go.
-      if (item === undefined || job.closed) this.batcher.poke();
+      if (item === undefined || job.closed) this.batcher.startReadyBatches();
     }
     this.metrics.preprocessed((performance.now() - t) / 1000);
     if (job.closed) {
-      this.prepared.release();
+      this.decodedSlots.release();
       return this.drop(job, index);
     }
     this.batcher.add(item);
@@ -425,7 +428,7 @@ export class Pipeline {
       if (!it.job.closed && it.job.expired(now)) this.cancel(it.job, "deadline");
       if (it.job.closed) {
         it.pixels = null;
-        this.prepared.release();
+        this.decodedSlots.release();
         this.drop(it.job, it.index);
       } else {
         live.push(it);
@@ -449,14 +452,14 @@ export class Pipeline {
         // Cannot happen for what preprocessing returns; if it did, no image of the batch would end.
         this.o.logger?.error({ err, id: it.id }, "batch assembly failed");
         for (const x of live) {
-          if (x.pixels) this.prepared.release();
+          if (x.pixels) this.decodedSlots.release();
           x.pixels = null;
           this.fail(x.job, x.index, "internal", `input ${JSON.stringify(x.id)}: batch assembly failed: ${(err as Error).message}`);
         }
         return;
       }
       it.pixels = null;
-      this.prepared.release();
+      this.decodedSlots.release();
       this.markRunning(it.job, it.index);
       this.metrics.queueWait((t - it.enqueuedAt) / 1000);
     }
@@ -465,9 +468,9 @@ export class Pipeline {
     const wantSummary = live.some((it) => it.job.output === "summary");
     const wantFeatures = live.some((it) => it.job.output !== "summary");
     const outputs = wantFeatures ? (wantSummary ? (["summary", "features"] as const) : (["features"] as const)) : (["summary"] as const);
-    let out: Awaited<ReturnType<InferenceBackend["run"]>>;
+    let out: Awaited<ReturnType<InferenceBackend["infer"]>>;
     try {
-      out = await this.o.inference.run(model.name, pixels, [B, 3, H, W], outputs, first.job.space);
+      out = await this.o.inference.infer(model.name, pixels, [B, 3, H, W], outputs, first.job.space);
     } catch (err) {
       this.o.logger?.error({ err, model: model.name, batch: B, height: H, width: W }, "inference failed");
       for (const it of live) {
@@ -517,7 +520,7 @@ export class Pipeline {
                 originalWidth: it.originalWidth,
               };
         const tp = performance.now();
-        this.o.postprocess.run(task).then(
+        this.o.postprocess.postprocess(task).then(
           (tensor) => {
             this.metrics.postprocessed(job.output, (performance.now() - tp) / 1000);
             this.succeed(job, it.index, { tensor, ...sizes });
@@ -597,7 +600,7 @@ export class Pipeline {
     // Decoded and waiting for a batch: out of the queue now.
     for (const it of this.batcher.remove((x) => x.job === job)) {
       it.pixels = null;
-      this.prepared.release();
+      this.decodedSlots.release();
       this.drop(job, it.index);
     }
     // Being decoded: dropped when the decode ends. Running: the result is discarded.

@@ -156,7 +156,7 @@ export class InferencePool extends EventEmitter {
    * Runs pixels [B, 3, H, W] through `model`, fetching `outputs` (default: all). The pixels' buffer
    * is transferred: do not reuse it (the result hands it back as `input`).
    */
-  run(model: string, pixels: Float32Array, dims: InferTask["dims"], outputs?: readonly GraphOutputName[], space = ""): Promise<InferResult> {
+  infer(model: string, pixels: Float32Array, dims: InferTask["dims"], outputs?: readonly GraphOutputName[], space = ""): Promise<InferResult> {
     if (this.closed) return Promise.reject(new Error("the inference pool is closed"));
     const limit = this.options.inferenceTimeoutMs ?? 0;
     // The clock starts when a worker starts the batch (it may first wait for a replacement worker
