@@ -116,7 +116,7 @@ class Job {
     readonly heatmap: HeatmapSpec | null,
     readonly images: readonly (ImageInput | InputError)[],
     readonly deadline: number | null,
-    readonly sink: (o: ImageOutcome) => void,
+    readonly sink: (outcome: ImageOutcome) => void,
   ) {
     this.state = images.map(() => "queued");
     // Each image waiting for a decode slot listens on this signal.
@@ -199,16 +199,16 @@ export class Pipeline {
   /** Images holding a decode slot: a partial batch may wait for them (DynamicBatcher's hold). */
   private decoding = 0;
 
-  constructor(private readonly o: PipelineOptions) {
-    for (const m of o.models) this.models.set(m.name, m);
-    const first = o.models[0];
+  constructor(private readonly options: PipelineOptions) {
+    for (const m of options.models) this.models.set(m.name, m);
+    const first = options.models[0];
     if (!first) throw new Error("the pipeline needs at least one model");
-    this.defaultModel = o.defaultModel ?? first.name;
+    this.defaultModel = options.defaultModel ?? first.name;
     if (!this.models.has(this.defaultModel)) throw new Error(`default model ${this.defaultModel} is not served`);
-    for (const [name, tokenizer] of o.text?.tokenizers ?? []) {
+    for (const [name, tokenizer] of options.text?.tokenizers ?? []) {
       const model = this.models.get(name);
       if (!model) throw new Error(`a tokenizer was given for ${name}, which is not served`);
-      const t = o.text!;
+      const t = options.text!;
       this.textEmbedders.set(
         name,
         new TextEmbedder({
@@ -221,19 +221,19 @@ export class Pipeline {
         }),
       );
     }
-    this.admission = new Admission(o.maxQueue);
-    this.decodes = new Semaphore(o.decodeParallelism);
-    this.decodedSlots = new Semaphore(Math.max(o.maxDecodedImages ?? 2 * o.maxBatch * o.inference.workers, o.decodeParallelism));
-    this.metrics = o.metrics ?? NO_METRICS;
+    this.admission = new Admission(options.maxQueue);
+    this.decodes = new Semaphore(options.decodeParallelism);
+    this.decodedSlots = new Semaphore(Math.max(options.maxDecodedImages ?? 2 * options.maxBatch * options.inference.workers, options.decodeParallelism));
+    this.metrics = options.metrics ?? NO_METRICS;
     // One buffer per worker in flight plus one being filled.
-    this.tensors = new TensorBuffers(o.inference.workers + 1);
+    this.tensors = new TensorBuffers(options.inference.workers + 1);
     this.batcher = new DynamicBatcher<Item>({
-      maxBatch: o.maxBatch,
-      ...(o.maxBatchTokens ? { limit: (it: Item) => o.maxBatchTokens! / tokensOf(it) } : {}),
-      maxDelayMs: o.maxQueueDelayMs,
+      maxBatch: options.maxBatch,
+      ...(options.maxBatchTokens ? { limit: (it: Item) => options.maxBatchTokens! / tokensOf(it) } : {}),
+      maxDelayMs: options.maxQueueDelayMs,
       pending: () => this.decoding,
-      maxHoldMs: o.maxHoldMs ?? 0,
-      concurrency: o.inference.workers,
+      maxHoldMs: options.maxHoldMs ?? 0,
+      concurrency: options.inference.workers,
       runBatch: (_key, items) => this.runBatch(items),
     });
   }
@@ -261,7 +261,7 @@ export class Pipeline {
    * full, shutting down); then nothing was started. Otherwise every image reaches `sink` once, in
    * completion order, until the request is cancelled.
    */
-  submit(spec: EmbedJobSpec, sink: (o: ImageOutcome) => void): EmbedHandle {
+  submit(spec: EmbedJobSpec, sink: (outcome: ImageOutcome) => void): EmbedHandle {
     if (this.closing) throw new RequestError("shutting_down", "the server is shutting down");
     const modelName = spec.model || this.defaultModel;
     const model = this.models.get(modelName);
@@ -315,7 +315,7 @@ export class Pipeline {
     }
     for (let i = 0; i < n; i++) {
       this.prepare(job, i).catch((err: Error) => {
-        this.o.logger?.error({ err }, "image pipeline failed unexpectedly");
+        this.options.logger?.error({ err }, "image pipeline failed unexpectedly");
         this.fail(job, i, "internal", `input ${JSON.stringify(this.idOf(job, i))}: ${err.message}`);
       });
     }
@@ -338,7 +338,7 @@ export class Pipeline {
         `model ${name} has no text tower: compile it with --adaptors siglip2-g --text (the zoo does for embedding_space="text")`,
       );
     }
-    const max = this.o.text!.maxPrompts;
+    const max = this.options.text!.maxPrompts;
     if (prompts.length > max)
       throw new RequestError("invalid_request", `the request has ${prompts.length} prompts; at most ${max} per call: send smaller requests`);
     const { space, logitScale, logitBias } = model.text!.metadata;
@@ -385,8 +385,8 @@ export class Pipeline {
     this.decoding++;
     let item: Item | undefined;
     try {
-      const limits = this.o.limits ?? {};
-      const opened = await openImage(input, { paths: this.o.paths, limits });
+      const limits = this.options.limits ?? {};
+      const opened = await openImage(input, { paths: this.options.paths, limits });
       const target = resolveTargetResolution(opened.originalHeight, opened.originalWidth, job.model.geometry, job.policy, opened.id);
       const img = await decodeOpenedInterleaved(opened, target, { limits });
       item = {
@@ -404,7 +404,7 @@ export class Pipeline {
     } catch (err) {
       this.decodedSlots.release();
       if (err instanceof InputError) return this.fail(job, index, err.kind, err.message);
-      this.o.logger?.error({ err, id: input.id }, "preprocessing failed unexpectedly");
+      this.options.logger?.error({ err, id: input.id }, "preprocessing failed unexpectedly");
       return this.fail(job, index, "internal", `input ${JSON.stringify(input.id)}: preprocessing failed: ${(err as Error).message}`);
     } finally {
       this.decodes.release();
@@ -450,7 +450,7 @@ export class Pipeline {
         hwcToChwInto(pixels, b * 3 * plane, src.data, H, W, src.channels);
       } catch (err) {
         // Cannot happen for what preprocessing returns; if it did, no image of the batch would end.
-        this.o.logger?.error({ err, id: it.id }, "batch assembly failed");
+        this.options.logger?.error({ err, id: it.id }, "batch assembly failed");
         for (const x of live) {
           if (x.pixels) this.decodedSlots.release();
           x.pixels = null;
@@ -470,9 +470,9 @@ export class Pipeline {
     const outputs = wantFeatures ? (wantSummary ? (["summary", "features"] as const) : (["features"] as const)) : (["summary"] as const);
     let out: Awaited<ReturnType<InferenceBackend["infer"]>>;
     try {
-      out = await this.o.inference.infer(model.name, pixels, [B, 3, H, W], outputs, first.job.space);
+      out = await this.options.inference.infer(model.name, pixels, [B, 3, H, W], outputs, first.job.space);
     } catch (err) {
-      this.o.logger?.error({ err, model: model.name, batch: B, height: H, width: W }, "inference failed");
+      this.options.logger?.error({ err, model: model.name, batch: B, height: H, width: W }, "inference failed");
       for (const it of live) {
         this.fail(it.job, it.index, "internal", `input ${JSON.stringify(it.id)}: inference failed: ${(err as Error).message}`);
       }
@@ -520,13 +520,13 @@ export class Pipeline {
                 originalWidth: it.originalWidth,
               };
         const tp = performance.now();
-        this.o.postprocess.postprocess(task).then(
+        this.options.postprocess.postprocess(task).then(
           (tensor) => {
             this.metrics.postprocessed(job.output, (performance.now() - tp) / 1000);
             this.succeed(job, it.index, { tensor, ...sizes });
           },
           (err: Error) => {
-            this.o.logger?.error({ err, id: it.id }, "postprocessing failed");
+            this.options.logger?.error({ err, id: it.id }, "postprocessing failed");
             this.fail(
               job,
               it.index,
@@ -577,7 +577,7 @@ export class Pipeline {
       try {
         job.sink(outcome);
       } catch (err) {
-        this.o.logger?.error({ err }, "result sink failed");
+        this.options.logger?.error({ err }, "result sink failed");
       }
     }
     if (job.unsettled === 0) this.finishJob(job);
@@ -604,6 +604,6 @@ export class Pipeline {
       this.drop(job, it.index);
     }
     // Being decoded: dropped when the decode ends. Running: the result is discarded.
-    this.o.logger?.debug({ request: job.seq, reason }, "request cancelled");
+    this.options.logger?.debug({ request: job.seq, reason }, "request cancelled");
   }
 }

@@ -90,12 +90,12 @@ export interface TextEmbedderOptions {
 export class TextEmbedder {
   private readonly cache: EmbeddingCache;
 
-  constructor(private readonly o: TextEmbedderOptions) {
-    this.cache = new EmbeddingCache(o.cacheBytes);
+  constructor(private readonly options: TextEmbedderOptions) {
+    this.cache = new EmbeddingCache(options.cacheBytes);
   }
 
   async embed(prompts: readonly unknown[]): Promise<TextOutcome[]> {
-    const { model, tokenizer } = this.o;
+    const { model, tokenizer } = this.options;
     const out: TextOutcome[] = new Array(prompts.length);
     // Canonical prompt → indices still waiting for it (a prompt asked twice runs once).
     const misses = new Map<string, number[]>();
@@ -119,23 +119,23 @@ export class TextEmbedder {
         else misses.set(canonical, [index]);
       }
     });
-    if (hits) this.o.metrics?.promptsEmbedded(model.name, true, hits);
+    if (hits) this.options.metrics?.promptsEmbedded(model.name, true, hits);
 
     const unique = [...misses.keys()];
     const ctx = tokenizer.contextLength;
-    for (let start = 0; start < unique.length; start += this.o.maxBatch) {
-      const chunk = unique.slice(start, start + this.o.maxBatch);
+    for (let start = 0; start < unique.length; start += this.options.maxBatch) {
+      const chunk = unique.slice(start, start + this.options.maxBatch);
       try {
         const ids = tokenizer.encodeCanonical(chunk);
-        const r = await this.o.backend.runText(model.name, ids, [chunk.length, ctx]);
-        this.o.metrics?.textBatchRan(model.name, chunk.length, r.runMs / 1000);
+        const r = await this.options.backend.runText(model.name, ids, [chunk.length, ctx]);
+        this.options.metrics?.textBatchRan(model.name, chunk.length, r.runMs / 1000);
         const D = r.dims[1]!;
         chunk.forEach((canonical, i) => {
           const embedding = l2NormalizeRows(r.embeds.subarray(i * D, (i + 1) * D), D);
           this.cache.set(canonical, embedding);
           for (const index of misses.get(canonical)!) out[index] = { index, canonical, embedding };
         });
-        this.o.metrics?.promptsEmbedded(
+        this.options.metrics?.promptsEmbedded(
           model.name,
           false,
           chunk.reduce((n, c) => n + misses.get(c)!.length, 0),

@@ -104,14 +104,14 @@ function imageFromProto(img: ProtoImageInput, index: number, pathInputs: boolean
 }
 
 function specFromProto(req: ProtoEmbedRequest, deadline: number | null, pathInputs: boolean): EmbedJobSpec {
-  const o = req.options;
-  const h = o?.heatmap;
-  const output = OUTPUT_KINDS[o?.output ?? "OUTPUT_KIND_UNSPECIFIED"];
-  if (!output) throw new RequestError("invalid_request", `unknown output kind ${String(o?.output)}`);
+  const options = req.options;
+  const h = options?.heatmap;
+  const output = OUTPUT_KINDS[options?.output ?? "OUTPUT_KIND_UNSPECIFIED"];
+  if (!output) throw new RequestError("invalid_request", `unknown output kind ${String(options?.output)}`);
   return {
-    model: o?.model ?? "",
-    space: o?.space ?? "",
-    resolution: o?.resolution ?? "",
+    model: options?.model ?? "",
+    space: options?.space ?? "",
+    resolution: options?.resolution ?? "",
     output,
     heatmap: {
       mode: h?.mode === "PCA3_RGB" ? "pca3" : "pca1",
@@ -126,19 +126,19 @@ function specFromProto(req: ProtoEmbedRequest, deadline: number | null, pathInpu
   };
 }
 
-function resultToProto(o: ImageOutcome, req: ProtoEmbedRequest): ProtoImageResult {
-  const id = req.images[o.index]?.id ?? "";
-  if (o.error) return { index: o.index, id, error: protoError(o.error) };
-  const t = o.output.tensor;
+function resultToProto(outcome: ImageOutcome, req: ProtoEmbedRequest): ProtoImageResult {
+  const id = req.images[outcome.index]?.id ?? "";
+  if (outcome.error) return { index: outcome.index, id, error: protoError(outcome.error) };
+  const t = outcome.output.tensor;
   return {
-    index: o.index,
+    index: outcome.index,
     id,
     output: {
       tensor: { dtype: t.dtype === "uint8" ? "DTYPE_UINT8" : "DTYPE_FLOAT32", shape: t.shape, data: t.data },
-      inputHeight: o.output.inputHeight,
-      inputWidth: o.output.inputWidth,
-      originalHeight: o.output.originalHeight,
-      originalWidth: o.output.originalWidth,
+      inputHeight: outcome.output.inputHeight,
+      inputWidth: outcome.output.inputWidth,
+      originalHeight: outcome.output.originalHeight,
+      originalWidth: outcome.output.originalWidth,
     },
   };
 }
@@ -226,16 +226,16 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
         if (call.cancelled) return finish("EmbedText", grpc.status.CANCELLED);
         finish("EmbedText", grpc.status.OK);
         callback(null, {
-          results: outcomes.map((o) =>
-            o.error
-              ? { index: o.index, canonical: o.canonical, error: protoError(o.error) }
+          results: outcomes.map((outcome) =>
+            outcome.error
+              ? { index: outcome.index, canonical: outcome.canonical, error: protoError(outcome.error) }
               : {
-                  index: o.index,
-                  canonical: o.canonical,
+                  index: outcome.index,
+                  canonical: outcome.canonical,
                   embedding: {
                     dtype: "DTYPE_FLOAT32",
-                    shape: [o.embedding.length],
-                    data: new Uint8Array(o.embedding.buffer, o.embedding.byteOffset, o.embedding.byteLength),
+                    shape: [outcome.embedding.length],
+                    data: new Uint8Array(outcome.embedding.buffer, outcome.embedding.byteOffset, outcome.embedding.byteLength),
                   },
                 },
           ),
