@@ -321,14 +321,14 @@ async function main(): Promise<void> {
   const poolLines: string[] = [];
   for (const T of THREADS) {
     const p = new PostprocessPool(T);
-    await Promise.all(Array.from({ length: Math.max(1, T) * 2 }, () => p.run(task())));
+    await Promise.all(Array.from({ length: Math.max(1, T) * 2 }, () => p.postprocess(task())));
     // A call's worth of heatmaps at once, 3 times; the median run counts.
     const M = Math.max(1, T) * 8;
     const walls: number[] = [];
     for (let rep = 0; rep < 3; rep++) {
       const tasks = Array.from({ length: M }, task);
       const t0 = wallClock();
-      await Promise.all(tasks.map((x) => p.run(x)));
+      await Promise.all(tasks.map((x) => p.postprocess(x)));
       walls.push(wallClock() - t0);
     }
     await p.close();

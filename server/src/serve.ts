@@ -15,6 +15,7 @@ import { batchDefaults, TEXT_DEFAULTS } from "./provider-defaults.js";
 import { PromptTokenizer } from "./preprocess/text.js";
 import { ServerMetrics } from "./observability/metrics.js";
 import { buildServerInfo, providerName, type ServerInfo } from "./server-info.js";
+import { ERROR_CODES } from "./transport/grpc/codes.js";
 import { startGrpcServer, type GrpcListen, type GrpcServer } from "./transport/grpc/server.js";
 import { startHttpServer, type HttpServer } from "./transport/http/server.js";
 
@@ -168,7 +169,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     }
   }
 
-  const metrics = new ServerMetrics();
+  const metrics = new ServerMetrics({ failureLabel: (kind) => ERROR_CODES[kind] });
   let pipeline: Pipeline | null = null;
   let pool: InferencePool | null = null;
   let shuttingDown = false;

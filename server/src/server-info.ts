@@ -58,7 +58,7 @@ export interface ServerInfo {
   idleTimeoutS: number;
 }
 
-export function buildServerInfo(o: {
+export function buildServerInfo(state: {
   models: readonly ServedModel[];
   defaultModel: string;
   /** Per model name, e.g. "CPUExecutionProvider" (empty while loading). */
@@ -72,7 +72,7 @@ export function buildServerInfo(o: {
   idleTimeoutS?: number;
 }): ServerInfo {
   return {
-    models: o.models.map((m) => ({
+    models: state.models.map((m) => ({
       name: m.name,
       variant: m.metadata.variant,
       precision: m.metadata.precision,
@@ -87,7 +87,7 @@ export function buildServerInfo(o: {
       externalPreprocessor: false,
       sourceRepo: m.metadata.source.repo ?? "",
       sourceRevision: m.metadata.source.revision ?? "",
-      executionProvider: o.providers.get(m.name) ?? "",
+      executionProvider: state.providers.get(m.name) ?? "",
       adaptors: m.adaptors.map((a) => ({ name: a.name, summaryDim: a.summaryDim, featureDim: a.featureDim, textAligned: m.text?.metadata.space === a.name })),
       text: m.text
         ? {
@@ -102,19 +102,19 @@ export function buildServerInfo(o: {
           }
         : null,
     })),
-    defaultModel: o.defaultModel,
+    defaultModel: state.defaultModel,
     serverVersion: PRODUCT.version,
-    onnxruntimeVersion: o.onnxruntimeVersion,
-    workers: o.workers,
-    intraOpThreads: o.intraOpThreads,
-    maxBatchSize: o.maxBatchSize,
-    providerRequested: o.provider.requested,
-    provider: o.provider.provider,
-    providerNotTaken: o.provider.notTaken,
-    providerProbes: o.provider.probes.map((p) => ({ provider: p.provider, usable: p.usable, reason: p.reason, fp16: p.fp16, software: p.software })),
-    instanceKey: o.instanceKey ?? "",
+    onnxruntimeVersion: state.onnxruntimeVersion,
+    workers: state.workers,
+    intraOpThreads: state.intraOpThreads,
+    maxBatchSize: state.maxBatchSize,
+    providerRequested: state.provider.requested,
+    provider: state.provider.provider,
+    providerNotTaken: state.provider.notTaken,
+    providerProbes: state.provider.probes.map((p) => ({ provider: p.provider, usable: p.usable, reason: p.reason, fp16: p.fp16, software: p.software })),
+    instanceKey: state.instanceKey ?? "",
     pid: process.pid,
-    idleTimeoutS: o.idleTimeoutS ?? 0,
+    idleTimeoutS: state.idleTimeoutS ?? 0,
   };
 }
 

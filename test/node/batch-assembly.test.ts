@@ -41,7 +41,7 @@ function fakeBackend(): InferenceBackend & { calls: Call[] } {
   return {
     workers: 1,
     calls,
-    async run(_model, pixels, dims, outputs) {
+    async infer(_model, pixels, dims, outputs) {
       calls.push({ pixels, copy: pixels.slice(), buffer: pixels.buffer, dims: [...dims], outputs });
       const [B] = dims;
       const positions = (dims[2] / 16) * (dims[3] / 16);
@@ -69,7 +69,7 @@ async function pipelineWith(backend: InferenceBackend, m: ServedModel, maxBatch:
   return new Pipeline({
     models: [m],
     inference: backend,
-    postprocess: { run: () => Promise.reject(new Error("no postprocess in this test")) },
+    postprocess: { postprocess: () => Promise.reject(new Error("no postprocess in this test")) },
     paths: await createPathPolicy([]),
     maxBatch,
     maxQueueDelayMs,

@@ -28,7 +28,7 @@ function harness(o: {
   let release: (() => void)[] = [];
   const b = new DynamicBatcher<It>({
     ...o,
-    run: async (key, items) => {
+    runBatch: async (key, items) => {
       runs.push({ key, ns: items.map((i) => i.n) });
       if (o.runMs === undefined) await new Promise<void>((r) => release.push(r));
       else await sleep(o.runMs);
@@ -80,7 +80,7 @@ describe("DynamicBatcher", () => {
     decoding--;
     h.add();
     decoding -= 2; // the other two failed to decode: nothing more is coming
-    h.b.poke();
+    h.b.startReadyBatches();
     assert.deepEqual(h.runs, [{ key: "a", ns: [0, 1] }]);
     // Still decoding for good: the hold ends at maxHoldMs.
     decoding = 1;

@@ -24,7 +24,7 @@ import {
   sniffFormat,
   snapAspectBucket,
   type ImageInput,
-  type InputErrorCode,
+  type InputErrorKind,
   type ModelGeometry,
   type PathPolicy,
   type PreprocessOptions,
@@ -160,7 +160,7 @@ describe("resolution policy", () => {
     for (const [model, h, w] of bad) {
       assert.throws(
         () => resolveTargetResolution(10, 10, model, { fixed: { height: h, width: w } }, "img-1"),
-        (e: unknown) => e instanceof InputError && e.code === "INVALID_ARGUMENT" && e.message.includes("img-1"),
+        (e: unknown) => e instanceof InputError && e.kind === "invalid_input" && e.message.includes("img-1"),
       );
     }
   });
@@ -172,7 +172,7 @@ describe("resolution policy", () => {
     assert.deepEqual(parseResolutionPolicy("384x512"), { fixed: { height: 384, width: 512 } });
     assert.throws(
       () => parseResolutionPolicy("huge"),
-      (e: unknown) => e instanceof InputError && e.code === "INVALID_ARGUMENT",
+      (e: unknown) => e instanceof InputError && e.kind === "invalid_input",
     );
     assert.throws(() => resolveTargetResolution(0, 10, MODEL, "default"), InputError);
     assert.throws(() => resolveTargetResolution(10, 10, MODEL, { max: 3 }), InputError);
@@ -211,15 +211,15 @@ async function writeIn(dir: string, name: string, data: Buffer | string): Promis
   return p;
 }
 
-async function expectCode(p: Promise<unknown>, code: InputErrorCode, id?: string, msg?: RegExp): Promise<InputError> {
+async function expectKind(p: Promise<unknown>, kind: InputErrorKind, id?: string, msg?: RegExp): Promise<InputError> {
   let caught: unknown;
   try {
     await p;
   } catch (err) {
     caught = err;
   }
-  assert.ok(caught instanceof InputError, `expected InputError(${code}), got ${String(caught)}`);
-  assert.equal(caught.code, code, caught.message);
+  assert.ok(caught instanceof InputError, `expected InputError(${kind}), got ${String(caught)}`);
+  assert.equal(caught.kind, kind, caught.message);
   if (id !== undefined) assert.ok(caught.message.includes(JSON.stringify(id)), caught.message);
   if (msg) assert.match(caught.message, msg);
   return caught;
@@ -385,51 +385,51 @@ describe("decode: formats and colour handling", () => {
 });
 
 describe("decode: bad encoded data", () => {
-  it("truncated JPEG → CORRUPT_IMAGE", async () => {
+  it("truncated JPEG → corrupt_image", async () => {
     const full = await sharp(noiseRaw(256, 192), { raw: { width: 256, height: 192, channels: 3 } })
       .jpeg({ quality: 90 })
       .toBuffer();
     for (const frac of [0.5, 0.9]) {
       const p = await writeIn(roots, `trunc-${frac}.jpg`, full.subarray(0, Math.floor(full.length * frac)));
-      await expectCode(preprocessImage({ id: "trunc", path: p }, opts()), "CORRUPT_IMAGE", "trunc");
+      await expectKind(preprocessImage({ id: "trunc", path: p }, opts()), "corrupt_image", "trunc");
     }
   });
 
-  it("truncated PNG → CORRUPT_IMAGE", async () => {
+  it("truncated PNG → corrupt_image", async () => {
     const full = await sharp(noiseRaw(128, 128), { raw: { width: 128, height: 128, channels: 3 } })
       .png()
       .toBuffer();
-    await expectCode(preprocessImage({ id: "tp", bytes: full.subarray(0, full.length >> 1) }, opts()), "CORRUPT_IMAGE", "tp");
+    await expectKind(preprocessImage({ id: "tp", bytes: full.subarray(0, full.length >> 1) }, opts()), "corrupt_image", "tp");
   });
 
-  it("zero-byte file / empty bytes → CORRUPT_IMAGE", async () => {
+  it("zero-byte file / empty bytes → corrupt_image", async () => {
     const p = await writeIn(roots, "empty.jpg", Buffer.alloc(0));
-    await expectCode(preprocessImage({ id: "z", path: p }, opts()), "CORRUPT_IMAGE", "z", /empty/);
-    await expectCode(preprocessImage({ id: "z2", bytes: new Uint8Array(0) }, opts()), "CORRUPT_IMAGE", "z2", /empty/);
+    await expectKind(preprocessImage({ id: "z", path: p }, opts()), "corrupt_image", "z", /empty/);
+    await expectKind(preprocessImage({ id: "z2", bytes: new Uint8Array(0) }, opts()), "corrupt_image", "z2", /empty/);
   });
 
-  it("text named .jpg, HTML named .png → UNSUPPORTED_FORMAT", async () => {
+  it("text named .jpg, HTML named .png → unsupported_format", async () => {
     const t = await writeIn(roots, "notes.jpg", "just some text, not an image\n");
-    await expectCode(preprocessImage({ id: "txt", path: t }, opts()), "UNSUPPORTED_FORMAT", "txt");
+    await expectKind(preprocessImage({ id: "txt", path: t }, opts()), "unsupported_format", "txt");
     const h = await writeIn(roots, "page.png", '<!DOCTYPE html><html><body><img src="x.png"></body></html>');
-    await expectCode(preprocessImage({ id: "html", path: h }, opts()), "UNSUPPORTED_FORMAT", "html", /HTML/);
+    await expectKind(preprocessImage({ id: "html", path: h }, opts()), "unsupported_format", "html", /HTML/);
   });
 
   it("SVG is refused before decoding (even though sharp could render it)", async () => {
     const svg = '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><image href="file:///etc/passwd"/></svg>';
     assert.equal((await sharp(Buffer.from(svg)).metadata()).format, "svg"); // sharp would accept it
     const p = await writeIn(roots, "img.svg", svg);
-    await expectCode(preprocessImage({ id: "svg", path: p }, opts()), "UNSUPPORTED_FORMAT", "svg", /SVG/);
+    await expectKind(preprocessImage({ id: "svg", path: p }, opts()), "unsupported_format", "svg", /SVG/);
     const withProlog = `<?xml version="1.0" encoding="UTF-8"?>\n${svg}`;
-    await expectCode(preprocessImage({ id: "svg2", bytes: Buffer.from(withProlog) }, opts()), "UNSUPPORTED_FORMAT", "svg2", /SVG/);
-    await expectCode(preprocessImage({ id: "svg3", path: await writeIn(roots, "disguised.png", svg) }, opts()), "UNSUPPORTED_FORMAT");
+    await expectKind(preprocessImage({ id: "svg2", bytes: Buffer.from(withProlog) }, opts()), "unsupported_format", "svg2", /SVG/);
+    await expectKind(preprocessImage({ id: "svg3", path: await writeIn(roots, "disguised.png", svg) }, opts()), "unsupported_format");
   });
 
-  it("formats outside the allowlist (BMP, PDF) → UNSUPPORTED_FORMAT", async () => {
+  it("formats outside the allowlist (BMP, PDF) → unsupported_format", async () => {
     const bmp = Buffer.alloc(64);
     bmp.write("BM", 0, "latin1");
-    await expectCode(preprocessImage({ id: "bmp", bytes: bmp }, opts()), "UNSUPPORTED_FORMAT", "bmp", /BMP/);
-    await expectCode(preprocessImage({ id: "pdf", bytes: Buffer.from("%PDF-1.7\n...") }, opts()), "UNSUPPORTED_FORMAT", "pdf");
+    await expectKind(preprocessImage({ id: "bmp", bytes: bmp }, opts()), "unsupported_format", "bmp", /BMP/);
+    await expectKind(preprocessImage({ id: "pdf", bytes: Buffer.from("%PDF-1.7\n...") }, opts()), "unsupported_format", "pdf");
   });
 
   it("a 30000×30000 decompression bomb is refused fast without decoding", async () => {
@@ -437,19 +437,19 @@ describe("decode: bad encoded data", () => {
     assert.ok(bomb.length < 100, `bomb is ${bomb.length} bytes`);
     const p = await writeIn(roots, "bomb.png", bomb);
     const t0 = performance.now();
-    await expectCode(preprocessImage({ id: "bomb", path: p }, opts()), "TOO_LARGE", "bomb");
+    await expectKind(preprocessImage({ id: "bomb", path: p }, opts()), "too_large", "bomb");
     const ms = performance.now() - t0;
     assert.ok(ms < 500, `took ${ms} ms`);
     // also through the two-step API
-    await expectCode(openImage({ id: "bomb2", bytes: bomb }, { paths }), "TOO_LARGE", "bomb2");
+    await expectKind(openImage({ id: "bomb2", bytes: bomb }, { paths }), "too_large", "bomb2");
   });
 
   it("limitInputPixels and maxInputBytes are configurable", async () => {
     const buf = await solid(100, 100, COLOUR).png().toBuffer();
-    await expectCode(preprocessImage({ id: "px", bytes: buf }, opts("native", { limits: { limitInputPixels: 5000 } })), "TOO_LARGE", "px");
-    await expectCode(preprocessImage({ id: "by", bytes: buf }, opts("native", { limits: { maxInputBytes: 10 } })), "TOO_LARGE", "by");
+    await expectKind(preprocessImage({ id: "px", bytes: buf }, opts("native", { limits: { limitInputPixels: 5000 } })), "too_large", "px");
+    await expectKind(preprocessImage({ id: "by", bytes: buf }, opts("native", { limits: { maxInputBytes: 10 } })), "too_large", "by");
     const p = await writeIn(roots, "big.png", buf);
-    await expectCode(preprocessImage({ id: "by2", path: p }, opts("native", { limits: { maxInputBytes: 10 } })), "TOO_LARGE", "by2");
+    await expectKind(preprocessImage({ id: "by2", path: p }, opts("native", { limits: { maxInputBytes: 10 } })), "too_large", "by2");
   });
 
   it("random corruption only ever yields InputError (or a successful decode)", async () => {
@@ -480,20 +480,20 @@ describe("decode: bad encoded data", () => {
 });
 
 describe("path safety", () => {
-  it("missing path inside the roots → NOT_FOUND; outside → OUTSIDE_ALLOWED_ROOTS", async () => {
-    await expectCode(preprocessImage({ id: "m", path: path.join(roots, "nope.jpg") }, opts()), "NOT_FOUND", "m");
-    await expectCode(preprocessImage({ id: "m2", path: path.join(roots, "no-dir", "nope.jpg") }, opts()), "NOT_FOUND", "m2");
-    await expectCode(preprocessImage({ id: "m3", path: path.join(outsideDir, "nope.jpg") }, opts()), "OUTSIDE_ALLOWED_ROOTS", "m3");
+  it("missing path inside the roots → file_not_found; outside → outside_allowed_roots", async () => {
+    await expectKind(preprocessImage({ id: "m", path: path.join(roots, "nope.jpg") }, opts()), "file_not_found", "m");
+    await expectKind(preprocessImage({ id: "m2", path: path.join(roots, "no-dir", "nope.jpg") }, opts()), "file_not_found", "m2");
+    await expectKind(preprocessImage({ id: "m3", path: path.join(outsideDir, "nope.jpg") }, opts()), "outside_allowed_roots", "m3");
   });
 
-  it("directory → NOT_A_FILE", async () => {
+  it("directory → not_a_file", async () => {
     const d = path.join(roots, "subdir.jpg");
     await fsp.mkdir(d);
-    await expectCode(preprocessImage({ id: "d", path: d }, opts()), "NOT_A_FILE", "d", /directory/);
-    await expectCode(preprocessImage({ id: "r", path: roots }, opts()), "NOT_A_FILE", "r");
+    await expectKind(preprocessImage({ id: "d", path: d }, opts()), "not_a_file", "d", /directory/);
+    await expectKind(preprocessImage({ id: "r", path: roots }, opts()), "not_a_file", "r");
   });
 
-  it("FIFO → NOT_A_FILE without blocking", async (t) => {
+  it("FIFO → not_a_file without blocking", async (t) => {
     const f = path.join(roots, "pipe.png");
     try {
       execFileSync("mkfifo", [f]);
@@ -501,18 +501,18 @@ describe("path safety", () => {
       t.skip("mkfifo unavailable");
       return;
     }
-    await expectCode(preprocessImage({ id: "fifo", path: f }, opts()), "NOT_A_FILE", "fifo");
+    await expectKind(preprocessImage({ id: "fifo", path: f }, opts()), "not_a_file", "fifo");
   });
 
   it("files outside the roots, and .. traversal, are refused", async () => {
     const img = await solid(16, 16, COLOUR).png().toBuffer();
     const out = await writeIn(outsideDir, "secret.png", img);
-    await expectCode(preprocessImage({ id: "o", path: out }, opts()), "OUTSIDE_ALLOWED_ROOTS", "o");
-    await expectCode(preprocessImage({ id: "dd", path: `${roots}/../outside/secret.png` }, opts()), "OUTSIDE_ALLOWED_ROOTS", "dd");
+    await expectKind(preprocessImage({ id: "o", path: out }, opts()), "outside_allowed_roots", "o");
+    await expectKind(preprocessImage({ id: "dd", path: `${roots}/../outside/secret.png` }, opts()), "outside_allowed_roots", "dd");
     // a sibling whose name merely starts with the root's name is outside
     const sibling = `${roots}-evil`;
     await fsp.mkdir(sibling);
-    await expectCode(preprocessImage({ id: "sib", path: await writeIn(sibling, "x.png", img) }, opts()), "OUTSIDE_ALLOWED_ROOTS", "sib");
+    await expectKind(preprocessImage({ id: "sib", path: await writeIn(sibling, "x.png", img) }, opts()), "outside_allowed_roots", "sib");
   });
 
   it("a symlink escaping the roots is refused; one staying inside is allowed", async () => {
@@ -520,11 +520,11 @@ describe("path safety", () => {
     const target = await writeIn(outsideDir, "target.png", img);
     const evil = path.join(roots, "evil.png");
     await fsp.symlink(target, evil);
-    await expectCode(preprocessImage({ id: "sym", path: evil }, opts()), "OUTSIDE_ALLOWED_ROOTS", "sym");
+    await expectKind(preprocessImage({ id: "sym", path: evil }, opts()), "outside_allowed_roots", "sym");
     // directory symlink escaping
     const dirLink = path.join(roots, "linkdir");
     await fsp.symlink(outsideDir, dirLink);
-    await expectCode(preprocessImage({ id: "symd", path: path.join(dirLink, "target.png") }, opts()), "OUTSIDE_ALLOWED_ROOTS", "symd");
+    await expectKind(preprocessImage({ id: "symd", path: path.join(dirLink, "target.png") }, opts()), "outside_allowed_roots", "symd");
     // inside → inside is fine
     const real = await writeIn(roots, "real.png", img);
     const good = path.join(roots, "good.png");
@@ -539,44 +539,52 @@ describe("path safety", () => {
     await writeIn(roots, "via-link.png", await solid(16, 16, COLOUR).png().toBuffer());
     const img = await preprocessImage({ id: "vl", path: path.join(linkRoot, "via-link.png") }, { ...opts(), paths: policy });
     assertSolid(img, COLOUR, 1);
-    await expectCode(preprocessImage({ id: "vl2", path: path.join(linkRoot, "missing.png") }, { ...opts(), paths: policy }), "NOT_FOUND");
+    await expectKind(preprocessImage({ id: "vl2", path: path.join(linkRoot, "missing.png") }, { ...opts(), paths: policy }), "file_not_found");
+  });
+
+  it("a symlink loop inside the roots → file_unreadable (it exists, it cannot be read)", async () => {
+    const a = path.join(roots, "loop-a.png");
+    const b = path.join(roots, "loop-b.png");
+    await fsp.symlink(b, a);
+    await fsp.symlink(a, b);
+    await expectKind(preprocessImage({ id: "loop", path: a }, opts()), "file_unreadable", "loop", /symbolic links/);
   });
 
   it("relative paths, NUL bytes and no configured roots are refused", async () => {
-    await expectCode(preprocessImage({ id: "rel", path: "roots/x.png" }, opts()), "INVALID_ARGUMENT", "rel");
-    await expectCode(preprocessImage({ id: "nul", path: `${roots}/x\0.png` }, opts()), "INVALID_ARGUMENT", "nul");
+    await expectKind(preprocessImage({ id: "rel", path: "roots/x.png" }, opts()), "invalid_input", "rel");
+    await expectKind(preprocessImage({ id: "nul", path: `${roots}/x\0.png` }, opts()), "invalid_input", "nul");
     const none = await createPathPolicy([]);
-    await expectCode(preprocessImage({ id: "nr", path: path.join(roots, "real.png") }, { ...opts(), paths: none }), "OUTSIDE_ALLOWED_ROOTS");
+    await expectKind(preprocessImage({ id: "nr", path: path.join(roots, "real.png") }, { ...opts(), paths: none }), "outside_allowed_roots");
   });
 
-  it("malformed input objects → INVALID_ARGUMENT", async () => {
-    await expectCode(preprocessImage({ id: "x" } as unknown as ImageInput, opts()), "INVALID_ARGUMENT", "x");
-    await expectCode(preprocessImage({ id: "y", path: "/a", bytes: new Uint8Array(1) } as unknown as ImageInput, opts()), "INVALID_ARGUMENT", "y");
-    await expectCode(preprocessImage({ id: "b", bytes: "abc" } as unknown as ImageInput, opts()), "INVALID_ARGUMENT", "b");
+  it("malformed input objects → invalid_input", async () => {
+    await expectKind(preprocessImage({ id: "x" } as unknown as ImageInput, opts()), "invalid_input", "x");
+    await expectKind(preprocessImage({ id: "y", path: "/a", bytes: new Uint8Array(1) } as unknown as ImageInput, opts()), "invalid_input", "y");
+    await expectKind(preprocessImage({ id: "b", bytes: "abc" } as unknown as ImageInput, opts()), "invalid_input", "b");
   });
 });
 
 describe("raw input", () => {
-  it("wrong shape → INVALID_ARGUMENT naming the expected size", async () => {
+  it("wrong shape → invalid_input naming the expected size", async () => {
     const raw = { data: new Uint8Array(10 * 10 * 3 - 1), height: 10, width: 10, channels: 3 as const, dtype: "uint8" as const };
-    await expectCode(preprocessImage({ id: "raw1", raw }, opts()), "INVALID_ARGUMENT", "raw1", /300/);
+    await expectKind(preprocessImage({ id: "raw1", raw }, opts()), "invalid_input", "raw1", /300/);
   });
 
-  it("bad channels / dtype / values → INVALID_ARGUMENT; too many pixels → TOO_LARGE", async () => {
-    const bad: Array<[Record<string, unknown>, InputErrorCode]> = [
-      [{ data: new Uint8Array(200), height: 10, width: 10, channels: 2, dtype: "uint8" }, "INVALID_ARGUMENT"],
-      [{ data: new Float32Array(300), height: 10, width: 10, channels: 3, dtype: "uint8" }, "INVALID_ARGUMENT"],
-      [{ data: new Uint8Array(300), height: 10, width: 10, channels: 3, dtype: "float32" }, "INVALID_ARGUMENT"],
-      [{ data: new Float32Array(300).fill(2), height: 10, width: 10, channels: 3, dtype: "float32" }, "INVALID_ARGUMENT"],
-      [{ data: new Float32Array(300).fill(NaN), height: 10, width: 10, channels: 3, dtype: "float32" }, "INVALID_ARGUMENT"],
-      [{ data: new Uint8Array(300), height: 0, width: 10, channels: 3, dtype: "uint8" }, "INVALID_ARGUMENT"],
-      [{ data: new Uint8Array(300), height: 10, width: 10, channels: 3, dtype: "uint16" }, "INVALID_ARGUMENT"],
+  it("bad channels / dtype / values → invalid_input; too many pixels → too_large", async () => {
+    const bad: Array<[Record<string, unknown>, InputErrorKind]> = [
+      [{ data: new Uint8Array(200), height: 10, width: 10, channels: 2, dtype: "uint8" }, "invalid_input"],
+      [{ data: new Float32Array(300), height: 10, width: 10, channels: 3, dtype: "uint8" }, "invalid_input"],
+      [{ data: new Uint8Array(300), height: 10, width: 10, channels: 3, dtype: "float32" }, "invalid_input"],
+      [{ data: new Float32Array(300).fill(2), height: 10, width: 10, channels: 3, dtype: "float32" }, "invalid_input"],
+      [{ data: new Float32Array(300).fill(NaN), height: 10, width: 10, channels: 3, dtype: "float32" }, "invalid_input"],
+      [{ data: new Uint8Array(300), height: 0, width: 10, channels: 3, dtype: "uint8" }, "invalid_input"],
+      [{ data: new Uint8Array(300), height: 10, width: 10, channels: 3, dtype: "uint16" }, "invalid_input"],
     ];
     for (const [raw, code] of bad) {
-      await expectCode(preprocessImage({ id: "rawbad", raw } as unknown as ImageInput, opts()), code, "rawbad");
+      await expectKind(preprocessImage({ id: "rawbad", raw } as unknown as ImageInput, opts()), code, "rawbad");
     }
     const big = { data: new Uint8Array(300), height: 10, width: 10, channels: 3 as const, dtype: "uint8" as const };
-    await expectCode(preprocessImage({ id: "rawbig", raw: big }, opts("native", { limits: { limitInputPixels: 99 } })), "TOO_LARGE");
+    await expectKind(preprocessImage({ id: "rawbig", raw: big }, opts("native", { limits: { limitInputPixels: 99 } })), "too_large");
   });
 
   it("float32 at the target size passes through unchanged (HWC → CHW)", async () => {

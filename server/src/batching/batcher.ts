@@ -23,7 +23,7 @@ export interface BatcherOptions<T> {
   /** Batches that may run at once (one per inference worker). */
   concurrency: number;
   /** Runs one batch; the slot is free again when the promise settles. Must not throw synchronously. */
-  run: (key: string, items: T[]) => Promise<void>;
+  runBatch: (key: string, items: T[]) => Promise<void>;
 }
 
 export class DynamicBatcher<T extends Batchable> {
@@ -35,8 +35,8 @@ export class DynamicBatcher<T extends Batchable> {
   private closed = false;
   private idleWaiters: (() => void)[] = [];
 
-  constructor(private readonly o: BatcherOptions<T>) {
-    if (!(o.maxBatch >= 1) || !(o.concurrency >= 1) || !(o.maxDelayMs >= 0)) throw new RangeError("invalid batcher options");
+  constructor(private readonly options: BatcherOptions<T>) {
+    if (!(options.maxBatch >= 1) || !(options.concurrency >= 1) || !(options.maxDelayMs >= 0)) throw new RangeError("invalid batcher options");
   }
 
   /** Items waiting (not yet in a batch). */
@@ -71,8 +71,8 @@ export class DynamicBatcher<T extends Batchable> {
     return removed;
   }
 
-  /** Re-evaluates the queues: call when `pending` drops without an add (an image failed to decode). */
-  poke(): void {
+  /** Starts the batches that are ready now: call when `pending` drops without an add (an image failed to decode). */
+  startReadyBatches(): void {
     if (!this.closed) this.pump();
   }
 
@@ -88,8 +88,8 @@ export class DynamicBatcher<T extends Batchable> {
   }
 
   private cap(head: T): number {
-    const limit = this.o.limit ? this.o.limit(head) : this.o.maxBatch;
-    return Math.max(1, Math.min(this.o.maxBatch, Math.floor(limit)));
+    const limit = this.options.limit ? this.options.limit(head) : this.options.maxBatch;
+    return Math.max(1, Math.min(this.options.maxBatch, Math.floor(limit)));
   }
 
   private clearTimer(): void {
@@ -100,15 +100,15 @@ export class DynamicBatcher<T extends Batchable> {
 
   /** Starts every batch that is ready while slots are free; otherwise waits for the oldest item's delay. */
   private pump(): void {
-    while (this.active < this.o.concurrency && this.size > 0) {
+    while (this.active < this.options.concurrency && this.size > 0) {
       const now = performance.now();
       let best: string | null = null;
       let bestHead = Infinity;
       let nextDue = Infinity;
-      const holding = (this.o.pending?.() ?? 0) > 0;
+      const holding = (this.options.pending?.() ?? 0) > 0;
       for (const [key, q] of this.queues) {
         const head = q[0]!.enqueuedAt;
-        const due = head + (holding ? Math.max(this.o.maxDelayMs, this.o.maxHoldMs ?? 0) : this.o.maxDelayMs);
+        const due = head + (holding ? Math.max(this.options.maxDelayMs, this.options.maxHoldMs ?? 0) : this.options.maxDelayMs);
         if (q.length >= this.cap(q[0]!) || due <= now) {
           if (head < bestHead) {
             bestHead = head;
@@ -127,9 +127,9 @@ export class DynamicBatcher<T extends Batchable> {
       if (q.length === 0) this.queues.delete(best);
       this.size -= batch.length;
       this.active++;
-      this.o
-        .run(best, batch)
-        .catch(() => undefined) // run() reports its own failures per item
+      this.options
+        .runBatch(best, batch)
+        .catch(() => undefined) // runBatch() reports its own failures per item
         .finally(() => {
           this.active--;
           this.pump();

@@ -2,7 +2,8 @@
 // one process. Counters are updated as things happen; gauges of current state are read at scrape
 // time from whoever owns that state.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { DropReason, ImageErrorCode, OutputKind, PipelineMetrics } from "../pipeline/types.js";
+import type { FailureKind } from "../pipeline/errors.js";
+import type { DropReason, OutputKind, PipelineMetrics } from "../pipeline/types.js";
 import type { TextMetrics } from "../pipeline/text.js";
 
 export interface LiveState {
@@ -17,6 +18,15 @@ export interface LiveState {
   workerBusySeconds(): number;
   /** gRPC calls open now, long-lived ones (a client's health Watch lease) included. */
   openCalls?(): number;
+}
+
+export interface ServerMetricsOptions {
+  /**
+   * The `code` label of radio_image_failures_total for a failure kind: serve.ts passes the code the
+   * image is answered with on the wire (transport/grpc/codes.ts), the label's values since the metric
+   * exists (dashboards and tests read them).
+   */
+  failureLabel: (kind: FailureKind) => string;
 }
 
 const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -122,7 +132,7 @@ export class ServerMetrics implements PipelineMetrics, TextMetrics {
     registers: [this.registry],
   });
 
-  constructor() {
+  constructor(private readonly options: ServerMetricsOptions) {
     collectDefaultMetrics({ register: this.registry });
     const live = () => this.live;
     new Gauge({
@@ -191,8 +201,8 @@ export class ServerMetrics implements PipelineMetrics, TextMetrics {
   imageSucceeded(model: string, output: OutputKind): void {
     this.images.inc({ model, output });
   }
-  imageFailed(code: ImageErrorCode): void {
-    this.failures.inc({ code });
+  imageFailed(kind: FailureKind): void {
+    this.failures.inc({ code: this.options.failureLabel(kind) });
   }
   imagesDropped(reason: DropReason, n: number): void {
     this.dropped.inc({ reason }, n);

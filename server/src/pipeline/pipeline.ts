@@ -25,22 +25,14 @@ import { nlcRow, nlcTensor, resolveHeatmapSpec, summaryTensor, type HeatmapSpec,
 import type { PostprocessTask } from "../postprocess/protocol.js";
 import type { ServedModel } from "./models.js";
 import { TextEmbedder, type PromptTokenizer, type TextBackend, type TextMetrics, type TextReply } from "./text.js";
-import {
-  NO_METRICS,
-  RequestError,
-  type DropReason,
-  type EmbedHandle,
-  type EmbedJobSpec,
-  type ImageErrorCode,
-  type ImageOutcome,
-  type OutputKind,
-  type PipelineMetrics,
-} from "./types.js";
+import { RequestError, type FailureKind } from "./errors.js";
+import { NO_METRICS, type DropReason, type EmbedHandle, type EmbedJobSpec, type ImageOutcome, type OutputKind, type PipelineMetrics } from "./types.js";
 
 /** What the pipeline needs from the inference runtime. */
 export interface InferenceBackend {
   readonly workers: number;
-  run(
+  /** Runs one batch of pixels [B, 3, H, W] through `model`'s graph. */
+  infer(
     model: string,
     pixels: Float32Array,
     dims: [number, number, number, number],
@@ -60,7 +52,8 @@ export interface InferenceBackend {
 }
 
 export interface PostprocessBackend {
-  run(task: PostprocessTask): Promise<OutputTensor>;
+  /** Turns one image's features into its output (an NCHW copy, a heatmap). */
+  postprocess(task: PostprocessTask): Promise<OutputTensor>;
 }
 
 export interface PipelineOptions {
@@ -85,7 +78,7 @@ export interface PipelineOptions {
   /** Decodes in flight at once. */
   decodeParallelism: number;
   /** Decoded images held while they wait for a batch (memory bound); default 2 × maxBatch × workers. */
-  maxPrepared?: number;
+  maxDecodedImages?: number;
   limits?: Partial<PreprocessLimits>;
   /** Text towers: a tokenizer per model that has one, and the runtime that runs them. */
   text?: {
@@ -123,7 +116,7 @@ class Job {
     readonly heatmap: HeatmapSpec | null,
     readonly images: readonly (ImageInput | InputError)[],
     readonly deadline: number | null,
-    readonly sink: (o: ImageOutcome) => void,
+    readonly sink: (outcome: ImageOutcome) => void,
   ) {
     this.state = images.map(() => "queued");
     // Each image waiting for a decode slot listens on this signal.
@@ -193,7 +186,8 @@ export class Pipeline {
   readonly defaultModel: string;
   private readonly admission: Admission;
   private readonly decodes: Semaphore;
-  private readonly prepared: Semaphore;
+  /** A slot per image decoded (or being decoded) and not yet copied into a batch tensor: bounds their memory. */
+  private readonly decodedSlots: Semaphore;
   private readonly batcher: DynamicBatcher<Item>;
   private readonly tensors: TensorBuffers;
   private readonly jobs = new Set<Job>();
@@ -205,16 +199,16 @@ export class Pipeline {
   /** Images holding a decode slot: a partial batch may wait for them (DynamicBatcher's hold). */
   private decoding = 0;
 
-  constructor(private readonly o: PipelineOptions) {
-    for (const m of o.models) this.models.set(m.name, m);
-    const first = o.models[0];
+  constructor(private readonly options: PipelineOptions) {
+    for (const m of options.models) this.models.set(m.name, m);
+    const first = options.models[0];
     if (!first) throw new Error("the pipeline needs at least one model");
-    this.defaultModel = o.defaultModel ?? first.name;
+    this.defaultModel = options.defaultModel ?? first.name;
     if (!this.models.has(this.defaultModel)) throw new Error(`default model ${this.defaultModel} is not served`);
-    for (const [name, tokenizer] of o.text?.tokenizers ?? []) {
+    for (const [name, tokenizer] of options.text?.tokenizers ?? []) {
       const model = this.models.get(name);
       if (!model) throw new Error(`a tokenizer was given for ${name}, which is not served`);
-      const t = o.text!;
+      const t = options.text!;
       this.textEmbedders.set(
         name,
         new TextEmbedder({
@@ -227,20 +221,20 @@ export class Pipeline {
         }),
       );
     }
-    this.admission = new Admission(o.maxQueue);
-    this.decodes = new Semaphore(o.decodeParallelism);
-    this.prepared = new Semaphore(Math.max(o.maxPrepared ?? 2 * o.maxBatch * o.inference.workers, o.decodeParallelism));
-    this.metrics = o.metrics ?? NO_METRICS;
+    this.admission = new Admission(options.maxQueue);
+    this.decodes = new Semaphore(options.decodeParallelism);
+    this.decodedSlots = new Semaphore(Math.max(options.maxDecodedImages ?? 2 * options.maxBatch * options.inference.workers, options.decodeParallelism));
+    this.metrics = options.metrics ?? NO_METRICS;
     // One buffer per worker in flight plus one being filled.
-    this.tensors = new TensorBuffers(o.inference.workers + 1);
+    this.tensors = new TensorBuffers(options.inference.workers + 1);
     this.batcher = new DynamicBatcher<Item>({
-      maxBatch: o.maxBatch,
-      ...(o.maxBatchTokens ? { limit: (it: Item) => o.maxBatchTokens! / tokensOf(it) } : {}),
-      maxDelayMs: o.maxQueueDelayMs,
+      maxBatch: options.maxBatch,
+      ...(options.maxBatchTokens ? { limit: (it: Item) => options.maxBatchTokens! / tokensOf(it) } : {}),
+      maxDelayMs: options.maxQueueDelayMs,
       pending: () => this.decoding,
-      maxHoldMs: o.maxHoldMs ?? 0,
-      concurrency: o.inference.workers,
-      run: (_key, items) => this.runBatch(items),
+      maxHoldMs: options.maxHoldMs ?? 0,
+      concurrency: options.inference.workers,
+      runBatch: (_key, items) => this.runBatch(items),
     });
   }
 
@@ -267,12 +261,12 @@ export class Pipeline {
    * full, shutting down); then nothing was started. Otherwise every image reaches `sink` once, in
    * completion order, until the request is cancelled.
    */
-  submit(spec: EmbedJobSpec, sink: (o: ImageOutcome) => void): EmbedHandle {
-    if (this.closing) throw new RequestError("UNAVAILABLE", "the server is shutting down");
+  submit(spec: EmbedJobSpec, sink: (outcome: ImageOutcome) => void): EmbedHandle {
+    if (this.closing) throw new RequestError("shutting_down", "the server is shutting down");
     const modelName = spec.model || this.defaultModel;
     const model = this.models.get(modelName);
     if (!model) {
-      throw new RequestError("INVALID_ARGUMENT", `unknown model ${JSON.stringify(modelName)}; served: ${[...this.models.keys()].join(", ")}`);
+      throw new RequestError("invalid_request", `unknown model ${JSON.stringify(modelName)}; served: ${[...this.models.keys()].join(", ")}`);
     }
     let policy: ResolutionPolicy;
     try {
@@ -280,13 +274,13 @@ export class Pipeline {
       // A fixed size or a max:N is checked against the model once, for the whole request.
       resolveTargetResolution(model.geometry.preferred[0], model.geometry.preferred[1], model.geometry, policy);
     } catch (err) {
-      throw new RequestError("INVALID_ARGUMENT", err instanceof InputError ? err.reason : (err as Error).message);
+      throw new RequestError("invalid_request", err instanceof InputError ? err.reason : (err as Error).message);
     }
     const space = spec.space ?? "";
     if (space && !model.adaptors.some((a) => a.name === space)) {
       const have = model.adaptors.map((a) => a.name);
       throw new RequestError(
-        "INVALID_ARGUMENT",
+        "invalid_request",
         `model ${model.name} has no embedding space ${JSON.stringify(space)}; ${have.length ? `its adaptors: ${have.join(", ")}` : "it was compiled without adaptors"} ("" = the backbone)`,
       );
     }
@@ -295,19 +289,19 @@ export class Pipeline {
       try {
         heatmap = resolveHeatmapSpec(spec.heatmap);
       } catch (err) {
-        throw new RequestError("INVALID_ARGUMENT", (err as Error).message);
+        throw new RequestError("invalid_request", (err as Error).message);
       }
     }
     const n = spec.images.length;
     if (n > this.admission.capacity) {
       throw new RequestError(
-        "INVALID_ARGUMENT",
+        "invalid_request",
         `the request has ${n} images; at most ${this.admission.capacity} fit in the queue (--max-queue): send smaller requests`,
       );
     }
     if (!this.admission.tryReserve(n)) {
       throw new RequestError(
-        "RESOURCE_EXHAUSTED",
+        "queue_full",
         `the queue is full (${this.admission.admitted} of ${this.admission.capacity} images queued, ${n} asked for); retry later`,
       );
     }
@@ -321,8 +315,8 @@ export class Pipeline {
     }
     for (let i = 0; i < n; i++) {
       this.prepare(job, i).catch((err: Error) => {
-        this.o.logger?.error({ err }, "image pipeline failed unexpectedly");
-        this.fail(job, i, "INTERNAL", `input ${JSON.stringify(this.idOf(job, i))}: ${err.message}`);
+        this.options.logger?.error({ err }, "image pipeline failed unexpectedly");
+        this.fail(job, i, "internal", `input ${JSON.stringify(this.idOf(job, i))}: ${err.message}`);
       });
     }
     return { done: job.done, cancel: (reason) => this.cancel(job, reason) };
@@ -333,20 +327,20 @@ export class Pipeline {
    * a whole is refused; otherwise every prompt gets one outcome, in order.
    */
   embedText(modelName: string, prompts: readonly unknown[]): Promise<TextReply> {
-    if (this.closing) throw new RequestError("UNAVAILABLE", "the server is shutting down");
+    if (this.closing) throw new RequestError("shutting_down", "the server is shutting down");
     const name = modelName || this.defaultModel;
     const model = this.models.get(name);
-    if (!model) throw new RequestError("INVALID_ARGUMENT", `unknown model ${JSON.stringify(name)}; served: ${[...this.models.keys()].join(", ")}`);
+    if (!model) throw new RequestError("invalid_request", `unknown model ${JSON.stringify(name)}; served: ${[...this.models.keys()].join(", ")}`);
     const embedder = this.textEmbedders.get(name);
     if (!embedder) {
       throw new RequestError(
-        "INVALID_ARGUMENT",
+        "invalid_request",
         `model ${name} has no text tower: compile it with --adaptors siglip2-g --text (the zoo does for embedding_space="text")`,
       );
     }
-    const max = this.o.text!.maxPrompts;
+    const max = this.options.text!.maxPrompts;
     if (prompts.length > max)
-      throw new RequestError("INVALID_ARGUMENT", `the request has ${prompts.length} prompts; at most ${max} per call: send smaller requests`);
+      throw new RequestError("invalid_request", `the request has ${prompts.length} prompts; at most ${max} per call: send smaller requests`);
     const { space, logitScale, logitBias } = model.text!.metadata;
     const running = embedder.embed(prompts).then((outcomes) => ({ outcomes, space, logitScale, logitBias }));
     this.textRequests.add(running);
@@ -380,19 +374,19 @@ export class Pipeline {
   /** Read, decode and resize one image, then queue it for a batch. */
   private async prepare(job: Job, index: number): Promise<void> {
     const input = job.images[index]!;
-    if (input instanceof InputError) return this.fail(job, index, input.code, input.message);
+    if (input instanceof InputError) return this.fail(job, index, input.kind, input.message);
     // Bound the decoded images held in memory, then the decodes running at once.
-    if (!(await this.prepared.acquire(job.abort.signal))) return this.drop(job, index);
+    if (!(await this.decodedSlots.acquire(job.abort.signal))) return this.drop(job, index);
     if (!(await this.decodes.acquire(job.abort.signal))) {
-      this.prepared.release();
+      this.decodedSlots.release();
       return this.drop(job, index);
     }
     const t = performance.now();
     this.decoding++;
     let item: Item | undefined;
     try {
-      const limits = this.o.limits ?? {};
-      const opened = await openImage(input, { paths: this.o.paths, limits });
+      const limits = this.options.limits ?? {};
+      const opened = await openImage(input, { paths: this.options.paths, limits });
       const target = resolveTargetResolution(opened.originalHeight, opened.originalWidth, job.model.geometry, job.policy, opened.id);
       const img = await decodeOpenedInterleaved(opened, target, { limits });
       item = {
@@ -408,19 +402,19 @@ export class Pipeline {
         originalWidth: img.originalWidth,
       };
     } catch (err) {
-      this.prepared.release();
-      if (err instanceof InputError) return this.fail(job, index, err.code, err.message);
-      this.o.logger?.error({ err, id: input.id }, "preprocessing failed unexpectedly");
-      return this.fail(job, index, "INTERNAL", `input ${JSON.stringify(input.id)}: preprocessing failed: ${(err as Error).message}`);
+      this.decodedSlots.release();
+      if (err instanceof InputError) return this.fail(job, index, err.kind, err.message);
+      this.options.logger?.error({ err, id: input.id }, "preprocessing failed unexpectedly");
+      return this.fail(job, index, "internal", `input ${JSON.stringify(input.id)}: preprocessing failed: ${(err as Error).message}`);
     } finally {
       this.decodes.release();
       this.decoding--;
       // A failed decode adds nothing: let a batch that was waiting for it go.
-      if (item === undefined || job.closed) this.batcher.poke();
+      if (item === undefined || job.closed) this.batcher.startReadyBatches();
     }
     this.metrics.preprocessed((performance.now() - t) / 1000);
     if (job.closed) {
-      this.prepared.release();
+      this.decodedSlots.release();
       return this.drop(job, index);
     }
     this.batcher.add(item);
@@ -434,7 +428,7 @@ export class Pipeline {
       if (!it.job.closed && it.job.expired(now)) this.cancel(it.job, "deadline");
       if (it.job.closed) {
         it.pixels = null;
-        this.prepared.release();
+        this.decodedSlots.release();
         this.drop(it.job, it.index);
       } else {
         live.push(it);
@@ -456,16 +450,16 @@ export class Pipeline {
         hwcToChwInto(pixels, b * 3 * plane, src.data, H, W, src.channels);
       } catch (err) {
         // Cannot happen for what preprocessing returns; if it did, no image of the batch would end.
-        this.o.logger?.error({ err, id: it.id }, "batch assembly failed");
+        this.options.logger?.error({ err, id: it.id }, "batch assembly failed");
         for (const x of live) {
-          if (x.pixels) this.prepared.release();
+          if (x.pixels) this.decodedSlots.release();
           x.pixels = null;
-          this.fail(x.job, x.index, "INTERNAL", `input ${JSON.stringify(x.id)}: batch assembly failed: ${(err as Error).message}`);
+          this.fail(x.job, x.index, "internal", `input ${JSON.stringify(x.id)}: batch assembly failed: ${(err as Error).message}`);
         }
         return;
       }
       it.pixels = null;
-      this.prepared.release();
+      this.decodedSlots.release();
       this.markRunning(it.job, it.index);
       this.metrics.queueWait((t - it.enqueuedAt) / 1000);
     }
@@ -474,13 +468,13 @@ export class Pipeline {
     const wantSummary = live.some((it) => it.job.output === "summary");
     const wantFeatures = live.some((it) => it.job.output !== "summary");
     const outputs = wantFeatures ? (wantSummary ? (["summary", "features"] as const) : (["features"] as const)) : (["summary"] as const);
-    let out: Awaited<ReturnType<InferenceBackend["run"]>>;
+    let out: Awaited<ReturnType<InferenceBackend["infer"]>>;
     try {
-      out = await this.o.inference.run(model.name, pixels, [B, 3, H, W], outputs, first.job.space);
+      out = await this.options.inference.infer(model.name, pixels, [B, 3, H, W], outputs, first.job.space);
     } catch (err) {
-      this.o.logger?.error({ err, model: model.name, batch: B, height: H, width: W }, "inference failed");
+      this.options.logger?.error({ err, model: model.name, batch: B, height: H, width: W }, "inference failed");
       for (const it of live) {
-        this.fail(it.job, it.index, "INTERNAL", `input ${JSON.stringify(it.id)}: inference failed: ${(err as Error).message}`);
+        this.fail(it.job, it.index, "internal", `input ${JSON.stringify(it.id)}: inference failed: ${(err as Error).message}`);
       }
       return;
     }
@@ -493,7 +487,7 @@ export class Pipeline {
     const gridW = W / model.metadata.patchSize;
     if (wantFeatures && gridH * gridW !== positions) {
       for (const it of live) {
-        this.fail(it.job, it.index, "INTERNAL", `input ${JSON.stringify(it.id)}: the graph returned ${positions} positions for a ${gridH}×${gridW} grid`);
+        this.fail(it.job, it.index, "internal", `input ${JSON.stringify(it.id)}: the graph returned ${positions} positions for a ${gridH}×${gridW} grid`);
       }
       return;
     }
@@ -526,17 +520,17 @@ export class Pipeline {
                 originalWidth: it.originalWidth,
               };
         const tp = performance.now();
-        this.o.postprocess.run(task).then(
+        this.options.postprocess.postprocess(task).then(
           (tensor) => {
             this.metrics.postprocessed(job.output, (performance.now() - tp) / 1000);
             this.succeed(job, it.index, { tensor, ...sizes });
           },
           (err: Error) => {
-            this.o.logger?.error({ err, id: it.id }, "postprocessing failed");
+            this.options.logger?.error({ err, id: it.id }, "postprocessing failed");
             this.fail(
               job,
               it.index,
-              "INTERNAL",
+              "internal",
               `input ${JSON.stringify(it.id)}: ${job.output === "heatmap" ? "heatmap" : "NCHW transpose"} failed: ${err.message}`,
             );
           },
@@ -561,10 +555,10 @@ export class Pipeline {
     this.settle(job, index, { index, output });
   }
 
-  private fail(job: Job, index: number, code: ImageErrorCode, message: string): void {
+  private fail(job: Job, index: number, kind: FailureKind, message: string): void {
     if (job.state[index] === "settled") return;
-    if (!job.closed) this.metrics.imageFailed(code);
-    this.settle(job, index, { index, error: { code, message } });
+    if (!job.closed) this.metrics.imageFailed(kind);
+    this.settle(job, index, { index, error: { kind, message } });
   }
 
   /** The image was never run because its request went away. */
@@ -583,7 +577,7 @@ export class Pipeline {
       try {
         job.sink(outcome);
       } catch (err) {
-        this.o.logger?.error({ err }, "result sink failed");
+        this.options.logger?.error({ err }, "result sink failed");
       }
     }
     if (job.unsettled === 0) this.finishJob(job);
@@ -606,10 +600,10 @@ export class Pipeline {
     // Decoded and waiting for a batch: out of the queue now.
     for (const it of this.batcher.remove((x) => x.job === job)) {
       it.pixels = null;
-      this.prepared.release();
+      this.decodedSlots.release();
       this.drop(job, it.index);
     }
     // Being decoded: dropped when the decode ends. Running: the result is discarded.
-    this.o.logger?.debug({ request: job.seq, reason }, "request cancelled");
+    this.options.logger?.debug({ request: job.seq, reason }, "request cancelled");
   }
 }

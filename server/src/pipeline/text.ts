@@ -3,7 +3,7 @@
 // L2-normalise. Every prompt ends in exactly one outcome. Transport-agnostic, like pipeline.ts.
 import { l2NormalizeRows } from "../runtime/normalize.js";
 import type { ServedModel } from "./models.js";
-import type { ImageErrorCode } from "./types.js";
+import type { FailureKind } from "./errors.js";
 
 /** What the pipeline needs from the tokenizer (preprocess/text.ts). */
 export interface PromptTokenizer {
@@ -21,7 +21,7 @@ export interface TextBackend {
 
 export type TextOutcome =
   | { index: number; canonical: string; embedding: Float32Array; error?: undefined }
-  | { index: number; canonical: string; embedding?: undefined; error: { code: ImageErrorCode; message: string } };
+  | { index: number; canonical: string; embedding?: undefined; error: { kind: FailureKind; message: string } };
 
 /** A request's outcomes, and what comparing them with images needs: the space and SigLIP's logit scale and bias. */
 export interface TextReply {
@@ -90,12 +90,12 @@ export interface TextEmbedderOptions {
 export class TextEmbedder {
   private readonly cache: EmbeddingCache;
 
-  constructor(private readonly o: TextEmbedderOptions) {
-    this.cache = new EmbeddingCache(o.cacheBytes);
+  constructor(private readonly options: TextEmbedderOptions) {
+    this.cache = new EmbeddingCache(options.cacheBytes);
   }
 
   async embed(prompts: readonly unknown[]): Promise<TextOutcome[]> {
-    const { model, tokenizer } = this.o;
+    const { model, tokenizer } = this.options;
     const out: TextOutcome[] = new Array(prompts.length);
     // Canonical prompt → indices still waiting for it (a prompt asked twice runs once).
     const misses = new Map<string, number[]>();
@@ -106,7 +106,7 @@ export class TextEmbedder {
         if (typeof prompt !== "string") throw new TypeError(`prompt ${index} is ${prompt === null ? "null" : typeof prompt}, not a string`);
         canonical = tokenizer.canonicalize(prompt);
       } catch (err) {
-        out[index] = { index, canonical: "", error: { code: "INVALID_ARGUMENT", message: `prompt ${index}: ${(err as Error).message}` } };
+        out[index] = { index, canonical: "", error: { kind: "invalid_prompt", message: `prompt ${index}: ${(err as Error).message}` } };
         return;
       }
       const cached = this.cache.get(canonical);
@@ -119,23 +119,23 @@ export class TextEmbedder {
         else misses.set(canonical, [index]);
       }
     });
-    if (hits) this.o.metrics?.promptsEmbedded(model.name, true, hits);
+    if (hits) this.options.metrics?.promptsEmbedded(model.name, true, hits);
 
     const unique = [...misses.keys()];
     const ctx = tokenizer.contextLength;
-    for (let start = 0; start < unique.length; start += this.o.maxBatch) {
-      const chunk = unique.slice(start, start + this.o.maxBatch);
+    for (let start = 0; start < unique.length; start += this.options.maxBatch) {
+      const chunk = unique.slice(start, start + this.options.maxBatch);
       try {
         const ids = tokenizer.encodeCanonical(chunk);
-        const r = await this.o.backend.runText(model.name, ids, [chunk.length, ctx]);
-        this.o.metrics?.textBatchRan(model.name, chunk.length, r.runMs / 1000);
+        const r = await this.options.backend.runText(model.name, ids, [chunk.length, ctx]);
+        this.options.metrics?.textBatchRan(model.name, chunk.length, r.runMs / 1000);
         const D = r.dims[1]!;
         chunk.forEach((canonical, i) => {
           const embedding = l2NormalizeRows(r.embeds.subarray(i * D, (i + 1) * D), D);
           this.cache.set(canonical, embedding);
           for (const index of misses.get(canonical)!) out[index] = { index, canonical, embedding };
         });
-        this.o.metrics?.promptsEmbedded(
+        this.options.metrics?.promptsEmbedded(
           model.name,
           false,
           chunk.reduce((n, c) => n + misses.get(c)!.length, 0),
@@ -143,7 +143,7 @@ export class TextEmbedder {
       } catch (err) {
         for (const canonical of chunk) {
           for (const index of misses.get(canonical)!) {
-            out[index] = { index, canonical, error: { code: "INTERNAL", message: `prompt ${index}: text encoding failed: ${(err as Error).message}` } };
+            out[index] = { index, canonical, error: { kind: "internal", message: `prompt ${index}: text encoding failed: ${(err as Error).message}` } };
           }
         }
       }

@@ -1,10 +1,9 @@
 // The pipeline's request and result types: what a transport hands in and gets back. No gRPC here.
-import type { ImageInput, InputError, InputErrorCode } from "../preprocess/index.js";
+import type { ImageInput, InputError } from "../preprocess/index.js";
 import type { HeatmapRequest, OutputKind, OutputTensor } from "../postprocess/outputs.js";
+import type { FailureKind } from "./errors.js";
 
 export type { OutputKind, OutputTensor, HeatmapRequest };
-
-export type ImageErrorCode = InputErrorCode | "INTERNAL" | "CANCELLED" | "DEADLINE_EXCEEDED" | "RESOURCE_EXHAUSTED" | "PERMISSION_DENIED";
 
 /** Why queued images were dropped without running. */
 export type DropReason = "cancelled" | "deadline" | "shutdown";
@@ -34,20 +33,7 @@ export interface ImageOutput {
 
 export type ImageOutcome =
   | { index: number; output: ImageOutput; error?: undefined }
-  | { index: number; output?: undefined; error: { code: ImageErrorCode; message: string } };
-
-export type RequestErrorCode = "INVALID_ARGUMENT" | "RESOURCE_EXHAUSTED" | "UNAVAILABLE";
-
-/** The whole request is refused (nothing was started). */
-export class RequestError extends Error {
-  override readonly name = "RequestError";
-  constructor(
-    readonly code: RequestErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+  | { index: number; output?: undefined; error: { kind: FailureKind; message: string } };
 
 export interface EmbedHandle {
   /** Resolves when every image has a result, was dropped, or was discarded after a cancel. */
@@ -58,7 +44,7 @@ export interface EmbedHandle {
 
 export interface PipelineMetrics {
   imageSucceeded(model: string, output: OutputKind): void;
-  imageFailed(code: ImageErrorCode): void;
+  imageFailed(kind: FailureKind): void;
   imagesDropped(reason: DropReason, n: number): void;
   /** calls: how many calls (requests) the batch's images came from. */
   batchRan(model: string, size: number, inferenceSeconds: number, calls?: number): void;

@@ -18,7 +18,7 @@ export class PostprocessPool {
         maxThreads: threads,
         atomics: "disabled",
       });
-      // A postprocess worker dying fails its task (the image gets an INTERNAL error); piscina replaces it.
+      // A postprocess worker dying fails its task (the image fails as `internal`); piscina replaces it.
       this.piscina.on("error", () => undefined);
     } else {
       this.piscina = null;
@@ -26,7 +26,7 @@ export class PostprocessPool {
   }
 
   /** The task's features buffer is transferred when a worker runs it: pass a copy you own. */
-  async run(task: PostprocessTask): Promise<OutputTensor> {
+  async postprocess(task: PostprocessTask): Promise<OutputTensor> {
     if (!this.piscina) return runPostprocessTask(task);
     return (await this.piscina.run(task, { transferList: [task.nlc.buffer as ArrayBuffer] })) as OutputTensor;
   }

@@ -81,18 +81,18 @@ export function classifySharpError(id: string, err: unknown): InputError {
   if (err instanceof InputError) return err;
   const line = firstLine(err);
   if (/exceeds pixel limit/i.test(line)) {
-    return new InputError("TOO_LARGE", id, "image dimensions exceed the input pixel limit", { cause: err });
+    return new InputError("too_large", id, "image dimensions exceed the input pixel limit", { cause: err });
   }
   if (/exceeds channel limit/i.test(line)) {
-    return new InputError("UNSUPPORTED_FORMAT", id, "image has too many channels", { cause: err });
+    return new InputError("unsupported_format", id, "image has too many channels", { cause: err });
   }
   if (/unsupported image format/i.test(line)) {
-    return new InputError("UNSUPPORTED_FORMAT", id, "unsupported or unrecognised image format", { cause: err });
+    return new InputError("unsupported_format", id, "unsupported or unrecognised image format", { cause: err });
   }
   if (/timeout/i.test(line)) {
-    return new InputError("TOO_LARGE", id, `decoding took too long (${line})`, { cause: err });
+    return new InputError("too_large", id, `decoding took too long (${line})`, { cause: err });
   }
-  return new InputError("CORRUPT_IMAGE", id, `image could not be decoded: ${line}`, { cause: err });
+  return new InputError("corrupt_image", id, `image could not be decoded: ${line}`, { cause: err });
 }
 
 /**
@@ -102,7 +102,7 @@ export function classifySharpError(id: string, err: unknown): InputError {
 export async function probeEncoded(id: string, bytes: Buffer, limits: DecodeLimits): Promise<ProbeResult> {
   const sniffed = sniffFormat(bytes);
   if (sniffed === null) {
-    throw new InputError("UNSUPPORTED_FORMAT", id, `not a supported image (${describeUnknown(bytes)}); supported: ${SUPPORTED_FORMATS.join(", ")}`);
+    throw new InputError("unsupported_format", id, `not a supported image (${describeUnknown(bytes)}); supported: ${SUPPORTED_FORMATS.join(", ")}`);
   }
   let meta: Metadata;
   try {
@@ -111,16 +111,16 @@ export async function probeEncoded(id: string, bytes: Buffer, limits: DecodeLimi
     throw classifySharpError(id, err);
   }
   if (!isSupportedFormat(meta.format) || meta.format !== sniffed) {
-    throw new InputError("UNSUPPORTED_FORMAT", id, `format mismatch: content starts like ${sniffed} but decodes as ${String(meta.format)}`);
+    throw new InputError("unsupported_format", id, `format mismatch: content starts like ${sniffed} but decodes as ${String(meta.format)}`);
   }
   if (meta.format === "heif" && meta.compression !== "av1") {
-    throw new InputError("UNSUPPORTED_FORMAT", id, `HEIF with ${String(meta.compression)} compression is not supported (AVIF only)`);
+    throw new InputError("unsupported_format", id, `HEIF with ${String(meta.compression)} compression is not supported (AVIF only)`);
   }
   const w = meta.autoOrient?.width ?? meta.width;
   const h = meta.autoOrient?.height ?? meta.height;
-  if (!(w > 0 && h > 0)) throw new InputError("CORRUPT_IMAGE", id, "image header has no valid dimensions");
+  if (!(w > 0 && h > 0)) throw new InputError("corrupt_image", id, "image header has no valid dimensions");
   if (w * h > limits.limitInputPixels) {
-    throw new InputError("TOO_LARGE", id, `image is ${h}x${w} = ${w * h} pixels, above the ${limits.limitInputPixels}-pixel limit`);
+    throw new InputError("too_large", id, `image is ${h}x${w} = ${w * h} pixels, above the ${limits.limitInputPixels}-pixel limit`);
   }
   return { format: meta.format, originalHeight: h, originalWidth: w, pages: meta.pages ?? 1 };
 }
@@ -141,7 +141,7 @@ async function runPipeline(id: string, img: Sharp, target: Size, limits: DecodeL
   }
   const { info, data } = out;
   if (info.width !== target.width || info.height !== target.height) {
-    throw new InputError("CORRUPT_IMAGE", id, `decoder produced ${info.height}x${info.width}, expected ${target.height}x${target.width}`);
+    throw new InputError("corrupt_image", id, `decoder produced ${info.height}x${info.width}, expected ${target.height}x${target.width}`);
   }
   return { data, height: info.height, width: info.width, channels: info.channels as InterleavedPixels["channels"] };
 }

@@ -119,7 +119,7 @@ export async function decodeOpenedInterleaved(opened: OpenedImage, target: Size,
   const limits = { ...DEFAULT_LIMITS, ...(opts.limits ?? {}) };
   try {
     if (!Number.isSafeInteger(target.height) || !Number.isSafeInteger(target.width) || target.height <= 0 || target.width <= 0) {
-      throw new InputError("INVALID_ARGUMENT", opened.id, `invalid target size ${String(target.height)}x${String(target.width)}`);
+      throw new InputError("invalid_input", opened.id, `invalid target size ${String(target.height)}x${String(target.width)}`);
     }
     const pixels =
       opened.kind === "raw" ? await decodeRaw(opened.id, opened.raw, target, limits) : await decodeEncoded(opened.id, opened.bytes, target, limits);

@@ -147,7 +147,7 @@ export function defaultResolution(height: number, width: number, model: ModelGeo
 
 /**
  * Parse a policy from a string: 'default' | 'native' | 'max:<N>' | '<H>x<W>'
- * (fixed). Throws InputError(INVALID_ARGUMENT) on anything else.
+ * (fixed). Throws InputError(invalid_input) on anything else.
  */
 export function parseResolutionPolicy(text: string, inputId = "request"): ResolutionPolicy {
   const s = text.trim().toLowerCase();
@@ -157,17 +157,17 @@ export function parseResolutionPolicy(text: string, inputId = "request"): Resolu
   if (m) return { max: Number(m[1]) };
   m = /^(\d{1,6})x(\d{1,6})$/.exec(s);
   if (m) return { fixed: { height: Number(m[1]), width: Number(m[2]) } };
-  throw new InputError("INVALID_ARGUMENT", inputId, `unknown resolution policy ${JSON.stringify(text)} (expected 'default', 'native', 'max:<N>' or '<H>x<W>')`);
+  throw new InputError("invalid_input", inputId, `unknown resolution policy ${JSON.stringify(text)} (expected 'default', 'native', 'max:<N>' or '<H>x<W>')`);
 }
 
 /**
  * Target (height, width) for an image whose displayed size (after EXIF
- * orientation) is (height, width). Throws InputError(INVALID_ARGUMENT) for an
+ * orientation) is (height, width). Throws InputError(invalid_input) for an
  * invalid policy or image size.
  */
 export function resolveTargetResolution(height: number, width: number, model: ModelGeometry, policy: ResolutionPolicy, inputId = "request"): Size {
   if (!isPositiveInt(height) || !isPositiveInt(width)) {
-    throw new InputError("INVALID_ARGUMENT", inputId, `invalid image size ${String(height)}x${String(width)}`);
+    throw new InputError("invalid_input", inputId, `invalid image size ${String(height)}x${String(width)}`);
   }
   const step = resolutionStep(model);
   if (policy === "default") return defaultResolution(height, width, model);
@@ -175,22 +175,22 @@ export function resolveTargetResolution(height: number, width: number, model: Mo
   if (typeof policy === "object" && policy !== null && "max" in policy) {
     const n = policy.max;
     if (!isPositiveInt(n) || n < step) {
-      throw new InputError("INVALID_ARGUMENT", inputId, `max resolution ${String(n)} must be an integer ≥ ${step}`);
+      throw new InputError("invalid_input", inputId, `max resolution ${String(n)} must be an integer ≥ ${step}`);
     }
     return nearestSupportedResolution(height, width, model, n);
   }
   if (typeof policy === "object" && policy !== null && "fixed" in policy) {
     const { height: fh, width: fw } = policy.fixed;
     if (!isPositiveInt(fh) || !isPositiveInt(fw)) {
-      throw new InputError("INVALID_ARGUMENT", inputId, `fixed resolution ${String(fh)}x${String(fw)} must be positive integers`);
+      throw new InputError("invalid_input", inputId, `fixed resolution ${String(fh)}x${String(fw)} must be positive integers`);
     }
     if (fh % step !== 0 || fw % step !== 0) {
-      throw new InputError("INVALID_ARGUMENT", inputId, `fixed resolution ${fh}x${fw} is not a multiple of the model's resolution step ${step}`);
+      throw new InputError("invalid_input", inputId, `fixed resolution ${fh}x${fw} is not a multiple of the model's resolution step ${step}`);
     }
     if (fh > model.maxResolution || fw > model.maxResolution) {
-      throw new InputError("INVALID_ARGUMENT", inputId, `fixed resolution ${fh}x${fw} exceeds the model's maximum resolution ${model.maxResolution}`);
+      throw new InputError("invalid_input", inputId, `fixed resolution ${fh}x${fw} exceeds the model's maximum resolution ${model.maxResolution}`);
     }
     return { height: fh, width: fw };
   }
-  throw new InputError("INVALID_ARGUMENT", inputId, `invalid resolution policy ${JSON.stringify(policy)}`);
+  throw new InputError("invalid_input", inputId, `invalid resolution policy ${JSON.stringify(policy)}`);
 }

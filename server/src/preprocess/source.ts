@@ -12,8 +12,8 @@
  *    be a regular file, size-capped), and on Linux the descriptor's real path
  *    (/proc/self/fd) is re-checked, closing the realpath→open race;
  *  - the bytes are read from that descriptor, so sharp never opens paths itself;
- *  - a missing path outside the roots reports OUTSIDE_ALLOWED_ROOTS, not
- *    NOT_FOUND, so callers cannot probe for file existence outside the roots.
+ *  - a missing path outside the roots reports outside_allowed_roots, not
+ *    file_not_found, so callers cannot probe for file existence outside the roots.
  */
 
 import { constants as fsConstants, promises as fsp } from "node:fs";
@@ -89,18 +89,18 @@ function fsError(id: string, shown: string, err: unknown): InputError {
   switch (code) {
     case "ENOENT":
     case "ENOTDIR":
-      return new InputError("NOT_FOUND", id, `file not found: ${shown}`, { cause: err });
+      return new InputError("file_not_found", id, `file not found: ${shown}`, { cause: err });
     case "EACCES":
     case "EPERM":
-      return new InputError("NOT_FOUND", id, `file is not readable (permission denied): ${shown}`, { cause: err });
+      return new InputError("file_unreadable", id, `file is not readable (permission denied): ${shown}`, { cause: err });
     case "ELOOP":
-      return new InputError("NOT_FOUND", id, `too many levels of symbolic links: ${shown}`, { cause: err });
+      return new InputError("file_unreadable", id, `too many levels of symbolic links: ${shown}`, { cause: err });
     case "EISDIR":
-      return new InputError("NOT_A_FILE", id, `path is a directory, not a file: ${shown}`, { cause: err });
+      return new InputError("not_a_file", id, `path is a directory, not a file: ${shown}`, { cause: err });
     case "ENAMETOOLONG":
-      return new InputError("INVALID_ARGUMENT", id, `path is too long: ${shown}`, { cause: err });
+      return new InputError("invalid_input", id, `path is too long: ${shown}`, { cause: err });
     default:
-      return new InputError("NOT_FOUND", id, `cannot read ${shown} (${code ?? "unknown error"})`, { cause: err });
+      return new InputError("file_unreadable", id, `cannot read ${shown} (${code ?? "unknown error"})`, { cause: err });
   }
 }
 
@@ -109,13 +109,13 @@ const OPEN_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0) | (fsCon
 /** Read a path input's bytes, enforcing the path policy. */
 export async function readPathSource(id: string, requested: string, policy: PathPolicy, limits: Pick<SourceLimits, "maxInputBytes">): Promise<Buffer> {
   if (typeof requested !== "string" || requested === "") {
-    throw new InputError("INVALID_ARGUMENT", id, "path must be a non-empty string");
+    throw new InputError("invalid_input", id, "path must be a non-empty string");
   }
-  if (requested.includes("\0")) throw new InputError("INVALID_ARGUMENT", id, "path contains a NUL byte");
+  if (requested.includes("\0")) throw new InputError("invalid_input", id, "path contains a NUL byte");
   if (!path.isAbsolute(requested)) {
-    throw new InputError("INVALID_ARGUMENT", id, `path must be absolute: ${requested}`);
+    throw new InputError("invalid_input", id, `path must be absolute: ${requested}`);
   }
-  const outside = (): InputError => new InputError("OUTSIDE_ALLOWED_ROOTS", id, `path is outside the allowed roots: ${requested}`);
+  const outside = (): InputError => new InputError("outside_allowed_roots", id, `path is outside the allowed roots: ${requested}`);
   if (policy.roots.length === 0) throw outside();
 
   const lexical = path.resolve(requested);
@@ -137,8 +137,8 @@ export async function readPathSource(id: string, requested: string, policy: Path
   }
   try {
     const st = await fh.stat();
-    if (st.isDirectory()) throw new InputError("NOT_A_FILE", id, `path is a directory, not a file: ${requested}`);
-    if (!st.isFile()) throw new InputError("NOT_A_FILE", id, `path is not a regular file: ${requested}`);
+    if (st.isDirectory()) throw new InputError("not_a_file", id, `path is a directory, not a file: ${requested}`);
+    if (!st.isFile()) throw new InputError("not_a_file", id, `path is not a regular file: ${requested}`);
     // Re-check where the descriptor actually points (Linux); guards against a
     // path component being swapped for a symlink between realpath and open.
     let opened: string | undefined;
@@ -149,9 +149,9 @@ export async function readPathSource(id: string, requested: string, policy: Path
     }
     if (opened !== undefined && path.isAbsolute(opened) && !isUnderAny(opened, policy.roots)) throw outside();
     if (st.size > limits.maxInputBytes) {
-      throw new InputError("TOO_LARGE", id, `file is ${st.size} bytes, above the ${limits.maxInputBytes}-byte limit`);
+      throw new InputError("too_large", id, `file is ${st.size} bytes, above the ${limits.maxInputBytes}-byte limit`);
     }
-    if (st.size === 0) throw new InputError("CORRUPT_IMAGE", id, `file is empty (0 bytes): ${requested}`);
+    if (st.size === 0) throw new InputError("corrupt_image", id, `file is empty (0 bytes): ${requested}`);
     const buf = Buffer.allocUnsafe(st.size);
     let filled = 0;
     while (filled < buf.length) {
@@ -159,7 +159,7 @@ export async function readPathSource(id: string, requested: string, policy: Path
       if (bytesRead === 0) break;
       filled += bytesRead;
     }
-    if (filled === 0) throw new InputError("CORRUPT_IMAGE", id, `file is empty (0 bytes): ${requested}`);
+    if (filled === 0) throw new InputError("corrupt_image", id, `file is empty (0 bytes): ${requested}`);
     return filled === buf.length ? buf : buf.subarray(0, filled);
   } catch (err) {
     if (err instanceof InputError) throw err;
@@ -171,10 +171,10 @@ export async function readPathSource(id: string, requested: string, policy: Path
 
 /** Validate encoded bytes given in memory; returns a Buffer view (no copy). */
 export function bytesSource(id: string, bytes: unknown, limits: Pick<SourceLimits, "maxInputBytes">): Buffer {
-  if (!(bytes instanceof Uint8Array)) throw new InputError("INVALID_ARGUMENT", id, "bytes must be a Uint8Array");
-  if (bytes.byteLength === 0) throw new InputError("CORRUPT_IMAGE", id, "image bytes are empty (0 bytes)");
+  if (!(bytes instanceof Uint8Array)) throw new InputError("invalid_input", id, "bytes must be a Uint8Array");
+  if (bytes.byteLength === 0) throw new InputError("corrupt_image", id, "image bytes are empty (0 bytes)");
   if (bytes.byteLength > limits.maxInputBytes) {
-    throw new InputError("TOO_LARGE", id, `image is ${bytes.byteLength} bytes, above the ${limits.maxInputBytes}-byte limit`);
+    throw new InputError("too_large", id, `image is ${bytes.byteLength} bytes, above the ${limits.maxInputBytes}-byte limit`);
   }
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
@@ -191,33 +191,33 @@ const FLOAT_TOLERANCE = 1e-4;
  * length h·w·c, pixel limit, and (float32) finite values in [0, 1].
  */
 export function validateRaw(id: string, raw: unknown, limits: Pick<SourceLimits, "limitInputPixels">): RawPixels {
-  if (typeof raw !== "object" || raw === null) throw new InputError("INVALID_ARGUMENT", id, "raw must be an object");
+  if (typeof raw !== "object" || raw === null) throw new InputError("invalid_input", id, "raw must be an object");
   const r = raw as Record<string, unknown>;
   const { data, height, width, channels, dtype } = r;
   if (!isPositiveInt(height) || !isPositiveInt(width)) {
-    throw new InputError("INVALID_ARGUMENT", id, `raw height/width must be positive integers, got ${String(height)}x${String(width)}`);
+    throw new InputError("invalid_input", id, `raw height/width must be positive integers, got ${String(height)}x${String(width)}`);
   }
   if (channels !== 1 && channels !== 3 && channels !== 4) {
-    throw new InputError("INVALID_ARGUMENT", id, `raw channels must be 1, 3 or 4, got ${String(channels)}`);
+    throw new InputError("invalid_input", id, `raw channels must be 1, 3 or 4, got ${String(channels)}`);
   }
   if (dtype !== "uint8" && dtype !== "float32") {
-    throw new InputError("INVALID_ARGUMENT", id, `raw dtype must be 'uint8' or 'float32', got ${JSON.stringify(dtype)}`);
+    throw new InputError("invalid_input", id, `raw dtype must be 'uint8' or 'float32', got ${JSON.stringify(dtype)}`);
   }
   if (dtype === "uint8" && !(data instanceof Uint8Array)) {
-    throw new InputError("INVALID_ARGUMENT", id, "raw dtype 'uint8' needs data as a Uint8Array");
+    throw new InputError("invalid_input", id, "raw dtype 'uint8' needs data as a Uint8Array");
   }
   if (dtype === "float32" && !(data instanceof Float32Array)) {
-    throw new InputError("INVALID_ARGUMENT", id, "raw dtype 'float32' needs data as a Float32Array");
+    throw new InputError("invalid_input", id, "raw dtype 'float32' needs data as a Float32Array");
   }
   const pixels = height * width;
   if (pixels > limits.limitInputPixels) {
-    throw new InputError("TOO_LARGE", id, `raw image is ${height}x${width} = ${pixels} pixels, above the ${limits.limitInputPixels}-pixel limit`);
+    throw new InputError("too_large", id, `raw image is ${height}x${width} = ${pixels} pixels, above the ${limits.limitInputPixels}-pixel limit`);
   }
   const arr = data as Uint8Array | Float32Array;
   const expected = pixels * channels;
   if (arr.length !== expected) {
     throw new InputError(
-      "INVALID_ARGUMENT",
+      "invalid_input",
       id,
       `raw data has ${arr.length} elements but height×width×channels = ${height}×${width}×${channels} = ${expected} (layout is interleaved HWC)`,
     );
@@ -228,7 +228,7 @@ export function validateRaw(id: string, raw: unknown, limits: Pick<SourceLimits,
       const v = arr[i]!;
       if (!(v >= -FLOAT_TOLERANCE && v <= 1 + FLOAT_TOLERANCE)) {
         const what = Number.isFinite(v) ? `value ${v}` : `non-finite value ${v}`;
-        throw new InputError("INVALID_ARGUMENT", id, `raw float32 data must be in [0, 1]; found ${what} at index ${i}`);
+        throw new InputError("invalid_input", id, `raw float32 data must be in [0, 1]; found ${what} at index ${i}`);
       }
       if (v < 0 || v > 1) clampNeeded = true;
     }
@@ -244,15 +244,15 @@ export function validateRaw(id: string, raw: unknown, limits: Pick<SourceLimits,
 /** Resolve any input to encoded bytes or validated raw pixels. */
 export async function loadSource(input: ImageInput, policy: PathPolicy, limits: SourceLimits): Promise<Source> {
   if (typeof input !== "object" || input === null) {
-    throw new InputError("INVALID_ARGUMENT", "?", "input must be an object");
+    throw new InputError("invalid_input", "?", "input must be an object");
   }
   const rec = input as unknown as Record<string, unknown>;
   const id = rec.id;
-  if (typeof id !== "string") throw new InputError("INVALID_ARGUMENT", "?", "input id must be a string");
+  if (typeof id !== "string") throw new InputError("invalid_input", "?", "input id must be a string");
   const given = (["path", "bytes", "raw"] as const).filter((k) => rec[k] !== undefined && rec[k] !== null);
   if (given.length !== 1) {
     throw new InputError(
-      "INVALID_ARGUMENT",
+      "invalid_input",
       id,
       given.length === 0 ? "input needs one of path, bytes or raw" : `input has more than one of path, bytes, raw (${given.join(", ")})`,
     );

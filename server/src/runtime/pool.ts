@@ -1,7 +1,7 @@
 // The inference pool: piscina worker threads, each holding one onnxruntime session per served model.
 // Batches go in as one transferred Float32Array and come back as transferred outputs. A worker that
 // dies is replaced by piscina (the new one loads and warms before it takes work); the batch it held
-// fails, and the caller turns that into per-image INTERNAL errors.
+// fails, and the caller turns that into per-image `internal` failures.
 import { EventEmitter } from "node:events";
 import { BroadcastChannel } from "node:worker_threads";
 import { Piscina } from "piscina";
@@ -69,28 +69,28 @@ export class InferencePool extends EventEmitter {
   }
 
   /** Starts the workers and resolves once every one of them has loaded (and warmed) every model. */
-  static async start(o: PoolOptions): Promise<InferencePool> {
+  static async start(options: PoolOptions): Promise<InferencePool> {
     const channelName = `radio-inference-${process.pid}-${++poolCounter}`;
-    const entry = o.workerModule ? workerEntryAt(o.workerModule) : workerEntry("worker", import.meta.url);
+    const entry = options.workerModule ? workerEntryAt(options.workerModule) : workerEntry("worker", import.meta.url);
     const config: WorkerConfig = {
       entry: entry.entry,
       channel: channelName,
-      models: o.models,
-      provider: o.provider,
-      intraOpThreads: o.intraOpThreads,
-      prepackWeights: o.prepackWeights ?? "auto",
-      warmup: o.warmup ?? true,
+      models: options.models,
+      provider: options.provider,
+      intraOpThreads: options.intraOpThreads,
+      prepackWeights: options.prepackWeights ?? "auto",
+      warmup: options.warmup ?? true,
     };
     const channel = new BroadcastChannel(channelName);
     const piscina = new Piscina({
       filename: entry.filename,
-      minThreads: o.workers,
-      maxThreads: o.workers,
+      minThreads: options.workers,
+      maxThreads: options.workers,
       concurrentTasksPerWorker: 1,
       // A worker blocks inside session.run anyway; atomics only save microseconds per ~100 ms task.
       atomics: "disabled",
       workerData: config,
-      ...(o.workerHeapMb ? { resourceLimits: { maxOldGenerationSizeMb: o.workerHeapMb } } : {}),
+      ...(options.workerHeapMb ? { resourceLimits: { maxOldGenerationSizeMb: options.workerHeapMb } } : {}),
     });
     // Until every worker is ready, a worker error (e.g. its module failed to load) fails the start.
     let failStart: (err: Error) => void = () => undefined;
@@ -107,7 +107,7 @@ export class InferencePool extends EventEmitter {
           if (msg.type === "failed") reject(new Error(msg.message));
           else {
             announcements.set(msg.threadId, msg);
-            if (announcements.size >= o.workers) resolve(msg);
+            if (announcements.size >= options.workers) resolve(msg);
           }
         };
       });
@@ -116,7 +116,7 @@ export class InferencePool extends EventEmitter {
       await piscina.destroy();
       throw err;
     }
-    const pool = new InferencePool(piscina, channel, o, {
+    const pool = new InferencePool(piscina, channel, options, {
       ortVersion: ready.ortVersion,
       models: ready.models,
       loadMs: Math.max(...[...announcements.values()].map((a) => a.loadMs)),
@@ -156,7 +156,7 @@ export class InferencePool extends EventEmitter {
    * Runs pixels [B, 3, H, W] through `model`, fetching `outputs` (default: all). The pixels' buffer
    * is transferred: do not reuse it (the result hands it back as `input`).
    */
-  run(model: string, pixels: Float32Array, dims: InferTask["dims"], outputs?: readonly GraphOutputName[], space = ""): Promise<InferResult> {
+  infer(model: string, pixels: Float32Array, dims: InferTask["dims"], outputs?: readonly GraphOutputName[], space = ""): Promise<InferResult> {
     if (this.closed) return Promise.reject(new Error("the inference pool is closed"));
     const limit = this.options.inferenceTimeoutMs ?? 0;
     // The clock starts when a worker starts the batch (it may first wait for a replacement worker

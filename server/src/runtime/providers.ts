@@ -162,8 +162,8 @@ export interface ProbeOptions {
 }
 
 /** Whether `provider` can run graphs here, and if not, why. */
-export async function probeProvider(provider: ExecutionProvider, o: ProbeOptions = {}): Promise<ProviderStatus> {
-  const env = o.env ?? process.env;
+export async function probeProvider(provider: ExecutionProvider, options: ProbeOptions = {}): Promise<ProviderStatus> {
+  const env = options.env ?? process.env;
   const status: ProviderStatus = { provider, usable: false, reason: "", fp16: false, fp16Reason: "", software: false, detail: "", ms: 0 };
   if (provider === "cuda") {
     if (process.platform !== "linux" && process.platform !== "win32") return { ...status, reason: `onnxruntime has no CUDA provider for ${process.platform}` };
@@ -177,7 +177,7 @@ export async function probeProvider(provider: ExecutionProvider, o: ProbeOptions
     }
   }
   const t0 = performance.now();
-  const run = await runChild(provider, env, o.timeoutMs ?? PROBE_TIMEOUT_MS);
+  const run = await runChild(provider, env, options.timeoutMs ?? PROBE_TIMEOUT_MS);
   status.ms = Math.round(performance.now() - t0);
   const r = run.result;
   if (!r) return { ...status, reason: run.failure, detail: run.stderr.trim() };
@@ -206,9 +206,9 @@ export async function probeProvider(provider: ExecutionProvider, o: ProbeOptions
 }
 
 /** Probes the given providers (default: all) side by side, in PROVIDERS order. */
-export async function probeProviders(which: readonly ExecutionProvider[] = PROVIDERS, o: ProbeOptions = {}): Promise<ProviderStatus[]> {
+export async function probeProviders(which: readonly ExecutionProvider[] = PROVIDERS, options: ProbeOptions = {}): Promise<ProviderStatus[]> {
   const order = PROVIDERS.filter((p) => which.includes(p));
-  return Promise.all(order.map((p) => probeProvider(p, o)));
+  return Promise.all(order.map((p) => probeProvider(p, options)));
 }
 
 function precisionFor(s: ProviderStatus): "fp16" | "fp32" {
@@ -255,9 +255,12 @@ export function chooseProvider(requested: ProviderRequest, probes: readonly Prov
 }
 
 /** Probes what `requested` needs (nothing for cpu; that provider for an explicit one; all for auto) and chooses. */
-export async function resolveProvider(requested: ProviderRequest, o: ProbeOptions & { precisions?: readonly GraphPrecision[] } = {}): Promise<ProviderChoice> {
-  const probes = requested === "cpu" ? [] : await probeProviders(requested === "auto" ? PROVIDERS : [requested], o);
-  return chooseProvider(requested, probes, o.precisions ?? []);
+export async function resolveProvider(
+  requested: ProviderRequest,
+  options: ProbeOptions & { precisions?: readonly GraphPrecision[] } = {},
+): Promise<ProviderChoice> {
+  const probes = requested === "cpu" ? [] : await probeProviders(requested === "auto" ? PROVIDERS : [requested], options);
+  return chooseProvider(requested, probes, options.precisions ?? []);
 }
 
 /** One line for logs: the choice and why the better providers were not taken. */

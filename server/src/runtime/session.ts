@@ -35,9 +35,9 @@ export interface LoadedGraph {
   provider: ExecutionProvider;
 }
 
-export async function loadGraph(dir: string, o: SessionOptions = {}): Promise<LoadedGraph> {
+export async function loadGraph(dir: string, options: SessionOptions = {}): Promise<LoadedGraph> {
   const metadata = readGraphMetadata(dir);
-  const provider = o.provider ?? "cpu";
+  const provider = options.provider ?? "cpu";
   // onnxruntime would quietly run the int8 ops on the CPU beside a CUDA session: refuse instead.
   if (provider !== "cpu" && metadata.precision === "int8") {
     throw new Error(`${dir} is an int8 graph, made for the CPU provider; compile an fp16 graph (--precision fp16) for ${provider}`);
@@ -45,12 +45,12 @@ export async function loadGraph(dir: string, o: SessionOptions = {}): Promise<Lo
   const session = await ort.InferenceSession.create(join(dir, MODEL_FILE), {
     // The CPU provider stays listed: onnxruntime places shape ops there on purpose.
     executionProviders: provider === "cpu" ? ["cpu"] : [provider, "cpu"],
-    intraOpNumThreads: o.intraOpThreads ?? 0,
+    intraOpNumThreads: options.intraOpThreads ?? 0,
     interOpNumThreads: 1,
     executionMode: "sequential",
-    graphOptimizationLevel: o.graphOptimizationLevel ?? "all",
+    graphOptimizationLevel: options.graphOptimizationLevel ?? "all",
     enableCpuMemArena: true,
-    ...(prepacks(o.prepackWeights ?? "auto", metadata.precision) ? {} : { extra: { session: { disable_prepacking: "1" } } }),
+    ...(prepacks(options.prepackWeights ?? "auto", metadata.precision) ? {} : { extra: { session: { disable_prepacking: "1" } } }),
   });
   return { session, metadata, provider };
 }

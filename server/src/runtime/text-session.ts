@@ -20,15 +20,15 @@ export interface LoadedTextGraph extends LoadedTextTower {
 }
 
 /** The text tower's session alone (token ids in, embeddings out). */
-export async function loadTextTower(dir: string, o: Pick<SessionOptions, "provider" | "intraOpThreads"> = {}): Promise<LoadedTextTower> {
+export async function loadTextTower(dir: string, options: Pick<SessionOptions, "provider" | "intraOpThreads"> = {}): Promise<LoadedTextTower> {
   const metadata = readTextMetadata(dir);
-  const provider = o.provider ?? "cpu";
+  const provider = options.provider ?? "cpu";
   if (provider !== "cpu" && metadata.precision === "int8") {
     throw new Error(`${dir} is an int8 text graph, made for the CPU provider; compile an fp16 one for ${provider}`);
   }
   const session = await ort.InferenceSession.create(join(dir, MODEL_FILE), {
     executionProviders: provider === "cpu" ? ["cpu"] : [provider, "cpu"],
-    intraOpNumThreads: o.intraOpThreads ?? 0,
+    intraOpNumThreads: options.intraOpThreads ?? 0,
     interOpNumThreads: 1,
     executionMode: "sequential",
     graphOptimizationLevel: "all",
@@ -40,8 +40,8 @@ export async function loadTextTower(dir: string, o: Pick<SessionOptions, "provid
 }
 
 /** The session and the tokenizer: prompts in (embedText). */
-export async function loadTextGraph(dir: string, o: Pick<SessionOptions, "provider" | "intraOpThreads"> = {}): Promise<LoadedTextGraph> {
-  const tower = await loadTextTower(dir, o);
+export async function loadTextGraph(dir: string, options: Pick<SessionOptions, "provider" | "intraOpThreads"> = {}): Promise<LoadedTextGraph> {
+  const tower = await loadTextTower(dir, options);
   return { ...tower, tokenizer: PromptTokenizer.forTextGraph(dir, tower.metadata) };
 }
 
@@ -64,10 +64,10 @@ export async function runTextTower(g: LoadedTextTower, ids: BigInt64Array, dims:
 }
 
 /** Prompts → text embeddings. Bad prompts throw a PromptError naming the first one. */
-export async function embedText(g: LoadedTextGraph, prompts: readonly unknown[], o: { normalize?: boolean } = {}): Promise<TextEmbeddings> {
+export async function embedText(g: LoadedTextGraph, prompts: readonly unknown[], options: { normalize?: boolean } = {}): Promise<TextEmbeddings> {
   const { ids, dims, canonical } = g.tokenizer.encode(prompts);
   const D = g.metadata.embedDim;
   if (dims[0] === 0) return { embeddings: new Float32Array(0), dims: [0, D], ids, canonical };
   const raw = (await runTextTower(g, ids, dims)).embeds;
-  return { embeddings: o.normalize ? l2NormalizeRows(raw, D) : raw, dims: [dims[0], D], ids, canonical };
+  return { embeddings: options.normalize ? l2NormalizeRows(raw, D) : raw, dims: [dims[0], D], ids, canonical };
 }

@@ -34,6 +34,26 @@ export function radioServiceDefinition(pkg: protoLoader.PackageDefinition): grpc
 /** Wire shapes (as proto-loader decodes/encodes them with LOADER_OPTIONS). */
 export type DType = "DTYPE_UNSPECIFIED" | "DTYPE_UINT8" | "DTYPE_FLOAT32";
 export type ProtoOutputKind = "OUTPUT_KIND_UNSPECIFIED" | "SUMMARY" | "FEATURES_NCHW" | "FEATURES_NLC" | "HEATMAP";
+/** radio.v1.ErrorCode: the wire contract the Python client reads (codes.ts maps the pipeline's kinds to it). */
+export type ProtoErrorCode =
+  | "ERROR_CODE_UNSPECIFIED"
+  | "NOT_FOUND"
+  | "NOT_A_FILE"
+  | "OUTSIDE_ALLOWED_ROOTS"
+  | "UNSUPPORTED_FORMAT"
+  | "CORRUPT_IMAGE"
+  | "TOO_LARGE"
+  | "INVALID_ARGUMENT"
+  | "INTERNAL"
+  | "CANCELLED"
+  | "DEADLINE_EXCEEDED"
+  | "RESOURCE_EXHAUSTED"
+  | "PERMISSION_DENIED";
+
+export interface ProtoError {
+  code: ProtoErrorCode;
+  message: string;
+}
 
 export interface ProtoRawPixels {
   data: Buffer;
@@ -75,7 +95,7 @@ export interface ProtoImageResult {
   index: number;
   id: string;
   output?: { tensor: ProtoTensor; inputHeight: number; inputWidth: number; originalHeight: number; originalWidth: number };
-  error?: { code: string; message: string };
+  error?: ProtoError;
 }
 
 export interface ProtoEmbedResponse {
@@ -91,7 +111,7 @@ export interface ProtoTextResult {
   index: number;
   canonical: string;
   embedding?: ProtoTensor;
-  error?: { code: string; message: string };
+  error?: ProtoError;
 }
 
 export interface ProtoEmbedTextResponse {

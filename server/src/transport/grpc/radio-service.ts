@@ -3,9 +3,11 @@
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { InputError, type ImageInput, type RawPixels } from "../../preprocess/index.js";
+import { RequestError } from "../../pipeline/errors.js";
 import type { Pipeline } from "../../pipeline/pipeline.js";
-import { RequestError, type EmbedJobSpec, type ImageOutcome, type OutputKind } from "../../pipeline/types.js";
+import type { EmbedJobSpec, ImageOutcome, OutputKind } from "../../pipeline/types.js";
 import type { ServerInfo } from "../../server-info.js";
+import { protoError, REQUEST_STATUS } from "./codes.js";
 import type {
   ProtoEmbedRequest,
   ProtoEmbedTextRequest,
@@ -23,7 +25,7 @@ export interface RadioServiceState {
   /** True once shutdown has begun. */
   shuttingDown(): boolean;
   info(): ServerInfo;
-  /** False: path inputs are refused (PERMISSION_DENIED), e.g. for TCP clients. Default true. */
+  /** False: path inputs are refused (paths_refused, PERMISSION_DENIED on the wire), e.g. for TCP clients. Default true. */
   pathInputs?: boolean;
 }
 
@@ -64,7 +66,7 @@ function rawFromProto(id: string, r: ProtoRawPixels): RawPixels | InputError {
     else if (data.byteLength === 4 * n) dtype = "DTYPE_FLOAT32";
     else
       return new InputError(
-        "INVALID_ARGUMENT",
+        "invalid_input",
         id,
         `raw pixels: dtype unspecified and ${data.byteLength} bytes fit neither uint8 nor float32 for ${height}x${width}x${channels}`,
       );
@@ -73,11 +75,11 @@ function rawFromProto(id: string, r: ProtoRawPixels): RawPixels | InputError {
   if (dtype === "DTYPE_UINT8") {
     arr = data;
   } else if (dtype === "DTYPE_FLOAT32") {
-    if (data.byteLength % 4 !== 0) return new InputError("INVALID_ARGUMENT", id, `raw float32 pixels: ${data.byteLength} bytes is not a multiple of 4`);
+    if (data.byteLength % 4 !== 0) return new InputError("invalid_input", id, `raw float32 pixels: ${data.byteLength} bytes is not a multiple of 4`);
     // Decoded bytes are a slice of the message buffer, often not 4-byte aligned: copy only then.
     arr = data.byteOffset % 4 === 0 ? new Float32Array(data.buffer, data.byteOffset, data.byteLength / 4) : new Float32Array(new Uint8Array(data).buffer);
   } else {
-    return new InputError("INVALID_ARGUMENT", id, `raw pixels: unknown dtype ${String(dtype)}`);
+    return new InputError("invalid_input", id, `raw pixels: unknown dtype ${String(dtype)}`);
   }
   return { data: arr, height, width, channels: channels as RawPixels["channels"], dtype: dtype === "DTYPE_UINT8" ? "uint8" : "float32" };
 }
@@ -88,7 +90,7 @@ function imageFromProto(img: ProtoImageInput, index: number, pathInputs: boolean
   const id = displayId(img, index);
   switch (img.source) {
     case "path":
-      if (!pathInputs) return new InputError("PERMISSION_DENIED", id, PATHS_REFUSED);
+      if (!pathInputs) return new InputError("paths_refused", id, PATHS_REFUSED);
       return { id, path: img.path ?? "" };
     case "encoded":
       return { id, bytes: img.encoded ?? Buffer.alloc(0) };
@@ -97,19 +99,19 @@ function imageFromProto(img: ProtoImageInput, index: number, pathInputs: boolean
       return raw instanceof InputError ? raw : { id, raw };
     }
     default:
-      return new InputError("INVALID_ARGUMENT", id, "the image has no source (set one of path, encoded, raw)");
+      return new InputError("invalid_input", id, "the image has no source (set one of path, encoded, raw)");
   }
 }
 
 function specFromProto(req: ProtoEmbedRequest, deadline: number | null, pathInputs: boolean): EmbedJobSpec {
-  const o = req.options;
-  const h = o?.heatmap;
-  const output = OUTPUT_KINDS[o?.output ?? "OUTPUT_KIND_UNSPECIFIED"];
-  if (!output) throw new RequestError("INVALID_ARGUMENT", `unknown output kind ${String(o?.output)}`);
+  const options = req.options;
+  const h = options?.heatmap;
+  const output = OUTPUT_KINDS[options?.output ?? "OUTPUT_KIND_UNSPECIFIED"];
+  if (!output) throw new RequestError("invalid_request", `unknown output kind ${String(options?.output)}`);
   return {
-    model: o?.model ?? "",
-    space: o?.space ?? "",
-    resolution: o?.resolution ?? "",
+    model: options?.model ?? "",
+    space: options?.space ?? "",
+    resolution: options?.resolution ?? "",
     output,
     heatmap: {
       mode: h?.mode === "PCA3_RGB" ? "pca3" : "pca1",
@@ -124,19 +126,19 @@ function specFromProto(req: ProtoEmbedRequest, deadline: number | null, pathInpu
   };
 }
 
-function resultToProto(o: ImageOutcome, req: ProtoEmbedRequest): ProtoImageResult {
-  const id = req.images[o.index]?.id ?? "";
-  if (o.error) return { index: o.index, id, error: { code: o.error.code, message: o.error.message } };
-  const t = o.output.tensor;
+function resultToProto(outcome: ImageOutcome, req: ProtoEmbedRequest): ProtoImageResult {
+  const id = req.images[outcome.index]?.id ?? "";
+  if (outcome.error) return { index: outcome.index, id, error: protoError(outcome.error) };
+  const t = outcome.output.tensor;
   return {
-    index: o.index,
+    index: outcome.index,
     id,
     output: {
       tensor: { dtype: t.dtype === "uint8" ? "DTYPE_UINT8" : "DTYPE_FLOAT32", shape: t.shape, data: t.data },
-      inputHeight: o.output.inputHeight,
-      inputWidth: o.output.inputWidth,
-      originalHeight: o.output.originalHeight,
-      originalWidth: o.output.originalWidth,
+      inputHeight: outcome.output.inputHeight,
+      inputWidth: outcome.output.inputWidth,
+      originalHeight: outcome.output.originalHeight,
+      originalWidth: outcome.output.originalWidth,
     },
   };
 }
@@ -146,12 +148,6 @@ function deadlineOf(call: grpc.ServerWritableStream<unknown, unknown>): number |
   const ms = d instanceof Date ? d.getTime() : Number(d);
   return Number.isFinite(ms) ? ms : null;
 }
-
-const REQUEST_CODES: Record<RequestError["code"], grpc.status> = {
-  INVALID_ARGUMENT: grpc.status.INVALID_ARGUMENT,
-  RESOURCE_EXHAUSTED: grpc.status.RESOURCE_EXHAUSTED,
-  UNAVAILABLE: grpc.status.UNAVAILABLE,
-};
 
 export function radioHandlers(state: RadioServiceState, recorder: RequestRecorder, logger: Logger): grpc.UntypedServiceImplementation {
   const finish = (method: string, code: grpc.status) => recorder.request(method, STATUS_NAME[code] ?? String(code));
@@ -177,7 +173,7 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
         call.write({ results: [resultToProto(outcome, req)] } satisfies ProtoEmbedResponse);
       });
     } catch (err) {
-      if (err instanceof RequestError) return refuse(REQUEST_CODES[err.code], err.message);
+      if (err instanceof RequestError) return refuse(REQUEST_STATUS[err.kind], err.message);
       logger.error({ err }, "Embed failed");
       return refuse(grpc.status.INTERNAL, `internal error: ${(err as Error).message}`);
     }
@@ -221,7 +217,7 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
     try {
       running = pipeline.embedText(req.model ?? "", req.prompts ?? []);
     } catch (err) {
-      if (err instanceof RequestError) return refuse(REQUEST_CODES[err.code], err.message);
+      if (err instanceof RequestError) return refuse(REQUEST_STATUS[err.kind], err.message);
       logger.error({ err }, "EmbedText failed");
       return refuse(grpc.status.INTERNAL, `internal error: ${(err as Error).message}`);
     }
@@ -230,16 +226,16 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
         if (call.cancelled) return finish("EmbedText", grpc.status.CANCELLED);
         finish("EmbedText", grpc.status.OK);
         callback(null, {
-          results: outcomes.map((o) =>
-            o.error
-              ? { index: o.index, canonical: o.canonical, error: o.error }
+          results: outcomes.map((outcome) =>
+            outcome.error
+              ? { index: outcome.index, canonical: outcome.canonical, error: protoError(outcome.error) }
               : {
-                  index: o.index,
-                  canonical: o.canonical,
+                  index: outcome.index,
+                  canonical: outcome.canonical,
                   embedding: {
                     dtype: "DTYPE_FLOAT32",
-                    shape: [o.embedding.length],
-                    data: new Uint8Array(o.embedding.buffer, o.embedding.byteOffset, o.embedding.byteLength),
+                    shape: [outcome.embedding.length],
+                    data: new Uint8Array(outcome.embedding.buffer, outcome.embedding.byteOffset, outcome.embedding.byteLength),
                   },
                 },
           ),

@@ -123,24 +123,24 @@ function bind(server: grpc.Server, address: string, creds = grpc.ServerCredentia
   return new Promise((resolve, reject) => server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port))));
 }
 
-export async function startGrpcServer(o: GrpcServerOptions): Promise<GrpcServer> {
-  const limit = o.maxMessageBytes ?? MAX_MESSAGE_BYTES;
-  const token = o.token || null;
-  if ("host" in o.listen && !isLoopbackHost(o.listen.host) && !token) {
+export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
+  const limit = options.maxMessageBytes ?? MAX_MESSAGE_BYTES;
+  const token = options.token || null;
+  if ("host" in options.listen && !isLoopbackHost(options.listen.host) && !token) {
     throw new Error(
-      `--host ${o.listen.host} listens beyond this machine, which needs a token: set --token or RADIO_TOKEN ` +
+      `--host ${options.listen.host} listens beyond this machine, which needs a token: set --token or RADIO_TOKEN ` +
         `(clients send "authorization: Bearer <token>"), and --tls-cert/--tls-key so it does not travel in clear text`,
     );
   }
-  if (o.tls && "socket" in o.listen) throw new Error("TLS (--tls-cert, --tls-key) needs TCP (--port); the unix socket is private already");
+  if (options.tls && "socket" in options.listen) throw new Error("TLS (--tls-cert, --tls-key) needs TCP (--port); the unix socket is private already");
   const openCalls = new OpenCalls();
   const server = new grpc.Server({
-    "grpc.max_receive_message_length": o.maxRequestBytes ?? limit,
+    "grpc.max_receive_message_length": options.maxRequestBytes ?? limit,
     "grpc.max_send_message_length": limit,
-    interceptors: [openCalls.interceptor(), ...(token ? [tokenInterceptor(token, o.recorder)] : [])],
+    interceptors: [openCalls.interceptor(), ...(token ? [tokenInterceptor(token, options.recorder)] : [])],
   });
   const pkg = loadPackageDefinition();
-  server.addService(radioServiceDefinition(pkg), radioHandlers(o.state, o.recorder, o.logger));
+  server.addService(radioServiceDefinition(pkg), radioHandlers(options.state, options.recorder, options.logger));
   // NOT_SERVING until the models are loaded and warmed; "" is the whole server.
   const statuses: Record<string, ServingStatus> = { "": "NOT_SERVING", [RADIO_SERVICE]: "NOT_SERVING" };
   const health = new HealthImplementation(statuses);
@@ -150,8 +150,8 @@ export async function startGrpcServer(o: GrpcServerOptions): Promise<GrpcServer>
   let sock: PreparedSocket | null = null;
   let port: number | null = null;
   let address: string;
-  if ("socket" in o.listen) {
-    sock = await prepareSocket(o.listen.socket);
+  if ("socket" in options.listen) {
+    sock = await prepareSocket(options.listen.socket);
     address = `unix:${sock.path}`;
     // The socket is created by bind(): with umask 077 it is never, even briefly, open to others.
     const old = process.umask(0o177);
@@ -165,17 +165,17 @@ export async function startGrpcServer(o: GrpcServerOptions): Promise<GrpcServer>
     }
     sock.secure();
   } else {
-    const { host, port: wanted } = o.listen;
-    const creds = o.tls
-      ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: o.tls.cert, private_key: o.tls.key }], false)
+    const { host, port: wanted } = options.listen;
+    const creds = options.tls
+      ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: options.tls.cert, private_key: options.tls.key }], false)
       : grpc.ServerCredentials.createInsecure();
     const bound = await bind(server, tcpAddress(host, wanted), creds).catch((err: Error) => {
       throw new Error(`cannot listen on ${tcpAddress(host, wanted)}: ${err.message}`);
     });
     port = bound;
     address = tcpAddress(host, bound);
-    if (!isLoopbackHost(host) && !o.tls) {
-      o.logger.warn({ host }, "gRPC listens beyond loopback without TLS: the token travels in clear text");
+    if (!isLoopbackHost(host) && !options.tls) {
+      options.logger.warn({ host }, "gRPC listens beyond loopback without TLS: the token travels in clear text");
     }
   }
 

@@ -7,11 +7,11 @@ export interface HealthPluginOptions {
   shuttingDown(): boolean;
 }
 
-export const healthPlugin: FastifyPluginAsync<HealthPluginOptions> = async (app, o) => {
+export const healthPlugin: FastifyPluginAsync<HealthPluginOptions> = async (app, options) => {
   app.get("/healthz", async () => ({ status: "ok" }));
   app.get("/readyz", async (_req, reply) => {
-    if (o.shuttingDown()) return reply.code(503).send({ status: "shutting down" });
-    if (!o.ready()) return reply.code(503).send({ status: "loading" });
+    if (options.shuttingDown()) return reply.code(503).send({ status: "shutting down" });
+    if (!options.ready()) return reply.code(503).send({ status: "loading" });
     return { status: "ready" };
   });
 };

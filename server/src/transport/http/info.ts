@@ -6,6 +6,6 @@ export interface InfoPluginOptions {
   info(): ServerInfo;
 }
 
-export const infoPlugin: FastifyPluginAsync<InfoPluginOptions> = async (app, o) => {
-  app.get("/v1/info", async () => o.info());
+export const infoPlugin: FastifyPluginAsync<InfoPluginOptions> = async (app, options) => {
+  app.get("/v1/info", async () => options.info());
 };

@@ -6,9 +6,9 @@ export interface MetricsPluginOptions {
   registry: Registry;
 }
 
-export const metricsPlugin: FastifyPluginAsync<MetricsPluginOptions> = async (app, o) => {
+export const metricsPlugin: FastifyPluginAsync<MetricsPluginOptions> = async (app, options) => {
   app.get("/metrics", async (_req, reply) => {
-    const body = await o.registry.metrics();
-    return reply.type(o.registry.contentType).send(body);
+    const body = await options.registry.metrics();
+    return reply.type(options.registry.contentType).send(body);
   });
 };

@@ -28,13 +28,13 @@ export interface HttpServer {
   close(): Promise<void>;
 }
 
-export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer> {
-  const app = Fastify({ loggerInstance: o.logger, logController: new LogController({ disableRequestLogging: true }) });
-  await app.register(healthPlugin, { ready: o.ready, shuttingDown: o.shuttingDown });
-  await app.register(metricsPlugin, { registry: o.registry });
-  await app.register(infoPlugin, { info: o.info });
-  if (o.socket) {
-    const sock = await prepareSocket(o.socket);
+export async function startHttpServer(options: HttpServerOptions): Promise<HttpServer> {
+  const app = Fastify({ loggerInstance: options.logger, logController: new LogController({ disableRequestLogging: true }) });
+  await app.register(healthPlugin, { ready: options.ready, shuttingDown: options.shuttingDown });
+  await app.register(metricsPlugin, { registry: options.registry });
+  await app.register(infoPlugin, { info: options.info });
+  if (options.socket) {
+    const sock = await prepareSocket(options.socket);
     const old = process.umask(0o177);
     try {
       await app.listen({ path: sock.path });
@@ -51,8 +51,8 @@ export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer>
       },
     };
   }
-  await app.listen({ host: o.host, port: o.port });
+  await app.listen({ host: options.host, port: options.port });
   const addr = app.server.address();
-  const port = typeof addr === "object" && addr ? addr.port : o.port;
+  const port = typeof addr === "object" && addr ? addr.port : options.port;
   return { port, socket: null, close: () => app.close() };
 }
