@@ -162,9 +162,9 @@ def _compile(model_name: str, out: Path, flags: list[str], checkpoint_dir: str |
     node = node_executable()
     cli = ensure_sidecar_built()
     if checkpoint_dir:
-        src = ["--checkpoint", checkpoint_dir]
+        src = ["--checkpoint-dir", checkpoint_dir]
     else:
-        src = ["--model", MODELS[model_name]["checkpoint"]] + (["--revision", revision] if revision else [])
+        src = ["--checkpoint", MODELS[model_name]["checkpoint"]] + (["--revision", revision] if revision else [])
     _run([node, str(cli), "compile", *src, "--out", str(out), *flags], SOURCE_DIR,
          f"compiling {model_name} ({out.name})", results=False)
 

@@ -25,7 +25,7 @@ from .client.grpc_client import EmbedOptions, ImageResult, RadioClient, SidecarU
 from .client.options import RadioOptions
 from .client.pillow_fallback import retry_unsupported
 from .client.prompts import class_embeddings, class_prompts, zero_shot_scores
-from .client.served import check_image_size, select_served_model
+from .client.served import check_image_size, select_graph
 from .client.sidecar import LocalSidecar, SharedSidecar, SidecarSpec, registry
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         self.model_name = model_name
         self.options = options
         self.graph_name = graph_name
-        self.served: Any = None  # the sidecar's ModelInfo for graph_name, read at load (check_served)
+        self.served: Any = None  # the sidecar's GraphInfo for graph_name, read at load (check_served)
         self._sidecar = sidecar
         self._client = client
         self._patched: Any = None
@@ -268,12 +268,12 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         if not self.can_embed_prompts:
             raise ValueError(f"this model embeds images in the {self.options.space!r} space, which text can't be "
                              "compared with: load it with embedding_space='text' to embed prompts")
-        return self._call(lambda client: client.embed_text(prompts, model=self.graph_name))
+        return self._call(lambda client: client.embed_text(prompts, graph=self.graph_name))
 
     def _class_matrix(self) -> tuple[np.ndarray, float, float]:
         if self._zero_shot is None:
-            o = self.options
-            per_class = class_prompts(list(o.classes), o.text_prompt, o.templates)
+            options = self.options
+            per_class = class_prompts(list(options.classes), options.text_prompt, options.templates)
             flat = [p for ps in per_class for p in ps]
             text = self._embed_text(flat)
             bad = [r for r in text.results if not r.ok]
@@ -323,12 +323,12 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         return inputs
 
     def _run(self, args: Sequence[Any], kind: str) -> list[ImageResult]:
-        o = self.options
+        zoo = self.options
         heatmap = {}
         if kind == "HEATMAP":
-            heatmap = {"smoothing": o.apply_smoothing, "sigma": o.smoothing_sigma, "max_side": o.heatmap_max_side,
-                       "mode": "PCA3_RGB" if o.heatmap_mode == "pca3" else "PCA1"}
-        options = EmbedOptions(output=kind, resolution=o.resolution, model=self.graph_name, heatmap=heatmap, space=o.adaptor)
+            heatmap = {"smoothing": zoo.apply_smoothing, "sigma": zoo.smoothing_sigma, "max_side": zoo.heatmap_max_side,
+                       "mode": "PCA3_RGB" if zoo.heatmap_mode == "pca3" else "PCA1"}
+        options = EmbedOptions(output=kind, resolution=zoo.resolution, graph=self.graph_name, heatmap=heatmap, space=zoo.adaptor)
         inputs = self._inputs(args)
         results = self._embed(inputs, options)
         # What the sidecar can't decode (UNSUPPORTED_FORMAT only), Pillow decodes: one more call.
@@ -367,11 +367,11 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
     def check_served(self) -> None:
         """One Info call, at load_model: the sidecar answers (and takes our token), serves this model
         in the embedding space asked for, and takes ``image_size``. Raises with what to fix; a remote
-        model also learns which served model to name in its calls."""
+        model also learns which served graph to name in its calls."""
         client = self._client_now()
         where = ", ".join(client.addresses) if self._client is not None else "the local sidecar"
         info = client.info()
-        served = select_served_model(self.model_name, self.options, info, where, graph_name=self.graph_name or None)
+        served = select_graph(self.model_name, self.options, info, where, graph_name=self.graph_name or None)
         check_image_size(self.options, served)
         self.graph_name, self.served = served.name, served
         if self._provider is None:
@@ -415,7 +415,7 @@ def make_local_model(model_name: str, options: RadioOptions, graphs: dict[str, P
                      provider: str, *, precision: str | None = None, provider_notes: Sequence[str] = ()) -> RadioModel:
     """A model on a local sidecar started with this explicit provider (the choice is made before, in
     load_model, so the sidecar never chooses differently from the graph compiled for it)."""
-    spec = SidecarSpec(models=tuple(sorted((k, str(v)) for k, v in graphs.items())), provider=provider,
+    spec = SidecarSpec(graphs=tuple(sorted((k, str(v)) for k, v in graphs.items())), provider=provider,
                        workers=options.workers, threads=options.threads, shared=options.shared,
                        idle_timeout_s=options.idle_timeout_s)
     model = RadioModel(model_name, options, sidecar=registry.acquire(spec), graph_name=graph_name, provider=provider,

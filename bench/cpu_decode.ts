@@ -22,7 +22,7 @@ import {
   openImage,
   parseResolutionPolicy,
   resolveTargetResolution,
-  type ModelGeometry,
+  type GraphGeometry,
 } from "../server/src/preprocess/index.js";
 
 const { values: args } = parseArgs({
@@ -36,7 +36,7 @@ const { values: args } = parseArgs({
   },
 });
 
-const GEOMETRY: ModelGeometry = { patchSize: 16, windowSize: null, maxResolution: 2048, preferred: [512, 512] };
+const GEOMETRY: GraphGeometry = { patchSize: 16, windowSize: null, maxResolution: 2048, preferred: [512, 512] };
 const files = readdirSync(args.dir!)
   .filter((f) => f.endsWith(`_${args.size}.jpg`))
   .sort()

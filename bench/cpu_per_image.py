@@ -220,7 +220,7 @@ class Tree:
         self.zoo = sys.modules.get(f"cpu_{name}.zoo")
         self.graph_name = graph.name
         extra = ("--http-port", str(free_port()))
-        self.spec = sidecar_mod.SidecarSpec(models=((graph.name, str(graph)),), provider="cpu",
+        self.spec = sidecar_mod.SidecarSpec(graphs=((graph.name, str(graph)),), provider="cpu",
                                             workers=args.workers, threads=args.threads or None, extra_args=extra)
         self.registry = sidecar_mod.registry
         self.sidecar = self.registry.acquire(self.spec)
@@ -249,7 +249,7 @@ class Tree:
     def run_d(self, paths: list[str], res: str, batch: int, keep: list | None = None) -> dict[str, Any]:
         client = self.sidecar.client
         opts = self.grpc.EmbedOptions(output="SUMMARY", resolution="" if res == "default" else f"{res}x{res}",
-                                      model=self.graph_name)
+                                      graph=self.graph_name)
         sizes = set()
         for i in range(0, len(paths), batch):
             results = client.embed([{"id": p, "path": p} for p in paths[i:i + batch]], opts)

@@ -46,7 +46,7 @@ def main() -> None:
     from c_radio_zoo.client.sidecar import LocalSidecar, SidecarSpec
 
     port = free_port()
-    sc = LocalSidecar(SidecarSpec(models=(("g", str(graph)),), extra_args=("--http-port", str(port))))
+    sc = LocalSidecar(SidecarSpec(graphs=(("g", str(graph)),), extra_args=("--http-port", str(port))))
     sc.start()
     client = sc.client
     assert client is not None
@@ -84,9 +84,9 @@ def main() -> None:
             after = scrape(port)
             d = {k: after[k] - before.get(k, 0.0) for k in after}
             n = b * calls
-            bs = d.get('radio_batch_size_sum{model="g"}', 0)
-            bc = d.get('radio_batch_size_count{model="g"}', 1)
-            stage_rows.append((b, wall / n, d.get('radio_inference_seconds_sum{model="g"}', 0) / n,
+            bs = d.get('radio_batch_size_sum{graph="g"}', 0)
+            bc = d.get('radio_batch_size_count{graph="g"}', 1)
+            stage_rows.append((b, wall / n, d.get('radio_inference_seconds_sum{graph="g"}', 0) / n,
                                d.get("radio_preprocess_seconds_sum", 0) / n, d.get("radio_queue_time_seconds_sum", 0) / n,
                                bs / bc))
     finally:

@@ -35,7 +35,7 @@ def cli(*args: str) -> None:
 
 
 def start(graph: Path, host: str, threads: int) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([node_executable(), str(REPO / "server/dist/cli.js"), "serve", "--model", f"m={graph}",
+    proc = subprocess.Popen([node_executable(), str(REPO / "server/dist/cli.js"), "serve", "--graph", f"m={graph}",
                              "--host", host, "--port", "0", "--threads", str(threads)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "RADIO_LOG_LEVEL": "warn"})
     assert proc.stdout is not None
@@ -81,7 +81,7 @@ def main() -> None:
     graph = a.graph
     if graph is None:
         cli("make-checkpoint", "--preset", "tiny", "--out", str(tmp / "ckpt"))
-        cli("compile", "--checkpoint", str(tmp / "ckpt"), "--out", str(tmp / "graph"))
+        cli("compile", "--checkpoint-dir", str(tmp / "ckpt"), "--out", str(tmp / "graph"))
         graph = tmp / "graph"
     rng = np.random.default_rng(0)
     images = []

@@ -191,9 +191,9 @@ def report(data: dict[str, Any], mode: str, plot_rel: str) -> str:
                 continue
             n = g["images"]
             gname = data.get("graph_names", {}).get(c.preset, f"{c.preset}-{args['precision']}")
-            bs = s.get(f'radio_batch_size_sum{{model="{gname}"}}', 0)
-            bc = s.get(f'radio_batch_size_count{{model="{gname}"}}', 0)
-            inf = s.get(f'radio_inference_seconds_sum{{model="{gname}"}}', 0)
+            bs = s.get(f'radio_batch_size_sum{{graph="{gname}"}}', 0)
+            bc = s.get(f'radio_batch_size_count{{graph="{gname}"}}', 0)
+            inf = s.get(f'radio_inference_seconds_sum{{graph="{gname}"}}', 0)
             pre = s.get("radio_preprocess_seconds_sum", 0)
             q = s.get("radio_queue_time_seconds_sum", 0)
             post = sum(v for k, v in s.items() if k.startswith("radio_postprocess_seconds_sum"))

@@ -192,7 +192,7 @@ def ensure_graph(preset: str, precision: str) -> Path:
     meta = graph / "metadata.json"
     if not meta.exists() or json.loads(meta.read_text())["source"]["dir"] != str(ckpt):
         print(f"[bench] compile {preset} ({precision}) → {graph}", flush=True)
-        sidecar_cli("compile", "--checkpoint", str(ckpt), "--out", str(graph), "--precision", precision)
+        sidecar_cli("compile", "--checkpoint-dir", str(ckpt), "--out", str(graph), "--precision", precision)
     return graph
 
 
@@ -472,7 +472,7 @@ def int8_agreement(graph: Path, graph8: Path, npy: Path, work: Path) -> dict[str
     np.save(work / "input.npy", x)
     out = {}
     for name, g in (("fp32", graph), ("int8", graph8)):
-        sidecar_cli("run", "--model-dir", str(g), "--input", str(work / "input.npy"), "--out-dir", str(work / name))
+        sidecar_cli("run", "--graph", str(g), "--input", str(work / "input.npy"), "--out-dir", str(work / name))
         out[name] = (np.load(work / name / "summary.npy").astype(np.float64), np.load(work / name / "features.npy").astype(np.float64))
 
     def cos(a: Any, b: Any) -> Any:
@@ -502,7 +502,7 @@ def workers_rss(preset: str, counts: list[tuple[int, str]], images: list[str], r
     rows = []
     for n, prepack in counts:
         sock_dir = Path(subprocess.check_output(["mktemp", "-d"], text=True).strip())
-        cmd = [NODE, str(CLI), "serve", "--socket", str(sock_dir / "s.sock"), "--model", f"m={graph}",
+        cmd = [NODE, str(CLI), "serve", "--socket", str(sock_dir / "s.sock"), "--graph", f"m={graph}",
                "--workers", str(n), "--max-batch", "2", "--allowed-root", "/", "--provider", provider,
                "--prepack-weights", prepack, "--log-level", "warn"]
         t0 = time.perf_counter()

@@ -101,7 +101,7 @@ async function startSidecar(graph: string, jpegPath: string) {
     [
       cli,
       "serve",
-      "--model",
+      "--graph",
       `bench=${graph}`,
       "--max-batch",
       String(B),

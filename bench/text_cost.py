@@ -12,8 +12,8 @@ this measures per-unit costs in one run and extrapolates linearly:
   image   wall ms per image, SUMMARY at 512×512, calls of --batch paths (the sidecar's CPU batching
           defaults: one 512² image per inference batch), on two graphs compiled from one checkpoint in
           one sidecar, interleaved round by round:
-            backbone  `compile --checkpoint` (the backbone alone, space "")
-            text      `compile --checkpoint --adaptors siglip2-g --text --siglip` (the graph the zoo builds
+            backbone  `compile --checkpoint-dir` (the backbone alone, space "")
+            text      `compile --checkpoint-dir --adaptors siglip2-g --text --siglip` (the graph the zoo builds
                       for embedding_space="text"; the heads run in every forward), space "siglip2-g"
   prompt  wall ms per prompt, EmbedText with prompts never sent before (the sidecar's text batch, 16 on
           a CPU; every prompt is padded to SigLIP's 64 tokens, so the cost does not depend on its words)
@@ -98,7 +98,7 @@ def ensure_files(preset: str) -> tuple[Path, Path, list[Path]]:
     for kind, out in graphs.items():
         if (out / ".complete").exists():
             continue
-        args = ["compile", "--checkpoint", str(ckpt), "--out", str(out), "--precision", "fp32"]
+        args = ["compile", "--checkpoint-dir", str(ckpt), "--out", str(out), "--precision", "fp32"]
         if kind == "text":
             args += ["--adaptors", "siglip2-g", "--text", "--siglip", str(siglip)]
         log(f"{' '.join(args)}")
@@ -139,7 +139,7 @@ def timed(pid: int, fn: Any) -> tuple[float, float]:
 
 
 def embed_images(cl: Any, graph: str, space: str, paths: list[str], res: int, batch: int) -> None:
-    opts = grpc_client.EmbedOptions(output="SUMMARY", resolution=f"{res}x{res}", model=graph, space=space)
+    opts = grpc_client.EmbedOptions(output="SUMMARY", resolution=f"{res}x{res}", graph=graph, space=space)
     for i in range(0, len(paths), batch):
         for r in cl.embed([{"id": p, "path": p} for p in paths[i:i + batch]], opts):
             if not r.ok:
@@ -147,7 +147,7 @@ def embed_images(cl: Any, graph: str, space: str, paths: list[str], res: int, ba
 
 
 def embed_text(cl: Any, graph: str, prompts: list[str]) -> Any:
-    out = cl.embed_text(prompts, model=graph)
+    out = cl.embed_text(prompts, graph=graph)
     bad = [r for r in out.results if not r.ok]
     if bad:
         raise RuntimeError(f"{len(bad)} prompts failed; first: {bad[0].error}")
@@ -278,7 +278,7 @@ def main() -> None:
     log(f"checkpoint + graphs: {du_gb(files):.1f} GB on disk")
     paths = photo_jpegs(CACHE / "cpu-images", args.images, 640, 480)
 
-    spec = sidecar_mod.SidecarSpec(models=(("backbone", str(backbone)), ("text", str(text))), provider="cpu")
+    spec = sidecar_mod.SidecarSpec(graphs=(("backbone", str(backbone)), ("text", str(text))), provider="cpu")
     t0 = time.perf_counter()
     sc = sidecar_mod.registry.acquire(spec)
     pid, cl = sc.process.pid, sc.client

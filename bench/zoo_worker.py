@@ -94,7 +94,7 @@ def main() -> None:
 
     http_port = free_port()
     graph_name = Path(args.graph).name
-    spec = SidecarSpec(models=((graph_name, str(args.graph)),), provider=args.provider,
+    spec = SidecarSpec(graphs=((graph_name, str(args.graph)),), provider=args.provider,
                        workers=args.workers, threads=args.threads, extra_args=("--http-port", str(http_port), *args.sidecar_arg))
     t0 = time.perf_counter()
     sidecar = registry.acquire(spec)
@@ -128,7 +128,7 @@ def main() -> None:
 
     def run_d(batch: int, limit: int | None = None) -> dict:
         client = sidecar.client
-        opts = EmbedOptions(output="SUMMARY", resolution=f"{state['res']}x{state['res']}", model=graph_name)
+        opts = EmbedOptions(output="SUMMARY", resolution=f"{state['res']}x{state['res']}", graph=graph_name)
         paths = state["images"][:limit]
         lat: list[float] = []
         t0 = time.perf_counter()

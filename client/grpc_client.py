@@ -75,9 +75,9 @@ class ImageResult:
 class EmbedOptions:
     output: str = "SUMMARY"  # SUMMARY | FEATURES_NCHW | FEATURES_NLC | HEATMAP
     resolution: str = ""
-    model: str = ""
+    graph: str = ""  # a served graph's name (Info: graphs[].name); "" = the server's default graph
     heatmap: dict[str, Any] = field(default_factory=dict)
-    space: str = ""  # "" = the backbone; an adaptor of the model (Info: models[].adaptors)
+    space: str = ""  # "" = the backbone; an adaptor of the graph (Info: graphs[].adaptors)
 
 
 @dataclass
@@ -217,7 +217,7 @@ class RadioClient:
 
     # -- text -----------------------------------------------------------------------------
 
-    def embed_text(self, prompts: Sequence[Any], model: str = "", *, max_prompts_per_call: int = 1024,
+    def embed_text(self, prompts: Sequence[Any], graph: str = "", *, max_prompts_per_call: int = 1024,
                    timeout: float | None = None) -> TextEmbeddings:
         """Normalised text embeddings, one TextResult per prompt, in order. A prompt that cannot
         even be sent (not a string, not encodable as UTF-8) fails on its own; the others go as
@@ -240,7 +240,7 @@ class RadioClient:
         space, scale, bias = "", 0.0, 0.0
         for start in range(0, len(sendable), max_prompts_per_call):
             chunk = sendable[start:start + max_prompts_per_call]
-            request = m.EmbedTextRequest(prompts=[prompts[i] for i in chunk], model=model)
+            request = m.EmbedTextRequest(prompts=[prompts[i] for i in chunk], graph=graph)
             response = self._unary(m.EMBED_TEXT_METHOD, request, m.EmbedTextResponse, timeout)
             space, scale, bias = response.space, response.logit_scale, response.logit_bias
             for r in response.results:
@@ -341,19 +341,19 @@ class RadioClient:
                 img.raw.height, img.raw.width, img.raw.channels = (int(d) for d in arr.shape)
             else:
                 raise ValueError(f"image {img.id!r}: give one of path, encoded, raw")
-        o = req.options
-        o.output = m.enum_value("radio.v1.OutputKind", options.output)
-        o.resolution = options.resolution
-        o.model = options.model
-        o.space = options.space
+        wire = req.options
+        wire.output = m.enum_value("radio.v1.OutputKind", options.output)
+        wire.resolution = options.resolution
+        wire.graph = options.graph
+        wire.space = options.space
         h = options.heatmap
         if h:
-            o.heatmap.smoothing = bool(h.get("smoothing", False))
-            o.heatmap.sigma = float(h.get("sigma", 0.0))
-            o.heatmap.output_height = int(h.get("output_height", 0))
-            o.heatmap.output_width = int(h.get("output_width", 0))
-            o.heatmap.max_side = int(h.get("max_side", 0))
-            o.heatmap.mode = m.enum_value("radio.v1.HeatmapMode", h.get("mode", "PCA1"))
+            wire.heatmap.smoothing = bool(h.get("smoothing", False))
+            wire.heatmap.sigma = float(h.get("sigma", 0.0))
+            wire.heatmap.output_height = int(h.get("output_height", 0))
+            wire.heatmap.output_width = int(h.get("output_width", 0))
+            wire.heatmap.max_side = int(h.get("max_side", 0))
+            wire.heatmap.mode = m.enum_value("radio.v1.HeatmapMode", h.get("mode", "PCA1"))
         return req
 
 

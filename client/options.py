@@ -171,22 +171,22 @@ def parse_options(model_name: str, kwargs: dict[str, Any]) -> RadioOptions:
     unknown = sorted(set(kwargs) - known)
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for {model_name}; valid options: {', '.join(sorted(known))}")
-    o = RadioOptions(**kwargs)
-    _choice("output_type", o.output_type, ["summary", "spatial"])
-    _choice("feature_format", o.feature_format, ["NCHW", "NLC"])
-    _choice("heatmap_mode", o.heatmap_mode, ["pca1", "pca3"])
-    _choice("use_mixed_precision", o.use_mixed_precision, [None, True, False])
-    _choice("use_external_preprocessor", o.use_external_preprocessor, [True, False])
-    _choice("quantize", o.quantize, [True, False])
-    if o.quantize and (o.use_mixed_precision or (o.device or "").startswith(("cuda", "webgpu"))):
+    options = RadioOptions(**kwargs)
+    _choice("output_type", options.output_type, ["summary", "spatial"])
+    _choice("feature_format", options.feature_format, ["NCHW", "NLC"])
+    _choice("heatmap_mode", options.heatmap_mode, ["pca1", "pca3"])
+    _choice("use_mixed_precision", options.use_mixed_precision, [None, True, False])
+    _choice("use_external_preprocessor", options.use_external_preprocessor, [True, False])
+    _choice("quantize", options.quantize, [True, False])
+    if options.quantize and (options.use_mixed_precision or (options.device or "").startswith(("cuda", "webgpu"))):
         raise ValueError("quantize=True makes an int8 graph for the CPU; it can't be combined with "
-                         f"use_mixed_precision={o.use_mixed_precision!r} / device={o.device!r} (use fp16 on a GPU)")
-    _choice("apply_smoothing", o.apply_smoothing, [True, False])
-    if not isinstance(o.smoothing_sigma, (int, float)) or isinstance(o.smoothing_sigma, bool) or not o.smoothing_sigma > 0:
-        raise ValueError(f"smoothing_sigma={o.smoothing_sigma!r} is not valid; use a positive number of feature-grid cells (default 1.51)")
-    if not isinstance(o.heatmap_max_side, int) or o.heatmap_max_side < 1:
-        raise ValueError(f"heatmap_max_side={o.heatmap_max_side!r} is not valid; use a positive integer (default 512)")
-    s = o.image_size
+                         f"use_mixed_precision={options.use_mixed_precision!r} / device={options.device!r} (use fp16 on a GPU)")
+    _choice("apply_smoothing", options.apply_smoothing, [True, False])
+    if not isinstance(options.smoothing_sigma, (int, float)) or isinstance(options.smoothing_sigma, bool) or not options.smoothing_sigma > 0:
+        raise ValueError(f"smoothing_sigma={options.smoothing_sigma!r} is not valid; use a positive number of feature-grid cells (default 1.51)")
+    if not isinstance(options.heatmap_max_side, int) or options.heatmap_max_side < 1:
+        raise ValueError(f"heatmap_max_side={options.heatmap_max_side!r} is not valid; use a positive integer (default 512)")
+    s = options.image_size
     ok = (s is None or s in ("default", "native")
           or (isinstance(s, int) and not isinstance(s, bool) and s >= 16)
           or (isinstance(s, (tuple, list)) and len(s) == 2 and all(isinstance(v, int) and v >= 16 for v in s))
@@ -195,42 +195,42 @@ def parse_options(model_name: str, kwargs: dict[str, Any]) -> RadioOptions:
         raise ValueError(f"image_size={s!r} is not valid; use None/'default' (aspect-bucketed, near 512x512), "
                          "'native' (nearest supported size of the image), an int N (longest side <= N), "
                          "or (height, width) / 'HxW' in multiples of 16")
-    w = o.vitdet_window_size
+    w = options.vitdet_window_size
     if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w < 1):
         raise ValueError(f"vitdet_window_size={w!r} is not valid; use None or a positive integer (window side in patches)")
-    if o.server is not None:
-        validate_server(o.server)
-    d = o.device
+    if options.server is not None:
+        validate_server(options.server)
+    d = options.device
     if d is not None and not (d in ("auto", "cpu", "cuda", "webgpu") or (isinstance(d, str) and re.fullmatch(r"cuda:\d+", d))):
         raise ValueError(f"device={d!r} is not valid; use None/'auto', 'cpu', 'cuda', 'cuda:N' or 'webgpu'")
-    _choice("embedding_space", o.embedding_space, [None, *EMBEDDING_SPACES])
-    if o.classes is not None:
-        if isinstance(o.classes, str) or not isinstance(o.classes, (list, tuple)) or not o.classes:
-            raise ValueError(f"classes={o.classes!r} is not valid; use a non-empty list of class names")
-        bad = [c for c in o.classes if not isinstance(c, str) or not c.strip()]
+    _choice("embedding_space", options.embedding_space, [None, *EMBEDDING_SPACES])
+    if options.classes is not None:
+        if isinstance(options.classes, str) or not isinstance(options.classes, (list, tuple)) or not options.classes:
+            raise ValueError(f"classes={options.classes!r} is not valid; use a non-empty list of class names")
+        bad = [c for c in options.classes if not isinstance(c, str) or not c.strip()]
         if bad:
             raise ValueError(f"classes: {bad[0]!r} is not a class name (each class must be a non-empty string)")
-        dupes = sorted(c for c, n in Counter(o.classes).items() if n > 1)
+        dupes = sorted(c for c, n in Counter(options.classes).items() if n > 1)
         if dupes:
             raise ValueError(f"classes: {dupes[0]!r} appears more than once; each class must be listed once")
-        if o.space != "text":
-            raise ValueError(f"classes= needs the text-aligned space, but embedding_space={o.embedding_space!r}; "
+        if options.space != "text":
+            raise ValueError(f"classes= needs the text-aligned space, but embedding_space={options.embedding_space!r}; "
                              "leave embedding_space unset or use 'text'")
-        if o.output_type != "summary":
+        if options.output_type != "summary":
             raise ValueError("classes= (zero-shot classification) needs output_type='summary'")
-    if o.text_prompt is not None and not isinstance(o.text_prompt, str):
-        raise ValueError(f"text_prompt={o.text_prompt!r} is not valid; use a string such as 'A photo of a', or None")
-    t = o.prompt_templates
+    if options.text_prompt is not None and not isinstance(options.text_prompt, str):
+        raise ValueError(f"text_prompt={options.text_prompt!r} is not valid; use a string such as 'A photo of a', or None")
+    t = options.prompt_templates
     if t is not None and not (t == "openai" or (isinstance(t, (list, tuple)) and t and all(isinstance(x, str) and "{}" in x for x in t))):
         raise ValueError(f"prompt_templates={t!r} is not valid; use None, 'openai' (the 80 ImageNet templates), "
                          "or a list of strings each holding '{}' where the class name goes")
-    _choice("zero_shot_scores", o.zero_shot_scores, ["softmax", "sigmoid"])
-    _choice("shared", o.shared, [True, False])
-    v = o.idle_timeout_s
+    _choice("zero_shot_scores", options.zero_shot_scores, ["softmax", "sigmoid"])
+    _choice("shared", options.shared, [True, False])
+    v = options.idle_timeout_s
     if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
         raise ValueError(f"idle_timeout_s={v!r} is not valid; use None (default 300 s) or seconds >= 0 (0 = never)")
     for name in ("workers", "threads"):
-        v = getattr(o, name)
+        v = getattr(options, name)
         if v is not None and (not isinstance(v, int) or v < 1):
             raise ValueError(f"{name}={v!r} is not valid; use None or a positive integer")
-    return o
+    return options

@@ -1,4 +1,4 @@
-"""Options checked against what a sidecar serves (its Info), once, at load_model: which served model
+"""Options checked against what a sidecar serves (its Info), once, at load_model: which served graph
 the zoo model uses, whether it has the embedding space asked for, and whether `image_size` is a
 size it takes (server/src/preprocess/resolution.ts has the same rules). Each error lists the valid
 choices, so a bad option fails at load_model and not at the first batch."""
@@ -11,40 +11,40 @@ from typing import Any
 from .options import EMBEDDING_SPACES, MODELS, RadioOptions
 
 
-def _describe(m: Any) -> str:
+def _describe(graph: Any) -> str:
     spaces = ["backbone", *[s for s, a in EMBEDDING_SPACES.items()
-                            if a and a in {x.name for x in m.adaptors} and (s != "text" or m.HasField("text"))]]
-    window = f", ViTDet window {m.window_size}" if m.window_size else ""
-    return f"{m.name!r} ({m.variant}, {m.precision}{window}; spaces: {', '.join(spaces)})"
+                            if a and a in {x.name for x in graph.adaptors} and (s != "text" or graph.HasField("text"))]]
+    window = f", ViTDet window {graph.window_size}" if graph.window_size else ""
+    return f"{graph.name!r} ({graph.variant}, {graph.precision}{window}; spaces: {', '.join(spaces)})"
 
 
 def _zoo_name(variant: str) -> str | None:
     return next((name for name, spec in MODELS.items() if spec["checkpoint"] == variant), None)
 
 
-def select_served_model(model_name: str, options: RadioOptions, info: Any, where: str,
-                        graph_name: str | None = None) -> Any:
-    """The ModelInfo this zoo model runs on. Local: the graph compiled for it (`graph_name`). Remote:
-    a served model of the same variant with the embedding space (and ViTDet window) asked for, the
-    server's default model first. Raises ValueError listing what the server serves."""
-    models: Sequence[Any] = list(info.models)
-    served = "; ".join(_describe(m) for m in models) or "nothing"
+def select_graph(model_name: str, options: RadioOptions, info: Any, where: str,
+                 graph_name: str | None = None) -> Any:
+    """The GraphInfo this zoo model runs on. Local: the graph compiled for it (`graph_name`). Remote:
+    a served graph of the same variant with the embedding space (and ViTDet window) asked for, the
+    server's default graph first. Raises ValueError listing what the server serves."""
+    graphs: Sequence[Any] = list(info.graphs)
+    served = "; ".join(_describe(g) for g in graphs) or "nothing"
     if graph_name:
-        chosen = next((m for m in models if m.name == graph_name), None)
+        chosen = next((g for g in graphs if g.name == graph_name), None)
         if chosen is None:
             raise ValueError(f"the sidecar at {where} does not serve the graph {graph_name!r}; it serves {served}")
         candidates = [chosen]
     else:
         want = MODELS[model_name]["checkpoint"]
-        candidates = [m for m in models if m.variant == want]
+        candidates = [g for g in graphs if g.variant == want]
         if not candidates:
-            others = sorted({z for z in (_zoo_name(m.variant) for m in models) if z})
+            others = sorted({z for z in (_zoo_name(g.variant) for g in graphs) if z})
             hint = f"load {' or '.join(repr(z) for z in others)} instead, or " if others else ""
             raise ValueError(f"the sidecar at {where} does not serve {model_name} ({want}); it serves {served}. "
                              f"{hint}point server= at a sidecar serving {want}")
     space, adaptor = options.space, options.adaptor
     if adaptor:
-        fit = [m for m in candidates if adaptor in {a.name for a in m.adaptors} and (space != "text" or m.HasField("text"))]
+        fit = [g for g in candidates if adaptor in {a.name for a in g.adaptors} and (space != "text" or g.HasField("text"))]
         if not fit:
             need = f"the {adaptor} adaptor" + (" and its text tower" if space == "text" else "")
             raise ValueError(f"embedding_space={space!r} needs {need}, which the sidecar at {where} does not serve for "
@@ -53,32 +53,32 @@ def select_served_model(model_name: str, options: RadioOptions, info: Any, where
         candidates = fit
     w = options.vitdet_window_size
     if w and not graph_name:
-        fit = [m for m in candidates if m.window_size == w]
+        fit = [g for g in candidates if g.window_size == w]
         if not fit:
             raise ValueError(f"vitdet_window_size={w}: the sidecar at {where} serves {model_name} with no ViTDet window "
                              f"of {w} patches; it serves {served}. Leave vitdet_window_size unset or use a window listed")
         candidates = fit
     elif not graph_name:
-        candidates = sorted(candidates, key=lambda m: m.window_size != 0)  # global attention first
-    return next((m for m in candidates if m.name == info.default_model), candidates[0])
+        candidates = sorted(candidates, key=lambda g: g.window_size != 0)  # global attention first
+    return next((g for g in candidates if g.name == info.default_graph), candidates[0])
 
 
-def resolution_step(m: Any) -> int:
-    return int(m.resolution_step or m.patch_size * (m.window_size or 1))
+def resolution_step(graph: Any) -> int:
+    return int(graph.resolution_step or graph.patch_size * (graph.window_size or 1))
 
 
 def _nearest(v: int, step: int, top: int) -> int:
     return min(top, max(step, round(v / step) * step))
 
 
-def check_image_size(options: RadioOptions, m: Any) -> None:
-    """Raises ValueError when `image_size` is not a size the served model `m` takes: a fixed size must
+def check_image_size(options: RadioOptions, graph: Any) -> None:
+    """Raises ValueError when `image_size` is not a size the served `graph` takes: a fixed size must
     be multiples of its resolution step (patch size × ViTDet window) up to its maximum; a maximum
     side must be at least one step."""
-    step, top_res = resolution_step(m), int(m.max_resolution)
+    step, top_res = resolution_step(graph), int(graph.max_resolution)
     top = max(step, top_res // step * step)
-    what = f"{m.variant} as served ({m.name!r}: patch {m.patch_size}" + (
-        f", ViTDet window {m.window_size} → steps of {step}" if m.window_size else "") + f", at most {top_res})"
+    what = f"{graph.variant} as served ({graph.name!r}: patch {graph.patch_size}" + (
+        f", ViTDet window {graph.window_size} → steps of {step}" if graph.window_size else "") + f", at most {top_res})"
     res = options.resolution
     if res in ("default", "native"):
         return

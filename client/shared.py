@@ -124,7 +124,7 @@ def key_material(spec: Any, node: str, repo: Path, env: dict[str, str]) -> dict[
     return {
         "build": build_digest(repo),
         "node": os.path.realpath(node),
-        "models": [[name, os.path.realpath(path), _graph_digest(path)] for name, path in spec.models],
+        "graphs": [[name, os.path.realpath(path), _graph_digest(path)] for name, path in spec.graphs],
         "provider": spec.provider,
         "workers": spec.workers,
         "threads": spec.threads,

@@ -80,7 +80,7 @@ def _allowed_roots() -> tuple[str, ...]:
 class SidecarSpec:
     """What a sidecar serves and how; equal specs share one process."""
 
-    models: tuple[tuple[str, str], ...]  # (name, compiled graph dir)
+    graphs: tuple[tuple[str, str], ...]  # (name, compiled graph dir)
     provider: str = "cpu"
     workers: int | None = None
     threads: int | None = None
@@ -96,8 +96,8 @@ class SidecarSpec:
         cmd = ["--provider", self.provider]
         for root in self.allowed_roots:
             cmd += ["--allowed-root", root]
-        for name, path in self.models:
-            cmd += ["--model", f"{name}={path}"]
+        for name, path in self.graphs:
+            cmd += ["--graph", f"{name}={path}"]
         if self.workers:
             cmd += ["--workers", str(self.workers)]
         if self.threads:
@@ -293,7 +293,7 @@ class _Registry:
 
     @staticmethod
     def _key(spec: SidecarSpec) -> tuple:
-        return (spec.models, spec.provider, spec.workers, spec.threads, spec.extra_args, spec.allowed_roots, spec.shared)
+        return (spec.graphs, spec.provider, spec.workers, spec.threads, spec.extra_args, spec.allowed_roots, spec.shared)
 
     def acquire(self, spec: SidecarSpec) -> LocalSidecar | SharedSidecar:
         with self._lock:

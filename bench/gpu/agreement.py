@@ -44,7 +44,7 @@ def outputs(graph: Path, provider: str, photos: list[Path], res: int, extra: tup
     """Summary [N, S] and patch features [N, h·w, C] of each photo, from a sidecar on provider (and
     `summary:<space>` / `features:<space>` per adaptor, `text` [P, D] for prompts)."""
     pkg = client_package()
-    spec = pkg.sidecar.SidecarSpec(models=(("g", str(graph)),), provider=provider, extra_args=extra)
+    spec = pkg.sidecar.SidecarSpec(graphs=(("g", str(graph)),), provider=provider, extra_args=extra)
     t0 = time.perf_counter()
     sc = pkg.sidecar.LocalSidecar(spec, startup_timeout_s=600)
     sc.start()
@@ -53,14 +53,14 @@ def outputs(graph: Path, provider: str, photos: list[Path], res: int, extra: tup
         got: dict[str, np.ndarray] = {}
         for space in ("", *spaces):
             for output, key in (("SUMMARY", "summary"), ("FEATURES_NLC", "features")):
-                opts = pkg.grpc_client.EmbedOptions(output=output, resolution=f"{res}x{res}", model="g", space=space)
+                opts = pkg.grpc_client.EmbedOptions(output=output, resolution=f"{res}x{res}", graph="g", space=space)
                 results = sc.client.embed([{"id": p.name, "path": str(p)} for p in photos], opts)
                 bad = [f"{r.id}: {r.error}" for r in results if not r.ok]
                 if bad:
                     raise RuntimeError(f"{provider}: {bad}")
                 got[f"{key}:{space}" if space else key] = np.stack([np.asarray(r.array, dtype=np.float32) for r in results])
         if prompts:
-            text = sc.client.embed_text(prompts, model="g")
+            text = sc.client.embed_text(prompts, graph="g")
             bad = [r.error for r in text.results if not r.ok]
             if bad:
                 raise RuntimeError(f"{provider}: {bad}")

@@ -169,8 +169,8 @@ class Check:
         jobs = []
         for p in PRESETS:
             ckpt = str(self.cache / "ckpt" / p)
-            jobs += [(f"{p}-fp32", ["--checkpoint", ckpt]), (f"{p}-fp16", ["--checkpoint", ckpt, "--precision", "fp16"]),
-                     (f"{p}-fp16-matmul", ["--checkpoint", ckpt, "--precision", "fp16", "--attention", "matmul"])]
+            jobs += [(f"{p}-fp32", ["--checkpoint-dir", ckpt]), (f"{p}-fp16", ["--checkpoint-dir", ckpt, "--precision", "fp16"]),
+                     (f"{p}-fp16-matmul", ["--checkpoint-dir", ckpt, "--precision", "fp16", "--attention", "matmul"])]
 
         def build(job: tuple[str, list[str]]) -> float:
             name, args = job
@@ -201,7 +201,7 @@ class Check:
         for precision in ("fp32", "fp16"):
             out = self.cache / "graphs" / f"text-{precision}"
             if not (out / "text" / "metadata.json").exists():
-                self.cli("compile", "--checkpoint", str(ckpt), "--adaptors", TEXT_SPACES, "--text", "--siglip", str(siglip),
+                self.cli("compile", "--checkpoint-dir", str(ckpt), "--adaptors", TEXT_SPACES, "--text", "--siglip", str(siglip),
                          "--precision", precision, "--out", str(out))
         return {"graphs": ["text-fp32", "text-fp16"]}
 

@@ -39,6 +39,6 @@ export function describeBatchDefault(key: keyof BatchDefaults, noneAt0 = false):
 export const TEXT_DEFAULTS = {
   /** Most prompts one EmbedText call may carry (clients send more as several calls). */
   maxPrompts: 4096,
-  /** Per model: normalised embeddings kept for prompts asked again (~11k prompts at 1536 dims). */
+  /** Per graph: normalised embeddings kept for prompts asked again (~11k prompts at 1536 dims). */
   cacheBytes: 64 * 1024 * 1024,
 } as const;

@@ -1,5 +1,5 @@
 // Wires the long-running server: transports (gRPC, HTTP) → pipeline (preprocess, batching,
-// postprocess) → inference pool. Startup: listen with health NOT_SERVING, load and warm every model
+// postprocess) → inference pool. Startup: listen with health NOT_SERVING, load and warm every graph
 // in every worker, then SERVING. Shutdown: NOT_SERVING, refuse new calls, finish what was admitted
 // (bounded), close.
 import os from "node:os";
@@ -7,7 +7,7 @@ import type { Logger } from "pino";
 import { configureSharp, createPathPolicy, DEFAULT_LIMITS, recommendedDecodeParallelism } from "./preprocess/index.js";
 import { PostprocessPool } from "./postprocess/pool.js";
 import { defaultPostprocessThreads } from "./postprocess/threads.js";
-import { loadServedModels, type ModelSource } from "./pipeline/models.js";
+import { loadServedGraphs, type GraphSource } from "./pipeline/graphs.js";
 import { Pipeline } from "./pipeline/pipeline.js";
 import { InferencePool, type PrepackPolicy } from "./runtime/pool.js";
 import { describeChoice, resolveProvider, type ProviderChoice, type ProviderRequest } from "./runtime/providers.js";
@@ -20,7 +20,7 @@ import { startGrpcServer, type GrpcListen, type GrpcServer } from "./transport/g
 import { startHttpServer, type HttpServer } from "./transport/http/server.js";
 
 export interface ServeConfig {
-  models: ModelSource[];
+  graphs: GraphSource[];
   /** Unix socket ({ socket: null } = a fresh private temp dir) or TCP. */
   listen: GrpcListen;
   /** HTTP side port: null = off, 0 = any free port. */
@@ -99,7 +99,7 @@ export const SERVE_DEFAULTS = {
 } as const satisfies Partial<ServeConfig>;
 
 export interface ServeHooks {
-  /** Called once the transports listen and before models load (health is NOT_SERVING meanwhile). */
+  /** Called once the transports listen and before graphs load (health is NOT_SERVING meanwhile). */
   onListening?(addresses: { socket: string | null; grpcPort: number | null; httpPort: number | null }): void | Promise<void>;
 }
 
@@ -139,13 +139,13 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
   const uvThreads = Number(process.env.UV_THREADPOOL_SIZE) || 4;
 
   // Everything that can be checked without loading a graph fails here, before anything listens.
-  const models = loadServedModels(config.models);
+  const graphs = loadServedGraphs(config.graphs);
   // Tokenisation runs on the main thread (microseconds a prompt); the workers only run the towers.
-  const tokenizers = new Map(models.flatMap((m) => (m.text ? [[m.name, PromptTokenizer.forTextGraph(m.text.dir, m.text.metadata)] as const] : [])));
+  const tokenizers = new Map(graphs.flatMap((graph) => (graph.text ? [[graph.name, PromptTokenizer.forTextGraph(graph.text.dir, graph.text.metadata)] as const] : [])));
   const paths = await createPathPolicy(config.allowedRoots);
   const sharp = configureSharp();
   // Probed in child processes before anything listens: an explicit provider that cannot run fails here.
-  const choice = await resolveProvider(config.provider, { precisions: models.map((m) => m.metadata.precision) });
+  const choice = await resolveProvider(config.provider, { precisions: graphs.map((graph) => graph.metadata.precision) });
   const provider = choice.provider;
   logger.info(
     {
@@ -163,9 +163,9 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     logger.debug({ probes: choice.probes.map(({ provider, detail }) => ({ provider, detail })) }, "provider probe details");
   const batching = batchDefaults(provider);
   const maxBatch = config.maxBatch ?? batching.maxBatch;
-  for (const m of models) {
-    if (provider === "cpu" && m.metadata.precision === "fp16") {
-      logger.warn({ model: m.name }, "fp16 graph on the CPU execution provider: expect it to be slower than fp32");
+  for (const graph of graphs) {
+    if (provider === "cpu" && graph.metadata.precision === "fp16") {
+      logger.warn({ graph: graph.name }, "fp16 graph on the CPU execution provider: expect it to be slower than fp32");
     }
   }
 
@@ -177,8 +177,8 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
   let ortVersion = "";
   const info = (): ServerInfo =>
     buildServerInfo({
-      models,
-      defaultModel: models[0]!.name,
+      graphs,
+      defaultGraph: graphs[0]!.name,
       providers,
       onnxruntimeVersion: ortVersion,
       workers: config.workers,
@@ -234,16 +234,16 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     }
     logger.info(
       { address: grpc.address, httpPort: http?.port ?? null, httpSocket: httpUnix?.socket ?? null },
-      "listening (NOT_SERVING until the models are warm)",
+      "listening (NOT_SERVING until the graphs are warm)",
     );
     await hooks.onListening?.({ socket: grpc.socket, grpcPort: grpc.port, httpPort: http?.port ?? null });
 
     logger.info(
-      { models: models.map((m) => ({ name: m.name, dir: m.dir, precision: m.metadata.precision })), provider, workers: config.workers, threads },
-      "loading models",
+      { graphs: graphs.map((graph) => ({ name: graph.name, dir: graph.dir, precision: graph.metadata.precision })), provider, workers: config.workers, threads },
+      "loading graphs",
     );
     pool = await InferencePool.start({
-      models: models.map((m) => ({ name: m.name, dir: m.dir, ...(m.text ? { textDir: m.text.dir } : {}) })),
+      graphs: graphs.map((graph) => ({ name: graph.name, dir: graph.dir, ...(graph.text ? { textDir: graph.text.dir } : {}) })),
       workers: config.workers,
       intraOpThreads: threads,
       provider,
@@ -258,7 +258,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     throw err;
   }
   ortVersion = pool.ready.ortVersion;
-  for (const m of pool.ready.models) providers.set(m.name, providerName(m.provider));
+  for (const ready of pool.ready.graphs) providers.set(ready.name, providerName(ready.provider));
   // The one line that says what runs where.
   logger.info(
     {
@@ -266,7 +266,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
       onnxruntime: ortVersion,
       workers: config.workers,
       intraOpThreads: threads,
-      models: pool.ready.models.map((m) => `${m.name} (warm-up ${m.warmupMs.toFixed(0)} ms)`),
+      graphs: pool.ready.graphs.map((ready) => `${ready.name} (warm-up ${ready.warmupMs.toFixed(0)} ms)`),
       loadMs: Math.round(pool.ready.loadMs),
     },
     `inference runs on ${providerName(provider)}: ${config.workers} worker(s) × ${threads} intra-op thread(s)`,
@@ -307,9 +307,9 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     logger.fatal({ err }, "an inference worker cannot be replaced");
     fatalResolve(err);
   });
-  running.on("workerReady", (m: { threadId: number }) => {
+  running.on("workerReady", (worker: { threadId: number }) => {
     metrics.workerReplaced();
-    logger.warn({ threadId: m.threadId }, "a replacement inference worker is ready");
+    logger.warn({ threadId: worker.threadId }, "a replacement inference worker is ready");
   });
   running.on("timeout", (err: Error) => {
     metrics.inferenceTimedOut();
@@ -318,7 +318,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
   running.on("workerError", (err: Error) => logger.error({ err }, "an inference worker failed"));
 
   const pipe = new Pipeline({
-    models,
+    graphs,
     inference: running,
     postprocess,
     paths,

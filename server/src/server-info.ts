@@ -1,11 +1,11 @@
 // What the server has loaded and how it runs: the Info RPC and GET /v1/info return this (fields
 // named as in proto3 JSON, i.e. radio.v1.InfoResponse in lowerCamelCase).
-import type { ServedModel } from "./pipeline/models.js";
+import type { ServedGraph } from "./pipeline/graphs.js";
 import type { ExecutionProvider } from "./runtime/session.js";
 import type { ProviderChoice } from "./runtime/providers.js";
 import { PRODUCT } from "./version.js";
 
-export interface ModelInfo {
+export interface GraphInfo {
   name: string;
   variant: string;
   precision: string;
@@ -18,12 +18,11 @@ export interface ModelInfo {
   resolutionStep: number;
   windowSize: number;
   /** Always false (proto field kept): graphs compiled with the removed --external-preprocessor are refused at load. */
-  externalPreprocessor: false;
   sourceRepo: string;
   sourceRevision: string;
   executionProvider: string;
   adaptors: { name: string; summaryDim: number; featureDim: number; textAligned: boolean }[];
-  /** Null: the model embeds no text. */
+  /** Null: the graph embeds no text. */
   text: {
     space: string;
     embedDim: number;
@@ -37,8 +36,8 @@ export interface ModelInfo {
 }
 
 export interface ServerInfo {
-  models: ModelInfo[];
-  defaultModel: string;
+  graphs: GraphInfo[];
+  defaultGraph: string;
   serverVersion: string;
   onnxruntimeVersion: string;
   workers: number;
@@ -59,9 +58,9 @@ export interface ServerInfo {
 }
 
 export function buildServerInfo(state: {
-  models: readonly ServedModel[];
-  defaultModel: string;
-  /** Per model name, e.g. "CPUExecutionProvider" (empty while loading). */
+  graphs: readonly ServedGraph[];
+  defaultGraph: string;
+  /** Per graph name, e.g. "CPUExecutionProvider" (empty while loading). */
   providers: ReadonlyMap<string, string>;
   onnxruntimeVersion: string;
   workers: number;
@@ -72,37 +71,36 @@ export function buildServerInfo(state: {
   idleTimeoutS?: number;
 }): ServerInfo {
   return {
-    models: state.models.map((m) => ({
-      name: m.name,
-      variant: m.metadata.variant,
-      precision: m.metadata.precision,
-      patchSize: m.metadata.patchSize,
-      summaryDim: m.metadata.summaryDim,
-      featureDim: m.metadata.featureDim,
-      preferredHeight: m.metadata.resolution.preferred[0],
-      preferredWidth: m.metadata.resolution.preferred[1],
-      maxResolution: m.metadata.resolution.max,
-      resolutionStep: m.metadata.resolution.step,
-      windowSize: m.metadata.windowSize ?? 0,
-      externalPreprocessor: false,
-      sourceRepo: m.metadata.source.repo ?? "",
-      sourceRevision: m.metadata.source.revision ?? "",
-      executionProvider: state.providers.get(m.name) ?? "",
-      adaptors: m.adaptors.map((a) => ({ name: a.name, summaryDim: a.summaryDim, featureDim: a.featureDim, textAligned: m.text?.metadata.space === a.name })),
-      text: m.text
+    graphs: state.graphs.map((graph) => ({
+      name: graph.name,
+      variant: graph.metadata.variant,
+      precision: graph.metadata.precision,
+      patchSize: graph.metadata.patchSize,
+      summaryDim: graph.metadata.summaryDim,
+      featureDim: graph.metadata.featureDim,
+      preferredHeight: graph.metadata.resolution.preferred[0],
+      preferredWidth: graph.metadata.resolution.preferred[1],
+      maxResolution: graph.metadata.resolution.max,
+      resolutionStep: graph.metadata.resolution.step,
+      windowSize: graph.metadata.windowSize ?? 0,
+      sourceRepo: graph.metadata.source.repo ?? "",
+      sourceRevision: graph.metadata.source.revision ?? "",
+      executionProvider: state.providers.get(graph.name) ?? "",
+      adaptors: graph.adaptors.map((a) => ({ name: a.name, summaryDim: a.summaryDim, featureDim: a.featureDim, textAligned: graph.text?.metadata.space === a.name })),
+      text: graph.text
         ? {
-            space: m.text.metadata.space,
-            embedDim: m.text.metadata.embedDim,
-            contextLength: m.text.metadata.contextLength,
-            logitScale: m.text.metadata.logitScale,
-            logitBias: m.text.metadata.logitBias,
-            sourceRepo: m.text.metadata.source.repo ?? "",
-            sourceRevision: m.text.metadata.source.revision ?? "",
-            precision: m.text.metadata.precision,
+            space: graph.text.metadata.space,
+            embedDim: graph.text.metadata.embedDim,
+            contextLength: graph.text.metadata.contextLength,
+            logitScale: graph.text.metadata.logitScale,
+            logitBias: graph.text.metadata.logitBias,
+            sourceRepo: graph.text.metadata.source.repo ?? "",
+            sourceRevision: graph.text.metadata.source.revision ?? "",
+            precision: graph.text.metadata.precision,
           }
         : null,
     })),
-    defaultModel: state.defaultModel,
+    defaultGraph: state.defaultGraph,
     serverVersion: PRODUCT.version,
     onnxruntimeVersion: state.onnxruntimeVersion,
     workers: state.workers,

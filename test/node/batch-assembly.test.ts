@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
 import type { GraphMetadata } from "../../server/src/compiler/metadata.js";
-import type { ServedModel } from "../../server/src/pipeline/models.js";
+import type { ServedGraph } from "../../server/src/pipeline/graphs.js";
 import { Pipeline, TensorBuffers, type InferenceBackend } from "../../server/src/pipeline/pipeline.js";
 import type { ImageOutcome, OutputKind } from "../../server/src/pipeline/types.js";
 import { createPathPolicy, hwcToChw } from "../../server/src/preprocess/index.js";
@@ -16,7 +16,7 @@ const SIDE = 32; // 2×2 patches of 16
 const S = 6; // summary width
 const C = 5; // feature channels
 
-function model(): ServedModel {
+function graph(): ServedGraph {
   const metadata = {
     patchSize: 16,
     windowSize: null,
@@ -65,9 +65,9 @@ function image(seed: number): Uint8Array {
   return a;
 }
 
-async function pipelineWith(backend: InferenceBackend, m: ServedModel, maxBatch: number, maxQueueDelayMs = 0): Promise<Pipeline> {
+async function pipelineWith(backend: InferenceBackend, m: ServedGraph, maxBatch: number, maxQueueDelayMs = 0): Promise<Pipeline> {
   return new Pipeline({
-    models: [m],
+    graphs: [m],
     inference: backend,
     postprocess: { postprocess: () => Promise.reject(new Error("no postprocess in this test")) },
     paths: await createPathPolicy([]),
@@ -82,7 +82,7 @@ async function submit(p: Pipeline, images: Uint8Array[], output: OutputKind = "s
   const outcomes: ImageOutcome[] = [];
   const handle = p.submit(
     {
-      model: "",
+      graph: "",
       resolution: `${SIDE}x${SIDE}`,
       output,
       heatmap: { mode: "pca1", smoothing: false, sigma: 0, outputHeight: 0, outputWidth: 0, maxSide: 0 },
@@ -98,7 +98,7 @@ async function submit(p: Pipeline, images: Uint8Array[], output: OutputKind = "s
 describe("batch assembly", () => {
   it("converts decoded images straight into the batch, with the values hwcToChw gives", async () => {
     const backend = fakeBackend();
-    const p = await pipelineWith(backend, model(), 1);
+    const p = await pipelineWith(backend, graph(), 1);
     const imgs = [image(1), image(2), image(3)];
     const out = await submit(p, imgs);
     assert.ok(out.every((o) => o.output));
@@ -117,7 +117,7 @@ describe("batch assembly", () => {
 
   it("reuses a batch buffer the backend handed back, overwriting all of it", async () => {
     const backend = fakeBackend();
-    const p = await pipelineWith(backend, model(), 1);
+    const p = await pipelineWith(backend, graph(), 1);
     await submit(p, [image(4)]);
     await submit(p, [image(5)]);
     await submit(p, [image(6)]);
@@ -150,7 +150,7 @@ describe("batch assembly", () => {
 
   it("sends pixels as float32(v/255), never (x - mean) / std: the graph normalises", async () => {
     const backend = fakeBackend();
-    const p = await pipelineWith(backend, model(), 1);
+    const p = await pipelineWith(backend, graph(), 1);
     const im = image(7);
     await submit(p, [im]);
     assert.deepEqual([...backend.calls[0]!.copy], [...hwcToChw(im, SIDE, SIDE, 3)]);
@@ -159,7 +159,7 @@ describe("batch assembly", () => {
 
   it("fetches only the outputs the batch needs", async () => {
     const backend = fakeBackend();
-    const p = await pipelineWith(backend, model(), 8, 50);
+    const p = await pipelineWith(backend, graph(), 8, 50);
     const summary = await submit(p, [image(8), image(9)], "summary");
     assert.deepEqual(backend.calls.at(-1)!.outputs, ["summary"]);
     assert.deepEqual(

@@ -57,7 +57,7 @@ describe("bad-input corpus through a sidecar process", () => {
     corpus = await makeCorpus(path.join(tmp.dir, "corpus"), { probeUrl });
     const graph = await compileTinyModel(tmp.dir);
     sidecar = spawnSidecar([
-      "--model",
+      "--graph",
       `tiny=${graph}`,
       "--allowed-root",
       corpus.root,

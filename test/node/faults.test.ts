@@ -37,7 +37,7 @@ describe("injected faults", () => {
     process.env.RADIO_TEST_WORKER_SLOW_ON_HEIGHT = `${SLOW_HEIGHT}:${1.5 * TIMEOUT_MS}`;
     ts = await startTestServer(
       {
-        models: [{ name: "tiny", dir: graph }],
+        graphs: [{ name: "tiny", dir: graph }],
         workers: 1,
         threads: 2,
         maxBatch: 8,

@@ -140,7 +140,7 @@ describe(`fuzzing (seed ${SEED})`, () => {
         images: [{ id: "h", encoded: png }],
         options: { output: "HEATMAP", resolution: "native", heatmap: { mode: "PCA3_RGB", smoothing: true, sigma: 1.5, outputHeight: 20, outputWidth: 30 } },
       }),
-      embedRequest({ images: [{ id: "m1", encoded: png }, { id: "m2", encoded: png }, { id: "m3" }], options: { model: "tiny", resolution: "default" } }),
+      embedRequest({ images: [{ id: "m1", encoded: png }, { id: "m2", encoded: png }, { id: "m3" }], options: { graph: "tiny", resolution: "default" } }),
     );
     // Valid images of every format, to mutate.
     const noise = sharp(noiseRaw(40, 32, 9), { raw: { width: 40, height: 32, channels: 3 } });
@@ -158,7 +158,7 @@ describe(`fuzzing (seed ${SEED})`, () => {
         .toBuffer(),
       await noise.clone().withMetadata({ orientation: 6 }).jpeg().toBuffer(),
     );
-    sidecar = spawnSidecar(["--model", `tiny=${graph}`, "--allowed-root", root, "--http-port", "auto", "--max-queue", "64", "--threads", "2"]);
+    sidecar = spawnSidecar(["--graph", `tiny=${graph}`, "--allowed-root", root, "--http-port", "auto", "--max-queue", "64", "--threads", "2"]);
     address = `unix:${(await sidecar.ready).socket}`;
     raw = new grpc.Client(address, grpc.credentials.createInsecure());
   });

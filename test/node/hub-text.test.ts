@@ -18,7 +18,7 @@ import {
   isTextTowerTensor,
   type DownloadTextTowerOptions,
 } from "../../server/src/checkpoint/hub-text.js";
-import { KNOWN_MODELS, SIGLIP2_G_TEXT_TOWER } from "../../server/src/checkpoint/models.js";
+import { KNOWN_CHECKPOINTS, SIGLIP2_G_TEXT_TOWER } from "../../server/src/checkpoint/catalogue.js";
 import { TEXT_SUBSET_FILE } from "../../server/src/checkpoint/siglip.js";
 import { SafetensorsCheckpoint, SafetensorsFile } from "../../server/src/checkpoint/safetensors.js";
 import { FakeHub } from "./support/fake-hub.js";
@@ -30,7 +30,7 @@ const RADIO_DIR = join(FIXTURE, "C-RADIOv4-H");
 const skip = existsSync(SIGLIP_DIR) && existsSync(RADIO_DIR) ? false : `shared fixture missing: ${FIXTURE}`;
 
 const TEXT_REPO = SIGLIP2_G_TEXT_TOWER.repo;
-const RADIO = KNOWN_MODELS["c-radio_v4-h"]!;
+const RADIO = KNOWN_CHECKPOINTS["c-radio_v4-h"]!;
 const SHARD1 = "model-00001-of-00002.safetensors";
 const SHARD2 = "model-00002-of-00002.safetensors";
 const PRIVATE_REPO = "acme/siglip-private";
@@ -120,9 +120,9 @@ beforeEach(() => {
 
 describe("catalogue", () => {
   test("both v4 models name their torch.hub adaptor file and the siglip2-g-384 text tower", () => {
-    assert.equal(KNOWN_MODELS["c-radio_v4-h"]!.adaptorCheckpoint, "c-radio_v4-h_half.pth.tar");
-    assert.equal(KNOWN_MODELS["c-radio_v4-so400m"]!.adaptorCheckpoint, "c-radio_v4-so400m_half.pth.tar");
-    for (const m of Object.values(KNOWN_MODELS)) {
+    assert.equal(KNOWN_CHECKPOINTS["c-radio_v4-h"]!.adaptorCheckpoint, "c-radio_v4-h_half.pth.tar");
+    assert.equal(KNOWN_CHECKPOINTS["c-radio_v4-so400m"]!.adaptorCheckpoint, "c-radio_v4-so400m_half.pth.tar");
+    for (const m of Object.values(KNOWN_CHECKPOINTS)) {
       assert.equal(m.textTower?.repo, "google/siglip2-giant-opt-patch16-384");
       assert.equal(m.textTower?.teacherModel, "siglip2-g-384");
     }
@@ -336,7 +336,7 @@ describe("text tower subset", { skip }, () => {
 describe("torch.hub adaptor checkpoint", { skip }, () => {
   test("downloads the catalogue's .pth.tar whole into the hub cache", async () => {
     const cache = await freshDir();
-    const res = await downloadAdaptorCheckpoint({ model: "c-radio_v4-h", cacheDir: cache, endpoint: hub.endpoint, progress: "none", logger });
+    const res = await downloadAdaptorCheckpoint({ checkpoint: "c-radio_v4-h", cacheDir: cache, endpoint: hub.endpoint, progress: "none", logger });
     assert.equal(res.file, "c-radio_v4-h_half.pth.tar");
     assert.equal(res.repo, "nvidia/C-RADIOv4-H");
     assert.equal(res.path, join(res.snapshotDir, "c-radio_v4-h_half.pth.tar"));
@@ -344,7 +344,7 @@ describe("torch.hub adaptor checkpoint", { skip }, () => {
     assert.equal(sha256(await readFile(res.path)), sha256(await readFile(join(RADIO_DIR, "c-radio_v4-h_half.pth.tar"))));
     assert.deepEqual(await readdir(res.snapshotDir), ["c-radio_v4-h_half.pth.tar"]);
     hub.clearRequests();
-    const again = await downloadAdaptorCheckpoint({ model: "nvidia/C-RADIOv4-H", cacheDir: cache, offline: true, progress: "none", logger });
+    const again = await downloadAdaptorCheckpoint({ checkpoint: "nvidia/C-RADIOv4-H", cacheDir: cache, offline: true, progress: "none", logger });
     assert.equal(again.path, res.path);
     assert.equal(again.downloaded, false);
     assert.deepEqual(
@@ -355,7 +355,7 @@ describe("torch.hub adaptor checkpoint", { skip }, () => {
 
   test("a repo id without a catalogue entry needs the file name", async () => {
     await assert.rejects(
-      downloadAdaptorCheckpoint({ model: "acme/other", cacheDir: await freshDir(), endpoint: hub.endpoint }),
+      downloadAdaptorCheckpoint({ checkpoint: "acme/other", cacheDir: await freshDir(), endpoint: hub.endpoint }),
       /no adaptor checkpoint is known/,
     );
   });
@@ -368,7 +368,7 @@ describe("cli", { skip }, () => {
     const env = { ...process.env, HF_ENDPOINT: hub.endpoint };
     const run = (args: string[], e: NodeJS.ProcessEnv = env) =>
       promisify(execFile)(cli[0]!, [...cli.slice(1), ...args], { env: e, cwd: repoRoot, timeout: 120_000 });
-    const { stdout, stderr } = await run(["fetch-text", "--model", "c-radio_v4-h", "--with-adaptor", "--cache-dir", cache]);
+    const { stdout, stderr } = await run(["fetch-text", "--checkpoint", "c-radio_v4-h", "--with-adaptor", "--cache-dir", cache]);
     const out = JSON.parse(stdout) as { dir: string; weightsPath: string; commit: string; adaptor: { path: string } };
     assert.equal(out.commit, textCommit);
     assert.match(stderr, /fetch-text: google\/siglip2-giant-opt-patch16-384@/);
@@ -377,7 +377,7 @@ describe("cli", { skip }, () => {
     hub.clearRequests();
     const offline = await run(["fetch-text", "--cache-dir", cache, "--offline"], { ...env, HF_ENDPOINT: "http://127.0.0.1:9" });
     assert.equal((JSON.parse(offline.stdout) as { dir: string }).dir, out.dir);
-    const pth = await run(["fetch-adaptor", "--model", "nvidia/C-RADIOv4-H", "--cache-dir", cache, "--offline"]);
+    const pth = await run(["fetch-adaptor", "--checkpoint", "nvidia/C-RADIOv4-H", "--cache-dir", cache, "--offline"]);
     assert.equal((JSON.parse(pth.stdout) as { path: string }).path, out.adaptor.path);
     assert.deepEqual(
       hub.requests.map((r) => `${r.method} ${r.url}`),

@@ -39,7 +39,7 @@ describe(`load: ${CLIENTS} concurrent clients for ${LOAD_SECONDS} s`, () => {
           .toBuffer(),
       );
     }
-    sidecar = spawnSidecar(["--model", `tiny=${graph}`, "--http-port", "auto", "--max-batch", "8", "--queue-delay-ms", "5", "--threads", "2"]);
+    sidecar = spawnSidecar(["--graph", `tiny=${graph}`, "--http-port", "auto", "--max-batch", "8", "--queue-delay-ms", "5", "--threads", "2"]);
     address = `unix:${(await sidecar.ready).socket}`;
   });
 

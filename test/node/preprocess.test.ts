@@ -25,7 +25,7 @@ import {
   snapAspectBucket,
   type ImageInput,
   type InputErrorKind,
-  type ModelGeometry,
+  type GraphGeometry,
   type PathPolicy,
   type PreprocessOptions,
   type PreprocessedImage,
@@ -33,8 +33,8 @@ import {
 } from "../../server/src/preprocess/index.js";
 import { noiseRaw, pngClaimingSize, solid, twoTone, type RGB } from "./support/images.js";
 
-const MODEL: ModelGeometry = { patchSize: 16, windowSize: null, maxResolution: 2048, preferred: [512, 512] };
-const VITDET: ModelGeometry = { ...MODEL, windowSize: 8 }; // step 128
+const MODEL: GraphGeometry = { patchSize: 16, windowSize: null, maxResolution: 2048, preferred: [512, 512] };
+const VITDET: GraphGeometry = { ...MODEL, windowSize: 8 }; // step 128
 
 // ---------------------------------------------------------------------------
 // Resolution policy (pure)
@@ -63,7 +63,7 @@ describe("resolution policy", () => {
     assert.deepEqual(nearestSupportedResolution(3000, 4000, MODEL), { height: 1536, width: 2048 });
     assert.deepEqual(nearestSupportedResolution(100, 10000, MODEL), { height: 16, width: 2048 });
     // step that does not divide the max (window 12 → 192): never exceeds the max
-    const w12: ModelGeometry = { ...MODEL, windowSize: 12 };
+    const w12: GraphGeometry = { ...MODEL, windowSize: 12 };
     const r = nearestSupportedResolution(4096, 4096, w12);
     assert.deepEqual(r, { height: 1920, width: 1920 });
   });
@@ -119,10 +119,10 @@ describe("resolution policy", () => {
   });
 
   it("'default' stays within [step, max] and on the grid for every bucket (ViTDet too)", () => {
-    for (const model of [MODEL, VITDET, { ...MODEL, windowSize: 16 }]) {
-      const step = resolutionStep(model);
+    for (const geometry of [MODEL, VITDET, { ...MODEL, windowSize: 16 }]) {
+      const step = resolutionStep(geometry);
       for (const b of ASPECT_BUCKETS) {
-        const s = resolveTargetResolution(1000, Math.round(1000 * b.ratio), model, "default");
+        const s = resolveTargetResolution(1000, Math.round(1000 * b.ratio), geometry, "default");
         assert.equal(s.height % step, 0, `${b.name} ${step}`);
         assert.equal(s.width % step, 0, `${b.name} ${step}`);
         assert.ok(s.height >= step && s.width >= step && s.height <= 2048 && s.width <= 2048);
@@ -150,16 +150,16 @@ describe("resolution policy", () => {
   it("fixed sizes must be multiples of the step and within max", () => {
     assert.deepEqual(resolveTargetResolution(10, 10, MODEL, { fixed: { height: 384, width: 512 } }), { height: 384, width: 512 });
     assert.deepEqual(resolveTargetResolution(10, 10, VITDET, { fixed: { height: 256, width: 512 } }), { height: 256, width: 512 });
-    const bad: Array<[ModelGeometry, number, number]> = [
+    const bad: Array<[GraphGeometry, number, number]> = [
       [MODEL, 500, 512],
       [VITDET, 320, 512],
       [MODEL, 4096, 512],
       [MODEL, 0, 512],
       [MODEL, 16.5, 512],
     ];
-    for (const [model, h, w] of bad) {
+    for (const [geometry, h, w] of bad) {
       assert.throws(
-        () => resolveTargetResolution(10, 10, model, { fixed: { height: h, width: w } }, "img-1"),
+        () => resolveTargetResolution(10, 10, geometry, { fixed: { height: h, width: w } }, "img-1"),
         (e: unknown) => e instanceof InputError && e.kind === "invalid_input" && e.message.includes("img-1"),
       );
     }
@@ -202,7 +202,7 @@ after(async () => {
 });
 
 function opts(policy: ResolutionPolicy = "native", extra: Partial<PreprocessOptions> = {}): PreprocessOptions {
-  return { paths, model: MODEL, policy, ...extra };
+  return { paths, geometry: MODEL, policy, ...extra };
 }
 
 async function writeIn(dir: string, name: string, data: Buffer | string): Promise<string> {

@@ -72,7 +72,7 @@ describe("access control and limits", () => {
   let png: Buffer;
   const running: Sidecar[] = [];
   const start = (args: string[], env: Record<string, string> = {}) => {
-    const s = spawnSidecar(["--model", `tiny=${graph}`, ...args], env);
+    const s = spawnSidecar(["--graph", `tiny=${graph}`, ...args], env);
     running.push(s);
     return s;
   };
@@ -212,7 +212,7 @@ describe("access control and limits", () => {
 
     it("with the token, over TLS: encoded images work, path inputs are refused", async () => {
       const c = client();
-      assert.equal(((await c.info(bearer(TOKEN))).models as unknown[]).length, 1);
+      assert.equal(((await c.info(bearer(TOKEN))).graphs as unknown[]).length, 1);
       const results = await c.embed(
         {
           images: [

@@ -71,7 +71,7 @@ describe("radio-sidecar serve (CLI)", () => {
   it("prints one ready line, listens on a private socket, and drains on SIGTERM before exiting 0", async () => {
     const sockDir = path.join(tmp.dir, "run", "sock"); // does not exist yet: created 0700
     const socket = path.join(sockDir, "radio.sock");
-    const s = spawnServe(["--socket", socket, "--model", `tiny=${graph}`, "--http-port", "auto", "--max-batch", "4"], {
+    const s = spawnServe(["--socket", socket, "--graph", `tiny=${graph}`, "--http-port", "auto", "--max-batch", "4"], {
       RADIO_ALLOWED_ROOT: tmp.dir,
       RADIO_QUEUE_DELAY_MS: "2",
     });
@@ -80,7 +80,7 @@ describe("radio-sidecar serve (CLI)", () => {
     assert.equal(ready.socket, socket);
     assert.equal(ready.grpcPort, null);
     assert.equal(typeof ready.httpPort, "number");
-    assert.deepEqual(ready.models, ["tiny"]);
+    assert.deepEqual(ready.graphs, ["tiny"]);
     assert.equal(statSync(socket).mode & 0o777, 0o600, "socket is owner-only");
     assert.equal(statSync(sockDir).mode & 0o777, 0o700, "socket dir is owner-only");
 
@@ -114,7 +114,7 @@ describe("radio-sidecar serve (CLI)", () => {
     const sockDir = path.join(tmp.dir, "idle");
     const socket = path.join(sockDir, "k.sock");
     const httpSocket = path.join(sockDir, "k.http.sock");
-    const s = spawnServe(["--socket", socket, "--http-socket", httpSocket, "--model", `tiny=${graph}`, "--instance-key", "abc123", "--idle-timeout-s", "1"], {
+    const s = spawnServe(["--socket", socket, "--http-socket", httpSocket, "--graph", `tiny=${graph}`, "--instance-key", "abc123", "--idle-timeout-s", "1"], {
       RADIO_LOG_LEVEL: "info",
     });
     try {
@@ -155,7 +155,7 @@ describe("radio-sidecar serve (CLI)", () => {
   });
 
   it("--provider cuda runs on CUDA or fails with a clear error (never a silent CPU fallback)", async () => {
-    const s = spawnServe(["--model", graph, "--provider", "cuda"]);
+    const s = spawnServe(["--graph", graph, "--provider", "cuda"]);
     try {
       const ready = await s.ready.catch((err: Error) => err);
       if (ready instanceof Error) {
@@ -170,7 +170,7 @@ describe("radio-sidecar serve (CLI)", () => {
         const c = new RadioClient(`unix:${ready.socket}`);
         const info = await c.info();
         c.close();
-        assert.equal((info.models as { executionProvider: string }[])[0]!.executionProvider, "CUDAExecutionProvider");
+        assert.equal((info.graphs as { executionProvider: string }[])[0]!.executionProvider, "CUDAExecutionProvider");
       }
     } finally {
       s.proc.kill("SIGKILL");
@@ -179,7 +179,7 @@ describe("radio-sidecar serve (CLI)", () => {
 
   it("--provider auto (the default) logs its choice once, with why the better ones were not taken, and reports it in Info", async () => {
     // No Vulkan driver: on this host auto ends on cpu unless CUDA loads.
-    const s = spawnServe(["--model", graph, "--http-port", "auto", "--decode-parallelism", "6"], {
+    const s = spawnServe(["--graph", graph, "--http-port", "auto", "--decode-parallelism", "6"], {
       RADIO_LOG_LEVEL: "info",
       VK_ICD_FILENAMES: "/nonexistent/radio-test-no-vulkan-driver.json",
       UV_THREADPOOL_SIZE: "", // libuv's default, 4
@@ -219,11 +219,11 @@ describe("radio-sidecar serve (CLI)", () => {
   });
 
   it("fails fast with a clear message on a bad model folder, and serves TCP when asked", async () => {
-    const bad = spawnServe(["--model", path.join(tmp.dir, "no-such-graph")]);
+    const bad = spawnServe(["--graph", path.join(tmp.dir, "no-such-graph")]);
     await assert.rejects(bad.ready, /not a compiled RADIO graph folder/);
     assert.equal(await bad.exit, 1);
 
-    const s = spawnServe(["--port", "0"], { RADIO_MODEL: graph });
+    const s = spawnServe(["--port", "0"], { RADIO_GRAPH: graph });
     try {
       const ready = await s.ready;
       assert.equal(ready.socket, null);

@@ -47,7 +47,7 @@ function _codeOf(err: unknown): number {
 
 /** Inference batches the 'tiny' model ran between two metric scrapes. */
 function tinyRunsBetween(before: string, after: string): number {
-  return metricValue(after, "radio_batch_size_count", { model: "tiny" }) - metricValue(before, "radio_batch_size_count", { model: "tiny" });
+  return metricValue(after, "radio_batch_size_count", { graph: "tiny" }) - metricValue(before, "radio_batch_size_count", { graph: "tiny" });
 }
 
 async function expectStatus(p: Promise<unknown>, code: grpc.status, pattern?: RegExp): Promise<grpc.ServiceError> {
@@ -91,7 +91,7 @@ describe("radio sidecar over a unix socket", () => {
     process.env.RADIO_TEST_WORKER_EXIT_ON_HEIGHT = String(CRASH_HEIGHT);
     ts = await startTestServer(
       {
-        models: [
+        graphs: [
           { name: "tiny", dir: graph },
           { name: "so", dir: soGraph },
         ],
@@ -119,16 +119,16 @@ describe("radio sidecar over a unix socket", () => {
 
   it("answers Info, health, reflection and the HTTP endpoints", async () => {
     const info = await client.info();
-    assert.equal(info.defaultModel, "tiny");
-    const models = info.models as Record<string, unknown>[];
+    assert.equal(info.defaultGraph, "tiny");
+    const graphs = info.graphs as Record<string, unknown>[];
     assert.deepEqual(
-      models.map((m) => m.name),
+      graphs.map((m) => m.name),
       ["tiny", "so"],
     );
-    assert.equal(models[0]!.summaryDim, 128);
-    assert.equal(models[0]!.featureDim, 64);
-    assert.equal(models[0]!.patchSize, 16);
-    assert.equal(models[0]!.executionProvider, "CPUExecutionProvider");
+    assert.equal(graphs[0]!.summaryDim, 128);
+    assert.equal(graphs[0]!.featureDim, 64);
+    assert.equal(graphs[0]!.patchSize, 16);
+    assert.equal(graphs[0]!.executionProvider, "CPUExecutionProvider");
     assert.equal(info.maxBatchSize, 8);
     assert.equal(info.onnxruntimeVersion, "1.30.0");
 
@@ -308,7 +308,7 @@ describe("radio sidecar over a unix socket", () => {
       await blocker.done;
       for (const r of results) assert.ok(r[0]!.output, "each client got its output");
       const afterText = await scrape(ts.server);
-      const d = (name: string) => metricValue(afterText, name, { model: "tiny" }) - metricValue(before, name, { model: "tiny" });
+      const d = (name: string) => metricValue(afterText, name, { graph: "tiny" }) - metricValue(before, name, { graph: "tiny" });
       // The blocker (observed when it finished, after `before`) plus one batch of four.
       assert.equal(d("radio_batch_size_count"), 2, "the four images ran as one batch");
       assert.equal(d("radio_batch_size_sum"), 5);
@@ -433,7 +433,7 @@ describe("radio sidecar over a unix socket", () => {
 
   it("refuses malformed requests as a whole with INVALID_ARGUMENT", async () => {
     const one = [rawFloat("x", randomPixels(32, 32, 1), 32, 32)];
-    await expectStatus(client.embed({ images: one, options: { model: "nope" } }).done, grpc.status.INVALID_ARGUMENT, /unknown model "nope"/);
+    await expectStatus(client.embed({ images: one, options: { graph: "nope" } }).done, grpc.status.INVALID_ARGUMENT, /unknown graph "nope"/);
     await expectStatus(client.embed({ images: one, options: { resolution: "banana" } }).done, grpc.status.INVALID_ARGUMENT, /resolution policy/);
     await expectStatus(client.embed({ images: one, options: { resolution: "100x100" } }).done, grpc.status.INVALID_ARGUMENT, /multiple/);
     await expectStatus(client.embed({ images: one, options: { output: "HEATMAP", heatmap: { outputHeight: 10 } } }).done, grpc.status.INVALID_ARGUMENT, /both/);
@@ -443,7 +443,7 @@ describe("radio sidecar over a unix socket", () => {
 
   it("serves several models and picks one by name", async () => {
     const img = randomPixels(32, 32, 9);
-    const [r] = await client.embed({ images: [rawFloat("so", img, 32, 32)], options: { model: "so", resolution: "native" } }).done;
+    const [r] = await client.embed({ images: [rawFloat("so", img, 32, 32)], options: { graph: "so", resolution: "native" } }).done;
     const want = await reference(refSo, [img], 32, 32);
     assert.deepEqual(r!.output!.tensor.shape, [want.summaryDims[1]]);
     assert.ok(maxAbsDiff(floats(r!.output!.tensor), want.summary) <= TOL);
@@ -470,7 +470,7 @@ describe("CPU batches stay within the token budget (default 1024 patch tokens)",
 
   it("runs 512² images one by one and 224² images five at a time", async () => {
     const graph = await compileTinyModel(tmp.dir);
-    const ts = await startTestServer({ models: [{ name: "tiny", dir: graph }], maxBatch: 8, queueDelayMs: 5 }, tmp.dir);
+    const ts = await startTestServer({ graphs: [{ name: "tiny", dir: graph }], maxBatch: 8, queueDelayMs: 5 }, tmp.dir);
     try {
       const px = noiseRaw(96, 96, 3);
       for (const [res, expectedRuns] of [
@@ -500,7 +500,7 @@ describe("batch hold (the GPU default): a call runs as one batch, not as its fir
 
   it("runs 8 JPEGs of one call as one batch with the worker idle", async () => {
     const graph = await compileTinyModel(tmp.dir);
-    const ts = await startTestServer({ models: [{ name: "tiny", dir: graph }], maxBatch: 8, maxBatchTokens: 0, queueDelayMs: 1, batchHoldMs: 2000 }, tmp.dir);
+    const ts = await startTestServer({ graphs: [{ name: "tiny", dir: graph }], maxBatch: 8, maxBatchTokens: 0, queueDelayMs: 1, batchHoldMs: 2000 }, tmp.dir);
     try {
       const jpegs = await Promise.all(
         Array.from({ length: 8 }, (_, i) =>
@@ -528,7 +528,7 @@ describe("health transitions and graceful shutdown", () => {
     const graph = await compileTinyModel(tmp.dir);
     let early: RadioClient | null = null;
     const seen: string[] = [];
-    const ts = await startTestServer({ models: [{ dir: graph }] }, tmp.dir, {
+    const ts = await startTestServer({ graphs: [{ dir: graph }] }, tmp.dir, {
       async onListening(a) {
         early = new RadioClient(`unix:${a.socket}`);
         seen.push(await early.healthCheck(""));
@@ -539,7 +539,7 @@ describe("health transitions and graceful shutdown", () => {
       assert.deepEqual(seen, ["NOT_SERVING"]);
       const c = ts.client;
       assert.equal(await c.healthCheck(""), "SERVING");
-      assert.equal(((await c.info()).models as { name: string }[])[0]!.name, "c-radio_v4-h-fp32", "named after variant and precision");
+      assert.equal(((await c.info()).graphs as { name: string }[])[0]!.name, "c-radio_v4-h-fp32", "named after variant and precision");
 
       const watch = c.watchHealth("");
       await watch.next("SERVING");

@@ -51,7 +51,7 @@ describe("text and adaptor spaces through the server", { skip }, () => {
     const graph = path.join(tmp.dir, "graph");
     await compileCheckpoint({ checkpointDir: path.join(FIXTURE, "C-RADIOv4-H"), outDir: graph, adaptors: ["siglip2-g", "dino_v3_7b"] });
     await compileTextTower({ siglipDir: path.join(FIXTURE, "siglip2-giant-opt-patch16-384"), outDir: path.join(graph, TEXT_DIR), space: "siglip2-g" });
-    ts = await startTestServer({ models: [{ name: "tiny", dir: graph }], warmup: false }, tmp.dir);
+    ts = await startTestServer({ graphs: [{ name: "tiny", dir: graph }], warmup: false }, tmp.dir);
     ref = SafetensorsFile.open(path.join(FIXTURE, "reference.safetensors"));
     const index = JSON.parse(readFileSync(path.join(FIXTURE, "reference_index.json"), "utf8")) as { text: { prompts: string[]; canonical: string[] } };
     prompts = index.text.prompts;
@@ -65,12 +65,12 @@ describe("text and adaptor spaces through the server", { skip }, () => {
 
   it("Info lists the adaptors and the text tower", async () => {
     const info = (await ts.client.info()) as {
-      models: {
+      graphs: {
         adaptors: { name: string; summaryDim: number; featureDim: number; textAligned: boolean }[];
         text: { space: string; embedDim: number; contextLength: number; logitScale: number };
       }[];
     };
-    const m = info.models[0]!;
+    const m = info.graphs[0]!;
     assert.deepEqual(
       m.adaptors.map((a) => [a.name, a.summaryDim, a.featureDim, a.textAligned]),
       [
@@ -101,13 +101,13 @@ describe("text and adaptor spaces through the server", { skip }, () => {
   });
 
   it("asking again is served from the cache (same embeddings, counted as cached)", async () => {
-    const before = metricValue(await scrape(ts.server), "radio_prompts_total", { model: "tiny", cached: "true" });
+    const before = metricValue(await scrape(ts.server), "radio_prompts_total", { graph: "tiny", cached: "true" });
     const a = await ts.client.embedText({ prompts: prompts.slice(0, 3) });
     const b = await ts.client.embedText({ prompts: [prompts[0]!, prompts[0]!.toUpperCase()] });
     assert.deepEqual(floats(b.results[0]!.embedding!), floats(a.results[0]!.embedding!));
     // "A photo of a Dog." and its upper-case form canonicalise alike: one embedding.
     assert.deepEqual(floats(b.results[1]!.embedding!), floats(a.results[0]!.embedding!));
-    const after = metricValue(await scrape(ts.server), "radio_prompts_total", { model: "tiny", cached: "true" });
+    const after = metricValue(await scrape(ts.server), "radio_prompts_total", { graph: "tiny", cached: "true" });
     assert.equal(after - before, 5);
   });
 
@@ -183,7 +183,7 @@ describe("text and adaptor spaces through the server", { skip }, () => {
     // Empty, and empty after canonicalisation: defined results (<eos> + pads), the same embedding.
     assert.deepEqual(floats(r.results[2]!.embedding!), floats(r.results[3]!.embedding!));
     await assert.rejects(ts.client.embedText({ prompts: new Array(TEXT_DEFAULTS.maxPrompts + 1).fill("x") }), /at most 4096 per call/);
-    await assert.rejects(ts.client.embedText({ prompts: ["x"], model: "nope" }), /unknown model "nope"/);
+    await assert.rejects(ts.client.embedText({ prompts: ["x"], graph: "nope" }), /unknown graph "nope"/);
     const [bad] = (await ts.client
       .embed({
         images: [{ id: "x", raw: { data: Buffer.alloc(16 * 16 * 3), height: 16, width: 16, channels: 3, dtype: "DTYPE_UINT8" } }],
@@ -199,7 +199,7 @@ describe("a model without a text tower", { skip }, () => {
     const tmp = tempDir("radio-notext-");
     const graph = path.join(tmp.dir, "graph");
     await compileCheckpoint({ checkpointDir: path.join(FIXTURE, "C-RADIOv4-H"), outDir: graph });
-    const ts = await startTestServer({ models: [{ name: "plain", dir: graph }], warmup: false }, tmp.dir);
+    const ts = await startTestServer({ graphs: [{ name: "plain", dir: graph }], warmup: false }, tmp.dir);
     try {
       await assert.rejects(ts.client.embedText({ prompts: ["a dog"] }), /has no text tower: compile it with --adaptors siglip2-g --text/);
     } finally {

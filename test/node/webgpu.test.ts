@@ -74,11 +74,11 @@ describe("WebGPU (SwiftShader) agrees with the CPU provider", { skip }, () => {
   it("through the sidecar over gRPC (--provider webgpu): summary and features, Info says webgpu", async (t) => {
     let ts: TestServer | null = null;
     try {
-      ts = await startTestServer({ models: [{ name: "tiny", dir: graph }], provider: "webgpu", warmup: false, threads: 1 }, tmp.dir);
+      ts = await startTestServer({ graphs: [{ name: "tiny", dir: graph }], provider: "webgpu", warmup: false, threads: 1 }, tmp.dir);
       const info = await ts.client.info();
       assert.equal(info.provider, "webgpu");
       assert.equal(info.providerRequested, "webgpu");
-      assert.equal((info.models as { executionProvider: string }[])[0]!.executionProvider, "WebGpuExecutionProvider");
+      assert.equal((info.graphs as { executionProvider: string }[])[0]!.executionProvider, "WebGpuExecutionProvider");
       assert.equal(info.maxBatchSize, 32, "GPU providers batch up to 32 by default");
       const probes = info.providerProbes as { provider: string; usable: boolean; software: boolean; fp16: boolean }[];
       assert.deepEqual(

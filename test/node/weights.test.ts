@@ -35,7 +35,7 @@ describe("weights shared between workers", () => {
   after(() => tmp.cleanup());
 
   async function withPool(prepackWeights: PrepackPolicy): Promise<number> {
-    const pool = await InferencePool.start({ models: [{ name: "tiny", dir: graph }], workers: 2, intraOpThreads: 1, provider: "cpu", prepackWeights });
+    const pool = await InferencePool.start({ graphs: [{ name: "tiny", dir: graph }], workers: 2, intraOpThreads: 1, provider: "cpu", prepackWeights });
     try {
       return mappedBytes(weightsFile);
     } finally {

@@ -48,13 +48,13 @@ def make_checkpoint(out: Path, preset: str = "tiny", seed: int | None = None, cp
 
 
 def compile_graph(checkpoint: Path, out: Path, *extra: str) -> Path:
-    sidecar("compile", "--checkpoint", str(checkpoint), "--out", str(out), *extra)
+    sidecar("compile", "--checkpoint-dir", str(checkpoint), "--out", str(out), *extra)
     return out
 
 
 def run_graph(model_dir: Path, x: np.ndarray, work: Path, *extra: str) -> tuple[np.ndarray, np.ndarray]:
     work.mkdir(parents=True, exist_ok=True)
     np.save(work / "input.npy", np.ascontiguousarray(x, dtype=np.float32))
-    sidecar("run", "--model-dir", str(model_dir), "--input", str(work / "input.npy"),
+    sidecar("run", "--graph", str(model_dir), "--input", str(work / "input.npy"),
             "--out-dir", str(work), *extra)
     return np.load(work / "summary.npy"), np.load(work / "features.npy")

@@ -205,7 +205,7 @@ def test_the_sidecar_is_started_with_the_library_environment(tmp_path: Path, mon
     (repo / "server" / "dist" / "cli.js").write_text("")
     monkeypatch.setenv("RADIO_NODE", str(node))
     monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/mine")
-    sidecar = LocalSidecar(SidecarSpec(models=(("m", str(tmp_path)),)), repo=repo, startup_timeout_s=20)
+    sidecar = LocalSidecar(SidecarSpec(graphs=(("m", str(tmp_path)),)), repo=repo, startup_timeout_s=20)
     with pytest.raises(RuntimeError, match="exited with code 3"):
         sidecar.start()
     sidecar.stop()

@@ -89,11 +89,11 @@ def test_the_pypi_route_resolves_every_library_but_the_driver(tmp_path: Path) ->
     # A tiny fp16 graph, then a CUDA session from node on it.
     ckpt, graph = tmp_path / "ckpt", tmp_path / "graph"
     for cmd in (["make-checkpoint", "--preset", "tiny", "--out", str(ckpt)],
-                ["compile", "--checkpoint", str(ckpt), "--out", str(graph), "--precision", "fp16"]):
+                ["compile", "--checkpoint-dir", str(ckpt), "--out", str(graph), "--precision", "fp16"]):
         done = run(["node", str(CLI), *cmd])
         assert done.returncode == 0, done.stderr
     np.save(tmp_path / "x.npy", np.full((1, 3, 64, 64), 0.5, np.float32))
-    cuda_run = ["node", str(app / "server" / "dist" / "cli.js"), "run", "--provider", "cuda", "--model-dir", str(graph),
+    cuda_run = ["node", str(app / "server" / "dist" / "cli.js"), "run", "--provider", "cuda", "--graph", str(graph),
                 "--input", str(tmp_path / "x.npy"), "--out-dir", str(tmp_path / "out")]
     session = run(cuda_run, env)
     print(f"node ... run --provider cuda (exit {session.returncode}):\n{session.stdout}{session.stderr}")

@@ -131,9 +131,9 @@ def test_overlay_renders_to_valid_objects(overlay: str) -> None:
     assert not re.search(r"(?i)(token|password)\s*:\s*\S{16,}", text), "a secret value in a manifest"
 
     # The graph: compiled by the init container into the volume the sidecar serves it from.
-    assert compile_["args"][:3] == ["compile", "--model", "c-radio_v4-h"]
+    assert compile_["args"][:3] == ["compile", "--checkpoint", "c-radio_v4-h"]
     out = compile_["args"][compile_["args"].index("--out") + 1]
-    assert env["RADIO_MODEL"]["value"] == out
+    assert env["RADIO_GRAPH"]["value"] == out
     mounts = {m["name"]: m for m in sidecar["volumeMounts"]}
     assert out.startswith(mounts["graphs"]["mountPath"]) and mounts["graphs"]["readOnly"] is True
     assert ("--precision" in compile_["args"]) == (overlay == "gpu")

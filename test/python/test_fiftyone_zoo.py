@@ -108,7 +108,7 @@ def test_quantize_compiles_an_int8_graph_close_to_fp32(model_h, registered, data
     model = foz.load_zoo_model(H, quantize=True, device="cpu", cache=False)
     try:
         info = model._client_now().info()
-        assert [m.precision for m in info.models] == ["int8"], info
+        assert [m.precision for m in info.graphs] == ["int8"], info
         approx = np.stack(dataset.compute_embeddings(model, batch_size=4))
     finally:
         model.close()
@@ -135,7 +135,7 @@ def test_auto_device_runs_where_the_sidecars_probe_says(model_h) -> None:
     # The sidecar was started with that provider explicitly, on a graph of that precision.
     info = model_h.info()
     assert (info.provider, info.provider_requested) == (report["chosen"], report["chosen"])
-    assert [m.precision for m in info.models] == [report["precision"]]
+    assert [m.precision for m in info.graphs] == [report["precision"]]
     if report["chosen"] == "cpu":
         assert [n.split(":")[0] for n in model_h.provider_notes] == ["cuda", "webgpu"]
 
@@ -165,7 +165,7 @@ def test_mixed_precision_on_cpu_runs_fp32_with_one_warning(model_h, registered, 
     assert "slower than fp32" in ours[0] and "running the fp32 graph" in ours[0] and "quantize=True" in ours[0]
     try:
         assert (model.provider, model.precision) == ("cpu", "fp32")
-        assert [m.precision for m in model.info().models] == ["fp32"]
+        assert [m.precision for m in model.info().graphs] == ["fp32"]
         assert model._sidecar is model_h._sidecar  # the same fp32 graph, so the same sidecar
         view = dataset.limit(4)
         np.testing.assert_array_equal(np.stack(view.compute_embeddings(model, batch_size=4)),
@@ -272,9 +272,9 @@ def format_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def _remote_sidecar(model, tmp: Path):
     """A sidecar of our own on a unix socket, serving model's graph: the zoo model reaches it as a
     remote one (server=...), so it sends file bytes, not paths."""
-    (name, graph), = model._sidecar.spec.models
+    (name, graph), = model._sidecar.spec.graphs
     sock = tmp / "remote.sock"
-    proc = subprocess.Popen([*sidecar_command(), "serve", "--socket", str(sock), "--model", f"{name}={graph}",
+    proc = subprocess.Popen([*sidecar_command(), "serve", "--socket", str(sock), "--graph", f"{name}={graph}",
                              "--threads", "2", "--http-port", "auto"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "RADIO_LOG_LEVEL": "warn"})
     try:
@@ -646,7 +646,7 @@ def test_a_sidecar_of_another_key_is_never_used(registered, dataset, runtime_dir
     try:
         assert one._sidecar.paths.key != two._sidecar.paths.key
         assert one._sidecar.pid != two._sidecar.pid and len(_sidecars_in(runtime_dir)) == 2
-        paths, graph = one._sidecar.paths, one._sidecar.spec.models[0]
+        paths, graph = one._sidecar.paths, one._sidecar.spec.graphs[0]
     finally:
         one.close()
         two.close()
@@ -654,7 +654,7 @@ def test_a_sidecar_of_another_key_is_never_used(registered, dataset, runtime_dir
 
     stop_shared_sidecars(str(runtime_dir))
     assert not _sidecars_in(runtime_dir)
-    impostor = subprocess.Popen([*sidecar_command(), "serve", "--socket", str(paths.socket), "--model", f"{graph[0]}={graph[1]}",
+    impostor = subprocess.Popen([*sidecar_command(), "serve", "--socket", str(paths.socket), "--graph", f"{graph[0]}={graph[1]}",
                                  "--instance-key", "not-" + paths.key],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:

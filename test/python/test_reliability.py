@@ -72,7 +72,7 @@ def local_model(graph: Path, **options: Any) -> Any:
 def sidecar(graph: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
     node = shutil.which("node")
     assert node, "node is not on PATH"
-    proc = subprocess.Popen([node, str(REPO / "server" / "dist" / "cli.js"), "serve", "--model", f"tiny={graph}", *args],
+    proc = subprocess.Popen([node, str(REPO / "server" / "dist" / "cli.js"), "serve", "--graph", f"tiny={graph}", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "RADIO_LOG_LEVEL": "warn", **(env or {})})
     try:

@@ -51,7 +51,7 @@ def replica(graph: Path, host: str) -> Iterator[dict[str, Any]]:
     """`radio-sidecar serve` on host:any-port (gRPC) and host:any-port (HTTP metrics)."""
     node = shutil.which("node")
     assert node, "node is not on PATH"
-    proc = subprocess.Popen([node, str(REPO / "server" / "dist" / "cli.js"), "serve", "--model", f"tiny={graph}",
+    proc = subprocess.Popen([node, str(REPO / "server" / "dist" / "cli.js"), "serve", "--graph", f"tiny={graph}",
                              "--host", host, "--port", "0", "--http-port", "auto", "--threads", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "RADIO_LOG_LEVEL": "warn", "RADIO_TOKEN": TOKEN})

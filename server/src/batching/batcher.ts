@@ -1,4 +1,4 @@
-// Dynamic batching (Triton's idea): items wait in one FIFO per key (model × input height × width);
+// Dynamic batching (Triton's idea): items wait in one FIFO per key (graph × input height × width);
 // a key's batch is ready when it holds maxBatch items or its oldest item has waited maxDelayMs. A
 // batch is only formed when a runner slot is free, so while every worker is busy items keep
 // accumulating into fuller batches instead of queueing as small ones. While images are still being

@@ -2,7 +2,7 @@
 // fields, same token structure: 3 cls tokens + 7 registers, summary from cls 0 and 1). Tiny ones drive
 // the tests and the demo; full-size ones (H- or SO400M-shaped) drive benchmarks. The weights are random:
 // outputs mean nothing, but every tensor is non-trivial so a wrong wiring shows up in parity tests.
-import { KNOWN_MODELS } from "./models.js";
+import { KNOWN_CHECKPOINTS } from "./catalogue.js";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ARCHITECTURES } from "./architectures.js";
@@ -78,7 +78,7 @@ export function defaultAdaptorDims(width: number): AdaptorDims {
 
 /** The torch.hub file a generated checkpoint writes: the catalogue's name for the variant (models.ts). */
 export function adaptorCheckpointName(version: string): string {
-  return KNOWN_MODELS[version]?.adaptorCheckpoint ?? `${version}_half.pth.tar`;
+  return KNOWN_CHECKPOINTS[version]?.adaptorCheckpoint ?? `${version}_half.pth.tar`;
 }
 
 /** The adaptor head sizes a generate call will use, or null when it writes no adaptors. */

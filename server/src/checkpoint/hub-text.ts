@@ -56,7 +56,7 @@ import {
   type HubContext,
 } from "./hub.js";
 import { ProgressReporter, formatBytes, stderrLogger } from "./hub-progress.js";
-import { KNOWN_MODELS, resolveModelName } from "./models.js";
+import { KNOWN_CHECKPOINTS, resolveCheckpoint } from "./catalogue.js";
 import { SafetensorsFile, dtypeBytes, type SafetensorsDtype } from "./safetensors.js";
 import { TEXT_SUBSET_FILE } from "./siglip.js";
 
@@ -81,10 +81,10 @@ export function textTowerDir(cacheDir: string, repo: string, commit: string): st
 }
 
 export interface DownloadTextTowerOptions extends Omit<DownloadCheckpointOptions, "repo" | "files"> {
-  /** text tower repo; default: the text tower of `model` in the catalogue */
+  /** text tower repo; default: the text tower of `checkpoint` in the catalogue */
   repo?: string;
-  /** zoo model name or repo id whose catalogue entry names the text tower; default c-radio_v4-h */
-  model?: string;
+  /** checkpoint short name or repo id whose catalogue entry names the text tower; default c-radio_v4-h */
+  checkpoint?: string;
   /** default: the catalogue's revision of the text tower ("main") */
   revision?: string;
 }
@@ -367,7 +367,7 @@ async function downloadSubset(
         INDEX_FILE,
         `${hub.repo}@${commit} does not look like a SigLIP checkpoint: its ${INDEX_FILE} has ` +
           (missing.length > 0 ? `no ${missing.join(", ")}` : "no text_model.* tensors") +
-          `. The text tower must be a SiglipModel repo such as ${KNOWN_MODELS["c-radio_v4-h"]!.textTower!.repo}.`,
+          `. The text tower must be a SiglipModel repo such as ${KNOWN_CHECKPOINTS["c-radio_v4-h"]!.textTower!.repo}.`,
       );
     }
     journal = await makePlan(hub, commit, weightMap, wanted);
@@ -453,10 +453,12 @@ async function downloadSubset(
 
 function textTowerOf(opts: DownloadTextTowerOptions): { repo: string; revision: string } {
   if (opts.repo) return { repo: opts.repo, revision: opts.revision ?? "main" };
-  const model = opts.model ?? "c-radio_v4-h";
-  const tower = resolveModelName(model).textTower;
+  const checkpoint = opts.checkpoint ?? "c-radio_v4-h";
+  const tower = resolveCheckpoint(checkpoint).textTower;
   if (!tower) {
-    throw new TypeError(`no text tower is known for ${JSON.stringify(model)}: pass repo (a SigLIP repo id), or use ${Object.keys(KNOWN_MODELS).join(" or ")}`);
+    throw new TypeError(
+      `no text tower is known for ${JSON.stringify(checkpoint)}: pass repo (a SigLIP repo id), or use ${Object.keys(KNOWN_CHECKPOINTS).join(" or ")}`,
+    );
   }
   return { repo: tower.repo, revision: opts.revision ?? tower.revision };
 }
@@ -537,9 +539,9 @@ export async function downloadTextTower(opts: DownloadTextTowerOptions = {}): Pr
 // the torch.hub adaptor checkpoint
 
 export interface DownloadAdaptorOptions extends Omit<DownloadCheckpointOptions, "repo" | "files"> {
-  /** zoo model name or repo id; default c-radio_v4-h */
-  model?: string;
-  /** the torch.hub file in the repo; default: the catalogue's adaptorCheckpoint of `model` */
+  /** checkpoint short name or repo id; default c-radio_v4-h */
+  checkpoint?: string;
+  /** the torch.hub file in the repo; default: the catalogue's adaptorCheckpoint of `checkpoint` */
   file?: string;
 }
 
@@ -562,13 +564,13 @@ export interface AdaptorCheckpointResult {
  * hub cache, whole, through downloadCheckpoint (progress, resume, sha256 check, offline, token, errors).
  */
 export async function downloadAdaptorCheckpoint(opts: DownloadAdaptorOptions = {}): Promise<AdaptorCheckpointResult> {
-  const model = opts.model ?? "c-radio_v4-h";
-  const known = resolveModelName(model);
+  const checkpoint = opts.checkpoint ?? "c-radio_v4-h";
+  const known = resolveCheckpoint(checkpoint);
   const file = opts.file ?? known.adaptorCheckpoint;
   if (!file) {
     throw new TypeError(
-      `no adaptor checkpoint is known for ${JSON.stringify(model)}: pass file (the torch.hub .pth.tar in the repo), ` +
-        `or use ${Object.keys(KNOWN_MODELS).join(" or ")}`,
+      `no adaptor checkpoint is known for ${JSON.stringify(checkpoint)}: pass file (the torch.hub .pth.tar in the repo), ` +
+        `or use ${Object.keys(KNOWN_CHECKPOINTS).join(" or ")}`,
     );
   }
   validateRepoFilePath(file);

@@ -44,7 +44,7 @@ export class ServerMetrics implements PipelineMetrics, TextMetrics {
   private readonly images = new Counter({
     name: "radio_images_total",
     help: "Images encoded successfully (images/s: rate of this)",
-    labelNames: ["model", "output"] as const,
+    labelNames: ["graph", "output"] as const,
     registers: [this.registry],
   });
   private readonly failures = new Counter({
@@ -62,21 +62,21 @@ export class ServerMetrics implements PipelineMetrics, TextMetrics {
   private readonly batchSize = new Histogram({
     name: "radio_batch_size",
     help: "Images per inference batch",
-    labelNames: ["model"] as const,
+    labelNames: ["graph"] as const,
     buckets: [1, 2, 4, 8, 16, 32, 64, 128],
     registers: [this.registry],
   });
   private readonly batchCalls = new Histogram({
     name: "radio_batch_calls",
     help: "Calls (requests) whose images share one inference batch: above 1, batches mix callers (e.g. processes sharing a sidecar)",
-    labelNames: ["model"] as const,
+    labelNames: ["graph"] as const,
     buckets: [1, 2, 3, 4, 8, 16],
     registers: [this.registry],
   });
   private readonly inference = new Histogram({
     name: "radio_inference_seconds",
     help: "Time a worker spent running one batch",
-    labelNames: ["model"] as const,
+    labelNames: ["graph"] as const,
     buckets: SECONDS,
     registers: [this.registry],
   });
@@ -102,21 +102,21 @@ export class ServerMetrics implements PipelineMetrics, TextMetrics {
 
   private readonly prompts = new Counter({
     name: "radio_prompts_total",
-    help: "Prompts embedded, by model and whether the embedding came from the cache",
-    labelNames: ["model", "cached"] as const,
+    help: "Prompts embedded, by graph and whether the embedding came from the cache",
+    labelNames: ["graph", "cached"] as const,
     registers: [this.registry],
   });
   private readonly textBatchSize = new Histogram({
     name: "radio_text_batch_size",
     help: "Prompts per text-tower run",
-    labelNames: ["model"] as const,
+    labelNames: ["graph"] as const,
     buckets: [1, 2, 4, 8, 16, 32, 64, 128],
     registers: [this.registry],
   });
   private readonly textInference = new Histogram({
     name: "radio_text_inference_seconds",
     help: "Time a worker spent running one batch of prompts through the text tower",
-    labelNames: ["model"] as const,
+    labelNames: ["graph"] as const,
     buckets: SECONDS,
     registers: [this.registry],
   });
@@ -198,8 +198,8 @@ export class ServerMetrics implements PipelineMetrics, TextMetrics {
     this.requests.inc({ method, code });
   }
 
-  imageSucceeded(model: string, output: OutputKind): void {
-    this.images.inc({ model, output });
+  imageSucceeded(graph: string, output: OutputKind): void {
+    this.images.inc({ graph, output });
   }
   imageFailed(kind: FailureKind): void {
     this.failures.inc({ code: this.options.failureLabel(kind) });
@@ -207,10 +207,10 @@ export class ServerMetrics implements PipelineMetrics, TextMetrics {
   imagesDropped(reason: DropReason, n: number): void {
     this.dropped.inc({ reason }, n);
   }
-  batchRan(model: string, size: number, inferenceSeconds: number, calls = 1): void {
-    this.batchSize.observe({ model }, size);
-    this.batchCalls.observe({ model }, calls);
-    this.inference.observe({ model }, inferenceSeconds);
+  batchRan(graph: string, size: number, inferenceSeconds: number, calls = 1): void {
+    this.batchSize.observe({ graph }, size);
+    this.batchCalls.observe({ graph }, calls);
+    this.inference.observe({ graph }, inferenceSeconds);
   }
   queueWait(seconds: number): void {
     this.queueTime.observe(seconds);
@@ -221,12 +221,12 @@ export class ServerMetrics implements PipelineMetrics, TextMetrics {
   postprocessed(output: OutputKind, seconds: number): void {
     this.postprocessTime.observe({ output }, seconds);
   }
-  promptsEmbedded(model: string, cached: boolean, n: number): void {
-    this.prompts.inc({ model, cached: String(cached) }, n);
+  promptsEmbedded(graph: string, cached: boolean, n: number): void {
+    this.prompts.inc({ graph, cached: String(cached) }, n);
   }
-  textBatchRan(model: string, size: number, seconds: number): void {
-    this.textBatchSize.observe({ model }, size);
-    this.textInference.observe({ model }, seconds);
+  textBatchRan(graph: string, size: number, seconds: number): void {
+    this.textBatchSize.observe({ graph }, size);
+    this.textInference.observe({ graph }, seconds);
   }
   inferenceTimedOut(): void {
     this.timeouts.inc();

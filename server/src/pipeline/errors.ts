@@ -16,7 +16,7 @@ export const FAILURE_KINDS = [
 export type FailureKind = (typeof FAILURE_KINDS)[number];
 
 export const REQUEST_ERROR_KINDS = [
-  /** The request as a whole is malformed: an unknown model or space, a bad resolution or heatmap, too many images or prompts. */
+  /** The request as a whole is malformed: an unknown graph or space, a bad resolution or heatmap, too many images or prompts. */
   "invalid_request",
   /** The images do not fit in the queue beside those already admitted: retry later. */
   "queue_full",

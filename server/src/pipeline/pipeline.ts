@@ -1,5 +1,5 @@
 // One request's images through the server: admission (bounded, all-or-nothing) → preprocessing
-// (sharp on the libuv pool, a few decodes at a time) → the dynamic batcher (per model × resolution)
+// (sharp on the libuv pool, a few decodes at a time) → the dynamic batcher (per graph × resolution)
 // → an inference worker → per-image outputs (views, or a postprocess worker for NCHW / heatmaps).
 // Every image ends in exactly one outcome for the sink, unless its request was cancelled first.
 // Transport-agnostic: nothing here knows gRPC, nothing here knows onnxruntime.
@@ -23,7 +23,7 @@ import {
 } from "../preprocess/index.js";
 import { nlcRow, nlcTensor, resolveHeatmapSpec, summaryTensor, type HeatmapSpec, type OutputTensor } from "../postprocess/outputs.js";
 import type { PostprocessTask } from "../postprocess/protocol.js";
-import type { ServedModel } from "./models.js";
+import type { ServedGraph } from "./graphs.js";
 import { TextEmbedder, type PromptTokenizer, type TextBackend, type TextMetrics, type TextReply } from "./text.js";
 import { RequestError, type FailureKind } from "./errors.js";
 import { NO_METRICS, type DropReason, type EmbedHandle, type EmbedJobSpec, type ImageOutcome, type OutputKind, type PipelineMetrics } from "./types.js";
@@ -31,9 +31,9 @@ import { NO_METRICS, type DropReason, type EmbedHandle, type EmbedJobSpec, type 
 /** What the pipeline needs from the inference runtime. */
 export interface InferenceBackend {
   readonly workers: number;
-  /** Runs one batch of pixels [B, 3, H, W] through `model`'s graph. */
+  /** Runs one batch of pixels [B, 3, H, W] through `graph`'s graph. */
   infer(
-    model: string,
+    graph: string,
     pixels: Float32Array,
     dims: [number, number, number, number],
     /** Outputs to fetch (default both); one left out may come back empty. */
@@ -57,9 +57,9 @@ export interface PostprocessBackend {
 }
 
 export interface PipelineOptions {
-  models: readonly ServedModel[];
-  /** Defaults to the first model. */
-  defaultModel?: string;
+  graphs: readonly ServedGraph[];
+  /** Defaults to the first graph. */
+  defaultGraph?: string;
   inference: InferenceBackend;
   postprocess: PostprocessBackend;
   paths: PathPolicy;
@@ -80,7 +80,7 @@ export interface PipelineOptions {
   /** Decoded images held while they wait for a batch (memory bound); default 2 × maxBatch × workers. */
   maxDecodedImages?: number;
   limits?: Partial<PreprocessLimits>;
-  /** Text towers: a tokenizer per model that has one, and the runtime that runs them. */
+  /** Text towers: a tokenizer per graph that has one, and the runtime that runs them. */
   text?: {
     tokenizers: ReadonlyMap<string, PromptTokenizer>;
     backend: TextBackend;
@@ -88,7 +88,7 @@ export interface PipelineOptions {
     maxBatch: number;
     /** Most prompts one request may carry. */
     maxPrompts: number;
-    /** Per model: bytes of normalised embeddings kept for prompts asked again. */
+    /** Per graph: bytes of normalised embeddings kept for prompts asked again. */
     cacheBytes: number;
     metrics?: TextMetrics;
   };
@@ -109,7 +109,7 @@ class Job {
 
   constructor(
     readonly seq: number,
-    readonly model: ServedModel,
+    readonly graph: ServedGraph,
     readonly policy: ResolutionPolicy,
     readonly space: string,
     readonly output: OutputKind,
@@ -177,13 +177,13 @@ export class TensorBuffers {
 
 /** Patch tokens of one image at its inference size. */
 function tokensOf(it: Item): number {
-  const p = it.job.model.geometry.patchSize;
+  const p = it.job.graph.geometry.patchSize;
   return Math.max(1, Math.floor(it.height / p) * Math.floor(it.width / p));
 }
 
 export class Pipeline {
-  private readonly models = new Map<string, ServedModel>();
-  readonly defaultModel: string;
+  private readonly graphs = new Map<string, ServedGraph>();
+  readonly defaultGraph: string;
   private readonly admission: Admission;
   private readonly decodes: Semaphore;
   /** A slot per image decoded (or being decoded) and not yet copied into a batch tensor: bounds their memory. */
@@ -200,19 +200,19 @@ export class Pipeline {
   private decoding = 0;
 
   constructor(private readonly options: PipelineOptions) {
-    for (const m of options.models) this.models.set(m.name, m);
-    const first = options.models[0];
-    if (!first) throw new Error("the pipeline needs at least one model");
-    this.defaultModel = options.defaultModel ?? first.name;
-    if (!this.models.has(this.defaultModel)) throw new Error(`default model ${this.defaultModel} is not served`);
+    for (const graph of options.graphs) this.graphs.set(graph.name, graph);
+    const first = options.graphs[0];
+    if (!first) throw new Error("the pipeline needs at least one graph");
+    this.defaultGraph = options.defaultGraph ?? first.name;
+    if (!this.graphs.has(this.defaultGraph)) throw new Error(`default graph ${this.defaultGraph} is not served`);
     for (const [name, tokenizer] of options.text?.tokenizers ?? []) {
-      const model = this.models.get(name);
-      if (!model) throw new Error(`a tokenizer was given for ${name}, which is not served`);
+      const graph = this.graphs.get(name);
+      if (!graph) throw new Error(`a tokenizer was given for ${name}, which is not served`);
       const t = options.text!;
       this.textEmbedders.set(
         name,
         new TextEmbedder({
-          model,
+          graph,
           tokenizer,
           backend: t.backend,
           maxBatch: t.maxBatch,
@@ -263,25 +263,25 @@ export class Pipeline {
    */
   submit(spec: EmbedJobSpec, sink: (outcome: ImageOutcome) => void): EmbedHandle {
     if (this.closing) throw new RequestError("shutting_down", "the server is shutting down");
-    const modelName = spec.model || this.defaultModel;
-    const model = this.models.get(modelName);
-    if (!model) {
-      throw new RequestError("invalid_request", `unknown model ${JSON.stringify(modelName)}; served: ${[...this.models.keys()].join(", ")}`);
+    const graphName = spec.graph || this.defaultGraph;
+    const graph = this.graphs.get(graphName);
+    if (!graph) {
+      throw new RequestError("invalid_request", `unknown graph ${JSON.stringify(graphName)}; served: ${[...this.graphs.keys()].join(", ")}`);
     }
     let policy: ResolutionPolicy;
     try {
       policy = parseResolutionPolicy(spec.resolution);
-      // A fixed size or a max:N is checked against the model once, for the whole request.
-      resolveTargetResolution(model.geometry.preferred[0], model.geometry.preferred[1], model.geometry, policy);
+      // A fixed size or a max:N is checked against the graph once, for the whole request.
+      resolveTargetResolution(graph.geometry.preferred[0], graph.geometry.preferred[1], graph.geometry, policy);
     } catch (err) {
       throw new RequestError("invalid_request", err instanceof InputError ? err.reason : (err as Error).message);
     }
     const space = spec.space ?? "";
-    if (space && !model.adaptors.some((a) => a.name === space)) {
-      const have = model.adaptors.map((a) => a.name);
+    if (space && !graph.adaptors.some((a) => a.name === space)) {
+      const have = graph.adaptors.map((a) => a.name);
       throw new RequestError(
         "invalid_request",
-        `model ${model.name} has no embedding space ${JSON.stringify(space)}; ${have.length ? `its adaptors: ${have.join(", ")}` : "it was compiled without adaptors"} ("" = the backbone)`,
+        `graph ${graph.name} has no embedding space ${JSON.stringify(space)}; ${have.length ? `its adaptors: ${have.join(", ")}` : "it was compiled without adaptors"} ("" = the backbone)`,
       );
     }
     let heatmap: HeatmapSpec | null = null;
@@ -305,7 +305,7 @@ export class Pipeline {
         `the queue is full (${this.admission.admitted} of ${this.admission.capacity} images queued, ${n} asked for); retry later`,
       );
     }
-    const job = new Job(++this.seq, model, policy, space, spec.output, heatmap, spec.images, spec.deadline, sink);
+    const job = new Job(++this.seq, graph, policy, space, spec.output, heatmap, spec.images, spec.deadline, sink);
     this.jobs.add(job);
     if (n === 0) this.finishJob(job);
     const untilDeadline = job.deadline === null ? Infinity : job.deadline - Date.now();
@@ -323,25 +323,25 @@ export class Pipeline {
   }
 
   /**
-   * Embeds prompts with `model`'s text tower (L2-normalised). Throws RequestError when the request as
+   * Embeds prompts with `graph`'s text tower (L2-normalised). Throws RequestError when the request as
    * a whole is refused; otherwise every prompt gets one outcome, in order.
    */
-  embedText(modelName: string, prompts: readonly unknown[]): Promise<TextReply> {
+  embedText(graphName: string, prompts: readonly unknown[]): Promise<TextReply> {
     if (this.closing) throw new RequestError("shutting_down", "the server is shutting down");
-    const name = modelName || this.defaultModel;
-    const model = this.models.get(name);
-    if (!model) throw new RequestError("invalid_request", `unknown model ${JSON.stringify(name)}; served: ${[...this.models.keys()].join(", ")}`);
+    const name = graphName || this.defaultGraph;
+    const graph = this.graphs.get(name);
+    if (!graph) throw new RequestError("invalid_request", `unknown graph ${JSON.stringify(name)}; served: ${[...this.graphs.keys()].join(", ")}`);
     const embedder = this.textEmbedders.get(name);
     if (!embedder) {
       throw new RequestError(
         "invalid_request",
-        `model ${name} has no text tower: compile it with --adaptors siglip2-g --text (the zoo does for embedding_space="text")`,
+        `graph ${name} has no text tower: compile it with --adaptors siglip2-g --text (the zoo does for embedding_space="text")`,
       );
     }
     const max = this.options.text!.maxPrompts;
     if (prompts.length > max)
       throw new RequestError("invalid_request", `the request has ${prompts.length} prompts; at most ${max} per call: send smaller requests`);
-    const { space, logitScale, logitBias } = model.text!.metadata;
+    const { space, logitScale, logitBias } = graph.text!.metadata;
     const running = embedder.embed(prompts).then((outcomes) => ({ outcomes, space, logitScale, logitBias }));
     this.textRequests.add(running);
     void running.finally(() => this.textRequests.delete(running)).catch(() => undefined);
@@ -387,10 +387,10 @@ export class Pipeline {
     try {
       const limits = this.options.limits ?? {};
       const opened = await openImage(input, { paths: this.options.paths, limits });
-      const target = resolveTargetResolution(opened.originalHeight, opened.originalWidth, job.model.geometry, job.policy, opened.id);
+      const target = resolveTargetResolution(opened.originalHeight, opened.originalWidth, job.graph.geometry, job.policy, opened.id);
       const img = await decodeOpenedInterleaved(opened, target, { limits });
       item = {
-        key: `${job.model.name}|${job.space}|${img.pixels.height}x${img.pixels.width}`,
+        key: `${job.graph.name}|${job.space}|${img.pixels.height}x${img.pixels.width}`,
         enqueuedAt: performance.now(),
         job,
         index,
@@ -420,7 +420,7 @@ export class Pipeline {
     this.batcher.add(item);
   }
 
-  /** One batch of same-model, same-size images through a worker. */
+  /** One batch of same-graph, same-size images through a worker. */
   private async runBatch(items: Item[]): Promise<void> {
     const live: Item[] = [];
     const now = Date.now();
@@ -436,7 +436,7 @@ export class Pipeline {
     }
     const first = live[0];
     if (!first) return;
-    const model = first.job.model;
+    const graph = first.job.graph;
     const { height: H, width: W } = first;
     const B = live.length;
     const plane = H * W;
@@ -470,21 +470,21 @@ export class Pipeline {
     const outputs = wantFeatures ? (wantSummary ? (["summary", "features"] as const) : (["features"] as const)) : (["summary"] as const);
     let out: Awaited<ReturnType<InferenceBackend["infer"]>>;
     try {
-      out = await this.options.inference.infer(model.name, pixels, [B, 3, H, W], outputs, first.job.space);
+      out = await this.options.inference.infer(graph.name, pixels, [B, 3, H, W], outputs, first.job.space);
     } catch (err) {
-      this.options.logger?.error({ err, model: model.name, batch: B, height: H, width: W }, "inference failed");
+      this.options.logger?.error({ err, graph: graph.name, batch: B, height: H, width: W }, "inference failed");
       for (const it of live) {
         this.fail(it.job, it.index, "internal", `input ${JSON.stringify(it.id)}: inference failed: ${(err as Error).message}`);
       }
       return;
     }
     this.tensors.give(out.input?.buffer);
-    this.metrics.batchRan(model.name, B, out.runMs / 1000, new Set(live.map((it) => it.job)).size);
+    this.metrics.batchRan(graph.name, B, out.runMs / 1000, new Set(live.map((it) => it.job)).size);
     const S = out.summaryDims[1]!;
     const positions = out.featureDims[1]!;
     const C = out.featureDims[2]!;
-    const gridH = H / model.metadata.patchSize;
-    const gridW = W / model.metadata.patchSize;
+    const gridH = H / graph.metadata.patchSize;
+    const gridW = W / graph.metadata.patchSize;
     if (wantFeatures && gridH * gridW !== positions) {
       for (const it of live) {
         this.fail(it.job, it.index, "internal", `input ${JSON.stringify(it.id)}: the graph returned ${positions} positions for a ${gridH}×${gridW} grid`);
@@ -551,7 +551,7 @@ export class Pipeline {
 
   private succeed(job: Job, index: number, output: ImageOutcome["output"] & object): void {
     if (job.state[index] === "settled") return;
-    if (!job.closed) this.metrics.imageSucceeded(job.model.name, job.output);
+    if (!job.closed) this.metrics.imageSucceeded(job.graph.name, job.output);
     this.settle(job, index, { index, output });
   }
 

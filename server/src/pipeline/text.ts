@@ -1,8 +1,8 @@
-// Prompts through a model's text tower: canonicalise + tokenise (preprocess/text.ts), look each
-// canonical prompt up in a per-model cache, run the misses in batches on the inference pool, and
+// Prompts through a graph's text tower: canonicalise + tokenise (preprocess/text.ts), look each
+// canonical prompt up in a per-graph cache, run the misses in batches on the inference pool, and
 // L2-normalise. Every prompt ends in exactly one outcome. Transport-agnostic, like pipeline.ts.
 import { l2NormalizeRows } from "../runtime/normalize.js";
-import type { ServedModel } from "./models.js";
+import type { ServedGraph } from "./graphs.js";
 import type { FailureKind } from "./errors.js";
 
 /** What the pipeline needs from the tokenizer (preprocess/text.ts). */
@@ -14,9 +14,9 @@ export interface PromptTokenizer {
   encodeCanonical(canonical: readonly string[]): BigInt64Array;
 }
 
-/** What the pipeline needs from the runtime: token ids through a model's text tower. */
+/** What the pipeline needs from the runtime: token ids through a graph's text tower. */
 export interface TextBackend {
-  runText(model: string, ids: BigInt64Array, dims: [number, number]): Promise<{ embeds: Float32Array; dims: number[]; runMs: number }>;
+  inferText(graph: string, ids: BigInt64Array, dims: [number, number]): Promise<{ embeds: Float32Array; dims: number[]; runMs: number }>;
 }
 
 export type TextOutcome =
@@ -32,8 +32,8 @@ export interface TextReply {
 }
 
 export interface TextMetrics {
-  promptsEmbedded(model: string, cached: boolean, n: number): void;
-  textBatchRan(model: string, size: number, seconds: number): void;
+  promptsEmbedded(graph: string, cached: boolean, n: number): void;
+  textBatchRan(graph: string, size: number, seconds: number): void;
 }
 
 /**
@@ -77,7 +77,7 @@ export class EmbeddingCache {
 }
 
 export interface TextEmbedderOptions {
-  model: ServedModel;
+  graph: ServedGraph;
   tokenizer: PromptTokenizer;
   backend: TextBackend;
   /** Prompts per text-tower run. */
@@ -86,7 +86,7 @@ export interface TextEmbedderOptions {
   metrics?: TextMetrics;
 }
 
-/** One served model's text side. */
+/** One served graph's text side. */
 export class TextEmbedder {
   private readonly cache: EmbeddingCache;
 
@@ -95,7 +95,7 @@ export class TextEmbedder {
   }
 
   async embed(prompts: readonly unknown[]): Promise<TextOutcome[]> {
-    const { model, tokenizer } = this.options;
+    const { graph, tokenizer } = this.options;
     const out: TextOutcome[] = new Array(prompts.length);
     // Canonical prompt → indices still waiting for it (a prompt asked twice runs once).
     const misses = new Map<string, number[]>();
@@ -119,16 +119,16 @@ export class TextEmbedder {
         else misses.set(canonical, [index]);
       }
     });
-    if (hits) this.options.metrics?.promptsEmbedded(model.name, true, hits);
+    if (hits) this.options.metrics?.promptsEmbedded(graph.name, true, hits);
 
     const unique = [...misses.keys()];
-    const ctx = tokenizer.contextLength;
+    const contextLength = tokenizer.contextLength;
     for (let start = 0; start < unique.length; start += this.options.maxBatch) {
       const chunk = unique.slice(start, start + this.options.maxBatch);
       try {
         const ids = tokenizer.encodeCanonical(chunk);
-        const r = await this.options.backend.runText(model.name, ids, [chunk.length, ctx]);
-        this.options.metrics?.textBatchRan(model.name, chunk.length, r.runMs / 1000);
+        const r = await this.options.backend.inferText(graph.name, ids, [chunk.length, contextLength]);
+        this.options.metrics?.textBatchRan(graph.name, chunk.length, r.runMs / 1000);
         const D = r.dims[1]!;
         chunk.forEach((canonical, i) => {
           const embedding = l2NormalizeRows(r.embeds.subarray(i * D, (i + 1) * D), D);
@@ -136,7 +136,7 @@ export class TextEmbedder {
           for (const index of misses.get(canonical)!) out[index] = { index, canonical, embedding };
         });
         this.options.metrics?.promptsEmbedded(
-          model.name,
+          graph.name,
           false,
           chunk.reduce((n, c) => n + misses.get(c)!.length, 0),
         );

@@ -9,11 +9,11 @@ export type { OutputKind, OutputTensor, HeatmapRequest };
 export type DropReason = "cancelled" | "deadline" | "shutdown";
 
 export interface EmbedJobSpec {
-  /** A served model's name; "" = the default model. */
-  model: string;
+  /** A served graph's name; "" = the default graph. */
+  graph: string;
   /** Resolution policy text: "default", "native", "max:N", "HxW"; "" = default. */
   resolution: string;
-  /** An adaptor of the model whose outputs replace the backbone's ("" or absent = the backbone). */
+  /** An adaptor of the graph whose outputs replace the backbone's ("" or absent = the backbone). */
   space?: string;
   output: OutputKind;
   heatmap: HeatmapRequest;
@@ -43,11 +43,11 @@ export interface EmbedHandle {
 }
 
 export interface PipelineMetrics {
-  imageSucceeded(model: string, output: OutputKind): void;
+  imageSucceeded(graph: string, output: OutputKind): void;
   imageFailed(kind: FailureKind): void;
   imagesDropped(reason: DropReason, n: number): void;
   /** calls: how many calls (requests) the batch's images came from. */
-  batchRan(model: string, size: number, inferenceSeconds: number, calls?: number): void;
+  batchRan(graph: string, size: number, inferenceSeconds: number, calls?: number): void;
   queueWait(seconds: number): void;
   preprocessed(seconds: number): void;
   postprocessed(output: OutputKind, seconds: number): void;

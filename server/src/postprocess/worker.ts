@@ -4,7 +4,7 @@
 import { move, transferableSymbol, valueSymbol } from "piscina";
 import type { PostprocessTask } from "./protocol.js";
 import { runPostprocessTask } from "./run-task.js";
-import { nameThisThread } from "../observability/thread-name.js";
+import { nameThisThread } from "../thread-name.js";
 
 nameThisThread("radio-post");
 

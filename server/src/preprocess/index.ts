@@ -20,7 +20,7 @@
 import { classifySharpError, decodeEncoded, decodeRaw, hwcToChw, probeEncoded, type DecodeLimits } from "./decode.js";
 import { InputError } from "./errors.js";
 import type { SupportedFormat } from "./format.js";
-import { resolveTargetResolution, type ModelGeometry, type ResolutionPolicy, type Size } from "./resolution.js";
+import { resolveTargetResolution, type GraphGeometry, type ResolutionPolicy, type Size } from "./resolution.js";
 import { loadSource, type PathPolicy, type SourceLimits } from "./source.js";
 import type { ImageInput, InterleavedPixels, PreprocessedImage, RawPixels } from "./types.js";
 
@@ -46,7 +46,7 @@ export interface OpenOptions {
 }
 
 export interface PreprocessOptions extends OpenOptions {
-  readonly model: ModelGeometry;
+  readonly geometry: GraphGeometry;
   readonly policy: ResolutionPolicy;
 }
 
@@ -146,6 +146,6 @@ export async function decodeOpened(opened: OpenedImage, target: Size, opts: Pick
 /** Read, validate, choose the resolution, decode and resize one image. */
 export async function preprocessImage(input: ImageInput, opts: PreprocessOptions): Promise<PreprocessedImage> {
   const opened = await openImage(input, opts);
-  const target = resolveTargetResolution(opened.originalHeight, opened.originalWidth, opts.model, opts.policy, opened.id);
+  const target = resolveTargetResolution(opened.originalHeight, opened.originalWidth, opts.geometry, opts.policy, opened.id);
   return decodeOpened(opened, target, opts);
 }

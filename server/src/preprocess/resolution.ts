@@ -10,7 +10,7 @@
 
 import { InputError } from "./errors.js";
 
-export interface ModelGeometry {
+export interface GraphGeometry {
   /** ViT patch size in pixels (16 for C-RADIOv4). */
   readonly patchSize: number;
   /** ViTDet window size in patches, or null when the model is not windowed. */
@@ -67,8 +67,8 @@ function isPositiveInt(n: unknown): n is number {
 }
 
 /** Pixel step every side must be a multiple of: patchSize × (windowSize ?? 1). */
-export function resolutionStep(model: ModelGeometry): number {
-  return model.patchSize * (model.windowSize ?? 1);
+export function resolutionStep(geometry: GraphGeometry): number {
+  return geometry.patchSize * (geometry.windowSize ?? 1);
 }
 
 /** Python 3 `round()`: round half to even (what upstream's rounding does). */
@@ -92,9 +92,9 @@ function maxMultiple(limit: number, step: number): number {
  * that if the longer side exceeds `cap` (default `maxResolution`) the image is
  * first scaled down keeping its aspect ratio.
  */
-export function nearestSupportedResolution(height: number, width: number, model: ModelGeometry, cap: number = model.maxResolution): Size {
-  const step = resolutionStep(model);
-  const limit = Math.min(cap, model.maxResolution);
+export function nearestSupportedResolution(height: number, width: number, geometry: GraphGeometry, cap: number = geometry.maxResolution): Size {
+  const step = resolutionStep(geometry);
+  const limit = Math.min(cap, geometry.maxResolution);
   let h = height;
   let w = width;
   const longer = Math.max(h, w);
@@ -128,11 +128,11 @@ export function snapAspectBucket(height: number, width: number): AspectBucket {
  * H·W ≈ preferred area, W/H ≈ bucket ratio, each side within [step, maxResolution].
  * Depends only on the bucket and the model, so all images in one bucket share it.
  */
-export function bucketResolution(b: AspectBucket, model: ModelGeometry): Size {
-  const step = resolutionStep(model);
-  const [ph, pw] = model.preferred;
+export function bucketResolution(b: AspectBucket, geometry: GraphGeometry): Size {
+  const step = resolutionStep(geometry);
+  const [ph, pw] = geometry.preferred;
   const area = ph * pw;
-  const top = maxMultiple(model.maxResolution, step);
+  const top = maxMultiple(geometry.maxResolution, step);
   const snap = (x: number): number => Math.min(top, Math.max(step, Math.round(x / step) * step));
   return {
     height: snap(Math.sqrt(area / b.ratio)),
@@ -141,8 +141,8 @@ export function bucketResolution(b: AspectBucket, model: ModelGeometry): Size {
 }
 
 /** 'default' policy: snap the aspect ratio to a bucket, then use the bucket's size. */
-export function defaultResolution(height: number, width: number, model: ModelGeometry): Size {
-  return bucketResolution(snapAspectBucket(height, width), model);
+export function defaultResolution(height: number, width: number, geometry: GraphGeometry): Size {
+  return bucketResolution(snapAspectBucket(height, width), geometry);
 }
 
 /**
@@ -165,19 +165,19 @@ export function parseResolutionPolicy(text: string, inputId = "request"): Resolu
  * orientation) is (height, width). Throws InputError(invalid_input) for an
  * invalid policy or image size.
  */
-export function resolveTargetResolution(height: number, width: number, model: ModelGeometry, policy: ResolutionPolicy, inputId = "request"): Size {
+export function resolveTargetResolution(height: number, width: number, geometry: GraphGeometry, policy: ResolutionPolicy, inputId = "request"): Size {
   if (!isPositiveInt(height) || !isPositiveInt(width)) {
     throw new InputError("invalid_input", inputId, `invalid image size ${String(height)}x${String(width)}`);
   }
-  const step = resolutionStep(model);
-  if (policy === "default") return defaultResolution(height, width, model);
-  if (policy === "native") return nearestSupportedResolution(height, width, model);
+  const step = resolutionStep(geometry);
+  if (policy === "default") return defaultResolution(height, width, geometry);
+  if (policy === "native") return nearestSupportedResolution(height, width, geometry);
   if (typeof policy === "object" && policy !== null && "max" in policy) {
     const n = policy.max;
     if (!isPositiveInt(n) || n < step) {
       throw new InputError("invalid_input", inputId, `max resolution ${String(n)} must be an integer ≥ ${step}`);
     }
-    return nearestSupportedResolution(height, width, model, n);
+    return nearestSupportedResolution(height, width, geometry, n);
   }
   if (typeof policy === "object" && policy !== null && "fixed" in policy) {
     const { height: fh, width: fw } = policy.fixed;
@@ -187,8 +187,8 @@ export function resolveTargetResolution(height: number, width: number, model: Mo
     if (fh % step !== 0 || fw % step !== 0) {
       throw new InputError("invalid_input", inputId, `fixed resolution ${fh}x${fw} is not a multiple of the model's resolution step ${step}`);
     }
-    if (fh > model.maxResolution || fw > model.maxResolution) {
-      throw new InputError("invalid_input", inputId, `fixed resolution ${fh}x${fw} exceeds the model's maximum resolution ${model.maxResolution}`);
+    if (fh > geometry.maxResolution || fw > geometry.maxResolution) {
+      throw new InputError("invalid_input", inputId, `fixed resolution ${fh}x${fw} exceeds the model's maximum resolution ${geometry.maxResolution}`);
     }
     return { height: fh, width: fw };
   }

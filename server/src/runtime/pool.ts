@@ -1,4 +1,4 @@
-// The inference pool: piscina worker threads, each holding one onnxruntime session per served model.
+// The inference pool: piscina worker threads, each holding one onnxruntime session per served graph.
 // Batches go in as one transferred Float32Array and come back as transferred outputs. A worker that
 // dies is replaced by piscina (the new one loads and warms before it takes work); the batch it held
 // fails, and the caller turns that into per-image `internal` failures.
@@ -6,14 +6,14 @@ import { EventEmitter } from "node:events";
 import { BroadcastChannel } from "node:worker_threads";
 import { Piscina } from "piscina";
 import type { ExecutionProvider, GraphOutputName, PrepackPolicy } from "./session.js";
-import type { InferResult, InferTask, ReadyModel, TextResult, TextTask, WorkerAnnouncement, WorkerConfig, WorkerModel } from "./protocol.js";
+import type { InferResult, InferTask, ReadyGraph, TextResult, TextTask, WorkerAnnouncement, WorkerConfig, WorkerGraph } from "./protocol.js";
 import { workerEntry, workerEntryAt } from "./worker-entry.js";
 
 export type { InferResult, TextResult } from "./protocol.js";
 export type { ExecutionProvider, PrepackPolicy } from "./session.js";
 
 export interface PoolOptions {
-  models: WorkerModel[];
+  graphs: WorkerGraph[];
   workers: number;
   /** ORT intra-op threads per worker (0 = ORT's default, one per core). */
   intraOpThreads: number;
@@ -42,8 +42,8 @@ export class InferenceTimeoutError extends Error {
 
 export interface PoolReady {
   ortVersion: string;
-  /** Per model: the provider that runs it and the first worker's warm-up time. */
-  models: ReadyModel[];
+  /** Per graph: the provider that runs it and the first worker's warm-up time. */
+  graphs: ReadyGraph[];
   loadMs: number;
 }
 
@@ -51,7 +51,7 @@ let poolCounter = 0;
 
 /**
  * Events: 'workerReady' (announcement) when a replacement worker has loaded; 'fatal' (Error) when a
- * replacement worker cannot load its models (the server cannot recover from that on its own);
+ * replacement worker cannot load its graphs (the server cannot recover from that on its own);
  * 'timeout' (InferenceTimeoutError) when a batch ran past the inference timeout.
  */
 export class InferencePool extends EventEmitter {
@@ -68,14 +68,14 @@ export class InferencePool extends EventEmitter {
     super();
   }
 
-  /** Starts the workers and resolves once every one of them has loaded (and warmed) every model. */
+  /** Starts the workers and resolves once every one of them has loaded (and warmed) every graph. */
   static async start(options: PoolOptions): Promise<InferencePool> {
     const channelName = `radio-inference-${process.pid}-${++poolCounter}`;
     const entry = options.workerModule ? workerEntryAt(options.workerModule) : workerEntry("worker", import.meta.url);
     const config: WorkerConfig = {
       entry: entry.entry,
       channel: channelName,
-      models: options.models,
+      graphs: options.graphs,
       provider: options.provider,
       intraOpThreads: options.intraOpThreads,
       prepackWeights: options.prepackWeights ?? "auto",
@@ -118,7 +118,7 @@ export class InferencePool extends EventEmitter {
     }
     const pool = new InferencePool(piscina, channel, options, {
       ortVersion: ready.ortVersion,
-      models: ready.models,
+      graphs: ready.graphs,
       loadMs: Math.max(...[...announcements.values()].map((a) => a.loadMs)),
     });
     piscina.off("error", onError);
@@ -153,10 +153,10 @@ export class InferencePool extends EventEmitter {
   }
 
   /**
-   * Runs pixels [B, 3, H, W] through `model`, fetching `outputs` (default: all). The pixels' buffer
+   * Runs pixels [B, 3, H, W] through `graph`, fetching `outputs` (default: all). The pixels' buffer
    * is transferred: do not reuse it (the result hands it back as `input`).
    */
-  infer(model: string, pixels: Float32Array, dims: InferTask["dims"], outputs?: readonly GraphOutputName[], space = ""): Promise<InferResult> {
+  infer(graph: string, pixels: Float32Array, dims: InferTask["dims"], outputs?: readonly GraphOutputName[], space = ""): Promise<InferResult> {
     if (this.closed) return Promise.reject(new Error("the inference pool is closed"));
     const limit = this.options.inferenceTimeoutMs ?? 0;
     // The clock starts when a worker starts the batch (it may first wait for a replacement worker
@@ -164,7 +164,7 @@ export class InferencePool extends EventEmitter {
     const started = limit > 0 ? new BigInt64Array(new SharedArrayBuffer(8)) : undefined;
     const abort = limit > 0 ? new AbortController() : null;
     const task: InferTask = {
-      model,
+      graph,
       pixels,
       dims,
       ...(space ? { space } : {}),
@@ -215,10 +215,10 @@ export class InferencePool extends EventEmitter {
     });
   }
 
-  /** Token ids [n, context] through `model`'s text tower (the ids' buffer is transferred). */
-  async runText(model: string, ids: BigInt64Array, dims: TextTask["dims"]): Promise<TextResult> {
+  /** Token ids [n, context] through `graph`'s text tower (the ids' buffer is transferred). */
+  async inferText(graph: string, ids: BigInt64Array, dims: TextTask["dims"]): Promise<TextResult> {
     if (this.closed) throw new Error("the inference pool is closed");
-    const task: TextTask = { kind: "text", model, ids, dims };
+    const task: TextTask = { kind: "text", graph, ids, dims };
     const t = performance.now();
     this.inFlight++;
     try {

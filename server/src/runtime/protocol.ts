@@ -3,10 +3,10 @@
 // copies.
 import type { ExecutionProvider, GraphOutputName, PrepackPolicy } from "./session.js";
 
-export interface WorkerModel {
+export interface WorkerGraph {
   name: string;
   dir: string;
-  /** The model's compiled text tower, when it embeds prompts. */
+  /** The graph's compiled text tower, when it embeds prompts. */
   textDir?: string;
 }
 
@@ -16,17 +16,17 @@ export interface WorkerConfig {
   entry: string | undefined;
   /** BroadcastChannel on which each worker announces that it is ready (or failed to load). */
   channel: string;
-  models: WorkerModel[];
+  graphs: WorkerGraph[];
   provider: ExecutionProvider;
   intraOpThreads: number;
   prepackWeights: PrepackPolicy;
-  /** One run per model at its preferred resolution before announcing ready. */
+  /** One run per graph at its preferred resolution before announcing ready. */
   warmup: boolean;
 }
 
 export interface InferTask {
   kind?: "image";
-  model: string;
+  graph: string;
   /** An adaptor's outputs instead of the backbone's ("" or absent = the backbone). */
   space?: string;
   /** [B, 3, H, W] float32; its buffer is transferred (detached on the sending side). */
@@ -52,10 +52,10 @@ export interface InferResult {
   input?: Float32Array;
 }
 
-/** Token ids through a model's text tower. */
+/** Token ids through a graph's text tower. */
 export interface TextTask {
   kind: "text";
-  model: string;
+  graph: string;
   /** [n, context] int64; its buffer is transferred. */
   ids: BigInt64Array;
   dims: [number, number];
@@ -68,12 +68,12 @@ export interface TextResult {
   runMs: number;
 }
 
-export interface ReadyModel {
+export interface ReadyGraph {
   name: string;
   provider: ExecutionProvider;
   warmupMs: number;
 }
 
 export type WorkerAnnouncement =
-  | { type: "ready"; threadId: number; ortVersion: string; loadMs: number; models: ReadyModel[] }
+  | { type: "ready"; threadId: number; ortVersion: string; loadMs: number; graphs: ReadyGraph[] }
   | { type: "failed"; threadId: number; message: string };

@@ -122,7 +122,7 @@ export interface EmbedRequestMsg {
   options?: {
     output?: "SUMMARY" | "FEATURES_NCHW" | "FEATURES_NLC" | "HEATMAP";
     resolution?: string;
-    model?: string;
+    graph?: string;
     heatmap?: { smoothing?: boolean; sigma?: number; outputHeight?: number; outputWidth?: number; maxSide?: number; mode?: "PCA1" | "PCA3_RGB" };
   };
 }
@@ -179,7 +179,7 @@ export class RadioClient {
     return { done, received, call, first };
   }
 
-  embedText(req: { prompts: string[]; model?: string }, metadata: grpc.Metadata = new grpc.Metadata()): Promise<EmbedTextReply> {
+  embedText(req: { prompts: string[]; graph?: string }, metadata: grpc.Metadata = new grpc.Metadata()): Promise<EmbedTextReply> {
     return new Promise((resolve, reject) =>
       (this.radio.EmbedText as (r: unknown, m: grpc.Metadata, cb: (e: Error | null, v: EmbedTextReply) => void) => void)(req, metadata, (e, v) =>
         e ? reject(e) : resolve(v),

@@ -29,7 +29,7 @@ export interface ReadyLine {
   httpPort: number | null;
   address: string;
   pid: number;
-  models: string[];
+  graphs: string[];
 }
 
 export interface Sidecar {

@@ -82,7 +82,7 @@ export interface ProtoHeatmapOptions {
 
 export interface ProtoEmbedRequest {
   images: ProtoImageInput[];
-  options: { output: ProtoOutputKind; resolution: string; heatmap: ProtoHeatmapOptions | null; model: string; space: string } | null;
+  options: { output: ProtoOutputKind; resolution: string; heatmap: ProtoHeatmapOptions | null; graph: string; space: string } | null;
 }
 
 export interface ProtoTensor {
@@ -104,7 +104,7 @@ export interface ProtoEmbedResponse {
 
 export interface ProtoEmbedTextRequest {
   prompts: string[];
-  model: string;
+  graph: string;
 }
 
 export interface ProtoTextResult {

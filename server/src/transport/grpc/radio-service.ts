@@ -20,7 +20,7 @@ import type {
 } from "./proto.js";
 
 export interface RadioServiceState {
-  /** Null until the models are loaded and warmed. */
+  /** Null until the graphs are loaded and warmed. */
   pipeline(): Pipeline | null;
   /** True once shutdown has begun. */
   shuttingDown(): boolean;
@@ -109,7 +109,7 @@ function specFromProto(req: ProtoEmbedRequest, deadline: number | null, pathInpu
   const output = OUTPUT_KINDS[options?.output ?? "OUTPUT_KIND_UNSPECIFIED"];
   if (!output) throw new RequestError("invalid_request", `unknown output kind ${String(options?.output)}`);
   return {
-    model: options?.model ?? "",
+    graph: options?.graph ?? "",
     space: options?.space ?? "",
     resolution: options?.resolution ?? "",
     output,
@@ -160,7 +160,7 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
     };
     const pipeline = state.pipeline();
     if (state.shuttingDown()) return refuse(grpc.status.UNAVAILABLE, "the server is shutting down");
-    if (!pipeline) return refuse(grpc.status.UNAVAILABLE, "the models are still loading; wait for health SERVING");
+    if (!pipeline) return refuse(grpc.status.UNAVAILABLE, "the graphs are still loading; wait for health SERVING");
 
     const deadline = deadlineOf(call);
     let closed = false;
@@ -211,11 +211,11 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
     };
     const pipeline = state.pipeline();
     if (state.shuttingDown()) return refuse(grpc.status.UNAVAILABLE, "the server is shutting down");
-    if (!pipeline) return refuse(grpc.status.UNAVAILABLE, "the models are still loading; wait for health SERVING");
+    if (!pipeline) return refuse(grpc.status.UNAVAILABLE, "the graphs are still loading; wait for health SERVING");
     const req = call.request;
     let running: ReturnType<Pipeline["embedText"]>;
     try {
-      running = pipeline.embedText(req.model ?? "", req.prompts ?? []);
+      running = pipeline.embedText(req.graph ?? "", req.prompts ?? []);
     } catch (err) {
       if (err instanceof RequestError) return refuse(REQUEST_STATUS[err.kind], err.message);
       logger.error({ err }, "EmbedText failed");

@@ -141,7 +141,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   });
   const pkg = loadPackageDefinition();
   server.addService(radioServiceDefinition(pkg), radioHandlers(options.state, options.recorder, options.logger));
-  // NOT_SERVING until the models are loaded and warmed; "" is the whole server.
+  // NOT_SERVING until the graphs are loaded and warmed; "" is the whole server.
   const statuses: Record<string, ServingStatus> = { "": "NOT_SERVING", [RADIO_SERVICE]: "NOT_SERVING" };
   const health = new HealthImplementation(statuses);
   health.addToServer(server);

@@ -1,4 +1,4 @@
-// GET /healthz: the process answers (liveness). GET /readyz: models loaded and warmed, not shutting
+// GET /healthz: the process answers (liveness). GET /readyz: graphs loaded and warmed, not shutting
 // down (readiness); 503 otherwise, so a load balancer or supervisor stops sending work.
 import type { FastifyPluginAsync } from "fastify";
 

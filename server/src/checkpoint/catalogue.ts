@@ -1,5 +1,6 @@
-// The official checkpoints by their zoo names, and the other Hugging Face files their text features need.
-// This is the one place these repo and file names are written down: everything else asks here.
+// The official checkpoints by their short names (the zoo model's name without nv_labs/), and the other
+// Hugging Face files their text features need. This is the one place these repo and file names are
+// written down: everything else asks here.
 
 /** A Hugging Face repo at a default revision. */
 export interface HubRef {
@@ -19,7 +20,7 @@ export interface TextTowerRef extends HubRef {
   teacherModel: string;
 }
 
-export interface KnownModel extends HubRef {
+export interface KnownCheckpoint extends HubRef {
   /**
    * torch.hub checkpoint in `repo` holding the adaptor heads (siglip2-g, dino_v3_7b, sam3). The repo's
    * model.safetensors holds only the backbone, so the heads come from this file (a torch.save zip).
@@ -40,7 +41,7 @@ export const SIGLIP2_G_TEXT_TOWER: Readonly<TextTowerRef> = Object.freeze({
   revision: "main",
 });
 
-export const KNOWN_MODELS: Readonly<Record<string, KnownModel>> = {
+export const KNOWN_CHECKPOINTS: Readonly<Record<string, KnownCheckpoint>> = {
   "c-radio_v4-h": {
     repo: "nvidia/C-RADIOv4-H",
     revision: "main",
@@ -56,13 +57,13 @@ export const KNOWN_MODELS: Readonly<Record<string, KnownModel>> = {
 };
 
 /**
- * A zoo name (with or without the nv_labs/ prefix) or a Hugging Face repo id. A repo id of a known model
- * (e.g. nvidia/C-RADIOv4-H) gets that model's entry, adaptor checkpoint and text tower included.
+ * A short name (also as the zoo model's name, with nv_labs/) or a Hugging Face repo id. A repo id of a
+ * known checkpoint (e.g. nvidia/C-RADIOv4-H) gets that entry, adaptor checkpoint and text tower included.
  */
-export function resolveModelName(name: string): KnownModel {
+export function resolveCheckpoint(name: string): KnownCheckpoint {
   const short = name.replace(/^nv_labs\//, "");
-  const known = KNOWN_MODELS[short] ?? Object.values(KNOWN_MODELS).find((m) => m.repo === name);
+  const known = KNOWN_CHECKPOINTS[short] ?? Object.values(KNOWN_CHECKPOINTS).find((checkpoint) => checkpoint.repo === name);
   if (known) return known;
   if (/^[\w.-]+\/[\w.-]+$/.test(name)) return { repo: name, revision: "main" };
-  throw new Error(`unknown model ${JSON.stringify(name)}: use ${Object.keys(KNOWN_MODELS).join(" or ")}, or a Hugging Face repo id`);
+  throw new Error(`unknown checkpoint ${JSON.stringify(name)}: use ${Object.keys(KNOWN_CHECKPOINTS).join(" or ")}, or a Hugging Face repo id`);
 }

@@ -1,21 +1,21 @@
-// The models a server serves: compiled graph folders, their metadata and the names clients use.
+// The graphs a server serves: compiled graph folders, their metadata and the names clients use.
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { readGraphMetadata, type GraphMetadata } from "../compiler/metadata.js";
 import { readTextMetadata, TEXT_DIR, type TextGraphMetadata } from "../compiler/text-metadata.js";
-import type { ModelGeometry } from "../preprocess/index.js";
+import type { GraphGeometry } from "../preprocess/index.js";
 
-export interface ModelSource {
+export interface GraphSource {
   /** Defaults to defaultModelName(metadata). */
   name?: string;
   dir: string;
 }
 
-export interface ServedModel {
+export interface ServedGraph {
   name: string;
   dir: string;
   metadata: GraphMetadata;
-  geometry: ModelGeometry;
+  geometry: GraphGeometry;
   /** The adaptor heads in the graph (embedding spaces besides the backbone's). */
   adaptors: GraphMetadata["adaptors"];
   /** The text tower compiled beside the graph (`<dir>/text/`), aligned with one of the adaptors. */
@@ -23,26 +23,26 @@ export interface ServedModel {
 }
 
 /** e.g. "c-radio_v4-h-fp32": the variant and precision, so an fp32 and an fp16 graph can be served side by side. */
-export function defaultModelName(m: GraphMetadata): string {
-  return `${m.variant}-${m.precision}`;
+export function defaultGraphName(graph: GraphMetadata): string {
+  return `${graph.variant}-${graph.precision}`;
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 
-export function loadServedModels(sources: readonly ModelSource[]): ServedModel[] {
-  if (sources.length === 0) throw new Error("no models to serve: give at least one --model [name=]DIR");
-  const out: ServedModel[] = [];
+export function loadServedGraphs(sources: readonly GraphSource[]): ServedGraph[] {
+  if (sources.length === 0) throw new Error("no graphs to serve: give at least one --graph [name=]DIR");
+  const out: ServedGraph[] = [];
   for (const s of sources) {
     const dir = resolve(s.dir);
     const metadata = readGraphMetadata(dir);
-    const name = s.name ?? defaultModelName(metadata);
+    const name = s.name ?? defaultGraphName(metadata);
     if (metadata.externalPreprocessor) {
       // The option is gone (clients always sent [0, 1] and the results were the same); such a graph
       // expects pixels the server no longer normalises.
       throw new Error(`${dir} was compiled with --external-preprocessor, which no longer exists: recompile it without (same results)`);
     }
-    if (!NAME.test(name)) throw new Error(`invalid model name ${JSON.stringify(name)} (letters, digits, '.', '_', ':', '-')`);
-    if (out.some((m) => m.name === name)) throw new Error(`two models are named ${JSON.stringify(name)}; name them with --model NAME=DIR`);
+    if (!NAME.test(name)) throw new Error(`invalid graph name ${JSON.stringify(name)} (letters, digits, '.', '_', ':', '-')`);
+    if (out.some((graph) => graph.name === name)) throw new Error(`two graphs are named ${JSON.stringify(name)}; name them with --graph NAME=DIR`);
     const textDir = join(dir, TEXT_DIR);
     const text = existsSync(textDir) ? { dir: textDir, metadata: readTextMetadata(textDir) } : null;
     if (text && !metadata.adaptors.some((a) => a.name === text.metadata.space)) {
