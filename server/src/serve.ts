@@ -141,7 +141,9 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
   // Everything that can be checked without loading a graph fails here, before anything listens.
   const graphs = loadServedGraphs(config.graphs);
   // Tokenisation runs on the main thread (microseconds a prompt); the workers only run the towers.
-  const tokenizers = new Map(graphs.flatMap((graph) => (graph.text ? [[graph.name, PromptTokenizer.forTextGraph(graph.text.dir, graph.text.metadata)] as const] : [])));
+  const tokenizers = new Map(
+    graphs.flatMap((graph) => (graph.text ? [[graph.name, PromptTokenizer.forTextGraph(graph.text.dir, graph.text.metadata)] as const] : [])),
+  );
   const paths = await createPathPolicy(config.allowedRoots);
   const sharp = configureSharp();
   // Probed in child processes before anything listens: an explicit provider that cannot run fails here.
@@ -239,7 +241,12 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     await hooks.onListening?.({ socket: grpc.socket, grpcPort: grpc.port, httpPort: http?.port ?? null });
 
     logger.info(
-      { graphs: graphs.map((graph) => ({ name: graph.name, dir: graph.dir, precision: graph.metadata.precision })), provider, workers: config.workers, threads },
+      {
+        graphs: graphs.map((graph) => ({ name: graph.name, dir: graph.dir, precision: graph.metadata.precision })),
+        provider,
+        workers: config.workers,
+        threads,
+      },
       "loading graphs",
     );
     pool = await InferencePool.start({

@@ -86,7 +86,12 @@ export function buildServerInfo(state: {
       sourceRepo: graph.metadata.source.repo ?? "",
       sourceRevision: graph.metadata.source.revision ?? "",
       executionProvider: state.providers.get(graph.name) ?? "",
-      adaptors: graph.adaptors.map((a) => ({ name: a.name, summaryDim: a.summaryDim, featureDim: a.featureDim, textAligned: graph.text?.metadata.space === a.name })),
+      adaptors: graph.adaptors.map((a) => ({
+        name: a.name,
+        summaryDim: a.summaryDim,
+        featureDim: a.featureDim,
+        textAligned: graph.text?.metadata.space === a.name,
+      })),
       text: graph.text
         ? {
             space: graph.text.metadata.space,
