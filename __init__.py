@@ -190,16 +190,16 @@ def download_model(model_name: str, model_path: str) -> None:
     Path(model_path).write_text(json.dumps({"model": model_name, "graphs": str(graphs), "source": meta["source"]}, indent=2))
 
 
-def _variant(o: RadioOptions, precision: str) -> tuple[str, list[str]]:
+def _variant(options: RadioOptions, precision: str) -> tuple[str, list[str]]:
     name, flags = precision, ([] if precision == "fp32" else ["--precision", precision])
-    if o.vitdet_window_size:
-        name += f"-w{o.vitdet_window_size}"
-        flags += ["--window-size", str(o.vitdet_window_size)]
-    if o.adaptor:
+    if options.vitdet_window_size:
+        name += f"-w{options.vitdet_window_size}"
+        flags += ["--window-size", str(options.vitdet_window_size)]
+    if options.adaptor:
         # The adaptor heads come from the checkpoint's torch.hub file, and the text space adds the
         # SigLIP2 text tower (only its tensors are downloaded): the sidecar's compile fetches both.
-        name += f"-{o.space}"
-        flags += ["--adaptors", o.adaptor] + (["--text"] if o.space == "text" else [])
+        name += f"-{options.space}"
+        flags += ["--adaptors", options.adaptor] + (["--text"] if options.space == "text" else [])
     return name, flags
 
 
@@ -249,7 +249,7 @@ def resolve_input(model_name: str, ctx: Any) -> Any:
                 description="summary: global embeddings; spatial: dense features / PCA heatmaps")
     inputs.enum("feature_format", ["NCHW", "NLC"], default="NCHW", label="Dense feature layout")
     inputs.bool("apply_smoothing", default=True, label="Smooth heatmaps")
-    inputs.float("smoothing_sigma", default=1.51, label="Smoothing sigma (feature cells)")
+    inputs.float("smoothing_sigma", default=RadioOptions.smoothing_sigma, label="Smoothing sigma (feature cells)")
     inputs.str("image_size", default="default", label="Resolution policy",
                description="default | native | max:N | HxW")
     inputs.int("vitdet_window_size", label="ViTDet window (patches)", required=False)

@@ -15,6 +15,8 @@ import numpy as np
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+# The heatmap defaults the zoo and the sidecar share (their one home).
+HEATMAP_DEFAULTS = json.loads((REPO / "proto" / "radio" / "v1" / "defaults.json").read_text())["heatmap"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,8 +138,8 @@ def clip_preprocess(img: Any, size: int) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def pca1_heatmap(features: np.ndarray, grid: tuple[int, int], out_max_side: int = 512,
-                 sigma: float = 1.51) -> np.ndarray:
+def pca1_heatmap(features: np.ndarray, grid: tuple[int, int], out_max_side: int = HEATMAP_DEFAULTS["max_side"],
+                 sigma: float = HEATMAP_DEFAULTS["smoothing_sigma"]) -> np.ndarray:
     """The Python integration's heatmap: first principal component of the patch features,
     Gaussian-smoothed on the feature grid, min-max scaled to uint8, resized (bilinear) so the
     longer side is out_max_side."""

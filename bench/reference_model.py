@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import clip_preprocess, pca1_heatmap
+from common import HEATMAP_DEFAULTS, clip_preprocess, pca1_heatmap
 
 
 class ReferenceCore:
-    def __init__(self, ref: Any, resolution: int, device: str = "cpu", heatmap_max_side: int = 512,
-                 sigma: float = 1.51) -> None:
+    def __init__(self, ref: Any, resolution: int, device: str = "cpu",
+                 heatmap_max_side: int = HEATMAP_DEFAULTS["max_side"], sigma: float = HEATMAP_DEFAULTS["smoothing_sigma"]) -> None:
         self.ref = ref
         self.resolution = resolution
         self.device = torch.device(device)

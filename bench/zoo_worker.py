@@ -116,7 +116,7 @@ def main() -> None:
             if args.threads:
                 kw["threads"] = args.threads
             if kind == "heat":
-                kw.update(output_type="spatial", apply_smoothing=True, smoothing_sigma=1.51)
+                kw.update(output_type="spatial", apply_smoothing=True)
             options = parse_options(args.model_name, kw)
             # zoo.make_local_model, with the HTTP port added to the sidecar spec
             state["models"][key] = RadioModel(args.model_name, options, sidecar=registry.acquire(spec),

@@ -2,11 +2,17 @@
 sidecar settings they imply."""
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
+
+# The defaults the sidecar shares (heatmap smoothing and size): one home, read by both languages.
+_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DEFAULTS = json.loads((_ROOT / "proto" / "radio" / "v1" / "defaults.json").read_text())
 
 # What `embedding_space` names, and the adaptor head of the checkpoint that gives it ("" = the backbone).
 EMBEDDING_SPACES = {
@@ -15,10 +21,10 @@ EMBEDDING_SPACES = {
     "dinov3": "dino_v3_7b",  # DINOv3-7B-like embeddings, from the same forward pass
 }
 
-MODELS = {
-    "nv_labs/c-radio_v4-h": {"checkpoint": "c-radio_v4-h"},
-    "nv_labs/c-radio_v4-so400m": {"checkpoint": "c-radio_v4-so400m"},
-}
+# The zoo models of manifest.json, each with its checkpoint's short name (the name without nv_labs/),
+# which the sidecar's catalogue (server/src/checkpoint/catalogue.ts) resolves to a Hugging Face repo.
+_MANIFEST = json.loads((_ROOT / "manifest.json").read_text())
+MODELS = {m["base_name"]: {"checkpoint": m["base_name"].split("/", 1)[1]} for m in _MANIFEST["models"]}
 
 
 @dataclass(frozen=True)
@@ -29,9 +35,9 @@ class RadioOptions:
     quantize: bool = False                  # int8 linear layers (CPU only): faster, approximate
     use_external_preprocessor: bool = False  # accepted (the seed README shows it), no effect: the graph normalises
     apply_smoothing: bool = True
-    smoothing_sigma: float = 1.51
+    smoothing_sigma: float = SHARED_DEFAULTS["heatmap"]["smoothing_sigma"]
     heatmap_mode: str = "pca1"              # pca1 (fo.Heatmap) | pca3 (RGB array)
-    heatmap_max_side: int = 512
+    heatmap_max_side: int = SHARED_DEFAULTS["heatmap"]["max_side"]
     image_size: Any = None                  # None/"default" | "native" | int (max side) | (h, w) | "HxW"
     vitdet_window_size: int | None = None
     server: Any = None                      # None: local sidecar; "host:port" | "unix:/path" | "dns:///name:port" |
@@ -183,9 +189,11 @@ def parse_options(model_name: str, kwargs: dict[str, Any]) -> RadioOptions:
                          f"use_mixed_precision={options.use_mixed_precision!r} / device={options.device!r} (use fp16 on a GPU)")
     _choice("apply_smoothing", options.apply_smoothing, [True, False])
     if not isinstance(options.smoothing_sigma, (int, float)) or isinstance(options.smoothing_sigma, bool) or not options.smoothing_sigma > 0:
-        raise ValueError(f"smoothing_sigma={options.smoothing_sigma!r} is not valid; use a positive number of feature-grid cells (default 1.51)")
+        raise ValueError(f"smoothing_sigma={options.smoothing_sigma!r} is not valid; use a positive number of feature-grid cells "
+                         f"(default {RadioOptions.smoothing_sigma})")
     if not isinstance(options.heatmap_max_side, int) or options.heatmap_max_side < 1:
-        raise ValueError(f"heatmap_max_side={options.heatmap_max_side!r} is not valid; use a positive integer (default 512)")
+        raise ValueError(f"heatmap_max_side={options.heatmap_max_side!r} is not valid; use a positive integer "
+                         f"(default {RadioOptions.heatmap_max_side})")
     s = options.image_size
     ok = (s is None or s in ("default", "native")
           or (isinstance(s, int) and not isinstance(s, bool) and s >= 16)

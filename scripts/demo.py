@@ -158,7 +158,7 @@ def main() -> None:
         model = foz.load_zoo_model("nv_labs/c-radio_v4-h")
         dataset.compute_embeddings(model, embeddings_field="radio_embeddings", batch_size=16)
         spatial = foz.load_zoo_model("nv_labs/c-radio_v4-h", output_type="spatial", apply_smoothing=True,
-                                     smoothing_sigma=1.51, feature_format="NCHW")
+                                     feature_format="NCHW")
         dataset.apply_model(spatial, "radio_heatmap", batch_size=16)
         fob.compute_similarity(dataset, embeddings="radio_embeddings", brain_key="radio_sim")
         query = dataset.first()

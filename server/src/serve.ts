@@ -4,20 +4,20 @@
 // (bounded), close.
 import os from "node:os";
 import type { Logger } from "pino";
-import { configureSharp, createPathPolicy, DEFAULT_LIMITS, recommendedDecodeParallelism } from "./preprocess/index.js";
+import { configureSharp, createPathPolicy, recommendedDecodeParallelism } from "./preprocess/index.js";
 import { PostprocessPool } from "./postprocess/pool.js";
 import { defaultPostprocessThreads } from "./postprocess/threads.js";
-import { loadServedGraphs, type GraphSource } from "./pipeline/graphs.js";
+import { loadServedGraphs, type GraphSource, type ServedGraph } from "./pipeline/graphs.js";
 import { Pipeline } from "./pipeline/pipeline.js";
 import { InferencePool, type PrepackPolicy } from "./runtime/pool.js";
 import { describeChoice, resolveProvider, type ProviderChoice, type ProviderRequest } from "./runtime/providers.js";
-import { batchDefaults, TEXT_DEFAULTS } from "./provider-defaults.js";
+import { batchDefaults, IMAGE_LIMITS, SERVE_DEFAULTS, TEXT_DEFAULTS } from "./defaults.js";
 import { PromptTokenizer } from "./preprocess/text.js";
 import { ServerMetrics } from "./observability/metrics.js";
 import { buildServerInfo, providerName, type ServerInfo } from "./server-info.js";
 import { ERROR_CODES } from "./transport/grpc/codes.js";
 import { startGrpcServer, type GrpcListen, type GrpcServer } from "./transport/grpc/server.js";
-import { startHttpServer, type HttpServer } from "./transport/http/server.js";
+import { startHttpServer, type HttpServer, type HttpServerOptions } from "./transport/http/server.js";
 
 export interface ServeConfig {
   graphs: GraphSource[];
@@ -33,7 +33,7 @@ export interface ServeConfig {
   prepackWeights?: PrepackPolicy;
   /** Heatmap / NCHW threads; 0 = on the main thread; null/absent = the provider's default (postprocess/threads.ts). */
   postprocessThreads?: number | null;
-  /** Largest inference batch; null/absent = the provider's default (provider-defaults.ts). */
+  /** Largest inference batch; null/absent = the provider's default (defaults.ts). */
   maxBatch?: number | null;
   /** Most patch tokens per batch; 0 = no limit; null/absent = the provider's default (a CPU budget; no limit on GPUs). */
   maxBatchTokens?: number | null;
@@ -75,29 +75,6 @@ export interface ServeConfig {
   idleTimeoutMs?: number;
 }
 
-export const SERVE_DEFAULTS = {
-  httpPort: null,
-  httpHost: "127.0.0.1",
-  workers: 1,
-  threads: 0,
-  postprocessThreads: null,
-  maxBatch: null,
-  queueDelayMs: 5,
-  maxQueue: 256,
-  decodeParallelism: 0,
-  allowedRoots: [],
-  provider: "auto",
-  shutdownTimeoutMs: 30_000,
-  warmup: true,
-  token: null,
-  tls: null,
-  allowRemotePaths: false,
-  inferenceTimeoutMs: 0,
-  workerHeapMb: 1024,
-  maxRequestBytes: 256 * 1024 * 1024,
-  maxImagePixels: DEFAULT_LIMITS.limitInputPixels,
-} as const satisfies Partial<ServeConfig>;
-
 export interface ServeHooks {
   /** Called once the transports listen and before graphs load (health is NOT_SERVING meanwhile). */
   onListening?(addresses: { socket: string | null; grpcPort: number | null; httpPort: number | null }): void | Promise<void>;
@@ -129,25 +106,10 @@ function timeout(ms: number): Promise<"timeout"> {
   return new Promise((r) => setTimeout(() => r("timeout"), ms).unref());
 }
 
-export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHooks = {}): Promise<RunningServer> {
-  if (os.endianness() !== "LE") throw new Error("this server writes little-endian tensors and needs a little-endian host");
-  const cores = os.availableParallelism();
-  const threads = config.threads > 0 ? config.threads : Math.max(1, Math.floor(cores / config.workers));
-  const decodeParallelism = config.decodeParallelism > 0 ? config.decodeParallelism : recommendedDecodeParallelism(cores);
-  // sharp decodes on libuv's thread pool, sized once from UV_THREADPOOL_SIZE (default 4) when the
-  // process starts: decodes in flight beyond it only queue (measured: 4 at once whatever the setting).
-  const uvThreads = Number(process.env.UV_THREADPOOL_SIZE) || 4;
-
-  // Everything that can be checked without loading a graph fails here, before anything listens.
-  const graphs = loadServedGraphs(config.graphs);
-  // Tokenisation runs on the main thread (microseconds a prompt); the workers only run the towers.
-  const tokenizers = new Map(
-    graphs.flatMap((graph) => (graph.text ? [[graph.name, PromptTokenizer.forTextGraph(graph.text.dir, graph.text.metadata)] as const] : [])),
-  );
-  const paths = await createPathPolicy(config.allowedRoots);
-  const sharp = configureSharp();
-  // Probed in child processes before anything listens: an explicit provider that cannot run fails here.
-  const choice = await resolveProvider(config.provider, { precisions: graphs.map((graph) => graph.metadata.precision) });
+/** Probes the providers (in child processes, before anything listens) and logs the choice once, with why. */
+async function chooseProvider(request: ProviderRequest, graphs: readonly ServedGraph[], logger: Logger): Promise<ProviderChoice> {
+  // An explicit provider that cannot run fails here.
+  const choice = await resolveProvider(request, { precisions: graphs.map((graph) => graph.metadata.precision) });
   const provider = choice.provider;
   logger.info(
     {
@@ -159,21 +121,121 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     describeChoice(choice),
   );
   // An explicit webgpu on a software Vulkan driver runs, but slowly: say so.
-  const chosen = choice.probes.find((p) => p.provider === provider);
+  const chosen = choice.probes.find((probe) => probe.provider === provider);
   if (chosen?.software) logger.warn({ provider }, chosen.reason);
-  if (choice.probes.some((p) => p.detail))
+  if (choice.probes.some((probe) => probe.detail))
     logger.debug({ probes: choice.probes.map(({ provider, detail }) => ({ provider, detail })) }, "provider probe details");
-  const batching = batchDefaults(provider);
-  const maxBatch = config.maxBatch ?? batching.maxBatch;
   for (const graph of graphs) {
     if (provider === "cpu" && graph.metadata.precision === "fp16") {
       logger.warn({ graph: graph.name }, "fp16 graph on the CPU execution provider: expect it to be slower than fp32");
     }
   }
+  return choice;
+}
 
+interface Transports {
+  grpc: GrpcServer;
+  http: HttpServer | null;
+  httpUnix: HttpServer | null;
+}
+
+/** The HTTP side (health, readiness, metrics, info) on a TCP port and/or a unix socket, as configured. */
+async function startHttp(
+  config: ServeConfig,
+  logger: Logger,
+  side: Pick<HttpServerOptions, "registry" | "ready" | "shuttingDown" | "info">,
+): Promise<Pick<Transports, "http" | "httpUnix">> {
+  const common = { ...side, host: config.httpHost, logger: logger.child({ component: "http" }) };
+  const http = config.httpPort !== null ? await startHttpServer({ ...common, port: config.httpPort }) : null;
+  try {
+    const httpUnix = config.httpSocket ? await startHttpServer({ ...common, port: 0, socket: config.httpSocket }) : null;
+    return { http, httpUnix };
+  } catch (err) {
+    await http?.close();
+    throw err;
+  }
+}
+
+/** Every knob the pipeline runs with, logged once at start-up (never the token itself). */
+function logPipelineSettings(logger: Logger, settings: Record<string, unknown>, decodeParallelism: number, uvThreads: number): void {
+  logger.info({ ...settings, decodeParallelism, uvThreads }, "pipeline settings");
+  if (decodeParallelism > uvThreads) {
+    logger.warn(
+      { decodeParallelism, uvThreads },
+      `${decodeParallelism} decodes in flight, but libuv's thread pool runs ${uvThreads} at a time: start the server with UV_THREADPOOL_SIZE=${decodeParallelism + 4} (the zoo does)`,
+    );
+  }
+}
+
+/** Worker events → metrics and logs; resolves `fatal` when a worker cannot be replaced. */
+function watchWorkers(pool: InferencePool, metrics: ServerMetrics, logger: Logger): Promise<Error> {
+  return new Promise<Error>((resolve) => {
+    pool.on("fatal", (err: Error) => {
+      logger.fatal({ err }, "an inference worker cannot be replaced");
+      resolve(err);
+    });
+    pool.on("workerReady", (worker: { threadId: number }) => {
+      metrics.workerReplaced();
+      logger.warn({ threadId: worker.threadId }, "a replacement inference worker is ready");
+    });
+    pool.on("timeout", (err: Error) => {
+      metrics.inferenceTimedOut();
+      logger.error({ err }, "an inference batch timed out");
+    });
+    pool.on("workerError", (err: Error) => logger.error({ err }, "an inference worker failed"));
+  });
+}
+
+/**
+ * Resolves after no gRPC call was open (a client holding a health Watch lease keeps the server up)
+ * and nothing was admitted, continuously for idleMs; never when idleMs is 0. Checked a few times a
+ * second; the timer never keeps the process alive on its own.
+ */
+function watchIdle(grpc: GrpcServer, pipeline: Pipeline, idleMs: number, logger: Logger): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (idleMs <= 0) return;
+    const startedIdle = Date.now();
+    const timer = setInterval(
+      () => {
+        const since = Math.max(grpc.openCalls.lastChange, startedIdle);
+        if (grpc.openCalls.open === 0 && pipeline.admitted === 0 && pipeline.activeRequests === 0 && Date.now() - since >= idleMs) {
+          clearInterval(timer);
+          logger.info({ idleTimeoutS: idleMs / 1000 }, "idle: no client and no call for the idle timeout; shutting down");
+          resolve();
+        }
+      },
+      Math.min(1000, Math.max(50, idleMs / 4)),
+    );
+    timer.unref();
+  });
+}
+
+export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHooks = {}): Promise<RunningServer> {
+  if (os.endianness() !== "LE") throw new Error("this server writes little-endian tensors and needs a little-endian host");
+  const cores = os.availableParallelism();
+  const threads = config.threads > 0 ? config.threads : Math.max(1, Math.floor(cores / config.workers));
+  const decodeParallelism = config.decodeParallelism > 0 ? config.decodeParallelism : recommendedDecodeParallelism(cores);
+  // sharp decodes on libuv's thread pool, sized once from UV_THREADPOOL_SIZE (default 4) when the
+  // process starts: decodes in flight beyond it only queue (measured: 4 at once whatever the setting).
+  const uvThreads = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+
+  // 1. Everything that can be checked without loading a graph fails here, before anything listens.
+  const graphs = loadServedGraphs(config.graphs);
+  // Tokenisation runs on the main thread (microseconds a prompt); the workers only run the towers.
+  const tokenizers = new Map(
+    graphs.flatMap((graph) => (graph.text ? [[graph.name, PromptTokenizer.forTextGraph(graph.text.dir, graph.text.metadata)] as const] : [])),
+  );
+  const paths = await createPathPolicy(config.allowedRoots);
+  const sharp = configureSharp();
+  const choice = await chooseProvider(config.provider, graphs, logger);
+  const provider = choice.provider;
+  const batching = batchDefaults(provider);
+  const maxBatch = config.maxBatch ?? batching.maxBatch;
+  const maxBatchTokens = config.maxBatchTokens ?? batching.maxBatchTokens;
+
+  // 2. Listen, NOT_SERVING: health and metrics answer while the graphs load.
   const metrics = new ServerMetrics({ failureLabel: (kind) => ERROR_CODES[kind] });
   let pipeline: Pipeline | null = null;
-  let pool: InferencePool | null = null;
   let shuttingDown = false;
   const providers = new Map<string, string>();
   let ortVersion = "";
@@ -190,56 +252,34 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
       instanceKey: config.instanceKey ?? "",
       idleTimeoutS: Math.round((config.idleTimeoutMs ?? 0) / 1000),
     });
-
-  const grpc: GrpcServer = await startGrpcServer({
+  const pathInputs = "socket" in config.listen || (config.allowRemotePaths ?? false);
+  const grpc = await startGrpcServer({
     listen: config.listen,
-    state: { pipeline: () => pipeline, shuttingDown: () => shuttingDown, info, pathInputs: "socket" in config.listen || (config.allowRemotePaths ?? false) },
+    state: { pipeline: () => pipeline, shuttingDown: () => shuttingDown, info, pathInputs },
     recorder: metrics,
     logger: logger.child({ component: "grpc" }),
     maxRequestBytes: config.maxRequestBytes,
     token: config.token ?? null,
     tls: config.tls ?? null,
   });
-  let http: HttpServer | null = null;
-  let httpUnix: HttpServer | null = null;
   const postprocessThreads = config.postprocessThreads ?? defaultPostprocessThreads(provider, cores);
   const postprocess = new PostprocessPool(postprocessThreads);
-  const closeEarly = async () => {
-    await http?.close();
-    await httpUnix?.close();
-    await grpc.close(0);
-    await postprocess.close();
-  };
+  let http: Pick<Transports, "http" | "httpUnix"> = { http: null, httpUnix: null };
+  let pool: InferencePool;
   try {
-    if (config.httpPort !== null) {
-      http = await startHttpServer({
-        host: config.httpHost,
-        port: config.httpPort,
-        logger: logger.child({ component: "http" }),
-        registry: metrics.registry,
-        ready: () => pipeline !== null && !shuttingDown,
-        shuttingDown: () => shuttingDown,
-        info,
-      });
-    }
-    if (config.httpSocket) {
-      httpUnix = await startHttpServer({
-        host: config.httpHost,
-        port: 0,
-        socket: config.httpSocket,
-        logger: logger.child({ component: "http" }),
-        registry: metrics.registry,
-        ready: () => pipeline !== null && !shuttingDown,
-        shuttingDown: () => shuttingDown,
-        info,
-      });
-    }
+    http = await startHttp(config, logger, {
+      registry: metrics.registry,
+      ready: () => pipeline !== null && !shuttingDown,
+      shuttingDown: () => shuttingDown,
+      info,
+    });
     logger.info(
-      { address: grpc.address, httpPort: http?.port ?? null, httpSocket: httpUnix?.socket ?? null },
+      { address: grpc.address, httpPort: http.http?.port ?? null, httpSocket: http.httpUnix?.socket ?? null },
       "listening (NOT_SERVING until the graphs are warm)",
     );
-    await hooks.onListening?.({ socket: grpc.socket, grpcPort: grpc.port, httpPort: http?.port ?? null });
+    await hooks.onListening?.({ socket: grpc.socket, grpcPort: grpc.port, httpPort: http.http?.port ?? null });
 
+    // 3. Load and warm every graph in every worker.
     logger.info(
       {
         graphs: graphs.map((graph) => ({ name: graph.name, dir: graph.dir, precision: graph.metadata.precision })),
@@ -254,14 +294,17 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
       workers: config.workers,
       intraOpThreads: threads,
       provider,
-      prepackWeights: config.prepackWeights ?? "auto",
+      prepackWeights: config.prepackWeights ?? SERVE_DEFAULTS.prepackWeights,
       warmup: config.warmup,
       inferenceTimeoutMs: config.inferenceTimeoutMs ?? 0,
       workerHeapMb: config.workerHeapMb ?? SERVE_DEFAULTS.workerHeapMb,
       ...(config.workerModule ? { workerModule: config.workerModule } : {}),
     });
   } catch (err) {
-    await closeEarly();
+    await http.http?.close();
+    await http.httpUnix?.close();
+    await grpc.close(0);
+    await postprocess.close();
     throw err;
   }
   ortVersion = pool.ready.ortVersion;
@@ -278,55 +321,33 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     },
     `inference runs on ${providerName(provider)}: ${config.workers} worker(s) × ${threads} intra-op thread(s)`,
   );
-  const maxBatchTokens = config.maxBatchTokens ?? batching.maxBatchTokens;
-  logger.info(
+  logPipelineSettings(
+    logger,
     {
       maxBatch,
       maxBatchTokens,
       queueDelayMs: config.queueDelayMs,
       maxQueue: config.maxQueue,
-      decodeParallelism,
-      uvThreads,
       postprocessThreads,
       sharp,
       allowedRoots: paths.roots,
-      // Never the token itself.
       auth: config.token ? "token" : "none",
       tls: Boolean(config.tls),
-      pathInputs: "socket" in config.listen || Boolean(config.allowRemotePaths),
+      pathInputs,
       inferenceTimeoutMs: config.inferenceTimeoutMs ?? 0,
       maxRequestBytes: config.maxRequestBytes,
       maxImagePixels: config.maxImagePixels,
     },
-    "pipeline settings",
+    decodeParallelism,
+    uvThreads,
   );
-  if (decodeParallelism > uvThreads) {
-    logger.warn(
-      { decodeParallelism, uvThreads },
-      `${decodeParallelism} decodes in flight, but libuv's thread pool runs ${uvThreads} at a time: start the server with UV_THREADPOOL_SIZE=${decodeParallelism + 4} (the zoo does)`,
-    );
-  }
+  const fatal = watchWorkers(pool, metrics, logger);
 
-  const running = pool;
-  let fatalResolve!: (e: Error) => void;
-  const fatal = new Promise<Error>((r) => (fatalResolve = r));
-  running.on("fatal", (err: Error) => {
-    logger.fatal({ err }, "an inference worker cannot be replaced");
-    fatalResolve(err);
-  });
-  running.on("workerReady", (worker: { threadId: number }) => {
-    metrics.workerReplaced();
-    logger.warn({ threadId: worker.threadId }, "a replacement inference worker is ready");
-  });
-  running.on("timeout", (err: Error) => {
-    metrics.inferenceTimedOut();
-    logger.error({ err }, "an inference batch timed out");
-  });
-  running.on("workerError", (err: Error) => logger.error({ err }, "an inference worker failed"));
-
-  const pipe = new Pipeline({
+  // 4. The pipeline in front of the pool, then SERVING.
+  const inference = pool;
+  const running = new Pipeline({
     graphs,
-    inference: running,
+    inference,
     postprocess,
     paths,
     maxBatch,
@@ -335,79 +356,58 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     maxHoldMs: config.batchHoldMs ?? batching.batchHoldMs,
     maxQueue: config.maxQueue,
     decodeParallelism,
-    limits: { limitInputPixels: config.maxImagePixels ?? DEFAULT_LIMITS.limitInputPixels },
-    text: { tokenizers, backend: running, maxBatch: batching.textBatch, maxPrompts: TEXT_DEFAULTS.maxPrompts, cacheBytes: TEXT_DEFAULTS.cacheBytes, metrics },
+    limits: { limitInputPixels: config.maxImagePixels ?? IMAGE_LIMITS.limitInputPixels },
+    text: { tokenizers, backend: inference, maxBatch: batching.textBatch, maxPrompts: TEXT_DEFAULTS.maxPrompts, cacheBytes: TEXT_DEFAULTS.cacheBytes, metrics },
     metrics,
     logger: logger.child({ component: "pipeline" }),
   });
   metrics.observe({
-    admitted: () => pipe.admitted,
-    queueDepth: () => pipe.queueDepth,
-    runningBatches: () => running.running,
-    workers: () => running.workers,
-    workerBusySeconds: () => running.busySeconds,
+    admitted: () => running.admitted,
+    queueDepth: () => running.queueDepth,
+    runningBatches: () => inference.running,
+    workers: () => inference.workers,
+    workerBusySeconds: () => inference.busySeconds,
     openCalls: () => grpc.openCalls.open,
   });
-  pipeline = pipe;
+  pipeline = running;
   grpc.setServing(true);
   logger.info("SERVING");
 
+  // 5. Shutdown: NOT_SERVING, refuse new calls, finish what was admitted (bounded), close.
   let shutdownPromise: Promise<void> | null = null;
   const shutdown = (): Promise<void> => {
     shutdownPromise ??= (async () => {
       shuttingDown = true;
       grpc.setServing(false);
-      logger.info({ active: pipe.activeRequests, admitted: pipe.admitted }, "shutting down: NOT_SERVING, refusing new calls, finishing admitted work");
-      if ((await Promise.race([pipe.drain(), timeout(config.shutdownTimeoutMs)])) === "timeout") {
-        logger.warn({ admitted: pipe.admitted }, "shutdown grace period over: dropping queued images");
-        pipe.cancelAll("shutdown");
+      logger.info({ active: running.activeRequests, admitted: running.admitted }, "shutting down: NOT_SERVING, refusing new calls, finishing admitted work");
+      if ((await Promise.race([running.drain(), timeout(config.shutdownTimeoutMs)])) === "timeout") {
+        logger.warn({ admitted: running.admitted }, "shutdown grace period over: dropping queued images");
+        running.cancelAll("shutdown");
       }
-      pipe.close();
+      running.close();
       await grpc.close(1000); // only long-lived calls (health Watch) are left by now
-      await http?.close();
-      await httpUnix?.close();
+      await http.http?.close();
+      await http.httpUnix?.close();
       await postprocess.close();
       // Terminating a worker inside session.run aborts the process (onnxruntime-node), so a batch
       // still running after the grace period is left to the process exit instead.
-      if (running.running === 0) await running.close();
-      else logger.warn({ running: running.running }, "leaving running batches to process exit");
+      if (inference.running === 0) await inference.close();
+      else logger.warn({ running: inference.running }, "leaving running batches to process exit");
       logger.info("stopped");
     })();
     return shutdownPromise;
   };
 
-  // Idle: no gRPC call open (a client holding a health Watch lease keeps the server up) and nothing
-  // admitted, continuously for idleTimeoutMs. Checked a few times a second; the timer never keeps
-  // the process alive on its own.
-  let idleResolve!: () => void;
-  const idle = new Promise<void>((r) => (idleResolve = r));
-  const idleMs = config.idleTimeoutMs ?? 0;
-  if (idleMs > 0) {
-    const startedIdle = Date.now();
-    const timer = setInterval(
-      () => {
-        const since = Math.max(grpc.openCalls.lastChange, startedIdle);
-        if (grpc.openCalls.open === 0 && pipe.admitted === 0 && pipe.activeRequests === 0 && Date.now() - since >= idleMs) {
-          clearInterval(timer);
-          logger.info({ idleTimeoutS: idleMs / 1000 }, "idle: no client and no call for the idle timeout; shutting down");
-          idleResolve();
-        }
-      },
-      Math.min(1000, Math.max(50, idleMs / 4)),
-    );
-    timer.unref();
-  }
-
   return {
-    idle,
-    httpSocket: httpUnix?.socket ?? null,
+    idle: watchIdle(grpc, running, config.idleTimeoutMs ?? 0, logger),
+    httpSocket: http.httpUnix?.socket ?? null,
     socket: grpc.socket,
     grpcPort: grpc.port,
     address: grpc.address,
-    httpPort: http?.port ?? null,
+    httpPort: http.http?.port ?? null,
     metrics,
-    pipeline: pipe,
-    pool: running,
+    pipeline: running,
+    pool: inference,
     provider: choice,
     info,
     fatal,

@@ -14,7 +14,7 @@ import { SafetensorsFile } from "../../server/src/checkpoint/safetensors.js";
 import { compileCheckpoint } from "../../server/src/compiler/compile.js";
 import { compileTextTower } from "../../server/src/compiler/compile-text.js";
 import { TEXT_DIR } from "../../server/src/compiler/text-metadata.js";
-import { TEXT_DEFAULTS } from "../../server/src/provider-defaults.js";
+import { TEXT_DEFAULTS } from "../../server/src/defaults.js";
 import * as grpc from "@grpc/grpc-js";
 import protobuf from "protobufjs";
 

@@ -118,7 +118,7 @@ export function addCompileCommands(program: Command): void {
     .addOption(new Option("--checkpoint-dir <dir>", "local checkpoint folder (config.json + safetensors)"))
     .option("--revision <rev>", "Hugging Face revision (branch, tag or commit) to download")
     .requiredOption("--out <dir>", "output folder for model.onnx + metadata.json")
-    .addOption(precisionOption("graph precision: fp32 (exact), fp16 (GPU), int8 (CPU: int8 linear layers, approximate, ~1.3× faster)"))
+    .addOption(precisionOption("graph precision: fp32 (exact), fp16 (GPU), int8 (CPU: int8 linear layers, approximate, faster: docs/benchmarks.md)"))
     .option("--window-size <n>", "ViTDet window size in patches (windowed attention)", positiveInt)
     .addOption(
       new Option(

@@ -1,12 +1,14 @@
 // `serve`: the long-running sidecar. Every setting is a flag with an environment variable (for
-// containers); serve.ts wires them, provider-defaults.ts holds the defaults that depend on the provider.
+// containers), defaulting to defaults.ts; serve.ts wires them.
 import { readFileSync } from "node:fs";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { LogLevel } from "../observability/logger.js";
 import { POSTPROCESS_THREADS_DEFAULT_TEXT } from "../postprocess/threads.js";
-import { describeBatchDefault } from "../provider-defaults.js";
+import { describeBatchDefault, SERVE_DEFAULTS } from "../defaults.js";
 import { PROVIDER_REQUESTS, type ProviderRequest } from "../runtime/providers.js";
 import { collect, envList, httpPortArg, nonNegativeInt, portNumber, positiveInt } from "./args.js";
+
+const MiB = 1024 * 1024;
 
 interface ServeOptions {
   graph?: string[];
@@ -79,7 +81,7 @@ async function serveCommand(options: ServeOptions): Promise<void> {
       tls,
       allowRemotePaths: options.allowRemotePaths,
       inferenceTimeoutMs: options.inferenceTimeoutS * 1000,
-      maxRequestBytes: options.maxMessageMb * 1024 * 1024,
+      maxRequestBytes: options.maxMessageMb * MiB,
       maxImagePixels: options.maxImagePixels,
       httpSocket: options.httpSocket ?? null,
       instanceKey: options.instanceKey ?? null,
@@ -122,7 +124,7 @@ export function addServeCommand(program: Command): void {
       new Option("--socket <path>", "unix socket to listen on (default: a new private temp dir) [env RADIO_SOCKET]").env("RADIO_SOCKET").conflicts("port"),
     )
     .addOption(new Option("--port <n>", "listen on TCP instead of a unix socket (0 = any free port) [env RADIO_PORT]").env("RADIO_PORT").argParser(portNumber))
-    .addOption(new Option("--host <addr>", "TCP / HTTP host [env RADIO_HOST]").env("RADIO_HOST").default("127.0.0.1"))
+    .addOption(new Option("--host <addr>", "TCP / HTTP host [env RADIO_HOST]").env("RADIO_HOST").default(SERVE_DEFAULTS.httpHost))
     .addOption(
       new Option("--http-port <n|auto>", "HTTP port for /healthz /readyz /metrics /v1/info (0 = off, auto = any free port) [env RADIO_HTTP_PORT]")
         .env("RADIO_HTTP_PORT")
@@ -133,13 +135,13 @@ export function addServeCommand(program: Command): void {
       new Option("--workers <n>", "inference workers; fp32 weights are shared between them through the page cache, see --prepack-weights [env RADIO_WORKERS]")
         .env("RADIO_WORKERS")
         .argParser(positiveInt)
-        .default(1),
+        .default(SERVE_DEFAULTS.workers),
     )
     .addOption(
       new Option("--threads <n>", "ORT intra-op threads per worker (0 = cores / workers) [env RADIO_THREADS]")
         .env("RADIO_THREADS")
         .argParser(nonNegativeInt)
-        .default(0),
+        .default(SERVE_DEFAULTS.threads),
     )
     .addOption(
       new Option(
@@ -148,7 +150,7 @@ export function addServeCommand(program: Command): void {
       )
         .choices(["auto", "on", "off"])
         .env("RADIO_PREPACK_WEIGHTS")
-        .default("auto"),
+        .default(SERVE_DEFAULTS.prepackWeights),
     )
     .addOption(
       new Option(
@@ -175,7 +177,7 @@ export function addServeCommand(program: Command): void {
       new Option("--queue-delay-ms <ms>", "longest an image waits for batch-mates when a worker is free [env RADIO_QUEUE_DELAY_MS]")
         .env("RADIO_QUEUE_DELAY_MS")
         .argParser(nonNegativeInt)
-        .default(5),
+        .default(SERVE_DEFAULTS.queueDelayMs),
     )
     .addOption(
       new Option(
@@ -192,13 +194,13 @@ export function addServeCommand(program: Command): void {
       )
         .env("RADIO_MAX_QUEUE")
         .argParser(positiveInt)
-        .default(256),
+        .default(SERVE_DEFAULTS.maxQueue),
     )
     .addOption(
       new Option("--decode-parallelism <n>", "image decodes in flight (0 = one per core) [env RADIO_DECODE_PARALLELISM]")
         .env("RADIO_DECODE_PARALLELISM")
         .argParser(nonNegativeInt)
-        .default(0),
+        .default(SERVE_DEFAULTS.decodeParallelism),
     )
     .option(
       "--allowed-root <dir>",
@@ -212,7 +214,7 @@ export function addServeCommand(program: Command): void {
       )
         .choices([...PROVIDER_REQUESTS])
         .env("RADIO_PROVIDER")
-        .default("auto"),
+        .default(SERVE_DEFAULTS.provider),
     )
     .addOption(
       new Option(
@@ -234,25 +236,25 @@ export function addServeCommand(program: Command): void {
       )
         .env("RADIO_INFERENCE_TIMEOUT_S")
         .argParser(nonNegativeInt)
-        .default(0),
+        .default(SERVE_DEFAULTS.inferenceTimeoutMs / 1000),
     )
     .addOption(
       new Option("--max-message-mb <n>", "largest request message, MB [env RADIO_MAX_MESSAGE_MB]")
         .env("RADIO_MAX_MESSAGE_MB")
         .argParser(positiveInt)
-        .default(256),
+        .default(SERVE_DEFAULTS.maxRequestBytes / MiB),
     )
     .addOption(
       new Option("--max-image-pixels <n>", "most pixels per image, checked from the header before decoding [env RADIO_MAX_IMAGE_PIXELS]")
         .env("RADIO_MAX_IMAGE_PIXELS")
         .argParser(positiveInt)
-        .default(100_000_000),
+        .default(SERVE_DEFAULTS.maxImagePixels),
     )
     .addOption(
       new Option("--shutdown-timeout-s <s>", "on SIGTERM/SIGINT, how long admitted work may take to finish [env RADIO_SHUTDOWN_TIMEOUT_S]")
         .env("RADIO_SHUTDOWN_TIMEOUT_S")
         .argParser(nonNegativeInt)
-        .default(30),
+        .default(SERVE_DEFAULTS.shutdownTimeoutMs / 1000),
     )
     .addOption(
       new Option(
@@ -273,13 +275,13 @@ export function addServeCommand(program: Command): void {
       )
         .env("RADIO_IDLE_TIMEOUT_S")
         .argParser(nonNegativeInt)
-        .default(0),
+        .default(SERVE_DEFAULTS.idleTimeoutMs / 1000),
     )
     .addOption(
       new Option("--log-level <level>", "pino log level (logs are JSON on stderr) [env RADIO_LOG_LEVEL]")
         .choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
         .env("RADIO_LOG_LEVEL")
-        .default("info"),
+        .default(SERVE_DEFAULTS.logLevel),
     )
     .action(serveCommand);
 }

@@ -23,18 +23,19 @@ import { type PcaResult, principalComponents } from "./pca.js";
 import { minMaxToUint8 } from "./quantize.js";
 import { resizeBilinear } from "./resize.js";
 import { gaussianFilter2d } from "./smoothing.js";
+import { HEATMAP_DEFAULTS } from "../defaults.js";
 
 export type { FeatureDims } from "./dims.js";
 
 export type HeatmapMode = "pca1" | "pca3";
 
-/** Default Gaussian sigma, in feature-grid cells. */
-export const DEFAULT_HEATMAP_SIGMA = 1.51;
+/** Default Gaussian sigma, in feature-grid cells (proto/radio/v1/defaults.json). */
+export const DEFAULT_HEATMAP_SIGMA = HEATMAP_DEFAULTS.sigma;
 
 /** The lowest value of a 'pca1' map: 1, not 0, since the FiftyOne App leaves 0-valued pixels unpainted. */
 export const HEATMAP_PCA1_LOW = 1;
-/** Default bound on the longest side of a heatmap. */
-export const DEFAULT_HEATMAP_MAX_SIDE = 512;
+/** Default bound on the longest side of a heatmap (proto/radio/v1/defaults.json). */
+export const DEFAULT_HEATMAP_MAX_SIDE = HEATMAP_DEFAULTS.maxSide;
 /**
  * Eigen-solver tolerance for heatmaps (relative residual). The maps end as 8-bit images,
  * so 1e-6 (score errors ~1e-7 relative) is ample; it saves 1–3 of ~10–14 Lanczos steps,
@@ -45,7 +46,7 @@ export const DEFAULT_HEATMAP_SOLVER_TOLERANCE = 1e-6;
 export interface HeatmapOptions {
   /** 'pca1' (default): grey map of PC1. 'pca3': PC1..PC3 as RGB. */
   mode?: HeatmapMode;
-  /** Gaussian sigma in feature-grid cells; undefined → 1.51; null or 0 → no smoothing. */
+  /** Gaussian sigma in feature-grid cells; undefined → DEFAULT_HEATMAP_SIGMA; null or 0 → no smoothing. */
   sigma?: number | null;
   /** Output size. If omitted: defaultHeatmapSize(sourceHeight, sourceWidth) when those are given, else the feature grid size. */
   outputHeight?: number;

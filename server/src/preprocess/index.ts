@@ -23,6 +23,7 @@ import type { SupportedFormat } from "./format.js";
 import { resolveTargetResolution, type GraphGeometry, type ResolutionPolicy, type Size } from "./resolution.js";
 import { loadSource, type PathPolicy, type SourceLimits } from "./source.js";
 import type { ImageInput, InterleavedPixels, PreprocessedImage, RawPixels } from "./types.js";
+import { IMAGE_LIMITS } from "../defaults.js";
 
 export * from "./errors.js";
 export * from "./types.js";
@@ -34,11 +35,7 @@ export { configureSharp, recommendedDecodeParallelism, sharpCounters, type Sharp
 
 export interface PreprocessLimits extends SourceLimits, DecodeLimits {}
 
-export const DEFAULT_LIMITS: PreprocessLimits = Object.freeze({
-  limitInputPixels: 100_000_000, // 100 MP: above any camera photo, far below a 30000² bomb
-  maxInputBytes: 256 * 1024 * 1024,
-  timeoutSeconds: 60,
-});
+export const DEFAULT_LIMITS: PreprocessLimits = IMAGE_LIMITS;
 
 export interface OpenOptions {
   readonly paths: PathPolicy;

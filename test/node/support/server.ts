@@ -11,7 +11,8 @@ import { pino } from "pino";
 
 import { generateCheckpoint, PRESETS } from "../../../server/src/checkpoint/generate.js";
 import { compileCheckpoint } from "../../../server/src/compiler/compile.js";
-import { serve, SERVE_DEFAULTS, type RunningServer, type ServeConfig, type ServeHooks } from "../../../server/src/serve.js";
+import { SERVE_DEFAULTS } from "../../../server/src/defaults.js";
+import { serve, type RunningServer, type ServeConfig, type ServeHooks } from "../../../server/src/serve.js";
 import { LOADER_OPTIONS, PROTO_DIR, RADIO_PROTO } from "../../../server/src/transport/grpc/proto.js";
 
 export const MAX_MESSAGE = 256 * 1024 * 1024;
@@ -39,7 +40,7 @@ export interface TestServer {
 }
 
 export async function startTestServer(
-  config: Partial<ServeConfig> & Pick<ServeConfig, "models">,
+  config: Partial<ServeConfig> & Pick<ServeConfig, "graphs">,
   socketDir: string,
   hooks: ServeHooks = {},
 ): Promise<TestServer> {
