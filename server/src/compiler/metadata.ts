@@ -67,7 +67,7 @@ export const GraphMetadataSchema = z.object({
   precision: z.enum(["fp32", "fp16", "int8"]),
   attention: z.enum(["matmul", "mha"]),
   /** Written by compilers that had --external-preprocessor (removed: its results were the same);
-   * a graph compiled with it (true) is refused at load (pipeline/models.ts). */
+   * a graph compiled with it (true) is refused at load (pipeline/graphs.ts). */
   externalPreprocessor: z.boolean().optional(),
   opset: z.number().int(),
   weights: z.object({ mode: z.enum(["link", "copy"]), files: z.array(z.string()) }),
