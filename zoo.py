@@ -223,7 +223,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
                 "a summary model has no labels to apply: use dataset.compute_embeddings(model, ...) for "
                 "embeddings, load the model with classes=[...] for zero-shot classification, or with "
                 "output_type='spatial' for heatmaps via apply_model")
-        results = self._run(args, "HEATMAP")
+        results = self._image_results(args, "HEATMAP")
         labels: list[Any] = []
         for r in results:
             if not r.ok:
@@ -245,7 +245,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
             kind = "SUMMARY"
         else:
             kind = "FEATURES_NCHW" if self.options.feature_format == "NCHW" else "FEATURES_NLC"
-        return [np.array(r.array, dtype=np.float32) if r.ok else None for r in self._run(args, kind)]
+        return [np.array(r.array, dtype=np.float32) if r.ok else None for r in self._image_results(args, kind)]
 
     def get_embeddings(self) -> None:
         raise NotImplementedError("use embed() / embed_all()")
@@ -288,7 +288,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
 
     def _classify(self, args: Sequence[Any]) -> list[Any]:
         matrix, scale, bias = self._class_matrix()
-        results = self._run(args, "SUMMARY")
+        results = self._image_results(args, "SUMMARY")
         ok = [i for i, r in enumerate(results) if r.ok]
         labels: list[Any] = [None] * len(results)
         if not ok:
@@ -322,13 +322,13 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
                 inputs.append({"id": f"image {i}", "raw": _to_hwc(arg)})
         return inputs
 
-    def _run(self, args: Sequence[Any], kind: str) -> list[ImageResult]:
-        zoo = self.options
+    def _image_results(self, args: Sequence[Any], kind: str) -> list[ImageResult]:
+        settings = self.options
         heatmap = {}
         if kind == "HEATMAP":
-            heatmap = {"smoothing": zoo.apply_smoothing, "sigma": zoo.smoothing_sigma, "max_side": zoo.heatmap_max_side,
-                       "mode": "PCA3_RGB" if zoo.heatmap_mode == "pca3" else "PCA1"}
-        options = EmbedOptions(output=kind, resolution=zoo.resolution, graph=self.graph_name, heatmap=heatmap, space=zoo.adaptor)
+            heatmap = {"smoothing": settings.apply_smoothing, "sigma": settings.smoothing_sigma, "max_side": settings.heatmap_max_side,
+                       "mode": "PCA3_RGB" if settings.heatmap_mode == "pca3" else "PCA1"}
+        options = EmbedOptions(output=kind, resolution=settings.resolution, graph=self.graph_name, heatmap=heatmap, space=settings.adaptor)
         inputs = self._inputs(args)
         results = self._embed(inputs, options)
         # What the sidecar can't decode (UNSUPPORTED_FORMAT only), Pillow decodes: one more call.

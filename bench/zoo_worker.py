@@ -145,14 +145,14 @@ def main() -> None:
     def run_e(kind: str, batch: int) -> dict:
         model = model_for(kind)
         ends: list[float] = []
-        inner = model._run
+        inner = model._image_results
 
         def timed(a: Any, k: str) -> Any:
             r = inner(a, k)
             ends.extend([time.perf_counter()] * len(a))
             return r
 
-        model._run = timed
+        model._image_results = timed
         ds = state["dataset"]
         try:
             t0 = time.perf_counter()
@@ -162,7 +162,7 @@ def main() -> None:
                 ds.apply_model(model, "e_heatmap", batch_size=batch, progress=False)
             wall = time.perf_counter() - t0
         finally:
-            del model._run
+            del model._image_results
         # An image's latency: from the end of the previous batch (or the start) to the end of its own,
         # i.e. FiftyOne's loading of the batch plus the sidecar call.
         lat, prev = [], t0
