@@ -7,6 +7,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ARCHITECTURES } from "./architectures.js";
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "./safetensors.js";
+import { BLOCK_PARAMS, blockKeys } from "./spec.js";
 import { orderedDict, PyFloat, PyObject, roundToFloat16, TensorRef, toFloat16Bytes, torchGlobals, writeTorchSave, type PyValue } from "./torch-save.js";
 
 export interface GenerateOptions {
@@ -317,20 +318,20 @@ export async function generateCheckpoint(dir: string, options: GenerateOptions):
     t("radio_model.model.patch_generator.cls_token.token", [prefix, C], randn([prefix, C], C ** -0.5)),
   ];
   for (let i = 0; i < depth; i++) {
-    const b = `radio_model.model.blocks.${i}`;
+    const k = blockKeys(`radio_model.model.blocks.${i}.`);
     tensors.push(
-      t(`${b}.norm1.weight`, [C], randn([C], 0.1, 1)),
-      t(`${b}.norm1.bias`, [C], randn([C], 0.05)),
-      t(`${b}.attn.qkv.weight`, [3 * C, C], randn([3 * C, C], C ** -0.5)),
-      t(`${b}.attn.qkv.bias`, [3 * C], randn([3 * C], 0.02)),
-      t(`${b}.attn.proj.weight`, [C, C], randn([C, C], C ** -0.5 * 0.5)),
-      t(`${b}.attn.proj.bias`, [C], randn([C], 0.02)),
-      t(`${b}.norm2.weight`, [C], randn([C], 0.1, 1)),
-      t(`${b}.norm2.bias`, [C], randn([C], 0.05)),
-      t(`${b}.mlp.fc1.weight`, [M, C], randn([M, C], C ** -0.5)),
-      t(`${b}.mlp.fc1.bias`, [M], randn([M], 0.02)),
-      t(`${b}.mlp.fc2.weight`, [C, M], randn([C, M], M ** -0.5 * 0.5)),
-      t(`${b}.mlp.fc2.bias`, [C], randn([C], 0.02)),
+      t(k.norm1.weight, [C], randn([C], 0.1, 1)),
+      t(k.norm1.bias, [C], randn([C], 0.05)),
+      t(k.qkv.weight, [3 * C, C], randn([3 * C, C], C ** -0.5)),
+      t(k.qkv.bias, [3 * C], randn([3 * C], 0.02)),
+      t(k.proj.weight, [C, C], randn([C, C], C ** -0.5 * 0.5)),
+      t(k.proj.bias, [C], randn([C], 0.02)),
+      t(k.norm2.weight, [C], randn([C], 0.1, 1)),
+      t(k.norm2.bias, [C], randn([C], 0.05)),
+      t(k.fc1.weight, [M, C], randn([M, C], C ** -0.5)),
+      t(k.fc1.bias, [M], randn([M], 0.02)),
+      t(k.fc2.weight, [C, M], randn([C, M], M ** -0.5 * 0.5)),
+      t(k.fc2.bias, [C], randn([C], 0.02)),
     );
   }
   if (options.finalNorm) {
@@ -381,21 +382,7 @@ function writeAdaptorCheckpoint(dir: string, options: GenerateOptions, dims: Ada
       entries.push([key, new TensorRef({ dtype: "F16", shape: [...info.shape], data: () => toFloat16Bytes(hf.readFloat32(hfName)) })]);
     };
     // timm's module order: blocks, norm, then the patch generator; then the input conditioner.
-    const blockParams = [
-      "norm1.weight",
-      "norm1.bias",
-      "attn.qkv.weight",
-      "attn.qkv.bias",
-      "attn.proj.weight",
-      "attn.proj.bias",
-      "norm2.weight",
-      "norm2.bias",
-      "mlp.fc1.weight",
-      "mlp.fc1.bias",
-      "mlp.fc2.weight",
-      "mlp.fc2.bias",
-    ];
-    for (let i = 0; i < depth; i++) for (const p of blockParams) fromHf(`base_model.blocks.${i}.${p}`, `radio_model.model.blocks.${i}.${p}`);
+    for (let i = 0; i < depth; i++) for (const p of BLOCK_PARAMS) fromHf(`base_model.blocks.${i}.${p}`, `radio_model.model.blocks.${i}.${p}`);
     if (options.finalNorm) for (const p of ["weight", "bias"]) fromHf(`base_model.norm.${p}`, `radio_model.model.norm.${p}`);
     for (const p of ["pos_embed", "embedder.weight", "cls_token.token"]) fromHf(`base_model.patch_generator.${p}`, `radio_model.model.patch_generator.${p}`);
     for (const p of ["norm_mean", "norm_std"]) fromHf(`input_conditioner.${p}`, `radio_model.input_conditioner.${p}`);

@@ -26,6 +26,26 @@ export interface BlockKeys {
   fc2: { weight: string; bias: string };
 }
 
+/** A backbone block's modules, by BlockKeys field: their names under `blocks.<i>.`, in timm's order; each has a weight and a bias. */
+const BLOCK_MODULES: Readonly<Record<keyof BlockKeys, string>> = {
+  norm1: "norm1",
+  qkv: "attn.qkv",
+  proj: "attn.proj",
+  norm2: "norm2",
+  fc1: "mlp.fc1",
+  fc2: "mlp.fc2",
+};
+
+/** A backbone block's parameter names under `blocks.<i>.`, in timm's order (each module's weight, then its bias). */
+export const BLOCK_PARAMS: readonly string[] = Object.values(BLOCK_MODULES).flatMap((m) => [`${m}.weight`, `${m}.bias`]);
+
+/** The tensor names of the backbone block under `prefix` (e.g. `radio_model.model.blocks.3.`). */
+export function blockKeys(prefix: string): BlockKeys {
+  const pair = (module: string) => ({ weight: `${prefix}${module}.weight`, bias: `${prefix}${module}.bias` });
+  const m = BLOCK_MODULES;
+  return { norm1: pair(m.norm1), qkv: pair(m.qkv), proj: pair(m.proj), norm2: pair(m.norm2), fc1: pair(m.fc1), fc2: pair(m.fc2) };
+}
+
 export interface ModelSpec {
   version: string;
   architecture: string;
@@ -174,17 +194,8 @@ export function buildSpec(config: RadioConfig, weights: SafetensorsCheckpoint): 
   }
 
   const blocks: BlockKeys[] = [];
-  const pair = (base: string) => ({ weight: `${base}.weight`, bias: `${base}.bias` });
   for (let i = 0; i < depth; i++) {
-    const b = `${MODEL}blocks.${i}`;
-    const keys: BlockKeys = {
-      norm1: pair(`${b}.norm1`),
-      qkv: pair(`${b}.attn.qkv`),
-      proj: pair(`${b}.attn.proj`),
-      norm2: pair(`${b}.norm2`),
-      fc1: pair(`${b}.mlp.fc1`),
-      fc2: pair(`${b}.mlp.fc2`),
-    };
+    const keys = blockKeys(`${MODEL}blocks.${i}.`);
     expectShape(keys.norm1.weight, [width], "LayerNorm over width");
     expectShape(keys.norm1.bias, [width], "LayerNorm over width");
     expectShape(keys.qkv.weight, [3 * width, width], "fused q, k, v projection");
