@@ -4,11 +4,10 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, readdir, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, readdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { after, before, beforeEach, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { promisify } from "node:util";
 import { HubDownloadError, type DownloadProgress } from "../../server/src/checkpoint/hub.js";
 import {
@@ -21,7 +20,8 @@ import {
 import { KNOWN_CHECKPOINTS, SIGLIP2_G_TEXT_TOWER } from "../../server/src/checkpoint/catalogue.js";
 import { TEXT_SUBSET_FILE } from "../../server/src/checkpoint/siglip.js";
 import { SafetensorsCheckpoint, SafetensorsFile } from "../../server/src/checkpoint/safetensors.js";
-import { FakeHub } from "./support/fake-hub.js";
+import type { FakeHub } from "./support/fake-hub.js";
+import { useFakeHub } from "./support/hub-suite.js";
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const FIXTURE = join(repoRoot, "..", "shared", "fixtures", "upstream-adaptor-golden");
@@ -34,38 +34,21 @@ const RADIO = KNOWN_CHECKPOINTS["c-radio_v4-h"]!;
 const SHARD1 = "model-00001-of-00002.safetensors";
 const SHARD2 = "model-00002-of-00002.safetensors";
 const PRIVATE_REPO = "acme/siglip-private";
-const ENV_KEYS = [
-  "HF_HOME",
-  "HF_HUB_CACHE",
-  "HUGGINGFACE_HUB_CACHE",
-  "XDG_CACHE_HOME",
-  "HF_ENDPOINT",
-  "HF_TOKEN",
-  "HUGGING_FACE_HUB_TOKEN",
-  "HF_TOKEN_PATH",
-  "HF_HUB_OFFLINE",
-  "TRANSFORMERS_OFFLINE",
-];
 
 let hub: FakeHub;
-let root: string;
 let textCommit: string;
-const savedEnv: Record<string, string | undefined> = {};
-let logLines: string[] = [];
-const logger = { info: (m: string) => void logLines.push(m), warn: (m: string) => void logLines.push(`WARN ${m}`) };
-let dirCount = 0;
-
-async function freshDir(): Promise<string> {
-  const d = join(root, `cache-${++dirCount}`);
-  await mkdir(d, { recursive: true });
-  return d;
-}
+const { logLines, logger, freshDir, downloadOptions } = useFakeHub("hub-text-test-", async (h) => {
+  hub = h;
+  if (skip) return;
+  textCommit = await hub.addRepoFromDir(TEXT_REPO, SIGLIP_DIR);
+  await hub.addRepoFromDir(RADIO.repo, RADIO_DIR);
+  await hub.addRepoFromDir(PRIVATE_REPO, SIGLIP_DIR, { privateToken: "hf_right" });
+});
 
 function opts(cacheDir: string, extra: Partial<DownloadTextTowerOptions> = {}): DownloadTextTowerOptions {
-  return { cacheDir, endpoint: hub.endpoint, progress: "none", logger, retryDelayMs: 5, ...extra };
+  return { ...downloadOptions(cacheDir), ...extra };
 }
 
-const _servedBytes = () => hub.requests.reduce((a, r) => a + (r.bytesSent ?? 0), 0);
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 /** every text tensor of the fixture, with the same dtype, shape and bytes, and nothing else */
@@ -88,35 +71,6 @@ function assertSubsetMatches(path: string): void {
     original.close();
   }
 }
-
-before(async () => {
-  for (const k of ENV_KEYS) {
-    savedEnv[k] = process.env[k];
-    delete process.env[k];
-  }
-  root = await mkdtemp(join(tmpdir(), "hub-text-test-"));
-  process.env.HF_HOME = join(root, "hf-home");
-  hub = await FakeHub.start();
-  if (skip) return;
-  textCommit = await hub.addRepoFromDir(TEXT_REPO, SIGLIP_DIR);
-  await hub.addRepoFromDir(RADIO.repo, RADIO_DIR);
-  await hub.addRepoFromDir(PRIVATE_REPO, SIGLIP_DIR, { privateToken: "hf_right" });
-});
-
-after(async () => {
-  await hub?.close();
-  for (const k of ENV_KEYS) {
-    if (savedEnv[k] === undefined) delete process.env[k];
-    else process.env[k] = savedEnv[k];
-  }
-  if (root) await rm(root, { recursive: true, force: true });
-});
-
-beforeEach(() => {
-  hub.clearFaults();
-  hub.clearRequests();
-  logLines = [];
-});
 
 describe("catalogue", () => {
   test("both v4 models name their torch.hub adaptor file and the siglip2-g-384 text tower", () => {

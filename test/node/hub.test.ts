@@ -3,50 +3,38 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, writeFile } from "node:fs/promises";
+import { lstat, mkdir, readFile, readdir, readlink, rm, stat, writeFile } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
-import { after, before, beforeEach, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { PRESETS, generateCheckpoint } from "../../server/src/checkpoint/generate.js";
 import { HubDownloadError, downloadCheckpoint, resolveToken, type DownloadCheckpointOptions, type DownloadProgress } from "../../server/src/checkpoint/hub.js";
 import { PRODUCT } from "../../server/src/version.js";
-import { FakeHub, deterministicBytes } from "./support/fake-hub.js";
+import { deterministicBytes, type FakeHub } from "./support/fake-hub.js";
+import { useFakeHub } from "./support/hub-suite.js";
 
 const REPO = "nvidia/C-RADIOv4-H";
-const ENV_KEYS = [
-  "HF_HOME",
-  "HF_HUB_CACHE",
-  "HUGGINGFACE_HUB_CACHE",
-  "XDG_CACHE_HOME",
-  "HF_ENDPOINT",
-  "HF_TOKEN",
-  "HUGGING_FACE_HUB_TOKEN",
-  "HF_TOKEN_PATH",
-  "HF_HUB_OFFLINE",
-  "TRANSFORMERS_OFFLINE",
-];
 
 let hub: FakeHub;
 let root: string;
 let ckptDir: string;
 let commitMain: string;
-const savedEnv: Record<string, string | undefined> = {};
-let logLines: string[] = [];
-const logger = { info: (m: string) => void logLines.push(m), warn: (m: string) => void logLines.push(`WARN ${m}`) };
-
-let dirCount = 0;
-async function freshDir(name = "cache"): Promise<string> {
-  const d = join(root, `${name}-${++dirCount}`);
-  await mkdir(d, { recursive: true });
-  return d;
-}
+const { logLines, logger, freshDir, downloadOptions } = useFakeHub("hub-test-", async (h, r) => {
+  hub = h;
+  root = r;
+  ckptDir = join(root, "ckpt");
+  await generateCheckpoint(ckptDir, PRESETS.tiny);
+  // files a real repo has but a checkpoint download must not fetch
+  await writeFile(join(ckptDir, "README.md"), "# C-RADIOv4-H\n");
+  await writeFile(join(ckptDir, "hf_model.py"), "class RADIOModel: ...\n");
+  commitMain = await hub.addRepoFromDir(REPO, ckptDir);
+});
 
 function opts(cacheDir: string, extra: Partial<DownloadCheckpointOptions> = {}): DownloadCheckpointOptions {
-  return { repo: REPO, cacheDir, endpoint: hub.endpoint, progress: "none", logger, retryDelayMs: 5, ...extra };
+  return { repo: REPO, ...downloadOptions(cacheDir), ...extra };
 }
 
 async function sha256File(p: string): Promise<string> {
@@ -77,40 +65,6 @@ function isHubError(code: HubDownloadError["code"], ...patterns: RegExp[]) {
     return true;
   };
 }
-
-before(async () => {
-  for (const k of ENV_KEYS) {
-    savedEnv[k] = process.env[k];
-    delete process.env[k];
-  }
-  root = await mkdtemp(join(tmpdir(), "hub-test-"));
-  // never read the developer's ~/.cache/huggingface (token file, cache)
-  process.env.HF_HOME = join(root, "hf-home");
-  hub = await FakeHub.start();
-  ckptDir = join(root, "ckpt");
-  await generateCheckpoint(ckptDir, PRESETS.tiny);
-  // files a real repo has but a checkpoint download must not fetch
-  await writeFile(join(ckptDir, "README.md"), "# C-RADIOv4-H\n");
-  await writeFile(join(ckptDir, "hf_model.py"), "class RADIOModel: ...\n");
-  commitMain = await hub.addRepoFromDir(REPO, ckptDir);
-});
-
-after(async () => {
-  await hub?.close();
-  for (const k of ENV_KEYS) {
-    if (savedEnv[k] === undefined) delete process.env[k];
-    else process.env[k] = savedEnv[k];
-  }
-  if (root) await rm(root, { recursive: true, force: true });
-});
-
-beforeEach(() => {
-  hub.clearFaults();
-  hub.clearRequests();
-  logLines = [];
-  for (const k of ENV_KEYS) if (k !== "HF_HOME") delete process.env[k];
-  process.env.HF_HOME = join(root, "hf-home");
-});
 
 describe("download into the Python huggingface_hub cache layout", () => {
   test("downloads config.json, preprocessor_config.json and the safetensors, nothing else", async () => {
