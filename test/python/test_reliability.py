@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,31 @@ def jpeg_bytes(h: int, w: int, seed: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
+
+
+def compute_embeddings_counted(samples: fo.Dataset, model: Any, stream: Callable[..., Iterator[Any]], **kwargs: Any) -> dict[str, int]:
+    """samples.compute_embeddings(model, **kwargs) with grpc_client.RadioClient._stream replaced by
+    `stream` (a wrapper of the real one, e.g. one that kills a sidecar mid-call) for the run. Returns how
+    many embeddings model.embed_all handed back for each input (by str(input): the filepath; a None does
+    not count), for the tests' "every sample labelled exactly once"."""
+    seen: dict[str, int] = {}
+    real_stream = grpc_client.RadioClient._stream
+    real_embed_all = model.embed_all
+
+    def embed_all_counting(args: Any) -> Any:
+        out = real_embed_all(args)
+        for a, o in zip(args, out):
+            seen[str(a)] = seen.get(str(a), 0) + (o is not None)
+        return out
+
+    grpc_client.RadioClient._stream = stream
+    model.embed_all = embed_all_counting
+    try:
+        samples.compute_embeddings(model, **kwargs)
+    finally:
+        grpc_client.RadioClient._stream = real_stream
+        model.embed_all = real_embed_all
+    return seen
 
 
 # -- the corpus ---------------------------------------------------------------------------------------
@@ -224,10 +249,8 @@ def test_sidecar_sigkilled_mid_call_every_sample_labelled_once(graph: Path, tmp_
     try:
         ds.compute_embeddings(model, embeddings_field="ref", batch_size=20)
         first_pid = model._sidecar.pid
-        seen: dict[str, int] = {}
         calls: dict[str, Any] = {"stream": 0, "received": None, "asked": None, "error": None}
         real_stream = grpc_client.RadioClient._stream
-        real_embed_all = model.embed_all
 
         def stream_then_kill(self: Any, request: Any, timeout: float | None) -> Iterator[Any]:
             calls["stream"] += 1
@@ -243,18 +266,7 @@ def test_sidecar_sigkilled_mid_call_every_sample_labelled_once(graph: Path, tmp_
                     calls.update(received=n, asked=len(request.images), error=err)
                 raise
 
-        def embed_all_counting(args: Any) -> Any:
-            out = real_embed_all(args)
-            for a, o in zip(args, out):
-                seen[str(a)] = seen.get(str(a), 0) + (o is not None)
-            return out
-
-        grpc_client.RadioClient._stream = stream_then_kill
-        model.embed_all = embed_all_counting
-        try:
-            ds.compute_embeddings(model, embeddings_field="e", batch_size=20)
-        finally:
-            grpc_client.RadioClient._stream = real_stream
+        seen = compute_embeddings_counted(ds, model, stream_then_kill, embeddings_field="e", batch_size=20)
         assert calls["error"] is not None, "the call in flight failed when the sidecar died"
         assert calls["received"] < calls["asked"], f"killed mid-call: {calls['received']} of {calls['asked']} results in"
         assert model._sidecar.pid != first_pid, "restarted"

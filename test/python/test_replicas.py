@@ -29,7 +29,7 @@ from typing import Any
 import fiftyone as fo
 import numpy as np
 import pytest
-from test_reliability import MODEL, jpeg_bytes, radio  # noqa: F401 — registers the radio_zoo_under_test package: first
+from test_reliability import MODEL, compute_embeddings_counted, jpeg_bytes, radio  # noqa: F401 — registers the radio_zoo_under_test package: first
 
 # isort: split
 from radio_zoo_under_test.client import grpc_client  # noqa: E402
@@ -111,8 +111,6 @@ def test_three_replicas_one_target_one_killed_mid_call(graph: Path, samples: fo.
         assert len(model._client._channels) == 1, "one channel for the three replicas"
         calls: list[dict[str, Any]] = []
         victim_images: dict[str, float] = {}
-        seen: dict[str, int] = {}
-        real_embed_all = model.embed_all
         real_stream = grpc_client.RadioClient._stream
 
         def stream_noting_peer(self: Any, request: Any, timeout: float | None) -> Iterator[Any]:
@@ -140,18 +138,9 @@ def test_three_replicas_one_target_one_killed_mid_call(graph: Path, samples: fo.
                 note["error"] = err
                 raise
 
-        def embed_all_counting(args: Any) -> Any:
-            out = real_embed_all(args)
-            for a, o in zip(args, out):
-                seen[str(a)] = seen.get(str(a), 0) + (o is not None)
-            return out
-
-        grpc_client.RadioClient._stream = stream_noting_peer
-        model.embed_all = embed_all_counting
         try:
-            samples.compute_embeddings(model, embeddings_field="e", batch_size=5)
+            seen = compute_embeddings_counted(samples, model, stream_noting_peer, embeddings_field="e", batch_size=5)
         finally:
-            grpc_client.RadioClient._stream = real_stream
             model.close()
 
         # The kill happened mid-call: that call failed with some of its results in, and the images
