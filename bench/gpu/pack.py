@@ -39,9 +39,11 @@ CACHE = Path(os.environ.get("RADIO_GPU_PACK_CACHE", Path.home() / ".cache" / "c-
 MIB = 1024 * 1024
 # A device call carries the working tree and the carried paths, 64 MiB in all.
 CALL_LIMIT = 64 * MIB
-# Not needed on the device: other platforms' onnxruntime builds (220 MB).
+# Not needed on the device: other platforms' onnxruntime builds (220 MB), and the dev tools that only
+# lint (Biome, 97 MB) or drive a browser (playwright-core) here: with them the pack needs a fifth call.
 NODE_MODULES_SKIP = ("node_modules/onnxruntime-node/bin/napi-v6/darwin", "node_modules/onnxruntime-node/bin/napi-v6/win32",
-                     "node_modules/onnxruntime-node/bin/napi-v6/linux/arm64")
+                     "node_modules/onnxruntime-node/bin/napi-v6/linux/arm64", "node_modules/@biomejs",
+                     "node_modules/playwright-core")
 # Room left in a call for the manifest (it lists every file: ~1.2 MB) and the transfer's own overhead.
 MARGIN = 4 * MIB
 sys.path.insert(0, str(Path(__file__).resolve().parent))
