@@ -20,7 +20,16 @@ export interface TextTowerRef extends HubRef {
   teacherModel: string;
 }
 
+/** What the Hugging Face config class fills in for fields a config.json may leave null. */
+export interface ConfigDefaults {
+  patchSize: number;
+  maxResolution: number;
+  preferred: [number, number];
+}
+
 export interface KnownCheckpoint extends HubRef {
+  /** Read by spec.ts where config.json has null (keyed by config.version, which is the short name). */
+  configDefaults?: ConfigDefaults;
   /**
    * torch.hub checkpoint in `repo` holding the adaptor heads (siglip2-g, dino_v3_7b, sam3). The repo's
    * model.safetensors holds only the backbone, so the heads come from this file (a torch.save zip).
@@ -45,12 +54,14 @@ export const KNOWN_CHECKPOINTS: Readonly<Record<string, KnownCheckpoint>> = {
   "c-radio_v4-h": {
     repo: "nvidia/C-RADIOv4-H",
     revision: "main",
+    configDefaults: { patchSize: 16, maxResolution: 2048, preferred: [512, 512] },
     adaptorCheckpoint: "c-radio_v4-h_half.pth.tar",
     textTower: SIGLIP2_G_TEXT_TOWER,
   },
   "c-radio_v4-so400m": {
     repo: "nvidia/C-RADIOv4-SO400M",
     revision: "main",
+    configDefaults: { patchSize: 16, maxResolution: 2048, preferred: [512, 512] },
     adaptorCheckpoint: "c-radio_v4-so400m_half.pth.tar",
     textTower: SIGLIP2_G_TEXT_TOWER,
   },

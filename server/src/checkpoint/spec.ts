@@ -1,21 +1,16 @@
-// A checkpoint folder (config.json + safetensors) turned into a typed model spec. Everything that the
+// A checkpoint folder (config.json + safetensors) turned into a typed CheckpointSpec (the network it describes). Everything that the
 // tensors state is read from them; config.json supplies only what shapes cannot (head count, how the
 // prefix tokens split into cls tokens and registers, resolutions). Any disagreement is an error that
 // names the key and what was expected: a silently misread checkpoint would give wrong embeddings.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { resolveArchitecture } from "./architectures.js";
+import { KNOWN_CHECKPOINTS } from "./catalogue.js";
 import { CheckpointError, readRadioConfig, type RadioConfig } from "./config.js";
 import { SafetensorsCheckpoint, type TensorInfo } from "./safetensors.js";
 
 export const PREFIX = "radio_model.";
 export const MODEL = `${PREFIX}model.`;
-
-/** Defaults of the HF config class for fields a config.json may leave null. */
-const VERSION_DEFAULTS: Record<string, { patchSize: number; maxResolution: number; preferred: [number, number] }> = {
-  "c-radio_v4-h": { patchSize: 16, maxResolution: 2048, preferred: [512, 512] },
-  "c-radio_v4-so400m": { patchSize: 16, maxResolution: 2048, preferred: [512, 512] },
-};
 
 export interface BlockKeys {
   norm1: { weight: string; bias: string };
@@ -46,7 +41,7 @@ export function blockKeys(prefix: string): BlockKeys {
   return { norm1: pair(m.norm1), qkv: pair(m.qkv), proj: pair(m.proj), norm2: pair(m.norm2), fc1: pair(m.fc1), fc2: pair(m.fc2) };
 }
 
-export interface ModelSpec {
+export interface CheckpointSpec {
   version: string;
   architecture: string;
   patchSize: number;
@@ -88,7 +83,7 @@ export interface ModelSpec {
 export interface LoadedCheckpoint {
   dir: string;
   config: RadioConfig;
-  spec: ModelSpec;
+  spec: CheckpointSpec;
   weights: SafetensorsCheckpoint;
 }
 
@@ -123,7 +118,7 @@ function shapeStr(s: readonly number[]): string {
   return `[${s.join(", ")}]`;
 }
 
-export function buildSpec(config: RadioConfig, weights: SafetensorsCheckpoint): ModelSpec {
+export function buildSpec(config: RadioConfig, weights: SafetensorsCheckpoint): CheckpointSpec {
   const tensors = weights.tensors;
   const get = (name: string, dtype = "F32"): TensorInfo => {
     const t = tensors.get(name);
@@ -141,7 +136,7 @@ export function buildSpec(config: RadioConfig, weights: SafetensorsCheckpoint): 
 
   const args = config.args;
   const version = config.version ?? "c-radio_v4-h";
-  const vdef = VERSION_DEFAULTS[version];
+  const vdef = KNOWN_CHECKPOINTS[version]?.configDefaults;
   const patchSize = config.patch_size ?? vdef?.patchSize;
   const maxResolution = config.max_resolution ?? vdef?.maxResolution;
   const preferred = (config.preferred_resolution ?? vdef?.preferred) as [number, number] | undefined;

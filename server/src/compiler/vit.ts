@@ -3,7 +3,7 @@
 // in the order of the forward pass. Input `pixels` [B, 3, H, W] float32; outputs `summary` [B, S] and
 // `features` [B, h·w, C] (float32 in every precision).
 import { DataType, type GraphBuilder, float, int, ints, str } from "./onnx-graph.js";
-import type { ModelSpec } from "../checkpoint/spec.js";
+import type { CheckpointSpec } from "../checkpoint/spec.js";
 import type { WeightStore } from "./weights.js";
 
 export type AttentionImpl = "matmul" | "mha";
@@ -44,7 +44,7 @@ export interface GraphBuild {
 
 /** The backbone graph being built, as its helpers share it; adaptor heads (adaptor-heads.ts) build with the same one. */
 export interface BackboneBuild extends GraphBuild {
-  spec: ModelSpec;
+  spec: CheckpointSpec;
   options: GraphOptions;
 }
 
@@ -59,7 +59,7 @@ export interface VitTaps {
   features: string;
 }
 
-export function buildVitGraph(graph: GraphBuilder, weights: WeightStore, spec: ModelSpec, options: GraphOptions): VitTaps {
+export function buildVitGraph(graph: GraphBuilder, weights: WeightStore, spec: CheckpointSpec, options: GraphOptions): VitTaps {
   const build: BackboneBuild = { graph, weights, spec, options, dtype: weights.elemType };
   const C = spec.width;
   const pixels = graph.input("pixels", DataType.FLOAT, ["batch", 3, "height", "width"]);
