@@ -172,7 +172,7 @@ def pca1_heatmap(features: np.ndarray, grid: tuple[int, int], out_max_side: int 
 # Model FLOPs (multiply-add = 2 FLOPs), for achieved GFLOP/s and model FLOP utilisation
 # ----------------------------------------------------------------------------------------------
 
-# (width, depth, heads, mlp) of the repo's make-checkpoint presets (server/src/checkpoint/generate.ts);
+# (width, depth, heads, mlp) of the repo's make-checkpoint presets (server/src/synthetic/generate.ts);
 # all have 10 prefix tokens (3 cls + 7 registers) and a 128 × 128 position grid.
 PRESET_SHAPES = {"tiny": (64, 8, 2, 256), "vit-b": (768, 12, 12, 3072), "h": (1280, 32, 16, 5120),
                  "so400m": (1152, 27, 16, 4304)}

@@ -20,7 +20,7 @@ import { parseArgs } from "node:util";
 
 import sharp from "sharp";
 
-import { generateCheckpoint, PRESETS, type PresetName } from "../server/src/checkpoint/generate.js";
+import { generateCheckpoint, PRESETS, type PresetName } from "../server/src/synthetic/generate.js";
 import { compileCheckpoint } from "../server/src/compiler/compile.js";
 import { defaultResolution } from "../server/src/preprocess/index.js";
 import { loadGraph, runGraph } from "../server/src/runtime/session.js";

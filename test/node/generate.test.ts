@@ -9,8 +9,8 @@ import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
-import { adaptorCheckpointName, generateCheckpoint, PRESETS } from "../../server/src/checkpoint/generate.js";
-import { generateSiglip, makeGemmaTokenizer, TINY_SIGLIP } from "../../server/src/checkpoint/generate-siglip.js";
+import { adaptorCheckpointName, generateCheckpoint, PRESETS } from "../../server/src/synthetic/generate.js";
+import { generateSiglip, makeGemmaTokenizer, TINY_SIGLIP } from "../../server/src/synthetic/generate-siglip.js";
 import { SafetensorsFile } from "../../server/src/checkpoint/safetensors.js";
 import { loadSiglipText } from "../../server/src/checkpoint/siglip.js";
 import {
@@ -22,7 +22,7 @@ import {
   PyObject,
   PyTuple,
   roundToFloat16,
-} from "../../server/src/checkpoint/torch-save.js";
+} from "../../server/src/synthetic/torch-save.js";
 import { compileTextTower } from "../../server/src/compiler/compile-text.js";
 import { PromptTokenizer } from "../../server/src/preprocess/text.js";
 import { embedText, loadTextGraph } from "../../server/src/runtime/text-session.js";

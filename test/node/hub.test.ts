@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { before, describe, test } from "node:test";
 import { promisify } from "node:util";
-import { PRESETS, generateCheckpoint } from "../../server/src/checkpoint/generate.js";
+import { PRESETS, generateCheckpoint } from "../../server/src/synthetic/generate.js";
 import { HubDownloadError, downloadCheckpoint, resolveToken, type DownloadCheckpointOptions, type DownloadProgress } from "../../server/src/checkpoint/hub.js";
 import { PRODUCT } from "../../server/src/version.js";
 import { deterministicBytes, type FakeHub } from "./support/fake-hub.js";

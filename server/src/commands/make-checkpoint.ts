@@ -2,8 +2,8 @@
 // the demo, full-size shapes for benchmarks), since no real weights can be downloaded in CI.
 import { resolve } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { adaptorCheckpointName, type GenerateOptions, generateCheckpoint, PRESETS, type PresetName, resolveAdaptorDims } from "../checkpoint/generate.js";
-import { FULL_SIGLIP_TEXT, generateSiglip, TINY_SIGLIP } from "../checkpoint/generate-siglip.js";
+import { adaptorCheckpointName, type GenerateOptions, generateCheckpoint, PRESETS, type PresetName, resolveAdaptorDims } from "../synthetic/generate.js";
+import { FULL_SIGLIP_TEXT, generateSiglip, TINY_SIGLIP } from "../synthetic/generate-siglip.js";
 import { nonNegativeInt, positiveInt } from "./args.js";
 
 interface MakeCheckpointOptions {

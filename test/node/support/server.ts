@@ -9,7 +9,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { protoPath as HEALTH_PROTO } from "grpc-health-check";
 import { pino } from "pino";
 
-import { generateCheckpoint, PRESETS } from "../../../server/src/checkpoint/generate.js";
+import { generateCheckpoint, PRESETS } from "../../../server/src/synthetic/generate.js";
 import { compileCheckpoint } from "../../../server/src/compiler/compile.js";
 import { SERVE_DEFAULTS } from "../../../server/src/defaults.js";
 import { serve, type RunningServer, type ServeConfig, type ServeHooks } from "../../../server/src/serve.js";

@@ -12,7 +12,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Rng } from "./generate.js";
-import { writeSafetensors, type TensorToWrite } from "./safetensors.js";
+import { writeSafetensors, type TensorToWrite } from "../checkpoint/safetensors.js";
 
 export interface SiglipTowerDims {
   hidden: number;

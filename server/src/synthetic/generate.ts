@@ -2,12 +2,12 @@
 // fields, same token structure: 3 cls tokens + 7 registers, summary from cls 0 and 1). Tiny ones drive
 // the tests and the demo; full-size ones (H- or SO400M-shaped) drive benchmarks. The weights are random:
 // outputs mean nothing, but every tensor is non-trivial so a wrong wiring shows up in parity tests.
-import { KNOWN_CHECKPOINTS } from "./catalogue.js";
+import { KNOWN_CHECKPOINTS } from "../checkpoint/catalogue.js";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ARCHITECTURES } from "./architectures.js";
-import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "./safetensors.js";
-import { BLOCK_PARAMS, blockKeys } from "./spec.js";
+import { ARCHITECTURES } from "../checkpoint/architectures.js";
+import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../checkpoint/safetensors.js";
+import { BLOCK_PARAMS, blockKeys } from "../checkpoint/spec.js";
 import { orderedDict, PyFloat, PyObject, roundToFloat16, TensorRef, toFloat16Bytes, torchGlobals, writeTorchSave, type PyValue } from "./torch-save.js";
 
 export interface GenerateOptions {
