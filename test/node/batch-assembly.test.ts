@@ -8,7 +8,8 @@ import { describe, it } from "node:test";
 
 import type { GraphMetadata } from "../../server/src/compiler/metadata.js";
 import type { ServedGraph } from "../../server/src/pipeline/graphs.js";
-import { Pipeline, TensorBuffers, type InferenceBackend } from "../../server/src/pipeline/pipeline.js";
+import { Pipeline, type InferenceBackend } from "../../server/src/pipeline/pipeline.js";
+import { TensorBuffers } from "../../server/src/pipeline/tensor-buffers.js";
 import type { ImageOutcome, OutputKind } from "../../server/src/pipeline/types.js";
 import { createPathPolicy, hwcToChw } from "../../server/src/preprocess/index.js";
 

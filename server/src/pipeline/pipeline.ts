@@ -24,14 +24,26 @@ import {
 import { nlcRow, nlcTensor, resolveHeatmapSpec, summaryTensor, type HeatmapSpec, type OutputTensor } from "../postprocess/outputs.js";
 import type { PostprocessTask } from "../postprocess/protocol.js";
 import type { ServedGraph } from "./graphs.js";
+import { TensorBuffers } from "./tensor-buffers.js";
 import { TextEmbedder, type PromptTokenizer, type TextBackend, type TextMetrics, type TextReply } from "./text.js";
 import { RequestError, type FailureKind } from "./errors.js";
 import { NO_METRICS, type DropReason, type EmbedHandle, type EmbedJobSpec, type ImageOutcome, type OutputKind, type PipelineMetrics } from "./types.js";
 
+/** One batch's outputs, as the inference runtime returns them. */
+export interface InferResult {
+  summary: Float32Array;
+  summaryDims: number[];
+  features: Float32Array;
+  featureDims: number[];
+  runMs: number;
+  /** The batch's pixels handed back once the run is over (their buffer is then reused for a later batch). */
+  input?: Float32Array;
+}
+
 /** What the pipeline needs from the inference runtime. */
 export interface InferenceBackend {
   readonly workers: number;
-  /** Runs one batch of pixels [B, 3, H, W] through `graph`'s graph. */
+  /** Runs one batch of pixels [B, 3, H, W] through the named graph. */
   infer(
     graph: string,
     pixels: Float32Array,
@@ -40,15 +52,7 @@ export interface InferenceBackend {
     outputs?: readonly ("summary" | "features")[],
     /** An adaptor's outputs instead of the backbone's ("" = the backbone). */
     space?: string,
-  ): Promise<{
-    summary: Float32Array;
-    summaryDims: number[];
-    features: Float32Array;
-    featureDims: number[];
-    runMs: number;
-    /** The batch's pixels handed back once the run is over (their buffer is then reused for a later batch). */
-    input?: Float32Array;
-  }>;
+  ): Promise<InferResult>;
 }
 
 export interface PostprocessBackend {
@@ -140,39 +144,6 @@ interface Item extends Batchable {
   width: number;
   originalHeight: number;
   originalWidth: number;
-}
-
-/**
- * Batch tensors, reused. Filling fresh memory costs the main thread ~1.4 CPU-ms more an image than
- * refilling a buffer the worker handed back (first touch: page faults, zeroing; 592×448, 3.2 MB an
- * image). Keeps at most `max` free buffers; a batch takes the smallest free one that fits and is not
- * over twice its size (the tensor is a view of its first B·3·H·W values).
- */
-export class TensorBuffers {
-  private readonly free: ArrayBuffer[] = [];
-  constructor(private readonly max: number) {}
-
-  take(length: number): Float32Array {
-    const bytes = length * Float32Array.BYTES_PER_ELEMENT;
-    let best = -1;
-    for (let i = 0; i < this.free.length; i++) {
-      const b = this.free[i]!.byteLength;
-      if (b >= bytes && b <= 2 * bytes && (best < 0 || b < this.free[best]!.byteLength)) best = i;
-    }
-    if (best < 0) return new Float32Array(length);
-    const [buf] = this.free.splice(best, 1);
-    return new Float32Array(buf!, 0, length);
-  }
-
-  give(buffer: ArrayBufferLike | undefined): void {
-    if (!(buffer instanceof ArrayBuffer) || buffer.byteLength === 0 || this.free.includes(buffer)) return;
-    this.free.push(buffer);
-    if (this.free.length > this.max) this.free.shift(); // the oldest goes
-  }
-
-  get size(): number {
-    return this.free.length;
-  }
 }
 
 /** Patch tokens of one image at its inference size. */
@@ -421,7 +392,51 @@ export class Pipeline {
   }
 
   /** One batch of same-graph, same-size images through a worker. */
+  /** One batch from the batcher: drop what was cancelled, assemble, infer, deliver each image's output. */
   private async runBatch(items: Item[]): Promise<void> {
+    const live = this.stillWanted(items);
+    const first = live[0];
+    if (!first) return;
+    const graph = first.job.graph;
+    const { height: H, width: W } = first;
+    const B = live.length;
+    const pixels = this.assemble(live, H, W);
+    if (!pixels) return;
+
+    // Only what the batch's requests need leaves the graph: embeddings never copy out the features.
+    const wantSummary = live.some((it) => it.job.output === "summary");
+    const wantFeatures = live.some((it) => it.job.output !== "summary");
+    const outputs = wantFeatures ? (wantSummary ? (["summary", "features"] as const) : (["features"] as const)) : (["summary"] as const);
+    let out: InferResult;
+    try {
+      out = await this.options.inference.infer(graph.name, pixels, [B, 3, H, W], outputs, first.job.space);
+    } catch (err) {
+      this.options.logger?.error({ err, graph: graph.name, batch: B, height: H, width: W }, "inference failed");
+      for (const it of live) {
+        this.fail(it.job, it.index, "internal", `input ${JSON.stringify(it.id)}: inference failed: ${(err as Error).message}`);
+      }
+      return;
+    }
+    this.tensors.give(out.input?.buffer);
+    this.metrics.batchRan(graph.name, B, out.runMs / 1000, new Set(live.map((it) => it.job)).size);
+    const positions = out.featureDims[1]!;
+    const grid = { height: H / graph.metadata.patchSize, width: W / graph.metadata.patchSize };
+    if (wantFeatures && grid.height * grid.width !== positions) {
+      for (const it of live) {
+        this.fail(
+          it.job,
+          it.index,
+          "internal",
+          `input ${JSON.stringify(it.id)}: the graph returned ${positions} positions for a ${grid.height}×${grid.width} grid`,
+        );
+      }
+      return;
+    }
+    live.forEach((it, b) => this.deliver(it, b, out, grid));
+  }
+
+  /** The batch's items whose calls still want them; the others are dropped (their decode slots freed). */
+  private stillWanted(items: Item[]): Item[] {
     const live: Item[] = [];
     const now = Date.now();
     for (const it of items) {
@@ -434,15 +449,15 @@ export class Pipeline {
         live.push(it);
       }
     }
-    const first = live[0];
-    if (!first) return;
-    const graph = first.job.graph;
-    const { height: H, width: W } = first;
-    const B = live.length;
+    return live;
+  }
+
+  /** The batch tensor [B, 3, H, W] from the items' interleaved pixels; null (every item failed) if that fails. */
+  private assemble(live: Item[], H: number, W: number): Float32Array | null {
     const plane = H * W;
-    const pixels = this.tensors.take(B * 3 * plane);
+    const pixels = this.tensors.take(live.length * 3 * plane);
     const t = performance.now();
-    for (let b = 0; b < B; b++) {
+    for (let b = 0; b < live.length; b++) {
       const it = live[b]!;
       const src = it.pixels!;
       try {
@@ -456,87 +471,61 @@ export class Pipeline {
           x.pixels = null;
           this.fail(x.job, x.index, "internal", `input ${JSON.stringify(x.id)}: batch assembly failed: ${(err as Error).message}`);
         }
-        return;
+        return null;
       }
       it.pixels = null;
       this.decodedSlots.release();
       this.markRunning(it.job, it.index);
       this.metrics.queueWait((t - it.enqueuedAt) / 1000);
     }
+    return pixels;
+  }
 
-    // Only what the batch's requests need leaves the graph: embeddings never copy out the features.
-    const wantSummary = live.some((it) => it.job.output === "summary");
-    const wantFeatures = live.some((it) => it.job.output !== "summary");
-    const outputs = wantFeatures ? (wantSummary ? (["summary", "features"] as const) : (["features"] as const)) : (["summary"] as const);
-    let out: Awaited<ReturnType<InferenceBackend["infer"]>>;
-    try {
-      out = await this.options.inference.infer(graph.name, pixels, [B, 3, H, W], outputs, first.job.space);
-    } catch (err) {
-      this.options.logger?.error({ err, graph: graph.name, batch: B, height: H, width: W }, "inference failed");
-      for (const it of live) {
-        this.fail(it.job, it.index, "internal", `input ${JSON.stringify(it.id)}: inference failed: ${(err as Error).message}`);
-      }
+  /** Image b of the batch's output, as its call asked: a summary or NLC at once, NCHW or a heatmap from a postprocess worker. */
+  private deliver(it: Item, b: number, out: InferResult, grid: { height: number; width: number }): void {
+    const job = it.job;
+    if (job.closed) {
+      this.settle(job, it.index, null);
       return;
     }
-    this.tensors.give(out.input?.buffer);
-    this.metrics.batchRan(graph.name, B, out.runMs / 1000, new Set(live.map((it) => it.job)).size);
-    const S = out.summaryDims[1]!;
     const positions = out.featureDims[1]!;
     const C = out.featureDims[2]!;
-    const gridH = H / graph.metadata.patchSize;
-    const gridW = W / graph.metadata.patchSize;
-    if (wantFeatures && gridH * gridW !== positions) {
-      for (const it of live) {
-        this.fail(it.job, it.index, "internal", `input ${JSON.stringify(it.id)}: the graph returned ${positions} positions for a ${gridH}×${gridW} grid`);
-      }
+    const sizes = { inputHeight: it.height, inputWidth: it.width, originalHeight: it.originalHeight, originalWidth: it.originalWidth };
+    if (job.output === "summary") {
+      this.succeed(job, it.index, { tensor: summaryTensor(out.summary, b, out.summaryDims[1]!), ...sizes });
       return;
     }
-    for (let b = 0; b < B; b++) {
-      const it = live[b]!;
-      const job = it.job;
-      if (job.closed) {
-        this.settle(job, it.index, null);
-        continue;
-      }
-      const sizes = { inputHeight: H, inputWidth: W, originalHeight: it.originalHeight, originalWidth: it.originalWidth };
-      if (job.output === "summary") {
-        this.succeed(job, it.index, { tensor: summaryTensor(out.summary, b, S), ...sizes });
-      } else if (job.output === "features_nlc") {
-        this.succeed(job, it.index, { tensor: nlcTensor(nlcRow(out.features, b, positions, C), positions, C), ...sizes });
-      } else {
-        // A copy of this image's features goes to a postprocess worker (transferred, not copied again).
-        const nlc = nlcRow(out.features, b, positions, C).slice();
-        const task: PostprocessTask =
-          job.output === "features_nchw"
-            ? { op: "features_nchw", nlc, gridHeight: gridH, gridWidth: gridW, channels: C }
-            : {
-                op: "heatmap",
-                nlc,
-                gridHeight: gridH,
-                gridWidth: gridW,
-                channels: C,
-                spec: job.heatmap!,
-                originalHeight: it.originalHeight,
-                originalWidth: it.originalWidth,
-              };
-        const tp = performance.now();
-        this.options.postprocess.postprocess(task).then(
-          (tensor) => {
-            this.metrics.postprocessed(job.output, (performance.now() - tp) / 1000);
-            this.succeed(job, it.index, { tensor, ...sizes });
-          },
-          (err: Error) => {
-            this.options.logger?.error({ err, id: it.id }, "postprocessing failed");
-            this.fail(
-              job,
-              it.index,
-              "internal",
-              `input ${JSON.stringify(it.id)}: ${job.output === "heatmap" ? "heatmap" : "NCHW transpose"} failed: ${err.message}`,
-            );
-          },
-        );
-      }
+    if (job.output === "features_nlc") {
+      this.succeed(job, it.index, { tensor: nlcTensor(nlcRow(out.features, b, positions, C), positions, C), ...sizes });
+      return;
     }
+    // A copy of this image's features goes to a postprocess worker (transferred, not copied again).
+    const nlc = nlcRow(out.features, b, positions, C).slice();
+    const task: PostprocessTask =
+      job.output === "features_nchw"
+        ? { op: "features_nchw", nlc, gridHeight: grid.height, gridWidth: grid.width, channels: C }
+        : {
+            op: "heatmap",
+            nlc,
+            gridHeight: grid.height,
+            gridWidth: grid.width,
+            channels: C,
+            spec: job.heatmap!,
+            originalHeight: it.originalHeight,
+            originalWidth: it.originalWidth,
+          };
+    const started = performance.now();
+    this.options.postprocess.postprocess(task).then(
+      (tensor) => {
+        this.metrics.postprocessed(job.output, (performance.now() - started) / 1000);
+        this.succeed(job, it.index, { tensor, ...sizes });
+      },
+      (err: Error) => {
+        this.options.logger?.error({ err, id: it.id }, "postprocessing failed");
+        const what = job.output === "heatmap" ? "heatmap" : "NCHW transpose";
+        this.fail(job, it.index, "internal", `input ${JSON.stringify(it.id)}: ${what} failed: ${err.message}`);
+      },
+    );
   }
 
   // --- bookkeeping -----------------------------------------------------------------------------
