@@ -28,7 +28,8 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 
 import { sanitizeAndClip } from "../server/src/postprocess/clip.js";
-import { DEFAULT_HEATMAP_SIGMA, DEFAULT_HEATMAP_SOLVER_TOLERANCE, inlierMean } from "../server/src/postprocess/heatmap.js";
+import { HEATMAP_DEFAULTS } from "../server/src/defaults.js";
+import { DEFAULT_HEATMAP_SOLVER_TOLERANCE, inlierMean } from "../server/src/postprocess/heatmap.js";
 import { orientComponent } from "../server/src/postprocess/orientation.js";
 import { clampToInlierRange, highNormTokens } from "../server/src/postprocess/outliers.js";
 import { heatmapTensor, type HeatmapSpec } from "../server/src/postprocess/outputs.js";
@@ -58,7 +59,7 @@ const ROUNDS = Number(args.rounds);
 const THREADS = args.threads!.split(",").map(Number);
 const ROOT = path.resolve(import.meta.dirname, "..");
 const OUT = 512;
-const SIGMA = DEFAULT_HEATMAP_SIGMA;
+const SIGMA = HEATMAP_DEFAULTS.sigma;
 const log = (s: string) => process.stderr.write(`${s}\n`);
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);

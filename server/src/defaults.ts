@@ -18,7 +18,7 @@ export const HEATMAP_DEFAULTS = Object.freeze({
   maxSide: SHARED.heatmap.max_side,
 });
 
-const MiB = 1024 * 1024;
+export const MiB = 1024 * 1024;
 
 /** Per image, checked before or while decoding. */
 export const IMAGE_LIMITS = Object.freeze({

@@ -133,8 +133,8 @@ async function chooseProvider(request: ProviderRequest, graphs: readonly ServedG
   return choice;
 }
 
-interface Transports {
-  grpc: GrpcServer;
+/** The HTTP side on a TCP port and on a unix socket, each when configured. */
+interface HttpSides {
   http: HttpServer | null;
   httpUnix: HttpServer | null;
 }
@@ -144,7 +144,7 @@ async function startHttp(
   config: ServeConfig,
   logger: Logger,
   side: Pick<HttpServerOptions, "registry" | "ready" | "shuttingDown" | "info">,
-): Promise<Pick<Transports, "http" | "httpUnix">> {
+): Promise<HttpSides> {
   const common = { ...side, host: config.httpHost, logger: logger.child({ component: "http" }) };
   const http = config.httpPort !== null ? await startHttpServer({ ...common, port: config.httpPort }) : null;
   try {
@@ -264,7 +264,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
   });
   const postprocessThreads = config.postprocessThreads ?? defaultPostprocessThreads(provider, cores);
   const postprocess = new PostprocessPool(postprocessThreads);
-  let http: Pick<Transports, "http" | "httpUnix"> = { http: null, httpUnix: null };
+  let http: HttpSides = { http: null, httpUnix: null };
   let pool: InferencePool;
   try {
     http = await startHttp(config, logger, {
@@ -344,10 +344,9 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
   const fatal = watchWorkers(pool, metrics, logger);
 
   // 4. The pipeline in front of the pool, then SERVING.
-  const inference = pool;
   const running = new Pipeline({
     graphs,
-    inference,
+    inference: pool,
     postprocess,
     paths,
     maxBatch,
@@ -357,16 +356,16 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     maxQueue: config.maxQueue,
     decodeParallelism,
     limits: { limitInputPixels: config.maxImagePixels ?? IMAGE_LIMITS.limitInputPixels },
-    text: { tokenizers, backend: inference, maxBatch: batching.textBatch, maxPrompts: TEXT_DEFAULTS.maxPrompts, cacheBytes: TEXT_DEFAULTS.cacheBytes, metrics },
+    text: { tokenizers, backend: pool, maxBatch: batching.textBatch, maxPrompts: TEXT_DEFAULTS.maxPrompts, cacheBytes: TEXT_DEFAULTS.cacheBytes, metrics },
     metrics,
     logger: logger.child({ component: "pipeline" }),
   });
   metrics.observe({
     admitted: () => running.admitted,
     queueDepth: () => running.queueDepth,
-    runningBatches: () => inference.running,
-    workers: () => inference.workers,
-    workerBusySeconds: () => inference.busySeconds,
+    runningBatches: () => pool.running,
+    workers: () => pool.workers,
+    workerBusySeconds: () => pool.busySeconds,
     openCalls: () => grpc.openCalls.open,
   });
   pipeline = running;
@@ -391,8 +390,8 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
       await postprocess.close();
       // Terminating a worker inside session.run aborts the process (onnxruntime-node), so a batch
       // still running after the grace period is left to the process exit instead.
-      if (inference.running === 0) await inference.close();
-      else logger.warn({ running: inference.running }, "leaving running batches to process exit");
+      if (pool.running === 0) await pool.close();
+      else logger.warn({ running: pool.running }, "leaving running batches to process exit");
       logger.info("stopped");
     })();
     return shutdownPromise;
@@ -407,7 +406,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     httpPort: http.http?.port ?? null,
     metrics,
     pipeline: running,
-    pool: inference,
+    pool,
     provider: choice,
     info,
     fatal,

@@ -6,6 +6,7 @@
  * Python: $RADIO_TEST_PYTHON, else <repo>/.venv/bin/python. Without it (or without one of
  * its modules) the oracle comparisons are skipped, the property tests still run.
  */
+import { HEATMAP_DEFAULTS } from "../../server/src/defaults.js";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -16,7 +17,6 @@ import { after, before, describe, it, type TestContext } from "node:test";
 
 import { sanitizeAndClip } from "../../server/src/postprocess/clip.js";
 import {
-  DEFAULT_HEATMAP_SIGMA,
   computeHeatmap,
   computeScoreMaps,
   defaultHeatmapSize,
@@ -254,7 +254,7 @@ const constantNorm = makeConstantNormFeatures("exact");
 const roundedNorm = makeConstantNormFeatures("rounded");
 const PIPELINES: PipelineCase[] = [
   // C < h·w: the solver runs on the C×C covariance side.
-  { name: "cov", dims: { channels: 48, height: 20, width: 24 }, components: 3, sigma: DEFAULT_HEATMAP_SIGMA, outH: 157, outW: 203 },
+  { name: "cov", dims: { channels: 48, height: 20, width: 24 }, components: 3, sigma: HEATMAP_DEFAULTS.sigma, outH: 157, outW: 203 },
   // C > h·w: Gram side.
   { name: "gram", dims: { channels: 160, height: 9, width: 11 }, components: 3, sigma: 0.9, outH: 40, outW: 33 },
   // No smoothing, downscaling.
@@ -265,7 +265,7 @@ const PIPELINES: PipelineCase[] = [
 const planted = makeRegionFeatures(64, 16, 16, { shift: 0.6, count: 5, times: 20, seed: 41 });
 PIPELINES.push(
   // Planted high-norm tokens: left out of the fit, their scores clamped.
-  { name: "highnorm", dims: { channels: 64, height: 16, width: 16 }, features: planted.x, components: 3, sigma: DEFAULT_HEATMAP_SIGMA, outH: 40, outW: 40 },
+  { name: "highnorm", dims: { channels: 64, height: 16, width: 16 }, features: planted.x, components: 3, sigma: HEATMAP_DEFAULTS.sigma, outH: 40, outW: 40 },
   { name: "fallback", dims: constantNorm.dims, features: constantNorm.x, components: 1, sigma: 1.51, outH: 8, outW: 8 },
   { name: "fallback_rounded", dims: roundedNorm.dims, features: roundedNorm.x, components: 1, sigma: 1.51, outH: 8, outW: 8 },
 );
@@ -694,7 +694,7 @@ describe("heatmap properties", () => {
   it("uses the defaults: sigma 1.51, feature-grid size or defaultHeatmapSize(source)", () => {
     const a = computeHeatmap(x, dims);
     assert.deepEqual([a.height, a.width, a.channels], [dims.height, dims.width, 1]);
-    const b = computeHeatmap(x, dims, { sigma: DEFAULT_HEATMAP_SIGMA });
+    const b = computeHeatmap(x, dims, { sigma: HEATMAP_DEFAULTS.sigma });
     assert.deepEqual(a, b);
     const c = computeHeatmap(x, dims, { sigma: null });
     assert.notDeepEqual(a.data, c.data);

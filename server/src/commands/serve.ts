@@ -4,11 +4,9 @@ import { readFileSync } from "node:fs";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { LogLevel } from "../observability/logger.js";
 import { POSTPROCESS_THREADS_DEFAULT_TEXT } from "../postprocess/threads.js";
-import { describeBatchDefault, SERVE_DEFAULTS } from "../defaults.js";
+import { describeBatchDefault, MiB, SERVE_DEFAULTS } from "../defaults.js";
 import { PROVIDER_REQUESTS, type ProviderRequest } from "../runtime/providers.js";
 import { collect, envList, httpPortArg, nonNegativeInt, portNumber, positiveInt } from "./args.js";
-
-const MiB = 1024 * 1024;
 
 interface ServeOptions {
   graph?: string[];

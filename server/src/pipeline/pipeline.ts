@@ -23,22 +23,15 @@ import {
 } from "../preprocess/index.js";
 import { nlcRow, nlcTensor, resolveHeatmapSpec, summaryTensor, type HeatmapSpec, type OutputTensor } from "../postprocess/outputs.js";
 import type { PostprocessTask } from "../postprocess/protocol.js";
+import type { InferResult as WorkerInferResult } from "../runtime/protocol.js";
 import type { ServedGraph } from "./graphs.js";
 import { TensorBuffers } from "./tensor-buffers.js";
 import { TextEmbedder, type PromptTokenizer, type TextBackend, type TextMetrics, type TextReply } from "./text.js";
 import { RequestError, type FailureKind } from "./errors.js";
 import { NO_METRICS, type DropReason, type EmbedHandle, type EmbedJobSpec, type ImageOutcome, type OutputKind, type PipelineMetrics } from "./types.js";
 
-/** One batch's outputs, as the inference runtime returns them. */
-export interface InferResult {
-  summary: Float32Array;
-  summaryDims: number[];
-  features: Float32Array;
-  featureDims: number[];
-  runMs: number;
-  /** The batch's pixels handed back once the run is over (their buffer is then reused for a later batch). */
-  input?: Float32Array;
-}
+/** One batch's outputs, as the inference runtime returns them (which worker ran it is not the pipeline's business). */
+export type InferResult = Omit<WorkerInferResult, "threadId">;
 
 /** What the pipeline needs from the inference runtime. */
 export interface InferenceBackend {

@@ -29,13 +29,8 @@ export type { FeatureDims } from "./dims.js";
 
 export type HeatmapMode = "pca1" | "pca3";
 
-/** Default Gaussian sigma, in feature-grid cells (proto/radio/v1/defaults.json). */
-export const DEFAULT_HEATMAP_SIGMA = HEATMAP_DEFAULTS.sigma;
-
 /** The lowest value of a 'pca1' map: 1, not 0, since the FiftyOne App leaves 0-valued pixels unpainted. */
 export const HEATMAP_PCA1_LOW = 1;
-/** Default bound on the longest side of a heatmap (proto/radio/v1/defaults.json). */
-export const DEFAULT_HEATMAP_MAX_SIDE = HEATMAP_DEFAULTS.maxSide;
 /**
  * Eigen-solver tolerance for heatmaps (relative residual). The maps end as 8-bit images,
  * so 1e-6 (score errors ~1e-7 relative) is ample; it saves 1–3 of ~10–14 Lanczos steps,
@@ -46,7 +41,7 @@ export const DEFAULT_HEATMAP_SOLVER_TOLERANCE = 1e-6;
 export interface HeatmapOptions {
   /** 'pca1' (default): grey map of PC1. 'pca3': PC1..PC3 as RGB. */
   mode?: HeatmapMode;
-  /** Gaussian sigma in feature-grid cells; undefined → DEFAULT_HEATMAP_SIGMA; null or 0 → no smoothing. */
+  /** Gaussian sigma in feature-grid cells; undefined → HEATMAP_DEFAULTS.sigma; null or 0 → no smoothing. */
   sigma?: number | null;
   /** Output size. If omitted: defaultHeatmapSize(sourceHeight, sourceWidth) when those are given, else the feature grid size. */
   outputHeight?: number;
@@ -76,7 +71,7 @@ export interface Heatmap {
  * Output size with the source image's aspect ratio and the longest side ≤ maxSide.
  * Images already within the bound keep their size (no upscaling).
  */
-export function defaultHeatmapSize(origHeight: number, origWidth: number, maxSide = DEFAULT_HEATMAP_MAX_SIDE): { height: number; width: number } {
+export function defaultHeatmapSize(origHeight: number, origWidth: number, maxSide = HEATMAP_DEFAULTS.maxSide): { height: number; width: number } {
   assertPositiveInt(origHeight, "origHeight");
   assertPositiveInt(origWidth, "origWidth");
   assertPositiveInt(maxSide, "maxSide");
@@ -145,7 +140,7 @@ export function smoothAndResize(
 }
 
 function resolveSigma(sigma: number | null | undefined): number | null {
-  if (sigma === undefined) return DEFAULT_HEATMAP_SIGMA;
+  if (sigma === undefined) return HEATMAP_DEFAULTS.sigma;
   if (sigma === null || sigma === 0) return null;
   if (!Number.isFinite(sigma) || sigma < 0) throw new RangeError(`sigma must be null or a finite number >= 0 (got ${sigma})`);
   return sigma;

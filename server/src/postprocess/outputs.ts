@@ -2,7 +2,8 @@
 // are views (no copy); NCHW is a transpose of the graph's NLC; heatmaps go through computeHeatmap,
 // which reads the NLC row itself (its first pass transposes as it sanitises).
 // Tensors are little-endian bytes (the host order: serve.ts refuses to start on a big-endian host).
-import { computeHeatmap, defaultHeatmapSize, DEFAULT_HEATMAP_MAX_SIDE, DEFAULT_HEATMAP_SIGMA } from "./heatmap.js";
+import { HEATMAP_DEFAULTS } from "../defaults.js";
+import { computeHeatmap, defaultHeatmapSize } from "./heatmap.js";
 
 export type OutputKind = "summary" | "features_nchw" | "features_nlc" | "heatmap";
 
@@ -50,10 +51,10 @@ export function resolveHeatmapSpec(r: HeatmapRequest): HeatmapSpec {
   }
   return {
     mode: r.mode,
-    sigma: r.smoothing ? (r.sigma > 0 ? r.sigma : DEFAULT_HEATMAP_SIGMA) : null,
+    sigma: r.smoothing ? (r.sigma > 0 ? r.sigma : HEATMAP_DEFAULTS.sigma) : null,
     outputHeight: r.outputHeight || undefined,
     outputWidth: r.outputWidth || undefined,
-    maxSide: r.maxSide || DEFAULT_HEATMAP_MAX_SIDE,
+    maxSide: r.maxSide || HEATMAP_DEFAULTS.maxSide,
   };
 }
 

@@ -35,8 +35,6 @@ export { configureSharp, recommendedDecodeParallelism, sharpCounters, type Sharp
 
 export interface PreprocessLimits extends SourceLimits, DecodeLimits {}
 
-export const DEFAULT_LIMITS: PreprocessLimits = IMAGE_LIMITS;
-
 export interface OpenOptions {
   readonly paths: PathPolicy;
   readonly limits?: Partial<PreprocessLimits>;
@@ -66,7 +64,7 @@ export type OpenedImage =
     };
 
 function limitsOf(opts: OpenOptions): PreprocessLimits {
-  return { ...DEFAULT_LIMITS, ...(opts.limits ?? {}) };
+  return { ...IMAGE_LIMITS, ...(opts.limits ?? {}) };
 }
 
 function idOf(input: unknown): string {
@@ -113,7 +111,7 @@ export interface DecodedImage {
 
 /** Decode an opened image at `target` (sides should come from resolveTargetResolution), interleaved. */
 export async function decodeOpenedInterleaved(opened: OpenedImage, target: Size, opts: Pick<OpenOptions, "limits"> = {}): Promise<DecodedImage> {
-  const limits = { ...DEFAULT_LIMITS, ...(opts.limits ?? {}) };
+  const limits: PreprocessLimits = { ...IMAGE_LIMITS, ...(opts.limits ?? {}) };
   try {
     if (!Number.isSafeInteger(target.height) || !Number.isSafeInteger(target.width) || target.height <= 0 || target.width <= 0) {
       throw new InputError("invalid_input", opened.id, `invalid target size ${String(target.height)}x${String(target.width)}`);
