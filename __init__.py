@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 SOURCE_DIR = Path(__file__).resolve().parent
 BASE_GRAPH = "fp32"
+# The compiled graphs' on-disk format this sidecar reads (package.json holds it for both sides).
+GRAPH_FORMAT = json.loads((SOURCE_DIR / "package.json").read_text())["radioGraphFormat"]
 
 
 def _run(cmd: list[str], cwd: Path, what: str, env: dict[str, str] | None = None, *, results: bool = True) -> None:
@@ -169,6 +171,20 @@ def _compile(model_name: str, out: Path, flags: list[str], checkpoint_dir: str |
          f"compiling {model_name} ({out.name})", results=False)
 
 
+def _is_current(graph: Path, say: bool = True) -> bool:
+    """A compiled graph this sidecar reads: a graph an earlier version wrote (another format) is
+    compiled again, from the checkpoint already downloaded."""
+    try:
+        fmt = json.loads((graph / "metadata.json").read_text()).get("format")
+    except (OSError, ValueError):
+        return False
+    if fmt != GRAPH_FORMAT:
+        if say:
+            _setup_log(f"{graph} holds a {fmt} graph, from an earlier version: compiling it again as {GRAPH_FORMAT}")
+        return False
+    return True
+
+
 def _graphs_dir(model_path: str) -> Path:
     """model_path is a small JSON marker file (FiftyOne counts a model as downloaded when its path
     is a file); the compiled graphs live in the folder beside it, without the .json."""
@@ -182,7 +198,7 @@ def download_model(model_name: str, model_path: str) -> None:
     graphs = _graphs_dir(model_path)
     graphs.mkdir(parents=True, exist_ok=True)
     with _setup_lock(f"compile-{BASE_GRAPH}", graphs):
-        if Path(model_path).is_file() and (graphs / BASE_GRAPH / "metadata.json").exists():
+        if Path(model_path).is_file() and _is_current(graphs / BASE_GRAPH, say=False):
             return  # another process finished it while this one waited
         _compile(model_name, graphs / BASE_GRAPH, [], revision=os.environ.get("RADIO_HF_REVISION"))
     meta = json.loads((graphs / BASE_GRAPH / "metadata.json").read_text())
@@ -223,13 +239,13 @@ def load_model(model_name: str, model_path: str, **kwargs: Any) -> RadioModel:
         warnings.warn(f"C-RADIOv4: {warning}", UserWarning, stacklevel=2)
     path = _graphs_dir(model_path)
     base = path / BASE_GRAPH
-    if not Path(model_path).is_file() or not (base / "metadata.json").exists():
+    if not Path(model_path).is_file() or not _is_current(base):
         download_model(model_name, model_path)
     name, flags = _variant(options, precision)
     graph = path / name
-    if not (graph / "metadata.json").exists():
+    if not _is_current(graph):
         with _setup_lock(f"compile-{name}", path):
-            if not (graph / "metadata.json").exists():
+            if not _is_current(graph, say=False):
                 source = json.loads((base / "metadata.json").read_text())["source"]
                 # Adaptor variants need files beyond the base checkpoint: compile from the repo (the cached
                 # files are reused), not from the base's folder.

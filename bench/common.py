@@ -119,10 +119,10 @@ def make_images(root: Path, n: int, size: tuple[int, int] = (480, 640), seed: in
     return paths
 
 
-def clip_preprocess(img: Any, size: int) -> np.ndarray:
-    """What a CLIP image processor does, in PIL + numpy: resize the shorter side to `size`
-    (bicubic), centre-crop size × size, scale to [0, 1]; CHW float32. (Mean/std normalisation is
-    inside the model, as in C-RADIO's input conditioner.)"""
+def clip_resize_uint8(img: Any, size: int) -> np.ndarray:
+    """What a CLIP image processor does before scaling, in PIL: resize the shorter side to `size`
+    (bicubic), centre-crop size × size; uint8 RGB HWC [size, size, 3], what the compiled graph's
+    `pixels` input takes (it scales and normalises inside)."""
     from PIL import Image
 
     if not isinstance(img, Image.Image):
@@ -134,7 +134,13 @@ def clip_preprocess(img: Any, size: int) -> np.ndarray:
     img = img.resize((nw, nh), Image.BICUBIC)
     left, top = (nw - size) // 2, (nh - size) // 2
     img = img.crop((left, top, left + size, top + size))
-    arr = np.asarray(img, dtype=np.float32) / 255.0
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+def clip_preprocess(img: Any, size: int) -> np.ndarray:
+    """clip_resize_uint8, then scaled to [0, 1]; CHW float32 (for the torch paths). (Mean/std
+    normalisation is inside the model, as in C-RADIO's input conditioner.)"""
+    arr = clip_resize_uint8(img, size).astype(np.float32) / np.float32(255)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 

@@ -22,17 +22,17 @@ for (const attention of impls) {
   out[attention] = { build: r.seconds, session, ms: [] };
   (globalThis as Record<string, unknown>)[attention] = g;
 }
-const x = new Float32Array(batch * 3 * res * res).map((_, i) => ((i * 2654435761) % 1000) / 1000);
-for (const attention of impls) await runGraph((globalThis as never)[attention], x, [batch, 3, res, res]); // warm-up
+const x = new Uint8Array(batch * res * res * 3).map((_, i) => (i * 2654435761) % 256);
+for (const attention of impls) await runGraph((globalThis as never)[attention], x, [batch, res, res, 3]); // warm-up
 for (let i = 0; i < rounds; i++) {
   for (const attention of impls) {
     const t0 = performance.now();
-    await runGraph((globalThis as never)[attention], x, [batch, 3, res, res]);
+    await runGraph((globalThis as never)[attention], x, [batch, res, res, 3]);
     out[attention]!.ms.push(performance.now() - t0);
   }
 }
 const median = (a: number[]) => [...a].sort((p, q) => p - q)[Math.floor(a.length / 2)]!;
-console.log(`machine: ${cpus().length} × ${cpus()[0]?.model}; input ${batch}×3×${res}×${res}; ${rounds} interleaved rounds`);
+console.log(`machine: ${cpus().length} × ${cpus()[0]?.model}; input ${batch}×${res}×${res}×3; ${rounds} interleaved rounds`);
 for (const a of impls) {
   const o = out[a]!;
   console.log(

@@ -55,7 +55,7 @@ const current: Decode = async (file) => {
   return (await decodeOpened(opened, target)).pixels;
 };
 
-/** Only sharp's decode + resize to HWC uint8 (no probe, no CHW conversion), for the breakdown. */
+/** Only sharp's decode + resize to HWC uint8 (no probe), for the breakdown. */
 function sharpOnly(opts: { sequentialRead?: boolean; fastShrinkOnLoad?: boolean; kernel?: keyof sharp.KernelEnum }): Decode {
   return async (file) => {
     const opened = await openImage({ id: file, path: file }, { paths });

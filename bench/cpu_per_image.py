@@ -181,11 +181,12 @@ def photo_jpegs(root: Path, n: int, width: int, height: int, seed: int = 11) -> 
     return [str(p) for p in paths]
 
 
-def tiny_graph() -> Path:
+def tiny_graph(root: Path = REPO, name: str = "") -> Path:
+    """The tiny fp32 graph, compiled by the checkout at `root` (checkouts may write different graph formats)."""
     sys.path.insert(0, str(BENCH))
     from run import ensure_graph  # noqa: E402  (bench/run.py: make-checkpoint + compile, cached)
 
-    return ensure_graph("tiny", "fp32")
+    return ensure_graph("tiny", "fp32", cli=root / "server" / "dist" / "cli.js", name=name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,7 +311,6 @@ def main() -> None:
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     counts = dict(kv.split("=") for kv in args.images.split(",")) if args.images else {}
     resolutions = args.res.split(",")
-    graph = tiny_graph()
     images = {f"{w}x{h}": photo_jpegs(CACHE / "cpu-images", int(counts.get(f"{w}x{h}", 32)), w, h) for w, h in sizes}
     for key, ps in images.items():
         mb = statistics.mean(os.path.getsize(p) for p in ps) / 1e6
@@ -330,7 +330,9 @@ def main() -> None:
     trees = []
     for item in args.trees.split(","):
         name, _, root = item.partition("=")
-        trees.append(Tree(name, Path(root).resolve(), graph, args, use_fo))
+        root_dir = Path(root).resolve()
+        graph = tiny_graph(root_dir, "" if root_dir == REPO.resolve() else name)
+        trees.append(Tree(name, root_dir, graph, args, use_fo))
         print(f"[cpu] tree {name}: {Path(root).resolve()}, sidecar pid {trees[-1].pid}", flush=True)
     mongods = mongod_pids() if use_fo else []
 

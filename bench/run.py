@@ -13,7 +13,8 @@ peak RSS for
          preprocessing, eager torch forward of test/python/radio_reference.py, one image at a time
   b      torch batched: the same reference forward on batches (decode + preprocessing included)
   bf     as b, with torch's fused attention / LayerNorm / GELU (what a modern torch model gets)
-  c      bare onnxruntime-node session on our compiled graph, pixels already in memory (ceiling)
+  c      bare onnxruntime-node session on our compiled graph, uint8 pixels already in memory, summary
+         fetched as d's embedding calls do (ceiling)
   d      the sidecar over gRPC (client/grpc_client.py RadioClient, JPEG file paths)
   e.emb  FiftyOne compute_embeddings through our zoo model
   e.heat FiftyOne apply_model (PCA heatmaps) through our zoo model (a.heat is a's equivalent)
@@ -55,7 +56,7 @@ from common import (
     REPO,
     CpuMeter,
     checkpoint_shape,
-    clip_preprocess,
+    clip_resize_uint8,
     import_client,
     make_images,
     percentile,
@@ -186,13 +187,20 @@ def ensure_checkpoint(preset: str) -> Path:
     return ckpt
 
 
-def ensure_graph(preset: str, precision: str) -> Path:
+def ensure_graph(preset: str, precision: str, cli: Path = CLI, name: str = "") -> Path:
+    """The cached graph of `preset` (compiled again when its checkpoint or this tree's graph format
+    changed); `cli` and `name` compile one with another checkout's compiler, beside it."""
     ckpt = ensure_checkpoint(preset)
-    graph = CACHE / "graphs" / f"{preset}-{precision}"
+    graph = CACHE / "graphs" / f"{preset}-{precision}{f'-{name}' if name else ''}"
     meta = graph / "metadata.json"
-    if not meta.exists() or json.loads(meta.read_text())["source"]["dir"] != str(ckpt):
+    fmt = json.loads((cli.parents[2] / "package.json").read_text()).get("radioGraphFormat", "radio-onnx/1")
+    old = json.loads(meta.read_text()) if meta.exists() else {}
+    if old.get("source", {}).get("dir") != str(ckpt) or old.get("format") != fmt:
         print(f"[bench] compile {preset} ({precision}) → {graph}", flush=True)
-        sidecar_cli("compile", "--checkpoint-dir", str(ckpt), "--out", str(graph), "--precision", precision)
+        proc = subprocess.run([NODE, str(cli), "compile", "--checkpoint-dir", str(ckpt), "--out", str(graph), "--precision", precision],
+                              cwd=REPO, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cli} compile failed:\n{proc.stderr}")
     return graph
 
 
@@ -427,9 +435,11 @@ class Bench:
         for key in ("ort", "ort8"):
             if key in workers:
                 npy = self.out_dir / f"pixels-{case.res}-{case.n}.npy"
-                if not npy.exists():
+                # uint8 RGB [N, H, W, 3]: the graph scales and normalises inside (a float32 file left
+                # in out_dir by an older run is remade).
+                if not npy.exists() or np.load(npy, mmap_mode="r").dtype != np.uint8:
                     from PIL import Image
-                    np.save(npy, np.stack([clip_preprocess(Image.open(p), case.res) for p in images]))
+                    np.save(npy, np.stack([clip_resize_uint8(Image.open(p), case.res) for p in images]))
                 workers[key].call("pixels", npy=str(npy))
                 workers[key].call("run", batch=1, limit=1)  # first run at this shape
         for key in ("zoo", "zoo8"):
@@ -468,7 +478,9 @@ def int8_agreement(graph: Path, graph8: Path, npy: Path, work: Path) -> dict[str
     import numpy as np
 
     work.mkdir(parents=True, exist_ok=True)
-    x = np.load(npy)[:2]
+    x = np.load(npy)[:2]  # uint8 RGB [N, H, W, 3], as `radio-sidecar run` takes it
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] != 3:
+        raise ValueError(f"{npy}: expected uint8 images [N, H, W, 3], got {x.dtype} {list(x.shape)}")
     np.save(work / "input.npy", x)
     out = {}
     for name, g in (("fp32", graph), ("int8", graph8)):

@@ -23,8 +23,8 @@ import sharp from "sharp";
 import { generateCheckpoint, PRESETS, type PresetName } from "../server/src/synthetic/generate.js";
 import { compileCheckpoint } from "../server/src/compiler/compile.js";
 import { defaultResolution } from "../server/src/preprocess/index.js";
-import { loadGraph, runGraph } from "../server/src/runtime/session.js";
-import { RadioClient, randomPixels, rawFloat } from "../test/node/support/server.js";
+import { loadGraph, type PixelDims, runGraph } from "../server/src/runtime/session.js";
+import { batchOf, RadioClient, randomPixels, rawUint8 } from "../test/node/support/server.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -63,28 +63,20 @@ async function ensureGraph(): Promise<string> {
   return graph;
 }
 
-function hwcToChw(hwc: Float32Array, h: number, w: number): Float32Array {
-  const n = h * w;
-  const out = new Float32Array(3 * n);
-  for (let i = 0; i < n; i++) for (let c = 0; c < 3; c++) out[c * n + i] = hwc[i * 3 + c]!;
-  return out;
-}
-
 interface Bare {
   runBatch(): Promise<void>;
   runOne(): Promise<void>;
   release(): Promise<void>;
 }
 
-async function openBare(graph: string, images: Float32Array[], latencySize: { height: number; width: number }): Promise<Bare> {
+async function openBare(graph: string, images: Uint8Array[], latencySize: { height: number; width: number }): Promise<Bare> {
   const g = await loadGraph(graph, { intraOpThreads: THREADS });
-  const x = new Float32Array(B * 3 * SIZE * SIZE);
-  images.forEach((im, b) => x.set(hwcToChw(im, SIZE, SIZE), b * 3 * SIZE * SIZE));
+  const x = batchOf(images);
   // One image at the resolution the default policy picks for 640×480.
-  const one = new Float32Array(3 * latencySize.height * latencySize.width).fill(0.5);
-  const oneDims: [number, number, number, number] = [1, 3, latencySize.height, latencySize.width];
+  const one = new Uint8Array(latencySize.height * latencySize.width * 3).fill(128);
+  const oneDims: PixelDims = [1, latencySize.height, latencySize.width, 3];
   const bare: Bare = {
-    runBatch: async () => void (await runGraph(g, x, [B, 3, SIZE, SIZE])),
+    runBatch: async () => void (await runGraph(g, x, [B, SIZE, SIZE, 3])),
     runOne: async () => void (await runGraph(g, one, oneDims)),
     release: () => g.session.release(),
   };
@@ -133,7 +125,7 @@ async function main(): Promise<void> {
   const jpegDir = path.join(CACHE, "photos");
   mkdirSync(jpegDir, { recursive: true });
   const jpegPath = path.join(jpegDir, "photo-640x480.jpg");
-  const noise = Buffer.from(randomPixels(480, 640, 42).map((v) => Math.round(v * 255)));
+  const noise = Buffer.from(randomPixels(480, 640, 42));
   writeFileSync(
     jpegPath,
     await sharp(noise, { raw: { width: 640, height: 480, channels: 3 } })
@@ -149,7 +141,7 @@ async function main(): Promise<void> {
   const lat = { sidecar: [] as number[], bare: [] as number[] };
   let inputSize = "";
   try {
-    const req = { images: images.map((im, i) => rawFloat(`i${i}`, im, SIZE, SIZE)), options: { resolution: "native" } };
+    const req = { images: images.map((im, i) => rawUint8(`i${i}`, im, SIZE, SIZE)), options: { resolution: "native" } };
     const check = (r: { output?: unknown; error?: { message: string } }[]) => {
       if (r.length !== B || r.some((x) => !x.output)) throw new Error(`bad reply: ${JSON.stringify(r.find((x) => x.error)?.error)}`);
     };

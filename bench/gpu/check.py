@@ -228,11 +228,12 @@ class Check:
         return {**self.compare(f"{preset}-fp32-cpu", tag), "sidecar_start_s": run["start_s"]}
 
     def bare_speed(self, graphs: list[str], provider: str, batches: list[int], n: int, rounds: int = 2) -> dict[str, Any]:
-        """Path c (bare onnxruntime-node session, pixels in memory) for several graphs, interleaved."""
+        """Path c (bare onnxruntime-node session, uint8 pixels in memory, summary fetched) for several
+        graphs, interleaved."""
         import numpy as np
         from run import NODE, Worker
 
-        x = np.random.default_rng(0).random((n, 3, RES, RES), dtype=np.float32)
+        x = np.random.default_rng(0).integers(0, 256, (n, RES, RES, 3), dtype=np.uint8)  # uint8 RGB [N, H, W, 3]
         npy = self.work / f"pixels-{RES}-{n}.npy"
         np.save(npy, x)
         workers = {}
@@ -254,10 +255,36 @@ class Check:
                         r = w.call("run", batch=b)
                         ips.append(r["images"] / r["wall_s"])
                     out[g][f"B{b}"] = [round(v, 2) for v in ips]
+            # The same, fetching the features too (B × 1024 × C floats off the device): what the
+            # device-to-host copy costs, against the summary-only runs above.
+            b = max(batches)
+            for g, w in workers.items():
+                r = w.call("run", batch=b, outputs=["summary", "features"])
+                out[g][f"B{b}+features"] = round(r["images"] / r["wall_s"], 2)
         finally:
             for w in workers.values():
                 w.close()
         return out
+
+    def gpu_buffer(self, graph: str, provider: str, batch: int) -> dict[str, Any]:
+        """Does onnxruntime-node leave an output on a CUDA device when asked (IO binding; documented
+        for WebGPU only)? Images/s with the features left there, or onnxruntime's error."""
+        import numpy as np
+        from run import NODE, Worker
+
+        npy = self.work / f"pixels-{RES}-{batch}.npy"
+        np.save(npy, np.random.default_rng(0).integers(0, 256, (batch, RES, RES, 3), dtype=np.uint8))
+        (self.work / "logs").mkdir(exist_ok=True)
+        w = Worker(f"gpu-buffer-{graph}-{provider}", [NODE, "--import", "tsx", str(REPO / "bench" / "ort_bare.ts")], self.work / "logs")
+        try:
+            w.call("load", graph=str(self.cache / "graphs" / graph), provider=provider, threads=0)
+            w.call("pixels", npy=str(npy))
+            try:
+                return w.call("gpu-buffer", batch=batch)
+            except RuntimeError as e:
+                return {"refused": str(e)[-1500:]}
+        finally:
+            w.close()
 
     def profile(self, graph: str, provider: str, batch: int) -> dict[str, Any]:
         """onnxruntime's profile of one batch: which nodes run on which provider (on a GPU the times
@@ -339,6 +366,7 @@ def main() -> None:
     c.step(f"speed:{PROVIDER}:attention", lambda: c.bare_speed([f"{PRESETS[0]}-fp16", f"{PRESETS[0]}-fp16-matmul"], PROVIDER,
                                                               [8, 32], 64), need_s=120)
     c.step(f"profile:{PROVIDER}", lambda: c.profile(f"{PRESETS[0]}-fp16", PROVIDER, 8), need_s=60)
+    c.step(f"gpu-buffer:{PROVIDER}", lambda: c.gpu_buffer(f"{PRESETS[0]}-fp16", PROVIDER, 8), need_s=60)
     c.step("bench", c.bench, need_s=200)
     log("done")
 

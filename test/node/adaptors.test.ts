@@ -15,7 +15,7 @@ import { SafetensorsFile } from "../../server/src/checkpoint/safetensors.js";
 import { type TorchTensor, TorchZipCheckpoint } from "../../server/src/checkpoint/torch-zip.js";
 import { compileCheckpoint } from "../../server/src/compiler/compile.js";
 import { readGraphMetadata } from "../../server/src/compiler/metadata.js";
-import { loadGraph, runAdaptors, runGraph, type LoadedGraph } from "../../server/src/runtime/session.js";
+import { loadGraph, type LoadedGraph, type PixelDims, runAdaptors, runGraph } from "../../server/src/runtime/session.js";
 import { tempDir } from "./support/server.js";
 import { relL2 } from "./support/compare.js";
 
@@ -25,9 +25,9 @@ const CKPT = path.join(FIXTURE, "C-RADIOv4-H");
 const PTH = path.join(CKPT, "c-radio_v4-h_half.pth.tar");
 const ADAPTORS = ["siglip2-g", "dino_v3_7b", "sam3"];
 const CASES = [
-  { name: "b2_224x224", dims: [2, 3, 224, 224] },
-  { name: "b1_256x384", dims: [1, 3, 256, 384] },
-  { name: "image_jpeg_256x384", dims: [1, 3, 256, 384] },
+  { name: "b2_224x224", dims: [2, 224, 224, 3] },
+  { name: "b1_256x384", dims: [1, 256, 384, 3] },
+  { name: "image_jpeg_256x384", dims: [1, 256, 384, 3] },
 ] as const;
 const haveFixture = existsSync(PTH);
 
@@ -50,8 +50,8 @@ function meanCosine(a: Float32Array, ref: Float32Array, width: number): number {
 }
 
 /** All outputs for one case: backbone summary/features and every adaptor's, by output name. */
-async function runAll(g: LoadedGraph, pixels: Float32Array, dims: readonly number[]): Promise<Map<string, { data: Float32Array; dims: number[] }>> {
-  const d = dims as [number, number, number, number];
+async function runAll(g: LoadedGraph, pixels: Uint8Array, dims: readonly number[]): Promise<Map<string, { data: Float32Array; dims: number[] }>> {
+  const d = dims as PixelDims;
   const out = new Map<string, { data: Float32Array; dims: number[] }>();
   const bb = await runGraph(g, pixels, d);
   out.set("backbone.summary", { data: bb.summary, dims: bb.summaryDims });
@@ -63,9 +63,13 @@ async function runAll(g: LoadedGraph, pixels: Float32Array, dims: readonly numbe
 describe("adaptor heads vs upstream RADIO (shared golden fixture)", { skip: haveFixture ? false : `fixture missing: ${FIXTURE}` }, () => {
   const tmp = tempDir("radio-adaptors-");
   const ref = haveFixture ? SafetensorsFile.open(path.join(FIXTURE, "reference.safetensors")) : null;
-  const input = (name: string) => {
-    const u8 = ref!.readBytes(`${name}.input_u8`);
-    return Float32Array.from(u8, (v) => v / 255);
+  /** The case's uint8 input, stored NCHW as upstream takes it, in the graph's layout [B, H, W, 3]. */
+  const input = (name: string, [B, H, W]: readonly number[]) => {
+    const nchw = ref!.readBytes(`${name}.input_u8`);
+    const nhwc = new Uint8Array(nchw.length);
+    const plane = H! * W!;
+    for (let b = 0; b < B!; b++) for (let c = 0; c < 3; c++) for (let i = 0; i < plane; i++) nhwc[(b * plane + i) * 3 + c] = nchw[(b * 3 + c) * plane + i]!;
+    return nhwc;
   };
   const expected = (key: string) => ref!.readFloat32(key);
   let fp32 = "";
@@ -109,7 +113,7 @@ describe("adaptor heads vs upstream RADIO (shared golden fixture)", { skip: have
     const g = await loadGraph(fp32, { intraOpThreads: 1 });
     const worst = new Map<string, number>();
     for (const c of CASES) {
-      const out = await runAll(g, input(c.name), c.dims);
+      const out = await runAll(g, input(c.name, c.dims), c.dims);
       for (const name of ["backbone", ...ADAPTORS]) {
         for (const kind of ["summary", "features"]) {
           const key = `${name}.${kind}`;
@@ -136,7 +140,7 @@ describe("adaptor heads vs upstream RADIO (shared golden fixture)", { skip: have
       return;
     }
     for (const c of CASES) {
-      const out = await runAll(g, input(c.name), c.dims);
+      const out = await runAll(g, input(c.name, c.dims), c.dims);
       for (const name of ["backbone", ...ADAPTORS]) {
         for (const kind of ["summary", "features"]) {
           const key = `${name}.${kind}`;
@@ -154,7 +158,7 @@ describe("adaptor heads vs upstream RADIO (shared golden fixture)", { skip: have
   it("int8 (head linears quantized like the backbone's): every output at cosine >= 0.995 to upstream", async () => {
     const g = await loadGraph(int8, { intraOpThreads: 1 });
     const c = CASES[1];
-    const out = await runAll(g, input(c.name), c.dims);
+    const out = await runAll(g, input(c.name, c.dims), c.dims);
     for (const name of ["backbone", ...ADAPTORS]) {
       for (const kind of ["summary", "features"]) {
         const key = `${name}.${kind}`;

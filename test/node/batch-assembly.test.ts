@@ -1,8 +1,8 @@
 // How the pipeline builds a batch tensor and what it asks the inference backend for, with a fake
-// backend: decoded images are converted straight into the batch (same values as hwcToChw), a
+// backend: decoded images are copied into the batch as they are (uint8 RGB, [B, H, W, 3]), a
 // batch's buffer handed back by the backend is reused for a later batch of the same size (and fully
-// overwritten), pixels go in as [0, 1] (the graph normalises), and only the outputs the batch's
-// requests need are fetched (summary-only calls never ask for the features).
+// overwritten), and only the outputs the batch's requests need are fetched (summary-only calls
+// never ask for the features).
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
@@ -11,7 +11,7 @@ import type { ServedGraph } from "../../server/src/pipeline/graphs.js";
 import { Pipeline, type InferenceBackend } from "../../server/src/pipeline/pipeline.js";
 import { TensorBuffers } from "../../server/src/pipeline/tensor-buffers.js";
 import type { ImageOutcome, OutputKind } from "../../server/src/pipeline/types.js";
-import { createPathPolicy, hwcToChw } from "../../server/src/preprocess/index.js";
+import { createPathPolicy } from "../../server/src/preprocess/index.js";
 
 const SIDE = 32; // 2×2 patches of 16
 const S = 6; // summary width
@@ -25,12 +25,19 @@ function graph(): ServedGraph {
     normStd: [0.5, 0.25, 0.75],
     resolution: { preferred: [SIDE, SIDE], max: 2048, step: 16 },
   } as unknown as GraphMetadata;
-  return { name: "m", dir: "/nonexistent", metadata, geometry: { patchSize: 16, windowSize: null, maxResolution: 2048, preferred: [SIDE, SIDE] } };
+  return {
+    name: "m",
+    dir: "/nonexistent",
+    metadata,
+    adaptors: [],
+    text: null,
+    geometry: { patchSize: 16, windowSize: null, maxResolution: 2048, preferred: [SIDE, SIDE] },
+  };
 }
 
 interface Call {
-  pixels: Float32Array;
-  copy: Float32Array;
+  pixels: Uint8Array;
+  copy: Uint8Array;
   buffer: ArrayBufferLike;
   dims: number[];
   outputs: readonly string[] | undefined;
@@ -45,7 +52,7 @@ function fakeBackend(): InferenceBackend & { calls: Call[] } {
     async infer(_model, pixels, dims, outputs) {
       calls.push({ pixels, copy: pixels.slice(), buffer: pixels.buffer, dims: [...dims], outputs });
       const [B] = dims;
-      const positions = (dims[2] / 16) * (dims[3] / 16);
+      const positions = (dims[1] / 16) * (dims[2] / 16);
       const wantS = !outputs || outputs.includes("summary");
       const wantF = !outputs || outputs.includes("features");
       return {
@@ -97,7 +104,7 @@ async function submit(p: Pipeline, images: Uint8Array[], output: OutputKind = "s
 }
 
 describe("batch assembly", () => {
-  it("converts decoded images straight into the batch, with the values hwcToChw gives", async () => {
+  it("copies decoded images into the batch as they are, uint8 RGB [B, H, W, 3]", async () => {
     const backend = fakeBackend();
     const p = await pipelineWith(backend, graph(), 1);
     const imgs = [image(1), image(2), image(3)];
@@ -105,12 +112,11 @@ describe("batch assembly", () => {
     assert.ok(out.every((o) => o.output));
     assert.equal(backend.calls.length, 3);
     // One image a batch; decodes may finish in any order, so each batch is matched to its image by content.
-    const expected = imgs.map((im) => hwcToChw(im, SIDE, SIDE, 3));
     for (const c of backend.calls) {
-      assert.deepEqual(c.dims, [1, 3, SIDE, SIDE]);
+      assert.deepEqual(c.dims, [1, SIDE, SIDE, 3]);
       assert.ok(
-        expected.some((e) => e.every((v, i) => v === c.copy[i])),
-        "a batch holds exactly one image, converted",
+        imgs.some((e) => e.every((v, i) => v === c.copy[i])),
+        "a batch holds exactly one image, its bytes unchanged",
       );
     }
     p.close();
@@ -125,7 +131,7 @@ describe("batch assembly", () => {
     assert.equal(backend.calls.length, 3);
     assert.equal(backend.calls[1]!.buffer, backend.calls[0]!.buffer, "the second batch reuses the first one's buffer");
     assert.equal(backend.calls[2]!.buffer, backend.calls[0]!.buffer);
-    assert.deepEqual([...backend.calls[2]!.copy], [...hwcToChw(image(6), SIDE, SIDE, 3)], "no value of the earlier image is left");
+    assert.deepEqual(backend.calls[2]!.copy, image(6), "no value of the earlier image is left");
     p.close();
   });
 
@@ -138,24 +144,15 @@ describe("batch assembly", () => {
     t.give(b);
     t.give(c); // over max: the oldest (a) goes
     assert.equal(t.size, 2);
-    const x = t.take(40); // 160 bytes: fits b exactly
+    const x = t.take(160); // fits b exactly
     assert.equal(x.buffer, b);
-    assert.equal(x.length, 40);
-    const y = t.take(100); // 400 bytes: c (1000) is over twice the size, so a new one
+    assert.equal(x.length, 160);
+    const y = t.take(400); // c (1000) is over twice the size, so a new one
     assert.notEqual(y.buffer, c);
     assert.equal(y.byteLength, 400);
     t.give(new SharedArrayBuffer(64)); // not reusable as an ORT input: ignored
     t.give(c); // already free: not twice
     assert.equal(t.size, 1);
-  });
-
-  it("sends pixels as float32(v/255), never (x - mean) / std: the graph normalises", async () => {
-    const backend = fakeBackend();
-    const p = await pipelineWith(backend, graph(), 1);
-    const im = image(7);
-    await submit(p, [im]);
-    assert.deepEqual([...backend.calls[0]!.copy], [...hwcToChw(im, SIDE, SIDE, 3)]);
-    p.close();
   });
 
   it("fetches only the outputs the batch needs", async () => {

@@ -16,7 +16,7 @@ import sharp from "sharp";
 
 import { LOADER_OPTIONS, RADIO_PROTO } from "../../server/src/transport/grpc/proto.js";
 import { noiseRaw } from "./support/images.js";
-import { compileTinyModel, metricValue, randomPixels, rawFloat, scrape, startTestServer, tempDir, waitFor, type TestServer } from "./support/server.js";
+import { compileTinyModel, metricValue, randomPixels, rawUint8, scrape, startTestServer, tempDir, waitFor, type TestServer } from "./support/server.js";
 // The worker with fault injection (tests only; not imported here: it loads models when imported).
 const FAULT_WORKER = new URL("./support/fault-worker.ts", import.meta.url).href;
 
@@ -72,7 +72,7 @@ describe("injected faults", () => {
     const replaced = await replacements();
     const { result, d } = await delta(["radio_inference_timeouts_total", "radio_worker_replacements_total"], async () => {
       const results = await ts.client.embed({
-        images: [rawFloat("hangs", randomPixels(HANG_HEIGHT, 32, 1), HANG_HEIGHT, 32), rawFloat("neighbour", randomPixels(32, 32, 2), 32, 32)],
+        images: [rawUint8("hangs", randomPixels(HANG_HEIGHT, 32, 1), HANG_HEIGHT, 32), rawUint8("neighbour", randomPixels(32, 32, 2), 32, 32)],
         options: { resolution: "native" },
       }).done;
       await waitFor(async () => (await replacements()) > replaced, 30_000, "the replacement worker");
@@ -85,7 +85,7 @@ describe("injected faults", () => {
     assert.ok(performance.now() - t0 >= TIMEOUT_MS);
     assert.equal(d.radio_inference_timeouts_total, 1);
     assert.equal(d.radio_worker_replacements_total, 1);
-    const [again] = await ts.client.embed({ images: [rawFloat("again", randomPixels(32, 32, 3), 32, 32)] }).done;
+    const [again] = await ts.client.embed({ images: [rawUint8("again", randomPixels(32, 32, 3), 32, 32)] }).done;
     assert.ok(again!.output, "the replacement serves");
     assert.equal(ts.server.pool.threads.length, 1);
   });
@@ -94,11 +94,11 @@ describe("injected faults", () => {
     const threadId = ts.server.pool.threads[0]!.threadId;
     const { result, d } = await delta(["radio_inference_timeouts_total", "radio_worker_replacements_total"], async () => {
       const results = await ts.client.embed({
-        images: [rawFloat("slow", randomPixels(SLOW_HEIGHT, 32, 1), SLOW_HEIGHT, 32)],
+        images: [rawUint8("slow", randomPixels(SLOW_HEIGHT, 32, 1), SLOW_HEIGHT, 32)],
         options: { resolution: "native" },
       }).done;
       // The next batch waits for the same worker, which comes back after 1.5 × the timeout.
-      const next = await ts.client.embed({ images: [rawFloat("next", randomPixels(32, 32, 2), 32, 32)] }).done;
+      const next = await ts.client.embed({ images: [rawUint8("next", randomPixels(32, 32, 2), 32, 32)] }).done;
       return [...results, ...next];
     });
     const [slow, next] = result;
@@ -114,7 +114,7 @@ describe("injected faults", () => {
     const replaced = await replacements();
     const { result, d } = await delta(["radio_worker_replacements_total", "radio_inference_timeouts_total"], async () => {
       const results = await ts.client.embed({
-        images: [rawFloat("oom", randomPixels(OOM_HEIGHT, 32, 1), OOM_HEIGHT, 32), rawFloat("fine", randomPixels(32, 32, 4), 32, 32)],
+        images: [rawUint8("oom", randomPixels(OOM_HEIGHT, 32, 1), OOM_HEIGHT, 32), rawUint8("fine", randomPixels(32, 32, 4), 32, 32)],
         options: { resolution: "native" },
       }).done;
       await waitFor(async () => (await replacements()) > replaced, 30_000, "the replacement worker");
@@ -126,7 +126,7 @@ describe("injected faults", () => {
     assert.ok(fine!.output);
     assert.equal(d.radio_worker_replacements_total, 1);
     assert.equal(d.radio_inference_timeouts_total, 0, "it died, it did not time out");
-    const [again] = await ts.client.embed({ images: [rawFloat("again", randomPixels(32, 32, 5), 32, 32)] }).done;
+    const [again] = await ts.client.embed({ images: [rawUint8("again", randomPixels(32, 32, 5), 32, 32)] }).done;
     assert.ok(again!.output);
     assert.equal(await ts.client.healthCheck(""), "SERVING");
   });
@@ -169,7 +169,7 @@ describe("injected faults", () => {
     assert.equal(d.radio_images_dropped_total! + d.radio_batch_size_sum!, 40, "every image either ran or was dropped");
     const text = await scrape(ts.server);
     assert.ok(metricValue(text, "radio_grpc_requests_total", { method: "Embed", code: "CANCELLED" }) >= 1);
-    const [r] = await ts.client.embed({ images: [rawFloat("after", randomPixels(32, 32, 6), 32, 32)] }).done;
+    const [r] = await ts.client.embed({ images: [rawUint8("after", randomPixels(32, 32, 6), 32, 32)] }).done;
     assert.ok(r!.output, "still serving");
   });
 });

@@ -12,8 +12,6 @@ import {
   InputError,
   createPathPolicy,
   decodeOpened,
-  hwcToChw,
-  hwcToChwInto,
   nearestSupportedResolution,
   openImage,
   parseResolutionPolicy,
@@ -225,25 +223,19 @@ async function expectKind(p: Promise<unknown>, kind: InputErrorKind, id?: string
   return caught;
 }
 
+/** Pixel (y, x) as [r, g, b] (uint8, interleaved). */
 function px(img: PreprocessedImage, y: number, x: number): [number, number, number] {
-  const n = img.height * img.width;
-  const i = y * img.width + x;
-  return [img.pixels[i]!, img.pixels[n + i]!, img.pixels[2 * n + i]!];
+  const i = 3 * (y * img.width + x);
+  return [img.pixels[i]!, img.pixels[i + 1]!, img.pixels[i + 2]!];
 }
 
-/** Every pixel within `tol` of `c` (0..255 scale). */
+/** Every pixel within `tol` of `c` (0..255). */
 function assertSolid(img: PreprocessedImage, c: RGB, tol = 1): void {
   assert.equal(img.pixels.length, 3 * img.height * img.width);
-  const n = img.height * img.width;
-  const want = [c.r, c.g, c.b].map((v) => v / 255);
+  const want = [c.r, c.g, c.b];
   let worst = 0;
-  for (let ch = 0; ch < 3; ch++) {
-    for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(img.pixels[ch * n + i]! - want[ch]!));
-  }
-  assert.ok(
-    worst <= tol / 255 + 1e-6,
-    `max deviation ${(worst * 255).toFixed(2)}/255 > ${tol}/255 (first px ${px(img, 0, 0).map((v) => (v * 255).toFixed(1))})`,
-  );
+  for (let i = 0; i < img.pixels.length; i++) worst = Math.max(worst, Math.abs(img.pixels[i]! - want[i % 3]!));
+  assert.ok(worst <= tol, `max deviation ${worst}/255 > ${tol}/255 (first px ${px(img, 0, 0)})`);
 }
 
 const COLOUR: RGB = { r: 200, g: 100, b: 50 };
@@ -297,8 +289,7 @@ describe("decode: formats and colour handling", () => {
       const buf = await twoTone(64, 32, RED, BLUE).jpeg({ quality: 100, chromaSubsampling: "4:4:4" }).withMetadata({ orientation }).toBuffer();
       const img = await preprocessImage({ id: `o${orientation}`, bytes: buf }, opts());
       assert.deepEqual([img.originalHeight, img.originalWidth, img.height, img.width], [h, w, h, w], `orientation ${orientation}`);
-      const near = (v: [number, number, number], c: RGB): boolean =>
-        Math.abs(v[0] * 255 - c.r) < 12 && Math.abs(v[1] * 255 - c.g) < 12 && Math.abs(v[2] * 255 - c.b) < 12;
+      const near = (v: [number, number, number], c: RGB): boolean => Math.abs(v[0] - c.r) < 12 && Math.abs(v[1] - c.g) < 12 && Math.abs(v[2] - c.b) < 12;
       const [a, b] = h > w ? [px(img, 4, w / 2), px(img, h - 5, w / 2)] : [px(img, h / 2, 4), px(img, h / 2, w - 5)];
       assert.ok(near(a, first), `orientation ${orientation}: first half ${a}`);
       assert.ok(near(b, second), `orientation ${orientation}: second half ${b}`);
@@ -336,7 +327,7 @@ describe("decode: formats and colour handling", () => {
     const buf = await solid(32, 32, COLOUR).toColourspace("cmyk").jpeg({ quality: 100 }).toBuffer();
     assert.equal((await sharp(buf).metadata()).space, "cmyk");
     const img = await preprocessImage({ id: "cmyk", bytes: buf }, opts());
-    const [r, g, b] = px(img, 16, 16).map((v) => v * 255) as [number, number, number];
+    const [r, g, b] = px(img, 16, 16);
     assert.ok(r > g && g > b, `${r},${g},${b}`);
     // profile round trip (sRGB → built-in CMYK profile → sRGB) is not exact
     assertSolid(img, { r, g, b }, 1);
@@ -587,18 +578,23 @@ describe("raw input", () => {
     await expectKind(preprocessImage({ id: "rawbig", raw: big }, opts("native", { limits: { limitInputPixels: 99 } })), "too_large");
   });
 
-  it("float32 at the target size passes through unchanged (HWC → CHW)", async () => {
+  it("uint8 RGB at the target size passes through unchanged; float32 there is quantised to round(v·255)", async () => {
     const h = 32;
     const w = 48;
+    const u8 = new Uint8Array(h * w * 3);
+    for (let i = 0; i < u8.length; i++) u8[i] = (i * 37) % 256;
+    const same = await preprocessImage({ id: "u", raw: { data: u8, height: h, width: w, channels: 3, dtype: "uint8" } }, opts());
+    assert.deepEqual([same.height, same.width], [h, w]);
+    assert.deepEqual(same.pixels, u8);
+
     const data = new Float32Array(h * w * 3);
     for (let i = 0; i < data.length; i++) data[i] = ((i * 37) % 1000) / 999;
     const img = await preprocessImage({ id: "f", raw: { data, height: h, width: w, channels: 3, dtype: "float32" } }, opts());
     assert.deepEqual([img.height, img.width], [h, w]);
-    for (let y = 0; y < h; y++) {
-      for (let x = 0; x < w; x++) {
-        for (let c = 0; c < 3; c++) assert.equal(img.pixels[c * h * w + y * w + x], data[(y * w + x) * 3 + c]);
-      }
-    }
+    assert.deepEqual(
+      new Uint8Array(img.pixels),
+      Uint8Array.from(data, (v) => Math.round(v * 255)),
+    );
   });
 
   it("uint8 / float32 raw are resized like encoded input; grey and RGBA handled", async () => {
@@ -628,7 +624,7 @@ describe("raw input", () => {
       { r: 255, g: 255, b: 255 },
       1,
     );
-    // same at target size (JS path)
+    // the same at the target size
     const rgba32 = new Uint8Array(32 * 48 * 4);
     for (let i = 0; i < 32 * 48; i++) rgba32.set([255, 0, 0, 255], i * 4);
     assertSolid(await preprocessImage({ id: "rgba2", raw: { data: rgba32, height: 32, width: 48, channels: 4, dtype: "uint8" } }, opts()), RED, 0);
@@ -644,44 +640,6 @@ describe("misc", () => {
     assert.equal(sniffFormat(await solid(4, 4, RED).tiff().toBuffer()), "tiff");
     assert.equal(sniffFormat(await solid(4, 4, RED).avif().toBuffer()), "heif");
     assert.equal(sniffFormat(Buffer.from("<svg/>")), null);
-  });
-
-  it("hwcToChw: uint8 → v/255 planes, grey replicated, alpha onto white", () => {
-    const rgb = hwcToChw(new Uint8Array([0, 128, 255, 1, 2, 3]), 1, 2, 3);
-    assert.deepEqual(
-      [...rgb],
-      [0, 1, 128, 2, 255, 3].map((v) => Math.fround(v / 255)),
-    );
-    const grey = hwcToChw(new Float32Array([0.25, 0.5]), 2, 1, 1);
-    assert.deepEqual([...grey], [0.25, 0.5, 0.25, 0.5, 0.25, 0.5]);
-    const rgba = hwcToChw(new Float32Array([1, 0, 0, 0.5]), 1, 1, 4);
-    assert.deepEqual([...rgba], [1, 0.5, 0.5]);
-  });
-
-  it("hwcToChwInto: writes one slot of a batch, every uint8 value exactly as v/255", () => {
-    // Every uint8 value in every channel: 256 pixels of (v, 255 - v, (7v) mod 256).
-    const n = 256;
-    const hwc = new Uint8Array(3 * n);
-    for (let v = 0; v < n; v++) hwc.set([v, 255 - v, (7 * v) % 256], 3 * v);
-    const expected = hwcToChw(hwc, 16, 16, 3);
-    for (let i = 0; i < 3 * n; i++) assert.equal(expected[i], Math.fround(hwc[3 * (i % n) + Math.floor(i / n)]! / 255));
-    // Into the second slot of a batch of 2, over stale values: the first slot is left alone.
-    const batch = new Float32Array(2 * 3 * n).fill(Number.NaN);
-    hwcToChwInto(batch, 3 * n, hwc, 16, 16, 3);
-    assert.ok(batch.subarray(0, 3 * n).every(Number.isNaN));
-    assert.deepEqual([...batch.subarray(3 * n)], [...expected]);
-    // float32 input in [0, 1] gives the same planes (the graph normalises, never the server).
-    const out = new Float32Array(3 * n);
-    hwcToChwInto(
-      out,
-      0,
-      Float32Array.from(hwc, (v) => v / 255),
-      16,
-      16,
-      3,
-    );
-    assert.deepEqual([...out], [...expected]);
-    assert.throws(() => hwcToChwInto(new Float32Array(3 * n - 1), 0, hwc, 16, 16, 3), RangeError);
   });
 
   it("decoding does not block the event loop", async () => {

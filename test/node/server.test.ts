@@ -20,9 +20,9 @@ import { noiseRaw } from "./support/images.js";
 const FAULT_WORKER = new URL("./support/fault-worker.ts", import.meta.url).href;
 import {
   compileTinyModel,
+  batchOf,
   floats,
   httpGet,
-  hwcToChwF32,
   maxAbsDiff,
   metricValue,
   RadioClient,
@@ -72,11 +72,9 @@ describe("radio sidecar over a unix socket", () => {
   let pngBytes: Buffer;
   const pngPixels = noiseRaw(64, 64, 7);
 
-  /** Runs the graph directly: HWC float images of one size → summary [B, S], features [B, n, C]. */
-  async function reference(g: LoadedGraph, images: Float32Array[], h: number, w: number) {
-    const x = new Float32Array(images.length * 3 * h * w);
-    images.forEach((im, b) => x.set(hwcToChwF32(im, h, w), b * 3 * h * w));
-    return runGraph(g, x, [images.length, 3, h, w]);
+  /** Runs the graph directly: uint8 RGB images of one size → summary [B, S], features [B, n, C]. */
+  async function reference(g: LoadedGraph, images: Uint8Array[], h: number, w: number) {
+    return runGraph(g, batchOf(images), [images.length, h, w, 3]);
   }
 
   before(async () => {
@@ -171,7 +169,7 @@ describe("radio sidecar over a unix socket", () => {
     const want = await reference(ref, imgs, h, w);
     const [S, n, C] = [want.summaryDims[1]!, want.featureDims[1]!, want.featureDims[2]!];
     const request = (output: "SUMMARY" | "FEATURES_NLC" | "FEATURES_NCHW") =>
-      client.embed({ images: imgs.map((im, i) => rawFloat(`img${i}`, im, h, w)), options: { output, resolution: "native" } }).done;
+      client.embed({ images: imgs.map((im, i) => rawUint8(`img${i}`, im, h, w)), options: { output, resolution: "native" } }).done;
 
     const summary = await request("SUMMARY");
     const nlc = await request("FEATURES_NLC");
@@ -213,7 +211,7 @@ describe("radio sidecar over a unix socket", () => {
     const chw = nlcToChw(want.features, n, C);
     const dims = { channels: C, height: h / 16, width: w / 16 };
 
-    const [pca1] = await client.embed({ images: [rawFloat("a", img, h, w)], options: { output: "HEATMAP", resolution: "native" } }).done;
+    const [pca1] = await client.embed({ images: [rawUint8("a", img, h, w)], options: { output: "HEATMAP", resolution: "native" } }).done;
     const t1 = pca1!.output!.tensor;
     assert.equal(t1.dtype, "DTYPE_UINT8");
     assert.deepEqual(t1.shape, [h, w]); // default size: the image's own (longest side <= 512)
@@ -221,7 +219,7 @@ describe("radio sidecar over a unix socket", () => {
     assert.ok(maxAbsDiff(t1.data, want1.data) <= 1, "PCA1 heatmap matches");
 
     const [pca3] = await client.embed({
-      images: [rawFloat("b", img, h, w)],
+      images: [rawUint8("b", img, h, w)],
       options: { output: "HEATMAP", resolution: "native", heatmap: { mode: "PCA3_RGB", smoothing: true, outputHeight: 20, outputWidth: 30 } },
     }).done;
     const t3 = pca3!.output!.tensor;
@@ -230,7 +228,7 @@ describe("radio sidecar over a unix socket", () => {
     assert.ok(maxAbsDiff(t3.data, want3.data) <= 1, "PCA3 heatmap matches");
 
     const [capped] = await client.embed({
-      images: [rawFloat("c", img, h, w)],
+      images: [rawUint8("c", img, h, w)],
       options: { output: "HEATMAP", resolution: "native", heatmap: { maxSide: 48 } },
     }).done;
     assert.deepEqual(capped!.output!.tensor.shape, [32, 48]);
@@ -247,6 +245,13 @@ describe("radio sidecar over a unix socket", () => {
       { id: "by-path", path: path.join(root, "noise.png") },
       { id: "by-bytes", encoded: pngBytes },
       rawUint8("by-raw", pngPixels, 64, 64),
+      // float32 in [0, 1] is quantised to uint8 (the graph's input): v / 255 comes back as v.
+      rawFloat(
+        "by-raw-float",
+        Float32Array.from(pngPixels, (v) => v / 255),
+        64,
+        64,
+      ),
       { id: "outside", path: "/etc/hostname" },
       { id: "missing", path: path.join(root, "nope.png") },
       { id: "not-an-image", encoded: Buffer.from("hello, world: not an image") },
@@ -266,9 +271,10 @@ describe("radio sidecar over a unix socket", () => {
       images.map((im) => im.id),
     );
 
-    const ok = results.slice(0, 3).map((r) => floats(r.output!.tensor));
+    const ok = results.slice(0, 4).map((r) => floats(r.output!.tensor));
     assert.ok(maxAbsDiff(ok[0]!, ok[1]!) <= TOL && maxAbsDiff(ok[0]!, ok[2]!) <= TOL, "the same pixels by path, bytes and raw agree");
-    const want = await reference(ref, [Float32Array.from(pngPixels, (v) => v / 255)], 64, 64);
+    assert.deepEqual(ok[3], ok[2], "float32 raw pixels v / 255 give what uint8 v gives");
+    const want = await reference(ref, [pngPixels], 64, 64);
     assert.ok(maxAbsDiff(ok[0]!, want.summary) <= TOL, "and equal onnxruntime");
 
     const expected: Record<string, string> = {
@@ -280,7 +286,7 @@ describe("radio sidecar over a unix socket", () => {
       "no-source": "INVALID_ARGUMENT",
       "out-of-range": "INVALID_ARGUMENT",
     };
-    for (const r of results.slice(3)) {
+    for (const r of results.slice(4)) {
       assert.ok(r.error, `${r.id} failed`);
       assert.equal(r.error.code, expected[r.id], `${r.id}: ${r.error.message}`);
       assert.ok(r.error.message.includes(`"${r.id}"`), `the message names the input: ${r.error.message}`);
@@ -302,7 +308,7 @@ describe("radio sidecar over a unix socket", () => {
     const before = await scrape(ts.server);
     try {
       const calls = others.map(
-        (c, i) => c.embed({ images: [rawFloat(`c${i}`, randomPixels(32, 32, 10 + i), 32, 32)], options: { resolution: "native" } }).done,
+        (c, i) => c.embed({ images: [rawUint8(`c${i}`, randomPixels(32, 32, 10 + i), 32, 32)], options: { resolution: "native" } }).done,
       );
       const results = await Promise.all(calls);
       await blocker.done;
@@ -389,7 +395,7 @@ describe("radio sidecar over a unix socket", () => {
       metricValue(afterText, "radio_images_dropped_total", { reason: "deadline" }) - metricValue(before, "radio_images_dropped_total", { reason: "deadline" });
     assert.ok(dropped >= 20, `${dropped} queued images dropped at the deadline`);
     assert.ok(metricValue(afterText, "radio_grpc_requests_total", { method: "Embed", code: "DEADLINE_EXCEEDED" }) >= 1);
-    const [r] = await client.embed({ images: [rawFloat("after", randomPixels(32, 32, 1), 32, 32)] }).done;
+    const [r] = await client.embed({ images: [rawUint8("after", randomPixels(32, 32, 1), 32, 32)] }).done;
     assert.ok(r!.output, "the server still serves");
   });
 
@@ -432,7 +438,7 @@ describe("radio sidecar over a unix socket", () => {
   });
 
   it("refuses malformed requests as a whole with INVALID_ARGUMENT", async () => {
-    const one = [rawFloat("x", randomPixels(32, 32, 1), 32, 32)];
+    const one = [rawUint8("x", randomPixels(32, 32, 1), 32, 32)];
     await expectStatus(client.embed({ images: one, options: { graph: "nope" } }).done, grpc.status.INVALID_ARGUMENT, /unknown graph "nope"/);
     await expectStatus(client.embed({ images: one, options: { resolution: "banana" } }).done, grpc.status.INVALID_ARGUMENT, /resolution policy/);
     await expectStatus(client.embed({ images: one, options: { resolution: "100x100" } }).done, grpc.status.INVALID_ARGUMENT, /multiple/);
@@ -443,7 +449,7 @@ describe("radio sidecar over a unix socket", () => {
 
   it("serves several models and picks one by name", async () => {
     const img = randomPixels(32, 32, 9);
-    const [r] = await client.embed({ images: [rawFloat("so", img, 32, 32)], options: { graph: "so", resolution: "native" } }).done;
+    const [r] = await client.embed({ images: [rawUint8("so", img, 32, 32)], options: { graph: "so", resolution: "native" } }).done;
     const want = await reference(refSo, [img], 32, 32);
     assert.deepEqual(r!.output!.tensor.shape, [want.summaryDims[1]]);
     assert.ok(maxAbsDiff(floats(r!.output!.tensor), want.summary) <= TOL);
@@ -451,14 +457,14 @@ describe("radio sidecar over a unix socket", () => {
 
   it("a crashed worker fails only its batch, with INTERNAL per image, and is replaced", async () => {
     const results = await client.embed({
-      images: [rawFloat("crash", randomPixels(CRASH_HEIGHT, 32, 1), CRASH_HEIGHT, 32), rawFloat("fine", randomPixels(32, 32, 2), 32, 32)],
+      images: [rawUint8("crash", randomPixels(CRASH_HEIGHT, 32, 1), CRASH_HEIGHT, 32), rawUint8("fine", randomPixels(32, 32, 2), 32, 32)],
       options: { resolution: "native" },
     }).done;
     const [crash, fine] = results as [ImageResult, ImageResult];
     assert.equal(crash.error?.code, "INTERNAL");
     assert.match(crash.error!.message, /"crash".*inference failed/);
     assert.ok(fine.output, "its neighbour (another batch) succeeded");
-    const [again] = await client.embed({ images: [rawFloat("again", randomPixels(32, 32, 3), 32, 32)] }).done;
+    const [again] = await client.embed({ images: [rawUint8("again", randomPixels(32, 32, 3), 32, 32)] }).done;
     assert.ok(again!.output, "the replacement worker serves");
     assert.equal(ts.server.pool.threads.length, 1);
   });
@@ -532,7 +538,7 @@ describe("health transitions and graceful shutdown", () => {
       async onListening(a) {
         early = new RadioClient(`unix:${a.socket}`);
         seen.push(await early.healthCheck(""));
-        await expectStatus(early.embed({ images: [rawFloat("x", randomPixels(32, 32, 1), 32, 32)] }).done, grpc.status.UNAVAILABLE, /loading/);
+        await expectStatus(early.embed({ images: [rawUint8("x", randomPixels(32, 32, 1), 32, 32)] }).done, grpc.status.UNAVAILABLE, /loading/);
       },
     });
     try {
@@ -549,7 +555,7 @@ describe("health transitions and graceful shutdown", () => {
       const stopping = ts.server.shutdown();
       await watch.next("NOT_SERVING");
       assert.equal(await c.healthCheck(""), "NOT_SERVING");
-      await expectStatus(c.embed({ images: [rawFloat("late", randomPixels(32, 32, 1), 32, 32)] }).done, grpc.status.UNAVAILABLE, /shutting down/);
+      await expectStatus(c.embed({ images: [rawUint8("late", randomPixels(32, 32, 1), 32, 32)] }).done, grpc.status.UNAVAILABLE, /shutting down/);
       const results = await inflight.done;
       assert.equal(results.length, 12);
       assert.ok(

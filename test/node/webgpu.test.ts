@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
 import { loadGraph, runGraph, type GraphOutputs, type LoadedGraph } from "../../server/src/runtime/session.js";
-import { compileTinyModel, floats, hwcToChwF32, randomPixels, rawFloat, startTestServer, tempDir, type TestServer } from "./support/server.js";
+import { batchOf, compileTinyModel, floats, randomPixels, rawUint8, startTestServer, tempDir, type TestServer } from "./support/server.js";
 import { SWIFTSHADER_ICD, swiftshaderMissing } from "./support/swiftshader.js";
 
 const skip = swiftshaderMissing();
@@ -50,20 +50,19 @@ describe("WebGPU (SwiftShader) agrees with the CPU provider", { skip }, () => {
   let cpu: LoadedGraph;
   let want: GraphOutputs;
   const images = Array.from({ length: B }, (_, i) => randomPixels(H, W, 11 + i));
-  const pixels = new Float32Array(B * 3 * H * W);
-  images.forEach((im, b) => pixels.set(hwcToChwF32(im, H, W), b * 3 * H * W));
+  const pixels = batchOf(images);
 
   before(async () => {
     graph = await compileTinyModel(tmp.dir);
     cpu = await loadGraph(graph, { provider: "cpu", intraOpThreads: 1 });
-    want = await runGraph(cpu, pixels, [B, 3, H, W]);
+    want = await runGraph(cpu, pixels, [B, H, W, 3]);
   });
   after(() => tmp.cleanup());
 
   it("bare onnxruntime session: summary and features", async (t) => {
     const webgpu = await loadGraph(graph, { provider: "webgpu" });
     assert.equal(webgpu.provider, "webgpu");
-    const got = await runGraph(webgpu, pixels, [B, 3, H, W]);
+    const got = await runGraph(webgpu, pixels, [B, H, W, 3]);
     await webgpu.session.release();
     assert.deepEqual(got.summaryDims, want.summaryDims);
     assert.deepEqual(got.featureDims, want.featureDims);
@@ -87,7 +86,7 @@ describe("WebGPU (SwiftShader) agrees with the CPU provider", { skip }, () => {
       );
 
       const call = (output: "SUMMARY" | "FEATURES_NLC") =>
-        ts!.client.embed({ images: images.map((im, i) => rawFloat(`img${i}`, im, H, W)), options: { output, resolution: "native" } }).done;
+        ts!.client.embed({ images: images.map((im, i) => rawUint8(`img${i}`, im, H, W)), options: { output, resolution: "native" } }).done;
       const summary = await call("SUMMARY");
       const features = await call("FEATURES_NLC");
       const cat = (rs: typeof summary) => {

@@ -53,8 +53,12 @@ def compile_graph(checkpoint: Path, out: Path, *extra: str) -> Path:
 
 
 def run_graph(model_dir: Path, x: np.ndarray, work: Path, *extra: str) -> tuple[np.ndarray, np.ndarray]:
+    """`radio-sidecar run` on x, uint8 RGB images [B, H, W, 3] (the graph's `pixels` input); returns
+    (summary, features) as the CLI writes them."""
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] != 3:
+        raise ValueError(f"run_graph takes uint8 RGB images [B, H, W, 3], got {x.dtype} {list(x.shape)}")
     work.mkdir(parents=True, exist_ok=True)
-    np.save(work / "input.npy", np.ascontiguousarray(x, dtype=np.float32))
+    np.save(work / "input.npy", np.ascontiguousarray(x))
     sidecar("run", "--graph", str(model_dir), "--input", str(work / "input.npy"),
             "--out-dir", str(work), *extra)
     return np.load(work / "summary.npy"), np.load(work / "features.npy")

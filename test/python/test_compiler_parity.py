@@ -29,14 +29,22 @@ def tiny(work: Path) -> Path:
     return make_checkpoint(work / "tiny", "tiny")
 
 
-def pixels(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+def pixels(shape: tuple[int, int, int, int], seed: int) -> np.ndarray:
+    """Random uint8 RGB images, shape (B, H, W, 3): what the graph's `pixels` input takes."""
+    assert len(shape) == 4 and shape[3] == 3, f"pixels takes (B, H, W, 3), got {shape}"
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
 
-def reference(ckpt: Path, x: np.ndarray, **kw) -> tuple[np.ndarray, np.ndarray]:
+def unit_float(u: np.ndarray) -> np.ndarray:
+    """What the graph makes of uint8 images u [B, H, W, 3] before mean/std: float32 [B, 3, H, W] in [0, 1]."""
+    return u.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
+
+
+def reference(ckpt: Path, u: np.ndarray, **kw) -> tuple[np.ndarray, np.ndarray]:
+    """The torch reference on the same uint8 images [B, H, W, 3] the graph is fed."""
     ref = load_checkpoint(ckpt)
     with torch.no_grad():
-        s, f = ref.forward(torch.from_numpy(x), **kw)
+        s, f = ref.forward(torch.from_numpy(unit_float(u)), **kw)
     return s.numpy(), f.numpy()
 
 
@@ -53,12 +61,12 @@ def assert_parity(ours: tuple[np.ndarray, np.ndarray], truth: tuple[np.ndarray, 
 
 
 CASES = [
-    # name, shape, compile flags, reference kwargs
-    ("square_224", (1, 3, 224, 224), [], {}),
-    ("nonsquare_256x384", (1, 3, 256, 384), [], {}),
-    ("batch3_320x192", (3, 3, 320, 192), [], {}),
-    ("vitdet_w2_256x384", (2, 3, 256, 384), ["--window-size", "2"], {"vitdet_window_size": 2}),
-    ("vitdet_w4_256", (1, 3, 256, 256), ["--window-size", "4"], {"vitdet_window_size": 4}),
+    # name, images shape (B, H, W, 3), compile flags, reference kwargs
+    ("square_224", (1, 224, 224, 3), [], {}),
+    ("nonsquare_256x384", (1, 256, 384, 3), [], {}),
+    ("batch3_320x192", (3, 320, 192, 3), [], {}),
+    ("vitdet_w2_256x384", (2, 256, 384, 3), ["--window-size", "2"], {"vitdet_window_size": 2}),
+    ("vitdet_w4_256", (1, 256, 256, 3), ["--window-size", "4"], {"vitdet_window_size": 4}),
 ]
 
 
@@ -77,17 +85,17 @@ def test_exact_grid_and_upsampled_grid(work: Path) -> None:
     A 256-px position grid (16×16) keeps these cases small."""
     small = make_checkpoint(work / "tiny-grid16", "tiny", cpe_max_size=256)
     graph = compile_graph(small, work / "g-grid16")
-    for shape in [(1, 3, 256, 256), (1, 3, 384, 320)]:
-        x = pixels(shape, seed=shape[2])
-        ours = run_graph(graph, x, work / f"run-grid16-{shape[2]}")
-        assert_parity(ours, reference(small, x), f"grid16_{shape[2]}x{shape[3]}")
+    for shape in [(1, 256, 256, 3), (1, 384, 320, 3)]:
+        x = pixels(shape, seed=shape[1])
+        ours = run_graph(graph, x, work / f"run-grid16-{shape[1]}")
+        assert_parity(ours, reference(small, x), f"grid16_{shape[1]}x{shape[2]}")
 
 
 def test_final_norm_and_so400m_shape(work: Path) -> None:
     # A checkpoint with model.norm.* gets a final LayerNorm; SO400M's MLP ratio 4304/1152.
     so = make_checkpoint(work / "tiny-so400m", "tiny-so400m", final_norm=True)
     assert load_checkpoint(so).final_norm is not None
-    x = pixels((2, 3, 192, 160), seed=9)
+    x = pixels((2, 192, 160, 3), seed=9)
     ours = run_graph(compile_graph(so, work / "g-so"), x, work / "run-so")
     assert ours[0].shape == (2, 2 * 72)
     assert_parity(ours, reference(so, x), "so400m_tiny")
@@ -96,7 +104,7 @@ def test_final_norm_and_so400m_shape(work: Path) -> None:
 def test_layernorm_eps_1e5_breaks_the_bounds(tiny: Path, work: Path) -> None:
     """The bounds are tight: a reference with LayerNorm eps 1e-5 instead of 1e-6 must fail them."""
     graph = compile_graph(tiny, work / "g-eps", "--attention", "mha")
-    x = pixels((1, 3, 224, 224), seed=11)
+    x = pixels((1, 224, 224, 3), seed=11)
     ours = run_graph(graph, x, work / "run-eps")
     wrong = reference(tiny, x, ln_eps=1e-5)
     results = [within_bounds(compare(torch.from_numpy(a.astype(np.float64)), torch.from_numpy(b))) for a, b in zip(ours, wrong)]
@@ -106,7 +114,7 @@ def test_layernorm_eps_1e5_breaks_the_bounds(tiny: Path, work: Path) -> None:
 @pytest.mark.parametrize("attention", ["matmul", "mha"])
 def test_fp16_graph(tiny: Path, work: Path, attention: str) -> None:
     graph = compile_graph(tiny, work / f"g-fp16-{attention}", "--precision", "fp16", "--attention", attention)
-    x = pixels((2, 3, 224, 224), seed=13)
+    x = pixels((2, 224, 224, 3), seed=13)
     try:
         ours = run_graph(graph, x, work / f"run-fp16-{attention}")
     except RuntimeError as err:
@@ -124,7 +132,7 @@ def test_int8_graph(tiny: Path, work: Path) -> None:
     graph = compile_graph(tiny, work / "g-int8", "--precision", "int8")
     meta = json.loads((graph / "metadata.json").read_text())
     assert meta["precision"] == "int8" and "weights.int8.bin" in meta["weights"]["files"]
-    x = pixels((3, 3, 256, 384), seed=17)
+    x = pixels((3, 256, 384, 3), seed=17)
     ours = run_graph(graph, x, work / "run-int8")
     truth = reference(tiny, x)
     exact = assert_parity(ours, truth, "int8 vs exact", min_cosine=0.99, max_rel_l2=0.15, max_abs=10.0)
@@ -158,7 +166,7 @@ def test_upstream_golden(work: Path) -> None:
         if w not in graphs:
             flags = ["--window-size", str(w)] if w else []
             graphs[w] = compile_graph(GOLDEN, work / f"golden-{w}", *flags)
-        x = ref[case["input_key"]].astype(np.float32) / np.float32(255.0)
+        x = np.ascontiguousarray(ref[case["input_key"]].transpose(0, 2, 3, 1))  # uint8 [B, 3, H, W] → [B, H, W, 3]
         summary, features = run_graph(graphs[w], x, work / f"golden-run-{case['name']}")
         b, c, h, wd = case["outputs"]["features"]["shape"]
         nchw = features.reshape(b, h, wd, c).transpose(0, 3, 1, 2)

@@ -92,7 +92,7 @@ def test_the_pypi_route_resolves_every_library_but_the_driver(tmp_path: Path) ->
                 ["compile", "--checkpoint-dir", str(ckpt), "--out", str(graph), "--precision", "fp16"]):
         done = run(["node", str(CLI), *cmd])
         assert done.returncode == 0, done.stderr
-    np.save(tmp_path / "x.npy", np.full((1, 3, 64, 64), 0.5, np.float32))
+    np.save(tmp_path / "x.npy", np.full((1, 64, 64, 3), 128, np.uint8))  # uint8 RGB [B, H, W, 3]
     cuda_run = ["node", str(app / "server" / "dist" / "cli.js"), "run", "--provider", "cuda", "--graph", str(graph),
                 "--input", str(tmp_path / "x.npy"), "--out-dir", str(tmp_path / "out")]
     session = run(cuda_run, env)

@@ -192,6 +192,26 @@ def test_so400m_loads_and_embeds(registered, dataset) -> None:
         model.close()
 
 
+def test_a_graph_an_earlier_version_compiled_is_compiled_again(registered, dataset) -> None:
+    """Graphs on disk outlive upgrades: one in another format is compiled again, not fed wrong pixels."""
+    model = foz.load_zoo_model(SO)
+    try:
+        before = dataset.compute_embeddings(model, batch_size=3)
+    finally:
+        model.close()
+    metadata = Path(foz.find_zoo_model(SO)).with_suffix("") / "fp32" / "metadata.json"
+    old = {**json.loads(metadata.read_text()), "format": "radio-onnx/1"}
+    metadata.write_text(json.dumps(old))
+    model = foz.load_zoo_model(SO, cache=False)  # FiftyOne's cached model would skip load_model
+    try:
+        after = dataset.compute_embeddings(model, batch_size=3)
+    finally:
+        model.close()
+    current = json.loads((REPO / "package.json").read_text())["radioGraphFormat"]
+    assert json.loads(metadata.read_text())["format"] == current != "radio-onnx/1"
+    np.testing.assert_array_equal(after, before)
+
+
 def test_heatmaps_and_dense_features(registered, dataset, tmp_path: Path) -> None:
     spatial = foz.load_zoo_model(H, output_type="spatial", apply_smoothing=True, smoothing_sigma=1.51,
                                  feature_format="NCHW")

@@ -5,7 +5,7 @@ import { join, resolve } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { readNpy, writeNpy } from "../runtime/npy.js";
 import { PROVIDERS } from "../runtime/providers.js";
-import { type ExecutionProvider, loadGraph, runOutputs } from "../runtime/session.js";
+import { type ExecutionProvider, loadGraph, type PixelDims, runOutputs } from "../runtime/session.js";
 import { nonNegativeInt } from "./args.js";
 
 const providerOption = () => new Option("--provider <ep>", "execution provider").choices([...PROVIDERS]).default("cpu");
@@ -15,20 +15,20 @@ export function addRunCommands(program: Command): void {
   program
     .command("run")
     .description(
-      "run a compiled graph on a float32 .npy tensor [B,3,H,W] and write summary.npy and features.npy (and <adaptor>.summary.npy / <adaptor>.features.npy for graphs compiled with --adaptors)",
+      "run a compiled graph on a uint8 .npy tensor [B,H,W,3] (RGB) and write summary.npy and features.npy (and <adaptor>.summary.npy / <adaptor>.features.npy for graphs compiled with --adaptors)",
     )
     .requiredOption("--graph <dir>", "compiled graph folder")
-    .requiredOption("--input <file>", ".npy float32 [B, 3, H, W] (in [0, 1])")
+    .requiredOption("--input <file>", ".npy uint8 [B, H, W, 3]: RGB images, as decoders give them")
     .requiredOption("--out-dir <dir>", "where summary.npy, features.npy and the adaptor outputs go")
     .addOption(providerOption())
     .option("--threads <n>", threadsHelp, nonNegativeInt, 0)
     .action(async (options: { graph: string; input: string; outDir: string; provider: ExecutionProvider; threads: number }) => {
       const pixels = readNpy(options.input);
-      if (pixels.dtype !== "<f4" || pixels.shape.length !== 4)
-        throw new InvalidArgumentError(`${options.input} must be float32 [B, 3, H, W], got ${pixels.dtype} [${pixels.shape}]`);
+      if (pixels.dtype !== "|u1" || pixels.shape.length !== 4 || pixels.shape[3] !== 3)
+        throw new InvalidArgumentError(`${options.input} must be uint8 [B, H, W, 3] (RGB), got ${pixels.dtype} [${pixels.shape}]`);
       const graph = await loadGraph(options.graph, { provider: options.provider, intraOpThreads: options.threads });
       // One pass for every output; each goes to <output name>.npy.
-      const outputs = await runOutputs(graph, pixels.data as Float32Array, pixels.shape as [number, number, number, number]);
+      const outputs = await runOutputs(graph, pixels.data as Uint8Array, pixels.shape as PixelDims);
       mkdirSync(options.outDir, { recursive: true });
       for (const [name, tensor] of Object.entries(outputs)) writeNpy(join(options.outDir, `${name}.npy`), tensor.data, tensor.dims);
       const written = Object.entries(outputs).map(([name, tensor]) => `${name} [${tensor.dims}]`);

@@ -12,7 +12,7 @@ import { GraphBuilder } from "./onnx-graph.js";
 import { METADATA_FILE, MODEL_FILE, type AdaptorMetadata, type GraphMetadata } from "./metadata.js";
 import { buildVitGraph, OPSET, type AttentionImpl } from "./vit.js";
 import { WeightStore, type Precision, type WeightsMode } from "./weights.js";
-import { PRODUCT } from "../version.js";
+import { GRAPH_FORMAT, PRODUCT } from "../version.js";
 
 export interface CompileOptions {
   checkpointDir: string;
@@ -156,7 +156,7 @@ export async function compileCheckpoint(options: CompileOptions): Promise<Compil
     for (const f of store.files) sha256[f] = await sha256Of(join(outDir, f));
 
     const metadata: GraphMetadata = {
-      format: "radio-onnx/1",
+      format: GRAPH_FORMAT,
       variant: spec.version,
       source: { repo: options.repo ?? null, revision: options.revision ?? null, dir: ckpt.dir },
       architecture: spec.architecture,

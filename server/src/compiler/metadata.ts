@@ -3,6 +3,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
+import { GRAPH_FORMAT } from "../version.js";
 
 export const METADATA_FILE = "metadata.json";
 export const MODEL_FILE = "model.onnx";
@@ -43,7 +44,7 @@ export const AdaptorMetadataSchema = z.object({
 export type AdaptorMetadata = z.infer<typeof AdaptorMetadataSchema>;
 
 export const GraphMetadataSchema = z.object({
-  format: z.literal("radio-onnx/1"),
+  format: z.literal(GRAPH_FORMAT),
   variant: z.string(),
   source: z.object({ repo: z.string().nullable(), revision: z.string().nullable(), dir: z.string() }),
   architecture: z.string(),
@@ -66,9 +67,6 @@ export const GraphMetadataSchema = z.object({
   windowSize: z.number().int().nullable(),
   precision: z.enum(["fp32", "fp16", "int8"]),
   attention: z.enum(["matmul", "mha"]),
-  /** Written by compilers that had --external-preprocessor (removed: its results were the same);
-   * a graph compiled with it (true) is refused at load (pipeline/graphs.ts). */
-  externalPreprocessor: z.boolean().optional(),
   opset: z.number().int(),
   weights: z.object({ mode: z.enum(["link", "copy"]), files: z.array(z.string()) }),
   sha256: z.record(z.string(), z.string()),
@@ -99,5 +97,11 @@ export function readMetadataFile<T>(dir: string, schema: z.ZodType<T>, what: str
 }
 
 export function readGraphMetadata(dir: string): GraphMetadata {
+  const format = readMetadataFile(dir, z.object({ format: z.string() }), "RADIO graph", "compile").format;
+  if (format !== GRAPH_FORMAT) {
+    throw new Error(
+      `${dir} holds a ${format} graph, written by an earlier version (this one reads ${GRAPH_FORMAT}: uint8 pixels); compile it again with \`radio-sidecar compile\` (the zoo does so by itself)`,
+    );
+  }
   return readMetadataFile(dir, GraphMetadataSchema, "RADIO graph", "compile");
 }

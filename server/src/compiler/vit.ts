@@ -1,7 +1,7 @@
 // The C-RADIOv4 backbone as an ONNX graph: one small function per concept (input conditioner, patch
 // embedding, CPE position embedding, prefix tokens, pre-LN block, windowed/global switching, outputs),
-// in the order of the forward pass. Input `pixels` [B, 3, H, W] float32; outputs `summary` [B, S] and
-// `features` [B, h·w, C] (float32 in every precision).
+// in the order of the forward pass. Input `pixels` [B, H, W, 3] uint8 RGB, as decoders give them;
+// outputs `summary` [B, S] and `features` [B, h·w, C] (float32 in every precision).
 import { DataType, type GraphBuilder, float, int, ints, str } from "./onnx-graph.js";
 import type { CheckpointSpec } from "../checkpoint/spec.js";
 import type { WeightStore } from "./weights.js";
@@ -62,7 +62,7 @@ export interface VitTaps {
 export function buildVitGraph(graph: GraphBuilder, weights: WeightStore, spec: CheckpointSpec, options: GraphOptions): VitTaps {
   const build: BackboneBuild = { graph, weights, spec, options, dtype: weights.elemType };
   const C = spec.width;
-  const pixels = graph.input("pixels", DataType.FLOAT, ["batch", 3, "height", "width"]);
+  const pixels = graph.input("pixels", DataType.UINT8, ["batch", "height", "width", 3]);
 
   let x = inputConditioner(build, pixels);
   if (build.dtype !== DataType.FLOAT) x = graph.op("Cast", [x], { to: int(build.dtype) });
@@ -117,12 +117,24 @@ export function buildVitGraph(graph: GraphBuilder, weights: WeightStore, spec: C
   return taps;
 }
 
-/** (x - mean) / std with the checkpoint's conditioner buffers, in float32 as upstream does. */
+/**
+ * uint8 [B, H, W, 3] → [B, 3, H, W] in [0, 1] (v / 255 in float32, torchvision's to_tensor), then
+ * (x - mean) / std with the checkpoint's conditioner buffers, in float32 as upstream does. Taking
+ * uint8 moves a quarter of the bytes to the device and leaves no per-value work to the host; the
+ * transpose runs on the bytes, before they grow to floats.
+ */
 function inputConditioner(build: BackboneBuild, pixels: string): string {
   const { graph, spec } = build;
+  const planes = graph.op("Transpose", [pixels], { perm: ints([0, 3, 1, 2]) });
+  const unit = graph.op(
+    "Div",
+    [graph.op("Cast", [planes], { to: int(DataType.FLOAT) }), graph.floatConst([255], [], DataType.FLOAT, "u8_max")],
+    {},
+    { stem: "unit" },
+  );
   const mean = graph.floatConst(spec.normMean, [3, 1, 1], DataType.FLOAT, "norm_mean");
   const std = graph.floatConst(spec.normStd, [3, 1, 1], DataType.FLOAT, "norm_std");
-  return graph.op("Div", [graph.op("Sub", [pixels, mean]), std], {}, { stem: "conditioned" });
+  return graph.op("Div", [graph.op("Sub", [unit, mean]), std], {}, { stem: "conditioned" });
 }
 
 /** 16×16 patches flattened (c, y, x) then a bias-free linear layer = a stride-16 convolution. */

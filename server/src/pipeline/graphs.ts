@@ -36,11 +36,6 @@ export function loadServedGraphs(sources: readonly GraphSource[]): ServedGraph[]
     const dir = resolve(s.dir);
     const metadata = readGraphMetadata(dir);
     const name = s.name ?? defaultGraphName(metadata);
-    if (metadata.externalPreprocessor) {
-      // The option is gone (clients always sent [0, 1] and the results were the same); such a graph
-      // expects pixels the server no longer normalises.
-      throw new Error(`${dir} was compiled with --external-preprocessor, which no longer exists: recompile it without (same results)`);
-    }
     if (!NAME.test(name)) throw new Error(`invalid graph name ${JSON.stringify(name)} (letters, digits, '.', '_', ':', '-')`);
     if (out.some((graph) => graph.name === name)) throw new Error(`two graphs are named ${JSON.stringify(name)}; name them with --graph NAME=DIR`);
     const textDir = join(dir, TEXT_DIR);

@@ -9,14 +9,12 @@ import { Admission } from "../batching/admission.js";
 import { DynamicBatcher, type Batchable } from "../batching/batcher.js";
 import { Semaphore } from "../batching/semaphore.js";
 import {
-  decodeOpenedInterleaved,
-  hwcToChwInto,
+  decodeOpened,
   InputError,
   openImage,
   parseResolutionPolicy,
   resolveTargetResolution,
   type ImageInput,
-  type InterleavedPixels,
   type PathPolicy,
   type PreprocessLimits,
   type ResolutionPolicy,
@@ -24,6 +22,7 @@ import {
 import { nlcRow, nlcTensor, resolveHeatmapSpec, summaryTensor, type HeatmapSpec, type OutputTensor } from "../postprocess/outputs.js";
 import type { PostprocessTask } from "../postprocess/protocol.js";
 import type { InferResult as WorkerInferResult } from "../runtime/protocol.js";
+import type { PixelDims } from "../runtime/session.js";
 import type { ServedGraph } from "./graphs.js";
 import { TensorBuffers } from "./tensor-buffers.js";
 import { TextEmbedder, type PromptTokenizer, type TextBackend, type TextMetrics, type TextReply } from "./text.js";
@@ -36,11 +35,11 @@ export type InferResult = Omit<WorkerInferResult, "threadId">;
 /** What the pipeline needs from the inference runtime. */
 export interface InferenceBackend {
   readonly workers: number;
-  /** Runs one batch of pixels [B, 3, H, W] through the named graph. */
+  /** Runs one batch of pixels [B, H, W, 3] (uint8 RGB) through the named graph. */
   infer(
     graph: string,
-    pixels: Float32Array,
-    dims: [number, number, number, number],
+    pixels: Uint8Array,
+    dims: PixelDims,
     /** Outputs to fetch (default both); one left out may come back empty. */
     outputs?: readonly ("summary" | "features")[],
     /** An adaptor's outputs instead of the backbone's ("" = the backbone). */
@@ -131,8 +130,8 @@ interface Item extends Batchable {
   job: Job;
   index: number;
   id: string;
-  /** Decoded, still interleaved (a quarter of the float32 size for uint8); null once in a batch or dropped. */
-  pixels: InterleavedPixels | null;
+  /** Decoded uint8 RGB, interleaved (height·width·3); null once in a batch or dropped. */
+  pixels: Uint8Array | null;
   height: number;
   width: number;
   originalHeight: number;
@@ -352,16 +351,16 @@ export class Pipeline {
       const limits = this.options.limits ?? {};
       const opened = await openImage(input, { paths: this.options.paths, limits });
       const target = resolveTargetResolution(opened.originalHeight, opened.originalWidth, job.graph.geometry, job.policy, opened.id);
-      const img = await decodeOpenedInterleaved(opened, target, { limits });
+      const img = await decodeOpened(opened, target, { limits });
       item = {
-        key: `${job.graph.name}|${job.space}|${img.pixels.height}x${img.pixels.width}`,
+        key: `${job.graph.name}|${job.space}|${img.height}x${img.width}`,
         enqueuedAt: performance.now(),
         job,
         index,
         id: input.id,
         pixels: img.pixels,
-        height: img.pixels.height,
-        width: img.pixels.width,
+        height: img.height,
+        width: img.width,
         originalHeight: img.originalHeight,
         originalWidth: img.originalWidth,
       };
@@ -402,7 +401,7 @@ export class Pipeline {
     const outputs = wantFeatures ? (wantSummary ? (["summary", "features"] as const) : (["features"] as const)) : (["summary"] as const);
     let out: InferResult;
     try {
-      out = await this.options.inference.infer(graph.name, pixels, [B, 3, H, W], outputs, first.job.space);
+      out = await this.options.inference.infer(graph.name, pixels, [B, H, W, 3], outputs, first.job.space);
     } catch (err) {
       this.options.logger?.error({ err, graph: graph.name, batch: B, height: H, width: W }, "inference failed");
       for (const it of live) {
@@ -445,17 +444,18 @@ export class Pipeline {
     return live;
   }
 
-  /** The batch tensor [B, 3, H, W] from the items' interleaved pixels; null (every item failed) if that fails. */
-  private assemble(live: Item[], H: number, W: number): Float32Array | null {
-    const plane = H * W;
-    const pixels = this.tensors.take(live.length * 3 * plane);
+  /** The batch tensor [B, H, W, 3]: the items' pixels one after the other; null (every item failed) if that fails. */
+  private assemble(live: Item[], H: number, W: number): Uint8Array | null {
+    const size = H * W * 3;
+    const pixels = this.tensors.take(live.length * size);
     const t = performance.now();
     for (let b = 0; b < live.length; b++) {
       const it = live[b]!;
       const src = it.pixels!;
       try {
         // Every value of the image's slot is written, so a reused buffer needs no clearing.
-        hwcToChwInto(pixels, b * 3 * plane, src.data, H, W, src.channels);
+        if (src.length !== size) throw new RangeError(`${src.length} values for a ${H}×${W}×3 slot`);
+        pixels.set(src, b * size);
       } catch (err) {
         // Cannot happen for what preprocessing returns; if it did, no image of the batch would end.
         this.options.logger?.error({ err, id: it.id }, "batch assembly failed");

@@ -1,12 +1,10 @@
 /**
- * Decoding with sharp: encoded bytes or raw pixels → resized interleaved pixels (uint8 RGB from
- * the decoder), and the conversion of those to float32 CHW RGB in [0, 1] (hwcToChw / hwcToChwInto).
+ * Decoding with sharp: encoded bytes or raw pixels → resized uint8 RGB, interleaved: the graph's
+ * input as it is (the graph does the float conversion, on the device).
  *
  * All heavy work (decode, colour conversion, resize) runs inside libvips on
- * libuv worker threads. The result stays interleaved uint8 (what sharp returns,
- * a quarter of the float32 size) until the batch is assembled: `hwcToChwInto`
- * then writes it as planar float32 straight into the batch tensor (≈0.8 CPU-ms
- * for 592×448), so no per-image float32 copy is ever allocated.
+ * libuv worker threads; the main thread only copies each image's bytes into
+ * its batch tensor.
  *
  * Pipeline choices:
  *  - `failOn: 'error'`: corrupt or truncated data fails instead of decoding
@@ -45,7 +43,7 @@ import type { Metadata, OutputInfo, Sharp, SharpOptions } from "sharp";
 import { InputError, firstLine } from "./errors.js";
 import { SUPPORTED_FORMATS, describeUnknown, isSupportedFormat, sniffFormat, type SupportedFormat } from "./format.js";
 import type { Size } from "./resolution.js";
-import type { InterleavedPixels, RawPixels } from "./types.js";
+import type { RawPixels, RgbPixels } from "./types.js";
 
 export const RESIZE_KERNEL = "cubic" as const;
 export const FLATTEN_BACKGROUND = "#ffffff";
@@ -126,7 +124,7 @@ export async function probeEncoded(id: string, bytes: Buffer, limits: DecodeLimi
 }
 
 /** flatten → resize → sRGB → 8-bit interleaved RGB. */
-async function runPipeline(id: string, img: Sharp, target: Size, limits: DecodeLimits): Promise<InterleavedPixels> {
+async function runPipeline(id: string, img: Sharp, target: Size, limits: DecodeLimits): Promise<RgbPixels> {
   let out: { data: Buffer; info: OutputInfo };
   try {
     let p = img
@@ -140,14 +138,14 @@ async function runPipeline(id: string, img: Sharp, target: Size, limits: DecodeL
     throw classifySharpError(id, err);
   }
   const { info, data } = out;
-  if (info.width !== target.width || info.height !== target.height) {
-    throw new InputError("corrupt_image", id, `decoder produced ${info.height}x${info.width}, expected ${target.height}x${target.width}`);
+  if (info.width !== target.width || info.height !== target.height || info.channels !== 3) {
+    throw new InputError("corrupt_image", id, `decoder produced ${info.height}x${info.width}x${info.channels}, expected ${target.height}x${target.width}x3`);
   }
-  return { data, height: info.height, width: info.width, channels: info.channels as InterleavedPixels["channels"] };
+  return { data, height: info.height, width: info.width };
 }
 
 /** Decode encoded bytes (already probed) to interleaved uint8 at `target`. */
-export async function decodeEncoded(id: string, bytes: Buffer, target: Size, limits: DecodeLimits): Promise<InterleavedPixels> {
+export async function decodeEncoded(id: string, bytes: Buffer, target: Size, limits: DecodeLimits): Promise<RgbPixels> {
   let img: Sharp;
   try {
     img = sharp(bytes, inputOptions(limits)).autoOrient();
@@ -158,15 +156,14 @@ export async function decodeEncoded(id: string, bytes: Buffer, target: Size, lim
 }
 
 /**
- * Raw pixels (already validated) at `target`, interleaved.
- * Already at the target size: passed through as they are (float32 input stays
- * unquantised; grey and alpha are handled by hwcToChwInto). Otherwise resized by
- * sharp like encoded input (float32 is quantised to uint8 first; the loss is
- * ≤ 0.5/255, the same as any 8-bit file).
+ * Raw pixels (already validated) at `target`, as uint8 RGB. uint8 RGB already at the target size
+ * passes through as it is; anything else goes through sharp like encoded input (grey to RGB, alpha
+ * flattened onto white, resized). float32 is quantised to uint8 first, as the graph takes uint8:
+ * the loss is ≤ 0.5/255, the same as any 8-bit file.
  */
-export async function decodeRaw(id: string, raw: RawPixels, target: Size, limits: DecodeLimits): Promise<InterleavedPixels> {
-  if (raw.height === target.height && raw.width === target.width) {
-    return { data: raw.data, height: raw.height, width: raw.width, channels: raw.channels };
+export async function decodeRaw(id: string, raw: RawPixels, target: Size, limits: DecodeLimits): Promise<RgbPixels> {
+  if (raw.height === target.height && raw.width === target.width && raw.channels === 3 && raw.data instanceof Uint8Array) {
+    return { data: raw.data, height: raw.height, width: raw.width };
   }
   let u8: Uint8Array;
   if (raw.data instanceof Float32Array) {
@@ -187,75 +184,4 @@ export async function decodeRaw(id: string, raw: RawPixels, target: Size, limits
     throw classifySharpError(id, err);
   }
   return runPipeline(id, img, target, limits);
-}
-
-/**
- * v / 255 for every uint8 v, as float32 (the same value the division stores), kept as the float's
- * bits: copying 32-bit words skips a float64 → float32 conversion per value.
- */
-const U8_TO_UNIT = Float32Array.from({ length: 256 }, (_, v) => v / 255);
-const U8_TO_UNIT_BITS = new Uint32Array(U8_TO_UNIT.buffer);
-/**
- * Interleaved HWC (uint8 0..255 or float32 0..1) → planar CHW RGB float32 in [0, 1].
- * uint8 values become v / 255 (rounded once to float32, as torch's x / 255.0).
- * 1 channel: grey replicated; 2/4 channels: alpha composited onto white.
- */
-export function hwcToChw(data: Uint8Array | Float32Array, height: number, width: number, channels: number): Float32Array {
-  const out = new Float32Array(3 * height * width);
-  hwcToChwInto(out, 0, data, height, width, channels);
-  return out;
-}
-
-/**
- * hwcToChw written into `out` from `offset` (3·height·width values), e.g. one image's slot of a
- * batch tensor. Runs on the main thread: ≈0.8 CPU-ms for 592×448 RGB uint8 (a table lookup per value; was
- * ≈1.7 with a division per value into a fresh array).
- */
-export function hwcToChwInto(out: Float32Array, offset: number, data: Uint8Array | Float32Array, height: number, width: number, channels: number): void {
-  const n = height * width;
-  if (data.length !== n * channels) throw new RangeError(`hwcToChw: ${data.length} != ${height}*${width}*${channels}`);
-  if (offset < 0 || offset + 3 * n > out.length) throw new RangeError(`hwcToChw: ${3 * n} values at ${offset} do not fit in ${out.length}`);
-  if (channels === 3 && !(data instanceof Float32Array)) {
-    // The common case (every decoded image): one table lookup per value, copied as bits.
-    const o = new Uint32Array(out.buffer, out.byteOffset + 4 * offset, 3 * n);
-    // The table is read as the module constant, not through a variable: V8 then knows its
-    // length and drops the bounds check of every lookup (0.84 vs 1.26 CPU-ms for 592×448).
-    for (let i = 0, j = 0; i < n; i++, j += 3) {
-      o[i] = U8_TO_UNIT_BITS[data[j]!]!;
-      o[i + n] = U8_TO_UNIT_BITS[data[j + 1]!]!;
-      o[i + 2 * n] = U8_TO_UNIT_BITS[data[j + 2]!]!;
-    }
-    return;
-  }
-  const r = out.subarray(offset, offset + n);
-  const g = out.subarray(offset + n, offset + 2 * n);
-  const b = out.subarray(offset + 2 * n, offset + 3 * n);
-  const scale = data instanceof Float32Array ? 1 : 255;
-  if (channels === 3) {
-    for (let i = 0, j = 0; i < n; i++, j += 3) {
-      r[i] = data[j]!;
-      g[i] = data[j + 1]!;
-      b[i] = data[j + 2]!;
-    }
-  } else if (channels === 1) {
-    for (let i = 0; i < n; i++) {
-      const v = data[i]! / scale;
-      r[i] = v;
-      g[i] = v;
-      b[i] = v;
-    }
-  } else if (channels === 4 || channels === 2) {
-    // Flatten onto white: c·a + 1·(1 − a).
-    const ai = channels - 1;
-    for (let i = 0, j = 0; i < n; i++, j += channels) {
-      const a = data[j + ai]! / scale;
-      const w = 1 - a;
-      const rv = data[j]! / scale;
-      r[i] = rv * a + w;
-      g[i] = (channels === 4 ? data[j + 1]! / scale : rv) * a + w;
-      b[i] = (channels === 4 ? data[j + 2]! / scale : rv) * a + w;
-    }
-  } else {
-    throw new RangeError(`hwcToChw: unsupported channel count ${channels}`);
-  }
 }

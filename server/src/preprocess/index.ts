@@ -1,6 +1,6 @@
 /**
- * Image preprocessing: {path | bytes | raw} → float32 CHW RGB in [0, 1] at a
- * resolution chosen by the resolution policy.
+ * Image preprocessing: {path | bytes | raw} → uint8 RGB, interleaved, at a resolution chosen
+ * by the resolution policy: the graph's input as it is.
  *
  *   const paths = await createPathPolicy(['/data/images']);
  *   const img = await preprocessImage({ id: 'a', path: '/data/images/a.jpg' },
@@ -11,18 +11,15 @@
  *   const target = resolveTargetResolution(opened.originalHeight, opened.originalWidth, model, policy, opened.id);
  *   const img = await decodeOpened(opened, target, opts);
  *
- * The server decodes with `decodeOpenedInterleaved` instead and converts with `hwcToChwInto`
- * straight into its batch tensor (same values as decodeOpened's pixels).
- *
  * Every failure caused by the input is an InputError (see errors.ts).
  */
 
-import { classifySharpError, decodeEncoded, decodeRaw, hwcToChw, probeEncoded, type DecodeLimits } from "./decode.js";
+import { classifySharpError, decodeEncoded, decodeRaw, probeEncoded, type DecodeLimits } from "./decode.js";
 import { InputError } from "./errors.js";
 import type { SupportedFormat } from "./format.js";
 import { resolveTargetResolution, type GraphGeometry, type ResolutionPolicy, type Size } from "./resolution.js";
 import { loadSource, type PathPolicy, type SourceLimits } from "./source.js";
-import type { ImageInput, InterleavedPixels, PreprocessedImage, RawPixels } from "./types.js";
+import type { ImageInput, PreprocessedImage, RawPixels } from "./types.js";
 import { IMAGE_LIMITS } from "../defaults.js";
 
 export * from "./errors.js";
@@ -30,7 +27,7 @@ export * from "./types.js";
 export * from "./resolution.js";
 export { SUPPORTED_FORMATS, sniffFormat, type SupportedFormat } from "./format.js";
 export { createPathPolicy, type PathPolicy } from "./source.js";
-export { RESIZE_KERNEL, FLATTEN_BACKGROUND, hwcToChw, hwcToChwInto } from "./decode.js";
+export { RESIZE_KERNEL, FLATTEN_BACKGROUND } from "./decode.js";
 export { configureSharp, recommendedDecodeParallelism, sharpCounters, type SharpSettings } from "./sharp-config.js";
 
 export interface PreprocessLimits extends SourceLimits, DecodeLimits {}
@@ -100,42 +97,19 @@ export async function openImage(input: ImageInput, opts: OpenOptions): Promise<O
   }
 }
 
-/** An opened image decoded at its target size, still interleaved (see InterleavedPixels). */
-export interface DecodedImage {
-  readonly id: string;
-  readonly pixels: InterleavedPixels;
-  /** Size of the source image as displayed, i.e. after EXIF orientation. */
-  readonly originalHeight: number;
-  readonly originalWidth: number;
-}
-
-/** Decode an opened image at `target` (sides should come from resolveTargetResolution), interleaved. */
-export async function decodeOpenedInterleaved(opened: OpenedImage, target: Size, opts: Pick<OpenOptions, "limits"> = {}): Promise<DecodedImage> {
+/** Decode an opened image at `target` (sides should come from resolveTargetResolution). */
+export async function decodeOpened(opened: OpenedImage, target: Size, opts: Pick<OpenOptions, "limits"> = {}): Promise<PreprocessedImage> {
   const limits: PreprocessLimits = { ...IMAGE_LIMITS, ...(opts.limits ?? {}) };
   try {
     if (!Number.isSafeInteger(target.height) || !Number.isSafeInteger(target.width) || target.height <= 0 || target.width <= 0) {
       throw new InputError("invalid_input", opened.id, `invalid target size ${String(target.height)}x${String(target.width)}`);
     }
-    const pixels =
+    const { data, height, width } =
       opened.kind === "raw" ? await decodeRaw(opened.id, opened.raw, target, limits) : await decodeEncoded(opened.id, opened.bytes, target, limits);
-    return { id: opened.id, pixels, originalHeight: opened.originalHeight, originalWidth: opened.originalWidth };
+    return { id: opened.id, pixels: data, height, width, originalHeight: opened.originalHeight, originalWidth: opened.originalWidth };
   } catch (err) {
     throw asInputError(opened, err);
   }
-}
-
-/** Decode an opened image at `target` to float32 CHW (sides should come from resolveTargetResolution). */
-export async function decodeOpened(opened: OpenedImage, target: Size, opts: Pick<OpenOptions, "limits"> = {}): Promise<PreprocessedImage> {
-  const img = await decodeOpenedInterleaved(opened, target, opts);
-  const { data, height, width, channels } = img.pixels;
-  return {
-    id: img.id,
-    pixels: hwcToChw(data, height, width, channels),
-    height,
-    width,
-    originalHeight: img.originalHeight,
-    originalWidth: img.originalWidth,
-  };
 }
 
 /** Read, validate, choose the resolution, decode and resize one image. */

@@ -31,23 +31,19 @@ export interface RawInput {
 /** One image to preprocess; `id` is only used to name the input in errors. */
 export type ImageInput = PathInput | BytesInput | RawInput;
 
-/**
- * Decoded pixels at the model's input size, still interleaved (HWC): uint8 from the decoder, or a
- * raw input passed through (uint8 or float32, 1/3/4 channels). `hwcToChwInto` turns them into
- * model-ready planes.
- */
-export interface InterleavedPixels {
-  readonly data: Uint8Array | Float32Array;
+/** Decoded pixels at the model's input size: uint8 RGB, interleaved (HWC), the graph's input as it is. */
+export interface RgbPixels {
+  /** Length height·width·3: R, G, B of each pixel, row by row. */
+  readonly data: Uint8Array;
   readonly height: number;
   readonly width: number;
-  readonly channels: 1 | 2 | 3 | 4;
 }
 
-/** Model-ready pixels: float32 CHW, RGB, values in [0, 1]. */
+/** An image ready for the graph. */
 export interface PreprocessedImage {
   readonly id: string;
-  /** Length 3·height·width: all R, then all G, then all B. */
-  readonly pixels: Float32Array;
+  /** uint8 RGB, interleaved: length height·width·3. */
+  readonly pixels: Uint8Array;
   readonly height: number;
   readonly width: number;
   /** Size of the source image as displayed, i.e. after EXIF orientation. */

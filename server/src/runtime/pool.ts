@@ -1,5 +1,5 @@
 // The inference pool: piscina worker threads, each holding one onnxruntime session per served graph.
-// Batches go in as one transferred Float32Array and come back as transferred outputs. A worker that
+// Batches go in as one transferred Uint8Array and come back as transferred outputs. A worker that
 // dies is replaced by piscina (the new one loads and warms before it takes work); the batch it held
 // fails, and the caller turns that into per-image `internal` failures.
 import { EventEmitter } from "node:events";
@@ -153,10 +153,10 @@ export class InferencePool extends EventEmitter {
   }
 
   /**
-   * Runs pixels [B, 3, H, W] through `graph`, fetching `outputs` (default: all). The pixels' buffer
+   * Runs pixels [B, H, W, 3] (uint8 RGB) through `graph`, fetching `outputs` (default: all). The pixels' buffer
    * is transferred: do not reuse it (the result hands it back as `input`).
    */
-  infer(graph: string, pixels: Float32Array, dims: InferTask["dims"], outputs?: readonly GraphOutputName[], space = ""): Promise<InferResult> {
+  infer(graph: string, pixels: Uint8Array, dims: InferTask["dims"], outputs?: readonly GraphOutputName[], space = ""): Promise<InferResult> {
     if (this.closed) return Promise.reject(new Error("the inference pool is closed"));
     const limit = this.options.inferenceTimeoutMs ?? 0;
     // The clock starts when a worker starts the batch (it may first wait for a replacement worker

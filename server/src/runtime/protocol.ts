@@ -1,7 +1,7 @@
 // Messages between the inference pool (main thread) and its workers. Plain data only: typed arrays
 // travel in transfer lists, so a batch tensor moves to a worker and its outputs move back without
 // copies.
-import type { ExecutionProvider, GraphOutputName, PrepackPolicy } from "./session.js";
+import type { ExecutionProvider, GraphOutputName, PixelDims, PrepackPolicy } from "./session.js";
 
 export interface WorkerGraph {
   name: string;
@@ -29,9 +29,9 @@ export interface InferTask {
   graph: string;
   /** An adaptor's outputs instead of the backbone's ("" or absent = the backbone). */
   space?: string;
-  /** [B, 3, H, W] float32; its buffer is transferred (detached on the sending side). */
-  pixels: Float32Array;
-  dims: [number, number, number, number];
+  /** [B, H, W, 3] uint8 RGB; its buffer is transferred (detached on the sending side). */
+  pixels: Uint8Array;
+  dims: PixelDims;
   /** The outputs to fetch (default: all); the others come back empty. */
   outputs?: GraphOutputName[];
   /** Shared with the pool: the worker stores Date.now() here when it starts the batch (0 = queued). */
@@ -49,7 +49,7 @@ export interface InferResult {
   runMs: number;
   threadId: number;
   /** The task's pixels, transferred back once the run is over, for the sender to reuse. */
-  input?: Float32Array;
+  input?: Uint8Array;
 }
 
 /** Token ids through a graph's text tower. */

@@ -66,16 +66,19 @@ export interface GraphOutputs {
 export type GraphOutputName = "summary" | "features";
 export const GRAPH_OUTPUTS: readonly GraphOutputName[] = ["summary", "features"];
 
-function checkPixels(g: LoadedGraph, pixels: Float32Array, dims: [number, number, number, number]): void {
-  const [b, c, h, w] = dims;
+/** A batch of pixels' dims: [B, H, W, 3], uint8 RGB interleaved (the graph's `pixels` input). */
+export type PixelDims = [batch: number, height: number, width: number, channels: number];
+
+function checkPixels(g: LoadedGraph, pixels: Uint8Array, dims: PixelDims): void {
+  const [b, h, w, c] = dims;
   const step = g.metadata.resolution.step;
-  if (c !== 3) throw new Error(`pixels must have 3 channels, got ${c}`);
+  if (c !== 3) throw new Error(`pixels must have 3 channels (RGB, interleaved), got ${c}`);
   if (h % step !== 0 || w % step !== 0 || h === 0 || w === 0) {
     throw new Error(
       `input ${h}×${w} is not a multiple of ${step} (patch ${g.metadata.patchSize}${g.metadata.windowSize ? ` × window ${g.metadata.windowSize}` : ""})`,
     );
   }
-  if (pixels.length !== b * c * h * w) throw new Error(`pixels hold ${pixels.length} values, expected ${b}×${c}×${h}×${w}`);
+  if (pixels.length !== b * h * w * c) throw new Error(`pixels hold ${pixels.length} values, expected ${b}×${h}×${w}×${c}`);
 }
 
 /** Every output name of a graph: summary, features, then each adaptor's two (metadata.adaptors). */
@@ -86,15 +89,15 @@ export function graphOutputNames(g: LoadedGraph): string[] {
 /** Runs the graph once and returns the named outputs (any of graphOutputNames) with their dims. */
 export async function runOutputs(
   g: LoadedGraph,
-  pixels: Float32Array,
-  dims: [number, number, number, number],
+  pixels: Uint8Array,
+  dims: PixelDims,
   names: readonly string[] = graphOutputNames(g),
 ): Promise<Record<string, { data: Float32Array; dims: number[] }>> {
   checkPixels(g, pixels, dims);
   const known = graphOutputNames(g);
   const unknown = names.filter((n) => !known.includes(n));
   if (unknown.length || names.length === 0) throw new Error(`outputs must name some of ${known.join(", ")}, got [${names.join(", ")}]`);
-  const out = await g.session.run({ pixels: new ort.Tensor("float32", pixels, dims) }, [...names]);
+  const out = await g.session.run({ pixels: new ort.Tensor("uint8", pixels, dims) }, [...names]);
   return Object.fromEntries(names.map((n) => [n, { data: out[n]!.data as Float32Array, dims: [...out[n]!.dims] }]));
 }
 
@@ -105,8 +108,8 @@ export async function runOutputs(
  */
 export async function runAdaptors(
   g: LoadedGraph,
-  pixels: Float32Array,
-  dims: [number, number, number, number],
+  pixels: Uint8Array,
+  dims: PixelDims,
   names?: readonly string[],
 ): Promise<Record<string, { data: Float32Array; dims: number[] }>> {
   const known = g.metadata.adaptors;
@@ -131,15 +134,15 @@ function spaceOutput(g: LoadedGraph, space: string, name: GraphOutputName): stri
 }
 
 /**
- * Runs pixels [B, 3, H, W] through the graph; H and W must be multiples of the graph's step. Only
+ * Runs pixels [B, H, W, 3] (uint8 RGB) through the graph; H and W must be multiples of the graph's step. Only
  * the outputs in `fetch` are copied out (an output left out comes back empty, dims []): summary-only
  * calls then never copy the features, B × 1036 × 1280 floats (5.3 MB an image) for H at 512², off a
  * GPU and into a JS buffer.
  */
 export async function runGraph(
   g: LoadedGraph,
-  pixels: Float32Array,
-  dims: [number, number, number, number],
+  pixels: Uint8Array,
+  dims: PixelDims,
   fetch: readonly GraphOutputName[] = GRAPH_OUTPUTS,
   /** An adaptor's name: its outputs instead of the backbone's ("" = the backbone). */
   space = "",
@@ -148,7 +151,7 @@ export async function runGraph(
   if (fetch.length === 0 || fetch.some((n) => !GRAPH_OUTPUTS.includes(n)))
     throw new Error(`fetch must name some of ${GRAPH_OUTPUTS.join(", ")}, got [${fetch.join(", ")}]`);
   const out = await g.session.run(
-    { pixels: new ort.Tensor("float32", pixels, dims) },
+    { pixels: new ort.Tensor("uint8", pixels, dims) },
     fetch.map((n) => spaceOutput(g, space, n)),
   );
   const summary = fetch.includes("summary") ? out[spaceOutput(g, space, "summary")] : undefined;

@@ -56,7 +56,7 @@ async function load(): Promise<void> {
       // real request, so health only says SERVING when a request would not pay for that.
       const [h, w] = loaded.metadata.resolution.preferred;
       const t = performance.now();
-      await runGraph(loaded, new Float32Array(3 * h * w).fill(0.5), [1, 3, h, w]);
+      await runGraph(loaded, new Uint8Array(h * w * 3).fill(128), [1, h, w, 3]);
       warmupMs = performance.now() - t;
     }
     ready.push({ name: source.name, provider: loaded.provider, warmupMs });

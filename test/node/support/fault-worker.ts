@@ -27,7 +27,7 @@ export default async function faultyInfer(task: Task): Promise<unknown> {
   if (task.kind !== "text") {
     // As the real worker does first, so that the pool's timeout counts from here.
     if (task.started) Atomics.store(task.started, 0, BigInt(Date.now()));
-    injectFault(task.dims[2]!);
+    injectFault(task.dims[1]!); // [B, H, W, 3]
   }
   return infer(task);
 }

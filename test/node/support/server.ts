@@ -250,15 +250,15 @@ export class RadioClient {
 // Inputs, outputs, metrics
 // ---------------------------------------------------------------------------------------------
 
-/** Deterministic float32 HWC pixels in [0, 1]. */
-export function randomPixels(height: number, width: number, seed: number, channels = 3): Float32Array {
-  const a = new Float32Array(height * width * channels);
+/** Deterministic uint8 HWC pixels (RGB for 3 channels): the graph's input layout. */
+export function randomPixels(height: number, width: number, seed: number, channels = 3): Uint8Array {
+  const a = new Uint8Array(height * width * channels);
   let s = seed >>> 0 || 1;
   for (let i = 0; i < a.length; i++) {
     s ^= s << 13;
     s ^= s >>> 17;
     s ^= s << 5;
-    a[i] = (s >>> 0) / 4294967296;
+    a[i] = (s >>> 0) >>> 24;
   }
   return a;
 }
@@ -271,11 +271,14 @@ export function rawUint8(id: string, pixels: Uint8Array, height: number, width: 
   return { id, raw: { data: Buffer.from(pixels), height, width, channels, dtype: "DTYPE_UINT8" } };
 }
 
-/** HWC → CHW (the graph's layout). */
-export function hwcToChwF32(hwc: Float32Array, height: number, width: number): Float32Array {
-  const n = height * width;
-  const out = new Float32Array(3 * n);
-  for (let i = 0; i < n; i++) for (let c = 0; c < 3; c++) out[c * n + i] = hwc[i * 3 + c]!;
+/** Images of one size, one after the other: a batch in the graph's layout [B, H, W, 3]. */
+export function batchOf(images: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(images.reduce((n, im) => n + im.length, 0));
+  let at = 0;
+  for (const im of images) {
+    out.set(im, at);
+    at += im.length;
+  }
   return out;
 }
 
