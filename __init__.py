@@ -206,7 +206,7 @@ def download_model(model_name: str, model_path: str) -> None:
     Path(model_path).write_text(json.dumps({"model": model_name, "graphs": str(graphs), "source": meta["source"]}, indent=2))
 
 
-def _variant(options: RadioOptions, precision: str) -> tuple[str, list[str]]:
+def _variant(options: RadioOptions, precision: str, provider: str = "cpu") -> tuple[str, list[str]]:
     name, flags = precision, ([] if precision == "fp32" else ["--precision", precision])
     if options.vitdet_window_size:
         name += f"-w{options.vitdet_window_size}"
@@ -216,6 +216,11 @@ def _variant(options: RadioOptions, precision: str) -> tuple[str, list[str]]:
         # SigLIP2 text tower (only its tensors are downloaded): the sidecar's compile fetches both.
         name += f"-{options.space}"
         flags += ["--adaptors", options.adaptor] + (["--text"] if options.space == "text" else [])
+    elif options.output_type == "spatial" and provider in providers.GPU_PROVIDERS:
+        # The GPU then does the heatmap PCA's heavy half too (compile --heatmap), so heatmaps keep up
+        # with it; CPU threads alone cap a 16-core host at ~180 a second (docs/benchmarks.md).
+        name += "-heatmap"
+        flags += ["--heatmap"]
     return name, flags
 
 
@@ -241,7 +246,7 @@ def load_model(model_name: str, model_path: str, **kwargs: Any) -> RadioModel:
     base = path / BASE_GRAPH
     if not Path(model_path).is_file() or not _is_current(base):
         download_model(model_name, model_path)
-    name, flags = _variant(options, precision)
+    name, flags = _variant(options, precision, choice.provider)
     graph = path / name
     if not _is_current(graph):
         with _setup_lock(f"compile-{name}", path):

@@ -245,7 +245,7 @@ async function main(): Promise<void> {
   for (const c of CASES) {
     const nlc = makeNlc(c.C, c.h, c.w, 11);
     const k = c.mode === "pca1" ? 1 : 3;
-    const runNew = () => heatmapTensor(nlc, c.h, c.w, c.C, spec(c.mode), OUT, OUT);
+    const runNew = () => heatmapTensor({ nlc, channels: c.C }, c.h, c.w, spec(c.mode), OUT, OUT);
     const runOld = base ? () => base.outputs.heatmapTensor(nlc, c.h, c.w, c.C, spec(c.mode), OUT, OUT) : null;
     for (let i = 0; i < 3; i++) {
       runNew();
@@ -311,10 +311,9 @@ async function main(): Promise<void> {
   const nlc = makeNlc(1280, 32, 32, 11);
   const task = () => ({
     op: "heatmap" as const,
-    nlc: Float32Array.from(nlc),
+    source: { nlc: Float32Array.from(nlc), channels: 1280 },
     gridHeight: 32,
     gridWidth: 32,
-    channels: 1280,
     spec: spec("pca1"),
     originalHeight: OUT,
     originalWidth: OUT,

@@ -4,6 +4,7 @@ graph, outputs): the same photos at the same resolution, summary (the embedding)
 
     python3 bench/gpu/agreement.py outputs --graph G --provider cpu --photos DIR --res 512 --out ref.npz
     python3 bench/gpu/agreement.py compare ref.npz other.npz          # prints one JSON line
+    python3 bench/gpu/agreement.py heatmaps --graph G --provider cuda --photos DIR --images 128 --batch 32 --out maps.npz
 
 With --spaces (adaptor names) it also takes each adaptor's summary and features, and with --prompts
 the text tower's embeddings of those prompts (a graph compiled with --adaptors … --text).
@@ -70,6 +71,29 @@ def outputs(graph: Path, provider: str, photos: list[Path], res: int, extra: tup
     return {**got, "names": np.array([p.name for p in photos]), "start_s": start_s}
 
 
+def heatmaps(graph: Path, provider: str, photos: list[Path], res: int, images: int, batch: int) -> dict[str, Any]:
+    """PCA1 heatmaps (smoothed, 256²) of `images` photos (the set repeated) in calls of `batch`, as
+    fast as the sidecar makes them: images/s after one warm-up call, and the maps of the photos."""
+    pkg = client_package()
+    sc = pkg.sidecar.LocalSidecar(pkg.sidecar.SidecarSpec(graphs=(("g", str(graph)),), provider=provider), startup_timeout_s=600)
+    sc.start()
+    try:
+        opts = pkg.grpc_client.EmbedOptions(output="HEATMAP", resolution=f"{res}x{res}", graph="g",
+                                             heatmap={"smoothing": True, "output_height": 256, "output_width": 256})
+        paths = [photos[i % len(photos)] for i in range(images)]
+        calls = [[{"id": f"{i}", "path": str(p)} for i, p in enumerate(paths[s:s + batch], s)] for s in range(0, images, batch)]
+        sc.client.embed(calls[0], opts)
+        t0 = time.perf_counter()
+        maps = [r for call in calls for r in sc.client.embed(call, opts)]
+        wall = time.perf_counter() - t0
+        bad = [f"{r.id}: {r.error}" for r in maps if not r.ok]
+        if bad:
+            raise RuntimeError(f"{provider}: {bad[:3]}")
+        return {"maps": np.stack([np.asarray(r.array) for r in maps[: len(photos)]]), "images_per_s": images / wall}
+    finally:
+        sc.stop()
+
+
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = a.astype(np.float64), b.astype(np.float64)
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
@@ -103,6 +127,14 @@ def main() -> None:
     o.add_argument("--out", type=Path, required=True)
     o.add_argument("--spaces", default="", help="adaptor names, comma-separated (a graph compiled with --adaptors)")
     o.add_argument("--prompts", action="store_true", help="also embed a few prompts (a graph compiled with --text)")
+    h = sub.add_parser("heatmaps")
+    h.add_argument("--graph", type=Path, required=True)
+    h.add_argument("--provider", default="cpu")
+    h.add_argument("--photos", type=Path, required=True)
+    h.add_argument("--res", type=int, default=512)
+    h.add_argument("--images", type=int, default=128)
+    h.add_argument("--batch", type=int, default=32)
+    h.add_argument("--out", type=Path, required=True)
     c = sub.add_parser("compare")
     c.add_argument("ref", type=Path)
     c.add_argument("other", type=Path)
@@ -114,6 +146,10 @@ def main() -> None:
         np.savez(args.out, **r)
         print(json.dumps({"photos": len(photos), "start_s": r["start_s"], "summary": list(r["summary"].shape),
                           "features": list(r["features"].shape)}))
+    elif args.cmd == "heatmaps":
+        r = heatmaps(args.graph, args.provider, sorted(args.photos.glob("*.jpg")), args.res, args.images, args.batch)
+        np.savez(args.out, maps=r["maps"])
+        print(json.dumps({"images_per_s": r["images_per_s"], "maps": list(r["maps"].shape)}))
     else:
         print(json.dumps(compare(dict(np.load(args.ref)), dict(np.load(args.other)))))
 

@@ -171,6 +171,7 @@ class Check:
             ckpt = str(self.cache / "ckpt" / p)
             jobs += [(f"{p}-fp32", ["--checkpoint-dir", ckpt]), (f"{p}-fp16", ["--checkpoint-dir", ckpt, "--precision", "fp16"]),
                      (f"{p}-fp16-matmul", ["--checkpoint-dir", ckpt, "--precision", "fp16", "--attention", "matmul"])]
+        jobs.append((f"{PRESETS[0]}-fp16-heatmap", ["--checkpoint-dir", str(self.cache / "ckpt" / PRESETS[0]), "--precision", "fp16", "--heatmap"]))
 
         def build(job: tuple[str, list[str]]) -> float:
             name, args = job
@@ -226,6 +227,28 @@ class Check:
         tag = f"{graph}-{provider}"
         run = self.outputs(graph, provider, tag, *extra)
         return {**self.compare(f"{preset}-fp32-cpu", tag), "sidecar_start_s": run["start_s"]}
+
+    def heatmaps(self, preset: str, provider: str) -> dict[str, Any]:
+        """Heatmaps through the sidecar with the PCA on the CPU (fp16 graph) and with its heavy half in
+        the graph (fp16-heatmap, compile --heatmap): images/s of each, and how far their maps differ."""
+        import numpy as np
+
+        graphs = (f"{preset}-fp16", f"{preset}-fp16-heatmap")
+        out: dict[str, Any] = {}
+        for g in graphs:
+            npz = self.work / "agree" / f"heatmaps-{g}.npz"
+            npz.parent.mkdir(exist_ok=True)
+            r = subprocess.run([sys.executable, str(HERE / "agreement.py"), "heatmaps", "--graph", str(self.cache / "graphs" / g),
+                                "--provider", provider, "--photos", str(self.photos()), "--res", str(RES), "--images", str(IMAGES),
+                                "--batch", str(max(int(b) for b in BATCHES.split(","))), "--out", str(npz)],
+                               capture_output=True, text=True, timeout=600)
+            if r.returncode != 0:
+                raise RuntimeError(r.stderr[-3000:])
+            out[g] = json.loads(r.stdout.strip().splitlines()[-1])
+        a, b = (np.load(self.work / "agree" / f"heatmaps-{g}.npz")["maps"].astype(int) for g in graphs)
+        out["max_level_difference"] = int(np.abs(a - b).max())
+        out["share_within_one_level"] = float((np.abs(a - b) <= 1).mean())
+        return out
 
     def bare_speed(self, graphs: list[str], provider: str, batches: list[int], n: int, rounds: int = 2) -> dict[str, Any]:
         """Path c (bare onnxruntime-node session, uint8 pixels in memory, summary fetched) for several
@@ -348,12 +371,14 @@ def main() -> None:
     c.step("graphs", c.graphs, need_s=60)
     for p in PRESETS:
         c.step(f"agree:{p}:cpu-fp32-ref", lambda p=p: c.outputs(f"{p}-fp32", "cpu", f"{p}-fp32-cpu"), need_s=60)
+    webgpu_precision = "fp16"
     for p in PRESETS:
         r = c.step(f"agree:{p}:webgpu-fp16", lambda p=p: c.agreement(p, f"{p}-fp16", "webgpu"), need_s=60)
         err = (r or {}).get("error", "")
         if "shader-f16" in err or "requires f16" in err:  # an adapter without shader-f16 runs the fp32 graph
+            webgpu_precision = "fp32"
             c.step(f"agree:{p}:webgpu-fp32", lambda p=p: c.agreement(p, f"{p}-fp32", "webgpu"), need_s=60)
-    c.step("speed:webgpu", lambda: c.bare_speed([f"{PRESETS[0]}-fp16"], "webgpu", [1, 8], 16, rounds=1), need_s=90)
+    c.step("speed:webgpu", lambda: c.bare_speed([f"{PRESETS[0]}-{webgpu_precision}"], "webgpu", [1, 8], 16, rounds=1), need_s=90)
     if not provider_ready:
         log(f"CUDA provider: {status['archives'].get('cuda-provider')}; prep done, carry the next stage")
         return
@@ -367,6 +392,7 @@ def main() -> None:
                                                               [8, 32], 64), need_s=120)
     c.step(f"profile:{PROVIDER}", lambda: c.profile(f"{PRESETS[0]}-fp16", PROVIDER, 8), need_s=60)
     c.step(f"gpu-buffer:{PROVIDER}", lambda: c.gpu_buffer(f"{PRESETS[0]}-fp16", PROVIDER, 8), need_s=60)
+    c.step(f"heatmaps:{PROVIDER}", lambda: c.heatmaps(PRESETS[0], PROVIDER), need_s=90)
     c.step("bench", c.bench, need_s=200)
     log("done")
 

@@ -18,6 +18,14 @@ export const HEATMAP_DEFAULTS = Object.freeze({
   maxSide: SHARED.heatmap.max_side,
 });
 
+/** The heatmap PCA's fixed choices, read by the CPU path (postprocess/) and the graph's heatmap head alike. */
+export const HEATMAP_PCA_DEFAULTS = Object.freeze({
+  /** Per-channel clip, percentiles over the positions. */
+  clipPercentiles: Object.freeze([1, 99] as const),
+  /** High-norm tokens (postprocess/outliers.ts): norm > ratio × median and > median + mads × MAD, at most maxFraction of the positions. */
+  highNorm: Object.freeze({ ratio: 3, mads: 6, maxFraction: 0.05 }),
+});
+
 export const MiB = 1024 * 1024;
 
 /** Per image, checked before or while decoding. */

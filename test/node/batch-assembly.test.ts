@@ -17,8 +17,9 @@ const SIDE = 32; // 2×2 patches of 16
 const S = 6; // summary width
 const C = 5; // feature channels
 
-function graph(): ServedGraph {
+function graph(heatmap: GraphMetadata["heatmap"] = null): ServedGraph {
   const metadata = {
+    heatmap,
     patchSize: 16,
     windowSize: null,
     normMean: [0.5, 0.25, 0.125],
@@ -177,5 +178,22 @@ describe("batch assembly", () => {
       [["summary", "features"]],
     );
     p.close();
+  });
+
+  it("heatmaps from a graph compiled with --heatmap fetch its heatmap outputs, not the features", async () => {
+    const outputs = { basis: "b", tridiagonal: "t", projections: "p", outliers: "o", norms: "n" };
+    const backend = fakeBackend();
+    const p = await pipelineWith(backend, graph({ steps: 2, outputs }), 8, 50);
+    await submit(p, [image(13)], "heatmap");
+    assert.deepEqual(backend.calls.at(-1)!.outputs, ["heatmap"]);
+    await Promise.all([submit(p, [image(14)], "heatmap"), submit(p, [image(15)], "features_nlc")]);
+    assert.deepEqual(backend.calls.at(-1)!.outputs, ["features", "heatmap"]);
+    p.close();
+    // Without the head, heatmaps need the features.
+    const plain = fakeBackend();
+    const q = await pipelineWith(plain, graph(), 8);
+    await submit(q, [image(16)], "heatmap");
+    assert.deepEqual(plain.calls.at(-1)!.outputs, ["features"]);
+    q.close();
   });
 });

@@ -175,3 +175,15 @@ def test_use_external_preprocessor_is_a_checked_no_op() -> None:
     assert radio._variant(parse_options(MODEL, {"use_external_preprocessor": True}), "fp32") == plain == ("fp32", [])
     with pytest.raises(ValueError, match="use_external_preprocessor='yes' is not valid; use one of True, False"):
         parse_options(MODEL, {"use_external_preprocessor": "yes"})
+
+
+def test_spatial_models_on_a_gpu_compile_the_heatmap_head() -> None:
+    # The heatmap PCA's heavy half joins the graph only where a GPU runs it, and only for the
+    # backbone's features (adaptor spaces' heatmaps keep the CPU path).
+    spatial = parse_options(MODEL, {"output_type": "spatial"})
+    assert radio._variant(spatial, "fp16", "cuda") == ("fp16-heatmap", ["--precision", "fp16", "--heatmap"])
+    assert radio._variant(spatial, "fp32", "webgpu") == ("fp32-heatmap", ["--heatmap"])
+    assert radio._variant(spatial, "fp32", "cpu") == ("fp32", [])
+    assert radio._variant(parse_options(MODEL, {}), "fp16", "cuda") == ("fp16", ["--precision", "fp16"])
+    dino = radio._variant(parse_options(MODEL, {"output_type": "spatial", "embedding_space": "dinov3"}), "fp16", "cuda")
+    assert "--heatmap" not in dino[1], dino

@@ -20,6 +20,7 @@ interface CompileOptions {
   adaptors?: string[];
   torchhubCheckpoint?: string;
   text: boolean;
+  heatmap: boolean;
   siglip?: string;
 }
 
@@ -81,6 +82,7 @@ async function compile(options: CompileOptions): Promise<void> {
     attention: options.attention === "auto" ? (options.precision === "fp16" ? "mha" : "matmul") : options.attention,
     weightsMode,
     adaptors: options.adaptors,
+    heatmap: options.heatmap,
     torchhubCheckpoint: source.torchhubCheckpoint,
     repo: source.repo,
     revision: source.revision,
@@ -145,6 +147,11 @@ export function addCompileCommands(program: Command): void {
       false,
     )
     .option("--siglip <dir>", "with --text and --checkpoint-dir: a local SigLIP2 folder (config.json, safetensors + index, tokenizer files)")
+    .option(
+      "--heatmap",
+      "also compute the heatmap PCA's heavy half in the graph (clip, high-norm tokens, Lanczos basis: heatmap.* outputs), so a GPU does it and heatmaps keep up with it; every run of the graph pays for it",
+      false,
+    )
     .action(compile);
 
   program

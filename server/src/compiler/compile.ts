@@ -13,6 +13,7 @@ import { METADATA_FILE, MODEL_FILE, type AdaptorMetadata, type GraphMetadata } f
 import { buildVitGraph, OPSET, type AttentionImpl } from "./vit.js";
 import { WeightStore, type Precision, type WeightsMode } from "./weights.js";
 import { GRAPH_FORMAT, PRODUCT } from "../version.js";
+import { buildHeatmapHead, HEATMAP_LANCZOS_STEPS, HEATMAP_OUTPUTS } from "./heatmap-head.js";
 
 export interface CompileOptions {
   checkpointDir: string;
@@ -25,6 +26,8 @@ export interface CompileOptions {
   adaptors?: string[];
   /** The torch.hub checkpoint (.pth.tar) holding the adaptor heads; default: the one *.pth.tar in checkpointDir. */
   torchhubCheckpoint?: string;
+  /** The heatmap PCA's heavy half as extra outputs (heatmap-head.ts): for GPU providers. */
+  heatmap?: boolean;
   /** Provenance recorded in metadata.json. */
   repo?: string | null;
   revision?: string | null;
@@ -141,6 +144,7 @@ export async function compileCheckpoint(options: CompileOptions): Promise<Compil
     try {
       const taps = buildVitGraph(graph, store, ckpt.spec, { windowSize, attention });
       buildAdaptorHeads(taps, adaptors);
+      if (options.heatmap) buildHeatmapHead(taps);
     } finally {
       store.close();
     }
@@ -181,6 +185,7 @@ export async function compileCheckpoint(options: CompileOptions): Promise<Compil
       ignoredTensors: spec.ignoredTensors,
       adaptors: adaptors.map(adaptorMetadata),
       adaptorSource: pth ? { file: basename(pth), dir: dirname(pth) } : null,
+      heatmap: options.heatmap ? { steps: HEATMAP_LANCZOS_STEPS, outputs: { ...HEATMAP_OUTPUTS } } : null,
     };
     writeFileSync(join(outDir, METADATA_FILE), `${JSON.stringify(metadata, null, 2)}\n`);
     return { metadata, outDir, nodeCount: graph.nodeCount, seconds: (performance.now() - t0) / 1000 };

@@ -74,6 +74,14 @@ export const GraphMetadataSchema = z.object({
   ignoredTensors: z.array(z.string()),
   /** Adaptor heads compiled in (graphs compiled before adaptors existed have none). */
   adaptors: z.array(AdaptorMetadataSchema).default([]),
+  /** compile --heatmap: the heatmap PCA's heavy half as outputs (compiler/heatmap-head.ts); null without. */
+  heatmap: z
+    .object({
+      steps: z.number().int(),
+      outputs: z.object({ basis: z.string(), tridiagonal: z.string(), projections: z.string(), outliers: z.string(), norms: z.string() }),
+    })
+    .nullable()
+    .default(null),
   /** The torch.hub checkpoint the adaptor heads came from (null without adaptors). */
   adaptorSource: z.object({ file: z.string(), dir: z.string() }).nullable().default(null),
 });

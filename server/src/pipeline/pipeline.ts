@@ -19,10 +19,10 @@ import {
   type PreprocessLimits,
   type ResolutionPolicy,
 } from "../preprocess/index.js";
-import { nlcRow, nlcTensor, resolveHeatmapSpec, summaryTensor, type HeatmapSpec, type OutputTensor } from "../postprocess/outputs.js";
+import { devicePcaRow, nlcRow, nlcTensor, resolveHeatmapSpec, summaryTensor, type HeatmapSpec, type OutputTensor } from "../postprocess/outputs.js";
 import type { PostprocessTask } from "../postprocess/protocol.js";
 import type { InferResult as WorkerInferResult } from "../runtime/protocol.js";
-import type { PixelDims } from "../runtime/session.js";
+import type { GraphOutputName, PixelDims } from "../runtime/session.js";
 import type { ServedGraph } from "./graphs.js";
 import { TensorBuffers } from "./tensor-buffers.js";
 import { TextEmbedder, type PromptTokenizer, type TextBackend, type TextMetrics, type TextReply } from "./text.js";
@@ -40,8 +40,8 @@ export interface InferenceBackend {
     graph: string,
     pixels: Uint8Array,
     dims: PixelDims,
-    /** Outputs to fetch (default both); one left out may come back empty. */
-    outputs?: readonly ("summary" | "features")[],
+    /** Outputs to fetch (default summary and features); one left out may come back empty. */
+    outputs?: readonly GraphOutputName[],
     /** An adaptor's outputs instead of the backbone's ("" = the backbone). */
     space?: string,
   ): Promise<InferResult>;
@@ -395,10 +395,14 @@ export class Pipeline {
     const pixels = this.assemble(live, H, W);
     if (!pixels) return;
 
-    // Only what the batch's requests need leaves the graph: embeddings never copy out the features.
-    const wantSummary = live.some((it) => it.job.output === "summary");
-    const wantFeatures = live.some((it) => it.job.output !== "summary");
-    const outputs = wantFeatures ? (wantSummary ? (["summary", "features"] as const) : (["features"] as const)) : (["summary"] as const);
+    // Only what the batch's requests need leaves the graph: embeddings never copy out the features,
+    // and heatmaps from a graph compiled with --heatmap take its heatmap outputs instead (~0.3 MB an image).
+    const heatmapOnDevice = graph.metadata.heatmap !== null && first.job.space === "";
+    const wants = (f: (output: Item["job"]["output"]) => boolean) => live.some((it) => f(it.job.output));
+    const outputs: GraphOutputName[] = [];
+    if (wants((o) => o === "summary")) outputs.push("summary");
+    if (wants((o) => o === "features_nchw" || o === "features_nlc" || (o === "heatmap" && !heatmapOnDevice))) outputs.push("features");
+    if (heatmapOnDevice && wants((o) => o === "heatmap")) outputs.push("heatmap");
     let out: InferResult;
     try {
       out = await this.options.inference.infer(graph.name, pixels, [B, H, W, 3], outputs, first.job.space);
@@ -411,9 +415,9 @@ export class Pipeline {
     }
     this.tensors.give(out.input?.buffer);
     this.metrics.batchRan(graph.name, B, out.runMs / 1000, new Set(live.map((it) => it.job)).size);
-    const positions = out.featureDims[1]!;
     const grid = { height: H / graph.metadata.patchSize, width: W / graph.metadata.patchSize };
-    if (wantFeatures && grid.height * grid.width !== positions) {
+    const positions = outputs.includes("features") ? out.featureDims[1]! : out.heatmap ? out.heatmap.norms.length / B : grid.height * grid.width;
+    if (grid.height * grid.width !== positions) {
       for (const it of live) {
         this.fail(
           it.job,
@@ -492,17 +496,17 @@ export class Pipeline {
       this.succeed(job, it.index, { tensor: nlcTensor(nlcRow(out.features, b, positions, C), positions, C), ...sizes });
       return;
     }
-    // A copy of this image's features goes to a postprocess worker (transferred, not copied again).
-    const nlc = nlcRow(out.features, b, positions, C).slice();
+    // A copy of this image's share goes to a postprocess worker (transferred, not copied again).
     const task: PostprocessTask =
       job.output === "features_nchw"
-        ? { op: "features_nchw", nlc, gridHeight: grid.height, gridWidth: grid.width, channels: C }
+        ? { op: "features_nchw", nlc: nlcRow(out.features, b, positions, C).slice(), gridHeight: grid.height, gridWidth: grid.width, channels: C }
         : {
             op: "heatmap",
-            nlc,
+            source: out.heatmap
+              ? { device: devicePcaRow(out.heatmap, b, grid.height * grid.width) }
+              : { nlc: nlcRow(out.features, b, positions, C).slice(), channels: C },
             gridHeight: grid.height,
             gridWidth: grid.width,
-            channels: C,
             spec: job.heatmap!,
             originalHeight: it.originalHeight,
             originalWidth: it.originalWidth,

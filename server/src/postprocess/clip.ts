@@ -17,8 +17,7 @@
  */
 import { type FeatureDims, type FloatArray, validateFeatureDims } from "./dims.js";
 import { PercentileScratch, percentilePair } from "./percentile.js";
-
-export const DEFAULT_CLIP_PERCENTILES: readonly [number, number] = [1, 99];
+import { HEATMAP_PCA_DEFAULTS } from "../defaults.js";
 
 /** Input layout: channel-major (C, h, w), or position-major (h·w, C) as the graph emits it. */
 export type FeatureLayout = "chw" | "nlc";
@@ -76,7 +75,7 @@ function sanitizeTransposed(nlc: FloatArray, C: number, n: number, out: Float32A
 export function sanitizeAndClip(features: FloatArray, dims: FeatureDims, opts: ClipOptions = {}): ClipResult {
   const n = validateFeatureDims(features, dims);
   const C = dims.channels;
-  const [qLow, qHigh] = opts.percentiles ?? DEFAULT_CLIP_PERCENTILES;
+  const [qLow, qHigh] = opts.percentiles ?? HEATMAP_PCA_DEFAULTS.clipPercentiles;
   const layout = opts.layout ?? "chw";
   if (layout !== "chw" && layout !== "nlc") throw new RangeError(`unknown feature layout ${String(layout)}`);
   const out = opts.out ?? new Float32Array(C * n);

@@ -10,6 +10,8 @@
  *   7. optional Gaussian smoothing, sigma in grid cells (smoothing.ts)
  *   8. bilinear resize to the output size               (resize.ts)
  *   9. min–max to uint8                                 (quantize.ts)
+ * Graphs compiled with --heatmap run stages 1–4 (up to a Lanczos basis) themselves; device-pca.ts
+ * finishes 4–6 from their outputs and renderHeatmap does 7–9 for both.
  * 'pca1' gives one grey channel in [1, 255] (HEATMAP_PCA1_LOW: the FiftyOne App paints no pixel
  * whose value is 0); 'pca3' maps the top three components to R, G, B in [0, 255], each channel
  * smoothed, resized and min–max scaled on its own, interleaved (H, W, 3).
@@ -147,8 +149,26 @@ function resolveSigma(sigma: number | null | undefined): number | null {
 }
 
 export function computeHeatmap(features: FloatArray, dims: FeatureDims, opts: HeatmapOptions = {}): Heatmap {
-  const mode = opts.mode ?? "pca1";
-  if (mode !== "pca1" && mode !== "pca3") throw new RangeError(`unknown heatmap mode ${String(mode)}`);
+  return renderHeatmap((components) => computeScoreMaps(features, dims, components, opts).maps, dims, opts);
+}
+
+function resolveMode(mode: HeatmapMode | undefined): HeatmapMode {
+  const m = mode ?? "pca1";
+  if (m !== "pca1" && m !== "pca3") throw new RangeError(`unknown heatmap mode ${String(m)}`);
+  return m;
+}
+
+/**
+ * Stages 7–9 on score maps of a height×width grid: smoothing, resize, uint8. `scoreMaps` gives the
+ * oriented maps of the top `components` (computeScoreMaps, or device-pca.ts for graphs that ran the
+ * PCA's heavy half themselves); it is called once the options are known to be valid.
+ */
+export function renderHeatmap(
+  scoreMaps: (components: number) => Float64Array[],
+  grid: { height: number; width: number },
+  opts: Pick<HeatmapOptions, "mode" | "sigma" | "outputHeight" | "outputWidth" | "sourceHeight" | "sourceWidth"> = {},
+): Heatmap {
+  const mode = resolveMode(opts.mode);
   const sigma = resolveSigma(opts.sigma);
   let outH = opts.outputHeight;
   let outW = opts.outputWidth;
@@ -157,18 +177,18 @@ export function computeHeatmap(features: FloatArray, dims: FeatureDims, opts: He
     if (opts.sourceHeight !== undefined && opts.sourceWidth !== undefined) {
       ({ height: outH, width: outW } = defaultHeatmapSize(opts.sourceHeight, opts.sourceWidth));
     } else {
-      outH = dims.height;
-      outW = dims.width;
+      outH = grid.height;
+      outW = grid.width;
     }
   }
   assertPositiveInt(outH, "outputHeight");
   assertPositiveInt(outW, "outputWidth");
 
   const channels = mode === "pca1" ? 1 : 3;
-  const { maps } = computeScoreMaps(features, dims, channels, opts);
+  const maps = scoreMaps(channels);
   const data = new Uint8Array(outH * outW * channels);
   for (let ch = 0; ch < channels; ch++) {
-    const resized = smoothAndResize(maps[ch]!, dims.height, dims.width, sigma, outH, outW);
+    const resized = smoothAndResize(maps[ch]!, grid.height, grid.width, sigma, outH, outW);
     minMaxToUint8(resized, data, channels, ch, mode === "pca1" ? HEATMAP_PCA1_LOW : 0);
   }
   return { data, height: outH, width: outW, channels };

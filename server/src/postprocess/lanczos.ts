@@ -13,6 +13,7 @@
  * residual ‖A y − θ y‖ equals β_m·|s_m| (s_m: last entry of the eigenvector of
  * T_m); all k wanted pairs must satisfy residual ≤ tolerance·θ_max.
  */
+import { deterministicStartVector } from "../lanczos-start.js";
 import { symmetricTridiagonalEigen } from "./tridiagonal-eigen.js";
 
 /** y = A x (must not retain x or y). */
@@ -43,22 +44,8 @@ export interface LanczosResult {
 
 export const DEFAULT_LANCZOS_TOLERANCE = 1e-10;
 export const DEFAULT_LANCZOS_MAX_STEPS = 300;
-const BREAKDOWN_RELATIVE = 1e-12;
-
-/** Deterministic start vector: xorshift32 stream mapped to [-1, 1), normalised. */
-export function deterministicStartVector(dim: number, seed = 0x2545f491): Float64Array {
-  const v = new Float64Array(dim);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < dim; i++) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    v[i] = s / 2147483648 - 1;
-  }
-  return v;
-}
+/** A β this small against the running norm of T ends the Krylov space (an invariant subspace). */
+export const BREAKDOWN_RELATIVE = 1e-12;
 
 function dot(a: Float64Array, b: Float64Array, n: number): number {
   let s0 = 0;

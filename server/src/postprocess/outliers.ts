@@ -24,6 +24,8 @@
  * stretching the colour scale (clampToInlierRange).
  */
 
+import { HEATMAP_PCA_DEFAULTS } from "../defaults.js";
+
 export interface HighNormOptions {
   /** Norm must exceed ratio × median; default 3. */
   ratio?: number;
@@ -32,10 +34,6 @@ export interface HighNormOptions {
   /** At most this fraction of the positions (floored) are outliers, the longest first; default 0.05. */
   maxFraction?: number;
 }
-
-export const DEFAULT_HIGH_NORM_RATIO = 3;
-export const DEFAULT_HIGH_NORM_MADS = 6;
-export const DEFAULT_HIGH_NORM_MAX_FRACTION = 0.05;
 
 export interface HighNormTokens {
   /** 1 = outlier, per position (length h·w); null when there are none. */
@@ -54,9 +52,9 @@ function sortedMedian(s: Float64Array): number {
 }
 
 export function highNormTokens(norms: Float64Array, opts: HighNormOptions = {}): HighNormTokens {
-  const ratio = opts.ratio ?? DEFAULT_HIGH_NORM_RATIO;
-  const mads = opts.mads ?? DEFAULT_HIGH_NORM_MADS;
-  const maxFraction = opts.maxFraction ?? DEFAULT_HIGH_NORM_MAX_FRACTION;
+  const ratio = opts.ratio ?? HEATMAP_PCA_DEFAULTS.highNorm.ratio;
+  const mads = opts.mads ?? HEATMAP_PCA_DEFAULTS.highNorm.mads;
+  const maxFraction = opts.maxFraction ?? HEATMAP_PCA_DEFAULTS.highNorm.maxFraction;
   if (!(ratio >= 1) || !(mads >= 0) || !(maxFraction >= 0 && maxFraction < 0.5)) {
     throw new RangeError(`high-norm options need ratio >= 1, mads >= 0, 0 <= maxFraction < 0.5 (got ${ratio}, ${mads}, ${maxFraction})`);
   }

@@ -1,9 +1,12 @@
 // What a client gets per image, from one row of a batch's graph outputs. Summary and NLC features
 // are views (no copy); NCHW is a transpose of the graph's NLC; heatmaps go through computeHeatmap,
-// which reads the NLC row itself (its first pass transposes as it sanitises).
+// which reads the NLC row itself (its first pass transposes as it sanitises), or, for graphs compiled
+// with --heatmap, finish the PCA the graph started (device-pca.ts).
 // Tensors are little-endian bytes (the host order: serve.ts refuses to start on a big-endian host).
 import { HEATMAP_DEFAULTS } from "../defaults.js";
-import { computeHeatmap, defaultHeatmapSize } from "./heatmap.js";
+import type { HeatmapOutputs } from "../runtime/session.js";
+import { type DevicePca, scoreMapsFromDevice } from "./device-pca.js";
+import { computeHeatmap, defaultHeatmapSize, renderHeatmap } from "./heatmap.js";
 
 export type OutputKind = "summary" | "features_nchw" | "features_nlc" | "heatmap";
 
@@ -103,12 +106,30 @@ export function nchwTensor(nlc: Float32Array, gridHeight: number, gridWidth: num
   return { dtype: "float32", shape: [channels, gridHeight, gridWidth], data: bytesOf(chw) };
 }
 
-/** PCA heatmap of one image's features; [H, W] (pca1) or [H, W, 3] (pca3) uint8. */
+/** Image b's copy of a batch's heatmap outputs (graphs compiled with --heatmap), for a postprocess worker. */
+export function devicePcaRow(h: HeatmapOutputs, b: number, positions: number): DevicePca {
+  const m = h.steps;
+  const C = h.basis.length / (m * (h.norms.length / positions));
+  const row = (a: Float32Array, size: number) => a.slice(b * size, (b + 1) * size);
+  return {
+    basis: row(h.basis, m * C),
+    tridiagonal: row(h.tridiagonal, 2 * m),
+    projections: row(h.projections, positions * m),
+    outliers: row(h.outliers, positions),
+    norms: row(h.norms, positions),
+    steps: m,
+    channels: C,
+  };
+}
+
+/** Where a heatmap's PCA comes from: one image's NLC features, or the graph's heatmap outputs (device-pca.ts). */
+export type HeatmapSource = { nlc: Float32Array; channels: number } | { device: DevicePca };
+
+/** PCA heatmap of one image; [H, W] (pca1) or [H, W, 3] (pca3) uint8. */
 export function heatmapTensor(
-  nlc: Float32Array,
+  source: HeatmapSource,
   gridHeight: number,
   gridWidth: number,
-  channels: number,
   spec: HeatmapSpec,
   originalHeight: number,
   originalWidth: number,
@@ -117,16 +138,11 @@ export function heatmapTensor(
     spec.outputHeight !== undefined && spec.outputWidth !== undefined
       ? { height: spec.outputHeight, width: spec.outputWidth }
       : defaultHeatmapSize(originalHeight, originalWidth, spec.maxSide);
-  const map = computeHeatmap(
-    nlc,
-    { channels, height: gridHeight, width: gridWidth },
-    {
-      mode: spec.mode,
-      sigma: spec.sigma,
-      outputHeight: size.height,
-      outputWidth: size.width,
-      layout: "nlc",
-    },
-  );
+  const grid = { height: gridHeight, width: gridWidth };
+  const render = { mode: spec.mode, sigma: spec.sigma, outputHeight: size.height, outputWidth: size.width };
+  const map =
+    "device" in source
+      ? renderHeatmap((components) => scoreMapsFromDevice(source.device, components), grid, render)
+      : computeHeatmap(source.nlc, { channels: source.channels, ...grid }, { ...render, layout: "nlc" });
   return { dtype: "uint8", shape: map.channels === 1 ? [map.height, map.width] : [map.height, map.width, 3], data: map.data };
 }

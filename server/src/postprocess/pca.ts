@@ -19,7 +19,8 @@
  */
 import { CenteredMatrix, channelMeans } from "./centered-matrix.js";
 import { type FeatureDims, validateFeatureDims } from "./dims.js";
-import { type LanczosOptions, deterministicStartVector, lanczosTopEigenpairs } from "./lanczos.js";
+import { deterministicStartVector } from "../lanczos-start.js";
+import { type LanczosOptions, lanczosTopEigenpairs } from "./lanczos.js";
 
 export interface PcaResult {
   /** Unit loading vectors (length C); all zeros for a component the data do not have. */
@@ -37,7 +38,7 @@ export interface PcaResult {
 }
 
 /** Eigenvalues below this fraction of the largest are treated as zero variance. */
-const ZERO_VARIANCE_RELATIVE = 1e-10;
+export const ZERO_VARIANCE_RELATIVE = 1e-10;
 
 export interface PcaFit {
   /** 1 = leave this position out of the fit (length h·w). */

@@ -2,7 +2,7 @@
 import { Piscina } from "piscina";
 import { workerEntry } from "../runtime/worker-entry.js";
 import type { OutputTensor } from "./outputs.js";
-import type { PostprocessTask } from "./protocol.js";
+import { type PostprocessTask, taskBuffers } from "./protocol.js";
 import { runPostprocessTask } from "./run-task.js";
 
 export class PostprocessPool {
@@ -25,10 +25,10 @@ export class PostprocessPool {
     }
   }
 
-  /** The task's features buffer is transferred when a worker runs it: pass a copy you own. */
+  /** The task's buffers are transferred when a worker runs it: pass copies you own. */
   async postprocess(task: PostprocessTask): Promise<OutputTensor> {
     if (!this.piscina) return runPostprocessTask(task);
-    return (await this.piscina.run(task, { transferList: [task.nlc.buffer as ArrayBuffer] })) as OutputTensor;
+    return (await this.piscina.run(task, { transferList: taskBuffers(task) })) as OutputTensor;
   }
 
   async close(): Promise<void> {

@@ -1,18 +1,25 @@
-// Tasks for the postprocess workers: one image's NLC features (a transferred copy) in, one output
-// tensor (transferred) out.
-import type { HeatmapSpec, OutputTensor } from "./outputs.js";
+// Tasks for the postprocess workers: one image's NLC features, or its share of the graph's heatmap
+// outputs (transferred copies), in; one output tensor (transferred) out.
+import type { HeatmapSource, HeatmapSpec, OutputTensor } from "./outputs.js";
 
 export type PostprocessTask =
   | { op: "features_nchw"; nlc: Float32Array; gridHeight: number; gridWidth: number; channels: number }
   | {
       op: "heatmap";
-      nlc: Float32Array;
+      source: HeatmapSource;
       gridHeight: number;
       gridWidth: number;
-      channels: number;
       spec: HeatmapSpec;
       originalHeight: number;
       originalWidth: number;
     };
 
 export type { OutputTensor };
+
+/** The buffers a task hands over to its worker (each a copy of the sender's, so transferred, not copied again). */
+export function taskBuffers(t: PostprocessTask): ArrayBuffer[] {
+  if (t.op === "features_nchw") return [t.nlc.buffer as ArrayBuffer];
+  if ("nlc" in t.source) return [t.source.nlc.buffer as ArrayBuffer];
+  const d = t.source.device;
+  return [d.basis, d.tridiagonal, d.projections, d.outliers, d.norms].map((a) => a.buffer as ArrayBuffer);
+}

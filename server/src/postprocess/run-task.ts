@@ -5,5 +5,5 @@ import type { PostprocessTask } from "./protocol.js";
 
 export function runPostprocessTask(t: PostprocessTask): OutputTensor {
   if (t.op === "features_nchw") return nchwTensor(t.nlc, t.gridHeight, t.gridWidth, t.channels);
-  return heatmapTensor(t.nlc, t.gridHeight, t.gridWidth, t.channels, t.spec, t.originalHeight, t.originalWidth);
+  return heatmapTensor(t.source, t.gridHeight, t.gridWidth, t.spec, t.originalHeight, t.originalWidth);
 }

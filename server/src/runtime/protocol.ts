@@ -1,7 +1,7 @@
 // Messages between the inference pool (main thread) and its workers. Plain data only: typed arrays
 // travel in transfer lists, so a batch tensor moves to a worker and its outputs move back without
 // copies.
-import type { ExecutionProvider, GraphOutputName, PixelDims, PrepackPolicy } from "./session.js";
+import type { ExecutionProvider, GraphOutputName, HeatmapOutputs, PixelDims, PrepackPolicy } from "./session.js";
 
 export interface WorkerGraph {
   name: string;
@@ -45,6 +45,8 @@ export interface InferResult {
   /** [B, h*w, C] (NLC, as the graph writes it) */
   features: Float32Array;
   featureDims: number[];
+  /** The heatmap outputs, when fetched (graphs compiled with --heatmap). */
+  heatmap?: HeatmapOutputs;
   /** Wall time of session.run inside the worker. */
   runMs: number;
   threadId: number;

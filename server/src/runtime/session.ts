@@ -55,15 +55,33 @@ export async function loadGraph(dir: string, options: SessionOptions = {}): Prom
   return { session, metadata, provider };
 }
 
+/** The graph's heatmap outputs (compile --heatmap; compiler/heatmap-head.ts), float32, for a batch ([B, …]) or one image (B = 1). */
+export interface HeatmapOutputs {
+  /** Lanczos vectors, [B, m, C]. */
+  basis: Float32Array;
+  /** α then β, [B, 2, m]. */
+  tridiagonal: Float32Array;
+  /** Centred clipped features · basis, [B, n, m]. */
+  projections: Float32Array;
+  /** 1 = high-norm token left out of the fit, [B, n]. */
+  outliers: Float32Array;
+  /** Norms of the clipped features, [B, n]. */
+  norms: Float32Array;
+  /** m */
+  steps: number;
+}
+
 export interface GraphOutputs {
   summary: Float32Array;
   summaryDims: number[];
   features: Float32Array;
   featureDims: number[];
+  /** Fetched only when asked for ("heatmap"), from graphs compiled with --heatmap. */
+  heatmap?: HeatmapOutputs;
 }
 
-/** The graph's outputs; a run can fetch a subset. */
-export type GraphOutputName = "summary" | "features";
+/** The graph's outputs; a run can fetch a subset. "heatmap": the heatmap outputs of graphs compiled with --heatmap. */
+export type GraphOutputName = "summary" | "features" | "heatmap";
 export const GRAPH_OUTPUTS: readonly GraphOutputName[] = ["summary", "features"];
 
 /** A batch of pixels' dims: [B, H, W, 3], uint8 RGB interleaved (the graph's `pixels` input). */
@@ -81,9 +99,13 @@ function checkPixels(g: LoadedGraph, pixels: Uint8Array, dims: PixelDims): void 
   if (pixels.length !== b * h * w * c) throw new Error(`pixels hold ${pixels.length} values, expected ${b}×${h}×${w}×${c}`);
 }
 
-/** Every output name of a graph: summary, features, then each adaptor's two (metadata.adaptors). */
+/** Every output name of a graph: summary, features, each adaptor's two (metadata.adaptors), then the heatmap outputs (metadata.heatmap). */
 export function graphOutputNames(g: LoadedGraph): string[] {
-  return [...GRAPH_OUTPUTS, ...g.metadata.adaptors.flatMap((a) => [a.outputs.summary, a.outputs.features])];
+  return [
+    ...GRAPH_OUTPUTS,
+    ...g.metadata.adaptors.flatMap((a) => [a.outputs.summary, a.outputs.features]),
+    ...Object.values(g.metadata.heatmap?.outputs ?? {}),
+  ];
 }
 
 /** Runs the graph once and returns the named outputs (any of graphOutputNames) with their dims. */
@@ -126,7 +148,7 @@ export async function runAdaptors(
 }
 
 /** The graph output holding `name` in an embedding space: the backbone's ("") or an adaptor's, as metadata.json names them. */
-function spaceOutput(g: LoadedGraph, space: string, name: GraphOutputName): string {
+function spaceOutput(g: LoadedGraph, space: string, name: "summary" | "features"): string {
   if (!space) return name;
   const adaptor = g.metadata.adaptors.find((a) => a.name === space);
   if (!adaptor) throw new Error(`the graph has no adaptor ${JSON.stringify(space)} (adaptors: ${g.metadata.adaptors.map((a) => a.name).join(", ") || "none"})`);
@@ -148,18 +170,30 @@ export async function runGraph(
   space = "",
 ): Promise<GraphOutputs> {
   checkPixels(g, pixels, dims);
-  if (fetch.length === 0 || fetch.some((n) => !GRAPH_OUTPUTS.includes(n)))
-    throw new Error(`fetch must name some of ${GRAPH_OUTPUTS.join(", ")}, got [${fetch.join(", ")}]`);
-  const out = await g.session.run(
-    { pixels: new ort.Tensor("uint8", pixels, dims) },
-    fetch.map((n) => spaceOutput(g, space, n)),
-  );
+  const known: readonly GraphOutputName[] = g.metadata.heatmap && !space ? [...GRAPH_OUTPUTS, "heatmap"] : GRAPH_OUTPUTS;
+  if (fetch.length === 0 || fetch.some((n) => !known.includes(n))) throw new Error(`fetch must name some of ${known.join(", ")}, got [${fetch.join(", ")}]`);
+  const heatmapNames = g.metadata.heatmap?.outputs;
+  const names = fetch.flatMap((n) => (n === "heatmap" ? Object.values(heatmapNames ?? {}) : [spaceOutput(g, space, n)]));
+  const out = await g.session.run({ pixels: new ort.Tensor("uint8", pixels, dims) }, names);
   const summary = fetch.includes("summary") ? out[spaceOutput(g, space, "summary")] : undefined;
   const features = fetch.includes("features") ? out[spaceOutput(g, space, "features")] : undefined;
+  const data = (name: string) => out[name]!.data as Float32Array;
   return {
     summary: summary ? (summary.data as Float32Array) : new Float32Array(0),
     summaryDims: summary ? [...summary.dims] : [],
     features: features ? (features.data as Float32Array) : new Float32Array(0),
     featureDims: features ? [...features.dims] : [],
+    ...(fetch.includes("heatmap") && heatmapNames
+      ? {
+          heatmap: {
+            basis: data(heatmapNames.basis),
+            tridiagonal: data(heatmapNames.tridiagonal),
+            projections: data(heatmapNames.projections),
+            outliers: data(heatmapNames.outliers),
+            norms: data(heatmapNames.norms),
+            steps: g.metadata.heatmap!.steps,
+          },
+        }
+      : {}),
   };
 }

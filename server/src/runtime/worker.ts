@@ -88,7 +88,9 @@ export default async function infer(task: InferTask | TextTask): Promise<unknown
   const runMs = performance.now() - t;
   // The input goes back too: the pipeline reuses its buffer for a later batch (already paged in).
   const result: InferResult = { ...out, runMs, threadId, input: task.pixels };
-  const buffers = new Set<ArrayBufferLike>([out.summary.buffer, out.features.buffer, task.pixels.buffer]);
+  const h = out.heatmap;
+  const heatmapBuffers = h ? [h.basis, h.tridiagonal, h.projections, h.outliers, h.norms].map((a) => a.buffer) : [];
+  const buffers = new Set<ArrayBufferLike>([out.summary.buffer, out.features.buffer, task.pixels.buffer, ...heatmapBuffers]);
   return move({ [transferableSymbol]: [...buffers], [valueSymbol]: result } as never);
 }
 

@@ -24,11 +24,11 @@ export function tempDir(prefix = "radio-test-"): { dir: string; cleanup: () => v
 }
 
 /** Generates and compiles the tiny test checkpoint into `dir`/graph; returns the graph folder. */
-export async function compileTinyModel(dir: string, preset: "tiny" | "tiny-so400m" = "tiny"): Promise<string> {
+export async function compileTinyModel(dir: string, preset: "tiny" | "tiny-so400m" = "tiny", options: { heatmap?: boolean } = {}): Promise<string> {
   const ckpt = path.join(dir, `${preset}-ckpt`);
-  const graph = path.join(dir, `${preset}-graph`);
+  const graph = path.join(dir, `${preset}${options.heatmap ? "-heatmap" : ""}-graph`);
   await generateCheckpoint(ckpt, PRESETS[preset]);
-  await compileCheckpoint({ checkpointDir: ckpt, outDir: graph });
+  await compileCheckpoint({ checkpointDir: ckpt, outDir: graph, heatmap: options.heatmap ?? false });
   return graph;
 }
 
