@@ -215,9 +215,11 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
   const cores = os.availableParallelism();
   const threads = config.threads > 0 ? config.threads : Math.max(1, Math.floor(cores / config.workers));
   const decodeParallelism = config.decodeParallelism > 0 ? config.decodeParallelism : recommendedDecodeParallelism(cores);
-  // sharp decodes on libuv's thread pool, sized once from UV_THREADPOOL_SIZE (default 4) when the
-  // process starts: decodes in flight beyond it only queue (measured: 4 at once whatever the setting).
-  const uvThreads = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+  // sharp decodes on libuv's thread pool, sized once from UV_THREADPOOL_SIZE when the process starts
+  // (too late to change from here): decodes in flight beyond it only queue. libuv's rule: 4 when
+  // unset, else the number (an empty or invalid value is 1), at most 1024.
+  const uvEnv = process.env.UV_THREADPOOL_SIZE;
+  const uvThreads = uvEnv === undefined ? 4 : Math.min(1024, Math.max(1, Number.parseInt(uvEnv, 10) || 1));
 
   // 1. Everything that can be checked without loading a graph fails here, before anything listens.
   const graphs = loadServedGraphs(config.graphs);

@@ -182,7 +182,7 @@ describe("radio-sidecar serve (CLI)", () => {
     const s = spawnServe(["--graph", graph, "--http-port", "auto", "--decode-parallelism", "6"], {
       RADIO_LOG_LEVEL: "info",
       VK_ICD_FILENAMES: "/nonexistent/radio-test-no-vulkan-driver.json",
-      UV_THREADPOOL_SIZE: "", // libuv's default, 4
+      UV_THREADPOOL_SIZE: "4", // libuv's default
     });
     try {
       const ready = await s.ready;
