@@ -50,6 +50,7 @@ async function handle(msg: Record<string, unknown>): Promise<Record<string, unkn
       const per = h * w * c;
       const fetch = (msg.outputs as GraphOutputName[] | undefined) ?? ["summary"];
       const lat: number[] = [];
+      const cpu0 = process.cpuUsage();
       const t0 = performance.now();
       for (let i = 0; i < Math.min(n, limit); i += batch) {
         const b = Math.min(batch, Math.min(n, limit) - i);
@@ -58,7 +59,9 @@ async function handle(msg: Record<string, unknown>): Promise<Record<string, unkn
         const dt = (performance.now() - ta) / 1000;
         for (let k = 0; k < b; k++) lat.push(dt);
       }
-      return { images: lat.length, wall_s: (performance.now() - t0) / 1000, lat };
+      const cpu = process.cpuUsage(cpu0);
+      // cpu_s: this process's CPU time (onnxruntime's threads included), what the run takes from the host.
+      return { images: lat.length, wall_s: (performance.now() - t0) / 1000, cpu_s: (cpu.user + cpu.system) / 1e6, lat };
     }
     case "gpu-buffer": {
       if (!graph || !pixels) throw new Error("load a graph and pixels first");

@@ -250,6 +250,30 @@ class Check:
         out["share_within_one_level"] = float((np.abs(a - b) <= 1).mean())
         return out
 
+    def bare_threads(self, graph: str, provider: str, batch: int, n: int) -> dict[str, Any]:
+        """The bare session with onnxruntime's intra-op threads at one per core (the sidecar's default)
+        and at 1: images/s and host CPU-ms per image. On a GPU only shape ops run on the CPU, and idle
+        intra-op threads spin, taking cores from decoding and heatmaps."""
+        import numpy as np
+        from run import NODE, Worker
+
+        npy = self.work / f"pixels-{RES}-{n}.npy"
+        np.save(npy, np.random.default_rng(0).integers(0, 256, (n, RES, RES, 3), dtype=np.uint8))
+        (self.work / "logs").mkdir(exist_ok=True)
+        out: dict[str, Any] = {}
+        for threads in (0, 1):
+            w = Worker(f"threads-{threads}-{graph}", [NODE, "--import", "tsx", str(REPO / "bench" / "ort_bare.ts")], self.work / "logs")
+            try:
+                w.call("load", graph=str(self.cache / "graphs" / graph), provider=provider, threads=threads)
+                w.call("pixels", npy=str(npy))
+                w.call("run", batch=batch, limit=batch)
+                r = w.call("run", batch=batch)
+                out[f"threads={threads or 'cores'}"] = {"images_per_s": round(r["images"] / r["wall_s"], 2),
+                                                        "cpu_ms_per_image": round(1000 * r["cpu_s"] / r["images"], 2)}
+            finally:
+                w.close()
+        return out
+
     def bare_speed(self, graphs: list[str], provider: str, batches: list[int], n: int, rounds: int = 2) -> dict[str, Any]:
         """Path c (bare onnxruntime-node session, uint8 pixels in memory, summary fetched) for several
         graphs, interleaved."""
@@ -390,6 +414,7 @@ def main() -> None:
         c.step(f"text:{PROVIDER}-fp16", lambda: c.agreement("text", "text-fp16", PROVIDER, *text), need_s=30)
     c.step(f"speed:{PROVIDER}:attention", lambda: c.bare_speed([f"{PRESETS[0]}-fp16", f"{PRESETS[0]}-fp16-matmul"], PROVIDER,
                                                               [8, 32], 64), need_s=120)
+    c.step(f"speed:{PROVIDER}:threads", lambda: c.bare_threads(f"{PRESETS[0]}-fp16", PROVIDER, 32, 64), need_s=90)
     c.step(f"profile:{PROVIDER}", lambda: c.profile(f"{PRESETS[0]}-fp16", PROVIDER, 8), need_s=60)
     c.step(f"gpu-buffer:{PROVIDER}", lambda: c.gpu_buffer(f"{PRESETS[0]}-fp16", PROVIDER, 8), need_s=60)
     c.step(f"heatmaps:{PROVIDER}", lambda: c.heatmaps(PRESETS[0], PROVIDER), need_s=90)

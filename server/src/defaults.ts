@@ -3,7 +3,6 @@
 // (heatmap smoothing and size) are read from proto/radio/v1/defaults.json, which client/options.py
 // reads too. No heavy imports: the CLI loads this for every command.
 import { readFileSync } from "node:fs";
-import type { ExecutionProvider } from "./runtime/session.js";
 
 /** proto/radio/v1/defaults.json (same depth from server/src and server/dist). */
 const SHARED = JSON.parse(readFileSync(new URL("../../proto/radio/v1/defaults.json", import.meta.url), "utf8")) as {
@@ -90,10 +89,6 @@ export const BATCH_DEFAULTS = {
   // should run as one batch, not as the few that were decoded first.
   gpu: { maxBatch: 32, maxBatchTokens: 0, batchHoldMs: 50, textBatch: 128 },
 } as const satisfies Record<"cpu" | "gpu", BatchDefaults>;
-
-export function batchDefaults(provider: ExecutionProvider): BatchDefaults {
-  return provider === "cpu" ? BATCH_DEFAULTS.cpu : BATCH_DEFAULTS.gpu;
-}
 
 /** "8 on cpu, 32 on cuda/webgpu": for --help texts. */
 export function describeBatchDefault(key: keyof BatchDefaults, noneAt0 = false): string {

@@ -11,7 +11,7 @@ import { loadServedGraphs, type GraphSource, type ServedGraph } from "./pipeline
 import { Pipeline } from "./pipeline/pipeline.js";
 import { InferencePool, type PrepackPolicy } from "./runtime/pool.js";
 import { describeChoice, resolveProvider, type ProviderChoice, type ProviderRequest } from "./runtime/providers.js";
-import { batchDefaults, IMAGE_LIMITS, SERVE_DEFAULTS, TEXT_DEFAULTS } from "./defaults.js";
+import { BATCH_DEFAULTS, IMAGE_LIMITS, SERVE_DEFAULTS, TEXT_DEFAULTS } from "./defaults.js";
 import { PromptTokenizer } from "./preprocess/text.js";
 import { ServerMetrics } from "./observability/metrics.js";
 import { buildServerInfo, providerName, type ServerInfo } from "./server-info.js";
@@ -231,7 +231,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
   const sharp = configureSharp();
   const choice = await chooseProvider(config.provider, graphs, logger);
   const provider = choice.provider;
-  const batching = batchDefaults(provider);
+  const batching = BATCH_DEFAULTS[provider === "cpu" ? "cpu" : "gpu"];
   const maxBatch = config.maxBatch ?? batching.maxBatch;
   const maxBatchTokens = config.maxBatchTokens ?? batching.maxBatchTokens;
 
