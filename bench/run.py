@@ -168,10 +168,11 @@ class Worker:
         self.log.close()
 
 
-def sidecar_cli(*args: str) -> str:
-    proc = subprocess.run([NODE, str(CLI), *args], cwd=REPO, capture_output=True, text=True)
+def sidecar_cli(*args: str, cli: Path = CLI) -> str:
+    """`radio-sidecar ARGS` (this checkout's, or another one's `cli`): its stdout."""
+    proc = subprocess.run([NODE, str(cli), *args], cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"radio-sidecar {' '.join(args)} failed:\n{proc.stderr}")
+        raise RuntimeError(f"{cli} {' '.join(args)} failed:\n{proc.stderr}")
     return proc.stdout
 
 
@@ -197,10 +198,7 @@ def ensure_graph(preset: str, precision: str, cli: Path = CLI, name: str = "") -
     old = json.loads(meta.read_text()) if meta.exists() else {}
     if old.get("source", {}).get("dir") != str(ckpt) or old.get("format") != fmt:
         print(f"[bench] compile {preset} ({precision}) → {graph}", flush=True)
-        proc = subprocess.run([NODE, str(cli), "compile", "--checkpoint-dir", str(ckpt), "--out", str(graph), "--precision", precision],
-                              cwd=REPO, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{cli} compile failed:\n{proc.stderr}")
+        sidecar_cli("compile", "--checkpoint-dir", str(ckpt), "--out", str(graph), "--precision", precision, cli=cli)
     return graph
 
 

@@ -206,22 +206,22 @@ class Check:
                          "--precision", precision, "--out", str(out))
         return {"graphs": ["text-fp32", "text-fp16"]}
 
-    def outputs(self, graph: str, provider: str, tag: str, *extra: str) -> dict[str, Any]:
-        out = self.work / "agree" / f"{tag}.npz"
-        out.parent.mkdir(exist_ok=True)
-        r = subprocess.run([sys.executable, str(HERE / "agreement.py"), "outputs", "--graph", str(self.cache / "graphs" / graph),
-                            "--provider", provider, "--photos", str(self.photos()), "--res", str(RES), "--out", str(out), *extra],
-                           capture_output=True, text=True, timeout=600)
+    def agreement_script(self, *args: str, timeout: int = 600) -> dict[str, Any]:
+        """bench/gpu/agreement.py with `args`: its last line of output, as JSON."""
+        r = subprocess.run([sys.executable, str(HERE / "agreement.py"), *args], capture_output=True, text=True, timeout=timeout)
         if r.returncode != 0:
             raise RuntimeError(r.stderr[-3000:])
         return json.loads(r.stdout.strip().splitlines()[-1])
 
+    def outputs(self, graph: str, provider: str, tag: str, *extra: str) -> dict[str, Any]:
+        out = self.work / "agree" / f"{tag}.npz"
+        out.parent.mkdir(exist_ok=True)
+        return self.agreement_script("outputs", "--graph", str(self.cache / "graphs" / graph), "--provider", provider,
+                                     "--photos", str(self.photos()), "--res", str(RES), "--out", str(out), *extra)
+
     def compare(self, ref: str, other: str) -> dict[str, Any]:
-        r = subprocess.run([sys.executable, str(HERE / "agreement.py"), "compare", str(self.work / "agree" / f"{ref}.npz"),
-                            str(self.work / "agree" / f"{other}.npz")], capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            raise RuntimeError(r.stderr[-3000:])
-        return json.loads(r.stdout)
+        return self.agreement_script("compare", str(self.work / "agree" / f"{ref}.npz"), str(self.work / "agree" / f"{other}.npz"),
+                                     timeout=120)
 
     def agreement(self, preset: str, graph: str, provider: str, *extra: str) -> dict[str, Any]:
         tag = f"{graph}-{provider}"
@@ -234,38 +234,47 @@ class Check:
         import numpy as np
 
         graphs = (f"{preset}-fp16", f"{preset}-fp16-heatmap")
-        out: dict[str, Any] = {}
-        for g in graphs:
-            npz = self.work / "agree" / f"heatmaps-{g}.npz"
-            npz.parent.mkdir(exist_ok=True)
-            r = subprocess.run([sys.executable, str(HERE / "agreement.py"), "heatmaps", "--graph", str(self.cache / "graphs" / g),
-                                "--provider", provider, "--photos", str(self.photos()), "--res", str(RES), "--images", str(IMAGES),
-                                "--batch", str(max(int(b) for b in BATCHES.split(","))), "--out", str(npz)],
-                               capture_output=True, text=True, timeout=600)
-            if r.returncode != 0:
-                raise RuntimeError(r.stderr[-3000:])
-            out[g] = json.loads(r.stdout.strip().splitlines()[-1])
-        a, b = (np.load(self.work / "agree" / f"heatmaps-{g}.npz")["maps"].astype(int) for g in graphs)
+        (self.work / "agree").mkdir(exist_ok=True)
+        maps = {g: self.work / "agree" / f"heatmaps-{g}.npz" for g in graphs}
+        out: dict[str, Any] = {
+            g: self.agreement_script("heatmaps", "--graph", str(self.cache / "graphs" / g), "--provider", provider,
+                                     "--photos", str(self.photos()), "--res", str(RES), "--images", str(IMAGES),
+                                     "--batch", str(max(int(b) for b in BATCHES.split(","))), "--out", str(maps[g]))
+            for g in graphs
+        }
+        a, b = (np.load(maps[g])["maps"].astype(int) for g in graphs)
         out["max_level_difference"] = int(np.abs(a - b).max())
         out["share_within_one_level"] = float((np.abs(a - b) <= 1).mean())
         return out
+
+    def bare_session(self, name: str, graph: str, provider: str, threads: int, n: int) -> tuple[Any, dict[str, Any]]:
+        """An ort_bare.ts worker (path c) with `graph` loaded and n random uint8 images [n, RES, RES, 3]
+        (seed 0: the same images for every step), and its reply to the load. Its log stays on the
+        machine: a call brings back at most 8 files."""
+        import numpy as np
+        from run import NODE, Worker
+
+        npy = self.work / f"pixels-{RES}-{n}.npy"
+        if not npy.exists():
+            np.save(npy, np.random.default_rng(0).integers(0, 256, (n, RES, RES, 3), dtype=np.uint8))
+        (self.work / "logs").mkdir(exist_ok=True)
+        w = Worker(name, [NODE, "--import", "tsx", str(REPO / "bench" / "ort_bare.ts")], self.work / "logs")
+        try:
+            load = w.call("load", graph=str(self.cache / "graphs" / graph), provider=provider, threads=threads)
+            w.call("pixels", npy=str(npy))
+        except BaseException:
+            w.close()
+            raise
+        return w, load
 
     def bare_threads(self, graph: str, provider: str, batch: int, n: int) -> dict[str, Any]:
         """The bare session with onnxruntime's intra-op threads at one per core (the sidecar's default)
         and at 1: images/s and host CPU-ms per image. On a GPU only shape ops run on the CPU, and idle
         intra-op threads spin, taking cores from decoding and heatmaps."""
-        import numpy as np
-        from run import NODE, Worker
-
-        npy = self.work / f"pixels-{RES}-{n}.npy"
-        np.save(npy, np.random.default_rng(0).integers(0, 256, (n, RES, RES, 3), dtype=np.uint8))
-        (self.work / "logs").mkdir(exist_ok=True)
         out: dict[str, Any] = {}
         for threads in (0, 1):
-            w = Worker(f"threads-{threads}-{graph}", [NODE, "--import", "tsx", str(REPO / "bench" / "ort_bare.ts")], self.work / "logs")
+            w, _ = self.bare_session(f"threads-{threads}-{graph}", graph, provider, threads, n)
             try:
-                w.call("load", graph=str(self.cache / "graphs" / graph), provider=provider, threads=threads)
-                w.call("pixels", npy=str(npy))
                 w.call("run", batch=batch, limit=batch)
                 r = w.call("run", batch=batch)
                 out[f"threads={threads or 'cores'}"] = {"images_per_s": round(r["images"] / r["wall_s"], 2),
@@ -277,23 +286,13 @@ class Check:
     def bare_speed(self, graphs: list[str], provider: str, batches: list[int], n: int, rounds: int = 2) -> dict[str, Any]:
         """Path c (bare onnxruntime-node session, uint8 pixels in memory, summary fetched) for several
         graphs, interleaved."""
-        import numpy as np
-        from run import NODE, Worker
-
-        x = np.random.default_rng(0).integers(0, 256, (n, RES, RES, 3), dtype=np.uint8)  # uint8 RGB [N, H, W, 3]
-        npy = self.work / f"pixels-{RES}-{n}.npy"
-        np.save(npy, x)
         workers = {}
         out: dict[str, Any] = {}
         try:
             for g in graphs:
-                # Worker logs stay on the machine: a call brings back at most 8 files.
-                (self.work / "logs").mkdir(exist_ok=True)
-                w = Worker(f"bare-{g}-{provider}", [NODE, "--import", "tsx", str(REPO / "bench" / "ort_bare.ts")], self.work / "logs")
-                load = w.call("load", graph=str(self.cache / "graphs" / g), provider=provider, threads=0)
-                w.call("pixels", npy=str(npy))
-                w.call("run", batch=max(batches), limit=max(batches))  # first run at this shape
+                w, load = self.bare_session(f"bare-{g}-{provider}", g, provider, 0, n)
                 workers[g] = w
+                w.call("run", batch=max(batches), limit=max(batches))  # first run at this shape
                 out[g] = {"load_s": round(load["load_s"], 1)}
             for b in batches:
                 for g, w in workers.items():
@@ -316,20 +315,11 @@ class Check:
     def gpu_buffer(self, graph: str, provider: str, batch: int) -> dict[str, Any]:
         """Does onnxruntime-node leave an output on a CUDA device when asked (IO binding; documented
         for WebGPU only)? Images/s with the features left there, or onnxruntime's error."""
-        import numpy as np
-        from run import NODE, Worker
-
-        npy = self.work / f"pixels-{RES}-{batch}.npy"
-        np.save(npy, np.random.default_rng(0).integers(0, 256, (batch, RES, RES, 3), dtype=np.uint8))
-        (self.work / "logs").mkdir(exist_ok=True)
-        w = Worker(f"gpu-buffer-{graph}-{provider}", [NODE, "--import", "tsx", str(REPO / "bench" / "ort_bare.ts")], self.work / "logs")
+        w, _ = self.bare_session(f"gpu-buffer-{graph}-{provider}", graph, provider, 0, batch)
         try:
-            w.call("load", graph=str(self.cache / "graphs" / graph), provider=provider, threads=0)
-            w.call("pixels", npy=str(npy))
-            try:
-                return w.call("gpu-buffer", batch=batch)
-            except RuntimeError as e:
-                return {"refused": str(e)[-1500:]}
+            return w.call("gpu-buffer", batch=batch)
+        except RuntimeError as e:
+            return {"refused": str(e)[-1500:]}
         finally:
             w.close()
 

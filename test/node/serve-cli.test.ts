@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import http from "node:http";
-import { existsSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createInterface } from "node:readline";
@@ -222,6 +222,14 @@ describe("radio-sidecar serve (CLI)", () => {
     const bad = spawnServe(["--graph", path.join(tmp.dir, "no-such-graph")]);
     await assert.rejects(bad.ready, /not a compiled RADIO graph folder/);
     assert.equal(await bad.exit, 1);
+    // A graph an earlier version compiled (float32 pixels) is refused, saying what to do.
+    const old = path.join(tmp.dir, "old-graph");
+    mkdirSync(old);
+    const metadata = JSON.parse(readFileSync(path.join(graph, "metadata.json"), "utf8")) as Record<string, unknown>;
+    writeFileSync(path.join(old, "metadata.json"), JSON.stringify({ ...metadata, format: "radio-onnx/1" }));
+    const stale = spawnServe(["--graph", old]);
+    await assert.rejects(stale.ready, /radio-onnx\/1 graph, written by an earlier version .*compile it again/);
+    assert.equal(await stale.exit, 1);
 
     const s = spawnServe(["--port", "0"], { RADIO_GRAPH: graph });
     try {

@@ -57,6 +57,8 @@ export function buildHeatmapHead(taps: VitTaps, steps = HEATMAP_LANCZOS_STEPS): 
   const one = graph.int64([1]);
   const nLast = op("Sub", [n, one]);
   const asInt = (t: string) => op("Cast", [op("Floor", [t])], { to: int(DataType.INT64) });
+  const half = doubleConst(graph, [0.5], "hm_half");
+  const oneD = doubleConst(graph, [1], "hm_one");
 
   // 2. Per-channel percentiles over the positions, numpy's 'linear' method in float64 (percentile.ts).
   const percentile = (q: number, lowEnd: boolean): string => {
@@ -72,8 +74,6 @@ export function buildHeatmapHead(taps: VitTaps, steps = HEATMAP_LANCZOS_STEPS): 
     const a = at(prev);
     const b = at(next);
     const diff = op("Sub", [b, a]);
-    const half = doubleConst(graph, [0.5], "hm_half");
-    const oneD = doubleConst(graph, [1], "hm_one");
     const lerp = op("Where", [
       op("GreaterOrEqual", [gamma, half]),
       op("Sub", [b, op("Mul", [diff, op("Sub", [oneD, gamma])])]),

@@ -44,7 +44,10 @@ export const AdaptorMetadataSchema = z.object({
 export type AdaptorMetadata = z.infer<typeof AdaptorMetadataSchema>;
 
 export const GraphMetadataSchema = z.object({
-  format: z.literal(GRAPH_FORMAT),
+  format: z.literal(GRAPH_FORMAT, {
+    error: (issue) =>
+      `a ${String(issue.input)} graph, written by an earlier version (this one reads ${GRAPH_FORMAT}: uint8 pixels); compile it again with \`radio-sidecar compile\` (the zoo does so by itself)`,
+  }),
   variant: z.string(),
   source: z.object({ repo: z.string().nullable(), revision: z.string().nullable(), dir: z.string() }),
   architecture: z.string(),
@@ -105,11 +108,5 @@ export function readMetadataFile<T>(dir: string, schema: z.ZodType<T>, what: str
 }
 
 export function readGraphMetadata(dir: string): GraphMetadata {
-  const format = readMetadataFile(dir, z.object({ format: z.string() }), "RADIO graph", "compile").format;
-  if (format !== GRAPH_FORMAT) {
-    throw new Error(
-      `${dir} holds a ${format} graph, written by an earlier version (this one reads ${GRAPH_FORMAT}: uint8 pixels); compile it again with \`radio-sidecar compile\` (the zoo does so by itself)`,
-    );
-  }
   return readMetadataFile(dir, GraphMetadataSchema, "RADIO graph", "compile");
 }

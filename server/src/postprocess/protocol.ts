@@ -1,5 +1,6 @@
 // Tasks for the postprocess workers: one image's NLC features, or its share of the graph's heatmap
 // outputs (transferred copies), in; one output tensor (transferred) out.
+import { heatmapArrays } from "../runtime/protocol.js";
 import type { HeatmapSource, HeatmapSpec, OutputTensor } from "./outputs.js";
 
 export type PostprocessTask =
@@ -20,6 +21,5 @@ export type { OutputTensor };
 export function taskBuffers(t: PostprocessTask): ArrayBuffer[] {
   if (t.op === "features_nchw") return [t.nlc.buffer as ArrayBuffer];
   if ("nlc" in t.source) return [t.source.nlc.buffer as ArrayBuffer];
-  const d = t.source.device;
-  return [d.basis, d.tridiagonal, d.projections, d.outliers, d.norms].map((a) => a.buffer as ArrayBuffer);
+  return heatmapArrays(t.source.device).map((a) => a.buffer as ArrayBuffer);
 }

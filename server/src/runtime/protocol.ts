@@ -3,6 +3,11 @@
 // copies.
 import type { ExecutionProvider, GraphOutputName, HeatmapOutputs, PixelDims, PrepackPolicy } from "./session.js";
 
+/** HeatmapOutputs' arrays, for transfer lists (a batch's, or one image's share). */
+export function heatmapArrays(h: HeatmapOutputs): Float32Array[] {
+  return [h.basis, h.tridiagonal, h.projections, h.outliers, h.norms];
+}
+
 export interface WorkerGraph {
   name: string;
   dir: string;

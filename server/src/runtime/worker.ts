@@ -9,7 +9,16 @@ import { loadGraph, runGraph, type LoadedGraph } from "./session.js";
 import { loadTextTower, runTextTower, type LoadedTextTower } from "./text-session.js";
 import { SETUP_HINT } from "./providers.js";
 import { nameThisThread } from "../thread-name.js";
-import type { InferResult, InferTask, ReadyGraph, TextResult, TextTask, WorkerAnnouncement, WorkerConfig } from "./protocol.js";
+import {
+  heatmapArrays,
+  type InferResult,
+  type InferTask,
+  type ReadyGraph,
+  type TextResult,
+  type TextTask,
+  type WorkerAnnouncement,
+  type WorkerConfig,
+} from "./protocol.js";
 
 const config = workerData as WorkerConfig;
 // Before the sessions exist, so their onnxruntime threads carry the name too.
@@ -88,8 +97,7 @@ export default async function infer(task: InferTask | TextTask): Promise<unknown
   const runMs = performance.now() - t;
   // The input goes back too: the pipeline reuses its buffer for a later batch (already paged in).
   const result: InferResult = { ...out, runMs, threadId, input: task.pixels };
-  const h = out.heatmap;
-  const heatmapBuffers = h ? [h.basis, h.tridiagonal, h.projections, h.outliers, h.norms].map((a) => a.buffer) : [];
+  const heatmapBuffers = out.heatmap ? heatmapArrays(out.heatmap).map((a) => a.buffer) : [];
   const buffers = new Set<ArrayBufferLike>([out.summary.buffer, out.features.buffer, task.pixels.buffer, ...heatmapBuffers]);
   return move({ [transferableSymbol]: [...buffers], [valueSymbol]: result } as never);
 }
