@@ -262,7 +262,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         bad = [r for r in out.results if not r.ok]
         if bad:
             raise ValueError(f"{len(bad)} of {len(args)} prompts could not be embedded; first: {bad[0].error}")
-        return np.stack([r.embedding for r in out.results]) if out.results else np.zeros((0, 0), np.float32)
+        return _stack([r.embedding for r in out.results]) if out.results else np.zeros((0, 0), np.float32)
 
     def _embed_text(self, prompts: list[Any]) -> TextEmbeddings:
         if not self.can_embed_prompts:
@@ -281,7 +281,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
                 raise ValueError(f"zero-shot: {len(bad)} class prompts could not be embedded; first: {bad[0].error}")
             rows, at = [], 0
             for ps in per_class:
-                rows.append(np.stack([r.embedding for r in text.results[at:at + len(ps)]]))
+                rows.append(_stack([r.embedding for r in text.results[at:at + len(ps)]]))
                 at += len(ps)
             self._zero_shot = (class_embeddings(rows), text.logit_scale, text.logit_bias)
         return self._zero_shot
@@ -293,7 +293,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         labels: list[Any] = [None] * len(results)
         if not ok:
             return labels
-        logits, probs = zero_shot_scores(np.stack([results[i].array for i in ok]), matrix, scale, bias,
+        logits, probs = zero_shot_scores(_stack([results[i].array for i in ok]), matrix, scale, bias,
                                          self.options.zero_shot_scores)
         classes = self.options.classes
         for row, i in enumerate(ok):
@@ -307,7 +307,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
     # -- transport --------------------------------------------------------------------------------
 
     def _inputs(self, args: Sequence[Any]) -> list[dict[str, Any]]:
-        inputs = []
+        inputs: list[dict[str, Any]] = []
         for i, arg in enumerate(args):
             if isinstance(arg, (str, Path)):
                 path = str(arg)
@@ -396,6 +396,13 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
             self.close()
         except Exception:
             pass
+
+
+def _stack(arrays: Sequence[np.ndarray | None]) -> np.ndarray:
+    """Stacks the arrays of results already checked ok (every one has its array)."""
+    present = [a for a in arrays if a is not None]
+    assert len(present) == len(arrays), "a result checked ok has no array"
+    return np.stack(present)
 
 
 def _to_hwc(arg: Any) -> np.ndarray:

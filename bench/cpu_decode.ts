@@ -13,7 +13,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 
-import sharp from "sharp";
+import sharp, { type ResizeOptions } from "sharp";
 
 import {
   configureSharp,
@@ -56,7 +56,7 @@ const current: Decode = async (file) => {
 };
 
 /** Only sharp's decode + resize to HWC uint8 (no probe), for the breakdown. */
-function sharpOnly(opts: { sequentialRead?: boolean; fastShrinkOnLoad?: boolean; kernel?: keyof sharp.KernelEnum }): Decode {
+function sharpOnly(opts: { sequentialRead?: boolean; fastShrinkOnLoad?: boolean; kernel?: NonNullable<ResizeOptions["kernel"]> }): Decode {
   return async (file) => {
     const opened = await openImage({ id: file, path: file }, { paths });
     const t = resolveTargetResolution(opened.originalHeight, opened.originalWidth, GEOMETRY, policy, file);

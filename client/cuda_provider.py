@@ -149,7 +149,11 @@ def _run_routes(ort: OrtNode, routes: Sequence[str], wheel: Path | None, cache_d
     failures: list[str] = []
     for route in routes:
         try:
-            files = _route_npm(ort, log) if route == "npm" else _route_pypi(ort, wheel, cache_dir, log)
+            files: dict[str, dict[str, object]] | None = None  # npm: recorded from the files it put there
+            if route == "npm":
+                _route_npm(ort, log)
+            else:
+                files = _route_pypi(ort, wheel, cache_dir, log)
         except VersionMismatchError:
             raise
         except CudaProviderError as e:

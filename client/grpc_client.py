@@ -32,7 +32,7 @@ from . import messages as m
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
-_DTYPES = {m.enum_value("radio.v1.DType", "DTYPE_UINT8"): np.uint8,
+_DTYPES: dict[int, np.dtype] = {m.enum_value("radio.v1.DType", "DTYPE_UINT8"): np.dtype(np.uint8),
            m.enum_value("radio.v1.DType", "DTYPE_FLOAT32"): np.dtype("<f4")}
 
 
@@ -137,7 +137,7 @@ class RadioClient:
                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
         self._channels = []
         for target in self.addresses:
-            opts = list(options)
+            opts: list[tuple[str, Any]] = list(options)
             if is_balanced_target(target):
                 # gRPC's round_robin policy over every address the resolver gives (the default,
                 # pick_first, would send every call to the first one). The service config also stops

@@ -103,8 +103,3 @@ def describe(choice: ProviderChoice, precision: str) -> str:
     line = f"inference on {choice.provider} ({how}), {precision} graph"
     return f"{line}; not taken: {'; '.join(choice.not_taken)}" if choice.not_taken else line
 
-
-def clear_cache() -> None:
-    with _lock:
-        _cache.clear()
-

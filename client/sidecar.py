@@ -236,11 +236,6 @@ class SharedSidecar:
     def http_socket(self) -> Path | None:
         return self.paths.http_socket if self.paths is not None else None
 
-    def metrics(self) -> dict[str, float]:
-        """The sidecar's Prometheus metrics (over its HTTP unix socket), parsed."""
-        assert self.paths is not None
-        return shared.parse_metrics(shared.http_get(self.paths.http_socket, "/metrics"))
-
     def start(self) -> None:
         node = node_executable()
         cli = cli_path(self.repo)
@@ -288,7 +283,7 @@ class _Registry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._sidecars: dict[tuple, LocalSidecar] = {}
+        self._sidecars: dict[tuple, LocalSidecar | SharedSidecar] = {}
         atexit.register(self.stop_all)
 
     @staticmethod

@@ -5,6 +5,8 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 npm run build || exit 1
+# Types: tsc over the server, tests and benchmarks (tsx runs them unchecked), mypy over the zoo package.
+npm run --silent typecheck || exit 1
 # Lint and format first: Biome (TypeScript: lint + format check), Ruff (Python: lint).
 npm run --silent lint || exit 1
 

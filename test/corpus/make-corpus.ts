@@ -25,18 +25,12 @@ import sharp from "sharp";
 
 import { noiseRaw, pngClaimingSize, solid } from "../node/support/images.js";
 import { bmp24, bmp32, bmp8, ico, jp2ViaPillow, pgm, ppm, tga } from "./formats.js";
+import type { ProtoErrorCode } from "../../server/src/transport/grpc/proto.js";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 
-export type ErrorCode =
-  | "NOT_FOUND"
-  | "NOT_A_FILE"
-  | "OUTSIDE_ALLOWED_ROOTS"
-  | "UNSUPPORTED_FORMAT"
-  | "CORRUPT_IMAGE"
-  | "TOO_LARGE"
-  | "INVALID_ARGUMENT"
-  | "PERMISSION_DENIED";
+/** The wire error codes a corpus image can expect (the input errors; never the server's own). */
+export type ErrorCode = Exclude<ProtoErrorCode, "ERROR_CODE_UNSPECIFIED" | "INTERNAL" | "CANCELLED" | "DEADLINE_EXCEEDED" | "RESOURCE_EXHAUSTED">;
 
 export type Expect =
   /** Decodes: its original (displayed) size, and optionally another item it must embed like. */

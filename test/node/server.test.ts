@@ -41,10 +41,6 @@ import {
 const CRASH_HEIGHT = 80; // a batch of this height makes the inference worker exit (test hook)
 const TOL = 2e-5;
 
-function _codeOf(err: unknown): number {
-  return (err as grpc.ServiceError).code;
-}
-
 /** Inference batches the 'tiny' model ran between two metric scrapes. */
 function tinyRunsBetween(before: string, after: string): number {
   return metricValue(after, "radio_batch_size_count", { graph: "tiny" }) - metricValue(before, "radio_batch_size_count", { graph: "tiny" });

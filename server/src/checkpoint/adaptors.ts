@@ -42,7 +42,7 @@ export interface AdaptorSpec {
 }
 
 /** Attention heads in the `attn` head's blocks: fixed upstream (timm Block(num_heads=16)). */
-export const ATTN_HEAD_NUM_HEADS = 16;
+const ATTN_HEAD_NUM_HEADS = 16;
 
 export class AdaptorError extends Error {
   override name = "AdaptorError";
@@ -59,7 +59,7 @@ function str(v: unknown): string | undefined {
 }
 
 /** The pieces of a torch.hub RADIO checkpoint the adaptors need. */
-export function readTorchhubArgs(ckpt: TorchZipCheckpoint): { state: Map<string, TorchTensor>; args: PyNamespace; teachers: Teacher[] } {
+function readTorchhubArgs(ckpt: TorchZipCheckpoint): { state: Map<string, TorchTensor>; args: PyNamespace; teachers: Teacher[] } {
   const where = ckpt.path;
   const root = ckpt.root;
   if (!(root instanceof Map)) throw new AdaptorError(`${where}: the checkpoint is not a dict (expected {state_dict, args, …})`);
@@ -193,7 +193,7 @@ function mlpHead(where: string, what: string, type: string | undefined, keys: Ma
 }
 
 /** The parameter names of one `attn` head block. */
-export function attnBlockParams(b: number): string[] {
+function attnBlockParams(b: number): string[] {
   const p = `blocks.${b}.`;
   return [
     "norm1.weight",

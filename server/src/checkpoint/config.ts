@@ -38,7 +38,7 @@ export class CheckpointError extends Error {
   override name = "CheckpointError";
 }
 
-export function parseRadioConfig(json: unknown, source: string): RadioConfig {
+function parseRadioConfig(json: unknown, source: string): RadioConfig {
   const r = RadioConfigSchema.safeParse(json);
   if (!r.success) {
     const issues = r.error.issues.map((i) => `  ${i.path.join(".") || "(root)"}: ${i.message}`).join("\n");

@@ -23,7 +23,7 @@ const TextConfigSchema = z.looseObject({
   layer_norm_eps: z.number().positive().default(1e-6),
 });
 
-export const SiglipConfigSchema = z.looseObject({
+const SiglipConfigSchema = z.looseObject({
   model_type: z.literal("siglip"),
   text_config: TextConfigSchema,
 });
@@ -78,7 +78,7 @@ export interface LoadedSiglip {
   logitBias: number;
 }
 
-export function parseSiglipConfig(json: unknown, source: string): SiglipConfig {
+function parseSiglipConfig(json: unknown, source: string): SiglipConfig {
   const r = SiglipConfigSchema.safeParse(json);
   if (!r.success) {
     const issues = r.error.issues.map((i) => `  ${i.path.join(".") || "(root)"}: ${i.message}`).join("\n");
@@ -96,7 +96,7 @@ const wanted = (key: string) => key.startsWith(TEXT) || key === "logit_scale" ||
  */
 export const TEXT_SUBSET_FILE = "text_model.safetensors";
 
-export function textShards(dir: string): string[] {
+function textShards(dir: string): string[] {
   const subset = join(dir, TEXT_SUBSET_FILE);
   if (existsSync(subset)) return [subset];
   const index = join(dir, "model.safetensors.index.json");
@@ -139,7 +139,7 @@ export function loadSiglipText(dir: string): LoadedSiglip {
 
 const shapeStr = (s: readonly number[]) => `[${s.join(", ")}]`;
 
-export function buildTextSpec(config: SiglipConfig, weights: SafetensorsCheckpoint): TextTowerSpec {
+function buildTextSpec(config: SiglipConfig, weights: SafetensorsCheckpoint): TextTowerSpec {
   const t = config.text_config;
   if (t.hidden_act !== "gelu_pytorch_tanh") throw new CheckpointError(`text_config.hidden_act ${t.hidden_act} is not supported (only gelu_pytorch_tanh)`);
   if (t.hidden_size % t.num_attention_heads !== 0) {

@@ -9,8 +9,8 @@ import { KNOWN_CHECKPOINTS } from "./catalogue.js";
 import { CheckpointError, readRadioConfig, type RadioConfig } from "./config.js";
 import { SafetensorsCheckpoint, type TensorInfo } from "./safetensors.js";
 
-export const PREFIX = "radio_model.";
-export const MODEL = `${PREFIX}model.`;
+const PREFIX = "radio_model.";
+const MODEL = `${PREFIX}model.`;
 
 export interface BlockKeys {
   norm1: { weight: string; bias: string };
@@ -88,7 +88,7 @@ export interface LoadedCheckpoint {
 }
 
 /** The safetensors files of a checkpoint folder: a single file or the shards an index lists. */
-export function safetensorsFiles(dir: string): string[] {
+function safetensorsFiles(dir: string): string[] {
   const index = join(dir, "model.safetensors.index.json");
   if (existsSync(index)) {
     const json = JSON.parse(readFileSync(index, "utf8")) as { weight_map?: Record<string, string> };
@@ -118,7 +118,7 @@ function shapeStr(s: readonly number[]): string {
   return `[${s.join(", ")}]`;
 }
 
-export function buildSpec(config: RadioConfig, weights: SafetensorsCheckpoint): CheckpointSpec {
+function buildSpec(config: RadioConfig, weights: SafetensorsCheckpoint): CheckpointSpec {
   const tensors = weights.tensors;
   const get = (name: string, dtype = "F32"): TensorInfo => {
     const t = tensors.get(name);
@@ -208,7 +208,6 @@ export function buildSpec(config: RadioConfig, weights: SafetensorsCheckpoint): 
 
   // Prefix tokens: cls tokens (one per unique teacher) + registers, per the config; the tensor must agree.
   const clsKey = `${MODEL}patch_generator.cls_token.token`;
-  const _cls = get(clsKey);
   const uniqueTeachers = new Set(args.teachers.map((t) => t.name)).size;
   const numClsTokens = args.cls_token_per_teacher ? uniqueTeachers : 1;
   let numRegisters = 0;

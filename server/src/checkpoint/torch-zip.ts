@@ -152,13 +152,13 @@ const DTYPES: Record<string, TorchDtype> = {
   bool: "BOOL",
 };
 
-export class TorchStorageClass {
+class TorchStorageClass {
   constructor(
     readonly name: string,
     readonly dtype: TorchDtype,
   ) {}
 }
-export class TorchDtypeValue {
+class TorchDtypeValue {
   constructor(
     readonly name: string,
     readonly dtype: TorchDtype,
@@ -211,8 +211,6 @@ class PyGlobal {
   ) {}
 }
 
-const _MARK = Symbol("mark");
-
 /** Every global the unpickler will resolve; everything else is refused. */
 function resolveGlobal(module: string, name: string, path: string): unknown {
   const q = `${module}.${name}`;
@@ -253,7 +251,7 @@ function decodeLong(bytes: Buffer): number | bigint {
  * through `persistentLoad`. Allowed calls: OrderedDict(), _rebuild_tensor_v2(...),
  * _rebuild_parameter(...), Namespace() via NEWOBJ + BUILD with a dict.
  */
-export function restrictedUnpickle(data: Buffer, path: string, persistentLoad: (pid: unknown) => unknown): PyValue {
+function restrictedUnpickle(data: Buffer, path: string, persistentLoad: (pid: unknown) => unknown): PyValue {
   const stack: unknown[] = [];
   const marks: number[] = [];
   const memo = new Map<number, unknown>();
@@ -695,7 +693,7 @@ function elementReader(raw: Buffer, dtype: TorchDtype): (i: number) => number {
 }
 
 /** IEEE binary16 → number (exact). */
-export function halfToFloat(h: number): number {
+function halfToFloat(h: number): number {
   const sign = h & 0x8000 ? -1 : 1;
   const exp = (h >> 10) & 0x1f;
   const mant = h & 0x3ff;

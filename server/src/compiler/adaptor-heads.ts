@@ -7,7 +7,7 @@ import { DataType, int, str } from "./onnx-graph.js";
 import { layerNorm, linear, transformerBlock, type BackboneBuild, type VitTaps } from "./vit.js";
 
 /** torch.nn.LayerNorm's default, used by the v2 MLP heads. */
-export const MLP_LAYER_NORM_EPS = 1e-5;
+const MLP_LAYER_NORM_EPS = 1e-5;
 
 /**
  * LayerNorm eps inside the `attn` head's ViT blocks. Upstream builds them with timm's `Block`

@@ -58,7 +58,7 @@ const TORCHHUB_FILES: Record<string, { repo: string; file: string }> = {
 };
 
 /** The torch.hub checkpoint to read adaptors from: the one given, else the single *.pth.tar beside the HF files. */
-export function findTorchhubCheckpoint(checkpointDir: string, given: string | undefined, variant: string): string {
+function findTorchhubCheckpoint(checkpointDir: string, given: string | undefined, variant: string): string {
   if (given) return resolve(given);
   const found = readdirSync(checkpointDir)
     .filter((f) => f.endsWith(".pth.tar"))

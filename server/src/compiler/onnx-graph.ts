@@ -2,7 +2,7 @@
 // nodes and initializers, and serialises the model. It knows nothing about RADIO.
 import onnxProto from "onnx-proto";
 
-export const onnx = onnxProto.onnx;
+const onnx = onnxProto.onnx;
 export type TensorProto = onnxProto.onnx.ITensorProto;
 export const DataType = onnx.TensorProto.DataType;
 export type DataTypeValue = onnxProto.onnx.TensorProto.DataType;

@@ -18,7 +18,7 @@ export interface GraphOptions {
 export const OPSET = 20;
 
 /** Which blocks run windowed, following upstream's torch-hub ViTDet hook schedule. */
-export function windowedBlocks(depth: number): boolean[] {
+function windowedBlocks(depth: number): boolean[] {
   const period = Math.max(Math.floor(depth / 4), 1);
   if (period === 1) {
     throw new Error(`ViTDet needs depth >= 8 (period = max(depth // 4, 1) = 1 for depth ${depth}: every block would re-enter windowed mode)`);

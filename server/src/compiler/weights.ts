@@ -17,7 +17,7 @@ export type Precision = "fp32" | "fp16" | "int8";
  * pairs of products in int16 (vpmaddubsw), and 255 × 64 × 2 still fits where 255 × 127 × 2 would
  * saturate. The same limit onnxruntime's own quantizer uses ("reduce_range").
  */
-export const INT8_WEIGHT_LIMIT = 63;
+const INT8_WEIGHT_LIMIT = 63;
 export type WeightsMode = "link" | "copy";
 
 const ALIGN = 64;

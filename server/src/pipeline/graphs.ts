@@ -23,7 +23,7 @@ export interface ServedGraph {
 }
 
 /** e.g. "c-radio_v4-h-fp32": the variant and precision, so an fp32 and an fp16 graph can be served side by side. */
-export function defaultGraphName(graph: GraphMetadata): string {
+function defaultGraphName(graph: GraphMetadata): string {
   return `${graph.variant}-${graph.precision}`;
 }
 

@@ -40,7 +40,7 @@ export interface TextMetrics {
  * Canonical prompt → normalised embedding, least recently used first out, bounded by bytes: zero-shot
  * over the same classes, or the App re-running a search, costs the text tower nothing the second time.
  */
-export class EmbeddingCache {
+class EmbeddingCache {
   private readonly entries = new Map<string, Float32Array>();
   private bytes = 0;
 

@@ -128,14 +128,7 @@ export function computeScoreMaps(features: FloatArray, dims: FeatureDims, compon
 }
 
 /** Stages 5–6 for one map: optional smoothing, then resize (skipped when sizes match). */
-export function smoothAndResize(
-  map: Float64Array,
-  height: number,
-  width: number,
-  sigma: number | null,
-  outputHeight: number,
-  outputWidth: number,
-): Float64Array {
+function smoothAndResize(map: Float64Array, height: number, width: number, sigma: number | null, outputHeight: number, outputWidth: number): Float64Array {
   const smoothed = sigma !== null && sigma > 0 ? gaussianFilter2d(map, height, width, sigma) : map;
   if (outputHeight === height && outputWidth === width) return smoothed;
   return resizeBilinear(smoothed, height, width, outputHeight, outputWidth);

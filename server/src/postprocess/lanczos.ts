@@ -42,8 +42,8 @@ export interface LanczosResult {
   converged: boolean;
 }
 
-export const DEFAULT_LANCZOS_TOLERANCE = 1e-10;
-export const DEFAULT_LANCZOS_MAX_STEPS = 300;
+const DEFAULT_LANCZOS_TOLERANCE = 1e-10;
+const DEFAULT_LANCZOS_MAX_STEPS = 300;
 /** A β this small against the running norm of T ends the Krylov space (an invariant subspace). */
 export const BREAKDOWN_RELATIVE = 1e-12;
 

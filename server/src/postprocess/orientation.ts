@@ -21,7 +21,7 @@
  */
 
 /** Relative threshold below which the score/norm covariance counts as zero. */
-export const ORIENTATION_ZERO_RELATIVE = 1e-6;
+const ORIENTATION_ZERO_RELATIVE = 1e-6;
 
 /** Per-position L2 norm of the feature vectors of channel-major (C, n) data. */
 export function positionNorms(data: Float32Array, channels: number, positions: number): Float64Array {

@@ -28,7 +28,7 @@ export interface HeatmapSpec {
 }
 
 /** Largest heatmap side accepted (a 8192² uint8 RGB map is 200 MB: enough). */
-export const MAX_HEATMAP_SIDE = 8192;
+const MAX_HEATMAP_SIDE = 8192;
 
 /** Request-level heatmap options as they arrive (0 = default, as in the proto). */
 export interface HeatmapRequest {
@@ -61,7 +61,7 @@ export function resolveHeatmapSpec(r: HeatmapRequest): HeatmapSpec {
   };
 }
 
-export function bytesOf(a: Float32Array | Uint8Array): Uint8Array {
+function bytesOf(a: Float32Array | Uint8Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 

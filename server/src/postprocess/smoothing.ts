@@ -7,7 +7,7 @@
  *   periodically when the radius exceeds the map.
  * sigma is in map cells (feature-grid cells for heatmaps).
  */
-export const DEFAULT_GAUSSIAN_TRUNCATE = 4.0;
+const DEFAULT_GAUSSIAN_TRUNCATE = 4.0;
 
 export function gaussianKernel1d(sigma: number, truncate = DEFAULT_GAUSSIAN_TRUNCATE): Float64Array {
   if (!(sigma > 0) || !Number.isFinite(sigma)) throw new RangeError(`sigma must be finite and > 0 (got ${sigma})`);
@@ -25,7 +25,7 @@ export function gaussianKernel1d(sigma: number, truncate = DEFAULT_GAUSSIAN_TRUN
 }
 
 /** scipy 'reflect' boundary: index i (any integer) into [0, len). */
-export function reflectIndex(i: number, len: number): number {
+function reflectIndex(i: number, len: number): number {
   const period = 2 * len;
   let m = i % period;
   if (m < 0) m += period;

@@ -45,8 +45,8 @@ import { SUPPORTED_FORMATS, describeUnknown, isSupportedFormat, sniffFormat, typ
 import type { Size } from "./resolution.js";
 import type { RawPixels, RgbPixels } from "./types.js";
 
-export const RESIZE_KERNEL = "cubic" as const;
-export const FLATTEN_BACKGROUND = "#ffffff";
+const RESIZE_KERNEL = "cubic" as const;
+const FLATTEN_BACKGROUND = "#ffffff";
 
 export interface DecodeLimits {
   /** Refuse images whose header claims more pixels than this (width × height). */

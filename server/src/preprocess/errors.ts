@@ -54,10 +54,6 @@ export class InputError extends Error {
   }
 }
 
-export function isInputError(err: unknown): err is InputError {
-  return err instanceof InputError;
-}
-
 /** First line of an unknown thrown value's message (sharp/libvips messages can be multi-line). */
 export function firstLine(err: unknown): string {
   const msg = err instanceof Error ? err.message : String(err);

@@ -20,9 +20,6 @@ export function isSupportedFormat(name: unknown): name is SupportedFormat {
   return typeof name === "string" && (SUPPORTED_FORMATS as readonly string[]).includes(name);
 }
 
-/** How many leading bytes `sniffFormat` needs at most. */
-export const SNIFF_BYTES = 16;
-
 function ascii(b: Uint8Array, start: number, len: number): string {
   let s = "";
   for (let i = start; i < start + len && i < b.length; i++) s += String.fromCharCode(b[i]!);

@@ -25,10 +25,9 @@ import { IMAGE_LIMITS } from "../defaults.js";
 export * from "./errors.js";
 export * from "./types.js";
 export * from "./resolution.js";
-export { SUPPORTED_FORMATS, sniffFormat, type SupportedFormat } from "./format.js";
+export { sniffFormat } from "./format.js";
 export { createPathPolicy, type PathPolicy } from "./source.js";
-export { RESIZE_KERNEL, FLATTEN_BACKGROUND } from "./decode.js";
-export { configureSharp, recommendedDecodeParallelism, sharpCounters, type SharpSettings } from "./sharp-config.js";
+export { configureSharp, recommendedDecodeParallelism } from "./sharp-config.js";
 
 export interface PreprocessLimits extends SourceLimits, DecodeLimits {}
 

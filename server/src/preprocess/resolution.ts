@@ -128,7 +128,7 @@ export function snapAspectBucket(height: number, width: number): AspectBucket {
  * H·W ≈ preferred area, W/H ≈ bucket ratio, each side within [step, maxResolution].
  * Depends only on the bucket and the model, so all images in one bucket share it.
  */
-export function bucketResolution(b: AspectBucket, geometry: GraphGeometry): Size {
+function bucketResolution(b: AspectBucket, geometry: GraphGeometry): Size {
   const step = resolutionStep(geometry);
   const [ph, pw] = geometry.preferred;
   const area = ph * pw;

@@ -40,8 +40,3 @@ export function configureSharp(settings: Partial<SharpSettings> = {}): SharpSett
   sharp.cache(cache);
   return { concurrency: sharp.concurrency(), cache, simd: sharp.simd() };
 }
-
-/** Tasks queued for / running on the libuv pool (for metrics). */
-export function sharpCounters(): { queue: number; process: number } {
-  return sharp.counters();
-}

@@ -66,7 +66,7 @@ export async function createPathPolicy(roots: readonly string[]): Promise<PathPo
 }
 
 /** True if `p` (absolute, normalised) is `root` or lies beneath it. */
-export function isUnder(p: string, root: string): boolean {
+function isUnder(p: string, root: string): boolean {
   const rel = path.relative(root, p);
   return rel === "" || (!isDotDot(rel) && !path.isAbsolute(rel));
 }
@@ -107,7 +107,7 @@ function fsError(id: string, shown: string, err: unknown): InputError {
 const OPEN_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0) | (fsConstants.O_NONBLOCK ?? 0);
 
 /** Read a path input's bytes, enforcing the path policy. */
-export async function readPathSource(id: string, requested: string, policy: PathPolicy, limits: Pick<SourceLimits, "maxInputBytes">): Promise<Buffer> {
+async function readPathSource(id: string, requested: string, policy: PathPolicy, limits: Pick<SourceLimits, "maxInputBytes">): Promise<Buffer> {
   if (typeof requested !== "string" || requested === "") {
     throw new InputError("invalid_input", id, "path must be a non-empty string");
   }
@@ -170,7 +170,7 @@ export async function readPathSource(id: string, requested: string, policy: Path
 }
 
 /** Validate encoded bytes given in memory; returns a Buffer view (no copy). */
-export function bytesSource(id: string, bytes: unknown, limits: Pick<SourceLimits, "maxInputBytes">): Buffer {
+function bytesSource(id: string, bytes: unknown, limits: Pick<SourceLimits, "maxInputBytes">): Buffer {
   if (!(bytes instanceof Uint8Array)) throw new InputError("invalid_input", id, "bytes must be a Uint8Array");
   if (bytes.byteLength === 0) throw new InputError("corrupt_image", id, "image bytes are empty (0 bytes)");
   if (bytes.byteLength > limits.maxInputBytes) {
@@ -190,7 +190,7 @@ const FLOAT_TOLERANCE = 1e-4;
  * Validate a raw pixel input: dims, channels, dtype/array agreement, exact
  * length h·w·c, pixel limit, and (float32) finite values in [0, 1].
  */
-export function validateRaw(id: string, raw: unknown, limits: Pick<SourceLimits, "limitInputPixels">): RawPixels {
+function validateRaw(id: string, raw: unknown, limits: Pick<SourceLimits, "limitInputPixels">): RawPixels {
   if (typeof raw !== "object" || raw === null) throw new InputError("invalid_input", id, "raw must be an object");
   const r = raw as Record<string, unknown>;
   const { data, height, width, channels, dtype } = r;

@@ -48,7 +48,7 @@ export class PromptError extends Error {
 }
 
 /** Why a prompt can't be tokenised, or null. Empty prompts are valid (they become `<eos>` + pads). */
-export function promptProblem(p: unknown): string | null {
+function promptProblem(p: unknown): string | null {
   if (typeof p !== "string") return `must be a string, got ${p === null ? "null" : typeof p}`;
   if (LONE_SURROGATE.test(p)) return "is not valid Unicode (it holds a lone UTF-16 surrogate)";
   if (p.length > MAX_PROMPT_CHARS) {

@@ -94,7 +94,7 @@ export function explainCudaFailure(error: string, stderr: string): string {
 }
 
 /** Why the WebGPU provider failed, from onnxruntime's error and Dawn's/the Vulkan loader's messages. */
-export function explainWebgpuFailure(error: string, stderr: string, env: NodeJS.ProcessEnv = process.env): string {
+function explainWebgpuFailure(error: string, stderr: string, env: NodeJS.ProcessEnv = process.env): string {
   const text = `${error}\n${stderr}`;
   if (/Found no drivers|VK_ERROR_INCOMPATIBLE_DRIVER/.test(text)) {
     return "no Vulkan driver: onnxruntime's WebGPU (Dawn over Vulkan) needs the GPU's Vulkan driver (NVIDIA: the driver's Vulkan ICD; AMD/Intel: Mesa's) and the Vulkan loader (Debian: libvulkan1)";

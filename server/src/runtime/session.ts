@@ -82,7 +82,7 @@ export interface GraphOutputs {
 
 /** The graph's outputs; a run can fetch a subset. "heatmap": the heatmap outputs of graphs compiled with --heatmap. */
 export type GraphOutputName = "summary" | "features" | "heatmap";
-export const GRAPH_OUTPUTS: readonly GraphOutputName[] = ["summary", "features"];
+const GRAPH_OUTPUTS: readonly GraphOutputName[] = ["summary", "features"];
 
 /** A batch of pixels' dims: [B, H, W, 3], uint8 RGB interleaved (the graph's `pixels` input). */
 export type PixelDims = [batch: number, height: number, width: number, channels: number];
@@ -100,7 +100,7 @@ function checkPixels(g: LoadedGraph, pixels: Uint8Array, dims: PixelDims): void 
 }
 
 /** Every output name of a graph: summary, features, each adaptor's two (metadata.adaptors), then the heatmap outputs (metadata.heatmap). */
-export function graphOutputNames(g: LoadedGraph): string[] {
+function graphOutputNames(g: LoadedGraph): string[] {
   return [
     ...GRAPH_OUTPUTS,
     ...g.metadata.adaptors.flatMap((a) => [a.outputs.summary, a.outputs.features]),

@@ -61,7 +61,7 @@ export const FULL_SIGLIP_TEXT: GenerateSiglipOptions = {
 const CONTEXT = 64;
 
 /** Enough words for the prompts tests and the demo use: zoo templates, common classes, a few non-ASCII. */
-export const DEFAULT_WORDS: readonly string[] = [
+const DEFAULT_WORDS: readonly string[] = [
   "a",
   "an",
   "the",

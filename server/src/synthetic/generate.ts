@@ -50,7 +50,7 @@ export interface AdaptorDims {
 }
 
 /** Head sizes like the shared upstream fixture's (width 64): any width divisible by 16. */
-export const TINY_ADAPTOR_DIMS: AdaptorDims = {
+const TINY_ADAPTOR_DIMS: AdaptorDims = {
   siglipSummary: { hidden: 72, out: 40, blocks: 1 },
   siglipDense: { hidden: 48, out: 40 },
   dinoSummary: { hidden: 48, out: 56, blocks: 0 },
@@ -63,7 +63,7 @@ export const TINY_ADAPTOR_DIMS: AdaptorDims = {
  * The real files' sizes where known (siglip2-g 1280 → 1520 → 1536 with 2 blocks; dino dense → 4096 via
  * 1520; sam3 dense → 1024); the block counts of the dino/sam3 heads and their summary sizes are guesses.
  */
-export const FULL_ADAPTOR_DIMS: AdaptorDims = {
+const FULL_ADAPTOR_DIMS: AdaptorDims = {
   siglipSummary: { hidden: 1520, out: 1536, blocks: 2 },
   siglipDense: { hidden: 1520, out: 1536 },
   dinoSummary: { hidden: 1520, out: 4096, blocks: 2 },
@@ -73,7 +73,7 @@ export const FULL_ADAPTOR_DIMS: AdaptorDims = {
 };
 
 /** Head sizes for a backbone width: the real ones for full-size widths, the fixture's for tiny ones. */
-export function defaultAdaptorDims(width: number): AdaptorDims {
+function defaultAdaptorDims(width: number): AdaptorDims {
   return width >= 1024 ? FULL_ADAPTOR_DIMS : TINY_ADAPTOR_DIMS;
 }
 
@@ -209,7 +209,7 @@ export class Rng {
 }
 
 /** Standard config.json of a RADIO HF repo, with the given architecture overrides. */
-export function makeConfig(options: GenerateOptions): Record<string, unknown> {
+function makeConfig(options: GenerateOptions): Record<string, unknown> {
   const config = {
     adaptor_configs: {},
     adaptor_names: null,

@@ -13,7 +13,7 @@ import { loadPackageDefinition, radioServiceDefinition, RADIO_SERVICE } from "./
 import { radioHandlers, type RadioServiceState, type RequestRecorder } from "./radio-service.js";
 import { prepareSocket, type PreparedSocket } from "./socket.js";
 
-export const MAX_MESSAGE_BYTES = 256 * 1024 * 1024;
+const MAX_MESSAGE_BYTES = 256 * 1024 * 1024;
 
 export type GrpcListen = { socket: string | null } | { host: string; port: number };
 
@@ -32,7 +32,7 @@ export interface GrpcServerOptions {
 }
 
 /** 127.0.0.0/8, ::1, ::ffff:127.x and "localhost": addresses other machines cannot reach. */
-export function isLoopbackHost(host: string): boolean {
+function isLoopbackHost(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, "").toLowerCase();
   if (h === "localhost" || h === "::1") return true;
   const v4 = h.startsWith("::ffff:") ? h.slice(7) : h;
