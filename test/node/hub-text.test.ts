@@ -9,14 +9,11 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, test } from "node:test";
 import { promisify } from "node:util";
-import { HubDownloadError, type DownloadProgress } from "../../server/src/checkpoint/hub.js";
-import {
-  SUBSETS_DIR,
-  downloadAdaptorCheckpoint,
-  downloadTextTower,
-  isTextTowerTensor,
-  type DownloadTextTowerOptions,
-} from "../../server/src/checkpoint/hub-text.js";
+import { downloadAdaptorCheckpoint } from "../../server/src/hub/adaptor-checkpoint.js";
+import { HubDownloadError } from "../../server/src/hub/errors.js";
+import type { DownloadProgress } from "../../server/src/hub/progress.js";
+import { isTextTowerTensor } from "../../server/src/hub/subset.js";
+import { SUBSETS_DIR, downloadTextTower, type DownloadTextTowerOptions } from "../../server/src/hub/text-tower.js";
 import { KNOWN_CHECKPOINTS, SIGLIP2_G_TEXT_TOWER } from "../../server/src/checkpoint/catalogue.js";
 import { TEXT_SUBSET_FILE } from "../../server/src/checkpoint/siglip.js";
 import { SafetensorsCheckpoint, SafetensorsFile } from "../../server/src/checkpoint/safetensors.js";

@@ -91,7 +91,7 @@ const wanted = (key: string) => key.startsWith(TEXT) || key === "logit_scale" ||
 
 /** The safetensors files holding the text tower: the index's shards for text_model.* and logit_*, or model.safetensors. */
 /**
- * The text tower's tensors alone (text_model.*, logit_scale, logit_bias), as hub-text.ts downloads
+ * The text tower's tensors alone (text_model.*, logit_scale, logit_bias), as hub/subset.ts downloads
  * them from the full repo's shards; the compiler reads a folder holding it like a full checkpoint.
  */
 export const TEXT_SUBSET_FILE = "text_model.safetensors";

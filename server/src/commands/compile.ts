@@ -46,13 +46,14 @@ function checkFlags(options: CompileOptions): void {
 
 /** Downloads what --checkpoint names (backbone, and the adaptor and text files asked for) into the hub cache. */
 async function download(options: CompileOptions & { checkpoint: string }) {
-  const { downloadCheckpoint } = await import("../checkpoint/hub.js");
+  const { downloadCheckpoint } = await import("../hub/checkpoint.js");
   const known = resolveCheckpoint(options.checkpoint);
   const backbone = await downloadCheckpoint({ repo: known.repo, revision: options.revision ?? known.revision, cacheDir: options.cacheDir });
   let torchhubCheckpoint = options.torchhubCheckpoint;
   let text: TextSource | null = null;
   if (options.adaptors || options.text) {
-    const { downloadAdaptorCheckpoint, downloadTextTower } = await import("../checkpoint/hub-text.js");
+    const { downloadAdaptorCheckpoint } = await import("../hub/adaptor-checkpoint.js");
+    const { downloadTextTower } = await import("../hub/text-tower.js");
     // The heads live only in the torch.hub file of the same commit; the text tower in its own repo.
     if (options.adaptors && !torchhubCheckpoint)
       torchhubCheckpoint = (await downloadAdaptorCheckpoint({ checkpoint: options.checkpoint, revision: backbone.commit, cacheDir: options.cacheDir })).path;

@@ -29,7 +29,8 @@ export function addFetchCommands(program: Command): void {
         cacheDir?: string;
         offline?: boolean;
       }) => {
-        const { downloadTextTower, downloadAdaptorCheckpoint } = await import("../checkpoint/hub-text.js");
+        const { downloadTextTower } = await import("../hub/text-tower.js");
+        const { downloadAdaptorCheckpoint } = await import("../hub/adaptor-checkpoint.js");
         const common = { cacheDir: options.cacheDir, ...(options.offline ? { offline: true } : {}) };
         const text = await downloadTextTower({ ...common, checkpoint: options.checkpoint, repo: options.repo, revision: options.revision });
         const adaptor = options.withAdaptor
@@ -53,7 +54,7 @@ export function addFetchCommands(program: Command): void {
     .option("--cache-dir <dir>", CACHE_DIR_HELP)
     .option("--offline", OFFLINE_HELP)
     .action(async (options: { checkpoint: string; file?: string; revision?: string; cacheDir?: string; offline?: boolean }) => {
-      const { downloadAdaptorCheckpoint } = await import("../checkpoint/hub-text.js");
+      const { downloadAdaptorCheckpoint } = await import("../hub/adaptor-checkpoint.js");
       const adaptor = await downloadAdaptorCheckpoint({
         checkpoint: options.checkpoint,
         file: options.file,

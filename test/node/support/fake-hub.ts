@@ -1,6 +1,6 @@
 /**
  * A loopback stand-in for the Hugging Face Hub, speaking the subset of its HTTP API that the calls of
- * server/src/checkpoint/hub.ts to @huggingface/hub (and Python huggingface_hub's snapshot_download) make:
+ * server/src/hub/ to @huggingface/hub (and Python huggingface_hub's snapshot_download) make:
  *
  *   GET  /api/models/{ns}/{name}/revision/{rev}       repo info (modelInfo): {id, sha, siblings: [{rfilename}], ...}
  *   POST /api/models/{ns}/{name}/paths-info/{rev}     file sizes and hashes (pathsInfo)

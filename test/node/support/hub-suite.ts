@@ -5,7 +5,8 @@ import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, beforeEach } from "node:test";
-import type { DownloadCheckpointOptions, HubLogger } from "../../../server/src/checkpoint/hub.js";
+import type { DownloadCheckpointOptions } from "../../../server/src/hub/checkpoint.js";
+import type { HubLogger } from "../../../server/src/hub/progress.js";
 import { FakeHub } from "./fake-hub.js";
 
 /** The variables that could point a download at the developer's cache, endpoint, token or offline mode. */

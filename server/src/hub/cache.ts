@@ -15,8 +15,8 @@ import { homedir } from "node:os";
 import { dirname, join, relative, resolve, sep } from "node:path";
 import { REGEX_COMMIT_HASH, getHFHubCachePath, getRepoFolderName } from "@huggingface/hub";
 
-export const CONFIG_FILE = "config.json";
-export const PREPROCESSOR_CONFIG_FILE = "preprocessor_config.json";
+const CONFIG_FILE = "config.json";
+const PREPROCESSOR_CONFIG_FILE = "preprocessor_config.json";
 const SHARD_RE = /-(\d+)-of-(\d+)\.safetensors$/;
 
 export function isCommitHash(revision: string): boolean {
@@ -85,7 +85,7 @@ export function blobPath(storage: string, etag: string): string {
   return join(storage, "blobs", etag);
 }
 
-export function refPath(storage: string, revision: string): string {
+function refPath(storage: string, revision: string): string {
   return join(storage, "refs", ...revision.split("/"));
 }
 
@@ -107,7 +107,7 @@ export async function fileSize(p: string): Promise<number | undefined> {
   }
 }
 
-export async function readRef(storage: string, revision: string): Promise<string | undefined> {
+async function readRef(storage: string, revision: string): Promise<string | undefined> {
   try {
     const value = (await readFile(refPath(storage, revision), "utf8")).trim();
     return isCommitHash(value) ? value : undefined;
@@ -151,7 +151,7 @@ export function linkSnapshotFile(storage: string, commit: string, file: string, 
 }
 
 /** All files below a snapshot folder, as repo-relative '/' paths (symlinks included, dangling ones too). */
-export async function listSnapshotFiles(dir: string): Promise<string[]> {
+async function listSnapshotFiles(dir: string): Promise<string[]> {
   const out: string[] = [];
   async function walk(d: string, prefix: string): Promise<void> {
     let entries: import("node:fs").Dirent[];
@@ -171,7 +171,7 @@ export async function listSnapshotFiles(dir: string): Promise<string[]> {
 }
 
 /** Minimal glob: `*` matches within a path segment, `**` across segments, `?` one character. */
-export function globToRegExp(glob: string): RegExp {
+function globToRegExp(glob: string): RegExp {
   let re = "";
   for (let i = 0; i < glob.length; i++) {
     const c = glob[i]!;
@@ -191,7 +191,7 @@ export function isGlob(pattern: string): boolean {
 }
 
 /** Files a weights index (model.safetensors.index.json) refers to. */
-export function shardsFromIndex(indexJson: string): string[] {
+function shardsFromIndex(indexJson: string): string[] {
   const parsed = JSON.parse(indexJson) as { weight_map?: Record<string, string> };
   if (!parsed || typeof parsed !== "object" || !parsed.weight_map || typeof parsed.weight_map !== "object") {
     throw new Error("weights index has no weight_map");
