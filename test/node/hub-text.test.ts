@@ -12,7 +12,7 @@ import { promisify } from "node:util";
 import { downloadAdaptorCheckpoint } from "../../server/src/hub/adaptor-checkpoint.js";
 import { HubDownloadError } from "../../server/src/hub/errors.js";
 import type { DownloadProgress } from "../../server/src/hub/progress.js";
-import { isTextTowerTensor } from "../../server/src/hub/subset.js";
+import { isTextTowerTensor } from "../../server/src/checkpoint/siglip.js";
 import { SUBSETS_DIR, downloadTextTower, type DownloadTextTowerOptions } from "../../server/src/hub/text-tower.js";
 import { KNOWN_CHECKPOINTS, SIGLIP2_G_TEXT_TOWER } from "../../server/src/checkpoint/catalogue.js";
 import { TEXT_SUBSET_FILE } from "../../server/src/checkpoint/siglip.js";

@@ -87,15 +87,18 @@ function parseSiglipConfig(json: unknown, source: string): SiglipConfig {
   return r.data;
 }
 
-const wanted = (key: string) => key.startsWith(TEXT) || key === "logit_scale" || key === "logit_bias";
+/** The tensors of SiglipModel the text tower uses: the text transformer and the logit scale/bias. */
+export function isTextTowerTensor(key: string): boolean {
+  return key.startsWith(TEXT) || key === "logit_scale" || key === "logit_bias";
+}
 
-/** The safetensors files holding the text tower: the index's shards for text_model.* and logit_*, or model.safetensors. */
 /**
  * The text tower's tensors alone (text_model.*, logit_scale, logit_bias), as hub/subset.ts downloads
  * them from the full repo's shards; the compiler reads a folder holding it like a full checkpoint.
  */
 export const TEXT_SUBSET_FILE = "text_model.safetensors";
 
+/** The safetensors files holding the text tower: the index's shards for text_model.* and logit_*, or model.safetensors. */
 function textShards(dir: string): string[] {
   const subset = join(dir, TEXT_SUBSET_FILE);
   if (existsSync(subset)) return [subset];
@@ -108,7 +111,7 @@ function textShards(dir: string): string[] {
       throw new CheckpointError(`cannot read ${index}: ${(err as Error).message}`);
     }
     const shards = new Set<string>();
-    for (const [key, file] of Object.entries(json.weight_map ?? {})) if (wanted(key)) shards.add(file);
+    for (const [key, file] of Object.entries(json.weight_map ?? {})) if (isTextTowerTensor(key)) shards.add(file);
     if (shards.size === 0) throw new CheckpointError(`${index} lists no text_model.* tensors`);
     return [...shards].sort().map((s) => join(dir, s));
   }

@@ -8,7 +8,7 @@ import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { KNOWN_CHECKPOINTS } from "../checkpoint/catalogue.js";
 import { SafetensorsFile, dtypeBytes, type SafetensorsDtype } from "../checkpoint/safetensors.js";
-import { TEXT_SUBSET_FILE } from "../checkpoint/siglip.js";
+import { TEXT_SUBSET_FILE, isTextTowerTensor } from "../checkpoint/siglip.js";
 import { fileSize, validateRepoFilePath } from "./cache.js";
 import type { HubContext, HubOptions } from "./context.js";
 import { HubDownloadError, RangeIgnored, RestartTransfer } from "./errors.js";
@@ -20,11 +20,6 @@ const INDEX_FILE = "model.safetensors.index.json";
 const JOURNAL_VERSION = 1;
 /** safetensors headers bigger than this are refused (the reference reader's limit) */
 const MAX_HEADER = 100 * 1024 * 1024;
-
-/** The tensors of SiglipModel the text tower uses: the text transformer and the logit scale/bias. */
-export function isTextTowerTensor(name: string): boolean {
-  return name.startsWith("text_model.") || name === "logit_scale" || name === "logit_bias";
-}
 
 // ---------------------------------------------------------------------------------------------
 // the plan: which bytes of which shard go where in the subset file

@@ -6,7 +6,7 @@
  * resolved through the shard index and each shard's safetensors header (subset.ts), into one local safetensors
  * file. The adaptor heads come from the torch.hub checkpoint: adaptor-checkpoint.ts.
  *
- * Where the text tower lands (see `textTowerDir`):
+ * Where the text tower lands (see `subsetDir`):
  *
  *   $HF_HUB_CACHE/models--google--siglip2-giant-opt-patch16-384/
  *     blobs/ refs/ snapshots/<commit>/{config.json, model.safetensors.index.json, tokenizer*.json, ...}   (as Python)
@@ -50,9 +50,9 @@ const TEXT_TOWER_FILES = ["config.json", "model.safetensors.index.json", "tokeni
 const LINKED_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] as const;
 export const SUBSETS_DIR = "radio-subsets";
 
-/** `<cache>/models--<org>--<name>/radio-subsets/<commit>`: the folder downloadTextTower returns. */
-export function textTowerDir(cacheDir: string, repo: string, commit: string): string {
-  return join(repoStorageDir(resolveCacheDir(cacheDir), repo), SUBSETS_DIR, commit);
+/** `<cache>/models--<org>--<name>/radio-subsets/<commit>` (`storage`: the repo's folder in the cache): the folder downloadTextTower returns. */
+function subsetDir(storage: string, commit: string): string {
+  return join(storage, SUBSETS_DIR, commit);
 }
 
 export interface DownloadTextTowerOptions extends Omit<DownloadCheckpointOptions, "repo" | "files"> {
@@ -118,7 +118,7 @@ export async function downloadTextTower(opts: DownloadTextTowerOptions = {}): Pr
   const offline = opts.offline ?? isOfflineFromEnv();
 
   const result = async (commit: string, tensors: string[] | undefined, downloadedBytes: number, wasOffline: boolean): Promise<TextTowerResult> => {
-    const dir = join(storage, SUBSETS_DIR, commit);
+    const dir = subsetDir(storage, commit);
     const [configPath, tokenizerPath, tokenizerConfigPath, specialTokensMapPath] = await Promise.all(
       // dir/<file> -> ../../snapshots/<commit>/<file>
       LINKED_FILES.map(async (f) => ((await exists(join(dir, f))) ? join(dir, f) : linkFile(pointerPath(storage, commit, f), join(dir, f)))),
@@ -149,7 +149,7 @@ export async function downloadTextTower(opts: DownloadTextTowerOptions = {}): Pr
 
   if (offline || isCommitHash(revision)) {
     const cached = await resolveFromCache({ cacheDir, repo, revision, files: [...TEXT_TOWER_FILES] });
-    const subset = cached.commit ? join(storage, SUBSETS_DIR, cached.commit, TEXT_SUBSET_FILE) : undefined;
+    const subset = cached.commit ? join(subsetDir(storage, cached.commit), TEXT_SUBSET_FILE) : undefined;
     if (cached.ok && subset && (await exists(subset))) return result(cached.commit, undefined, 0, true);
     if (offline) {
       const missing = cached.ok ? [subset!] : [...cached.missing, ...(subset && !(await exists(subset)) ? [subset] : [])];
@@ -166,7 +166,7 @@ export async function downloadTextTower(opts: DownloadTextTowerOptions = {}): Pr
   }
 
   const dl = await downloadCheckpoint({ ...opts, repo, revision, files: [...TEXT_TOWER_FILES], offline: false });
-  const dir = join(storage, SUBSETS_DIR, dl.commit);
+  const dir = subsetDir(storage, dl.commit);
   if (await exists(join(dir, TEXT_SUBSET_FILE))) return result(dl.commit, undefined, 0, dl.offline);
 
   const hub = await createHubContext({ ...opts, logger: opts.logger ?? stderrLogger(opts.progressStream ?? process.stderr) }, repo, revision);
