@@ -13,7 +13,8 @@ allow and has not been done on this machine yet:
          text tower, on a small text checkpoint: text:*), the two fp16 attention variants
          timed on the bare session, then bench/run.py: a (reference-style loop), b′ (fused batched
          torch), c (bare onnxruntime-node session) and d (the sidecar over gRPC, JPEG paths) at 512²,
-         batches 1/8/32/64, NVML utilisation and memory.
+         batches 1/8/32/64, NVML utilisation and memory; then, time allowing, d with one inference
+         worker and with two.
 Results go to $OUT (device machine) or bench/out/gpu-check: check.json, report.md, the bench's
 results.json and log.txt. State that must survive between calls lives in the stage folder.
 
@@ -332,6 +333,28 @@ class Check:
             raise RuntimeError(r.stderr[-2000:])
         return {"table": r.stdout.strip().splitlines()[:40]}
 
+    def sidecar_workers(self, preset: str, call: int) -> dict[str, Any]:
+        """Path d with one inference worker and with two, at the same ORT batch (half a call).
+        onnxruntime-node runs a session synchronously on its worker's thread, so with one worker the
+        GPU waits while that thread copies the batch in and the outputs out; two workers (two
+        sessions, two streams) can overlap one's copies with the other's kernels. Images/s and NVML
+        utilisation of each."""
+        out: dict[str, Any] = {}
+        (self.work / "logs").mkdir(exist_ok=True)
+        for workers in (1, 2):
+            tag = f"gpu-check-workers{workers}"
+            argv = [sys.executable, str(REPO / "bench" / "run.py"), "--preset", preset, "--res", str(RES), "--images", str(IMAGES),
+                    "--batches", str(call), "--rounds", "2", "--warmup-rounds", "1", "--paths", "d", "--provider", PROVIDER,
+                    "--precision", "fp16" if PROVIDER != "cpu" else "fp32", "--threads", "0", "--no-workers-rss", "--no-doc",
+                    "--max-wait", "2", "--retries", "0", "--tag", tag,
+                    "--sidecar-args", f"--max-batch {max(1, call // 2)} --workers {workers}"]
+            with open(self.work / "logs" / f"{tag}.txt", "w") as f:
+                subprocess.run(argv, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=max(30.0, left_s() - 10), check=True)
+            runs = [r for r in json.loads((REPO / "bench" / "out" / tag / "results.json").read_text())["runs"] if r["path"] == "d"]
+            out[f"workers={workers}"] = {"images_per_s": [round(r["images"] / r["wall_s"], 2) for r in runs],
+                                         "gpu_util": [r.get("gpu_util") for r in runs]}
+        return out
+
     # --- the bench --------------------------------------------------------------------------------
 
     def bench(self) -> dict[str, Any]:
@@ -409,6 +432,7 @@ def main() -> None:
     c.step(f"gpu-buffer:{PROVIDER}", lambda: c.gpu_buffer(f"{PRESETS[0]}-fp16", PROVIDER, 8), need_s=60)
     c.step(f"heatmaps:{PROVIDER}", lambda: c.heatmaps(PRESETS[0], PROVIDER), need_s=90)
     c.step("bench", c.bench, need_s=200)
+    c.step(f"d:{PROVIDER}:workers", lambda: c.sidecar_workers(PRESETS[0], max(int(b) for b in BATCHES.split(","))), need_s=60)
     log("done")
 
 
