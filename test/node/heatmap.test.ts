@@ -629,23 +629,6 @@ describe("heatmap properties", () => {
     assert.throws(() => computeHeatmap(x, dims, { outputHeight: 10, outputWidth: 0 }), RangeError);
     assert.throws(() => computeHeatmap(x, dims, { mode: "pca2" as HeatmapMode }), RangeError);
   });
-
-  it("reports its speed for 1280 channels (diagnostic only)", (t) => {
-    for (const [h, w] of [
-      [32, 32],
-      [64, 64],
-    ] as const) {
-      const d = { channels: 1280, height: h, width: w };
-      const f = makeFeatures(1280, h, w, 3);
-      computeHeatmap(f, d, { outputHeight: 512, outputWidth: 512 }); // warm-up
-      const t0 = performance.now();
-      computeHeatmap(f, d, { outputHeight: 512, outputWidth: 512 });
-      const t1 = performance.now();
-      computeHeatmap(f, d, { outputHeight: 512, outputWidth: 512, mode: "pca3" });
-      const t2 = performance.now();
-      t.diagnostic(`1280×${h}×${w} → 512×512: pca1 ${(t1 - t0).toFixed(1)} ms, pca3 ${(t2 - t1).toFixed(1)} ms`);
-    }
-  });
 });
 
 // ---------------------------------------------------------------------------
