@@ -365,7 +365,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
   metrics.observe({
     admitted: () => running.admitted,
     queueDepth: () => running.queueDepth,
-    runningBatches: () => pool.running,
+    runningBatches: () => pool.busyWorkers,
     workers: () => pool.workers,
     workerBusySeconds: () => pool.busySeconds,
     openCalls: () => grpc.openCalls.open,

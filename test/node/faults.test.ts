@@ -110,6 +110,25 @@ describe("injected faults", () => {
     assert.equal(ts.server.pool.threads[0]!.threadId, threadId, "the same worker");
   });
 
+  it("a batch waiting for a worker still busy with a timed-out one is not counted as running (utilization ≤ 1, busy ≤ wall time)", async () => {
+    const t0 = performance.now();
+    const before = await scrape(ts.server);
+    const [slow] = await ts.client.embed({ images: [rawUint8("slow", randomPixels(SLOW_HEIGHT, 32, 1), SLOW_HEIGHT, 32)], options: { resolution: "native" } })
+      .done;
+    assert.equal(slow!.error?.code, "INTERNAL");
+    // The worker stays busy with the slow batch for half the timeout more: the next batch waits for it.
+    const next = ts.client.embed({ images: [rawUint8("next", randomPixels(32, 32, 2), 32, 32)] });
+    await waitFor(() => ts.server.pool.running === 2, 5000, "the next batch to be sent to the pool");
+    const during = await scrape(ts.server);
+    const [r] = await next.done;
+    assert.ok(r!.output);
+    const wall = (performance.now() - t0) / 1000;
+    const afterText = await scrape(ts.server);
+    assert.equal(metricValue(during, "radio_worker_utilization"), 1, "one worker, running one batch");
+    const busy = metricValue(afterText, "radio_worker_busy_seconds_total") - metricValue(before, "radio_worker_busy_seconds_total");
+    assert.ok(busy <= wall, `one worker busy ${busy.toFixed(2)} s in ${wall.toFixed(2)} s`);
+  });
+
   it("a worker that runs out of heap dies alone: its batch fails, it is replaced", async () => {
     const replaced = await replacements();
     const { result, d } = await delta(["radio_worker_replacements_total", "radio_inference_timeouts_total"], async () => {

@@ -57,6 +57,8 @@ let poolCounter = 0;
 export class InferencePool extends EventEmitter {
   private inFlight = 0;
   private busyMs = 0;
+  /** The in-flight tasks' start clocks (Date.now() stored by the worker that runs it; 0 while it waits in piscina's queue). */
+  private readonly clocks = new Set<BigInt64Array>();
   private closed = false;
 
   private constructor(
@@ -142,9 +144,32 @@ export class InferencePool extends EventEmitter {
     return this.inFlight;
   }
 
-  /** Total worker time spent in batches, in seconds (rate / workers = utilisation). */
+  /** Workers running a task now: a task waiting in piscina's queue (behind a text-tower run, a timed-out batch, a loading replacement) is not counted. */
+  get busyWorkers(): number {
+    let n = 0;
+    for (const clock of this.clocks) if (Atomics.load(clock, 0) !== 0n) n++;
+    return n;
+  }
+
+  /** Total worker time spent in batches, in seconds (rate / workers = utilisation); from when a worker started each. */
   get busySeconds(): number {
     return this.busyMs / 1000;
+  }
+
+  /** A task's start clock, counted until `done` is called. */
+  private startClock(): { started: BigInt64Array; done: () => void } {
+    const started = new BigInt64Array(new SharedArrayBuffer(8));
+    this.inFlight++;
+    this.clocks.add(started);
+    return {
+      started,
+      done: () => {
+        this.inFlight--;
+        this.clocks.delete(started);
+        const at = Number(Atomics.load(started, 0));
+        if (at > 0) this.busyMs += Math.max(0, Date.now() - at);
+      },
+    };
   }
 
   /** Live worker threads (for diagnostics and tests). */
@@ -161,7 +186,7 @@ export class InferencePool extends EventEmitter {
     const limit = this.options.inferenceTimeoutMs ?? 0;
     // The clock starts when a worker starts the batch (it may first wait for a replacement worker
     // to load): the worker stores the time here.
-    const started = limit > 0 ? new BigInt64Array(new SharedArrayBuffer(8)) : undefined;
+    const { started, done } = this.startClock();
     const abort = limit > 0 ? new AbortController() : null;
     const task: InferTask = {
       graph,
@@ -169,18 +194,13 @@ export class InferencePool extends EventEmitter {
       dims,
       ...(space ? { space } : {}),
       ...(outputs ? { outputs: [...outputs] } : {}),
-      ...(started ? { started } : {}),
+      started,
     };
-    const t = performance.now();
-    this.inFlight++;
     // `running` counts the worker as busy until the batch is really over, even after a timeout.
     const running = (
       this.piscina.run(task, { transferList: [pixels.buffer as ArrayBuffer], ...(abort ? { signal: abort.signal } : {}) }) as Promise<InferResult>
-    ).finally(() => {
-      this.inFlight--;
-      this.busyMs += performance.now() - t;
-    });
-    if (!abort || !started) return running;
+    ).finally(done);
+    if (!abort) return running;
     return new Promise<InferResult>((resolve, reject) => {
       let late: InferenceTimeoutError | null = null;
       let timer: NodeJS.Timeout;
@@ -218,14 +238,12 @@ export class InferencePool extends EventEmitter {
   /** Token ids [n, context] through `graph`'s text tower (the ids' buffer is transferred). */
   async inferText(graph: string, ids: BigInt64Array, dims: TextTask["dims"]): Promise<TextResult> {
     if (this.closed) throw new Error("the inference pool is closed");
-    const task: TextTask = { kind: "text", graph, ids, dims };
-    const t = performance.now();
-    this.inFlight++;
+    const { started, done } = this.startClock();
+    const task: TextTask = { kind: "text", graph, ids, dims, started };
     try {
       return (await this.piscina.run(task, { transferList: [ids.buffer as ArrayBuffer] })) as TextResult;
     } finally {
-      this.inFlight--;
-      this.busyMs += performance.now() - t;
+      done();
     }
   }
 

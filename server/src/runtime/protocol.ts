@@ -66,6 +66,8 @@ export interface TextTask {
   /** [n, context] int64; its buffer is transferred. */
   ids: BigInt64Array;
   dims: [number, number];
+  /** Shared with the pool: the worker stores Date.now() here when it starts the task (0 = queued). */
+  started?: BigInt64Array;
 }
 
 export interface TextResult {

@@ -105,6 +105,7 @@ export default async function infer(task: InferTask | TextTask): Promise<unknown
 async function embedText(task: TextTask): Promise<unknown> {
   const loaded = loadedTextTowers.get(task.graph);
   if (!loaded) throw new Error(`graph ${task.graph} has no text tower in this worker`);
+  if (task.started) Atomics.store(task.started, 0, BigInt(Date.now()));
   const t = performance.now();
   const out = await runTextTower(loaded, task.ids, task.dims);
   const result: TextResult = { ...out, runMs: performance.now() - t };
