@@ -15,11 +15,13 @@ import { compileCheckpoint } from "../../server/src/compiler/compile.js";
 import { compileTextTower } from "../../server/src/compiler/compile-text.js";
 import { TEXT_DIR } from "../../server/src/compiler/text-metadata.js";
 import { TEXT_DEFAULTS } from "../../server/src/defaults.js";
+import { generateCheckpoint, PRESETS } from "../../server/src/synthetic/generate.js";
+import { generateSiglip, TINY_SIGLIP } from "../../server/src/synthetic/generate-siglip.js";
 import * as grpc from "@grpc/grpc-js";
 import protobuf from "protobufjs";
 
 import { PROTO_DIR, RADIO_PROTO } from "../../server/src/transport/grpc/proto.js";
-import { floats, metricValue, scrape, startTestServer, tempDir, type TestServer } from "./support/server.js";
+import { floats, metricValue, scrape, startTestServer, tempDir, waitFor, type TestServer } from "./support/server.js";
 import { relL2 } from "./support/compare.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -202,6 +204,41 @@ describe("a model without a text tower", { skip }, () => {
     const ts = await startTestServer({ graphs: [{ name: "plain", dir: graph }], warmup: false }, tmp.dir);
     try {
       await assert.rejects(ts.client.embedText({ prompts: ["a dog"] }), /has no text tower: compile it with --adaptors siglip2-g --text/);
+    } finally {
+      await ts.close();
+      tmp.cleanup();
+    }
+  });
+});
+
+describe("EmbedText past its deadline (synthetic tiny model and text tower)", () => {
+  it("is counted as DEADLINE_EXCEEDED, as the client sees it, not as CANCELLED", async () => {
+    const tmp = tempDir("radio-text-deadline-");
+    const ckpt = path.join(tmp.dir, "ckpt");
+    const siglip = path.join(tmp.dir, "siglip");
+    const graph = path.join(tmp.dir, "graph");
+    await generateCheckpoint(ckpt, PRESETS["tiny-text"]);
+    await generateSiglip(siglip, TINY_SIGLIP);
+    await compileCheckpoint({ checkpointDir: ckpt, outDir: graph, adaptors: ["siglip2-g"] });
+    await compileTextTower({ siglipDir: siglip, outDir: path.join(graph, TEXT_DIR), space: "siglip2-g" });
+    const ts = await startTestServer({ graphs: [{ name: "tiny", dir: graph }], workers: 1, threads: 1 }, tmp.dir);
+    try {
+      // 4096 distinct prompts: 256 runs of the text tower, well past a 200 ms deadline.
+      const prompts = Array.from({ length: TEXT_DEFAULTS.maxPrompts }, (_, i) => `a photo of thing number ${i}`);
+      const err = await new Promise<grpc.ServiceError | null>((resolve) =>
+        (ts.client.radio.EmbedText as (r: unknown, m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null) => void) => void)(
+          { prompts },
+          new grpc.Metadata(),
+          { deadline: Date.now() + 200 },
+          resolve,
+        ),
+      );
+      assert.equal(err?.code, grpc.status.DEADLINE_EXCEEDED);
+      const count = async (code: string) => metricValue(await scrape(ts.server), "radio_grpc_requests_total", { method: "EmbedText", code });
+      // The prompts still run to the end; the call is counted then.
+      await waitFor(async () => (await count("DEADLINE_EXCEEDED")) + (await count("CANCELLED")) > 0, 30_000, "the call to be counted");
+      assert.equal(await count("DEADLINE_EXCEEDED"), 1);
+      assert.equal(await count("CANCELLED"), 0);
     } finally {
       await ts.close();
       tmp.cleanup();

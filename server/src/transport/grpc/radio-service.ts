@@ -143,7 +143,7 @@ function resultToProto(outcome: ImageOutcome, req: ProtoEmbedRequest): ProtoImag
   };
 }
 
-function deadlineOf(call: grpc.ServerWritableStream<unknown, unknown>): number | null {
+function deadlineOf(call: Pick<grpc.ServerWritableStream<unknown, unknown>, "getDeadline">): number | null {
   const d = call.getDeadline();
   const ms = d instanceof Date ? d.getTime() : Number(d);
   return Number.isFinite(ms) ? ms : null;
@@ -213,6 +213,7 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
     if (state.shuttingDown()) return refuse(grpc.status.UNAVAILABLE, "the server is shutting down");
     if (!pipeline) return refuse(grpc.status.UNAVAILABLE, "the graphs are still loading; wait for health SERVING");
     const req = call.request;
+    const deadline = deadlineOf(call);
     let running: ReturnType<Pipeline["embedText"]>;
     try {
       running = pipeline.embedText(req.graph ?? "", req.prompts ?? []);
@@ -223,7 +224,11 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
     }
     running.then(
       ({ outcomes, space, logitScale, logitBias }) => {
-        if (call.cancelled) return finish("EmbedText", grpc.status.CANCELLED);
+        if (call.cancelled || (deadline !== null && Date.now() >= deadline)) {
+          // Gone: cancelled, or past its deadline (grpc-js has answered DEADLINE_EXCEEDED; the client's own timer usually fires just before ours).
+          const expired = deadline !== null && Date.now() >= deadline - 5;
+          return finish("EmbedText", expired ? grpc.status.DEADLINE_EXCEEDED : grpc.status.CANCELLED);
+        }
         finish("EmbedText", grpc.status.OK);
         callback(null, {
           results: outcomes.map((outcome) =>
