@@ -566,3 +566,28 @@ describe("health transitions and graceful shutdown", () => {
     }
   });
 });
+
+describe("shutdown past its grace period", () => {
+  const tmp = tempDir();
+  after(() => tmp.cleanup());
+
+  it("a call whose queued images were dropped ends UNAVAILABLE (the client retries those elsewhere), not OK with results missing", async () => {
+    const graph = await compileTinyModel(tmp.dir);
+    const ts = await startTestServer({ graphs: [{ dir: graph }], threads: 2, shutdownTimeoutMs: 200 }, tmp.dir);
+    try {
+      const px = noiseRaw(512, 512, 1);
+      const n = 40;
+      const inflight = ts.client.embed({ images: Array.from({ length: n }, (_, i) => rawUint8(`i${i}`, px, 512, 512)), options: { resolution: "native" } });
+      await inflight.first;
+      const stopping = ts.server.shutdown();
+      await expectStatus(inflight.done, grpc.status.UNAVAILABLE, /shutting down/);
+      await stopping;
+      const got = inflight.received.map((r) => r.index);
+      assert.ok(got.length < n, `${got.length} of ${n} images ran within the grace period`);
+      assert.equal(new Set(got).size, got.length, "no image answered twice");
+      assert.ok(inflight.received.every((r) => r.output));
+    } finally {
+      await ts.close();
+    }
+  });
+});

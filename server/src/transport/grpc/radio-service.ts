@@ -164,6 +164,7 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
 
     const deadline = deadlineOf(call);
     let closed = false;
+    let written = 0;
     let handle: ReturnType<Pipeline["submit"]>;
     try {
       handle = pipeline.submit(specFromProto(req, deadline, state.pathInputs ?? true), (outcome) => {
@@ -171,6 +172,7 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
         // answered DEADLINE_EXCEEDED).
         if (closed || call.cancelled || (deadline !== null && Date.now() >= deadline)) return;
         call.write({ results: [resultToProto(outcome, req)] } satisfies ProtoEmbedResponse);
+        written++;
       });
     } catch (err) {
       if (err instanceof RequestError) return refuse(REQUEST_STATUS[err.kind], err.message);
@@ -197,6 +199,11 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
         // The last image finished after the deadline: grpc-js answers DEADLINE_EXCEEDED itself.
         finish("Embed", grpc.status.DEADLINE_EXCEEDED);
         return;
+      }
+      if (written < images) {
+        // The pipeline dropped the rest (shutdown past its grace period): UNAVAILABLE, so that the
+        // client sends the images without a result again (elsewhere), instead of an OK missing them.
+        return refuse(grpc.status.UNAVAILABLE, `the server is shutting down: ${images - written} of ${images} images did not run; send them again`);
       }
       finish("Embed", grpc.status.OK);
       call.end();
