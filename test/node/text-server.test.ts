@@ -211,23 +211,28 @@ describe("a model without a text tower", { skip }, () => {
   });
 });
 
-describe("EmbedText past its deadline (synthetic tiny model and text tower)", () => {
-  it("is counted as DEADLINE_EXCEEDED, as the client sees it, not as CANCELLED", async () => {
-    const tmp = tempDir("radio-text-deadline-");
+describe("EmbedText past its deadline, and at shutdown (synthetic tiny model and text tower)", () => {
+  const tmp = tempDir("radio-text-synthetic-");
+  const graph = path.join(tmp.dir, "graph");
+  // 4096 distinct prompts: 256 runs of the text tower (~1 s on 2 cores).
+  const prompts = (tag: string) => Array.from({ length: TEXT_DEFAULTS.maxPrompts }, (_, i) => `a photo of ${tag} number ${i}`);
+
+  before(async () => {
     const ckpt = path.join(tmp.dir, "ckpt");
     const siglip = path.join(tmp.dir, "siglip");
-    const graph = path.join(tmp.dir, "graph");
     await generateCheckpoint(ckpt, PRESETS["tiny-text"]);
     await generateSiglip(siglip, TINY_SIGLIP);
     await compileCheckpoint({ checkpointDir: ckpt, outDir: graph, adaptors: ["siglip2-g"] });
     await compileTextTower({ siglipDir: siglip, outDir: path.join(graph, TEXT_DIR), space: "siglip2-g" });
+  });
+  after(() => tmp.cleanup());
+
+  it("is counted as DEADLINE_EXCEEDED, as the client sees it, not as CANCELLED", async () => {
     const ts = await startTestServer({ graphs: [{ name: "tiny", dir: graph }], workers: 1, threads: 1 }, tmp.dir);
     try {
-      // 4096 distinct prompts: 256 runs of the text tower, well past a 200 ms deadline.
-      const prompts = Array.from({ length: TEXT_DEFAULTS.maxPrompts }, (_, i) => `a photo of thing number ${i}`);
       const err = await new Promise<grpc.ServiceError | null>((resolve) =>
         (ts.client.radio.EmbedText as (r: unknown, m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null) => void) => void)(
-          { prompts },
+          { prompts: prompts("thing") },
           new grpc.Metadata(),
           { deadline: Date.now() + 200 },
           resolve,
@@ -241,7 +246,34 @@ describe("EmbedText past its deadline (synthetic tiny model and text tower)", ()
       assert.equal(await count("CANCELLED"), 0);
     } finally {
       await ts.close();
-      tmp.cleanup();
+    }
+  });
+
+  it("a call still running when the grace period is over ends UNAVAILABLE (the client sends it again elsewhere), as image calls do", async () => {
+    const ts = await startTestServer({ graphs: [{ name: "tiny", dir: graph }], workers: 1, threads: 1, shutdownTimeoutMs: 100 }, tmp.dir);
+    try {
+      // Four calls on one worker: several seconds of text-tower runs, far past the grace period.
+      const calls = ["a", "b", "c", "d"].map((tag) => ts.client.embedText({ prompts: prompts(tag) }));
+      for (const c of calls) c.catch(() => undefined);
+      await waitFor(() => ts.server.pool.running > 0, 5000, "the prompts to run");
+      const stopping = ts.server.shutdown();
+      const errors = await Promise.all(
+        calls.map((c) =>
+          c.then(
+            () => null,
+            (e: grpc.ServiceError) => e,
+          ),
+        ),
+      );
+      await stopping;
+      const unfinished = errors.filter((e) => e !== null);
+      assert.ok(unfinished.length > 0, "some calls were still running when the grace period ended");
+      for (const e of unfinished) {
+        assert.equal(e.code, grpc.status.UNAVAILABLE, `${grpc.status[e.code]}: ${e.details}`);
+        assert.match(e.details, /shutting down/);
+      }
+    } finally {
+      await ts.close();
     }
   });
 });

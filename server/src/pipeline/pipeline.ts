@@ -156,6 +156,8 @@ export class Pipeline {
   private readonly jobs = new Set<Job>();
   private readonly textEmbedders = new Map<string, TextEmbedder>();
   private readonly textRequests = new Set<Promise<unknown>>();
+  /** Aborted by cancelAll: text requests still running stop before their next text-tower run. */
+  private readonly textAbort = new AbortController();
   private readonly metrics: PipelineMetrics;
   private seq = 0;
   private closing = false;
@@ -287,7 +289,8 @@ export class Pipeline {
 
   /**
    * Embeds prompts with `graph`'s text tower (L2-normalised). Throws RequestError when the request as
-   * a whole is refused; otherwise every prompt gets one outcome, in order.
+   * a whole is refused; otherwise every prompt gets one outcome, in order (unless cancelAll stops it
+   * first: then the promise rejects with a RequestError).
    */
   embedText(graphName: string, prompts: readonly unknown[]): Promise<TextReply> {
     if (this.closing) throw new RequestError("shutting_down", "the server is shutting down");
@@ -305,7 +308,7 @@ export class Pipeline {
     if (prompts.length > max)
       throw new RequestError("invalid_request", `the request has ${prompts.length} prompts; at most ${max} per call: send smaller requests`);
     const { space, logitScale, logitBias } = graph.text!.metadata;
-    const running = embedder.embed(prompts).then((outcomes) => ({ outcomes, space, logitScale, logitBias }));
+    const running = embedder.embed(prompts, this.textAbort.signal).then((outcomes) => ({ outcomes, space, logitScale, logitBias }));
     this.textRequests.add(running);
     void running.finally(() => this.textRequests.delete(running)).catch(() => undefined);
     return running;
@@ -320,6 +323,7 @@ export class Pipeline {
   /** Drops everything not yet run (shutdown after the grace period). */
   cancelAll(reason: DropReason): void {
     for (const job of [...this.jobs]) this.cancel(job, reason);
+    this.textAbort.abort();
   }
 
   close(): void {

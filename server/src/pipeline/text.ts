@@ -3,7 +3,7 @@
 // L2-normalise. Every prompt ends in exactly one outcome. Transport-agnostic, like pipeline.ts.
 import { l2NormalizeRows } from "../runtime/normalize.js";
 import type { ServedGraph } from "./graphs.js";
-import type { FailureKind } from "./errors.js";
+import { RequestError, type FailureKind } from "./errors.js";
 
 /** What the pipeline needs from the tokenizer (preprocess/text.ts). */
 export interface PromptTokenizer {
@@ -94,7 +94,8 @@ export class TextEmbedder {
     this.cache = new EmbeddingCache(options.cacheBytes);
   }
 
-  async embed(prompts: readonly unknown[]): Promise<TextOutcome[]> {
+  /** Rejects with a RequestError (shutting_down) if `signal` aborts before every prompt ran. */
+  async embed(prompts: readonly unknown[], signal?: AbortSignal): Promise<TextOutcome[]> {
     const { graph, tokenizer } = this.options;
     const out: TextOutcome[] = new Array(prompts.length);
     // Canonical prompt → indices still waiting for it (a prompt asked twice runs once).
@@ -124,6 +125,12 @@ export class TextEmbedder {
     const unique = [...misses.keys()];
     const contextLength = tokenizer.contextLength;
     for (let start = 0; start < unique.length; start += this.options.maxBatch) {
+      if (signal?.aborted) {
+        throw new RequestError(
+          "shutting_down",
+          `the server is shutting down: ${unique.length - start} of ${unique.length} prompts were not embedded; send them again`,
+        );
+      }
       const chunk = unique.slice(start, start + this.options.maxBatch);
       try {
         const ids = tokenizer.encodeCanonical(chunk);

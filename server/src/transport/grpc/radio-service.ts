@@ -257,6 +257,7 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
         });
       },
       (err: Error) => {
+        if (err instanceof RequestError) return refuse(REQUEST_STATUS[err.kind], err.message);
         logger.error({ err }, "EmbedText failed");
         refuse(grpc.status.INTERNAL, `internal error: ${err.message}`);
       },
