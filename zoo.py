@@ -13,8 +13,10 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import fiftyone.core.labels as fol
@@ -337,6 +339,12 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
             if not r.ok:
                 self.failures.append((r.id, r.error_code or "", r.error or ""))
                 logger.warning("C-RADIOv4: %s failed (%s): %s", r.id, r.error_code, r.error)
+        bad = [r for r in results if not r.ok]
+        if bad and _fiftyone_stacks_what_it_gets():
+            raise ValueError(f"C-RADIOv4: {len(bad)} of {len(results)} images failed: "
+                             + "; ".join(r.error or r.id for r in bad)
+                             + (". compute_embeddings without embeddings_field can give None only for a whole batch: "
+                                "pass embeddings_field=... to keep the others" if len(results) > 1 else ""))
         return results
 
     def _embed(self, inputs: list[dict[str, Any]], options: EmbedOptions) -> list[ImageResult]:
@@ -396,6 +404,19 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
             self.close()
         except Exception:
             pass
+
+
+def _fiftyone_stacks_what_it_gets() -> bool:
+    """Whether this call comes from FiftyOne's compute_embeddings loop without an embeddings_field: it
+    then np.stacks every embedding it got unless an image raised, so a None for a failed image would
+    fail the whole run at its end. Such a failure is raised instead: FiftyOne records None for it
+    (skip_failures=True) or raises it. FiftyOne has no hook for this; its loop's locals tell."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__") == "fiftyone.core.models" and "skip_failures" in frame.f_code.co_varnames:
+            return "embeddings_field" in frame.f_code.co_varnames and frame.f_locals.get("embeddings_field") is None
+        frame = frame.f_back
+    return False
 
 
 def _stack(arrays: Sequence[np.ndarray | None]) -> np.ndarray:

@@ -232,6 +232,48 @@ def test_corpus_through_fiftyone_with_skip_failures(graph: Path, corpus: dict[st
         model.close()
 
 
+def _good_and_bad(tmp_path: Path, n: int = 6, bad_at: int = 2) -> list[str]:
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"img{i}.jpg"
+        p.write_bytes(jpeg_bytes(48 + 8 * (i % 3), 64, i))
+        paths.append(str(p))
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    paths[bad_at] = str(bad)
+    return paths
+
+
+def test_bad_image_when_compute_embeddings_returns_the_vectors(graph: Path, tmp_path: Path) -> None:
+    """compute_embeddings without embeddings_field (what the Brain runs with model=) and a corrupt
+    image: FiftyOne's list, None at the bad sample, the right vectors elsewhere. A None handed back
+    for it made FiftyOne np.stack a None at the end and fail the whole run ("all input arrays must
+    have the same shape"), every embedding lost, the bad file never named."""
+    paths = _good_and_bad(tmp_path)
+    ds = fo.Dataset()
+    model = local_model(graph)
+    try:
+        ds.add_samples([fo.Sample(filepath=p) for p in paths])
+        ref = {p: model.embed(p) for i, p in enumerate(paths) if i != 2}
+        one_by_one = ds.compute_embeddings(model)
+        assert [e is None for e in one_by_one] == [i == 2 for i in range(len(paths))]
+        for p, e in zip(paths, one_by_one):
+            if e is not None:
+                np.testing.assert_array_equal(e, ref[p])
+        # In batches FiftyOne can only give None for a whole batch here: the bad one's batch-mates too.
+        batched = ds.compute_embeddings(model, batch_size=3)
+        assert [e is None for e in batched] == [True, True, True, False, False, False]
+        for p, e in zip(paths[3:], batched[3:]):
+            np.testing.assert_array_equal(e, ref[p])
+        import fiftyone.brain as fob
+
+        fob.compute_similarity(ds, model=model, brain_key="sim")  # used to fail at the same np.stack
+        assert len(ds.load_brain_results("sim").sample_ids) == len(paths) - 1
+    finally:
+        ds.delete()
+        model.close()
+
+
 # -- faults -------------------------------------------------------------------------------------------
 
 
