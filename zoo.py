@@ -340,7 +340,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
                 self.failures.append((r.id, r.error_code or "", r.error or ""))
                 logger.warning("C-RADIOv4: %s failed (%s): %s", r.id, r.error_code, r.error)
         bad = [r for r in results if not r.ok]
-        if bad and _fiftyone_stacks_what_it_gets():
+        if bad and _fiftyone_wants_it_raised():
             raise ValueError(f"C-RADIOv4: {len(bad)} of {len(results)} images failed: "
                              + "; ".join(r.error or r.id for r in bad)
                              + (". compute_embeddings without embeddings_field can give None only for a whole batch: "
@@ -406,15 +406,18 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
             pass
 
 
-def _fiftyone_stacks_what_it_gets() -> bool:
-    """Whether this call comes from FiftyOne's compute_embeddings loop without an embeddings_field: it
-    then np.stacks every embedding it got unless an image raised, so a None for a failed image would
-    fail the whole run at its end. Such a failure is raised instead: FiftyOne records None for it
-    (skip_failures=True) or raises it. FiftyOne has no hook for this; its loop's locals tell."""
+def _fiftyone_wants_it_raised() -> bool:
+    """Whether this call comes from a FiftyOne loop (apply_model, compute_embeddings) that needs a failed
+    image raised, not None: one run with skip_failures=False (it must raise), or compute_embeddings without
+    an embeddings_field (it np.stacks every embedding it got unless an image raised, so a None would fail
+    the whole run at its end). FiftyOne records None for what is raised when skip_failures=True. FiftyOne
+    has no hook for this; its loop's locals tell."""
     frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_globals.get("__name__") == "fiftyone.core.models" and "skip_failures" in frame.f_code.co_varnames:
-            return "embeddings_field" in frame.f_code.co_varnames and frame.f_locals.get("embeddings_field") is None
+            local = frame.f_locals
+            return local.get("skip_failures") is False or (
+                "embeddings_field" in frame.f_code.co_varnames and local.get("embeddings_field") is None)
         frame = frame.f_back
     return False
 

@@ -274,6 +274,31 @@ def test_bad_image_when_compute_embeddings_returns_the_vectors(graph: Path, tmp_
         model.close()
 
 
+def test_skip_failures_false_raises_naming_the_bad_image(graph: Path, tmp_path: Path) -> None:
+    """skip_failures=False asks FiftyOne to raise when a sample fails: compute_embeddings and
+    apply_model raise the bad file's error. They used to store None for it and go on, as if
+    skip_failures=True."""
+    paths = _good_and_bad(tmp_path)
+    ds = fo.Dataset()
+    model, spatial = local_model(graph), local_model(graph, output_type="spatial")
+    try:
+        ds.add_samples([fo.Sample(filepath=p) for p in paths])
+        bad = r'input ".*broken\.jpg": image could not be decoded.*\[CORRUPT_IMAGE\]'
+        with pytest.raises(ValueError, match=bad):
+            ds.compute_embeddings(model, embeddings_field="e", batch_size=3, skip_failures=False)
+        with pytest.raises(ValueError, match=bad):
+            ds.apply_model(spatial, "heatmap", batch_size=3, skip_failures=False)
+        # skip_failures=True (FiftyOne's default): None for the bad one, its batch-mates labelled.
+        ds.compute_embeddings(model, embeddings_field="e", batch_size=3)
+        ds.apply_model(spatial, "heatmap", batch_size=3)
+        for field in ("e", "heatmap"):
+            assert [v is None for v in ds.values(field)] == [i == 2 for i in range(len(paths))], field
+    finally:
+        ds.delete()
+        model.close()
+        spatial.close()
+
+
 # -- faults -------------------------------------------------------------------------------------------
 
 
