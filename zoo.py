@@ -89,12 +89,17 @@ def check_image_reader_hook() -> None:
 
 class _LazyImageReader:
     """Stands in for ``fiftyone.utils.image`` inside ``fiftyone.core.models`` while this model is
-    entered: ``read(path)`` returns the path, everything else is the real module."""
+    entered: ``read(path)`` returns the path (pixels for the patch loop, which crops them), everything
+    else is the real module."""
 
     def __init__(self, real: Any) -> None:
         self._real = real
 
-    def read(self, path_or_url: str, include_alpha: bool = False, flag: Any = None) -> LazyImage:
+    def read(self, path_or_url: str, include_alpha: bool = False, flag: Any = None) -> Any:
+        caller = sys._getframe(1)
+        if caller.f_code.co_name == "_embed_patches" and caller.f_globals.get("__name__") == "fiftyone.core.models":
+            # compute_patch_embeddings crops the image it reads (then sends the crops): it needs the pixels.
+            return self._real.read(path_or_url, include_alpha=include_alpha, flag=flag)
         return LazyImage(path_or_url)
 
     def __getattr__(self, name: str) -> Any:

@@ -169,6 +169,33 @@ def test_image_reader_swapped_in_use_restored_on_exit_and_close(server: str, tmp
         assert fom.foui is real
 
 
+def test_patch_embeddings_get_the_pixels_they_crop(graphs: dict[str, Path], tmp_path: Path) -> None:
+    """compute_patch_embeddings crops each image it reads through the swapped reader
+    (fiftyone.utils.patches.extract_patch): it gets pixels, and each patch's embedding is the crop's.
+    It used to get the path, and every sample failed."""
+    import fiftyone.utils.patches as foup
+
+    model = zoo.make_local_model(MODEL, parse_options(MODEL, {}), {"fp32": graphs["fp32"]}, "fp32", "cpu")
+    ds = fo.Dataset()
+    try:
+        rng = np.random.default_rng(5)
+        boxes = [[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 0.75, 0.5]]
+        for i in range(2):
+            png = tmp_path / f"p{i}.png"
+            Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(png)
+            ds.add_sample(fo.Sample(filepath=str(png), gt=fo.Detections(
+                detections=[fo.Detection(label="x", bounding_box=b) for b in boxes])))
+        got = ds.compute_patch_embeddings(model, "gt", skip_failures=False)
+        for sample in ds:
+            pixels = np.asarray(Image.open(sample.filepath).convert("RGB"))
+            crops = [foup.extract_patch(pixels, d) for d in sample.gt.detections]
+            np.testing.assert_array_equal(got[sample.id], np.stack(model.embed_all(crops)))
+        assert fom.foui.read(ds.first().filepath).shape == (64, 96, 3), "the real reader is back"
+    finally:
+        ds.delete()
+        model.close()
+
+
 def test_use_external_preprocessor_is_a_checked_no_op() -> None:
     # Accepted as the seed README shows it, still checked to be a bool, and no graph variant of its own.
     plain = radio._variant(parse_options(MODEL, {}), "fp32")
