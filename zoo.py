@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -321,8 +322,11 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
                 if self._sidecar is not None:
                     inputs.append({"id": path, "path": path})
                 else:
-                    with open(path, "rb") as f:  # a remote sidecar can't read our files: send bytes
-                        inputs.append({"id": path, "encoded": f.read()})
+                    try:
+                        with open(path, "rb") as f:  # a remote sidecar can't read our files: send bytes
+                            inputs.append({"id": path, "encoded": f.read()})
+                    except OSError as err:  # fails alone, worded as the local sidecar words it
+                        inputs.append({"id": path, "unreadable": _unreadable(path, err)})
             elif isinstance(arg, (bytes, bytearray)):
                 inputs.append({"id": f"image {i}", "encoded": bytes(arg)})
             else:
@@ -337,7 +341,10 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
                        "mode": "PCA3_RGB" if settings.heatmap_mode == "pca3" else "PCA1"}
         options = EmbedOptions(output=kind, resolution=settings.resolution, graph=self.graph_name, heatmap=heatmap, space=settings.adaptor)
         inputs = self._inputs(args)
-        results = self._embed(inputs, options)
+        unread = {i: ImageResult(index=i, id=x["id"], error_code=x["unreadable"][0], error=x["unreadable"][1])
+                  for i, x in enumerate(inputs) if "unreadable" in x}
+        sent = iter(self._embed([x for x in inputs if "unreadable" not in x], options))
+        results = [unread[i] if i in unread else next(sent) for i in range(len(inputs))]
         # What the sidecar can't decode (UNSUPPORTED_FORMAT only), Pillow decodes: one more call.
         results = retry_unsupported(inputs, results, lambda raw: self._embed(raw, options))
         for r in results:
@@ -432,6 +439,17 @@ def _stack(arrays: Sequence[np.ndarray | None]) -> np.ndarray:
     present = [a for a in arrays if a is not None]
     assert len(present) == len(arrays), "a result checked ok has no array"
     return np.stack(present)
+
+
+def _unreadable(path: str, err: OSError) -> tuple[str, str]:
+    """(error code, message) for a file that can't be read to send it, as the sidecar words its own."""
+    if isinstance(err, IsADirectoryError):
+        code, reason = "NOT_A_FILE", f"path is a directory, not a file: {path}"
+    elif isinstance(err, (FileNotFoundError, NotADirectoryError)):
+        code, reason = "NOT_FOUND", f"file not found: {path}"
+    else:
+        code, reason = "NOT_FOUND", f"cannot read {path} ({err.strerror or type(err).__name__})"
+    return code, f"input {json.dumps(path)}: {reason} [{code}]"
 
 
 def _to_hwc(arg: Any) -> np.ndarray:

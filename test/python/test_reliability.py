@@ -299,6 +299,29 @@ def test_skip_failures_false_raises_naming_the_bad_image(graph: Path, tmp_path: 
         spatial.close()
 
 
+def test_remote_model_a_file_it_cannot_read_fails_alone(graph: Path, tmp_path: Path) -> None:
+    """A remote sidecar gets the files' bytes: a file that is gone (or a directory) fails on its own,
+    as the local sidecar reports it (NOT_FOUND / NOT_A_FILE, naming the file); its batch-mates are
+    labelled. The OSError of reading it used to take the whole batch down."""
+    paths = _good_and_bad(tmp_path)
+    paths[2] = str(tmp_path / "deleted.jpg")
+    (tmp_path / "folder.jpg").mkdir()
+    paths[4] = str(tmp_path / "folder.jpg")
+    ds = fo.Dataset()
+    with sidecar(graph, "--socket", str(tmp_path / "r.sock")) as sc:
+        remote = make_remote_model(MODEL, parse_options(MODEL, {"server": f"unix:{sc['socket']}"}))
+        try:
+            ds.add_samples([fo.Sample(filepath=p) for p in paths])
+            ds.compute_embeddings(remote, embeddings_field="e", batch_size=6)
+            assert [v is None for v in ds.values("e")] == [i in (2, 4) for i in range(len(paths))]
+            assert [f[:2] for f in remote.failures] == [(paths[2], "NOT_FOUND"), (paths[4], "NOT_A_FILE")]
+            assert remote.failures[0][2] == f'input "{paths[2]}": file not found: {paths[2]} [NOT_FOUND]'
+            assert remote.failures[1][2].startswith(f'input "{paths[4]}": path is a directory, not a file')
+        finally:
+            ds.delete()
+            remote.close()
+
+
 # -- faults -------------------------------------------------------------------------------------------
 
 
