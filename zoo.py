@@ -206,6 +206,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         return FilepathGetItem(field_mapping=field_mapping)
 
     def __enter__(self) -> RadioModel:
+        self._check_open()
         if self._patched is None:
             check_image_reader_hook()
             self._patched = fom.foui
@@ -378,8 +379,15 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
                 self._sidecar.restart()
             assert self._sidecar.client is not None
             return self._sidecar.client
+        self._check_open()
         assert self._client is not None
         return self._client
+
+    def _check_open(self) -> None:
+        if self._sidecar is None and self._client is None:
+            raise RuntimeError(f"this {self.model_name} model was closed (model.close()): load a new one, e.g. "
+                               "foz.load_zoo_model(..., cache=False) (FiftyOne's model cache hands this closed one back "
+                               "while it is referenced)")
 
     def info(self) -> Any:
         return self._client_now().info()

@@ -169,6 +169,28 @@ def test_image_reader_swapped_in_use_restored_on_exit_and_close(server: str, tmp
         assert fom.foui is real
 
 
+def test_a_closed_model_says_so(server: str, graphs: dict[str, Path], tmp_path: Path) -> None:
+    """A model used after close() (FiftyOne's model cache hands the same closed model back to
+    foz.load_zoo_model while it is referenced) raises, saying it was closed and what to do, before
+    the first batch. It used to fail each batch with a bare AssertionError, which skip_failures=True
+    turned into a warning per batch with an empty message and None for every sample."""
+    png = tmp_path / "c.png"
+    Image.fromarray(np.full((32, 32, 3), 10, np.uint8)).save(png)
+    local = zoo.make_local_model(MODEL, parse_options(MODEL, {}), {"fp32": graphs["fp32"]}, "fp32", "cpu")
+    ds = fo.Dataset()
+    try:
+        ds.add_sample(fo.Sample(filepath=str(png)))
+        for model in (load(server, token=TOKEN), local):
+            model.close()
+            with pytest.raises(RuntimeError, match=r"was closed \(model\.close\(\)\).*cache=False"):
+                ds.compute_embeddings(model, embeddings_field="e")
+            with pytest.raises(RuntimeError, match=r"was closed"):
+                model.embed(str(png))
+            assert fom.foui.read(str(png)).shape == (32, 32, 3)
+    finally:
+        ds.delete()
+
+
 def test_patch_embeddings_get_the_pixels_they_crop(graphs: dict[str, Path], tmp_path: Path) -> None:
     """compute_patch_embeddings crops each image it reads through the swapped reader
     (fiftyone.utils.patches.extract_patch): it gets pixels, and each patch's embedding is the crop's.
