@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -107,6 +108,25 @@ class _LazyImageReader:
         return getattr(self._real, name)
 
 
+# FiftyOne's reader is the lazy one while any run is in: every __enter__ of any model counts, from any
+# thread (runs at once may leave in any order), and the last one out puts the real reader back.
+_reader_lock = threading.RLock()  # reentrant: close() runs from __del__, maybe under it
+_reader_runs = 0
+_real_reader: Any = None
+
+
+def _count_reader_run(delta: int) -> None:
+    """Called with _reader_lock held: one run more (+1) or fewer (-1) in."""
+    global _reader_runs, _real_reader
+    if delta > 0 and _reader_runs == 0:
+        check_image_reader_hook()
+        _real_reader = fom.foui
+        fom.foui = _LazyImageReader(fom.foui)
+    _reader_runs += delta
+    if delta < 0 and _reader_runs == 0:
+        fom.foui, _real_reader = _real_reader, None
+
+
 def _mixins() -> tuple[type, ...]:
     base = (fom.Model, fom.EmbeddingsMixin, fom.PromptMixin, fom.LogitsMixin)
     return (*base, fom.SupportsGetItem) if HAS_TORCH else base
@@ -129,7 +149,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         self.served: Any = None  # the sidecar's GraphInfo for graph_name, read at load (check_served)
         self._sidecar = sidecar
         self._client = client
-        self._patched: Any = None
+        self._runs_in = 0  # this model's runs (``with model:``) now in
         self.failures: list[tuple[str, str, str]] = []  # (id, code, message) of failed images
         self._preprocess = True
         self._store_logits = False
@@ -207,19 +227,22 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
 
     def __enter__(self) -> RadioModel:
         self._check_open()
-        if self._patched is None:
-            check_image_reader_hook()
-            self._patched = fom.foui
-            fom.foui = _LazyImageReader(fom.foui)
+        with _reader_lock:
+            _count_reader_run(+1)
+            self._runs_in += 1
         return self
 
     def __exit__(self, *args: Any) -> None:
-        self._restore_image_reader()
+        with _reader_lock:
+            if self._runs_in:
+                self._runs_in -= 1
+                _count_reader_run(-1)
 
     def _restore_image_reader(self) -> None:
-        if self._patched is not None:
-            fom.foui = self._patched
-            self._patched = None
+        with _reader_lock:
+            while self._runs_in:
+                self._runs_in -= 1
+                _count_reader_run(-1)
 
     def predict(self, arg: Any) -> Any:
         return self.predict_all([arg])[0]

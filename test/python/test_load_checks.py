@@ -169,6 +169,77 @@ def test_image_reader_swapped_in_use_restored_on_exit_and_close(server: str, tmp
         assert fom.foui is real
 
 
+def test_image_reader_stays_swapped_while_any_run_is_in(server: str, tmp_path: Path) -> None:
+    """Runs at once in threads (the App server, an executor): FiftyOne's reader stays swapped while any
+    run is in, whatever order they leave in, and is the real one once all are out. The first run to
+    leave used to put the real reader back under the others (their next batches were decoded in Python
+    and sent as pixels), and two models leaving in the order they came in left the lazy one for good."""
+    import threading
+
+    real = fom.foui
+    pngs = []
+    for i in range(2):
+        pngs.append(tmp_path / f"t{i}.png")
+        Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(pngs[-1])
+    ds = fo.Dataset()
+    a, b = load(server, token=TOKEN), load(server, token=TOKEN)
+
+    def overlapping(p: Any, q: Any) -> list[type]:
+        """p's run (a thread) comes in, then q's (here); p's leaves while q's is still in its first batch."""
+        p_in, q_in, p_out = threading.Event(), threading.Event(), threading.Event()
+        got: list[type] = []
+        calls = {"p": 0, "q": 0}
+        main = threading.current_thread()
+        originals = {id(m): (m, m.embed_all) for m in (p, q)}
+
+        def wrap(real_embed_all: Any) -> Any:
+            def embed_all(args: Any) -> Any:
+                got.append(type(args[0]))
+                who = "q" if threading.current_thread() is main else "p"
+                calls[who] += 1
+                if calls[who] == 1:
+                    (p_in if who == "p" else q_in).set()
+                    (q_in if who == "p" else p_out).wait(30)
+                return real_embed_all(args)
+            return embed_all
+
+        other = ds.clone()
+
+        def p_run() -> None:
+            try:
+                other.compute_embeddings(p, embeddings_field="e", batch_size=1)
+            finally:
+                p_out.set()
+
+        t = threading.Thread(target=p_run)
+        try:
+            for m, f in originals.values():
+                m.embed_all = wrap(f)
+            t.start()
+            assert p_in.wait(30)
+            ds.compute_embeddings(q, embeddings_field="e", batch_size=1)
+        finally:
+            p_out.set()
+            t.join(60)
+            other.delete()
+            for m, f in originals.values():
+                m.embed_all = f
+        assert calls == {"p": 2, "q": 2}
+        return got
+
+    try:
+        ds.add_samples([fo.Sample(filepath=str(p)) for p in pngs])
+        for p, q in ((a, a), (a, b)):
+            got = overlapping(p, q)
+            assert all(issubclass(t, str) for t in got), f"a batch got decoded pixels: {got}"
+            assert fom.foui is real, "the real reader is back once every run is out"
+    finally:
+        ds.delete()
+        a.close()
+        b.close()
+        fom.foui = real
+
+
 def test_a_closed_model_says_so(server: str, graphs: dict[str, Path], tmp_path: Path) -> None:
     """A model used after close() (FiftyOne's model cache hands the same closed model back to
     foz.load_zoo_model while it is referenced) raises, saying it was closed and what to do, before
