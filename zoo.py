@@ -27,7 +27,7 @@ import numpy as np
 
 from .client.grpc_client import EmbedOptions, ImageResult, RadioClient, SidecarUnavailable, TextEmbeddings
 from .client.options import RadioOptions
-from .client.pillow_fallback import retry_unsupported
+from .client.pillow_fallback import pixels, retry_unsupported
 from .client.prompts import class_embeddings, class_prompts, zero_shot_scores
 from .client.served import check_image_size, select_graph
 from .client.sidecar import LocalSidecar, SharedSidecar, SidecarSpec, registry
@@ -485,8 +485,8 @@ def _unreadable(path: str, err: OSError) -> tuple[str, str]:
 
 def _to_hwc(arg: Any) -> np.ndarray:
     """numpy (HxW, HxWxC) / PIL / torch CHW tensors → an HxWxC uint8 or float32 array."""
-    if hasattr(arg, "mode") and hasattr(arg, "size") and hasattr(arg, "convert"):  # PIL
-        return np.asarray(arg.convert("RGB"))
+    if hasattr(arg, "mode") and hasattr(arg, "size") and hasattr(arg, "convert"):  # PIL: as a file of it would be
+        return pixels(arg)  # alpha kept (the sidecar flattens it onto white), 16-bit scaled, EXIF orientation applied
     if type(arg).__module__.startswith("torch"):
         arr = arg.detach().cpu().numpy()
         return np.moveaxis(arr, 0, -1) if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) else arr

@@ -299,6 +299,28 @@ def test_skip_failures_false_raises_naming_the_bad_image(graph: Path, tmp_path: 
         spatial.close()
 
 
+def test_pil_images_embed_like_their_files(graph: Path, tmp_path: Path) -> None:
+    """model.embed(a PIL image) gives the embedding of the same file given by path: alpha flattened onto
+    white and 16-bit scaled, as the sidecar does with files (and Pillow-decoded ones). PIL input used to
+    go through convert("RGB"), which drops alpha (transparent pixels showed their hidden colour) and
+    clips 16-bit values at 255 (a near-white picture), silently."""
+    rng = np.random.default_rng(7)
+    rgba = np.dstack([rng.integers(0, 256, (64, 96, 3), dtype=np.uint8), np.full((64, 96), 255, np.uint8)])
+    rgba[:, :48, 3] = 0  # the left half transparent, its hidden colour random
+    grey16 = (np.add.outer(np.arange(64), np.arange(96)) * 400).astype(np.uint16)
+    files = {"rgba": tmp_path / "rgba.png", "grey16": tmp_path / "grey16.png"}
+    Image.fromarray(rgba).save(files["rgba"])
+    Image.fromarray(grey16).save(files["grey16"])
+    model = local_model(graph)
+    try:
+        for name, path in files.items():
+            a, b = model.embed(str(path)), model.embed(Image.open(path))
+            cos = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+            assert cos >= 0.9999, f"{name} ({Image.open(path).mode}): cosine {cos} between the file and its PIL image"
+    finally:
+        model.close()
+
+
 def test_remote_model_a_file_it_cannot_read_fails_alone(graph: Path, tmp_path: Path) -> None:
     """A remote sidecar gets the files' bytes: a file that is gone (or a directory) fails on its own,
     as the local sidecar reports it (NOT_FOUND / NOT_A_FILE, naming the file); its batch-mates are
