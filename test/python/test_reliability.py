@@ -392,6 +392,29 @@ def test_sidecar_sigkilled_mid_call_every_sample_labelled_once(graph: Path, tmp_
         model.close()
 
 
+def test_private_sidecar_started_in_a_thread_outlives_the_thread(graph: Path, tmp_path: Path) -> None:
+    """shared=False, the model loaded in a worker thread (the App server's executor, a notebook's) and
+    used from others: its sidecar runs until the model is closed. Linux's parent-death signal follows the
+    thread that started the child, not the process: the sidecar got SIGTERM when that thread ended, and
+    every later call found it dead and restarted it (then it died with that call's thread, in turn)."""
+    import threading
+
+    png = tmp_path / "a.png"
+    Image.fromarray(np.full((32, 48, 3), 90, np.uint8)).save(png)
+    loaded: list[Any] = []
+    t = threading.Thread(target=lambda: loaded.append(local_model(graph, shared=False)))
+    t.start()
+    t.join(180)
+    model = loaded[0]
+    try:
+        pid = model._sidecar.pid
+        time.sleep(1.0)
+        assert model._sidecar.alive, f"the sidecar died with the thread that started it:\n{model._sidecar.log_tail()}"
+        assert model.embed(str(png)) is not None and model._sidecar.pid == pid
+    finally:
+        model.close()
+
+
 def test_queue_full_client_backs_off_and_retries(graph: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A sidecar with a 4-image queue and 6 clients: calls that do not fit get RESOURCE_EXHAUSTED, the
     client backs off and retries them, every image ends up computed exactly once."""
