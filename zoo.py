@@ -30,7 +30,7 @@ from .client.options import RadioOptions
 from .client.pillow_fallback import pixels, retry_unsupported
 from .client.prompts import class_embeddings, class_prompts, zero_shot_scores
 from .client.served import check_image_size, select_graph
-from .client.sidecar import LocalSidecar, SharedSidecar, SidecarSpec, registry
+from .client.sidecar import LocalSidecar, SharedSidecar, SidecarSpec, live_client, registry
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -387,21 +387,19 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         return self._call(lambda client: client.embed(inputs, options))
 
     def _call(self, fn: Callable[[RadioClient], T]) -> T:
+        client = self._client_now()
         try:
-            return fn(self._client_now())
+            return fn(client)
         except SidecarUnavailable:
             if self._sidecar is None:
                 raise
-            # The local sidecar died (crash, OOM, killed): restart it once and run the call again.
-            self._sidecar.restart()
-            return fn(self._client_now())
+            # The local sidecar died (crash, OOM, killed): restart it once (unless a call of another thread
+            # already has) and run the call again.
+            return fn(live_client(self._sidecar, failed=client))
 
     def _client_now(self) -> RadioClient:
         if self._sidecar is not None:
-            if not self._sidecar.alive:
-                self._sidecar.restart()
-            assert self._sidecar.client is not None
-            return self._sidecar.client
+            return live_client(self._sidecar)
         self._check_open()
         assert self._client is not None
         return self._client

@@ -151,6 +151,7 @@ class LocalSidecar:
     refs: int = 0
     _tmpdir: Path | None = None
     _log_tail: list[str] = field(default_factory=list)
+    restart_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def address(self) -> str:
@@ -256,6 +257,7 @@ class SharedSidecar:
     paths: shared.Paths | None = None
     info: Any = None
     _lease: shared.Lease | None = None
+    restart_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def address(self) -> str:
@@ -309,6 +311,17 @@ class SharedSidecar:
         if self.client is not None:
             self.client.close()
             self.client = None
+
+
+def live_client(sc: LocalSidecar | SharedSidecar, failed: RadioClient | None = None) -> RadioClient:
+    """The client of a live sidecar: restarted first when it is dead, or when ``failed`` (the client a call
+    just failed on, SidecarUnavailable) is still its client. One thread restarts it; calls from others
+    that found it dead meanwhile wait, then use the new one (never restart it again)."""
+    with sc.restart_lock:
+        if not sc.alive or (failed is not None and sc.client is failed):
+            sc.restart()
+        assert sc.client is not None
+        return sc.client
 
 
 class _Registry:

@@ -415,6 +415,60 @@ def test_private_sidecar_started_in_a_thread_outlives_the_thread(graph: Path, tm
         model.close()
 
 
+def _serve_pids(marker: str) -> set[int]:
+    out = subprocess.run(["pgrep", "-f", f"dist/cli.js serve .*{marker}"], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+def test_dead_sidecar_under_calls_from_threads_is_restarted_once(graph: Path, tmp_path: Path) -> None:
+    """Calls from several threads at once (the App server's searches, an executor's runs) on a model
+    whose private sidecar has died: one sidecar is started in its place, and every call gets the right
+    vectors. Each thread used to restart it on its own: one sidecar each, all but the last left running
+    unreferenced, or a later restart stopped the one an earlier had just started, closing the client a
+    call was using ("Cannot invoke RPC: Channel closed!")."""
+    import threading
+
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"img{i}.jpg"
+        p.write_bytes(jpeg_bytes(48, 64, i))
+        paths.append(str(p))
+    model = local_model(graph, image_size=(224, 224), shared=False)
+    try:
+        ref = model.embed_all(paths)
+        old = model._sidecar.pid
+        os.kill(old, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while model._sidecar.process.poll() is None and time.monotonic() < deadline:  # reaped
+            time.sleep(0.05)
+        start = threading.Barrier(4)
+        got: dict[int, Any] = {}
+        errors: list[BaseException] = []
+
+        def work(k: int) -> None:
+            start.wait(30)
+            try:
+                got[k] = model.embed_all(paths)
+            except BaseException as err:  # noqa: BLE001
+                errors.append(err)
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert errors == [], errors
+        for k in range(4):
+            for a, b in zip(got[k], ref):
+                np.testing.assert_allclose(a, b, atol=1e-5)
+        new = model._sidecar.pid
+        assert new != old and model._sidecar.alive
+        time.sleep(0.5)
+        assert _serve_pids(f"radio-sidecar-.*fp32={graph}") == {new}, "one sidecar, alive, in the dead one's place"
+    finally:
+        model.close()
+
+
 def test_queue_full_client_backs_off_and_retries(graph: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A sidecar with a 4-image queue and 6 clients: calls that do not fit get RESOURCE_EXHAUSTED, the
     client backs off and retries them, every image ends up computed exactly once."""
