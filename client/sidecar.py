@@ -329,7 +329,7 @@ class _Registry:
     models using it."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: a model the collector closes (__del__) may release in here
         self._sidecars: dict[tuple, LocalSidecar | SharedSidecar] = {}
         atexit.register(self.stop_all)
 

@@ -415,6 +415,33 @@ def test_private_sidecar_started_in_a_thread_outlives_the_thread(graph: Path, tm
         model.close()
 
 
+def test_a_model_collected_while_another_loads_does_not_hang(graph: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model dropped in a reference cycle is closed by the garbage collector, which runs at whatever
+    allocation comes next: here, while another model's sidecar starts, inside the registry's lock that
+    closing takes too. The lock was not reentrant: that load hung for good (and Python's exit after it)."""
+    import gc
+    import threading
+
+    from radio_zoo_under_test.client import sidecar as sidecar_module
+
+    real_start = sidecar_module.LocalSidecar.start
+
+    def start_after_a_collection(self: Any) -> None:
+        gc.collect()  # what any allocation in here may set off
+        real_start(self)
+
+    dropped = local_model(graph, shared=False)
+    dropped.itself = dropped  # a reference cycle: only the collector frees it
+    del dropped
+    monkeypatch.setattr(sidecar_module.LocalSidecar, "start", start_after_a_collection)
+    loaded: list[Any] = []
+    t = threading.Thread(target=lambda: loaded.append(local_model(graph, shared=False, threads=1)), daemon=True)
+    t.start()
+    t.join(60)
+    assert loaded, "loading hung: the collector closed the dropped model inside the registry's lock"
+    loaded[0].close()
+
+
 def _serve_pids(marker: str) -> set[int]:
     out = subprocess.run(["pgrep", "-f", f"dist/cli.js serve .*{marker}"], capture_output=True, text=True)
     return {int(p) for p in out.stdout.split()}
