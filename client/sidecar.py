@@ -341,12 +341,12 @@ class _Registry:
         with self._lock:
             key = self._key(spec)
             sc = self._sidecars.get(key)
-            if sc is None or not sc.alive:
-                if sc is not None:
-                    sc.stop()
+            if sc is None:
                 sc = SharedSidecar(spec) if spec.shared else LocalSidecar(spec)
                 sc.start()
                 self._sidecars[key] = sc
+            else:
+                live_client(sc)  # restarted in place if it died: the models holding it use the new one too
             sc.refs += 1
             return sc
 

@@ -496,6 +496,30 @@ def test_dead_sidecar_under_calls_from_threads_is_restarted_once(graph: Path, tm
         model.close()
 
 
+def test_model_loaded_after_its_sidecar_died_shares_the_restarted_one(graph: Path, tmp_path: Path) -> None:
+    """shared=False: a sidecar dies (OOM, a crash); a model of the same graph is loaded before the first
+    model calls again. Both then use one restarted sidecar. The load used to put a new handle in the
+    registry's place, the first model restarted the old one on its own: two sidecars for one graph (two
+    copies of the weights in memory), the old one out of the registry's reach."""
+    png = tmp_path / "a.png"
+    Image.fromarray(np.full((32, 48, 3), 90, np.uint8)).save(png)
+    first = local_model(graph, shared=False)
+    second = None
+    try:
+        old = first._sidecar.pid
+        os.kill(old, signal.SIGKILL)
+        first._sidecar.process.wait(20)
+        second = local_model(graph, shared=False)
+        assert first.embed(str(png)) is not None and second.embed(str(png)) is not None
+        time.sleep(0.5)
+        assert _serve_pids(f"radio-sidecar-.*fp32={graph}") == {first._sidecar.pid}, "one sidecar for the graph"
+        assert second._sidecar is first._sidecar
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+
 def test_queue_full_client_backs_off_and_retries(graph: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A sidecar with a 4-image queue and 6 clients: calls that do not fit get RESOURCE_EXHAUSTED, the
     client backs off and retries them, every image ends up computed exactly once."""
