@@ -224,6 +224,19 @@ def _variant(options: RadioOptions, precision: str, provider: str = "cpu") -> tu
     return name, flags
 
 
+def _check_revision(model_name: str, revision: str, base: Path) -> None:
+    """The graphs are compiled once, at set-up (FiftyOne runs download_model without the options), from the
+    revision downloaded then: ``revision=`` naming another commit raises instead of being ignored."""
+    source = json.loads((base / "metadata.json").read_text())["source"]
+    have = source.get("revision") or ""
+    if revision == have or (len(revision) >= 7 and have.startswith(revision)):
+        return
+    raise ValueError(f"revision={revision!r}: {model_name}'s graphs were compiled from {source.get('repo')} at commit "
+                     f"{have or '(unknown)'}, the revision downloaded at set-up. To use another, set RADIO_HF_REVISION="
+                     f"{revision} and set it up again (foz.delete_zoo_model({model_name!r}), then load it); or leave "
+                     "revision unset")
+
+
 def load_model(model_name: str, model_path: str, **kwargs: Any) -> RadioModel:
     options = parse_options(model_name, kwargs)
     check_image_reader_hook()  # before any set-up: a FiftyOne without the reader this model swaps fails here
@@ -246,6 +259,8 @@ def load_model(model_name: str, model_path: str, **kwargs: Any) -> RadioModel:
     base = path / BASE_GRAPH
     if not Path(model_path).is_file() or not _is_current(base):
         download_model(model_name, model_path)
+    if options.revision:
+        _check_revision(model_name, options.revision, base)
     name, flags = _variant(options, precision, choice.provider)
     graph = path / name
     if not _is_current(graph):

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import logging
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import fiftyone.core.labels as fol
@@ -23,10 +27,10 @@ import numpy as np
 
 from .client.grpc_client import EmbedOptions, ImageResult, RadioClient, SidecarUnavailable, TextEmbeddings
 from .client.options import RadioOptions
-from .client.pillow_fallback import retry_unsupported
+from .client.pillow_fallback import pixels, retry_unsupported
 from .client.prompts import class_embeddings, class_prompts, zero_shot_scores
 from .client.served import check_image_size, select_graph
-from .client.sidecar import LocalSidecar, SharedSidecar, SidecarSpec, registry
+from .client.sidecar import LocalSidecar, SharedSidecar, SidecarSpec, live_client, registry
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,16 +91,40 @@ def check_image_reader_hook() -> None:
 
 class _LazyImageReader:
     """Stands in for ``fiftyone.utils.image`` inside ``fiftyone.core.models`` while this model is
-    entered: ``read(path)`` returns the path, everything else is the real module."""
+    entered: ``read(path)`` returns the path (pixels for the patch loop, which crops them), everything
+    else is the real module."""
 
     def __init__(self, real: Any) -> None:
         self._real = real
 
-    def read(self, path_or_url: str, include_alpha: bool = False, flag: Any = None) -> LazyImage:
+    def read(self, path_or_url: str, include_alpha: bool = False, flag: Any = None) -> Any:
+        caller = sys._getframe(1)
+        if caller.f_code.co_name == "_embed_patches" and caller.f_globals.get("__name__") == "fiftyone.core.models":
+            # compute_patch_embeddings crops the image it reads (then sends the crops): it needs the pixels.
+            return self._real.read(path_or_url, include_alpha=include_alpha, flag=flag)
         return LazyImage(path_or_url)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
+
+
+# FiftyOne's reader is the lazy one while any run is in: every __enter__ of any model counts, from any
+# thread (runs at once may leave in any order), and the last one out puts the real reader back.
+_reader_lock = threading.RLock()  # reentrant: close() runs from __del__, maybe under it
+_reader_runs = 0
+_real_reader: Any = None
+
+
+def _count_reader_run(delta: int) -> None:
+    """Called with _reader_lock held: one run more (+1) or fewer (-1) in."""
+    global _reader_runs, _real_reader
+    if delta > 0 and _reader_runs == 0:
+        check_image_reader_hook()
+        _real_reader = fom.foui
+        fom.foui = _LazyImageReader(fom.foui)
+    _reader_runs += delta
+    if delta < 0 and _reader_runs == 0:
+        fom.foui, _real_reader = _real_reader, None
 
 
 def _mixins() -> tuple[type, ...]:
@@ -121,7 +149,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         self.served: Any = None  # the sidecar's GraphInfo for graph_name, read at load (check_served)
         self._sidecar = sidecar
         self._client = client
-        self._patched: Any = None
+        self._runs_in = 0  # this model's runs (``with model:``) now in
         self.failures: list[tuple[str, str, str]] = []  # (id, code, message) of failed images
         self._preprocess = True
         self._store_logits = False
@@ -198,19 +226,23 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         return FilepathGetItem(field_mapping=field_mapping)
 
     def __enter__(self) -> RadioModel:
-        if self._patched is None:
-            check_image_reader_hook()
-            self._patched = fom.foui
-            fom.foui = _LazyImageReader(fom.foui)
+        self._check_open()
+        with _reader_lock:
+            _count_reader_run(+1)
+            self._runs_in += 1
         return self
 
     def __exit__(self, *args: Any) -> None:
-        self._restore_image_reader()
+        with _reader_lock:
+            if self._runs_in:
+                self._runs_in -= 1
+                _count_reader_run(-1)
 
     def _restore_image_reader(self) -> None:
-        if self._patched is not None:
-            fom.foui = self._patched
-            self._patched = None
+        with _reader_lock:
+            while self._runs_in:
+                self._runs_in -= 1
+                _count_reader_run(-1)
 
     def predict(self, arg: Any) -> Any:
         return self.predict_all([arg])[0]
@@ -314,8 +346,11 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
                 if self._sidecar is not None:
                     inputs.append({"id": path, "path": path})
                 else:
-                    with open(path, "rb") as f:  # a remote sidecar can't read our files: send bytes
-                        inputs.append({"id": path, "encoded": f.read()})
+                    try:
+                        with open(path, "rb") as f:  # a remote sidecar can't read our files: send bytes
+                            inputs.append({"id": path, "encoded": f.read()})
+                    except OSError as err:  # fails alone, worded as the local sidecar words it
+                        inputs.append({"id": path, "unreadable": _unreadable(path, err)})
             elif isinstance(arg, (bytes, bytearray)):
                 inputs.append({"id": f"image {i}", "encoded": bytes(arg)})
             else:
@@ -330,36 +365,50 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
                        "mode": "PCA3_RGB" if settings.heatmap_mode == "pca3" else "PCA1"}
         options = EmbedOptions(output=kind, resolution=settings.resolution, graph=self.graph_name, heatmap=heatmap, space=settings.adaptor)
         inputs = self._inputs(args)
-        results = self._embed(inputs, options)
+        unread = {i: ImageResult(index=i, id=x["id"], error_code=x["unreadable"][0], error=x["unreadable"][1])
+                  for i, x in enumerate(inputs) if "unreadable" in x}
+        sent = iter(self._embed([x for x in inputs if "unreadable" not in x], options))
+        results = [unread[i] if i in unread else next(sent) for i in range(len(inputs))]
         # What the sidecar can't decode (UNSUPPORTED_FORMAT only), Pillow decodes: one more call.
         results = retry_unsupported(inputs, results, lambda raw: self._embed(raw, options))
         for r in results:
             if not r.ok:
                 self.failures.append((r.id, r.error_code or "", r.error or ""))
                 logger.warning("C-RADIOv4: %s failed (%s): %s", r.id, r.error_code, r.error)
+        bad = [r for r in results if not r.ok]
+        if bad and _fiftyone_wants_it_raised():
+            raise ValueError(f"C-RADIOv4: {len(bad)} of {len(results)} images failed: "
+                             + "; ".join(r.error or r.id for r in bad)
+                             + (". compute_embeddings without embeddings_field can give None only for a whole batch: "
+                                "pass embeddings_field=... to keep the others" if len(results) > 1 else ""))
         return results
 
     def _embed(self, inputs: list[dict[str, Any]], options: EmbedOptions) -> list[ImageResult]:
         return self._call(lambda client: client.embed(inputs, options))
 
     def _call(self, fn: Callable[[RadioClient], T]) -> T:
+        client = self._client_now()
         try:
-            return fn(self._client_now())
+            return fn(client)
         except SidecarUnavailable:
             if self._sidecar is None:
                 raise
-            # The local sidecar died (crash, OOM, killed): restart it once and run the call again.
-            self._sidecar.restart()
-            return fn(self._client_now())
+            # The local sidecar died (crash, OOM, killed): restart it once (unless a call of another thread
+            # already has) and run the call again.
+            return fn(live_client(self._sidecar, failed=client))
 
     def _client_now(self) -> RadioClient:
         if self._sidecar is not None:
-            if not self._sidecar.alive:
-                self._sidecar.restart()
-            assert self._sidecar.client is not None
-            return self._sidecar.client
+            return live_client(self._sidecar)
+        self._check_open()
         assert self._client is not None
         return self._client
+
+    def _check_open(self) -> None:
+        if self._sidecar is None and self._client is None:
+            raise RuntimeError(f"this {self.model_name} model was closed (model.close()): load a new one, e.g. "
+                               "foz.load_zoo_model(..., cache=False) (FiftyOne's model cache hands this closed one back "
+                               "while it is referenced)")
 
     def info(self) -> Any:
         return self._client_now().info()
@@ -398,6 +447,22 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
             pass
 
 
+def _fiftyone_wants_it_raised() -> bool:
+    """Whether this call comes from a FiftyOne loop (apply_model, compute_embeddings) that needs a failed
+    image raised, not None: one run with skip_failures=False (it must raise), or compute_embeddings without
+    an embeddings_field (it np.stacks every embedding it got unless an image raised, so a None would fail
+    the whole run at its end). FiftyOne records None for what is raised when skip_failures=True. FiftyOne
+    has no hook for this; its loop's locals tell."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__") == "fiftyone.core.models" and "skip_failures" in frame.f_code.co_varnames:
+            local = frame.f_locals
+            return local.get("skip_failures") is False or (
+                "embeddings_field" in frame.f_code.co_varnames and local.get("embeddings_field") is None)
+        frame = frame.f_back
+    return False
+
+
 def _stack(arrays: Sequence[np.ndarray | None]) -> np.ndarray:
     """Stacks the arrays of results already checked ok (every one has its array)."""
     present = [a for a in arrays if a is not None]
@@ -405,10 +470,21 @@ def _stack(arrays: Sequence[np.ndarray | None]) -> np.ndarray:
     return np.stack(present)
 
 
+def _unreadable(path: str, err: OSError) -> tuple[str, str]:
+    """(error code, message) for a file that can't be read to send it, as the sidecar words its own."""
+    if isinstance(err, IsADirectoryError):
+        code, reason = "NOT_A_FILE", f"path is a directory, not a file: {path}"
+    elif isinstance(err, (FileNotFoundError, NotADirectoryError)):
+        code, reason = "NOT_FOUND", f"file not found: {path}"
+    else:
+        code, reason = "NOT_FOUND", f"cannot read {path} ({err.strerror or type(err).__name__})"
+    return code, f"input {json.dumps(path)}: {reason} [{code}]"
+
+
 def _to_hwc(arg: Any) -> np.ndarray:
     """numpy (HxW, HxWxC) / PIL / torch CHW tensors → an HxWxC uint8 or float32 array."""
-    if hasattr(arg, "mode") and hasattr(arg, "size") and hasattr(arg, "convert"):  # PIL
-        return np.asarray(arg.convert("RGB"))
+    if hasattr(arg, "mode") and hasattr(arg, "size") and hasattr(arg, "convert"):  # PIL: as a file of it would be
+        return pixels(arg)  # alpha kept (the sidecar flattens it onto white), 16-bit scaled, EXIF orientation applied
     if type(arg).__module__.startswith("torch"):
         arr = arg.detach().cpu().numpy()
         return np.moveaxis(arr, 0, -1) if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) else arr

@@ -191,7 +191,7 @@ def parse_options(model_name: str, kwargs: dict[str, Any]) -> RadioOptions:
     if not isinstance(options.smoothing_sigma, (int, float)) or isinstance(options.smoothing_sigma, bool) or not options.smoothing_sigma > 0:
         raise ValueError(f"smoothing_sigma={options.smoothing_sigma!r} is not valid; use a positive number of feature-grid cells "
                          f"(default {RadioOptions.smoothing_sigma})")
-    if not isinstance(options.heatmap_max_side, int) or options.heatmap_max_side < 1:
+    if not isinstance(options.heatmap_max_side, int) or isinstance(options.heatmap_max_side, bool) or options.heatmap_max_side < 1:
         raise ValueError(f"heatmap_max_side={options.heatmap_max_side!r} is not valid; use a positive integer "
                          f"(default {RadioOptions.heatmap_max_side})")
     s = options.image_size
@@ -239,6 +239,6 @@ def parse_options(model_name: str, kwargs: dict[str, Any]) -> RadioOptions:
         raise ValueError(f"idle_timeout_s={v!r} is not valid; use None (default 300 s) or seconds >= 0 (0 = never)")
     for name in ("workers", "threads"):
         v = getattr(options, name)
-        if v is not None and (not isinstance(v, int) or v < 1):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ValueError(f"{name}={v!r} is not valid; use None or a positive integer")
     return options

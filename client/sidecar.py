@@ -16,6 +16,7 @@ import ctypes
 import json
 import logging
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -23,9 +24,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import shared
 from .gpu_libs import library_env
@@ -33,6 +36,7 @@ from .grpc_client import RadioClient
 from .node_runtime import MIN_NODE_MAJOR, node_executable  # noqa: F401 (one lookup: RADIO_NODE, PATH, PyPI)
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -57,6 +61,37 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+class _LastingThread:
+    """Runs functions on one daemon thread that lives as long as Python. Linux sends the parent-death
+    signal when the *thread* that forked the child ends, not the process: a private sidecar started from
+    a worker thread (the App server's executor, a notebook's) would get SIGTERM when that thread ended."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def run(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="radio-sidecar-spawner")
+                self._thread.start()
+        done: Future[T] = Future()
+        self._queue.put((fn, done))
+        return done.result()
+
+    def _loop(self) -> None:
+        while True:
+            fn, done = self._queue.get()
+            try:
+                done.set_result(fn())
+            except BaseException as err:  # noqa: BLE001 - handed to the caller
+                done.set_exception(err)
+
+
+_spawner = _LastingThread()
 
 
 def _sidecar_env() -> dict[str, str]:
@@ -116,6 +151,7 @@ class LocalSidecar:
     refs: int = 0
     _tmpdir: Path | None = None
     _log_tail: list[str] = field(default_factory=list)
+    restart_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def address(self) -> str:
@@ -133,11 +169,10 @@ class LocalSidecar:
         cmd = [node, *NODE_FLAGS, str(cli), "serve", "--socket", str(self.socket_path), "--http-port", "0",
                *self.spec.serve_args()]
         logger.info("starting C-RADIOv4 sidecar: %s", " ".join(cmd))
-        self.process = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            # The CUDA/cuDNN pip wheels' folders: the loader reads LD_LIBRARY_PATH only at exec.
-            env=_sidecar_env(),
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        env = _sidecar_env()  # the CUDA/cuDNN pip wheels' folders: the loader reads LD_LIBRARY_PATH only at exec
+        self.process = _spawner.run(lambda: subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None))
         ready = threading.Event()
         threading.Thread(target=self._read_stdout, args=(self.process, ready), daemon=True).start()
         threading.Thread(target=self._read_stderr, args=(self.process,), daemon=True).start()
@@ -222,6 +257,7 @@ class SharedSidecar:
     paths: shared.Paths | None = None
     info: Any = None
     _lease: shared.Lease | None = None
+    restart_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def address(self) -> str:
@@ -277,12 +313,23 @@ class SharedSidecar:
             self.client = None
 
 
+def live_client(sc: LocalSidecar | SharedSidecar, failed: RadioClient | None = None) -> RadioClient:
+    """The client of a live sidecar: restarted first when it is dead, or when ``failed`` (the client a call
+    just failed on, SidecarUnavailable) is still its client. One thread restarts it; calls from others
+    that found it dead meanwhile wait, then use the new one (never restart it again)."""
+    with sc.restart_lock:
+        if not sc.alive or (failed is not None and sc.client is failed):
+            sc.restart()
+        assert sc.client is not None
+        return sc.client
+
+
 class _Registry:
     """Process-wide: one sidecar handle per spec (private or shared), reference-counted by the
     models using it."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: a model the collector closes (__del__) may release in here
         self._sidecars: dict[tuple, LocalSidecar | SharedSidecar] = {}
         atexit.register(self.stop_all)
 
@@ -294,12 +341,12 @@ class _Registry:
         with self._lock:
             key = self._key(spec)
             sc = self._sidecars.get(key)
-            if sc is None or not sc.alive:
-                if sc is not None:
-                    sc.stop()
+            if sc is None:
                 sc = SharedSidecar(spec) if spec.shared else LocalSidecar(spec)
                 sc.start()
                 self._sidecars[key] = sc
+            else:
+                live_client(sc)  # restarted in place if it died: the models holding it use the new one too
             sc.refs += 1
             return sc
 

@@ -381,6 +381,19 @@ def test_bad_option_lists_valid_ones(registered) -> None:
         foz.load_zoo_model(H, colour="blue")
 
 
+def test_revision_is_checked_not_ignored(model_h, registered) -> None:
+    """The graphs are compiled once, at set-up, from the revision downloaded then: revision= naming
+    another raises, saying which commit they come from and how to get another. It was accepted and
+    ignored: the model ran on whatever revision had been set up."""
+    source = json.loads((Path(foz.find_zoo_model(H)).with_suffix("") / "fp32" / "metadata.json").read_text())["source"]
+    assert re.fullmatch(r"[0-9a-f]{40}", source["revision"]), source
+    with pytest.raises(ValueError, match=rf"revision='v9': .* compiled from nvidia/C-RADIOv4-H at commit "
+                                         rf"{source['revision']}.*RADIO_HF_REVISION"):
+        foz.load_zoo_model(H, revision="v9", cache=False)
+    for same in (source["revision"], source["revision"][:7]):
+        foz.load_zoo_model(H, revision=same, cache=False).close()
+
+
 def _running(pid: int) -> bool:
     """Alive and not a zombie."""
     try:

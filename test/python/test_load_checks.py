@@ -169,6 +169,126 @@ def test_image_reader_swapped_in_use_restored_on_exit_and_close(server: str, tmp
         assert fom.foui is real
 
 
+def test_image_reader_stays_swapped_while_any_run_is_in(server: str, tmp_path: Path) -> None:
+    """Runs at once in threads (the App server, an executor): FiftyOne's reader stays swapped while any
+    run is in, whatever order they leave in, and is the real one once all are out. The first run to
+    leave used to put the real reader back under the others (their next batches were decoded in Python
+    and sent as pixels), and two models leaving in the order they came in left the lazy one for good."""
+    import threading
+
+    real = fom.foui
+    pngs = []
+    for i in range(2):
+        pngs.append(tmp_path / f"t{i}.png")
+        Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(pngs[-1])
+    ds = fo.Dataset()
+    a, b = load(server, token=TOKEN), load(server, token=TOKEN)
+
+    def overlapping(p: Any, q: Any) -> list[type]:
+        """p's run (a thread) comes in, then q's (here); p's leaves while q's is still in its first batch."""
+        p_in, q_in, p_out = threading.Event(), threading.Event(), threading.Event()
+        got: list[type] = []
+        calls = {"p": 0, "q": 0}
+        main = threading.current_thread()
+        originals = {id(m): (m, m.embed_all) for m in (p, q)}
+
+        def wrap(real_embed_all: Any) -> Any:
+            def embed_all(args: Any) -> Any:
+                got.append(type(args[0]))
+                who = "q" if threading.current_thread() is main else "p"
+                calls[who] += 1
+                if calls[who] == 1:
+                    (p_in if who == "p" else q_in).set()
+                    (q_in if who == "p" else p_out).wait(30)
+                return real_embed_all(args)
+            return embed_all
+
+        other = ds.clone()
+
+        def p_run() -> None:
+            try:
+                other.compute_embeddings(p, embeddings_field="e", batch_size=1)
+            finally:
+                p_out.set()
+
+        t = threading.Thread(target=p_run)
+        try:
+            for m, f in originals.values():
+                m.embed_all = wrap(f)
+            t.start()
+            assert p_in.wait(30)
+            ds.compute_embeddings(q, embeddings_field="e", batch_size=1)
+        finally:
+            p_out.set()
+            t.join(60)
+            other.delete()
+            for m, f in originals.values():
+                m.embed_all = f
+        assert calls == {"p": 2, "q": 2}
+        return got
+
+    try:
+        ds.add_samples([fo.Sample(filepath=str(p)) for p in pngs])
+        for p, q in ((a, a), (a, b)):
+            got = overlapping(p, q)
+            assert all(issubclass(t, str) for t in got), f"a batch got decoded pixels: {got}"
+            assert fom.foui is real, "the real reader is back once every run is out"
+    finally:
+        ds.delete()
+        a.close()
+        b.close()
+        fom.foui = real
+
+
+def test_a_closed_model_says_so(server: str, graphs: dict[str, Path], tmp_path: Path) -> None:
+    """A model used after close() (FiftyOne's model cache hands the same closed model back to
+    foz.load_zoo_model while it is referenced) raises, saying it was closed and what to do, before
+    the first batch. It used to fail each batch with a bare AssertionError, which skip_failures=True
+    turned into a warning per batch with an empty message and None for every sample."""
+    png = tmp_path / "c.png"
+    Image.fromarray(np.full((32, 32, 3), 10, np.uint8)).save(png)
+    local = zoo.make_local_model(MODEL, parse_options(MODEL, {}), {"fp32": graphs["fp32"]}, "fp32", "cpu")
+    ds = fo.Dataset()
+    try:
+        ds.add_sample(fo.Sample(filepath=str(png)))
+        for model in (load(server, token=TOKEN), local):
+            model.close()
+            with pytest.raises(RuntimeError, match=r"was closed \(model\.close\(\)\).*cache=False"):
+                ds.compute_embeddings(model, embeddings_field="e")
+            with pytest.raises(RuntimeError, match=r"was closed"):
+                model.embed(str(png))
+            assert fom.foui.read(str(png)).shape == (32, 32, 3)
+    finally:
+        ds.delete()
+
+
+def test_patch_embeddings_get_the_pixels_they_crop(graphs: dict[str, Path], tmp_path: Path) -> None:
+    """compute_patch_embeddings crops each image it reads through the swapped reader
+    (fiftyone.utils.patches.extract_patch): it gets pixels, and each patch's embedding is the crop's.
+    It used to get the path, and every sample failed."""
+    import fiftyone.utils.patches as foup
+
+    model = zoo.make_local_model(MODEL, parse_options(MODEL, {}), {"fp32": graphs["fp32"]}, "fp32", "cpu")
+    ds = fo.Dataset()
+    try:
+        rng = np.random.default_rng(5)
+        boxes = [[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 0.75, 0.5]]
+        for i in range(2):
+            png = tmp_path / f"p{i}.png"
+            Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(png)
+            ds.add_sample(fo.Sample(filepath=str(png), gt=fo.Detections(
+                detections=[fo.Detection(label="x", bounding_box=b) for b in boxes])))
+        got = ds.compute_patch_embeddings(model, "gt", skip_failures=False)
+        for sample in ds:
+            pixels = np.asarray(Image.open(sample.filepath).convert("RGB"))
+            crops = [foup.extract_patch(pixels, d) for d in sample.gt.detections]
+            np.testing.assert_array_equal(got[sample.id], np.stack(model.embed_all(crops)))
+        assert fom.foui.read(ds.first().filepath).shape == (64, 96, 3), "the real reader is back"
+    finally:
+        ds.delete()
+        model.close()
+
+
 def test_use_external_preprocessor_is_a_checked_no_op() -> None:
     # Accepted as the seed README shows it, still checked to be a bool, and no graph variant of its own.
     plain = radio._variant(parse_options(MODEL, {}), "fp32")

@@ -38,6 +38,10 @@ def test_image_size_policies(size, policy) -> None:
     ({"quantize": True, "device": "cuda"}, "quantize=True makes an int8 graph for the CPU"),
     ({"quantize": True, "use_mixed_precision": True}, "quantize=True makes an int8 graph for the CPU"),
     ({"colour": "blue"}, "unknown option\\(s\\) colour .* valid options: .*output_type"),
+    # bool is an int to Python: True passed ("--workers True" to the sidecar; heatmaps of 1 pixel)
+    ({"workers": True}, "workers=True is not valid; use None or a positive integer"),
+    ({"threads": True}, "threads=True is not valid; use None or a positive integer"),
+    ({"heatmap_max_side": True}, "heatmap_max_side=True is not valid; use a positive integer"),
 ])
 def test_bad_options_are_rejected_with_the_valid_ones(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):

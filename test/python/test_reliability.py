@@ -232,6 +232,118 @@ def test_corpus_through_fiftyone_with_skip_failures(graph: Path, corpus: dict[st
         model.close()
 
 
+def _good_and_bad(tmp_path: Path, n: int = 6, bad_at: int = 2) -> list[str]:
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"img{i}.jpg"
+        p.write_bytes(jpeg_bytes(48 + 8 * (i % 3), 64, i))
+        paths.append(str(p))
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    paths[bad_at] = str(bad)
+    return paths
+
+
+def test_bad_image_when_compute_embeddings_returns_the_vectors(graph: Path, tmp_path: Path) -> None:
+    """compute_embeddings without embeddings_field (what the Brain runs with model=) and a corrupt
+    image: FiftyOne's list, None at the bad sample, the right vectors elsewhere. A None handed back
+    for it made FiftyOne np.stack a None at the end and fail the whole run ("all input arrays must
+    have the same shape"), every embedding lost, the bad file never named."""
+    paths = _good_and_bad(tmp_path)
+    ds = fo.Dataset()
+    model = local_model(graph)
+    try:
+        ds.add_samples([fo.Sample(filepath=p) for p in paths])
+        ref = {p: model.embed(p) for i, p in enumerate(paths) if i != 2}
+        one_by_one = ds.compute_embeddings(model)
+        assert [e is None for e in one_by_one] == [i == 2 for i in range(len(paths))]
+        for p, e in zip(paths, one_by_one):
+            if e is not None:
+                np.testing.assert_array_equal(e, ref[p])
+        # In batches FiftyOne can only give None for a whole batch here: the bad one's batch-mates too.
+        batched = ds.compute_embeddings(model, batch_size=3)
+        assert [e is None for e in batched] == [True, True, True, False, False, False]
+        for p, e in zip(paths[3:], batched[3:]):
+            np.testing.assert_array_equal(e, ref[p])
+        import fiftyone.brain as fob
+
+        fob.compute_similarity(ds, model=model, brain_key="sim")  # used to fail at the same np.stack
+        assert len(ds.load_brain_results("sim").sample_ids) == len(paths) - 1
+    finally:
+        ds.delete()
+        model.close()
+
+
+def test_skip_failures_false_raises_naming_the_bad_image(graph: Path, tmp_path: Path) -> None:
+    """skip_failures=False asks FiftyOne to raise when a sample fails: compute_embeddings and
+    apply_model raise the bad file's error. They used to store None for it and go on, as if
+    skip_failures=True."""
+    paths = _good_and_bad(tmp_path)
+    ds = fo.Dataset()
+    model, spatial = local_model(graph), local_model(graph, output_type="spatial")
+    try:
+        ds.add_samples([fo.Sample(filepath=p) for p in paths])
+        bad = r'input ".*broken\.jpg": image could not be decoded.*\[CORRUPT_IMAGE\]'
+        with pytest.raises(ValueError, match=bad):
+            ds.compute_embeddings(model, embeddings_field="e", batch_size=3, skip_failures=False)
+        with pytest.raises(ValueError, match=bad):
+            ds.apply_model(spatial, "heatmap", batch_size=3, skip_failures=False)
+        # skip_failures=True (FiftyOne's default): None for the bad one, its batch-mates labelled.
+        ds.compute_embeddings(model, embeddings_field="e", batch_size=3)
+        ds.apply_model(spatial, "heatmap", batch_size=3)
+        for field in ("e", "heatmap"):
+            assert [v is None for v in ds.values(field)] == [i == 2 for i in range(len(paths))], field
+    finally:
+        ds.delete()
+        model.close()
+        spatial.close()
+
+
+def test_pil_images_embed_like_their_files(graph: Path, tmp_path: Path) -> None:
+    """model.embed(a PIL image) gives the embedding of the same file given by path: alpha flattened onto
+    white and 16-bit scaled, as the sidecar does with files (and Pillow-decoded ones). PIL input used to
+    go through convert("RGB"), which drops alpha (transparent pixels showed their hidden colour) and
+    clips 16-bit values at 255 (a near-white picture), silently."""
+    rng = np.random.default_rng(7)
+    rgba = np.dstack([rng.integers(0, 256, (64, 96, 3), dtype=np.uint8), np.full((64, 96), 255, np.uint8)])
+    rgba[:, :48, 3] = 0  # the left half transparent, its hidden colour random
+    grey16 = (np.add.outer(np.arange(64), np.arange(96)) * 400).astype(np.uint16)
+    files = {"rgba": tmp_path / "rgba.png", "grey16": tmp_path / "grey16.png"}
+    Image.fromarray(rgba).save(files["rgba"])
+    Image.fromarray(grey16).save(files["grey16"])
+    model = local_model(graph)
+    try:
+        for name, path in files.items():
+            a, b = model.embed(str(path)), model.embed(Image.open(path))
+            cos = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+            assert cos >= 0.9999, f"{name} ({Image.open(path).mode}): cosine {cos} between the file and its PIL image"
+    finally:
+        model.close()
+
+
+def test_remote_model_a_file_it_cannot_read_fails_alone(graph: Path, tmp_path: Path) -> None:
+    """A remote sidecar gets the files' bytes: a file that is gone (or a directory) fails on its own,
+    as the local sidecar reports it (NOT_FOUND / NOT_A_FILE, naming the file); its batch-mates are
+    labelled. The OSError of reading it used to take the whole batch down."""
+    paths = _good_and_bad(tmp_path)
+    paths[2] = str(tmp_path / "deleted.jpg")
+    (tmp_path / "folder.jpg").mkdir()
+    paths[4] = str(tmp_path / "folder.jpg")
+    ds = fo.Dataset()
+    with sidecar(graph, "--socket", str(tmp_path / "r.sock")) as sc:
+        remote = make_remote_model(MODEL, parse_options(MODEL, {"server": f"unix:{sc['socket']}"}))
+        try:
+            ds.add_samples([fo.Sample(filepath=p) for p in paths])
+            ds.compute_embeddings(remote, embeddings_field="e", batch_size=6)
+            assert [v is None for v in ds.values("e")] == [i in (2, 4) for i in range(len(paths))]
+            assert [f[:2] for f in remote.failures] == [(paths[2], "NOT_FOUND"), (paths[4], "NOT_A_FILE")]
+            assert remote.failures[0][2] == f'input "{paths[2]}": file not found: {paths[2]} [NOT_FOUND]'
+            assert remote.failures[1][2].startswith(f'input "{paths[4]}": path is a directory, not a file')
+        finally:
+            ds.delete()
+            remote.close()
+
+
 # -- faults -------------------------------------------------------------------------------------------
 
 
@@ -278,6 +390,134 @@ def test_sidecar_sigkilled_mid_call_every_sample_labelled_once(graph: Path, tmp_
     finally:
         ds.delete()
         model.close()
+
+
+def test_private_sidecar_started_in_a_thread_outlives_the_thread(graph: Path, tmp_path: Path) -> None:
+    """shared=False, the model loaded in a worker thread (the App server's executor, a notebook's) and
+    used from others: its sidecar runs until the model is closed. Linux's parent-death signal follows the
+    thread that started the child, not the process: the sidecar got SIGTERM when that thread ended, and
+    every later call found it dead and restarted it (then it died with that call's thread, in turn)."""
+    import threading
+
+    png = tmp_path / "a.png"
+    Image.fromarray(np.full((32, 48, 3), 90, np.uint8)).save(png)
+    loaded: list[Any] = []
+    t = threading.Thread(target=lambda: loaded.append(local_model(graph, shared=False)))
+    t.start()
+    t.join(180)
+    model = loaded[0]
+    try:
+        pid = model._sidecar.pid
+        time.sleep(1.0)
+        assert model._sidecar.alive, f"the sidecar died with the thread that started it:\n{model._sidecar.log_tail()}"
+        assert model.embed(str(png)) is not None and model._sidecar.pid == pid
+    finally:
+        model.close()
+
+
+def test_a_model_collected_while_another_loads_does_not_hang(graph: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model dropped in a reference cycle is closed by the garbage collector, which runs at whatever
+    allocation comes next: here, while another model's sidecar starts, inside the registry's lock that
+    closing takes too. The lock was not reentrant: that load hung for good (and Python's exit after it)."""
+    import gc
+    import threading
+
+    from radio_zoo_under_test.client import sidecar as sidecar_module
+
+    real_start = sidecar_module.LocalSidecar.start
+
+    def start_after_a_collection(self: Any) -> None:
+        gc.collect()  # what any allocation in here may set off
+        real_start(self)
+
+    dropped = local_model(graph, shared=False)
+    dropped.itself = dropped  # a reference cycle: only the collector frees it
+    del dropped
+    monkeypatch.setattr(sidecar_module.LocalSidecar, "start", start_after_a_collection)
+    loaded: list[Any] = []
+    t = threading.Thread(target=lambda: loaded.append(local_model(graph, shared=False, threads=1)), daemon=True)
+    t.start()
+    t.join(60)
+    assert loaded, "loading hung: the collector closed the dropped model inside the registry's lock"
+    loaded[0].close()
+
+
+def _serve_pids(marker: str) -> set[int]:
+    out = subprocess.run(["pgrep", "-f", f"dist/cli.js serve .*{marker}"], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+def test_dead_sidecar_under_calls_from_threads_is_restarted_once(graph: Path, tmp_path: Path) -> None:
+    """Calls from several threads at once (the App server's searches, an executor's runs) on a model
+    whose private sidecar has died: one sidecar is started in its place, and every call gets the right
+    vectors. Each thread used to restart it on its own: one sidecar each, all but the last left running
+    unreferenced, or a later restart stopped the one an earlier had just started, closing the client a
+    call was using ("Cannot invoke RPC: Channel closed!")."""
+    import threading
+
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"img{i}.jpg"
+        p.write_bytes(jpeg_bytes(48, 64, i))
+        paths.append(str(p))
+    model = local_model(graph, image_size=(224, 224), shared=False)
+    try:
+        ref = model.embed_all(paths)
+        old = model._sidecar.pid
+        os.kill(old, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while model._sidecar.process.poll() is None and time.monotonic() < deadline:  # reaped
+            time.sleep(0.05)
+        start = threading.Barrier(4)
+        got: dict[int, Any] = {}
+        errors: list[BaseException] = []
+
+        def work(k: int) -> None:
+            start.wait(30)
+            try:
+                got[k] = model.embed_all(paths)
+            except BaseException as err:  # noqa: BLE001
+                errors.append(err)
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert errors == [], errors
+        for k in range(4):
+            for a, b in zip(got[k], ref):
+                np.testing.assert_allclose(a, b, atol=1e-5)
+        new = model._sidecar.pid
+        assert new != old and model._sidecar.alive
+        time.sleep(0.5)
+        assert _serve_pids(f"radio-sidecar-.*fp32={graph}") == {new}, "one sidecar, alive, in the dead one's place"
+    finally:
+        model.close()
+
+
+def test_model_loaded_after_its_sidecar_died_shares_the_restarted_one(graph: Path, tmp_path: Path) -> None:
+    """shared=False: a sidecar dies (OOM, a crash); a model of the same graph is loaded before the first
+    model calls again. Both then use one restarted sidecar. The load used to put a new handle in the
+    registry's place, the first model restarted the old one on its own: two sidecars for one graph (two
+    copies of the weights in memory), the old one out of the registry's reach."""
+    png = tmp_path / "a.png"
+    Image.fromarray(np.full((32, 48, 3), 90, np.uint8)).save(png)
+    first = local_model(graph, shared=False)
+    second = None
+    try:
+        old = first._sidecar.pid
+        os.kill(old, signal.SIGKILL)
+        first._sidecar.process.wait(20)
+        second = local_model(graph, shared=False)
+        assert first.embed(str(png)) is not None and second.embed(str(png)) is not None
+        time.sleep(0.5)
+        assert _serve_pids(f"radio-sidecar-.*fp32={graph}") == {first._sidecar.pid}, "one sidecar for the graph"
+        assert second._sidecar is first._sidecar
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
 
 
 def test_queue_full_client_backs_off_and_retries(graph: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
