@@ -323,6 +323,36 @@ describe("decode: formats and colour handling", () => {
     assertSolid(await preprocessImage({ id: "png16", bytes: buf }, opts()), COLOUR, 1);
   });
 
+  it("16-bit and 10-bit images with an ICC profile come out in sRGB (not in Display P3)", async () => {
+    // A gradient of known sRGB values, written at high bit depth with an embedded profile: sRGB
+    // (pixels stored as they are) or Display P3 (stored converted to P3). Decoded, both must give
+    // the sRGB values back, as the 8-bit files with the same profiles do.
+    const W = 64;
+    const H = 32;
+    const src = Buffer.alloc(W * H * 3);
+    for (let y = 0; y < H; y++) {
+      for (let x = 0; x < W; x++) src.set([40 + 3 * x, 60 + 4 * y, 230 - 2 * x], 3 * (y * W + x));
+    }
+    const from = () => sharp(src, { raw: { width: W, height: H, channels: 3 } });
+    const files: Array<[string, Buffer]> = [
+      ["png 8-bit, P3", await from().withIccProfile("p3").png().toBuffer()],
+      ["png 16-bit, sRGB", await from().toColourspace("rgb16").withIccProfile("srgb").png().toBuffer()],
+      ["png 16-bit, P3", await from().toColourspace("rgb16").withIccProfile("p3").png().toBuffer()],
+      ["tiff 16-bit, P3", await from().toColourspace("rgb16").withIccProfile("p3").tiff({ compression: "lzw" }).toBuffer()],
+      ["avif 10-bit, sRGB", await from().withIccProfile("srgb").avif({ lossless: true, bitdepth: 10 }).toBuffer()],
+    ];
+    for (const [name, buf] of files) {
+      const meta = await sharp(buf).metadata();
+      assert.equal(meta.hasProfile, true, name);
+      assert.equal(meta.depth, name.includes("8-bit") ? "uchar" : "ushort", name);
+      const img = await preprocessImage({ id: name, bytes: buf }, opts());
+      assert.deepEqual([img.height, img.width], [H, W], name);
+      let worst = 0;
+      for (let i = 0; i < src.length; i++) worst = Math.max(worst, Math.abs(img.pixels[i]! - src[i]!));
+      assert.ok(worst <= 2, `${name}: max deviation ${worst}/255 from the sRGB source (first px ${px(img, 0, 0)}, want ${[...src.subarray(0, 3)]})`);
+    }
+  });
+
   it("CMYK JPEG → sRGB (not inverted, close to the source colour)", async () => {
     const buf = await solid(32, 32, COLOUR).toColourspace("cmyk").jpeg({ quality: 100 }).toBuffer();
     assert.equal((await sharp(buf).metadata()).space, "cmyk");

@@ -149,6 +149,12 @@ export async function decodeEncoded(id: string, bytes: Buffer, target: Size, lim
   let img: Sharp;
   try {
     img = sharp(bytes, inputOptions(limits)).autoOrient();
+    // sharp converts 16-bit RGB with an embedded profile to Display P3 (not sRGB), and nothing
+    // converts it back before the 8-bit output: such images (16-bit PNG/TIFF, 10/12-bit AVIF) would
+    // come out with P3 values. Taking them to 8-bit sRGB first makes sharp convert their profile
+    // to sRGB, as for 8-bit images.
+    const { space, hasProfile } = await img.metadata();
+    if (space === "rgb16" && hasProfile) img = img.pipelineColourspace("srgb");
   } catch (err) {
     throw classifySharpError(id, err);
   }
