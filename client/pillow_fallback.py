@@ -66,13 +66,23 @@ def _to_unit(arr: np.ndarray, mode: str) -> np.ndarray:
 
 
 def pixels(image: Any) -> np.ndarray:
-    """A PIL image (first frame, EXIF orientation applied) → HxW (grey), HxWx3 or HxWx4 pixels:
+    """A PIL image (first frame, EXIF orientation applied, an embedded RGB/CMYK profile converted to sRGB) → HxW (grey), HxWx3 or HxWx4 pixels:
     uint8, or float32 in [0, 1] for 16-bit, 32-bit integer and float images."""
     from PIL import ImageOps
 
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
     image = ImageOps.exif_transpose(image)
+    icc = image.info.get("icc_profile")
+    if icc and image.mode in ("RGB", "RGBA", "CMYK"):  # to sRGB, as the sidecar converts a file's profile
+        from PIL import ImageCms
+
+        try:
+            image = ImageCms.profileToProfile(image, ImageCms.ImageCmsProfile(io.BytesIO(icc)), ImageCms.createProfile("sRGB"),
+                                              renderingIntent=ImageCms.Intent.PERCEPTUAL,
+                                              outputMode="RGBA" if image.mode == "RGBA" else "RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # an unusable profile: the pixels as stored (sharp, too, only warns)
     mode = image.mode
     if mode in ("I", "F") or mode.startswith("I;16"):
         return _to_unit(np.asarray(image), mode)

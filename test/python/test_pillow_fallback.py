@@ -71,6 +71,40 @@ def test_exif_orientation_and_first_frame() -> None:
     np.testing.assert_array_equal(gif, RGB)
 
 
+def _swapped_srgb_profile() -> bytes:
+    """Pillow's sRGB profile with the red and blue primaries swapped: pixels stored as (b, g, r)
+    under it are the sRGB colours (r, g, b)."""
+    import struct
+
+    from PIL import ImageCms
+
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    (count,) = struct.unpack_from(">I", icc, 128)
+    entry = {struct.unpack_from(">4s", icc, 132 + 12 * i)[0]: 132 + 12 * i for i in range(count)}
+    red = struct.unpack_from(">II", icc, entry[b"rXYZ"] + 4)
+    blue = struct.unpack_from(">II", icc, entry[b"bXYZ"] + 4)
+    struct.pack_into(">II", icc, entry[b"rXYZ"] + 4, *blue)
+    struct.pack_into(">II", icc, entry[b"bXYZ"] + 4, *red)
+    return bytes(icc)
+
+
+def test_embedded_icc_profile_is_converted_to_srgb() -> None:
+    # The sidecar converts a file's embedded profile to sRGB; pixels Pillow gives (fallback formats,
+    # PIL images passed to predict) must be the same sRGB colours, not the values as stored.
+    icc = _swapped_srgb_profile()
+    stored = Image.fromarray(np.ascontiguousarray(RGB[..., ::-1]))
+    for fmt in ("PNG", "TIFF"):
+        np.testing.assert_allclose(decode(encode(stored, fmt, icc_profile=icc)), RGB, atol=1, err_msg=fmt)
+    tagged = Image.open(io.BytesIO(encode(stored, "PNG", icc_profile=icc)))
+    np.testing.assert_allclose(pixels(tagged), RGB, atol=1)
+    alpha = np.full((6, 5), 77, np.uint8)
+    rgba = Image.open(io.BytesIO(encode(Image.fromarray(np.dstack([RGB[..., ::-1], alpha])), "PNG", icc_profile=icc)))
+    got = pixels(rgba)
+    assert got.shape == (6, 5, 4)
+    np.testing.assert_allclose(got[..., :3], RGB, atol=1)
+    np.testing.assert_array_equal(got[..., 3], alpha)
+
+
 def test_failures_say_why() -> None:
     with pytest.raises(Exception, match="does not recognise it") as info:
         decode(b"meeting notes, not an image\n")
