@@ -62,6 +62,8 @@ export interface ProbeResult {
   readonly originalWidth: number;
   /** Number of pages/frames in the file (only the first is used). */
   readonly pages: number;
+  /** 16-bit RGB with an embedded ICC profile: decodeEncoded must take it to 8-bit sRGB first (see there). */
+  readonly highBitProfile: boolean;
 }
 
 function inputOptions(limits: DecodeLimits): SharpOptions {
@@ -120,7 +122,7 @@ export async function probeEncoded(id: string, bytes: Buffer, limits: DecodeLimi
   if (w * h > limits.limitInputPixels) {
     throw new InputError("too_large", id, `image is ${h}x${w} = ${w * h} pixels, above the ${limits.limitInputPixels}-pixel limit`);
   }
-  return { format: meta.format, originalHeight: h, originalWidth: w, pages: meta.pages ?? 1 };
+  return { format: meta.format, originalHeight: h, originalWidth: w, pages: meta.pages ?? 1, highBitProfile: meta.space === "rgb16" && !!meta.hasProfile };
 }
 
 /** flatten → resize → sRGB → 8-bit interleaved RGB. */
@@ -145,16 +147,15 @@ async function runPipeline(id: string, img: Sharp, target: Size, limits: DecodeL
 }
 
 /** Decode encoded bytes (already probed) to interleaved uint8 at `target`. */
-export async function decodeEncoded(id: string, bytes: Buffer, target: Size, limits: DecodeLimits): Promise<RgbPixels> {
+export async function decodeEncoded(id: string, bytes: Buffer, highBitProfile: boolean, target: Size, limits: DecodeLimits): Promise<RgbPixels> {
   let img: Sharp;
   try {
     img = sharp(bytes, inputOptions(limits)).autoOrient();
     // sharp converts 16-bit RGB with an embedded profile to Display P3 (not sRGB), and nothing
     // converts it back before the 8-bit output: such images (16-bit PNG/TIFF, 10/12-bit AVIF) would
     // come out with P3 values. Taking them to 8-bit sRGB first makes sharp convert their profile
-    // to sRGB, as for 8-bit images.
-    const { space, hasProfile } = await img.metadata();
-    if (space === "rgb16" && hasProfile) img = img.pipelineColourspace("srgb");
+    // to sRGB, as for 8-bit images (probeEncoded read the header).
+    if (highBitProfile) img = img.pipelineColourspace("srgb");
   } catch (err) {
     throw classifySharpError(id, err);
   }

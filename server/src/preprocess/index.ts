@@ -48,6 +48,8 @@ export type OpenedImage =
       readonly id: string;
       readonly bytes: Buffer;
       readonly format: SupportedFormat;
+      /** ProbeResult.highBitProfile */
+      readonly highBitProfile: boolean;
       readonly originalHeight: number;
       readonly originalWidth: number;
     }
@@ -88,6 +90,7 @@ export async function openImage(input: ImageInput, opts: OpenOptions): Promise<O
       id: src.id,
       bytes: src.bytes,
       format: probe.format,
+      highBitProfile: probe.highBitProfile,
       originalHeight: probe.originalHeight,
       originalWidth: probe.originalWidth,
     };
@@ -104,7 +107,9 @@ export async function decodeOpened(opened: OpenedImage, target: Size, opts: Pick
       throw new InputError("invalid_input", opened.id, `invalid target size ${String(target.height)}x${String(target.width)}`);
     }
     const { data, height, width } =
-      opened.kind === "raw" ? await decodeRaw(opened.id, opened.raw, target, limits) : await decodeEncoded(opened.id, opened.bytes, target, limits);
+      opened.kind === "raw"
+        ? await decodeRaw(opened.id, opened.raw, target, limits)
+        : await decodeEncoded(opened.id, opened.bytes, opened.highBitProfile, target, limits);
     return { id: opened.id, pixels: data, height, width, originalHeight: opened.originalHeight, originalWidth: opened.originalWidth };
   } catch (err) {
     throw asInputError(opened, err);
