@@ -201,9 +201,10 @@ def download_model(model_name: str, model_path: str) -> None:
         if Path(model_path).is_file() and _is_current(graphs / BASE_GRAPH, say=False):
             return  # another process finished it while this one waited
         _compile(model_name, graphs / BASE_GRAPH, [], revision=os.environ.get("RADIO_HF_REVISION"))
-    meta = json.loads((graphs / BASE_GRAPH / "metadata.json").read_text())
-    # Written last: its presence tells FiftyOne (and us) that set-up completed.
-    Path(model_path).write_text(json.dumps({"model": model_name, "graphs": str(graphs), "source": meta["source"]}, indent=2))
+        meta = json.loads((graphs / BASE_GRAPH / "metadata.json").read_text())
+        # Written last, under the lock (a process waiting on it checks for it): its presence tells
+        # FiftyOne (and us) that set-up completed.
+        Path(model_path).write_text(json.dumps({"model": model_name, "graphs": str(graphs), "source": meta["source"]}, indent=2))
 
 
 def _variant(options: RadioOptions, precision: str, provider: str = "cpu") -> tuple[str, list[str]]:

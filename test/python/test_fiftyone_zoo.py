@@ -614,6 +614,43 @@ def test_two_processes_compiling_the_same_new_graph_at_once(model_h, dataset, ru
             p.kill()
 
 
+SETUP_CHILD = """
+import os, sys, time
+import fiftyone.zoo as foz
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.005)
+foz.load_zoo_model("nv_labs/c-radio_v4-so400m", cache=False, device="cpu").close()
+"""
+
+
+def test_two_processes_setting_up_the_same_model_at_once_compile_it_once(registered, runtime_dir: Path,
+                                                                         tmp_path: Path) -> None:
+    """Two processes loading a model never set up, together: one compiles its fp32 graph, the other
+    waits and finds it done. The marker that says so was written after the lock was released, so the
+    waiter, woken first, mostly compiled it a second time (over the graph the first was loading). A
+    race: a few rounds, each of which compiled twice more often than not."""
+    import shutil
+
+    marker = Path(foz.download_zoo_model(SO)[1])
+    for round_ in range(3):
+        marker.unlink()
+        shutil.rmtree(marker.with_suffix("") / "fp32")
+        go = tmp_path / f"go{round_}"
+        logs = [tmp_path / f"{round_}{k}.log" for k in "ab"]
+        children = [subprocess.Popen([sys.executable, "-c", SETUP_CHILD, str(go)], stderr=open(log, "w"), env=os.environ.copy())
+                    for log in logs]
+        try:
+            time.sleep(3)  # both import fiftyone, then start together
+            go.touch()
+            assert [c.wait(300) for c in children] == [0, 0], [log.read_text()[-2000:] for log in logs]
+        finally:
+            for c in children:
+                c.kill()
+        compiles = sum(log.read_text().count(f"compiling {SO} (fp32)") for log in logs)
+        assert compiles == 1, f"round {round_}: the fp32 graph was compiled {compiles} times"
+    assert marker.is_file() and (marker.with_suffix("") / "fp32" / "metadata.json").exists()
+
+
 def test_killed_client_leaves_the_shared_sidecar_up_which_exits_when_idle(model_h, dataset, runtime_dir: Path,
                                                                          tmp_path: Path) -> None:
     """One client SIGKILLed mid-run: the other finishes on the same sidecar. With no client left, the
