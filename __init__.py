@@ -200,7 +200,13 @@ def download_model(model_name: str, model_path: str) -> None:
     with _setup_lock(f"compile-{BASE_GRAPH}", graphs):
         if Path(model_path).is_file() and _is_current(graphs / BASE_GRAPH, say=False):
             return  # another process finished it while this one waited
-        _compile(model_name, graphs / BASE_GRAPH, [], revision=os.environ.get("RADIO_HF_REVISION"))
+        revision = os.environ.get("RADIO_HF_REVISION")
+        if not revision and Path(model_path).is_file():
+            # Set up before (the graph is an earlier version's): compiled again from the commit set up then,
+            # already downloaded, not from what the default branch holds by now.
+            with contextlib.suppress(OSError, ValueError, KeyError, AttributeError):
+                revision = json.loads(Path(model_path).read_text())["source"].get("revision")
+        _compile(model_name, graphs / BASE_GRAPH, [], revision=revision)
         meta = json.loads((graphs / BASE_GRAPH / "metadata.json").read_text())
         # Written last, under the lock (a process waiting on it checks for it): its presence tells
         # FiftyOne (and us) that set-up completed.

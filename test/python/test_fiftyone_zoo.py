@@ -212,6 +212,67 @@ def test_a_graph_an_earlier_version_compiled_is_compiled_again(registered, datas
     np.testing.assert_array_equal(after, before)
 
 
+@contextmanager
+def _own_zoo(root: Path, source_url: str):
+    """A model-zoo folder and Hugging Face cache of the test's own, with the source registered there
+    (the module's stay as they are); the test serves its hub with _serving."""
+    saved = {k: os.environ.get(k) for k in ("HF_ENDPOINT", "HF_HUB_CACHE")}
+    old_zoo = fo.config.model_zoo_dir
+    fo.config.model_zoo_dir = str(root / "zoo")
+    os.environ["HF_HUB_CACHE"] = str(root / "hf")
+    try:
+        foz.register_zoo_model_source(source_url, overwrite=True)
+        yield
+    finally:
+        fo.config.model_zoo_dir = old_zoo
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
+def _serving(repos: dict[str, Path]):
+    """A loopback hub serving these repos (each one commit, on main) for as long as it is open."""
+    with fake_hub(repos) as endpoint:
+        os.environ["HF_ENDPOINT"] = endpoint
+        yield
+
+
+def _source(graph: Path) -> dict:
+    return json.loads((graph / "metadata.json").read_text())["source"]
+
+
+def test_an_upgrade_compiles_the_graph_again_from_the_commit_it_was_set_up_from(source_url, dataset, runtime_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    """A graph an earlier version compiled is compiled again from the checkpoint already downloaded,
+    the commit it was set up from. It was compiled from whatever the default branch held by then:
+    another download, other weights after an upgrade, and revision= pinned to the set-up commit raised."""
+    first, moved_on = make_checkpoint(tmp_path / "a", "tiny"), make_checkpoint(tmp_path / "b", "tiny", seed=1)
+    view = dataset.limit(4)
+    with _own_zoo(tmp_path, source_url):
+        with _serving({"nvidia/C-RADIOv4-H": first}):
+            model = foz.load_zoo_model(H, device="cpu", cache=False)
+            try:
+                before = np.stack(view.compute_embeddings(model, batch_size=4))
+            finally:
+                model.close()
+        base = Path(foz.find_zoo_model(H)).with_suffix("") / "fp32"
+        commit = _source(base)["revision"]
+        metadata = json.loads((base / "metadata.json").read_text())
+        (base / "metadata.json").write_text(json.dumps({**metadata, "format": "radio-onnx/1"}))
+        with _serving({"nvidia/C-RADIOv4-H": moved_on}):  # upstream's main moved on meanwhile
+            model = foz.load_zoo_model(H, device="cpu", cache=False, revision=commit)
+            try:
+                after = np.stack(view.compute_embeddings(model, batch_size=4))
+            finally:
+                model.close()
+        assert json.loads((base / "metadata.json").read_text())["format"] != "radio-onnx/1"
+        assert _source(base)["revision"] == commit
+    np.testing.assert_array_equal(after, before)
+
+
 def test_heatmaps_and_dense_features(registered, dataset, tmp_path: Path) -> None:
     spatial = foz.load_zoo_model(H, output_type="spatial", apply_smoothing=True, smoothing_sigma=1.51,
                                  feature_format="NCHW")
