@@ -273,6 +273,32 @@ def test_an_upgrade_compiles_the_graph_again_from_the_commit_it_was_set_up_from(
     np.testing.assert_array_equal(after, before)
 
 
+def test_a_model_set_up_again_from_another_commit_compiles_its_variants_again(source_url, dataset, runtime_dir: Path,
+                                                                             tmp_path: Path) -> None:
+    """Set up again from another commit (foz.delete_zoo_model, then a load: how revision='s error says to
+    use another), the fp32 graph is compiled from it, and so is every variant, when next asked for. The
+    variants compiled from the first commit were taken as current: quantize=True ran the old weights."""
+    first, other = make_checkpoint(tmp_path / "a", "tiny"), make_checkpoint(tmp_path / "b", "tiny", seed=1)
+    view = dataset.limit(4)
+    with _own_zoo(tmp_path, source_url):
+        with _serving({"nvidia/C-RADIOv4-H": first}):
+            foz.load_zoo_model(H, quantize=True, device="cpu", cache=False).close()
+        foz.delete_zoo_model(H)
+        with _serving({"nvidia/C-RADIOv4-H": other}):
+            exact_model = foz.load_zoo_model(H, device="cpu", cache=False)
+            model = foz.load_zoo_model(H, quantize=True, device="cpu", cache=False)
+            try:
+                exact = np.stack(view.compute_embeddings(exact_model, batch_size=4))
+                approx = np.stack(view.compute_embeddings(model, batch_size=4))
+            finally:
+                model.close()
+                exact_model.close()
+        graphs = Path(foz.find_zoo_model(H)).with_suffix("")
+        assert _source(graphs / "int8")["dir"] == _source(graphs / "fp32")["dir"]
+    cos = (approx * exact).sum(1) / np.linalg.norm(approx, axis=1) / np.linalg.norm(exact, axis=1)
+    assert cos.min() >= 0.99, cos
+
+
 def test_heatmaps_and_dense_features(registered, dataset, tmp_path: Path) -> None:
     spatial = foz.load_zoo_model(H, output_type="spatial", apply_smoothing=True, smoothing_sigma=1.51,
                                  feature_format="NCHW")
