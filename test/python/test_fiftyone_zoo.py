@@ -299,6 +299,33 @@ def test_a_model_set_up_again_from_another_commit_compiles_its_variants_again(so
     assert cos.min() >= 0.99, cos
 
 
+def test_a_text_variant_whose_text_tower_failed_to_compile_is_compiled_again(source_url, runtime_dir: Path,
+                                                                            tmp_path: Path) -> None:
+    """compile --text wrote the graph, then the text tower beside it: the graph's metadata.json, which
+    says a folder is done, came before the text tower, and one that failed (here a SigLIP folder whose
+    tokenizer is broken; as well a kill or a full disk) left a folder the next load took as done, and
+    that model could not embed text."""
+    import shutil
+
+    from sidecar_cli import sidecar
+
+    ckpt, siglip = tmp_path / "h", tmp_path / "siglip"
+    sidecar("make-checkpoint", "--preset", "tiny-text", "--siglip", str(siglip), "--out", str(ckpt))
+    broken = shutil.copytree(siglip, tmp_path / "broken")
+    (broken / "tokenizer.json").write_text("{}")
+    tower = "google/siglip2-giant-opt-patch16-384"
+    with _own_zoo(tmp_path, source_url):
+        with _serving({"nvidia/C-RADIOv4-H": ckpt, tower: broken}):
+            with pytest.raises(RuntimeError, match=r"set-up failed at 'compiling nv_labs/c-radio_v4-h \(fp32-text\)'"):
+                foz.load_zoo_model(H, embedding_space="text", device="cpu", cache=False)
+        with _serving({"nvidia/C-RADIOv4-H": ckpt, tower: siglip}):  # fixed upstream
+            model = foz.load_zoo_model(H, embedding_space="text", device="cpu", cache=False)
+            try:
+                assert model.embed_prompts(["a photo of a cat"]).shape[0] == 1
+            finally:
+                model.close()
+
+
 def test_heatmaps_and_dense_features(registered, dataset, tmp_path: Path) -> None:
     spatial = foz.load_zoo_model(H, output_type="spatial", apply_smoothing=True, smoothing_sigma=1.51,
                                  feature_format="NCHW")
