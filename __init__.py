@@ -185,6 +185,22 @@ def _is_current(graph: Path, say: bool = True) -> bool:
     return True
 
 
+def _compiled_from_base(graph: Path, base: Path, say: bool = True) -> bool:
+    """A variant compiled from the checkpoint the base graph was: the model set up again from another
+    commit since (foz.delete_zoo_model, then a load) makes it another checkpoint's, compiled again."""
+    if graph == base:
+        return True
+    try:
+        have, want = (json.loads((g / "metadata.json").read_text())["source"] for g in (graph, base))
+    except (OSError, ValueError, KeyError):
+        return False
+    # compiled from the downloaded repo: its commit; from the base's folder (--checkpoint-dir): that folder
+    same = have["revision"] == want.get("revision") if have.get("revision") else have.get("dir") == want.get("dir")
+    if not same and say:
+        _setup_log(f"{graph} was compiled from another checkpoint than {base} (set up again since): compiling it again")
+    return bool(same)
+
+
 def _graphs_dir(model_path: str) -> Path:
     """model_path is a small JSON marker file (FiftyOne counts a model as downloaded when its path
     is a file); the compiled graphs live in the folder beside it, without the .json."""
@@ -200,10 +216,17 @@ def download_model(model_name: str, model_path: str) -> None:
     with _setup_lock(f"compile-{BASE_GRAPH}", graphs):
         if Path(model_path).is_file() and _is_current(graphs / BASE_GRAPH, say=False):
             return  # another process finished it while this one waited
-        _compile(model_name, graphs / BASE_GRAPH, [], revision=os.environ.get("RADIO_HF_REVISION"))
-    meta = json.loads((graphs / BASE_GRAPH / "metadata.json").read_text())
-    # Written last: its presence tells FiftyOne (and us) that set-up completed.
-    Path(model_path).write_text(json.dumps({"model": model_name, "graphs": str(graphs), "source": meta["source"]}, indent=2))
+        revision = os.environ.get("RADIO_HF_REVISION")
+        if not revision and Path(model_path).is_file():
+            # Set up before (the graph is an earlier version's): compiled again from the commit set up then,
+            # already downloaded, not from what the default branch holds by now.
+            with contextlib.suppress(OSError, ValueError, KeyError, AttributeError):
+                revision = json.loads(Path(model_path).read_text())["source"].get("revision")
+        _compile(model_name, graphs / BASE_GRAPH, [], revision=revision)
+        meta = json.loads((graphs / BASE_GRAPH / "metadata.json").read_text())
+        # Written last, under the lock (a process waiting on it checks for it): its presence tells
+        # FiftyOne (and us) that set-up completed.
+        Path(model_path).write_text(json.dumps({"model": model_name, "graphs": str(graphs), "source": meta["source"]}, indent=2))
 
 
 def _variant(options: RadioOptions, precision: str, provider: str = "cpu") -> tuple[str, list[str]]:
@@ -263,9 +286,9 @@ def load_model(model_name: str, model_path: str, **kwargs: Any) -> RadioModel:
         _check_revision(model_name, options.revision, base)
     name, flags = _variant(options, precision, choice.provider)
     graph = path / name
-    if not _is_current(graph):
+    if not (_is_current(graph) and _compiled_from_base(graph, base)):
         with _setup_lock(f"compile-{name}", path):
-            if not _is_current(graph, say=False):
+            if not (_is_current(graph, say=False) and _compiled_from_base(graph, base, say=False)):
                 source = json.loads((base / "metadata.json").read_text())["source"]
                 # Adaptor variants need files beyond the base checkpoint: compile from the repo (the cached
                 # files are reused), not from the base's folder.

@@ -13,6 +13,7 @@ import mmap
 import os
 import platform
 import re
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,17 @@ def provider_version(path: Path) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def cut_short(path: Path) -> bool:
+    """An ELF64 file whose section header table, which ends a linked library, lies past its end: a copy
+    cut short (a kill, a full disk), though its first part holds the version string provider_version reads."""
+    with path.open("rb") as f:
+        head = f.read(64)
+    if len(head) < 64 or head[:6] != b"\x7fELF\x02\x01":  # not a 64-bit little-endian ELF: not judged here
+        return False
+    (shoff,), (shentsize, shnum) = struct.unpack_from("<Q", head, 0x28), struct.unpack_from("<HH", head, 0x3A)
+    return shoff + shentsize * shnum > path.stat().st_size
+
+
 def read_record(bin_dir: Path) -> dict[str, Any] | None:
     try:
         record = json.loads((bin_dir / RECORD_FILE).read_text())
@@ -105,7 +117,7 @@ class ProviderState:
 def inspect(ort: OrtNode) -> ProviderState:
     """What is beside libonnxruntime.so.1. Files our record lists, with the sizes it lists, are taken at
     the record's word; anything else is read (the CUDA provider, ~270 MB, in ~0.2 s)."""
-    present = tuple(n for n in PROVIDER_FILES if (ort.bin_dir / n).exists())
+    present = tuple(n for n in PROVIDER_FILES if (ort.bin_dir / n).exists() and not cut_short(ort.bin_dir / n))
     if CUDA not in present:
         return ProviderState(present, None, ort.version)
     record = read_record(ort.bin_dir) or {}

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import platform
+import struct
 import subprocess
 import sys
 import zipfile
@@ -30,8 +31,11 @@ VERSION = "1.30.0"
 
 
 def provider_bytes(version: str) -> bytes:
-    # What the check reads: one NUL-delimited x.y.z string, as in the real library.
-    return b"\x7fELF" + os.urandom(64).replace(b"\x00", b"\x01") + f"\x00{version}\x00".encode() + b"cudaSetDevice"
+    # What the checks read, laid out as in the real library: an ELF64 header whose section header table
+    # ends the file, and one NUL-delimited x.y.z string (a fifth of the way into the real one).
+    body = os.urandom(64).replace(b"\x00", b"\x01") + f"\x00{version}\x00".encode() + b"cudaSetDevice"
+    header = b"\x7fELF\x02\x01\x01" + bytes(33) + struct.pack("<Q", 64 + len(body)) + bytes(10) + struct.pack("<HHH", 64, 1, 0)
+    return header + body + bytes(64)
 
 
 def make_wheel(folder: Path, version: str = VERSION, machine: str = MACHINE, *, damage: bool = False) -> Path:
@@ -146,6 +150,24 @@ def test_provider_files_of_another_version_are_refused(tmp_path: Path, found: st
     assert f"rm {bin_dir(source) / CUDA} {bin_dir(source) / SHARED}" in message and "npm ci" in message
     assert "onnxruntime-gpu==1.30.0" in message and "python -m client.cuda_provider install" in message
     assert (bin_dir(source) / CUDA).read_bytes() == stale  # refused, not overwritten
+
+
+def test_a_provider_file_cut_short_is_not_taken_as_installed(tmp_path: Path) -> None:
+    """onnxruntime-node's install script (route a, and its npm postinstall) copies the CUDA provider in
+    place: a kill or a full disk leaves the first part of it, which holds the version string the check
+    read (a fifth of the way into the real 272 MB library). That was taken as installed, so never
+    replaced, and the sidecar could not load it. Its section header table, at the end, is missing: the
+    install puts the whole file there."""
+    source = make_source(tmp_path / "src")
+    whole = provider_bytes(VERSION)
+    (bin_dir(source) / CUDA).write_bytes(whole[: len(whole) * 3 // 4])
+    (bin_dir(source) / SHARED).write_bytes(b"\x7fELF shared bridge")
+    assert not inspect(find_ort_node(source)).installed
+    wheel = make_wheel(tmp_path / "wheels")
+    assert cuda_provider.install(source, routes=("pypi",), wheel=wheel, log=lambda _: None).route == "pypi"
+    with zipfile.ZipFile(wheel) as z:
+        assert (bin_dir(source) / CUDA).read_bytes() == z.read(f"onnxruntime/capi/{CUDA}")
+    assert inspect(find_ort_node(source)).installed
 
 
 def test_a_damaged_wheel_is_refused_and_leaves_nothing(tmp_path: Path) -> None:

@@ -212,6 +212,120 @@ def test_a_graph_an_earlier_version_compiled_is_compiled_again(registered, datas
     np.testing.assert_array_equal(after, before)
 
 
+@contextmanager
+def _own_zoo(root: Path, source_url: str):
+    """A model-zoo folder and Hugging Face cache of the test's own, with the source registered there
+    (the module's stay as they are); the test serves its hub with _serving."""
+    saved = {k: os.environ.get(k) for k in ("HF_ENDPOINT", "HF_HUB_CACHE")}
+    old_zoo = fo.config.model_zoo_dir
+    fo.config.model_zoo_dir = str(root / "zoo")
+    os.environ["HF_HUB_CACHE"] = str(root / "hf")
+    try:
+        foz.register_zoo_model_source(source_url, overwrite=True)
+        yield
+    finally:
+        fo.config.model_zoo_dir = old_zoo
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
+def _serving(repos: dict[str, Path]):
+    """A loopback hub serving these repos (each one commit, on main) for as long as it is open."""
+    with fake_hub(repos) as endpoint:
+        os.environ["HF_ENDPOINT"] = endpoint
+        yield
+
+
+def _source(graph: Path) -> dict:
+    return json.loads((graph / "metadata.json").read_text())["source"]
+
+
+def test_an_upgrade_compiles_the_graph_again_from_the_commit_it_was_set_up_from(source_url, dataset, runtime_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    """A graph an earlier version compiled is compiled again from the checkpoint already downloaded,
+    the commit it was set up from. It was compiled from whatever the default branch held by then:
+    another download, other weights after an upgrade, and revision= pinned to the set-up commit raised."""
+    first, moved_on = make_checkpoint(tmp_path / "a", "tiny"), make_checkpoint(tmp_path / "b", "tiny", seed=1)
+    view = dataset.limit(4)
+    with _own_zoo(tmp_path, source_url):
+        with _serving({"nvidia/C-RADIOv4-H": first}):
+            model = foz.load_zoo_model(H, device="cpu", cache=False)
+            try:
+                before = np.stack(view.compute_embeddings(model, batch_size=4))
+            finally:
+                model.close()
+        base = Path(foz.find_zoo_model(H)).with_suffix("") / "fp32"
+        commit = _source(base)["revision"]
+        metadata = json.loads((base / "metadata.json").read_text())
+        (base / "metadata.json").write_text(json.dumps({**metadata, "format": "radio-onnx/1"}))
+        with _serving({"nvidia/C-RADIOv4-H": moved_on}):  # upstream's main moved on meanwhile
+            model = foz.load_zoo_model(H, device="cpu", cache=False, revision=commit)
+            try:
+                after = np.stack(view.compute_embeddings(model, batch_size=4))
+            finally:
+                model.close()
+        assert json.loads((base / "metadata.json").read_text())["format"] != "radio-onnx/1"
+        assert _source(base)["revision"] == commit
+    np.testing.assert_array_equal(after, before)
+
+
+def test_a_model_set_up_again_from_another_commit_compiles_its_variants_again(source_url, dataset, runtime_dir: Path,
+                                                                             tmp_path: Path) -> None:
+    """Set up again from another commit (foz.delete_zoo_model, then a load: how revision='s error says to
+    use another), the fp32 graph is compiled from it, and so is every variant, when next asked for. The
+    variants compiled from the first commit were taken as current: quantize=True ran the old weights."""
+    first, other = make_checkpoint(tmp_path / "a", "tiny"), make_checkpoint(tmp_path / "b", "tiny", seed=1)
+    view = dataset.limit(4)
+    with _own_zoo(tmp_path, source_url):
+        with _serving({"nvidia/C-RADIOv4-H": first}):
+            foz.load_zoo_model(H, quantize=True, device="cpu", cache=False).close()
+        foz.delete_zoo_model(H)
+        with _serving({"nvidia/C-RADIOv4-H": other}):
+            exact_model = foz.load_zoo_model(H, device="cpu", cache=False)
+            model = foz.load_zoo_model(H, quantize=True, device="cpu", cache=False)
+            try:
+                exact = np.stack(view.compute_embeddings(exact_model, batch_size=4))
+                approx = np.stack(view.compute_embeddings(model, batch_size=4))
+            finally:
+                model.close()
+                exact_model.close()
+        graphs = Path(foz.find_zoo_model(H)).with_suffix("")
+        assert _source(graphs / "int8")["dir"] == _source(graphs / "fp32")["dir"]
+    cos = (approx * exact).sum(1) / np.linalg.norm(approx, axis=1) / np.linalg.norm(exact, axis=1)
+    assert cos.min() >= 0.99, cos
+
+
+def test_a_text_variant_whose_text_tower_failed_to_compile_is_compiled_again(source_url, runtime_dir: Path,
+                                                                            tmp_path: Path) -> None:
+    """compile --text wrote the graph, then the text tower beside it: the graph's metadata.json, which
+    says a folder is done, came before the text tower, and one that failed (here a SigLIP folder whose
+    tokenizer is broken; as well a kill or a full disk) left a folder the next load took as done, and
+    that model could not embed text."""
+    import shutil
+
+    from sidecar_cli import sidecar
+
+    ckpt, siglip = tmp_path / "h", tmp_path / "siglip"
+    sidecar("make-checkpoint", "--preset", "tiny-text", "--siglip", str(siglip), "--out", str(ckpt))
+    broken = shutil.copytree(siglip, tmp_path / "broken")
+    (broken / "tokenizer.json").write_text("{}")
+    tower = "google/siglip2-giant-opt-patch16-384"
+    with _own_zoo(tmp_path, source_url):
+        with _serving({"nvidia/C-RADIOv4-H": ckpt, tower: broken}):
+            with pytest.raises(RuntimeError, match=r"set-up failed at 'compiling nv_labs/c-radio_v4-h \(fp32-text\)'"):
+                foz.load_zoo_model(H, embedding_space="text", device="cpu", cache=False)
+        with _serving({"nvidia/C-RADIOv4-H": ckpt, tower: siglip}):  # fixed upstream
+            model = foz.load_zoo_model(H, embedding_space="text", device="cpu", cache=False)
+            try:
+                assert model.embed_prompts(["a photo of a cat"]).shape[0] == 1
+            finally:
+                model.close()
+
+
 def test_heatmaps_and_dense_features(registered, dataset, tmp_path: Path) -> None:
     spatial = foz.load_zoo_model(H, output_type="spatial", apply_smoothing=True, smoothing_sigma=1.51,
                                  feature_format="NCHW")
@@ -612,6 +726,43 @@ def test_two_processes_compiling_the_same_new_graph_at_once(model_h, dataset, ru
     finally:
         for p in (a, b):
             p.kill()
+
+
+SETUP_CHILD = """
+import os, sys, time
+import fiftyone.zoo as foz
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.005)
+foz.load_zoo_model("nv_labs/c-radio_v4-so400m", cache=False, device="cpu").close()
+"""
+
+
+def test_two_processes_setting_up_the_same_model_at_once_compile_it_once(registered, runtime_dir: Path,
+                                                                         tmp_path: Path) -> None:
+    """Two processes loading a model never set up, together: one compiles its fp32 graph, the other
+    waits and finds it done. The marker that says so was written after the lock was released, so the
+    waiter, woken first, mostly compiled it a second time (over the graph the first was loading). A
+    race: a few rounds, each of which compiled twice more often than not."""
+    import shutil
+
+    marker = Path(foz.download_zoo_model(SO)[1])
+    for round_ in range(3):
+        marker.unlink()
+        shutil.rmtree(marker.with_suffix("") / "fp32")
+        go = tmp_path / f"go{round_}"
+        logs = [tmp_path / f"{round_}{k}.log" for k in "ab"]
+        children = [subprocess.Popen([sys.executable, "-c", SETUP_CHILD, str(go)], stderr=open(log, "w"), env=os.environ.copy())
+                    for log in logs]
+        try:
+            time.sleep(3)  # both import fiftyone, then start together
+            go.touch()
+            assert [c.wait(300) for c in children] == [0, 0], [log.read_text()[-2000:] for log in logs]
+        finally:
+            for c in children:
+                c.kill()
+        compiles = sum(log.read_text().count(f"compiling {SO} (fp32)") for log in logs)
+        assert compiles == 1, f"round {round_}: the fp32 graph was compiled {compiles} times"
+    assert marker.is_file() and (marker.with_suffix("") / "fp32" / "metadata.json").exists()
 
 
 def test_killed_client_leaves_the_shared_sidecar_up_which_exits_when_idle(model_h, dataset, runtime_dir: Path,

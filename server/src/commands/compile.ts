@@ -75,6 +75,22 @@ async function compile(options: CompileOptions): Promise<void> {
   const { TEXT_DIR } = await import("../compiler/text-metadata.js");
   rmSync(join(options.out, TEXT_DIR), { recursive: true, force: true });
   const weightsMode = options.copyWeights ? "copy" : "link";
+  // The text tower first: the graph's metadata.json, written last, is what says the folder is done
+  // (the zoo takes a folder with a current one as compiled), so a text tower that fails leaves none.
+  if (text) {
+    const { compileTextTower } = await import("../compiler/compile-text.js");
+    const tower = await compileTextTower({
+      siglipDir: text.dir,
+      outDir: join(options.out, TEXT_DIR),
+      precision: options.precision,
+      weightsMode,
+      space: SIGLIP2_G_TEXT_TOWER.adaptor,
+      repo: text.repo,
+      revision: text.revision,
+      onStage: (stage) => process.stderr.write(`compile (text): ${stage}\n`),
+    });
+    process.stderr.write(`compile: wrote ${tower.outDir} (text tower, ${tower.nodeCount} nodes, ${tower.seconds.toFixed(2)} s)\n`);
+  }
   const graph = await compileCheckpoint({
     checkpointDir: source.dir,
     outDir: options.out,
@@ -90,20 +106,6 @@ async function compile(options: CompileOptions): Promise<void> {
     onStage: (stage) => process.stderr.write(`compile: ${stage}\n`),
   });
   process.stderr.write(`compile: wrote ${graph.outDir} (${graph.nodeCount} nodes, ${graph.seconds.toFixed(2)} s)\n`);
-  if (text) {
-    const { compileTextTower } = await import("../compiler/compile-text.js");
-    const tower = await compileTextTower({
-      siglipDir: text.dir,
-      outDir: join(options.out, TEXT_DIR),
-      precision: options.precision,
-      weightsMode,
-      space: SIGLIP2_G_TEXT_TOWER.adaptor,
-      repo: text.repo,
-      revision: text.revision,
-      onStage: (stage) => process.stderr.write(`compile (text): ${stage}\n`),
-    });
-    process.stderr.write(`compile: wrote ${tower.outDir} (text tower, ${tower.nodeCount} nodes, ${tower.seconds.toFixed(2)} s)\n`);
-  }
   process.stdout.write(`${JSON.stringify(graph.metadata, null, 2)}\n`);
 }
 
