@@ -553,6 +553,36 @@ describe("path safety", () => {
     assertSolid(await preprocessImage({ id: "ok", path: good }, opts()), COLOUR, 1);
   });
 
+  it("a symlink escaping the roots is no oracle: a missing file outside reads like an existing one", async (t) => {
+    const img = await solid(16, 16, COLOUR).png().toBuffer();
+    const probeDir = path.join(tmp, "probed");
+    await fsp.mkdir(probeDir);
+    await writeIn(probeDir, "exists.png", img);
+    await fsp.mkdir(path.join(probeDir, "private"), { mode: 0o000 });
+    t.after(() => fsp.chmod(path.join(probeDir, "private"), 0o700));
+    // a directory symlink inside the roots pointing out: probing files below it
+    const dirLink = path.join(roots, "oracle-dir");
+    await fsp.symlink(probeDir, dirLink);
+    await expectKind(preprocessImage({ id: "e", path: path.join(dirLink, "exists.png") }, opts()), "outside_allowed_roots", "e");
+    await expectKind(preprocessImage({ id: "m", path: path.join(dirLink, "missing.png") }, opts()), "outside_allowed_roots", "m");
+    await expectKind(preprocessImage({ id: "md", path: path.join(dirLink, "no-dir", "x.png") }, opts()), "outside_allowed_roots", "md");
+    await expectKind(preprocessImage({ id: "nd", path: path.join(dirLink, "exists.png", "x.png") }, opts()), "outside_allowed_roots", "nd");
+    if (process.getuid?.() !== 0) {
+      await expectKind(preprocessImage({ id: "p", path: path.join(dirLink, "private", "x.png") }, opts()), "outside_allowed_roots", "p");
+    }
+    // file symlinks inside the roots pointing out, to a missing file and through a dangling chain
+    const fileLink = path.join(roots, "oracle-file.png");
+    await fsp.symlink(path.join(probeDir, "missing.png"), fileLink);
+    await expectKind(preprocessImage({ id: "f", path: fileLink }, opts()), "outside_allowed_roots", "f");
+    const chain = path.join(roots, "oracle-chain.png");
+    await fsp.symlink(fileLink, chain);
+    await expectKind(preprocessImage({ id: "c", path: chain }, opts()), "outside_allowed_roots", "c");
+    // a dangling symlink that stays inside the roots is still a plain file_not_found
+    const inside = path.join(roots, "dangling-inside.png");
+    await fsp.symlink(path.join(roots, "not-there.png"), inside);
+    await expectKind(preprocessImage({ id: "di", path: inside }, opts()), "file_not_found", "di");
+  });
+
   it("a root that is itself a symlink works (roots are realpath-ed)", async () => {
     const linkRoot = path.join(tmp, "root-link");
     await fsp.symlink(roots, linkRoot);

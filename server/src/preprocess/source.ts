@@ -104,6 +104,35 @@ function fsError(id: string, shown: string, err: unknown): InputError {
   }
 }
 
+/**
+ * For a path realpath cannot resolve: whether the miss lies inside the roots. Resolves the longest
+ * prefix that exists and follows, by hand, a symlink that does not resolve (dangling, a loop), so
+ * that a symlink in the roots pointing out cannot tell missing files outside from existing ones.
+ */
+async function missStaysInside(p: string, roots: readonly string[], hops = 0): Promise<boolean> {
+  const rest: string[] = [];
+  let prefix = p;
+  let real: string | undefined;
+  while (real === undefined) {
+    try {
+      real = await fsp.realpath(prefix);
+    } catch {
+      if (prefix === path.dirname(prefix)) return false;
+      rest.unshift(path.basename(prefix));
+      prefix = path.dirname(prefix);
+    }
+  }
+  if (!isUnderAny(real, roots)) return false;
+  if (rest.length === 0 || hops >= 40) return true;
+  let target: string;
+  try {
+    target = await fsp.readlink(path.join(real, rest[0]!));
+  } catch {
+    return true; // not a symlink: missing, or below a file, inside `real`
+  }
+  return missStaysInside(path.resolve(real, target, ...rest.slice(1)), roots, hops + 1);
+}
+
 const OPEN_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0) | (fsConstants.O_NONBLOCK ?? 0);
 
 /** Read a path input's bytes, enforcing the path policy. */
@@ -123,8 +152,9 @@ async function readPathSource(id: string, requested: string, policy: PathPolicy,
   try {
     real = await fsp.realpath(lexical);
   } catch (err) {
-    // Don't reveal whether paths outside the roots exist.
+    // Don't reveal whether paths outside the roots exist (through a symlink in the roots, too).
     if (!isUnderAny(lexical, policy.roots) && !isUnderAny(lexical, policy.configuredRoots)) throw outside();
+    if (!(await missStaysInside(lexical, policy.roots))) throw outside();
     throw fsError(id, requested, err);
   }
   if (!isUnderAny(real, policy.roots)) throw outside();
