@@ -37,7 +37,7 @@ import {
 } from "./cache.js";
 import { createHubContext, isOfflineFromEnv, type HubContext, type HubOptions } from "./context.js";
 import { HubDownloadError } from "./errors.js";
-import { downloadBlob, fetchFileMetas, fetchRepoInfo, type FileMeta } from "./files.js";
+import { downloadBlobLocked, fetchFileMetas, fetchRepoInfo, type FileMeta } from "./files.js";
 import { shared } from "./http.js";
 import { ProgressReporter, formatBytes, stderrLogger } from "./progress.js";
 
@@ -199,7 +199,7 @@ export async function downloadCheckpoint(opts: DownloadCheckpointOptions): Promi
     let ok = false;
     try {
       for (const meta of metas) {
-        const [job, joined] = shared(blobPath(storage, meta.etag), () => downloadBlob(hub, commit, meta, progress));
+        const [job, joined] = shared(blobPath(storage, meta.etag), () => downloadBlobLocked(hub, commit, meta, progress));
         if (joined) {
           await job;
           progress.fileStart(meta.file, meta.size, 0);
