@@ -420,6 +420,19 @@ describe("offline and network failures", () => {
     assert.equal(res.commit, commitMain);
     assert.equal(hub.requests.filter((r) => r.kind === "repo-info").length, 2);
   });
+
+  test("hub down (5xx after the retries): falls back to a complete cached snapshot, as huggingface_hub does", async () => {
+    const cache = await freshDir();
+    await downloadCheckpoint(opts(cache));
+    hub.fault({ kind: "status", status: 503, route: "repo-info", times: 10 });
+    const res = await downloadCheckpoint(opts(cache));
+    assert.equal(res.offline, true);
+    assert.equal(res.commit, commitMain);
+    assert.ok(logLines.some((l) => l.startsWith("WARN HTTP 503") && /Using the cached snapshot/.test(l)));
+
+    const empty = await freshDir();
+    await assert.rejects(downloadCheckpoint(opts(empty)), isHubError("http", /HTTP 503/, /Nothing usable is cached/));
+  });
 });
 
 describe("revisions", () => {
