@@ -225,6 +225,34 @@ describe("text tower subset", { skip }, () => {
     assertSubsetMatches(res.weightsPath);
   });
 
+  test("two processes fetching the text tower into one cache: one builds the subset, the other waits and reuses it", async () => {
+    const cache = await freshDir();
+    const dir = join(cache, `models--${TEXT_REPO.replace("/", "--")}`, SUBSETS_DIR, textCommit);
+    const incomplete = join(dir, `${TEXT_SUBSET_FILE}.incomplete`);
+    // every ranged read of the shards takes 800 ms a chunk, so that the second process starts while the first one is writing
+    for (const file of [SHARD1, SHARD2]) hub.fault({ kind: "slow", file, ms: 800, times: 1000 });
+    const cli = [process.execPath, "--import", "tsx", join(repoRoot, "server", "src", "cli.ts")];
+    const fetchText = () =>
+      promisify(execFile)(cli[0]!, [...cli.slice(1), "fetch-text", "--cache-dir", cache], {
+        env: { ...process.env, HF_ENDPOINT: hub.endpoint },
+        cwd: repoRoot,
+        timeout: 120_000,
+      });
+    const first = fetchText();
+    const { stat } = await import("node:fs/promises");
+    const t0 = Date.now();
+    while (((await stat(incomplete).catch(() => undefined))?.size ?? 0) < 20_000 && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 20));
+    const second = fetchText();
+    const results = await Promise.allSettled([first, second]);
+    for (const r of results) assert.equal(r.status, "fulfilled", r.status === "rejected" ? String((r.reason as { stderr?: string }).stderr ?? r.reason) : "");
+    assert.match((results[1] as PromiseFulfilledResult<{ stderr: string }>).value.stderr, /waiting for process \d+ on .*, which is building/);
+    assertSubsetMatches(join(dir, TEXT_SUBSET_FILE));
+    assert.deepEqual(
+      (await readdir(dir)).filter((f) => f.includes(".incomplete") || f.includes("journal") || f.includes("lock")),
+      [],
+    );
+  });
+
   test("offline with nothing cached: not_cached naming what is missing", async () => {
     const cache = await freshDir();
     await assert.rejects(downloadTextTower(opts(cache, { offline: true })), (err: unknown) => {

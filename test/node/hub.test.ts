@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { lstat, mkdir, readFile, readdir, readlink, rm, stat, writeFile } from "node:fs/promises";
+import { lstat, mkdir, readFile, readdir, readlink, rm, stat, utimes, writeFile } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -420,6 +420,19 @@ describe("offline and network failures", () => {
     assert.equal(res.commit, commitMain);
     assert.equal(hub.requests.filter((r) => r.kind === "repo-info").length, 2);
   });
+
+  test("hub down (5xx after the retries): falls back to a complete cached snapshot, as huggingface_hub does", async () => {
+    const cache = await freshDir();
+    await downloadCheckpoint(opts(cache));
+    hub.fault({ kind: "status", status: 503, route: "repo-info", times: 10 });
+    const res = await downloadCheckpoint(opts(cache));
+    assert.equal(res.offline, true);
+    assert.equal(res.commit, commitMain);
+    assert.ok(logLines.some((l) => l.startsWith("WARN HTTP 503") && /Using the cached snapshot/.test(l)));
+
+    const empty = await freshDir();
+    await assert.rejects(downloadCheckpoint(opts(empty)), isHubError("http", /HTTP 503/, /Nothing usable is cached/));
+  });
 });
 
 describe("revisions", () => {
@@ -651,6 +664,49 @@ describe("concurrency", () => {
     assert.equal(gets.length, 1);
     const src = await readFile(join(ckptDir, "model.safetensors"));
     assert.ok((await readFile(join(a.snapshotDir, "model.safetensors"))).equals(src));
+  });
+
+  test("two processes fetching the same file into one cache: one transfers it, the other waits and reuses it", async () => {
+    const cache = await freshDir();
+    const src = await readFile(join(ckptDir, "model.safetensors"));
+    const sha = createHash("sha256").update(src).digest("hex");
+    const incomplete = join(storageOf(cache), "blobs", `${sha}.incomplete`);
+    // about 3 s per full transfer, so that the second process starts while the first one is writing
+    hub.fault({ kind: "slow", file: "model.safetensors", ms: 3000 / Math.ceil(src.length / 65536), times: 4 });
+    const cli = [process.execPath, "--import", "tsx", join(process.cwd(), "server", "src", "cli.ts")];
+    const fetchFile = () =>
+      promisify(execFile)(cli[0]!, [...cli.slice(1), "fetch-adaptor", "--checkpoint", REPO, "--file", "model.safetensors", "--cache-dir", cache], {
+        env: { ...process.env, HF_ENDPOINT: hub.endpoint },
+        timeout: 60_000,
+      });
+    const first = fetchFile();
+    const t0 = Date.now();
+    while (((await stat(incomplete).catch(() => undefined))?.size ?? 0) < 200_000 && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 20));
+    const second = fetchFile();
+    const results = await Promise.allSettled([first, second]);
+    for (const r of results) assert.equal(r.status, "fulfilled", r.status === "rejected" ? String((r.reason as { stderr?: string }).stderr ?? r.reason) : "");
+    assert.match(
+      (results[1] as PromiseFulfilledResult<{ stderr: string }>).value.stderr,
+      /waiting for process \d+ on .*, which is downloading model\.safetensors/,
+    );
+    assert.equal(await sha256File(join(storageOf(cache), "blobs", sha)), sha);
+    assert.ok(!existsSync(incomplete));
+    const sent = hub.contentRequests().filter((r) => r.file === "model.safetensors");
+    assert.equal(sent.length, 1, `transfers: ${sent.map((r) => r.headers.range ?? "whole").join(", ")}`);
+  });
+
+  test("a lock left by a killed process is taken over once it is stale", async () => {
+    const cache = await freshDir();
+    const sha = createHash("sha256")
+      .update(await readFile(join(ckptDir, "model.safetensors")))
+      .digest("hex");
+    const lock = join(cache, ".locks", "models--nvidia--C-RADIOv4-H", `${sha}.incomplete.lock`);
+    await mkdir(lock, { recursive: true });
+    const old = new Date(Date.now() - 60_000);
+    await utimes(lock, old, old);
+    const res = await downloadCheckpoint(opts(cache));
+    assert.equal(await sha256File(join(res.snapshotDir, "model.safetensors")), sha);
+    assert.ok(!existsSync(lock));
   });
 });
 

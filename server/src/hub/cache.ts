@@ -10,8 +10,9 @@
  *
  * Nothing here touches the network.
  */
-import { lstat, mkdir, readFile, readdir, rename, rm, stat, statfs, symlink, copyFile, writeFile } from "node:fs/promises";
-import { homedir } from "node:os";
+import { lstat, mkdir, readFile, readdir, rename, rm, stat, statfs, symlink, copyFile, utimes, writeFile } from "node:fs/promises";
+import { homedir, hostname } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
 import { dirname, join, relative, resolve, sep } from "node:path";
 import { REGEX_COMMIT_HASH, getHFHubCachePath, getRepoFolderName } from "@huggingface/hub";
 
@@ -310,5 +311,64 @@ export async function freeSpace(dir: string): Promise<number | undefined> {
     return s.bavail * s.bsize;
   } catch {
     return undefined;
+  }
+}
+
+/** A lock not refreshed for this long was left by a process that died: it is taken over. */
+const LOCK_STALE_MS = 30_000;
+
+/**
+ * Run `fn` holding an exclusive lock between processes that share the cache: the directory `path` (mkdir is
+ * atomic, NFS included) with an `owner` file, its mtime refreshed while held; one left by a killed process is
+ * taken over once not refreshed for 30 s. While another process holds it, wait (`onWait` is told who, once).
+ * `fn`'s signal aborts if the lock is lost (this process did not refresh it in time and another one took over).
+ *
+ * Python's huggingface_hub flock()s <cache>/.locks/<repo folder>/<etag>.lock, which Node cannot do (no flock in
+ * its fs API); it downloads into its own uniquely named temporary file, so it never writes what this lock guards.
+ */
+export async function withCacheLock<T>(
+  path: string,
+  opts: { signal?: AbortSignal | undefined; onWait: (owner: string) => void },
+  fn: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  await mkdir(dirname(path), { recursive: true });
+  const owner = join(path, "owner");
+  const me = `process ${process.pid} on ${hostname()} (${Math.random().toString(36).slice(2)})`;
+  let told = false;
+  for (;;) {
+    opts.signal?.throwIfAborted();
+    try {
+      await mkdir(path);
+      await writeFile(owner, me);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    const mtime = (await stat(path).catch(() => undefined))?.mtimeMs;
+    if (mtime !== undefined && Date.now() - mtime > LOCK_STALE_MS) {
+      await rm(path, { recursive: true, force: true });
+      continue;
+    }
+    if (!told) {
+      told = true;
+      const holder = (await readFile(owner, "utf8").catch(() => "another process")).replace(/ \(\w+\)$/, "");
+      opts.onWait(holder);
+    }
+    await sleep(200, undefined, { signal: opts.signal });
+  }
+  const lost = new AbortController();
+  const refresh = setInterval(() => {
+    void (async () => {
+      if ((await readFile(owner, "utf8").catch(() => "")) !== me) throw new Error(`lock ${path} was taken over by another process`);
+      const now = new Date();
+      await utimes(path, now, now);
+    })().catch((err: unknown) => lost.abort(err));
+  }, LOCK_STALE_MS / 6);
+  refresh.unref();
+  try {
+    return await fn(opts.signal ? AbortSignal.any([opts.signal, lost.signal]) : lost.signal);
+  } finally {
+    clearInterval(refresh);
+    if (!lost.signal.aborted) await rm(path, { recursive: true, force: true });
   }
 }

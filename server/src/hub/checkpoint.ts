@@ -37,7 +37,7 @@ import {
 } from "./cache.js";
 import { createHubContext, isOfflineFromEnv, type HubContext, type HubOptions } from "./context.js";
 import { HubDownloadError } from "./errors.js";
-import { downloadBlob, fetchFileMetas, fetchRepoInfo, type FileMeta } from "./files.js";
+import { downloadBlobLocked, fetchFileMetas, fetchRepoInfo, type FileMeta } from "./files.js";
 import { shared } from "./http.js";
 import { ProgressReporter, formatBytes, stderrLogger } from "./progress.js";
 
@@ -124,19 +124,19 @@ export async function downloadCheckpoint(opts: DownloadCheckpointOptions): Promi
   try {
     info = await fetchRepoInfo(hub);
   } catch (err) {
-    if (!(err instanceof HubDownloadError && err.code === "network")) throw err;
-    // like huggingface_hub: hub unreachable -> use what the cache has for this revision
+    if (!(err instanceof HubDownloadError && (err.code === "network" || (err.code === "http" && err.transient)))) throw err;
+    // like huggingface_hub: hub unreachable or down (5xx, 429) -> use what the cache has for this revision
     const cached = await resolveFromCache(cacheQuery);
     if (cached.ok) {
       log.warn(`${err.message} Using the cached snapshot ${cached.commit} of ${repo}@${revision}.`);
       return fromCache(cached);
     }
     throw new HubDownloadError(
-      "network",
+      err.code,
       `${err.message} Nothing usable is cached for ${repo}@${revision}: ${cached.reason}` +
         (cached.missing.length ? ` (missing: ${cached.missing.join(", ")})` : "") +
         ".",
-      { repo, revision, url: err.url, transient: true, cause: err },
+      { repo, revision, url: err.url, status: err.status, transient: true, cause: err },
     );
   }
 
@@ -199,7 +199,7 @@ export async function downloadCheckpoint(opts: DownloadCheckpointOptions): Promi
     let ok = false;
     try {
       for (const meta of metas) {
-        const [job, joined] = shared(blobPath(storage, meta.etag), () => downloadBlob(hub, commit, meta, progress));
+        const [job, joined] = shared(blobPath(storage, meta.etag), () => downloadBlobLocked(hub, commit, meta, progress));
         if (joined) {
           await job;
           progress.fileStart(meta.file, meta.size, 0);

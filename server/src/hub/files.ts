@@ -5,9 +5,9 @@
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, open, rename, rm } from "node:fs/promises";
-import { dirname } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { downloadFile, modelInfo, pathsInfo } from "@huggingface/hub";
-import { blobPath, exists, fileSize, isCommitHash } from "./cache.js";
+import { blobPath, exists, fileSize, isCommitHash, withCacheLock } from "./cache.js";
 import { hubError, type HubContext } from "./context.js";
 import { HubDownloadError, RangeIgnored, RestartTransfer } from "./errors.js";
 import { hubFetch, metadata, retrying } from "./http.js";
@@ -205,4 +205,14 @@ export async function downloadBlob(hub: HubContext, commit: string, meta: FileMe
       );
     }
   });
+}
+
+/**
+ * downloadBlob holding the lock of blobs/<etag>.incomplete (<cache>/.locks/<repo folder>/<etag>.incomplete.lock),
+ * so that two processes never append to it at once: the second one waits, then finds the blob (or resumes).
+ */
+export function downloadBlobLocked(hub: HubContext, commit: string, meta: FileMeta, progress: ProgressReporter): Promise<boolean> {
+  const lock = join(hub.cacheDir, ".locks", basename(hub.storage), `${meta.etag}.incomplete.lock`);
+  const onWait = (owner: string) => hub.log.info(`waiting for ${owner}, which is downloading ${meta.file} into the same cache (lock ${lock})`);
+  return withCacheLock(lock, { signal: hub.signal, onWait }, (signal) => downloadBlob({ ...hub, signal }, commit, meta, progress));
 }

@@ -36,6 +36,7 @@ import {
   snapshotDir as snapshotDirOf,
   validateRepoId,
   validateRevision,
+  withCacheLock,
 } from "./cache.js";
 import { downloadCheckpoint, type DownloadCheckpointOptions } from "./checkpoint.js";
 import { createHubContext, isOfflineFromEnv } from "./context.js";
@@ -170,7 +171,14 @@ export async function downloadTextTower(opts: DownloadTextTowerOptions = {}): Pr
   if (await exists(join(dir, TEXT_SUBSET_FILE))) return result(dl.commit, undefined, 0, dl.offline);
 
   const hub = await createHubContext({ ...opts, logger: opts.logger ?? stderrLogger(opts.progressStream ?? process.stderr) }, repo, revision);
-  const [job] = shared(join(dir, TEXT_SUBSET_FILE), () => downloadSubset(hub, dl.commit, dl.snapshotDir, dir, opts));
-  const { tensors, downloadedBytes } = await job;
-  return result(dl.commit, tensors, downloadedBytes, false);
+  // one process at a time builds the subset (the .incomplete file, its journal); another waits, then finds it built
+  const lock = join(dir, `${TEXT_SUBSET_FILE}.lock`);
+  const onWait = (owner: string) => hub.log.info(`waiting for ${owner}, which is building ${TEXT_SUBSET_FILE} of ${repo} in the same cache (lock ${lock})`);
+  const [job] = shared(join(dir, TEXT_SUBSET_FILE), () =>
+    withCacheLock(lock, { signal: hub.signal, onWait }, async (signal) =>
+      (await exists(join(dir, TEXT_SUBSET_FILE))) ? undefined : downloadSubset({ ...hub, signal }, dl.commit, dl.snapshotDir, dir, opts),
+    ),
+  );
+  const built = await job;
+  return result(dl.commit, built?.tensors, built?.downloadedBytes ?? 0, false);
 }

@@ -82,7 +82,9 @@ export type FakeFault =
   /** answer the matching route with an HTTP status */
   | { kind: "status"; status: number; route: RecordedRequest["kind"]; file?: string; times?: number }
   /** hold the content response for `ms` after sending headers and `afterBytes` bytes */
-  | { kind: "stall"; file: string; afterBytes: number; ms: number; times?: number };
+  | { kind: "stall"; file: string; afterBytes: number; ms: number; times?: number }
+  /** wait `ms` before each 64 KiB chunk of the content (a slow link: downloads in other processes overlap) */
+  | { kind: "slow"; file: string; ms: number; times?: number };
 
 export interface AddRepoOptions {
   branch?: string;
@@ -554,6 +556,7 @@ export class FakeHub {
     const cut = isGet ? this.takeFault("cut", (x) => x.file === file && length >= (x.minLength ?? 0)) : undefined;
     const corrupt = isGet ? this.takeFault("corrupt", (x) => x.file === file) : undefined;
     const stall = isGet ? this.takeFault("stall", (x) => x.file === file) : undefined;
+    const slow = isGet ? this.takeFault("slow", (x) => x.file === file) : undefined;
     const limit = cut ? Math.min(length, cut.afterBytes) : stall ? Math.min(length, stall.afterBytes) : length;
 
     const data = f.data;
@@ -577,6 +580,7 @@ export class FakeHub {
           flipped = true;
         }
         if (sent + chunk.length > limit) chunk = chunk.subarray(0, limit - sent);
+        if (slow) await new Promise((r) => setTimeout(r, slow.ms));
         if (chunk.length > 0 && !res.write(chunk)) await new Promise((r) => res.once("drain", r));
         sent += chunk.length;
         rec.bytesSent = sent;
