@@ -325,6 +325,8 @@ const LOCK_STALE_MS = 30_000;
  *
  * Python's huggingface_hub flock()s <cache>/.locks/<repo folder>/<etag>.lock, which Node cannot do (no flock in
  * its fs API); it downloads into its own uniquely named temporary file, so it never writes what this lock guards.
+ * proper-lockfile takes the same mkdir-and-refresh approach, but a wait for it cannot be aborted (our downloads'
+ * signal) and it does not say who holds the lock: hence these lines.
  */
 export async function withCacheLock<T>(
   path: string,
