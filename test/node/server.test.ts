@@ -591,3 +591,20 @@ describe("shutdown past its grace period", () => {
     }
   });
 });
+
+describe("runGraph input validation", () => {
+  const tmp = tempDir();
+  let g: LoadedGraph;
+  before(async () => {
+    g = await loadGraph(await compileTinyModel(tmp.dir), { intraOpThreads: 1 });
+  });
+  after(async () => {
+    await g.session.release();
+    tmp.cleanup();
+  });
+
+  it("refuses an empty batch or negative sides with a clear error, not onnxruntime's Reshape failure", async () => {
+    await assert.rejects(runGraph(g, new Uint8Array(0), [0, 32, 32, 3]), /positive/);
+    await assert.rejects(runGraph(g, new Uint8Array(32 * 32 * 3), [1, -32, -32, 3]), /positive/);
+  });
+});

@@ -91,7 +91,9 @@ function checkPixels(g: LoadedGraph, pixels: Uint8Array, dims: PixelDims): void 
   const [b, h, w, c] = dims;
   const step = g.metadata.resolution.step;
   if (c !== 3) throw new Error(`pixels must have 3 channels (RGB, interleaved), got ${c}`);
-  if (h % step !== 0 || w % step !== 0 || h === 0 || w === 0) {
+  // The graph cannot run an empty batch (its Reshapes fail): say so instead of onnxruntime.
+  if (![b, h, w].every((d) => Number.isInteger(d) && d > 0)) throw new Error(`pixel dims must be positive integers, got [${dims.join(", ")}]`);
+  if (h % step !== 0 || w % step !== 0) {
     throw new Error(
       `input ${h}×${w} is not a multiple of ${step} (patch ${g.metadata.patchSize}${g.metadata.windowSize ? ` × window ${g.metadata.windowSize}` : ""})`,
     );
