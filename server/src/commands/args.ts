@@ -2,14 +2,17 @@
 import { delimiter } from "node:path";
 import { InvalidArgumentError } from "commander";
 
+/** Number(v), except that an empty or blank value (an env var set to "") is NaN, not 0. */
+const toNumber = (v: string): number => (v.trim() === "" ? Number.NaN : Number(v));
+
 export const positiveInt = (v: string): number => {
-  const n = Number(v);
+  const n = toNumber(v);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("must be a positive integer");
   return n;
 };
 
 export const nonNegativeInt = (v: string): number => {
-  const n = Number(v);
+  const n = toNumber(v);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("must be a non-negative integer");
   return n;
 };
@@ -30,7 +33,7 @@ export const collect = (v: string, prev: string[] | undefined): string[] => [...
 export const envList = (name: string): string[] => (process.env[name] ?? "").split(delimiter).filter((s) => s !== "");
 
 export const portNumber = (v: string): number => {
-  const n = Number(v);
+  const n = toNumber(v);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError("must be a port number (0-65535)");
   return n;
 };
