@@ -17,6 +17,16 @@ export const nonNegativeInt = (v: string): number => {
   return n;
 };
 
+/** Most seconds a timeout may be: Node timers hold at most 2^31-1 ms (~24.8 days; beyond, they fire at once), less serve's 5 s grace. */
+const MAX_TIMER_S = Math.floor((2 ** 31 - 1 - 5000) / 1000);
+
+/** Seconds that become a Node timer. */
+export const timerSeconds = (v: string): number => {
+  const n = nonNegativeInt(v);
+  if (n > MAX_TIMER_S) throw new InvalidArgumentError(`must be at most ${MAX_TIMER_S} (24 days)`);
+  return n;
+};
+
 export const commaList = (v: string): string[] => {
   const names = v
     .split(",")
