@@ -218,6 +218,34 @@ describe("radio-sidecar serve (CLI)", () => {
     }
   });
 
+  it("refuses an empty or blank number (RADIO_PORT= would otherwise switch to TCP on port 0; blank 0 means no limit)", async () => {
+    for (const [args, env, flag] of [
+      [["--graph", graph], { RADIO_PORT: "" }, "--port"],
+      [["--graph", graph], { RADIO_INFERENCE_TIMEOUT_S: " " }, "--inference-timeout-s"],
+      [["--graph", graph, "--threads", ""], {}, "--threads"],
+    ] as const) {
+      const s = spawnServe([...args], env);
+      try {
+        await assert.rejects(s.ready, new RegExp(`option '${flag} <[a-z]+>' (argument|value) '\\s*'( from env '[A-Z_]+')? is invalid`));
+        assert.equal(await s.exit, 1);
+      } finally {
+        s.proc.kill("SIGKILL");
+      }
+    }
+  });
+
+  it("refuses timeouts past a Node timer's range (--shutdown-timeout-s 2200000 would exit at once on SIGTERM, not drain)", async () => {
+    for (const flag of ["--shutdown-timeout-s", "--inference-timeout-s"]) {
+      const s = spawnServe(["--graph", graph, flag, "2200000"]);
+      try {
+        await assert.rejects(s.ready, new RegExp(`option '${flag} <s>' argument '2200000' is invalid. must be at most 2147478`));
+        assert.equal(await s.exit, 1);
+      } finally {
+        s.proc.kill("SIGKILL");
+      }
+    }
+  });
+
   it("fails fast with a clear message on a bad model folder, and serves TCP when asked", async () => {
     const bad = spawnServe(["--graph", path.join(tmp.dir, "no-such-graph")]);
     await assert.rejects(bad.ready, /not a compiled RADIO graph folder/);

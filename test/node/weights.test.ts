@@ -4,13 +4,15 @@
  * which gives each worker its own anonymous copy instead.
  */
 import assert from "node:assert/strict";
-import { readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
 import { SafetensorsFile } from "../../server/src/checkpoint/safetensors.js";
+import { compileCheckpoint } from "../../server/src/compiler/compile.js";
+import { generateCheckpoint, PRESETS } from "../../server/src/synthetic/generate.js";
 import { InferencePool, type PrepackPolicy } from "../../server/src/runtime/pool.js";
-import { prepacks } from "../../server/src/runtime/session.js";
+import { loadGraph, prepacks, runOutputs } from "../../server/src/runtime/session.js";
 import { compileTinyModel, tempDir } from "./support/server.js";
 
 /** Bytes of this process's address space mapped from `file` (smaps "Size" of its mappings). */
@@ -63,5 +65,27 @@ describe("weights shared between workers", () => {
     );
     assert.equal(prepacks("on", "fp32"), true);
     assert.equal(prepacks("off", "int8"), false);
+  });
+});
+
+describe("linked weights", () => {
+  const tmp = tempDir();
+  after(() => tmp.cleanup());
+
+  it("compiling into the checkpoint's own folder (--out = --checkpoint-dir) keeps its weights, and the graph runs", async () => {
+    const dir = path.join(tmp.dir, "ckpt");
+    await generateCheckpoint(dir, PRESETS.tiny);
+    const weights = path.join(dir, "model.safetensors");
+    const size = statSync(weights).size;
+    await compileCheckpoint({ checkpointDir: dir, outDir: dir });
+    assert.ok(existsSync(weights), "the checkpoint's model.safetensors is still there");
+    assert.equal(statSync(weights).size, size);
+    const graph = await loadGraph(dir, { provider: "cpu", intraOpThreads: 1 });
+    try {
+      const out = await runOutputs(graph, new Uint8Array(32 * 32 * 3), [1, 32, 32, 3]);
+      assert.deepEqual(out.summary!.dims.length, 2);
+    } finally {
+      await graph.session.release();
+    }
   });
 });

@@ -2,15 +2,28 @@
 import { delimiter } from "node:path";
 import { InvalidArgumentError } from "commander";
 
+/** Number(v), except that an empty or blank value (an env var set to "") is NaN, not 0. */
+const toNumber = (v: string): number => (v.trim() === "" ? Number.NaN : Number(v));
+
 export const positiveInt = (v: string): number => {
-  const n = Number(v);
+  const n = toNumber(v);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("must be a positive integer");
   return n;
 };
 
 export const nonNegativeInt = (v: string): number => {
-  const n = Number(v);
+  const n = toNumber(v);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("must be a non-negative integer");
+  return n;
+};
+
+/** Most seconds a timeout may be: Node timers hold at most 2^31-1 ms (~24.8 days; beyond, they fire at once), less serve's 5 s grace. */
+const MAX_TIMER_S = Math.floor((2 ** 31 - 1 - 5000) / 1000);
+
+/** Seconds that become a Node timer. */
+export const timerSeconds = (v: string): number => {
+  const n = nonNegativeInt(v);
+  if (n > MAX_TIMER_S) throw new InvalidArgumentError(`must be at most ${MAX_TIMER_S} (24 days)`);
   return n;
 };
 
@@ -30,7 +43,7 @@ export const collect = (v: string, prev: string[] | undefined): string[] => [...
 export const envList = (name: string): string[] => (process.env[name] ?? "").split(delimiter).filter((s) => s !== "");
 
 export const portNumber = (v: string): number => {
-  const n = Number(v);
+  const n = toNumber(v);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError("must be a port number (0-65535)");
   return n;
 };

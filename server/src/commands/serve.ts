@@ -6,7 +6,7 @@ import type { LogLevel } from "../observability/logger.js";
 import { POSTPROCESS_THREADS_DEFAULT_TEXT } from "../postprocess/threads.js";
 import { describeBatchDefault, MiB, SERVE_DEFAULTS } from "../defaults.js";
 import { PROVIDER_REQUESTS, type ProviderRequest } from "../runtime/providers.js";
-import { collect, envList, httpPortArg, nonNegativeInt, portNumber, positiveInt } from "./args.js";
+import { collect, envList, httpPortArg, nonNegativeInt, portNumber, positiveInt, timerSeconds } from "./args.js";
 
 interface ServeOptions {
   graph?: string[];
@@ -233,7 +233,7 @@ export function addServeCommand(program: Command): void {
         "a batch still running this long after its worker started it fails; a worker still stuck on it as long again is replaced (0 = no limit); for hangs, set well above the slowest batch: see docs/reliability.md [env RADIO_INFERENCE_TIMEOUT_S]",
       )
         .env("RADIO_INFERENCE_TIMEOUT_S")
-        .argParser(nonNegativeInt)
+        .argParser(timerSeconds)
         .default(SERVE_DEFAULTS.inferenceTimeoutMs / 1000),
     )
     .addOption(
@@ -251,7 +251,7 @@ export function addServeCommand(program: Command): void {
     .addOption(
       new Option("--shutdown-timeout-s <s>", "on SIGTERM/SIGINT, how long admitted work may take to finish [env RADIO_SHUTDOWN_TIMEOUT_S]")
         .env("RADIO_SHUTDOWN_TIMEOUT_S")
-        .argParser(nonNegativeInt)
+        .argParser(timerSeconds)
         .default(SERVE_DEFAULTS.shutdownTimeoutMs / 1000),
     )
     .addOption(

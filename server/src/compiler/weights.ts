@@ -5,7 +5,7 @@
 // symlink won't do; across filesystems the file is copied, and `linkFallbacks` says so.
 // fp16 graphs, or --copy-weights, write their own file; int8 graphs link the fp32 tensors they keep
 // and write the quantized linear weights to their own file.
-import { closeSync, copyFileSync, linkSync, mkdirSync, openSync, realpathSync, rmSync, writeSync } from "node:fs";
+import { closeSync, copyFileSync, linkSync, mkdirSync, openSync, realpathSync, rmSync, statSync, writeSync } from "node:fs";
 import { basename, join } from "node:path";
 import { DataType, float32ToFloat16Bytes, type TensorProto } from "./onnx-graph.js";
 import type { SafetensorsCheckpoint } from "../checkpoint/safetensors.js";
@@ -114,15 +114,19 @@ export class WeightStore {
     if (hit) return hit;
     const name = basename(file);
     const link = join(this.outDir, name);
-    rmSync(link, { force: true });
     const target = realpathSync(file);
-    try {
-      linkSync(target, link);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== "EXDEV" && code !== "EPERM" && code !== "EMLINK") throw err;
-      copyFileSync(target, link);
-      this.linkFallbacks.push(`${name}: ${code}, copied`);
+    // Already that file (compiled into the checkpoint's own folder, or a link from an earlier
+    // compile): removing it first would delete the checkpoint's weights.
+    if (!sameFile(link, target)) {
+      rmSync(link, { force: true });
+      try {
+        linkSync(target, link);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== "EXDEV" && code !== "EPERM" && code !== "EMLINK") throw err;
+        copyFileSync(target, link);
+        this.linkFallbacks.push(`${name}: ${code}, copied`);
+      }
     }
     this.links.set(file, name);
     return name;
@@ -158,4 +162,12 @@ function externalTensor(name: string, dataType: number, dims: number[], location
 function roundHalfEven(x: number): number {
   const r = Math.round(x);
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** Whether `a` (followed if a symlink) is the file `b`; false when `a` does not exist. */
+function sameFile(a: string, b: string): boolean {
+  const sa = statSync(a, { throwIfNoEntry: false });
+  if (!sa) return false;
+  const sb = statSync(b);
+  return sa.dev === sb.dev && sa.ino === sb.ino;
 }
