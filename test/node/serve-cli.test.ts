@@ -3,7 +3,7 @@
  * line on stdout, a private unix socket, and SIGTERM finishing in-flight work before exit 0.
  */
 import assert from "node:assert/strict";
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
 import http from "node:http";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
@@ -278,6 +278,23 @@ describe("radio-sidecar serve (CLI)", () => {
       assert.equal(await s.exit, 0);
     } finally {
       s.proc.kill("SIGKILL");
+    }
+  });
+});
+
+describe("radio-sidecar compile (CLI)", () => {
+  it("refuses an --out that is a file, saying to give a folder, before reading the checkpoint", () => {
+    const tmp = tempDir("radio-compile-cli-");
+    try {
+      const file = path.join(tmp.dir, "not-a-folder");
+      writeFileSync(file, "keep me");
+      const r = spawnSync(process.execPath, [...CLI, "compile", "--checkpoint-dir", path.join(tmp.dir, "ckpt"), "--out", file], { encoding: "utf8" });
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, /--out .*not-a-folder is a file: give a folder/);
+      assert.doesNotMatch(r.stderr, /ENOTDIR|at .*\.js:\d+/);
+      assert.equal(readFileSync(file, "utf8"), "keep me");
+    } finally {
+      tmp.cleanup();
     }
   });
 });

@@ -1,6 +1,6 @@
 // `compile`: a checkpoint (downloaded by name, or a local folder) → an ONNX graph folder, with
 // adaptor heads and the SigLIP2 text tower on request. `compile-text`: a text tower alone.
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { KNOWN_CHECKPOINTS, resolveCheckpoint, SIGLIP2_G_TEXT_TOWER } from "../checkpoint/catalogue.js";
@@ -42,6 +42,8 @@ function checkFlags(options: CompileOptions): void {
   if (!options.checkpoint && !options.checkpointDir) throw new InvalidArgumentError("give --checkpoint <name> or --checkpoint-dir <dir>");
   if (options.checkpoint && existsSync(join(options.checkpoint, "config.json")))
     throw new InvalidArgumentError(`--checkpoint names a checkpoint to download; ${options.checkpoint} is a local folder: use --checkpoint-dir`);
+  if (existsSync(options.out) && !statSync(options.out).isDirectory())
+    throw new InvalidArgumentError(`--out ${options.out} is a file: give a folder (it is created if missing)`);
 }
 
 /** Downloads what --checkpoint names (backbone, and the adaptor and text files asked for) into the hub cache. */

@@ -263,7 +263,7 @@ export function addServeCommand(program: Command): void {
     .addOption(
       new Option(
         "--instance-key <key>",
-        "a label Info reports as instanceKey: the zoo's shared local sidecar passes the hash of its build, graphs and settings, and clients check it before use",
+        "a label Info reports as instanceKey: the zoo's shared local sidecar passes the hash of its build, graphs and settings, and clients check it before use [env RADIO_INSTANCE_KEY]",
       ).env("RADIO_INSTANCE_KEY"),
     )
     .addOption(
