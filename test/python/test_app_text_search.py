@@ -101,16 +101,14 @@ def _app_server(port: int) -> psutil.Process:
 def served(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("app-text")
     sidecar("make-checkpoint", "--preset", "tiny-text", "--siglip", str(root / "siglip"), "--out", str(root / "radio"))
-    saved = {k: os.environ.get(k) for k in ("HF_ENDPOINT", "HF_HUB_CACHE", "FIFTYONE_MODEL_ZOO_DIR")}
-    old_zoo = fo.config.model_zoo_dir
-    fo.config.model_zoo_dir = str(root / "zoo")
-    # The App server is another process: it reads the zoo folder (with the registered source) and the
-    # hub from its environment, which it inherits from this one.
-    os.environ["FIFTYONE_MODEL_ZOO_DIR"] = str(root / "zoo")
-    os.environ["HF_HUB_CACHE"] = str(root / "hf")
     repos = {"nvidia/C-RADIOv4-H": root / "radio", "google/siglip2-giant-opt-patch16-384": root / "siglip"}
-    with fake_hub(repos) as endpoint, source_archive() as url:
-        os.environ["HF_ENDPOINT"] = endpoint  # inherited by the App server, which loads the model by name
+    with pytest.MonkeyPatch.context() as mp, fake_hub(repos) as endpoint, source_archive() as url:
+        mp.setattr(fo.config, "model_zoo_dir", str(root / "zoo"))
+        # The App server is another process: it reads the zoo folder (with the registered source) and the
+        # hub from its environment, which it inherits from this one.
+        mp.setenv("FIFTYONE_MODEL_ZOO_DIR", str(root / "zoo"))
+        mp.setenv("HF_HUB_CACHE", str(root / "hf"))
+        mp.setenv("HF_ENDPOINT", endpoint)  # inherited by the App server, which loads the model by name
         foz.register_zoo_model_source(url, overwrite=True)
         (root / "images").mkdir()
         ds = fo.Dataset()
@@ -122,12 +120,6 @@ def served(tmp_path_factory: pytest.TempPathFactory):
             yield ds
         finally:
             ds.delete()
-    fo.config.model_zoo_dir = old_zoo
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 def test_text_search_in_the_app(served, tmp_path: Path) -> None:

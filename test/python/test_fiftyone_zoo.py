@@ -215,28 +215,19 @@ def test_a_graph_an_earlier_version_compiled_is_compiled_again(registered, datas
 @contextmanager
 def _own_zoo(root: Path, source_url: str):
     """A model-zoo folder and Hugging Face cache of the test's own, with the source registered there
-    (the module's stay as they are); the test serves its hub with _serving."""
-    saved = {k: os.environ.get(k) for k in ("HF_ENDPOINT", "HF_HUB_CACHE")}
-    old_zoo = fo.config.model_zoo_dir
-    fo.config.model_zoo_dir = str(root / "zoo")
-    os.environ["HF_HUB_CACHE"] = str(root / "hf")
-    try:
+    (the module's are put back on exit); the test serves its hub with _serving(mp, ...)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fo.config, "model_zoo_dir", str(root / "zoo"))
+        mp.setenv("HF_HUB_CACHE", str(root / "hf"))
         foz.register_zoo_model_source(source_url, overwrite=True)
-        yield
-    finally:
-        fo.config.model_zoo_dir = old_zoo
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        yield mp
 
 
 @contextmanager
-def _serving(repos: dict[str, Path]):
+def _serving(mp: pytest.MonkeyPatch, repos: dict[str, Path]):
     """A loopback hub serving these repos (each one commit, on main) for as long as it is open."""
     with fake_hub(repos) as endpoint:
-        os.environ["HF_ENDPOINT"] = endpoint
+        mp.setenv("HF_ENDPOINT", endpoint)
         yield
 
 
@@ -251,8 +242,8 @@ def test_an_upgrade_compiles_the_graph_again_from_the_commit_it_was_set_up_from(
     another download, other weights after an upgrade, and revision= pinned to the set-up commit raised."""
     first, moved_on = make_checkpoint(tmp_path / "a", "tiny"), make_checkpoint(tmp_path / "b", "tiny", seed=1)
     view = dataset.limit(4)
-    with _own_zoo(tmp_path, source_url):
-        with _serving({"nvidia/C-RADIOv4-H": first}):
+    with _own_zoo(tmp_path, source_url) as mp:
+        with _serving(mp, {"nvidia/C-RADIOv4-H": first}):
             model = foz.load_zoo_model(H, device="cpu", cache=False)
             try:
                 before = np.stack(view.compute_embeddings(model, batch_size=4))
@@ -262,7 +253,7 @@ def test_an_upgrade_compiles_the_graph_again_from_the_commit_it_was_set_up_from(
         commit = _source(base)["revision"]
         metadata = json.loads((base / "metadata.json").read_text())
         (base / "metadata.json").write_text(json.dumps({**metadata, "format": "radio-onnx/1"}))
-        with _serving({"nvidia/C-RADIOv4-H": moved_on}):  # upstream's main moved on meanwhile
+        with _serving(mp, {"nvidia/C-RADIOv4-H": moved_on}):  # upstream's main moved on meanwhile
             model = foz.load_zoo_model(H, device="cpu", cache=False, revision=commit)
             try:
                 after = np.stack(view.compute_embeddings(model, batch_size=4))
@@ -280,11 +271,11 @@ def test_a_model_set_up_again_from_another_commit_compiles_its_variants_again(so
     variants compiled from the first commit were taken as current: quantize=True ran the old weights."""
     first, other = make_checkpoint(tmp_path / "a", "tiny"), make_checkpoint(tmp_path / "b", "tiny", seed=1)
     view = dataset.limit(4)
-    with _own_zoo(tmp_path, source_url):
-        with _serving({"nvidia/C-RADIOv4-H": first}):
+    with _own_zoo(tmp_path, source_url) as mp:
+        with _serving(mp, {"nvidia/C-RADIOv4-H": first}):
             foz.load_zoo_model(H, quantize=True, device="cpu", cache=False).close()
         foz.delete_zoo_model(H)
-        with _serving({"nvidia/C-RADIOv4-H": other}):
+        with _serving(mp, {"nvidia/C-RADIOv4-H": other}):
             exact_model = foz.load_zoo_model(H, device="cpu", cache=False)
             model = foz.load_zoo_model(H, quantize=True, device="cpu", cache=False)
             try:
@@ -314,11 +305,11 @@ def test_a_text_variant_whose_text_tower_failed_to_compile_is_compiled_again(sou
     broken = shutil.copytree(siglip, tmp_path / "broken")
     (broken / "tokenizer.json").write_text("{}")
     tower = "google/siglip2-giant-opt-patch16-384"
-    with _own_zoo(tmp_path, source_url):
-        with _serving({"nvidia/C-RADIOv4-H": ckpt, tower: broken}):
+    with _own_zoo(tmp_path, source_url) as mp:
+        with _serving(mp, {"nvidia/C-RADIOv4-H": ckpt, tower: broken}):
             with pytest.raises(RuntimeError, match=r"set-up failed at 'compiling nv_labs/c-radio_v4-h \(fp32-text\)'"):
                 foz.load_zoo_model(H, embedding_space="text", device="cpu", cache=False)
-        with _serving({"nvidia/C-RADIOv4-H": ckpt, tower: siglip}):  # fixed upstream
+        with _serving(mp, {"nvidia/C-RADIOv4-H": ckpt, tower: siglip}):  # fixed upstream
             model = foz.load_zoo_model(H, embedding_space="text", device="cpu", cache=False)
             try:
                 assert model.embed_prompts(["a photo of a cat"]).shape[0] == 1

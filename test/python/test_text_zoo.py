@@ -5,7 +5,6 @@ classification, similarity search by text, the DINOv3 space, and bad input."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -50,22 +49,14 @@ def zoo(tmp_path_factory: pytest.TempPathFactory):
     """Its own model-zoo folder and Hugging Face cache: the same zoo names as the other FiftyOne
     tests, served here from other checkpoints."""
     root = tmp_path_factory.mktemp("text-zoo")
-    saved = {k: os.environ.get(k) for k in ("HF_ENDPOINT", "HF_HUB_CACHE")}
-    old_zoo = fo.config.model_zoo_dir
-    fo.config.model_zoo_dir = str(root / "zoo")
-    os.environ["HF_HUB_CACHE"] = str(root / "hf")
     repos = {"nvidia/C-RADIOv4-H": FIXTURE / "C-RADIOv4-H",
              "google/siglip2-giant-opt-patch16-384": FIXTURE / "siglip2-giant-opt-patch16-384"}
-    with fake_hub(repos) as endpoint, source_archive() as url:
-        os.environ["HF_ENDPOINT"] = endpoint
+    with pytest.MonkeyPatch.context() as mp, fake_hub(repos) as endpoint, source_archive() as url:
+        mp.setattr(fo.config, "model_zoo_dir", str(root / "zoo"))
+        mp.setenv("HF_HUB_CACHE", str(root / "hf"))
+        mp.setenv("HF_ENDPOINT", endpoint)
         foz.register_zoo_model_source(url, overwrite=True)
         yield root
-    fo.config.model_zoo_dir = old_zoo
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
