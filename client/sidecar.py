@@ -16,6 +16,7 @@ import ctypes
 import json
 import logging
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -23,10 +24,11 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import shared
 from .gpu_libs import library_env
@@ -34,6 +36,7 @@ from .grpc_client import RadioClient
 from .node_runtime import MIN_NODE_MAJOR, node_executable  # noqa: F401 (one lookup: RADIO_NODE, PATH, PyPI)
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -60,11 +63,35 @@ def _die_with_parent() -> None:
         pass
 
 
-# Spawns private sidecars from one thread that lives as long as Python (a pool of one keeps its thread).
-# Linux sends the parent-death signal when the *thread* that forked the child ends, not the process: a
-# private sidecar started from a worker thread (the App server's executor, a notebook's) would get SIGTERM
-# when that thread ended.
-_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="radio-sidecar-spawner")
+class _LastingThread:
+    """Runs functions on one daemon thread that lives as long as Python. Linux sends the parent-death
+    signal when the *thread* that forked the child ends, not the process: a private sidecar started from
+    a worker thread (the App server's executor, a notebook's) would get SIGTERM when that thread ended."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def run(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="radio-sidecar-spawner")
+                self._thread.start()
+        done: Future[T] = Future()
+        self._queue.put((fn, done))
+        return done.result()
+
+    def _loop(self) -> None:
+        while True:
+            fn, done = self._queue.get()
+            try:
+                done.set_result(fn())
+            except BaseException as err:  # noqa: BLE001 - handed to the caller
+                done.set_exception(err)
+
+
+_spawner = _LastingThread()
 
 
 def _sidecar_env() -> dict[str, str]:
@@ -143,9 +170,9 @@ class LocalSidecar:
                *self.spec.serve_args()]
         logger.info("starting C-RADIOv4 sidecar: %s", " ".join(cmd))
         env = _sidecar_env()  # the CUDA/cuDNN pip wheels' folders: the loader reads LD_LIBRARY_PATH only at exec
-        self.process = _spawner.submit(lambda: subprocess.Popen(
+        self.process = _spawner.run(lambda: subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)).result()
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None))
         ready = threading.Event()
         threading.Thread(target=self._read_stdout, args=(self.process, ready), daemon=True).start()
         threading.Thread(target=self._read_stderr, args=(self.process,), daemon=True).start()
