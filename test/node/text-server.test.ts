@@ -227,23 +227,52 @@ describe("EmbedText past its deadline, and at shutdown (synthetic tiny model and
   });
   after(() => tmp.cleanup());
 
-  it("is counted as DEADLINE_EXCEEDED, as the client sees it, not as CANCELLED", async () => {
+  const runs = async (ts: TestServer) => metricValue(await scrape(ts.server), "radio_text_batch_size_count");
+  const textCall = (ts: TestServer, tag: string, options: grpc.CallOptions, done: (e: grpc.ServiceError | null) => void) =>
+    (ts.client.radio.EmbedText as (r: unknown, m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null) => void) => grpc.ClientUnaryCall)(
+      { prompts: prompts(tag) },
+      new grpc.Metadata(),
+      options,
+      done,
+    );
+
+  it("past its deadline: counted as DEADLINE_EXCEEDED, as the client sees it, and its remaining prompts do not run", async () => {
     const ts = await startTestServer({ graphs: [{ name: "tiny", dir: graph }], workers: 1, threads: 1 }, tmp.dir);
     try {
-      const err = await new Promise<grpc.ServiceError | null>((resolve) =>
-        (ts.client.radio.EmbedText as (r: unknown, m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null) => void) => void)(
-          { prompts: prompts("thing") },
-          new grpc.Metadata(),
-          { deadline: Date.now() + 200 },
-          resolve,
-        ),
-      );
+      const err = await new Promise<grpc.ServiceError | null>((resolve) => textCall(ts, "thing", { deadline: Date.now() + 200 }, resolve));
       assert.equal(err?.code, grpc.status.DEADLINE_EXCEEDED);
       const count = async (code: string) => metricValue(await scrape(ts.server), "radio_grpc_requests_total", { method: "EmbedText", code });
-      // The prompts still run to the end; the call is counted then.
       await waitFor(async () => (await count("DEADLINE_EXCEEDED")) + (await count("CANCELLED")) > 0, 30_000, "the call to be counted");
       assert.equal(await count("DEADLINE_EXCEEDED"), 1);
       assert.equal(await count("CANCELLED"), 0);
+      // It stopped before its next text-tower run (it used to run all 256 first).
+      const ran = await runs(ts);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await runs(ts), ran, "no text-tower run after the call was counted");
+      assert.ok(ran < 256, `${ran} of 256 runs`);
+    } finally {
+      await ts.close();
+    }
+  });
+
+  it("cancelled by its client: counted as CANCELLED, and its remaining prompts do not run", async () => {
+    const ts = await startTestServer({ graphs: [{ name: "tiny", dir: graph }], workers: 1, threads: 1 }, tmp.dir);
+    try {
+      const ended = new Promise<grpc.ServiceError | null>((resolve) => {
+        const call = textCall(ts, "cancelled", {}, resolve);
+        void waitFor(async () => (await runs(ts)) > 0, 30_000, "the first text-tower run").then(() => call.cancel());
+      });
+      assert.equal((await ended)?.code, grpc.status.CANCELLED);
+      const count = async (code: string) => metricValue(await scrape(ts.server), "radio_grpc_requests_total", { method: "EmbedText", code });
+      await waitFor(async () => (await count("CANCELLED")) > 0, 30_000, "the call to be counted");
+      const ran = await runs(ts);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await runs(ts), ran, "no text-tower run after the call was counted");
+      assert.ok(ran < 256, `${ran} of 256 runs`);
+      // The server goes on serving text.
+      const reply = await ts.client.embedText({ prompts: ["a photo of a dog"] });
+      assert.equal(reply.results.length, 1);
+      assert.equal(reply.results[0]!.error, undefined);
     } finally {
       await ts.close();
     }

@@ -289,10 +289,12 @@ export class Pipeline {
 
   /**
    * Embeds prompts with `graph`'s text tower (L2-normalised). Throws RequestError when the request as
-   * a whole is refused; otherwise every prompt gets one outcome, in order (unless cancelAll stops it
-   * first: then the promise rejects with a RequestError).
+   * a whole is refused; otherwise every prompt gets one outcome, in order, unless the request is
+   * stopped first: by cancelAll (the promise rejects with a RequestError), or by `signal`, aborted
+   * with the DropReason of a caller gone away (it rejects with a PromptsDropped before its next
+   * text-tower run).
    */
-  embedText(graphName: string, prompts: readonly unknown[]): Promise<TextReply> {
+  embedText(graphName: string, prompts: readonly unknown[], signal?: AbortSignal): Promise<TextReply> {
     if (this.closing) throw new RequestError("shutting_down", "the server is shutting down");
     const name = graphName || this.defaultGraph;
     const graph = this.graphs.get(name);
@@ -308,7 +310,9 @@ export class Pipeline {
     if (prompts.length > max)
       throw new RequestError("invalid_request", `the request has ${prompts.length} prompts; at most ${max} per call: send smaller requests`);
     const { space, logitScale, logitBias } = graph.text!.metadata;
-    const running = embedder.embed(prompts, this.textAbort.signal).then((outcomes) => ({ outcomes, space, logitScale, logitBias }));
+    const running = embedder
+      .embed(prompts, signal ? AbortSignal.any([this.textAbort.signal, signal]) : this.textAbort.signal)
+      .then((outcomes) => ({ outcomes, space, logitScale, logitBias }));
     this.textRequests.add(running);
     void running.finally(() => this.textRequests.delete(running)).catch(() => undefined);
     return running;
@@ -323,7 +327,7 @@ export class Pipeline {
   /** Drops everything not yet run (shutdown after the grace period). */
   cancelAll(reason: DropReason): void {
     for (const job of [...this.jobs]) this.cancel(job, reason);
-    this.textAbort.abort();
+    this.textAbort.abort(reason);
   }
 
   close(): void {

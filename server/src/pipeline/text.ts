@@ -4,6 +4,7 @@
 import { l2NormalizeRows } from "../runtime/normalize.js";
 import type { ServedGraph } from "./graphs.js";
 import { RequestError, type FailureKind } from "./errors.js";
+import type { DropReason } from "./types.js";
 
 /** What the pipeline needs from the tokenizer (preprocess/text.ts). */
 export interface PromptTokenizer {
@@ -12,6 +13,17 @@ export interface PromptTokenizer {
   canonicalize(prompt: string): string;
   /** Token ids [n, contextLength] for canonical prompts. */
   encodeCanonical(canonical: readonly string[]): BigInt64Array;
+}
+
+/** A text request stopped because its caller went away (cancelled, or past its deadline): nobody is left to answer. */
+export class PromptsDropped extends Error {
+  override readonly name = "PromptsDropped";
+  constructor(
+    readonly reason: Exclude<DropReason, "shutdown">,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 /** What the pipeline needs from the runtime: token ids through a graph's text tower. */
@@ -94,7 +106,10 @@ export class TextEmbedder {
     this.cache = new EmbeddingCache(options.cacheBytes);
   }
 
-  /** Rejects with a RequestError (shutting_down) if `signal` aborts before every prompt ran. */
+  /**
+   * Stops before its next text-tower run once `signal` aborts (its reason a DropReason): rejects with a
+   * RequestError (shutting_down) for "shutdown", else with a PromptsDropped (the caller is gone).
+   */
   async embed(prompts: readonly unknown[], signal?: AbortSignal): Promise<TextOutcome[]> {
     const { graph, tokenizer } = this.options;
     const out: TextOutcome[] = new Array(prompts.length);
@@ -126,10 +141,10 @@ export class TextEmbedder {
     const contextLength = tokenizer.contextLength;
     for (let start = 0; start < unique.length; start += this.options.maxBatch) {
       if (signal?.aborted) {
-        throw new RequestError(
-          "shutting_down",
-          `the server is shutting down: ${unique.length - start} of ${unique.length} prompts were not embedded; send them again`,
-        );
+        const left = `${unique.length - start} of ${unique.length} prompts were not embedded`;
+        const reason = signal.reason as DropReason;
+        if (reason === "shutdown") throw new RequestError("shutting_down", `the server is shutting down: ${left}; send them again`);
+        throw new PromptsDropped(reason, `the request was ${reason === "deadline" ? "past its deadline" : "cancelled"}: ${left}`);
       }
       const chunk = unique.slice(start, start + this.options.maxBatch);
       try {

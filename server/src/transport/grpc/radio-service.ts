@@ -1,10 +1,12 @@
 // radio.v1.Radio handlers: map wire messages to pipeline requests and outcomes back, stream one
-// EmbedResponse per finished image, and turn cancellation and deadlines into dropped work.
+// EmbedResponse per finished image, and turn cancellation and deadlines into dropped work (images
+// and prompts not yet run are not run).
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { InputError, type ImageInput, type RawPixels } from "../../preprocess/index.js";
 import { RequestError } from "../../pipeline/errors.js";
 import type { Pipeline } from "../../pipeline/pipeline.js";
+import { PromptsDropped } from "../../pipeline/text.js";
 import type { EmbedJobSpec, ImageOutcome, OutputKind } from "../../pipeline/types.js";
 import type { ServerInfo } from "../../server-info.js";
 import { protoError, REQUEST_STATUS } from "./codes.js";
@@ -221,21 +223,25 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
     if (!pipeline) return refuse(grpc.status.UNAVAILABLE, "the graphs are still loading; wait for health SERVING");
     const req = call.request;
     const deadline = deadlineOf(call);
+    // A client's own deadline timer usually fires (and resets the stream) just before ours.
+    const expired = () => deadline !== null && Date.now() >= deadline - 5;
+    // Gone: cancelled, or past its deadline (grpc-js has answered DEADLINE_EXCEEDED and emits "cancelled").
+    const gone = () => call.cancelled || (deadline !== null && Date.now() >= deadline);
+    const caller = new AbortController();
+    call.on("cancelled", () => caller.abort(expired() ? "deadline" : "cancelled"));
+    if (call.cancelled) caller.abort("cancelled");
     let running: ReturnType<Pipeline["embedText"]>;
     try {
-      running = pipeline.embedText(req.graph ?? "", req.prompts ?? []);
+      running = pipeline.embedText(req.graph ?? "", req.prompts ?? [], caller.signal);
     } catch (err) {
       if (err instanceof RequestError) return refuse(REQUEST_STATUS[err.kind], err.message);
       logger.error({ err }, "EmbedText failed");
       return refuse(grpc.status.INTERNAL, `internal error: ${(err as Error).message}`);
     }
+    const dropped = () => finish("EmbedText", expired() ? grpc.status.DEADLINE_EXCEEDED : grpc.status.CANCELLED);
     running.then(
       ({ outcomes, space, logitScale, logitBias }) => {
-        if (call.cancelled || (deadline !== null && Date.now() >= deadline)) {
-          // Gone: cancelled, or past its deadline (grpc-js has answered DEADLINE_EXCEEDED; the client's own timer usually fires just before ours).
-          const expired = deadline !== null && Date.now() >= deadline - 5;
-          return finish("EmbedText", expired ? grpc.status.DEADLINE_EXCEEDED : grpc.status.CANCELLED);
-        }
+        if (gone()) return dropped();
         finish("EmbedText", grpc.status.OK);
         callback(null, {
           results: outcomes.map((outcome) =>
@@ -257,6 +263,7 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
         });
       },
       (err: Error) => {
+        if (err instanceof PromptsDropped || gone()) return dropped();
         if (err instanceof RequestError) return refuse(REQUEST_STATUS[err.kind], err.message);
         logger.error({ err }, "EmbedText failed");
         refuse(grpc.status.INTERNAL, `internal error: ${err.message}`);
