@@ -55,7 +55,6 @@ let poolCounter = 0;
  * 'timeout' (InferenceTimeoutError) when a batch ran past the inference timeout.
  */
 export class InferencePool extends EventEmitter {
-  private inFlight = 0;
   private busyMs = 0;
   /** The in-flight tasks' start clocks (Date.now() stored by the worker that runs it; 0 while it waits in piscina's queue). */
   private readonly clocks = new Set<BigInt64Array>();
@@ -139,9 +138,9 @@ export class InferencePool extends EventEmitter {
     return this.options.workers;
   }
 
-  /** Batches running now. */
+  /** Tasks (batches, text-tower runs) handed to the pool and not finished: running, or waiting in piscina's queue. */
   get running(): number {
-    return this.inFlight;
+    return this.clocks.size;
   }
 
   /** Workers running a task now: a task waiting in piscina's queue (behind a text-tower run, a timed-out batch, a loading replacement) is not counted. */
@@ -159,12 +158,10 @@ export class InferencePool extends EventEmitter {
   /** A task's start clock, counted until `done` is called. */
   private startClock(): { started: BigInt64Array; done: () => void } {
     const started = new BigInt64Array(new SharedArrayBuffer(8));
-    this.inFlight++;
     this.clocks.add(started);
     return {
       started,
       done: () => {
-        this.inFlight--;
         this.clocks.delete(started);
         const at = Number(Atomics.load(started, 0));
         if (at > 0) this.busyMs += Math.max(0, Date.now() - at);
