@@ -41,6 +41,7 @@ from .client import providers  # noqa: E402
 from .client.cuda_provider import ensure_for_zoo  # noqa: E402
 from .client.node_runtime import WHEEL, NodeRuntime, find_node, node_env, npm_command, wheel_node  # noqa: E402
 from .client.options import MODELS, RadioOptions, parse_options  # noqa: E402
+from .client.served import same_revision  # noqa: E402
 from .client.sidecar import cli_path  # noqa: E402
 from .zoo import RadioModel, check_image_reader_hook, make_local_model, make_remote_model  # noqa: E402
 
@@ -252,7 +253,7 @@ def _check_revision(model_name: str, revision: str, base: Path) -> None:
     revision downloaded then: ``revision=`` naming another commit raises instead of being ignored."""
     source = json.loads((base / "metadata.json").read_text())["source"]
     have = source.get("revision") or ""
-    if revision == have or (len(revision) >= 7 and have.startswith(revision)):
+    if same_revision(revision, have):
         return
     raise ValueError(f"revision={revision!r}: {model_name}'s graphs were compiled from {source.get('repo')} at commit "
                      f"{have or '(unknown)'}, the revision downloaded at set-up. To use another, set RADIO_HF_REVISION="
@@ -265,14 +266,13 @@ def load_model(model_name: str, model_path: str, **kwargs: Any) -> RadioModel:
     check_image_reader_hook()  # before any set-up: a FiftyOne without the reader this model swaps fails here
     if options.remote:
         return make_remote_model(model_name, options)
-    device = options.device or "auto"
-    if device.startswith("cuda:"):
-        # Before the probe, so that it and the sidecar see the same GPU.
-        os.environ.setdefault("CUDA_VISIBLE_DEVICES", device.split(":", 1)[1])
+    # cuda:N: the probe and the sidecar (not this process) see that GPU alone.
+    env = providers.device_env(options.device)
     # The sidecar's own probe decides (client/providers.py); before any download, so that a device
     # that cannot be used, or quantize=True on a GPU, fails first.
     try:
-        choice = providers.probe(providers.provider_request(options.device), node_executable(), ensure_sidecar_built())
+        choice = providers.probe(providers.provider_request(options.device), node_executable(), ensure_sidecar_built(),
+                                 env_overrides=env)
     except providers.ProviderUnavailable as err:
         raise providers.ProviderUnavailable(f"device={options.device!r}: {err}") from None
     precision, warning = providers.graph_precision(choice, options, options.device)
@@ -296,7 +296,7 @@ def load_model(model_name: str, model_path: str, **kwargs: Any) -> RadioModel:
                 _compile(model_name, graph, flags, checkpoint_dir=checkpoint, revision=source.get("revision"))
     logger.info("C-RADIOv4 %s: %s", model_name, providers.describe(choice, precision))
     return make_local_model(model_name, options, {name: graph}, name, choice.provider,
-                            precision=precision, provider_notes=choice.not_taken)
+                            precision=precision, provider_notes=choice.not_taken, env=env)
 
 
 def resolve_input(model_name: str, ctx: Any) -> Any:

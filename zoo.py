@@ -153,8 +153,10 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         self.failures: list[tuple[str, str, str]] = []  # (id, code, message) of failed images
         self._preprocess = True
         self._store_logits = False
-        # Zero-shot: the normalised class matrix and SigLIP's logit scale/bias, built on first use.
+        # Zero-shot: the normalised class matrix and SigLIP's logit scale/bias, built on first use, once
+        # (threads classifying at once wait for the first one's build instead of embedding the prompts again).
         self._zero_shot: tuple[np.ndarray, float, float] | None = None
+        self._zero_shot_lock = threading.Lock()
         # Where inference runs (cuda | webgpu | cpu), on which graph precision, and why not on a better
         # provider; for remote sidecars, read from their Info on first use.
         self._provider = provider
@@ -303,20 +305,24 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         return self._call(lambda client: client.embed_text(prompts, graph=self.graph_name))
 
     def _class_matrix(self) -> tuple[np.ndarray, float, float]:
-        if self._zero_shot is None:
-            options = self.options
-            per_class = class_prompts(list(options.classes), options.text_prompt, options.templates)
-            flat = [p for ps in per_class for p in ps]
-            text = self._embed_text(flat)
-            bad = [r for r in text.results if not r.ok]
-            if bad:
-                raise ValueError(f"zero-shot: {len(bad)} class prompts could not be embedded; first: {bad[0].error}")
-            rows, at = [], 0
-            for ps in per_class:
-                rows.append(_stack([r.embedding for r in text.results[at:at + len(ps)]]))
-                at += len(ps)
-            self._zero_shot = (class_embeddings(rows), text.logit_scale, text.logit_bias)
-        return self._zero_shot
+        with self._zero_shot_lock:
+            if self._zero_shot is None:
+                self._zero_shot = self._build_class_matrix()
+            return self._zero_shot
+
+    def _build_class_matrix(self) -> tuple[np.ndarray, float, float]:
+        options = self.options
+        per_class = class_prompts(list(options.classes), options.text_prompt, options.templates)
+        flat = [p for ps in per_class for p in ps]
+        text = self._embed_text(flat)
+        bad = [r for r in text.results if not r.ok]
+        if bad:
+            raise ValueError(f"zero-shot: {len(bad)} class prompts could not be embedded; first: {bad[0].error}")
+        rows, at = [], 0
+        for ps in per_class:
+            rows.append(_stack([r.embedding for r in text.results[at:at + len(ps)]]))
+            at += len(ps)
+        return class_embeddings(rows), text.logit_scale, text.logit_bias
 
     def _classify(self, args: Sequence[Any]) -> list[Any]:
         matrix, scale, bias = self._class_matrix()
@@ -495,12 +501,14 @@ def _to_hwc(arg: Any) -> np.ndarray:
 
 
 def make_local_model(model_name: str, options: RadioOptions, graphs: dict[str, Path], graph_name: str,
-                     provider: str, *, precision: str | None = None, provider_notes: Sequence[str] = ()) -> RadioModel:
+                     provider: str, *, precision: str | None = None, provider_notes: Sequence[str] = (),
+                     env: dict[str, str] | None = None) -> RadioModel:
     """A model on a local sidecar started with this explicit provider (the choice is made before, in
-    load_model, so the sidecar never chooses differently from the graph compiled for it)."""
+    load_model, so the sidecar never chooses differently from the graph compiled for it) and the
+    environment the probe had (``env``: providers.device_env's)."""
     spec = SidecarSpec(graphs=tuple(sorted((k, str(v)) for k, v in graphs.items())), provider=provider,
                        workers=options.workers, threads=options.threads, shared=options.shared,
-                       idle_timeout_s=options.idle_timeout_s)
+                       idle_timeout_s=options.idle_timeout_s, env=tuple(sorted((env or {}).items())))
     model = RadioModel(model_name, options, sidecar=registry.acquire(spec), graph_name=graph_name, provider=provider,
                        precision=precision, provider_notes=provider_notes)
     return _checked(model)

@@ -9,8 +9,10 @@ a request, runs the probe, and picks the graph precision from the answer and the
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,12 +47,33 @@ def provider_request(device: str | None) -> str:
     return "cuda" if device.startswith("cuda") else device
 
 
-def probe(requested: str, node: str, cli: Path, timeout_s: float = 180.0) -> ProviderChoice:
+def device_env(device: str | None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment the probe and the sidecar get for ``device`` beyond this process's own: for
+    "cuda:N", CUDA_VISIBLE_DEVICES naming the N-th GPU this process sees (CUDA's own numbering: the
+    N-th entry of CUDA_VISIBLE_DEVICES when it is set). Only the sidecar's: this process's environment
+    (torch's, once it initialises CUDA) is left as it is. Raises ValueError for a GPU not visible."""
+    if not (device or "").startswith("cuda:"):
+        return {}
+    index = device.split(":", 1)[1]  # type: ignore[union-attr]  # digits: parse_options checked
+    visible = (os.environ if base is None else base).get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return {"CUDA_VISIBLE_DEVICES": str(int(index))}
+    gpus = [g.strip() for g in visible.split(",") if g.strip()]
+    if int(index) >= len(gpus):
+        seen = f"GPUs cuda:0..cuda:{len(gpus) - 1}" if gpus else "no GPU"
+        raise ValueError(f"device={device!r}: CUDA_VISIBLE_DEVICES={visible!r} lets this process see {seen}; "
+                         "use one of those, or change CUDA_VISIBLE_DEVICES")
+    return {"CUDA_VISIBLE_DEVICES": gpus[int(index)]}
+
+
+def probe(requested: str, node: str, cli: Path, timeout_s: float = 180.0,
+          env_overrides: Mapping[str, str] | None = None) -> ProviderChoice:
     """Asks the sidecar which provider it takes for ``requested`` (cached per process, environment
-    and build). Raises ProviderUnavailable when an explicit provider cannot be used."""
+    and build), in the environment the sidecar will get (``env_overrides``: device_env's). Raises
+    ProviderUnavailable when an explicit provider cannot be used."""
     if requested == "cpu":
         return ProviderChoice("cpu", "cpu", "fp32")  # nothing to probe: the CPU provider ships with onnxruntime
-    env = library_env()
+    env = {**library_env(), **(env_overrides or {})}
     stamp = cli.stat().st_mtime_ns if cli.exists() else 0
     key = (requested, node, str(cli), stamp, *(env.get(k) for k in _PROBE_ENV))
     with _lock:

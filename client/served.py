@@ -22,11 +22,18 @@ def _zoo_name(variant: str) -> str | None:
     return next((name for name, spec in MODELS.items() if spec["checkpoint"] == variant), None)
 
 
+def same_revision(asked: str, have: str) -> bool:
+    """Whether `revision=` names the commit a graph was compiled from: the full sha, or a prefix of
+    7+ characters (git's short form)."""
+    return asked == have or (len(asked) >= 7 and have.startswith(asked))
+
+
 def select_graph(model_name: str, options: RadioOptions, info: Any, where: str,
                  graph_name: str | None = None) -> Any:
     """The GraphInfo this zoo model runs on. Local: the graph compiled for it (`graph_name`). Remote:
-    a served graph of the same variant with the embedding space (and ViTDet window) asked for, the
-    server's default graph first. Raises ValueError listing what the server serves."""
+    a served graph of the same variant with the embedding space (and ViTDet window, and the commit
+    `revision=` names) asked for, the server's default graph first. Raises ValueError listing what the
+    server serves."""
     graphs: Sequence[Any] = list(info.graphs)
     served = "; ".join(_describe(g) for g in graphs) or "nothing"
     if graph_name:
@@ -60,6 +67,15 @@ def select_graph(model_name: str, options: RadioOptions, info: Any, where: str,
         candidates = fit
     elif not graph_name:
         candidates = sorted(candidates, key=lambda g: g.window_size != 0)  # global attention first
+    if options.revision and not graph_name:  # (local graphs are checked against their set-up's revision)
+        fit = [g for g in candidates if same_revision(options.revision, g.source_revision)]
+        if not fit:
+            have = ", ".join(sorted({f"{g.name!r} from {g.source_repo or '(a local folder)'} at "
+                                     f"{g.source_revision or '(unknown commit)'}" for g in candidates}))
+            raise ValueError(f"revision={options.revision!r}: the sidecar at {where} serves {model_name} compiled from "
+                             f"other commits: {have}. Serve a graph compiled with --revision {options.revision}, or "
+                             "leave revision unset")
+        candidates = fit
     return next((g for g in candidates if g.name == info.default_graph), candidates[0])
 
 

@@ -66,7 +66,10 @@ def _die_with_parent() -> None:
 class _LastingThread:
     """Runs functions on one daemon thread that lives as long as Python. Linux sends the parent-death
     signal when the *thread* that forked the child ends, not the process: a private sidecar started from
-    a worker thread (the App server's executor, a notebook's) would get SIGTERM when that thread ended."""
+    a worker thread (the App server's executor, a notebook's) would get SIGTERM when that thread ended.
+    Not a one-thread ThreadPoolExecutor: Python joins its workers early in interpreter shutdown (before
+    atexit handlers), so a private sidecar got its parent-death signal before this process had closed
+    it (test_no_orphan_sidecar[exit] caught it)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -94,11 +97,12 @@ class _LastingThread:
 _spawner = _LastingThread()
 
 
-def _sidecar_env() -> dict[str, str]:
-    """library_env() plus a libuv thread pool with room for the sidecar's default of one image decode
-    per core and the file reads beside them. libuv reads UV_THREADPOOL_SIZE once, at start; its
-    default of 4 would cap decodes at 4 on any host (e.g. a 16-core GPU host). A value set is kept."""
-    env = library_env()
+def _sidecar_env(spec: SidecarSpec) -> dict[str, str]:
+    """library_env() with the spec's own variables, plus a libuv thread pool with room for the
+    sidecar's default of one image decode per core and the file reads beside them. libuv reads
+    UV_THREADPOOL_SIZE once, at start; its default of 4 would cap decodes at 4 on any host (e.g. a
+    16-core GPU host). A value set is kept."""
+    env = {**library_env(), **dict(spec.env)}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 4)
     env.setdefault("UV_THREADPOOL_SIZE", str(min(1024, cores + 4)))
     return env
@@ -125,6 +129,9 @@ class SidecarSpec:
     # Shared only: the idle timeout a sidecar this process starts gets (None: RADIO_SHARED_IDLE_S or
     # 300 s); a running one keeps its own. Not part of the key.
     idle_timeout_s: int | None = None
+    # Environment this sidecar gets beyond this process's (device="cuda:N": its CUDA_VISIBLE_DEVICES).
+    # Part of the shared key, through the environment the key covers.
+    env: tuple[tuple[str, str], ...] = ()
 
     def serve_args(self) -> list[str]:
         """The serve flags that follow from the spec (not the socket)."""
@@ -169,7 +176,7 @@ class LocalSidecar:
         cmd = [node, *NODE_FLAGS, str(cli), "serve", "--socket", str(self.socket_path), "--http-port", "0",
                *self.spec.serve_args()]
         logger.info("starting C-RADIOv4 sidecar: %s", " ".join(cmd))
-        env = _sidecar_env()  # the CUDA/cuDNN pip wheels' folders: the loader reads LD_LIBRARY_PATH only at exec
+        env = _sidecar_env(self.spec)  # the CUDA/cuDNN pip wheels' folders: the loader reads LD_LIBRARY_PATH only at exec
         self.process = _spawner.run(lambda: subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None))
@@ -277,7 +284,7 @@ class SharedSidecar:
         cli = cli_path(self.repo)
         if not cli.exists():
             raise RuntimeError(f"{cli} is missing: the sidecar is not built (run `npm ci && npm run build` in {self.repo})")
-        env = _sidecar_env()
+        env = _sidecar_env(self.spec)
         material = shared.key_material(self.spec, node, self.repo, env)
         self.paths = shared.Paths(shared.runtime_dir(), shared.sidecar_key(material))
         idle = self.spec.idle_timeout_s if self.spec.idle_timeout_s is not None else shared.default_idle_s()

@@ -7,6 +7,9 @@ Real sidecars (the built CLI) on a tiny compiled graph, real FiftyOne; the zoo p
 test_reliability.py does."""
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -84,6 +87,47 @@ def test_model_or_space_not_served_fails_at_load_listing_what_is(server: str) ->
         load(server, token=TOKEN, classes=["cat", "dog"])
     with pytest.raises(ValueError, match=r"vitdet_window_size=8: .* no ViTDet window of 8 patches"):
         load(server, token=TOKEN, vitdet_window_size=8)
+
+
+def test_revision_picks_the_served_graph_compiled_from_it_or_fails_at_load(graphs: dict[str, Path], tmp_path: Path) -> None:
+    # revision= used to be ignored with server=: the model ran on whatever commit the sidecar served.
+    # 'pinned' is the same graph, recorded as compiled from the Hub at a commit; 'tiny' from a local folder.
+    pinned = tmp_path / "pinned"
+    shutil.copytree(graphs["fp32"], pinned)
+    meta = json.loads((pinned / "metadata.json").read_text())
+    meta["source"] = {"repo": "nvidia/C-RADIOv4-H", "revision": "0123456789abcdef0123456789abcdef01234567",
+                      "dir": "/hf-cache/models--nvidia--C-RADIOv4-H/snapshots/0123456789abcdef"}
+    (pinned / "metadata.json").write_text(json.dumps(meta))
+    with sidecar(graphs["fp32"], "--graph", f"pinned={pinned}", "--port", "0") as sc:
+        where = f"127.0.0.1:{sc['grpcPort']}"
+        for asked in ("0123456789abcdef0123456789abcdef01234567", "0123456"):
+            model = load(where, revision=asked)
+            try:
+                assert model.graph_name == "pinned"
+            finally:
+                model.close()
+        with pytest.raises(ValueError, match=r"revision='fedcba9': the sidecar at 127\.0\.0\.1:\d+ serves "
+                                             r"nv_labs/c-radio_v4-h compiled from other commits: 'pinned' from "
+                                             r"nvidia/C-RADIOv4-H at 0123456789abcdef.*, 'tiny' from \(a local folder\) "
+                                             r"at \(unknown commit\)\. Serve a graph compiled with --revision fedcba9"):
+            load(where, revision="fedcba9")
+        with pytest.raises(ValueError, match=r"revision='012345'"):  # too short to be a commit's short form
+            load(where, revision="012345")
+        model = load(where)
+        try:
+            assert model.graph_name == "tiny"  # no revision asked: the server's default graph
+        finally:
+            model.close()
+
+
+def test_cuda_n_leaves_this_process_environment_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # device="cuda:N" used to set CUDA_VISIBLE_DEVICES in the user's process (torch, initialised later,
+    # then saw that GPU alone), and only if unset (so a second model's cuda:M ran on the first's GPU).
+    # Now only the probe and the sidecar get it (test_providers.py). No GPU here: the probe refuses.
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with pytest.raises(Exception, match=r"device='cuda:1'"):
+        radio.load_model(MODEL, "/nonexistent/unused.json", device="cuda:1")
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
 
 
 def test_bad_image_size_fails_at_load_listing_valid_sizes(server: str) -> None:

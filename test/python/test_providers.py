@@ -117,3 +117,46 @@ def test_quantize_refused_when_auto_chose_a_gpu() -> None:
     with pytest.raises(ValueError, match="quantize=True makes an int8 graph for the CPU, but this host has a GPU and "
                                          "device=None chose cuda; pass device='cpu'"):
         providers.graph_precision(CUDA, parse_options(H, {"quantize": True}), None)
+
+
+@pytest.mark.parametrize("device,visible,want", [
+    ("cuda:1", None, "1"),            # nothing set: CUDA's own numbering
+    ("cuda:1", "2,3", "3"),           # the N-th GPU this process sees
+    ("cuda:0", "GPU-1b2c, GPU-9f8e", "GPU-1b2c"),
+    ("cuda", "2,3", None),            # no index: the environment as it is
+    ("auto", None, None),
+    (None, "0", None),
+])
+def test_cuda_n_names_the_nth_visible_gpu_for_the_sidecar(device, visible, want) -> None:
+    base = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
+    assert providers.device_env(device, base) == ({} if want is None else {"CUDA_VISIBLE_DEVICES": want})
+
+
+def test_cuda_n_past_the_visible_gpus_raises_saying_which_are() -> None:
+    with pytest.raises(ValueError, match=r"device='cuda:2': CUDA_VISIBLE_DEVICES='4,5' lets this process see GPUs "
+                                         r"cuda:0\.\.cuda:1; use one of those"):
+        providers.device_env("cuda:2", {"CUDA_VISIBLE_DEVICES": "4,5"})
+    with pytest.raises(ValueError, match=r"CUDA_VISIBLE_DEVICES='' lets this process see no GPU"):
+        providers.device_env("cuda:0", {"CUDA_VISIBLE_DEVICES": ""})
+
+
+def test_the_sidecar_gets_the_environment_of_its_spec(tmp_path: Path) -> None:
+    from sidecar_cli import REPO, compile_graph, make_checkpoint
+
+    from client import shared
+    from client.sidecar import LocalSidecar, SidecarSpec, _sidecar_env
+
+    graph = compile_graph(make_checkpoint(tmp_path / "ckpt", "tiny"), tmp_path / "graph")
+    spec = SidecarSpec(graphs=(("tiny", str(graph)),), env=(("CUDA_VISIBLE_DEVICES", "5"),))
+    sc = LocalSidecar(spec)
+    sc.start()
+    try:
+        assert sc.process is not None
+        environ = Path(f"/proc/{sc.process.pid}/environ").read_bytes().split(b"\0")
+        assert b"CUDA_VISIBLE_DEVICES=5" in environ
+    finally:
+        sc.stop()
+    # Shared sidecars for two GPUs are two sidecars: the environment is part of the key.
+    other = SidecarSpec(graphs=spec.graphs, env=(("CUDA_VISIBLE_DEVICES", "6"),))
+    keys = {shared.sidecar_key(shared.key_material(s, "node", REPO, _sidecar_env(s))) for s in (spec, other)}
+    assert len(keys) == 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import fiftyone as fo
@@ -117,6 +118,27 @@ def test_zero_shot_classification(zoo, dataset, ref, index) -> None:
         assert abs(label.confidence - want.max()) < 1e-3
     finally:
         sig.close()
+
+
+def test_threads_classifying_at_once_embed_the_class_prompts_once(zoo, dataset) -> None:
+    model = foz.load_zoo_model(H, classes=["dog", "cat"], image_size=SIZE, device="cpu")
+    calls = []
+    real = model._embed_text
+
+    def counted(prompts):  # the real call, counted; slow enough that the second thread comes while it runs
+        calls.append(len(prompts))
+        time.sleep(0.5)
+        return real(prompts)
+
+    model._embed_text = counted
+    try:
+        path = dataset.first().filepath
+        with ThreadPoolExecutor(2) as pool:
+            labels = [f.result() for f in [pool.submit(model.predict_all, [path]) for _ in range(2)]]
+        assert calls == [2], calls
+        assert labels[0][0].label == labels[1][0].label and labels[0][0].confidence == labels[1][0].confidence
+    finally:
+        model.close()
 
 
 def test_prompt_ensembling_over_the_openai_templates(zoo, dataset) -> None:
