@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -342,7 +342,9 @@ class _Registry:
 
     @staticmethod
     def _key(spec: SidecarSpec) -> tuple:
-        return (spec.graphs, spec.provider, spec.workers, spec.threads, spec.extra_args, spec.allowed_roots, spec.shared)
+        # Every field but the idle timeout (a running sidecar keeps its own): a field added later
+        # (as env was) cannot be left out by mistake.
+        return tuple(getattr(spec, f.name) for f in fields(spec) if f.name != "idle_timeout_s")
 
     def acquire(self, spec: SidecarSpec) -> LocalSidecar | SharedSidecar:
         with self._lock:

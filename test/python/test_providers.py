@@ -160,3 +160,7 @@ def test_the_sidecar_gets_the_environment_of_its_spec(tmp_path: Path) -> None:
     other = SidecarSpec(graphs=spec.graphs, env=(("CUDA_VISIBLE_DEVICES", "6"),))
     keys = {shared.sidecar_key(shared.key_material(s, "node", REPO, _sidecar_env(s))) for s in (spec, other)}
     assert len(keys) == 2
+    # And two handles in this process: the registry's key covers the environment too.
+    from client.sidecar import registry
+    assert registry._key(spec) != registry._key(other)
+    assert registry._key(spec) == registry._key(SidecarSpec(graphs=spec.graphs, env=spec.env, idle_timeout_s=7))
