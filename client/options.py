@@ -43,7 +43,8 @@ class RadioOptions:
     server: Any = None                      # None: local sidecar; "host:port" | "unix:/path" | "dns:///name:port" |
                                             # "ipv4:a:p,b:p" | "ipv6:[a]:p,..." (round_robin) | list of host:port (old way)
     device: str | None = None               # None/"auto" | "cpu" | "cuda" | "cuda:N" | "webgpu"
-    revision: str | None = None             # Hugging Face revision to download
+    revision: str | None = None             # the commit the graphs must come from: checked, never downloaded (set-up
+                                            # uses RADIO_HF_REVISION, else the default); with server=, picks the graph
     token: str | None = None                # bearer token for a remote sidecar
     workers: int | None = None
     threads: int | None = None
