@@ -4,8 +4,8 @@
 ``download_model`` sets everything up on first use, with visible progress: checks Node >= 20,
 installs and builds the TypeScript sidecar from this folder, downloads the checkpoint into the
 Hugging Face cache and compiles it to ONNX in the model's folder. ``load_model`` validates the
-options, compiles any extra graph variant they need (fp16, int8, ViTDet window, adaptors)
-and starts (or reuses) the local sidecar, or connects to remote ones (``server=``).
+options, compiles any extra graph variant they need (fp16, int8, ViTDet window, adaptors, the GPU
+heatmap head) and starts (or reuses) the local sidecar, or connects to remote ones (``server=``).
 """
 from __future__ import annotations
 
@@ -318,7 +318,7 @@ def resolve_input(model_name: str, ctx: Any) -> Any:
     inputs.bool("use_external_preprocessor", default=False, label="External preprocessor",
                 description="no effect on results (kept for older scripts): the graph always normalises")
     inputs.bool("quantize", default=False, label="int8 on CPU",
-                description="int8 linear layers: ~1.4x faster on a CPU, approximate (see README)")
+                description="int8 linear layers: ~1.5x faster on a CPU, approximate (see README)")
     inputs.enum("embedding_space", ["backbone", "text", "dinov3"], default="backbone", label="Embedding space",
                 description="backbone: RADIO's own; text: SigLIP2-g's, comparable with text (zero-shot, text search); "
                             "dinov3: DINOv3-7B-like")

@@ -3,8 +3,8 @@
 Batches go to the sidecar whole, which decodes them: file paths go to a local sidecar (bytes to a
 remote one); numpy/PIL inputs go as raw pixels. Only images in a format the sidecar can't decode
 (BMP, PPM/PGM, TGA, ICO, JPEG 2000, ...) are then decoded here, with Pillow, and sent again as
-pixels (client/pillow_fallback.py). With torch installed, FiftyOne's data
-loader hands this model file paths (``SupportsGetItem``); without torch, FiftyOne's batch loop
+pixels (client/pillow_fallback.py). With torch and torchvision installed, FiftyOne's data
+loader hands this model file paths (``SupportsGetItem``); without them, FiftyOne's batch loop
 would decode every image before calling ``predict_all``, so while the model is in use that loop's
 image reader yields lazy file references instead (see ``_LazyImageReader``).
 """
@@ -46,7 +46,7 @@ def _data_loader_available() -> bool:
     return True
 
 
-HAS_TORCH = _data_loader_available()
+HAS_DATA_LOADER = _data_loader_available()
 
 
 class LazyImage(str):
@@ -129,7 +129,7 @@ def _count_reader_run(delta: int) -> None:
 
 def _mixins() -> tuple[type, ...]:
     base = (fom.Model, fom.EmbeddingsMixin, fom.PromptMixin, fom.LogitsMixin)
-    return (*base, fom.SupportsGetItem) if HAS_TORCH else base
+    return (*base, fom.SupportsGetItem) if HAS_DATA_LOADER else base
 
 
 class RadioModel(*_mixins()):  # type: ignore[misc]

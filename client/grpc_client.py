@@ -156,6 +156,8 @@ class RadioClient:
         self._lock = threading.Lock()
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        # 64: a quarter of the sidecar's default --max-queue (256). A call is admitted whole or refused
+        # (RESOURCE_EXHAUSTED, retried), so smaller calls fit beside other callers' images.
         self.max_images_per_call = max_images_per_call
         self.max_bytes_per_call = max_bytes_per_call
 

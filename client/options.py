@@ -31,7 +31,8 @@ MODELS = {m["base_name"]: {"checkpoint": m["base_name"].split("/", 1)[1]} for m 
 class RadioOptions:
     output_type: str = "summary"            # summary | spatial
     feature_format: str = "NCHW"            # NCHW | NLC (dense features from compute_embeddings)
-    use_mixed_precision: bool | None = None  # None: fp16 graph on a GPU provider, fp32 on CPU (True on CPU: fp32, warned)
+    use_mixed_precision: bool | None = None  # None: the provider's precision (providers.graph_precision): fp16 on
+                                            # cuda and on webgpu with shader-f16, else fp32 (True on CPU: fp32, warned)
     quantize: bool = False                  # int8 linear layers (CPU only): faster, approximate
     use_external_preprocessor: bool = False  # accepted (the seed README shows it), no effect: the graph normalises
     apply_smoothing: bool = True
@@ -43,7 +44,8 @@ class RadioOptions:
     server: Any = None                      # None: local sidecar; "host:port" | "unix:/path" | "dns:///name:port" |
                                             # "ipv4:a:p,b:p" | "ipv6:[a]:p,..." (round_robin) | list of host:port (old way)
     device: str | None = None               # None/"auto" | "cpu" | "cuda" | "cuda:N" | "webgpu"
-    revision: str | None = None             # Hugging Face revision to download
+    revision: str | None = None             # the commit the graphs must come from: checked, never downloaded (set-up
+                                            # uses RADIO_HF_REVISION, else the default); with server=, picks the graph
     token: str | None = None                # bearer token for a remote sidecar
     workers: int | None = None
     threads: int | None = None

@@ -24,10 +24,12 @@ logger = logging.getLogger(__name__)
 #: Windows-only), MPEG only reads a header.
 REFUSED_PLUGINS = frozenset({"EPS", "WMF", "MPEG"})
 
-#: The sidecar's default pixel limit (--max-image-pixels): checked from the header, before decoding.
+#: The sidecar's default pixel limit (--max-image-pixels; server/src/defaults.ts IMAGE_LIMITS, a
+#: copy: change both): checked from the header, before decoding.
 MAX_PIXELS = 100_000_000
 
-#: Decoded pixels above this are not sent (the sidecar's default message limit is 256 MB).
+#: Decoded pixels above this are not sent (the sidecar's default message limit is 256 MB:
+#: --max-message-mb, SERVE_DEFAULTS.maxRequestBytes).
 MAX_RAW_BYTES = 192 * 1024 * 1024
 
 

@@ -17,7 +17,6 @@ export interface GraphInfo {
   maxResolution: number;
   resolutionStep: number;
   windowSize: number;
-  /** Always false (proto field kept): graphs compiled with the removed --external-preprocessor are refused at load. */
   sourceRepo: string;
   sourceRevision: string;
   executionProvider: string;

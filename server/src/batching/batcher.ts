@@ -1,9 +1,10 @@
-// Dynamic batching (Triton's idea): items wait in one FIFO per key (graph × input height × width);
-// a key's batch is ready when it holds maxBatch items or its oldest item has waited maxDelayMs. A
-// batch is only formed when a runner slot is free, so while every worker is busy items keep
-// accumulating into fuller batches instead of queueing as small ones. While images are still being
-// decoded (`pending`), a partial batch waits for them past maxDelayMs, up to maxHoldMs: the images of
-// one call are decoded a few at a time, and without the hold a call of 16 ran as batches of ~2.
+// Dynamic batching (Triton's idea): items wait in one FIFO per key (the pipeline's: graph ×
+// embedding space × input height × width); a key's batch is ready when it holds maxBatch items or its
+// oldest item has waited maxDelayMs. A batch is only formed when a runner slot is free, so while
+// every worker is busy items keep accumulating into fuller batches instead of queueing as small ones.
+// While images are still being decoded (`pending`), a partial batch waits for them past maxDelayMs,
+// up to maxHoldMs: the images of one call are decoded a few at a time, and without the hold a call of
+// 16 ran as batches of ~2.
 export interface Batchable {
   /** Items with the same key can share a batch. */
   readonly key: string;

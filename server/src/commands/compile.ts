@@ -130,7 +130,7 @@ export function addCompileCommands(program: Command): void {
     .addOption(
       new Option(
         "--attention <impl>",
-        "attention ops: auto = MatMul/Softmax for fp32 (as fast on CPU: see README), com.microsoft.MultiHeadAttention for fp16 (fused kernels on GPU)",
+        "attention ops: auto = MatMul/Softmax for fp32 (as fast on CPU: see docs/how-it-works.md), com.microsoft.MultiHeadAttention for fp16 (fused kernels on GPU)",
       )
         .choices(["auto", "matmul", "mha"])
         .default("auto"),

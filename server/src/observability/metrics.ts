@@ -123,7 +123,7 @@ export class ServerMetrics implements PipelineMetrics, TextMetrics {
 
   private readonly timeouts = new Counter({
     name: "radio_inference_timeouts_total",
-    help: "Batches that ran past --inference-timeout-s (their worker was terminated)",
+    help: "Batches that ran past --inference-timeout-s and failed (their worker is replaced only if still stuck as long again)",
     registers: [this.registry],
   });
   private readonly replacements = new Counter({

@@ -6,7 +6,7 @@ import { readTextMetadata, TEXT_DIR, type TextGraphMetadata } from "../compiler/
 import type { GraphGeometry } from "../preprocess/index.js";
 
 export interface GraphSource {
-  /** Defaults to defaultModelName(metadata). */
+  /** Defaults to defaultGraphName(metadata): <variant>-<precision>. */
   name?: string;
   dir: string;
 }

@@ -66,6 +66,7 @@ export interface PipelineOptions {
    * batches of 2 lose 4–22 % at 512² (1024 tokens), so the CPU default is 1024.
    */
   maxBatchTokens?: number;
+  /** Longest an image waits for batch-mates while a worker is free (--queue-delay-ms; the batcher's maxDelayMs). */
   maxQueueDelayMs: number;
   /** Longest a partial batch waits for images still being decoded (default 0; see DynamicBatcher). */
   maxHoldMs?: number;
@@ -391,8 +392,7 @@ export class Pipeline {
     this.batcher.add(item);
   }
 
-  /** One batch of same-graph, same-size images through a worker. */
-  /** One batch from the batcher: drop what was cancelled, assemble, infer, deliver each image's output. */
+  /** One batch from the batcher (same graph, space and size): drop what was cancelled, assemble, infer, deliver each image's output. */
   private async runBatch(items: Item[]): Promise<void> {
     const live = this.stillWanted(items);
     const first = live[0];

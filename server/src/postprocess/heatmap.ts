@@ -127,7 +127,7 @@ export function computeScoreMaps(features: FloatArray, dims: FeatureDims, compon
   return { maps: pca.scores, clip, outliers, pca, orientation };
 }
 
-/** Stages 5–6 for one map: optional smoothing, then resize (skipped when sizes match). */
+/** Stages 7–8 for one map: optional smoothing, then resize (skipped when sizes match). */
 function smoothAndResize(map: Float64Array, height: number, width: number, sigma: number | null, outputHeight: number, outputWidth: number): Float64Array {
   const smoothed = sigma !== null && sigma > 0 ? gaussianFilter2d(map, height, width, sigma) : map;
   if (outputHeight === height && outputWidth === width) return smoothed;

@@ -4,11 +4,11 @@
  *
  *   const paths = await createPathPolicy(['/data/images']);
  *   const img = await preprocessImage({ id: 'a', path: '/data/images/a.jpg' },
- *     { paths, model, policy: 'default' });
+ *     { paths, geometry, policy: 'default' });
  *
  * Two-step use (e.g. to group by resolution before decoding):
  *   const opened = await openImage(input, opts);        // reads + header only
- *   const target = resolveTargetResolution(opened.originalHeight, opened.originalWidth, model, policy, opened.id);
+ *   const target = resolveTargetResolution(opened.originalHeight, opened.originalWidth, geometry, policy, opened.id);
  *   const img = await decodeOpened(opened, target, opts);
  *
  * Every failure caused by the input is an InputError (see errors.ts).

@@ -160,7 +160,7 @@ function spaceOutput(g: LoadedGraph, space: string, name: "summary" | "features"
 /**
  * Runs pixels [B, H, W, 3] (uint8 RGB) through the graph; H and W must be multiples of the graph's step. Only
  * the outputs in `fetch` are copied out (an output left out comes back empty, dims []): summary-only
- * calls then never copy the features, B × 1036 × 1280 floats (5.3 MB an image) for H at 512², off a
+ * calls then never copy the features, B × 1024 × 1280 floats (5.2 MB an image) for H at 512², off a
  * GPU and into a JS buffer.
  */
 export async function runGraph(

@@ -153,7 +153,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   if ("socket" in options.listen) {
     sock = await prepareSocket(options.listen.socket);
     address = `unix:${sock.path}`;
-    // The socket is created by bind(): with umask 077 it is never, even briefly, open to others.
+    // The socket is created by bind(): with umask 177 (0600) it is never, even briefly, open to others.
     const old = process.umask(0o177);
     try {
       await bind(server, address);
