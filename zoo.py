@@ -158,7 +158,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         self._zero_shot: tuple[np.ndarray, float, float] | None = None
         self._zero_shot_lock = threading.Lock()
         # Where inference runs (cuda | webgpu | cpu), on which graph precision, and why not on a better
-        # provider; for remote sidecars, read from their Info on first use.
+        # provider; for remote sidecars, read from their Info at load (check_served).
         self._provider = provider
         self.precision = precision
         self.provider_notes = tuple(provider_notes)
@@ -166,8 +166,6 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
     @property
     def provider(self) -> str | None:
         """The execution provider the sidecar runs this model on: "cuda", "webgpu" or "cpu"."""
-        if self._provider is None and self._client is not None:
-            self._provider = self._client.info().provider or None
         return self._provider
 
     def __repr__(self) -> str:
@@ -429,8 +427,10 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         served = select_graph(self.model_name, self.options, info, where, graph_name=self.graph_name or None)
         check_image_size(self.options, served)
         self.graph_name, self.served = served.name, served
-        if self._provider is None:
+        if self._client is not None:  # remote: what the server chose (a local model knows it from load_model)
             self._provider = info.provider or None
+            self.precision = served.precision or None
+            self.provider_notes = tuple(info.provider_not_taken)
 
     # -- lifetime ---------------------------------------------------------------------------------
 

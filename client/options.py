@@ -10,7 +10,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-# The defaults the sidecar shares (heatmap smoothing and size): one home, read by both languages.
+#: A shared sidecar's idle timeout when neither idle_timeout_s nor RADIO_SHARED_IDLE_S sets one (client/shared.py).
+DEFAULT_IDLE_S = 300
+
+# The defaults the sidecar shares (heatmap smoothing and size, pixel and message limits): one home,
+# read by both languages.
 _ROOT = Path(__file__).resolve().parent.parent
 SHARED_DEFAULTS = json.loads((_ROOT / "proto" / "radio" / "v1" / "defaults.json").read_text())
 
@@ -238,7 +242,8 @@ def parse_options(model_name: str, kwargs: dict[str, Any]) -> RadioOptions:
     _choice("shared", options.shared, [True, False])
     v = options.idle_timeout_s
     if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-        raise ValueError(f"idle_timeout_s={v!r} is not valid; use None (default 300 s) or seconds >= 0 (0 = never)")
+        raise ValueError(f"idle_timeout_s={v!r} is not valid; use None (default {DEFAULT_IDLE_S} s) or seconds >= 0 "
+                         "(0 = never)")
     for name in ("workers", "threads"):
         v = getattr(options, name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .grpc_client import ImageResult
+from .options import SHARED_DEFAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +25,12 @@ logger = logging.getLogger(__name__)
 #: Windows-only), MPEG only reads a header.
 REFUSED_PLUGINS = frozenset({"EPS", "WMF", "MPEG"})
 
-#: The sidecar's default pixel limit (--max-image-pixels; server/src/defaults.ts IMAGE_LIMITS, a
-#: copy: change both): checked from the header, before decoding.
-MAX_PIXELS = 100_000_000
+#: The sidecar's default pixel limit (--max-image-pixels): checked from the header, before decoding.
+MAX_PIXELS: int = SHARED_DEFAULTS["image"]["max_pixels"]
 
-#: Decoded pixels above this are not sent (the sidecar's default message limit is 256 MB:
-#: --max-message-mb, SERVE_DEFAULTS.maxRequestBytes).
-MAX_RAW_BYTES = 192 * 1024 * 1024
+#: Decoded pixels above this are not sent: three quarters of the sidecar's default message limit
+#: (--max-message-mb), which the rest of the call's message must fit beside.
+MAX_RAW_BYTES: int = SHARED_DEFAULTS["message"]["max_mb"] * 1024 * 1024 * 3 // 4
 
 
 class PillowError(Exception):

@@ -50,10 +50,10 @@ import grpc
 
 from . import messages as m
 from .grpc_client import RadioClient
+from .options import DEFAULT_IDLE_S
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_IDLE_S = 300
 HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
 # Environment the sidecar reads that changes what it computes or where it runs.
 _KEY_ENV_PREFIXES = ("RADIO_", "CUDA_", "ORT_", "OMP_", "NVIDIA_")

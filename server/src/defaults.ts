@@ -1,12 +1,14 @@
 // Every default of the sidecar: their one home. serve.ts applies them, the CLI's flags default to
 // them and quote them in --help, test servers start from them. The few the Python zoo shares
-// (heatmap smoothing and size) are read from proto/radio/v1/defaults.json, which client/options.py
-// reads too. No heavy imports: the CLI loads this for every command.
+// (heatmap smoothing and size, the pixel and message limits) are read from
+// proto/radio/v1/defaults.json, which client/options.py reads too. No heavy imports: the CLI loads this for every command.
 import { readFileSync } from "node:fs";
 
 /** proto/radio/v1/defaults.json (same depth from server/src and server/dist). */
 const SHARED = JSON.parse(readFileSync(new URL("../../proto/radio/v1/defaults.json", import.meta.url), "utf8")) as {
   heatmap: { smoothing_sigma: number; max_side: number };
+  image: { max_pixels: number };
+  message: { max_mb: number };
 };
 
 /** What a heatmap request leaves at 0 (radio.v1.HeatmapOptions), and the zoo's own defaults. */
@@ -30,7 +32,7 @@ export const MiB = 1024 * 1024;
 /** Per image, checked before or while decoding. */
 export const IMAGE_LIMITS = Object.freeze({
   /** 100 MP: above any camera photo, far below a 30000² bomb. */
-  limitInputPixels: 100_000_000,
+  limitInputPixels: SHARED.image.max_pixels,
   maxInputBytes: 256 * MiB,
   timeoutSeconds: 60,
 });
@@ -61,12 +63,15 @@ export const SERVE_DEFAULTS = Object.freeze({
   /** 0 = no limit. */
   inferenceTimeoutMs: 0,
   workerHeapMb: 1024,
-  maxRequestBytes: 256 * MiB,
+  maxRequestBytes: SHARED.message.max_mb * MiB,
   maxImagePixels: IMAGE_LIMITS.limitInputPixels,
   /** 0 = never. */
   idleTimeoutMs: 0,
   logLevel: "info",
 } as const);
+
+/** Largest response message (not a flag): dense features at 2048² are ~84 MB an image. */
+export const MAX_RESPONSE_BYTES = SHARED.message.max_mb * MiB;
 
 export interface BatchDefaults {
   /** Largest inference batch. */

@@ -53,6 +53,10 @@ def test_right_token_loads_and_names_the_served_model(server: str, tmp_path: Pat
     model = load(server, token=TOKEN)
     try:
         assert model.graph_name == "tiny" and model.served.variant == "c-radio_v4-h"
+        # What the server chose, as a local model says it (they stayed empty for remote models).
+        info = model.info()
+        assert (model.provider, model.precision) == (info.provider, "fp32") and model.provider
+        assert model.provider_notes == tuple(info.provider_not_taken)
         png = tmp_path / "a.png"
         Image.fromarray(np.full((32, 48, 3), 90, np.uint8)).save(png)
         assert model.embed(str(png)).shape == (128,)

@@ -9,11 +9,10 @@ import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation, type ServingStatus } from "grpc-health-check";
 import type { Logger } from "pino";
+import { MAX_RESPONSE_BYTES, SERVE_DEFAULTS } from "../../defaults.js";
 import { loadPackageDefinition, radioServiceDefinition, RADIO_SERVICE } from "./proto.js";
 import { radioHandlers, type RadioServiceState, type RequestRecorder } from "./radio-service.js";
 import { prepareSocket, type PreparedSocket } from "./socket.js";
-
-const MAX_MESSAGE_BYTES = 256 * 1024 * 1024;
 
 export type GrpcListen = { socket: string | null } | { host: string; port: number };
 
@@ -22,8 +21,7 @@ export interface GrpcServerOptions {
   state: RadioServiceState;
   recorder: RequestRecorder;
   logger: Logger;
-  maxMessageBytes?: number;
-  /** Largest request message accepted (default maxMessageBytes); larger ones get RESOURCE_EXHAUSTED. */
+  /** Largest request message accepted (default --max-message-mb's); larger ones get RESOURCE_EXHAUSTED. */
   maxRequestBytes?: number;
   /** Bearer token every call but health must carry (metadata "authorization: Bearer <token>"). */
   token?: string | null;
@@ -124,7 +122,6 @@ function bind(server: grpc.Server, address: string, creds = grpc.ServerCredentia
 }
 
 export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
-  const limit = options.maxMessageBytes ?? MAX_MESSAGE_BYTES;
   const token = options.token || null;
   if ("host" in options.listen && !isLoopbackHost(options.listen.host) && !token) {
     throw new Error(
@@ -135,8 +132,8 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   if (options.tls && "socket" in options.listen) throw new Error("TLS (--tls-cert, --tls-key) needs TCP (--port); the unix socket is private already");
   const openCalls = new OpenCalls();
   const server = new grpc.Server({
-    "grpc.max_receive_message_length": options.maxRequestBytes ?? limit,
-    "grpc.max_send_message_length": limit,
+    "grpc.max_receive_message_length": options.maxRequestBytes ?? SERVE_DEFAULTS.maxRequestBytes,
+    "grpc.max_send_message_length": MAX_RESPONSE_BYTES,
     interceptors: [openCalls.interceptor(), ...(token ? [tokenInterceptor(token, options.recorder)] : [])],
   });
   const pkg = loadPackageDefinition();
