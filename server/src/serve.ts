@@ -364,6 +364,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
   });
   metrics.observe({
     admitted: () => running.admitted,
+    undelivered: () => running.undelivered,
     queueDepth: () => running.queueDepth,
     runningBatches: () => pool.busyWorkers,
     workers: () => pool.workers,
