@@ -51,6 +51,14 @@ export const SERVE_DEFAULTS = Object.freeze({
   maxBatch: null,
   queueDelayMs: 5,
   maxQueue: 256,
+  /**
+   * An Embed call whose client has read none of its waiting results for this long is ended; 0 =
+   * never. A client reading normally takes each result within milliseconds (the Python client reads
+   * a call's results as they come), and a slow one still takes one every few seconds: 60 s lets a
+   * link of 12 Mbit/s carry even an 84 MB result (C-RADIOv4-H NCHW at 2048²) in one go, while a
+   * client that stopped reading holds its queue slots (unread results count) for at most a minute.
+   */
+  stallTimeoutMs: 60_000,
   /** 0 = one per core. */
   decodeParallelism: 0,
   allowedRoots: [],

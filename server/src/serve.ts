@@ -73,6 +73,8 @@ export interface ServeConfig {
   instanceKey?: string | null;
   /** Shut down after this long with no gRPC call open (health Watch leases included) and no image admitted; 0 = never. */
   idleTimeoutMs?: number;
+  /** An Embed call whose client has read none of its waiting results for this long is ended; 0 = never. */
+  stallTimeoutMs?: number;
 }
 
 export interface ServeHooks {
@@ -261,6 +263,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
     recorder: metrics,
     logger: logger.child({ component: "grpc" }),
     maxRequestBytes: config.maxRequestBytes,
+    stallTimeoutMs: config.stallTimeoutMs ?? SERVE_DEFAULTS.stallTimeoutMs,
     token: config.token ?? null,
     tls: config.tls ?? null,
   });
@@ -330,6 +333,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
       maxBatchTokens,
       queueDelayMs: config.queueDelayMs,
       maxQueue: config.maxQueue,
+      stallTimeoutMs: config.stallTimeoutMs ?? SERVE_DEFAULTS.stallTimeoutMs,
       postprocessThreads,
       sharp,
       allowedRoots: paths.roots,
@@ -364,6 +368,7 @@ export async function serve(config: ServeConfig, logger: Logger, hooks: ServeHoo
   });
   metrics.observe({
     admitted: () => running.admitted,
+    undelivered: () => running.undelivered,
     queueDepth: () => running.queueDepth,
     runningBatches: () => pool.busyWorkers,
     workers: () => pool.workers,

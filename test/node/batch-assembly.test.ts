@@ -98,7 +98,9 @@ async function submit(p: Pipeline, images: Uint8Array[], output: OutputKind = "s
       images: images.map((data, i) => ({ id: `img${i}`, raw: { data, height: SIDE, width: SIDE, channels: 3 as const, dtype: "uint8" as const } })),
       deadline: null,
     },
-    (o) => outcomes.push(o),
+    (o) => {
+      outcomes.push(o);
+    },
   );
   await handle.done;
   return outcomes.sort((a, b) => a.index - b.index);

@@ -162,6 +162,22 @@ describe("Admission and Semaphore", () => {
     assert.equal(a.admitted, 10);
   });
 
+  it("counts unread results again: a hold never waits or fails, may pass the capacity, and makes new requests wait", () => {
+    const a = new Admission(4);
+    assert.equal(a.tryReserve(4), true);
+    a.release(4); // running
+    a.hold(3); // finished, not yet read by the client
+    assert.deepEqual([a.admitted, a.held], [3, 3]);
+    assert.equal(a.tryReserve(2), false);
+    assert.equal(a.tryReserve(1), true);
+    a.release(1);
+    a.hold(2);
+    assert.deepEqual([a.admitted, a.held], [5, 5], "above the capacity for a while");
+    a.releaseHold(4);
+    assert.equal(a.tryReserve(3), true);
+    assert.deepEqual([a.admitted, a.held], [4, 1]);
+  });
+
   it("hands permits out in order and lets aborted waiters go", async () => {
     const s = new Semaphore(1);
     assert.equal(await s.acquire(), true);

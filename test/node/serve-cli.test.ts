@@ -235,7 +235,7 @@ describe("radio-sidecar serve (CLI)", () => {
   });
 
   it("refuses timeouts past a Node timer's range (--shutdown-timeout-s 2200000 would exit at once on SIGTERM, not drain)", async () => {
-    for (const flag of ["--shutdown-timeout-s", "--inference-timeout-s"]) {
+    for (const flag of ["--shutdown-timeout-s", "--inference-timeout-s", "--stall-timeout-s"]) {
       const s = spawnServe(["--graph", graph, flag, "2200000"]);
       try {
         await assert.rejects(s.ready, new RegExp(`option '${flag} <s>' argument '2200000' is invalid. must be at most 2147478`));

@@ -23,6 +23,7 @@ interface ServeOptions {
   queueDelayMs: number;
   batchHoldMs?: number;
   maxQueue: number;
+  stallTimeoutS: number;
   decodeParallelism: number;
   allowedRoot?: string[];
   provider: ProviderRequest;
@@ -70,6 +71,7 @@ async function serveCommand(options: ServeOptions): Promise<void> {
       queueDelayMs: options.queueDelayMs,
       batchHoldMs: options.batchHoldMs ?? null,
       maxQueue: options.maxQueue,
+      stallTimeoutMs: options.stallTimeoutS * 1000,
       decodeParallelism: options.decodeParallelism,
       allowedRoots: options.allowedRoot ?? envList("RADIO_ALLOWED_ROOT"),
       provider: options.provider,
@@ -188,11 +190,20 @@ export function addServeCommand(program: Command): void {
     .addOption(
       new Option(
         "--max-queue <n>",
-        "images admitted and not yet running, across calls; a call that does not fit gets RESOURCE_EXHAUSTED; also the most images per call [env RADIO_MAX_QUEUE]",
+        "images admitted and not yet running, plus finished results their clients have not read yet, across calls; a call that does not fit gets RESOURCE_EXHAUSTED; also the most images per call [env RADIO_MAX_QUEUE]",
       )
         .env("RADIO_MAX_QUEUE")
         .argParser(positiveInt)
         .default(SERVE_DEFAULTS.maxQueue),
+    )
+    .addOption(
+      new Option(
+        "--stall-timeout-s <s>",
+        "an Embed call whose client has read none of its waiting results for this long is ended with RESOURCE_EXHAUSTED, its images not yet run dropped (unread results count against --max-queue until then; 0 = never) [env RADIO_STALL_TIMEOUT_S]",
+      )
+        .env("RADIO_STALL_TIMEOUT_S")
+        .argParser(timerSeconds)
+        .default(SERVE_DEFAULTS.stallTimeoutMs / 1000),
     )
     .addOption(
       new Option("--decode-parallelism <n>", "image decodes in flight (0 = one per core) [env RADIO_DECODE_PARALLELISM]")

@@ -7,8 +7,10 @@ import type { DropReason, OutputKind, PipelineMetrics } from "../pipeline/types.
 import type { TextMetrics } from "../pipeline/text.js";
 
 export interface LiveState {
-  /** Images admitted and not yet running. */
+  /** Images counted against the queue: admitted and not yet running, plus results not yet delivered. */
   admitted(): number;
+  /** Results handed to the transport that their clients have not read yet. */
+  undelivered(): number;
   /** Decoded images waiting in the batcher. */
   queueDepth(): number;
   /** Batches running now. */
@@ -55,7 +57,7 @@ export class ServerMetrics implements PipelineMetrics, TextMetrics {
   });
   private readonly dropped = new Counter({
     name: "radio_images_dropped_total",
-    help: "Queued images dropped before running because their call was cancelled, ran past its deadline, or the server shut down",
+    help: "Queued images dropped before running because their call was cancelled, ran past its deadline, its client stopped reading results (stalled), or the server shut down",
     labelNames: ["reason"] as const,
     registers: [this.registry],
   });
@@ -137,10 +139,18 @@ export class ServerMetrics implements PipelineMetrics, TextMetrics {
     const live = () => this.live;
     new Gauge({
       name: "radio_queue_admitted_images",
-      help: "Images admitted and not yet running (the bounded queue's fill; see --max-queue)",
+      help: "Images counted against the bounded queue (--max-queue): admitted and not yet running, plus finished results their clients have not read yet",
       registers: [this.registry],
       collect() {
         this.set(live()?.admitted() ?? 0);
+      },
+    });
+    new Gauge({
+      name: "radio_queue_undelivered_results",
+      help: "Finished results waiting for their clients to read them (held in memory, counted in radio_queue_admitted_images; see --stall-timeout-s)",
+      registers: [this.registry],
+      collect() {
+        this.set(live()?.undelivered() ?? 0);
       },
     });
     new Gauge({

@@ -2,6 +2,9 @@
 // (sharp on the libuv pool, a few decodes at a time) → the dynamic batcher (per graph × resolution)
 // → an inference worker → per-image outputs (views, or a postprocess worker for NCHW / heatmaps).
 // Every image ends in exactly one outcome for the sink, unless its request was cancelled first.
+// An image counts against the queue (--max-queue) while it waits to run, and again from when its
+// outcome is handed to the sink until the sink says it was delivered (the promise it returns): a
+// client that stops reading its results cannot make the server hold more than the queue.
 // Transport-agnostic: nothing here knows gRPC, nothing here knows onnxruntime.
 import { setMaxListeners } from "node:events";
 import type { Logger } from "pino";
@@ -27,7 +30,16 @@ import type { ServedGraph } from "./graphs.js";
 import { TensorBuffers } from "./tensor-buffers.js";
 import { TextEmbedder, type PromptTokenizer, type TextBackend, type TextMetrics, type TextReply } from "./text.js";
 import { RequestError, type FailureKind } from "./errors.js";
-import { NO_METRICS, type DropReason, type EmbedHandle, type EmbedJobSpec, type ImageOutcome, type OutputKind, type PipelineMetrics } from "./types.js";
+import {
+  NO_METRICS,
+  type DropReason,
+  type EmbedHandle,
+  type EmbedJobSpec,
+  type ImageOutcome,
+  type OutcomeSink,
+  type OutputKind,
+  type PipelineMetrics,
+} from "./types.js";
 
 /** One batch's outputs, as the inference runtime returns them (which worker ran it is not the pipeline's business). */
 export type InferResult = Omit<WorkerInferResult, "threadId">;
@@ -70,7 +82,7 @@ export interface PipelineOptions {
   maxQueueDelayMs: number;
   /** Longest a partial batch waits for images still being decoded (default 0; see DynamicBatcher). */
   maxHoldMs?: number;
-  /** Images admitted and not yet running, across requests; also the most one request may hold. */
+  /** Images admitted and not yet running plus results not yet delivered, across requests; also the most one request may hold. */
   maxQueue: number;
   /** Decodes in flight at once. */
   decodeParallelism: number;
@@ -100,6 +112,8 @@ class Job {
   closed: DropReason | null = null;
   readonly state: ImageState[];
   unsettled: number;
+  /** Outcomes handed to the sink whose delivery has not settled yet. */
+  undelivered = 0;
   deadlineTimer: NodeJS.Timeout | null = null;
   readonly done: Promise<void>;
   resolveDone!: () => void;
@@ -113,7 +127,7 @@ class Job {
     readonly heatmap: HeatmapSpec | null,
     readonly images: readonly (ImageInput | InputError)[],
     readonly deadline: number | null,
-    readonly sink: (outcome: ImageOutcome) => void,
+    readonly sink: OutcomeSink,
   ) {
     this.state = images.map(() => "queued");
     // Each image waiting for a decode slot listens on this signal.
@@ -124,6 +138,11 @@ class Job {
 
   expired(now = Date.now()): boolean {
     return this.deadline !== null && now >= this.deadline;
+  }
+
+  /** Every image settled and every delivery too. */
+  get over(): boolean {
+    return this.unsettled === 0 && this.undelivered === 0;
   }
 }
 
@@ -204,9 +223,14 @@ export class Pipeline {
     });
   }
 
-  /** Images admitted and not yet running (preprocessing or waiting for a batch). */
+  /** Images counted against the queue: admitted and not yet running, plus results not yet delivered. */
   get admitted(): number {
     return this.admission.admitted;
+  }
+
+  /** Results handed to the sink and not yet delivered to their clients (counted in `admitted`). */
+  get undelivered(): number {
+    return this.admission.held;
   }
 
   /** Decoded images waiting in the batcher. */
@@ -227,7 +251,7 @@ export class Pipeline {
    * full, shutting down); then nothing was started. Otherwise every image reaches `sink` once, in
    * completion order, until the request is cancelled.
    */
-  submit(spec: EmbedJobSpec, sink: (outcome: ImageOutcome) => void): EmbedHandle {
+  submit(spec: EmbedJobSpec, sink: OutcomeSink): EmbedHandle {
     if (this.closing) throw new RequestError("shutting_down", "the server is shutting down");
     const graphName = spec.graph || this.defaultGraph;
     const graph = this.graphs.get(graphName);
@@ -266,10 +290,9 @@ export class Pipeline {
       );
     }
     if (!this.admission.tryReserve(n)) {
-      throw new RequestError(
-        "queue_full",
-        `the queue is full (${this.admission.admitted} of ${this.admission.capacity} images queued, ${n} asked for); retry later`,
-      );
+      const { admitted, held, capacity } = this.admission;
+      const unread = held > 0 ? `, ${held} of them results not yet read by their clients` : "";
+      throw new RequestError("queue_full", `the queue is full (${admitted} of ${capacity} images queued${unread}, ${n} asked for); retry later`);
     }
     const job = new Job(++this.seq, graph, policy, space, spec.output, heatmap, spec.images, spec.deadline, sink);
     this.jobs.add(job);
@@ -319,7 +342,7 @@ export class Pipeline {
     return running;
   }
 
-  /** Refuses new requests and resolves when every admitted one has finished. */
+  /** Refuses new requests and resolves when every admitted one has finished (its results delivered too). */
   async drain(): Promise<void> {
     this.closing = true;
     await Promise.all([...[...this.jobs].map((j) => j.done), ...[...this.textRequests].map((p) => p.catch(() => undefined))]);
@@ -567,14 +590,29 @@ export class Pipeline {
     this.markRunning(job, index);
     job.state[index] = "settled";
     job.unsettled--;
-    if (outcome && !job.closed) {
-      try {
-        job.sink(outcome);
-      } catch (err) {
-        this.options.logger?.error({ err }, "result sink failed");
-      }
+    if (outcome && !job.closed) this.handOver(job, outcome);
+    if (job.over) this.finishJob(job);
+  }
+
+  /** Gives the outcome to the sink; until the delivery it returns settles, the image holds a queue slot again. */
+  private handOver(job: Job, outcome: ImageOutcome): void {
+    let delivery: Promise<void> | void;
+    try {
+      delivery = job.sink(outcome);
+    } catch (err) {
+      this.options.logger?.error({ err }, "result sink failed");
+      return;
     }
-    if (job.unsettled === 0) this.finishJob(job);
+    if (!(delivery instanceof Promise)) return;
+    this.admission.hold();
+    job.undelivered++;
+    const delivered = () => {
+      this.admission.releaseHold();
+      job.undelivered--;
+      if (job.over) this.finishJob(job);
+    };
+    // A rejected delivery is over all the same (the transport gave up on it).
+    delivery.then(delivered, delivered);
   }
 
   private finishJob(job: Job): void {

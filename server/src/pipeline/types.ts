@@ -5,8 +5,8 @@ import type { FailureKind } from "./errors.js";
 
 export type { OutputKind, OutputTensor, HeatmapRequest };
 
-/** Why queued images were dropped without running. */
-export type DropReason = "cancelled" | "deadline" | "shutdown";
+/** Why queued images were dropped without running ("stalled": the client stopped reading results). */
+export type DropReason = "cancelled" | "deadline" | "shutdown" | "stalled";
 
 export interface EmbedJobSpec {
   /** A served graph's name; "" = the default graph. */
@@ -35,8 +35,17 @@ export type ImageOutcome =
   | { index: number; output: ImageOutput; error?: undefined }
   | { index: number; output?: undefined; error: { kind: FailureKind; message: string } };
 
+/**
+ * Where a request's outcomes go, one call per image. A promise means "delivered to the client when
+ * it settles" (until then the image counts against the queue again); nothing means delivered at once.
+ */
+export type OutcomeSink = (outcome: ImageOutcome) => Promise<void> | void;
+
 export interface EmbedHandle {
-  /** Resolves when every image has a result, was dropped, or was discarded after a cancel. */
+  /**
+   * Resolves when every image has a result, was dropped, or was discarded after a cancel, and every
+   * delivery the sink returned has settled.
+   */
   readonly done: Promise<void>;
   /** Drops the request's images that have not run yet; nothing more reaches the sink. */
   cancel(reason: DropReason): void;

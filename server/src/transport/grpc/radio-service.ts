@@ -1,6 +1,8 @@
 // radio.v1.Radio handlers: map wire messages to pipeline requests and outcomes back, stream one
 // EmbedResponse per finished image, and turn cancellation and deadlines into dropped work (images
-// and prompts not yet run are not run).
+// and prompts not yet run are not run). A result counts as delivered once grpc-js has let it out to
+// the client (deliveries.ts); a call whose client stopped reading is ended after the stall timeout,
+// so its unread results stop holding the queue.
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { InputError, type ImageInput, type RawPixels } from "../../preprocess/index.js";
@@ -10,6 +12,7 @@ import { PromptsDropped } from "../../pipeline/text.js";
 import type { EmbedJobSpec, ImageOutcome, OutputKind } from "../../pipeline/types.js";
 import type { ServerInfo } from "../../server-info.js";
 import { protoError, REQUEST_STATUS } from "./codes.js";
+import { Deliveries } from "./deliveries.js";
 import type {
   ProtoEmbedRequest,
   ProtoEmbedTextRequest,
@@ -33,6 +36,14 @@ export interface RadioServiceState {
 
 export interface RequestRecorder {
   request(method: string, code: string): void;
+}
+
+/** How Embed calls whose client stopped reading are ended. */
+export interface StallGuard {
+  /** A call whose client has read none of its waiting results for this long is ended (0 = never). */
+  stallTimeoutMs: number;
+  /** Resets the call's HTTP/2 stream (gRPC clients read RESOURCE_EXHAUSTED); false when it cannot. */
+  reset(call: grpc.ServerWritableStream<unknown, unknown>): boolean;
 }
 
 const OUTPUT_KINDS: Record<ProtoOutputKind, OutputKind> = {
@@ -151,7 +162,7 @@ function deadlineOf(call: Pick<grpc.ServerWritableStream<unknown, unknown>, "get
   return Number.isFinite(ms) ? ms : null;
 }
 
-export function radioHandlers(state: RadioServiceState, recorder: RequestRecorder, logger: Logger): grpc.UntypedServiceImplementation {
+export function radioHandlers(state: RadioServiceState, recorder: RequestRecorder, logger: Logger, stalls: StallGuard): grpc.UntypedServiceImplementation {
   const finish = (method: string, code: grpc.status) => recorder.request(method, STATUS_NAME[code] ?? String(code));
 
   const embed = (call: grpc.ServerWritableStream<ProtoEmbedRequest, ProtoEmbedResponse>) => {
@@ -168,13 +179,15 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
     let closed = false;
     let written = 0;
     let handle: ReturnType<Pipeline["submit"]>;
+    const deliveries = new Deliveries(stalls.stallTimeoutMs, () => onStalled());
     try {
       handle = pipeline.submit(specFromProto(req, deadline, state.pathInputs ?? true), (outcome) => {
         // Never write to a call that is gone (cancelled, or past its deadline: grpc-js has already
         // answered DEADLINE_EXCEEDED).
         if (closed || call.cancelled || (deadline !== null && Date.now() >= deadline)) return;
-        call.write({ results: [resultToProto(outcome, req)] } satisfies ProtoEmbedResponse);
         written++;
+        // Delivered when grpc-js calls back: HTTP/2 flow control let the message out to the client.
+        return deliveries.track((done) => call.write({ results: [resultToProto(outcome, req)] } satisfies ProtoEmbedResponse, done));
       });
     } catch (err) {
       if (err instanceof RequestError) return refuse(REQUEST_STATUS[err.kind], err.message);
@@ -184,6 +197,9 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
     const started = performance.now();
     const images = req.images?.length ?? 0;
     const onCancelled = () => {
+      // The call is over, whichever way: a write grpc-js dropped because the call was gone never
+      // calls back, so whatever still waits settles here.
+      deliveries.settleAll();
       if (closed) return;
       closed = true;
       // A client's own deadline timer usually fires (and resets the stream) just before ours.
@@ -191,6 +207,22 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
       handle.cancel(expired ? "deadline" : "cancelled");
       finish("Embed", expired ? grpc.status.DEADLINE_EXCEEDED : grpc.status.CANCELLED);
       logger.debug({ images, ms: Math.round(performance.now() - started), expired }, "Embed cancelled");
+    };
+    const onStalled = () => {
+      if (closed) return;
+      closed = true;
+      const unread = deliveries.pending;
+      const seconds = stalls.stallTimeoutMs / 1000;
+      handle.cancel("stalled");
+      deliveries.settleAll();
+      logger.warn({ images, unread, stallTimeoutS: seconds }, "Embed client stopped reading results: call ended");
+      refuse(
+        grpc.status.RESOURCE_EXHAUSTED,
+        `the client stopped reading results for ${seconds} s (${unread} unread): the call was ended and its remaining images dropped`,
+      );
+      // That status waits behind the unread messages, for ever: resetting the stream ends the call now
+      // and frees them.
+      if (!stalls.reset(call)) logger.debug("Embed stream not reset (closed already, or out of reach)");
     };
     call.on("cancelled", onCancelled);
     if (call.cancelled) onCancelled();

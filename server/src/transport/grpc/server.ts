@@ -4,6 +4,7 @@
 // Access: the unix socket is private to its user. TCP binds loopback unless told otherwise, and any
 // other address needs a bearer token (checked on every call but health); TLS is optional.
 import { createHash, timingSafeEqual } from "node:crypto";
+import { constants as h2 } from "node:http2";
 import { isIPv4 } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
@@ -13,6 +14,7 @@ import { MAX_RESPONSE_BYTES, SERVE_DEFAULTS } from "../../defaults.js";
 import { loadPackageDefinition, radioServiceDefinition, RADIO_SERVICE } from "./proto.js";
 import { radioHandlers, type RadioServiceState, type RequestRecorder } from "./radio-service.js";
 import { prepareSocket, type PreparedSocket } from "./socket.js";
+import { StreamResets } from "./stream-reset.js";
 
 export type GrpcListen = { socket: string | null } | { host: string; port: number };
 
@@ -23,6 +25,8 @@ export interface GrpcServerOptions {
   logger: Logger;
   /** Largest request message accepted (default --max-message-mb's); larger ones get RESOURCE_EXHAUSTED. */
   maxRequestBytes?: number;
+  /** An Embed call whose client has read none of its waiting results for this long is ended (0 = never; default SERVE_DEFAULTS). */
+  stallTimeoutMs?: number;
   /** Bearer token every call but health must carry (metadata "authorization: Bearer <token>"). */
   token?: string | null;
   /** PEM certificate chain and key: serve TCP over TLS. */
@@ -131,13 +135,18 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   }
   if (options.tls && "socket" in options.listen) throw new Error("TLS (--tls-cert, --tls-key) needs TCP (--port); the unix socket is private already");
   const openCalls = new OpenCalls();
+  const resets = new StreamResets();
   const server = new grpc.Server({
     "grpc.max_receive_message_length": options.maxRequestBytes ?? SERVE_DEFAULTS.maxRequestBytes,
     "grpc.max_send_message_length": MAX_RESPONSE_BYTES,
-    interceptors: [openCalls.interceptor(), ...(token ? [tokenInterceptor(token, options.recorder)] : [])],
+    interceptors: [resets.interceptor(), openCalls.interceptor(), ...(token ? [tokenInterceptor(token, options.recorder)] : [])],
   });
   const pkg = loadPackageDefinition();
-  server.addService(radioServiceDefinition(pkg), radioHandlers(options.state, options.recorder, options.logger));
+  const stalls = {
+    stallTimeoutMs: options.stallTimeoutMs ?? SERVE_DEFAULTS.stallTimeoutMs,
+    reset: (call: { metadata: grpc.Metadata }) => resets.reset(call.metadata, h2.NGHTTP2_ENHANCE_YOUR_CALM),
+  };
+  server.addService(radioServiceDefinition(pkg), radioHandlers(options.state, options.recorder, options.logger, stalls));
   // NOT_SERVING until the graphs are loaded and warmed; "" is the whole server.
   const statuses: Record<string, ServingStatus> = { "": "NOT_SERVING", [RADIO_SERVICE]: "NOT_SERVING" };
   const health = new HealthImplementation(statuses);
