@@ -300,14 +300,15 @@ def load_model(model_name: str, model_path: str, **kwargs: Any) -> RadioModel:
 
 
 def resolve_input(model_name: str, ctx: Any) -> Any:
-    """Inputs for the App's zoo operator: the options above, typed."""
+    """Inputs for the App's zoo operator: the options above, typed, with RadioOptions' defaults (the
+    form shows "auto", "default" and "backbone" where RadioOptions has None, which means the same)."""
     import fiftyone.operators.types as types
 
     inputs = types.Object()
-    inputs.enum("output_type", ["summary", "spatial"], default="summary", label="Output",
+    inputs.enum("output_type", ["summary", "spatial"], default=RadioOptions.output_type, label="Output",
                 description="summary: global embeddings; spatial: dense features / PCA heatmaps")
-    inputs.enum("feature_format", ["NCHW", "NLC"], default="NCHW", label="Dense feature layout")
-    inputs.bool("apply_smoothing", default=True, label="Smooth heatmaps")
+    inputs.enum("feature_format", ["NCHW", "NLC"], default=RadioOptions.feature_format, label="Dense feature layout")
+    inputs.bool("apply_smoothing", default=RadioOptions.apply_smoothing, label="Smooth heatmaps")
     inputs.float("smoothing_sigma", default=RadioOptions.smoothing_sigma, label="Smoothing sigma (feature cells)")
     inputs.str("image_size", default="default", label="Resolution policy",
                description="default | native | max:N | HxW")
@@ -315,9 +316,9 @@ def resolve_input(model_name: str, ctx: Any) -> Any:
     inputs.enum("device", ["auto", "cpu", "cuda", "webgpu"], default="auto", label="Device",
                 description="auto: CUDA, else a GPU through WebGPU (Vulkan), else the CPU (see README, Providers)")
     inputs.bool("use_mixed_precision", label="fp16 on GPU", required=False)
-    inputs.bool("use_external_preprocessor", default=False, label="External preprocessor",
+    inputs.bool("use_external_preprocessor", default=RadioOptions.use_external_preprocessor, label="External preprocessor",
                 description="no effect on results (kept for older scripts): the graph always normalises")
-    inputs.bool("quantize", default=False, label="int8 on CPU",
+    inputs.bool("quantize", default=RadioOptions.quantize, label="int8 on CPU",
                 description="int8 linear layers: ~1.5x faster on a CPU, approximate (see README)")
     inputs.enum("embedding_space", ["backbone", "text", "dinov3"], default="backbone", label="Embedding space",
                 description="backbone: RADIO's own; text: SigLIP2-g's, comparable with text (zero-shot, text search); "

@@ -355,3 +355,16 @@ def test_spatial_models_on_a_gpu_compile_the_heatmap_head() -> None:
     assert radio._variant(parse_options(MODEL, {}), "fp16", "cuda") == ("fp16", ["--precision", "fp16"])
     dino = radio._variant(parse_options(MODEL, {"output_type": "spatial", "embedding_space": "dinov3"}), "fp16", "cuda")
     assert "--heatmap" not in dino[1], dino
+
+
+def test_the_app_form_starts_from_the_options_defaults_and_is_valid_untouched() -> None:
+    from radio_zoo_under_test.client.options import RadioOptions
+
+    fields = radio.resolve_input(MODEL, None).type.properties
+    for name in ("output_type", "feature_format", "apply_smoothing", "smoothing_sigma", "use_external_preprocessor",
+                 "quantize"):
+        assert fields[name].default == getattr(RadioOptions, name), name
+    # What the App sends for a form left as it is: every default, as load_model options.
+    params = {name: prop.default for name, prop in fields.items()}
+    radio.parse_parameters(MODEL, None, params)
+    assert "image_size" not in params
