@@ -127,9 +127,11 @@ def test_revision_picks_the_served_graph_compiled_from_it_or_fails_at_load(graph
 def test_cuda_n_leaves_this_process_environment_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     # device="cuda:N" used to set CUDA_VISIBLE_DEVICES in the user's process (torch, initialised later,
     # then saw that GPU alone), and only if unset (so a second model's cuda:M ran on the first's GPU).
-    # Now only the probe and the sidecar get it (test_providers.py). No GPU here: the probe refuses.
+    # Now only the probe and the sidecar get it (test_providers.py). A node that is not there stops
+    # load_model right after that point, before it would build anything in this tree.
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    with pytest.raises(Exception, match=r"device='cuda:1'"):
+    monkeypatch.setenv("RADIO_NODE", "/nonexistent/radio-test/node")
+    with pytest.raises(RuntimeError, match=r"RADIO_NODE"):
         radio.load_model(MODEL, "/nonexistent/unused.json", device="cuda:1")
     assert "CUDA_VISIBLE_DEVICES" not in os.environ
 
