@@ -110,6 +110,54 @@ describe("heatmap head (graph) + device-pca (CPU) vs the CPU path", () => {
   }
 });
 
+describe("heatmap head on grids too small for three components", () => {
+  it("pca3 leaves the components the data lack black, as the CPU path does (float32 rounding is no component)", async () => {
+    const C = 64;
+    const session = await headSession(C);
+    try {
+      // n positions: centred features of rank n − 1, so pca3 has n − 1 components and n − 1 ≤ 2.
+      for (const [height, width] of [
+        [1, 2],
+        [2, 1],
+        [1, 3],
+        [3, 1],
+      ] as const) {
+        const n = height * width;
+        const dims = { channels: C, height, width };
+        const chw = makeFeatures(C, height, width, 60 + n + height);
+        const out = await session.run({ features: new ort.Tensor("float32", chwToNlc(chw, C, n), [1, n, C]) });
+        const data = (name: string) => out[name]!.data as Float32Array;
+        const device = devicePcaRow(
+          {
+            basis: data(HEATMAP_OUTPUTS.basis),
+            tridiagonal: data(HEATMAP_OUTPUTS.tridiagonal),
+            projections: data(HEATMAP_OUTPUTS.projections),
+            outliers: data(HEATMAP_OUTPUTS.outliers),
+            norms: data(HEATMAP_OUTPUTS.norms),
+            steps: HEATMAP_LANCZOS_STEPS,
+          },
+          0,
+          n,
+        );
+        const opts = { mode: "pca3" as const, outputHeight: 4 * height, outputWidth: 4 * width };
+        const want = computeHeatmap(chw, dims, opts);
+        const got = renderHeatmap((k) => scoreMapsFromDevice(device, k), dims, opts);
+        for (let ch = n - 1; ch < 3; ch++) {
+          const channel = (m: Uint8Array) => m.filter((_, i) => i % 3 === ch);
+          assert.ok(
+            channel(want.data).every((v) => v === 0),
+            `${height}×${width}: the CPU path leaves channel ${ch} black`,
+          );
+          assert.deepEqual([...new Set(channel(got.data))], [0], `${height}×${width}: channel ${ch} from the graph's outputs is black too`);
+        }
+        assert.ok(maxByteDiff(got.data, want.data) <= 1, `${height}×${width}: pca3 differs by ${maxByteDiff(got.data, want.data)} levels`);
+      }
+    } finally {
+      await session.release();
+    }
+  });
+});
+
 describe("sidecar serving a graph compiled with --heatmap", () => {
   const tmp = tempDir();
   let ts: TestServer;

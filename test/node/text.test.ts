@@ -15,6 +15,7 @@ import { loadSiglipText } from "../../server/src/checkpoint/siglip.js";
 import { compileTextTower } from "../../server/src/compiler/compile-text.js";
 import { readTextMetadata } from "../../server/src/compiler/text-metadata.js";
 import { canonicalizePrompt, MAX_PROMPT_CHARS, PromptError, PromptTokenizer } from "../../server/src/preprocess/text.js";
+import { TextEmbedder } from "../../server/src/pipeline/text.js";
 import { embedText, loadTextGraph, type LoadedTextGraph } from "../../server/src/runtime/text-session.js";
 import { tempDir } from "./support/server.js";
 import { CLI } from "./support/sidecar.js";
@@ -94,6 +95,29 @@ describe("SigLIP2 text: canonicalisation and tokenisation", { skip }, () => {
       (e: unknown) => e instanceof PromptError && e.index === 5,
     );
     assert.deepEqual([...tok.encodeCanonical([tok.canonicalize("A photo of a Dog.")])], [...tok.encode(["A photo of a Dog."]).ids]);
+  });
+
+  it("the server's text path names each bad prompt by its own index, once", async () => {
+    const tokenizer = PromptTokenizer.fromDir(SIGLIP, { contextLength: 64 });
+    const backend = {
+      inferText: async (_graph: string, _ids: BigInt64Array, dims: number[]) => ({
+        embeds: new Float32Array(dims[0]! * 4).fill(1),
+        dims: [dims[0]!, 4],
+        runMs: 0,
+      }),
+    };
+    const embedder = new TextEmbedder({ graph: { name: "g" } as never, tokenizer, backend: backend as never, maxBatch: 8, cacheBytes: 1 << 20 });
+    const out = await embedder.embed(["ok", "a".repeat(MAX_PROMPT_CHARS + 1), "x\ud800y", 5, null]);
+    assert.ok(out[0]!.embedding);
+    assert.deepEqual(
+      out.slice(1).map((o) => o.error?.message),
+      [
+        "prompt 1: is 10001 characters long; the limit is 10000",
+        "prompt 2: is not valid Unicode (it holds a lone UTF-16 surrogate)",
+        "prompt 3: must be a string, got number",
+        "prompt 4: must be a string, got null",
+      ],
+    );
   });
 });
 

@@ -9,8 +9,8 @@ import type { DropReason } from "./types.js";
 /** What the pipeline needs from the tokenizer (preprocess/text.ts). */
 export interface PromptTokenizer {
   readonly contextLength: number;
-  /** Canonical form of one prompt, or throws a PromptError. */
-  canonicalize(prompt: string): string;
+  /** Canonical form of prompt `index`, or throws a PromptError whose message names it ("prompt <index>: …"). */
+  canonicalize(prompt: string, index: number): string;
   /** Token ids [n, contextLength] for canonical prompts. */
   encodeCanonical(canonical: readonly string[]): BigInt64Array;
 }
@@ -119,10 +119,11 @@ export class TextEmbedder {
     prompts.forEach((prompt, index) => {
       let canonical: string;
       try {
-        if (typeof prompt !== "string") throw new TypeError(`prompt ${index} is ${prompt === null ? "null" : typeof prompt}, not a string`);
-        canonical = tokenizer.canonicalize(prompt);
+        if (typeof prompt !== "string") throw new TypeError(`prompt ${index}: must be a string, got ${prompt === null ? "null" : typeof prompt}`);
+        canonical = tokenizer.canonicalize(prompt, index);
       } catch (err) {
-        out[index] = { index, canonical: "", error: { kind: "invalid_prompt", message: `prompt ${index}: ${(err as Error).message}` } };
+        // The message already names the prompt (PromptError: "prompt <index>: …").
+        out[index] = { index, canonical: "", error: { kind: "invalid_prompt", message: (err as Error).message } };
         return;
       }
       const cached = this.cache.get(canonical);

@@ -9,8 +9,16 @@ import type { HeatmapOutputs } from "../runtime/session.js";
 import { BREAKDOWN_RELATIVE } from "./lanczos.js";
 import { orientComponent } from "./orientation.js";
 import { clampToInlierRange } from "./outliers.js";
-import { ZERO_VARIANCE_RELATIVE } from "./pca.js";
 import { symmetricTridiagonalEigen } from "./tridiagonal-eigen.js";
+
+/**
+ * Eigenvalues below this fraction of the largest count as zero variance here (the CPU solver, in
+ * float64, uses pca.ts's ZERO_VARIANCE_RELATIVE, 1e-10): the graph ran its Lanczos steps in float32,
+ * whose rounding leaves Ritz values up to ~1e-7 of the largest where the data have none, e.g. the
+ * third component of a grid of 3 positions (whose centred features have rank 2). Above 1e-10 such
+ * noise became a component of its own: pca3 showed a speckled channel where the CPU path leaves it black.
+ */
+export const DEVICE_ZERO_VARIANCE_RELATIVE = 1e-6;
 
 /** One image's heatmap outputs, and its feature width C. */
 export interface DevicePca extends HeatmapOutputs {
@@ -52,7 +60,7 @@ export function scoreMapsFromDevice(d: DevicePca, components: number): Float64Ar
   for (let i = 0; i < components; i++) {
     const loading = new Float64Array(C);
     const score = new Float64Array(n);
-    if (i < m && top > 0 && eig.values[i]! > ZERO_VARIANCE_RELATIVE * top) {
+    if (i < m && top > 0 && eig.values[i]! > DEVICE_ZERO_VARIANCE_RELATIVE * top) {
       const s = Array.from({ length: m }, (_, r) => eig.rows[r * m + i]!);
       for (let r = 0; r < m; r++) for (let c = 0; c < C; c++) loading[c] = loading[c]! + s[r]! * d.basis[r * C + c]!;
       let sq = 0;
