@@ -194,9 +194,11 @@ def parse_options(model_name: str, kwargs: dict[str, Any]) -> RadioOptions:
         raise ValueError("quantize=True makes an int8 graph for the CPU; it can't be combined with "
                          f"use_mixed_precision={options.use_mixed_precision!r} / device={options.device!r} (use fp16 on a GPU)")
     _choice("apply_smoothing", options.apply_smoothing, [True, False])
-    if not isinstance(options.smoothing_sigma, (int, float)) or isinstance(options.smoothing_sigma, bool) or not options.smoothing_sigma > 0:
-        raise ValueError(f"smoothing_sigma={options.smoothing_sigma!r} is not valid; use a positive number of feature-grid cells "
-                         f"(default {RadioOptions.smoothing_sigma})")
+    top = SHARED_DEFAULTS["heatmap"]["max_smoothing_sigma"]
+    sigma = options.smoothing_sigma
+    if not isinstance(sigma, (int, float)) or isinstance(sigma, bool) or not 0 < sigma <= top:
+        raise ValueError(f"smoothing_sigma={sigma!r} is not valid; use a positive number of feature-grid cells up to "
+                         f"{top} (default {RadioOptions.smoothing_sigma})")
     if not isinstance(options.heatmap_max_side, int) or isinstance(options.heatmap_max_side, bool) or options.heatmap_max_side < 1:
         raise ValueError(f"heatmap_max_side={options.heatmap_max_side!r} is not valid; use a positive integer "
                          f"(default {RadioOptions.heatmap_max_side})")

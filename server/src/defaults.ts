@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 
 /** proto/radio/v1/defaults.json (same depth from server/src and server/dist). */
 const SHARED = JSON.parse(readFileSync(new URL("../../proto/radio/v1/defaults.json", import.meta.url), "utf8")) as {
-  heatmap: { smoothing_sigma: number; max_side: number };
+  heatmap: { smoothing_sigma: number; max_smoothing_sigma: number; max_side: number };
   image: { max_pixels: number };
   message: { max_mb: number };
 };
@@ -15,6 +15,12 @@ const SHARED = JSON.parse(readFileSync(new URL("../../proto/radio/v1/defaults.js
 export const HEATMAP_DEFAULTS = Object.freeze({
   /** Gaussian sigma, in feature-grid cells. */
   sigma: SHARED.heatmap.smoothing_sigma,
+  /**
+   * The largest sigma taken: 128 cells, a feature grid's longest side (2048 px / 16), beyond which a
+   * map is flat anyway; the kernel grows with sigma (8σ + 1 taps), so 1e7 would tie up a
+   * postprocess worker for minutes.
+   */
+  maxSigma: SHARED.heatmap.max_smoothing_sigma,
   /** Bound on the longest side of a heatmap, pixels. */
   maxSide: SHARED.heatmap.max_side,
 });

@@ -439,6 +439,12 @@ describe("radio sidecar over a unix socket", () => {
     await expectStatus(client.embed({ images: one, options: { resolution: "banana" } }).done, grpc.status.INVALID_ARGUMENT, /resolution policy/);
     await expectStatus(client.embed({ images: one, options: { resolution: "100x100" } }).done, grpc.status.INVALID_ARGUMENT, /multiple/);
     await expectStatus(client.embed({ images: one, options: { output: "HEATMAP", heatmap: { outputHeight: 10 } } }).done, grpc.status.INVALID_ARGUMENT, /both/);
+    // A sigma past the largest feature grid: refused at once (1e7 used to tie up a postprocess worker for minutes).
+    await expectStatus(
+      client.embed({ images: one, options: { output: "HEATMAP", heatmap: { smoothing: true, sigma: 1e7 } } }).done,
+      grpc.status.INVALID_ARGUMENT,
+      /heatmap sigma must be a number of feature-grid cells in \[0, 128\], got 10000000/,
+    );
     const empty = await client.embed({ images: [] }).done;
     assert.deepEqual(empty, []);
   });

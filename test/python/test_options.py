@@ -30,6 +30,7 @@ def test_image_size_policies(size, policy) -> None:
     ({"output_type": "dense"}, "output_type='dense' is not valid; use one of 'summary', 'spatial'"),
     ({"feature_format": "NHWC"}, "feature_format='NHWC' is not valid; use one of 'NCHW', 'NLC'"),
     ({"smoothing_sigma": 0}, "smoothing_sigma=0 is not valid"),
+    ({"smoothing_sigma": 1e7}, "smoothing_sigma=10000000.0 is not valid; use a positive number of feature-grid cells up to 128"),
     ({"image_size": "huge"}, "image_size='huge' is not valid"),
     ({"vitdet_window_size": 0}, "vitdet_window_size=0 is not valid"),
     ({"device": "tpu"}, "device='tpu' is not valid; use None/'auto', 'cpu', 'cuda', 'cuda:N' or 'webgpu'"),

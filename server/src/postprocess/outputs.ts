@@ -42,7 +42,9 @@ export interface HeatmapRequest {
 
 /** Validates and fills defaults; throws RangeError with a message fit for the caller. */
 export function resolveHeatmapSpec(r: HeatmapRequest): HeatmapSpec {
-  if (!Number.isFinite(r.sigma) || r.sigma < 0) throw new RangeError(`heatmap sigma must be a finite number >= 0, got ${r.sigma}`);
+  if (!Number.isFinite(r.sigma) || r.sigma < 0 || r.sigma > HEATMAP_DEFAULTS.maxSigma) {
+    throw new RangeError(`heatmap sigma must be a number of feature-grid cells in [0, ${HEATMAP_DEFAULTS.maxSigma}], got ${r.sigma}`);
+  }
   const side = (v: number, name: string) => {
     if (!Number.isInteger(v) || v < 0 || v > MAX_HEATMAP_SIDE) throw new RangeError(`heatmap ${name} must be an integer in [0, ${MAX_HEATMAP_SIDE}], got ${v}`);
   };
