@@ -176,6 +176,13 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
     # -- FiftyOne Model interface ---------------------------------------------------------------
 
     @property
+    def config(self) -> RadioOptions:
+        """The model's options, as FiftyOne's ``Model.config`` (every FiftyOne model has one:
+        ``apply_model(confidence_thresh=..., classes=...)`` reads it to see whether the model filters
+        by itself; this one doesn't, so FiftyOne filters the labels it returns)."""
+        return self.options
+
+    @property
     def media_type(self) -> str:
         return "image"
 

@@ -1,0 +1,72 @@
+"""The parts of FiftyOne's model API that a user reaches with arguments the other tests leave at their
+defaults (apply_model's confidence_thresh and classes). The model is this repository's zoo code (imported as
+test_reliability.py does) on tiny compiled graphs, run by the real FiftyOne loops."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import fiftyone as fo
+import numpy as np
+import pytest
+from PIL import Image
+from test_reliability import MODEL, radio  # noqa: F401 — registers the radio_zoo_under_test package: first
+
+# isort: split
+from radio_zoo_under_test.client.options import parse_options  # noqa: E402
+from radio_zoo_under_test.zoo import make_local_model  # noqa: E402
+from sidecar_cli import compile_graph, sidecar
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("surface")
+    sidecar("make-checkpoint", "--preset", "tiny-text", "--siglip", str(root / "siglip"), "--out", str(root / "ckpt"))
+    return {"fp32": compile_graph(root / "ckpt", root / "fp32"),
+            "fp32-text": compile_graph(root / "ckpt", root / "fp32-text", "--adaptors", "siglip2-g", "--text",
+                                       "--siglip", str(root / "siglip"))}
+
+
+def local(graphs: dict[str, Path], name: str = "fp32", **options: Any) -> Any:
+    return make_local_model(MODEL, parse_options(MODEL, options), {name: graphs[name]}, name, "cpu")
+
+
+@pytest.fixture
+def images(tmp_path: Path):
+    rng = np.random.default_rng(7)
+    ds = fo.Dataset()
+    for i in range(6):
+        path = tmp_path / f"im{i}.png"
+        Image.fromarray(rng.integers(0, 256, (48 + 8 * i, 64, 3), dtype=np.uint8)).save(path)
+        ds.add_sample(fo.Sample(filepath=str(path)))
+    yield ds
+    ds.delete()
+
+
+def test_zero_shot_confidence_thresh_and_classes_filter_the_labels(graphs: dict[str, Path], images: fo.Dataset) -> None:
+    """apply_model(confidence_thresh=..., classes=...) reads model.config, which FiftyOne's models all
+    have: this one had none, so both raised AttributeError before any image was labelled (the App's
+    apply_zoo_model form sends confidence_thresh too)."""
+    classes = ["dog", "cat", "red car"]
+    model = local(graphs, "fp32-text", classes=classes, embedding_space="text")
+    try:
+        images.apply_model(model, "all", batch_size=4)
+        labels = images.values("all")
+        assert all(isinstance(label, fo.Classification) for label in labels)
+        confidences = sorted(label.confidence for label in labels)
+        thresh = (confidences[2] + confidences[3]) / 2  # half of them above
+        images.apply_model(model, "kept", batch_size=4, confidence_thresh=thresh, skip_failures=False)
+        assert [k.label if k else None for k in images.values("kept")] == \
+               [a.label if a.confidence >= thresh else None for a in labels]
+        top = labels[0].label
+        images.apply_model(model, "one_class", classes=[top], skip_failures=False)
+        assert [k.label if k else None for k in images.values("one_class")] == \
+               [a.label if a.label == top else None for a in labels]
+    finally:
+        model.close()
+    spatial = local(graphs, output_type="spatial")
+    try:  # labels without a confidence (heatmaps) are kept
+        images.apply_model(spatial, "hm", batch_size=3, confidence_thresh=0.5, skip_failures=False)
+        assert all(isinstance(h, fo.Heatmap) for h in images.values("hm"))
+    finally:
+        spatial.close()
