@@ -200,8 +200,13 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
 
     @property
     def ragged_batches(self) -> bool:
-        # False, or FiftyOne ignores batch_size; our collate_fn keeps batches as lists of paths.
-        return False
+        # False, or FiftyOne ignores batch_size; our collate_fn keeps batches as lists of paths. True only
+        # for the patch data loader (compute_patch_embeddings with torch + torchvision), which otherwise
+        # np.stacks each image's crops, so an image whose boxes differ in size failed ("all input arrays
+        # must have the same shape"): there it hands the crops as a list, which the sidecar takes as is.
+        caller = sys._getframe(1)
+        return (caller.f_code.co_name == "_make_patch_data_loader"
+                and caller.f_globals.get("__name__") == "fiftyone.core.models")
 
     @property
     def transforms(self) -> None:

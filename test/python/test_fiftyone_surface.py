@@ -1,5 +1,6 @@
 """The parts of FiftyOne's model API that a user reaches with arguments the other tests leave at their
-defaults (apply_model's confidence_thresh and classes). The model is this repository's zoo code (imported as
+defaults (apply_model's confidence_thresh and classes), and compute_patch_embeddings through FiftyOne's
+data loader (torch + torchvision installed). The model is this repository's zoo code (imported as
 test_reliability.py does) on tiny compiled graphs, run by the real FiftyOne loops."""
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from PIL import Image
 from test_reliability import MODEL, radio  # noqa: F401 — registers the radio_zoo_under_test package: first
 
 # isort: split
+from radio_zoo_under_test import zoo  # noqa: E402
 from radio_zoo_under_test.client.options import parse_options  # noqa: E402
 from radio_zoo_under_test.zoo import make_local_model  # noqa: E402
 from sidecar_cli import compile_graph, sidecar
@@ -70,3 +72,31 @@ def test_zero_shot_confidence_thresh_and_classes_filter_the_labels(graphs: dict[
         assert all(isinstance(h, fo.Heatmap) for h in images.values("hm"))
     finally:
         spatial.close()
+
+
+@pytest.mark.skipif(not zoo.HAS_DATA_LOADER, reason="FiftyOne's data loaders need torch and torchvision")
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_patch_embeddings_through_the_data_loader_take_boxes_of_any_size(graphs: dict[str, Path], images: fo.Dataset,
+                                                                           batch_size: int | None) -> None:
+    """With torch + torchvision, compute_patch_embeddings reads the crops in FiftyOne's patch data loader,
+    which np.stacks each image's crops unless the model says its batches are ragged: every image whose
+    boxes differ in size failed ("all input arrays must have the same shape"), its patches None (or the
+    run raised, with skip_failures=False); brain runs with patches_field= lost them too."""
+    import fiftyone.utils.patches as foup
+
+    boxes = [[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 0.75, 0.5], [0.5, 0.1, 0.2, 0.8]]
+    for sample in images:
+        sample["gt"] = fo.Detections(detections=[fo.Detection(label="x", bounding_box=b) for b in boxes])
+        sample.save()
+    model = local(graphs)
+    try:
+        got = images.compute_patch_embeddings(model, "gt", batch_size=batch_size, skip_failures=False)
+        for sample in images:
+            pixels = np.asarray(Image.open(sample.filepath).convert("RGB"))
+            crops = [foup.extract_patch(pixels, d) for d in sample.gt.detections]
+            assert len({c.shape for c in crops}) == 3
+            np.testing.assert_allclose(got[sample.id], np.stack(model.embed_all(crops)), rtol=0, atol=1e-6)
+        # The full-image data loader still batches (batch_size is not dropped for ragged batches).
+        assert not model.ragged_batches
+    finally:
+        model.close()
