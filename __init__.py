@@ -299,30 +299,41 @@ def load_model(model_name: str, model_path: str, **kwargs: Any) -> RadioModel:
                             precision=precision, provider_notes=choice.not_taken, env=env)
 
 
+#: The App form's choice of what apply_model predicts: heatmaps (output_type="spatial") or zero-shot
+#: classes (output_type="summary" with classes=, in the text space).
+PREDICTIONS = {"heatmaps": "spatial", "zero-shot": "summary"}
+
+
 def resolve_input(model_name: str, ctx: Any) -> Any:
-    """Inputs for the App's zoo operator: the options above, typed, with RadioOptions' defaults (the
-    form shows "auto", "default" and "backbone" where RadioOptions has None, which means the same)."""
+    """Inputs for the App's zoo operator (@voxel51/zoo apply_zoo_model), typed, defaults from
+    RadioOptions. The operator shows them on its Predictions tab only (its Embeddings tab loads the
+    model with its defaults), so the form asks what to predict: heatmaps, or zero-shot classes (then
+    the class names and prompt)."""
     import fiftyone.operators.types as types
 
+    current = ((getattr(ctx, "params", None) or {}).get("remote_params") or {}) if ctx is not None else {}
     inputs = types.Object()
-    inputs.enum("output_type", ["summary", "spatial"], default=RadioOptions.output_type, label="Output",
-                description="summary: global embeddings; spatial: dense features / PCA heatmaps")
-    inputs.enum("feature_format", ["NCHW", "NLC"], default=RadioOptions.feature_format, label="Dense feature layout")
-    inputs.bool("apply_smoothing", default=RadioOptions.apply_smoothing, label="Smooth heatmaps")
-    inputs.float("smoothing_sigma", default=RadioOptions.smoothing_sigma, label="Smoothing sigma (feature cells)")
+    inputs.enum("prediction", list(PREDICTIONS), default="heatmaps", label="Prediction",
+                description="heatmaps: PCA maps of the dense features (fo.Heatmap); zero-shot: a class per image, "
+                            "from class names compared with the image in SigLIP2's text space")
+    if current.get("prediction") == "zero-shot":
+        inputs.list("classes", types.String(), required=True, label="Classes",
+                    description="the class names (each embedded as '<prompt> <class>')")
+        inputs.str("text_prompt", default=RadioOptions.text_prompt, label="Prompt",
+                   description="the words before each class name")
+    else:
+        inputs.enum("heatmap_mode", ["pca1", "pca3"], default=RadioOptions.heatmap_mode, label="Heatmap",
+                    description="pca1: the first principal component as an fo.Heatmap; pca3: three as an RGB array")
+        inputs.bool("apply_smoothing", default=RadioOptions.apply_smoothing, label="Smooth heatmaps")
+        inputs.float("smoothing_sigma", default=RadioOptions.smoothing_sigma, label="Smoothing sigma (feature cells)")
     inputs.str("image_size", default="default", label="Resolution policy",
                description="default | native | max:N | HxW")
     inputs.int("vitdet_window_size", label="ViTDet window (patches)", required=False)
     inputs.enum("device", ["auto", "cpu", "cuda", "webgpu"], default="auto", label="Device",
                 description="auto: CUDA, else a GPU through WebGPU (Vulkan), else the CPU (see README, Providers)")
     inputs.bool("use_mixed_precision", label="fp16 on GPU", required=False)
-    inputs.bool("use_external_preprocessor", default=RadioOptions.use_external_preprocessor, label="External preprocessor",
-                description="no effect on results (kept for older scripts): the graph always normalises")
     inputs.bool("quantize", default=RadioOptions.quantize, label="int8 on CPU",
                 description="int8 linear layers: ~1.5x faster on a CPU, approximate (see README)")
-    inputs.enum("embedding_space", ["backbone", "text", "dinov3"], default="backbone", label="Embedding space",
-                description="backbone: RADIO's own; text: SigLIP2-g's, comparable with text (zero-shot, text search); "
-                            "dinov3: DINOv3-7B-like")
     inputs.str("server", label="Remote sidecar address(es)", required=False,
                description="host:port, dns:///name:port or ipv4:a:port,b:port (balanced round_robin), "
                            "or host:port addresses comma-separated")
@@ -341,6 +352,17 @@ def parse_parameters(model_name: str, ctx: Any, params: dict[str, Any]) -> None:
         params["server"] = servers[0] if len(servers) == 1 else servers
     elif isinstance(params.get("server"), str):
         params["server"] = params["server"].strip()
-    known = {"output_type", "feature_format", "apply_smoothing", "smoothing_sigma", "image_size", "vitdet_window_size",
-             "use_mixed_precision", "use_external_preprocessor", "quantize", "server", "device", "embedding_space"}
+    prediction = params.pop("prediction", None)
+    if prediction is not None:
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction={prediction!r} is not valid; use one of {', '.join(map(repr, PREDICTIONS))}")
+        params["output_type"] = PREDICTIONS[prediction]
+        if prediction == "heatmaps":  # class names typed before switching to heatmaps are not for them
+            params.pop("classes", None)
+            params.pop("text_prompt", None)
+    # (output_type, feature_format, use_external_preprocessor, embedding_space: forms saved before
+    # `prediction`, e.g. delegated runs queued then)
+    known = {"output_type", "feature_format", "apply_smoothing", "smoothing_sigma", "heatmap_mode", "image_size",
+             "vitdet_window_size", "use_mixed_precision", "use_external_preprocessor", "quantize", "server", "device",
+             "embedding_space", "classes", "text_prompt"}
     parse_options(model_name, {k: v for k, v in params.items() if k in known})

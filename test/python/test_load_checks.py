@@ -359,14 +359,36 @@ def test_spatial_models_on_a_gpu_compile_the_heatmap_head() -> None:
     assert "--heatmap" not in dino[1], dino
 
 
-def test_the_app_form_starts_from_the_options_defaults_and_is_valid_untouched() -> None:
+def test_the_app_form_predicts_heatmaps_untouched_and_zero_shot_classes_when_asked(server: str, tmp_path: Path) -> None:
+    """The @voxel51/zoo operator shows this form on its Predictions tab only and passes the parsed
+    values to load_zoo_model, then apply_model. Untouched, the form used to load a summary model,
+    which cannot predict (an error per batch); zero-shot could not be asked for at all."""
+    from types import SimpleNamespace
+
     from radio_zoo_under_test.client.options import RadioOptions
 
-    fields = radio.resolve_input(MODEL, None).type.properties
-    for name in ("output_type", "feature_format", "apply_smoothing", "smoothing_sigma", "use_external_preprocessor",
-                 "quantize"):
-        assert fields[name].default == getattr(RadioOptions, name), name
-    # What the App sends for a form left as it is: every default, as load_model options.
-    params = {name: prop.default for name, prop in fields.items()}
-    radio.parse_parameters(MODEL, None, params)
-    assert "image_size" not in params
+    def form(values: dict[str, Any]) -> dict[str, Any]:
+        fields = radio.resolve_input(MODEL, SimpleNamespace(params={"remote_params": values})).type.properties
+        return {name: prop.default for name, prop in fields.items()}
+
+    heatmaps = form({})
+    assert heatmaps["prediction"] == "heatmaps" and "classes" not in heatmaps
+    for name in ("heatmap_mode", "apply_smoothing", "smoothing_sigma", "quantize"):
+        assert heatmaps[name] == getattr(RadioOptions, name), name
+    radio.parse_parameters(MODEL, None, heatmaps)
+    assert heatmaps["output_type"] == "spatial" and "prediction" not in heatmaps
+    zero_shot = form({"prediction": "zero-shot"})
+    assert zero_shot["text_prompt"] == RadioOptions.text_prompt and "heatmap_mode" not in zero_shot
+    zero_shot.update(prediction="zero-shot", classes=["cat", "dog"])
+    radio.parse_parameters(MODEL, None, zero_shot)
+    assert (zero_shot["output_type"], zero_shot["classes"]) == ("summary", ["cat", "dog"])
+    with pytest.raises(ValueError, match=r"prediction='boxes' is not valid; use one of 'heatmaps', 'zero-shot'"):
+        radio.parse_parameters(MODEL, None, {"prediction": "boxes"})
+    # What the operator then does with the untouched form: the model it loads predicts.
+    png = tmp_path / "a.png"
+    Image.fromarray(np.full((32, 48, 3), 90, np.uint8)).save(png)
+    model = load(server, token=TOKEN, **heatmaps)
+    try:
+        assert isinstance(model.predict(str(png)), fo.Heatmap)
+    finally:
+        model.close()
