@@ -34,6 +34,19 @@ function chwToNlc(chw: Float32Array, C: number, n: number): Float32Array {
   return out;
 }
 
+/** The heatmap head's outputs of one run, as devicePcaRow takes them. */
+function headOutputs(out: ort.InferenceSession.OnnxValueMapType) {
+  const data = (name: string) => out[name]!.data as Float32Array;
+  return {
+    basis: data(HEATMAP_OUTPUTS.basis),
+    tridiagonal: data(HEATMAP_OUTPUTS.tridiagonal),
+    projections: data(HEATMAP_OUTPUTS.projections),
+    outliers: data(HEATMAP_OUTPUTS.outliers),
+    norms: data(HEATMAP_OUTPUTS.norms),
+    steps: HEATMAP_LANCZOS_STEPS,
+  };
+}
+
 function maxByteDiff(a: Uint8Array, b: Uint8Array): number {
   assert.equal(a.length, b.length);
   let m = 0;
@@ -70,15 +83,7 @@ describe("heatmap head (graph) + device-pca (CPU) vs the CPU path", () => {
       c.maps.forEach((m, b) => nlc.set(chwToNlc(m, C, n), b * n * C));
       const out = await session.run({ features: new ort.Tensor("float32", nlc, [B, n, C]) });
       await session.release();
-      const data = (name: string) => out[name]!.data as Float32Array;
-      const heatmap = {
-        basis: data(HEATMAP_OUTPUTS.basis),
-        tridiagonal: data(HEATMAP_OUTPUTS.tridiagonal),
-        projections: data(HEATMAP_OUTPUTS.projections),
-        outliers: data(HEATMAP_OUTPUTS.outliers),
-        norms: data(HEATMAP_OUTPUTS.norms),
-        steps: HEATMAP_LANCZOS_STEPS,
-      };
+      const heatmap = headOutputs(out);
       assert.deepEqual([...out[HEATMAP_OUTPUTS.basis]!.dims], [B, HEATMAP_LANCZOS_STEPS, C]);
       for (let b = 0; b < B; b++) {
         const device = devicePcaRow(heatmap, b, n);
@@ -126,19 +131,7 @@ describe("heatmap head on grids too small for three components", () => {
         const dims = { channels: C, height, width };
         const chw = makeFeatures(C, height, width, 60 + n + height);
         const out = await session.run({ features: new ort.Tensor("float32", chwToNlc(chw, C, n), [1, n, C]) });
-        const data = (name: string) => out[name]!.data as Float32Array;
-        const device = devicePcaRow(
-          {
-            basis: data(HEATMAP_OUTPUTS.basis),
-            tridiagonal: data(HEATMAP_OUTPUTS.tridiagonal),
-            projections: data(HEATMAP_OUTPUTS.projections),
-            outliers: data(HEATMAP_OUTPUTS.outliers),
-            norms: data(HEATMAP_OUTPUTS.norms),
-            steps: HEATMAP_LANCZOS_STEPS,
-          },
-          0,
-          n,
-        );
+        const device = devicePcaRow(headOutputs(out), 0, n);
         const opts = { mode: "pca3" as const, outputHeight: 4 * height, outputWidth: 4 * width };
         const want = computeHeatmap(chw, dims, opts);
         const got = renderHeatmap((k) => scoreMapsFromDevice(device, k), dims, opts);
