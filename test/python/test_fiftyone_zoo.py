@@ -337,10 +337,13 @@ def test_heatmaps_and_dense_features(registered, dataset, tmp_path: Path) -> Non
         # ArrayField (compute_embeddings would otherwise declare a 1-D VectorField).
         dataset.add_sample_field("radio_dense", fo.ArrayField)
         dataset.compute_embeddings(spatial, embeddings_field="radio_dense", batch_size=4)
-        for s in dataset:
-            c, h, w = np.asarray(s.radio_dense).shape
+        # Read back from the database: through its torch data loader (torchvision installed: the
+        # torchvision lane), FiftyOne 1.22 writes the field through a select_fields() view with async
+        # writes, so Sample objects already in memory keep their old value (None) until reloaded.
+        for dense, filepath in zip(*dataset.values(["radio_dense", "filepath"])):
+            c, h, w = np.asarray(dense).shape
             assert c == 64 and h * w >= 16 * 16
-            img_h, img_w = Image.open(s.filepath).size[::-1]
+            img_h, img_w = Image.open(filepath).size[::-1]
             assert abs(w / h - img_w / img_h) < 0.35  # aspect kept (snapped to a bucket)
     finally:
         spatial.close()
@@ -608,7 +611,7 @@ import fiftyone as fo
 import fiftyone.zoo as foz
 paths, name, kwargs, go = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 model = foz.load_zoo_model("nv_labs/c-radio_v4-h", cache=False, **kwargs)
-ds = fo.Dataset(name)
+ds = fo.Dataset(f"{name}-{os.getpid()}")  # a killed child leaves its dataset; a rerun (the torchvision lane) must not collide
 ds.add_samples([fo.Sample(filepath=p) for p in paths])
 print(json.dumps({"event": "loaded", "pid": model._sidecar.pid}), flush=True)
 while not os.path.exists(go):
