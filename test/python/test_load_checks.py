@@ -211,7 +211,7 @@ def test_image_reader_swapped_in_use_restored_on_exit_and_close(server: str, tmp
             again = load(server, token=TOKEN)
             ds.compute_embeddings(again, embeddings_field="e", batch_size=2)
             again.close()
-            assert ds.first().e is not None and fom.foui is real
+            assert ds.values("e")[0] is not None and fom.foui is real
         finally:
             ds.delete()
     finally:
