@@ -15,6 +15,7 @@ import { loadPackageDefinition, RADIO_SERVICE } from "../../server/src/transport
 import { DEFAULT_WINDOW, H2_ENHANCE_YOUR_CALM, rawCall } from "./support/raw-h2.js";
 import {
   compileTinyModel,
+  expectStatus,
   metricValue,
   randomPixels,
   rawUint8,
@@ -59,15 +60,6 @@ async function queueEmpty(ts: TestServer, what: string): Promise<void> {
 
 async function embedCount(ts: TestServer, code: string): Promise<number> {
   return metricValue(await scrape(ts.server), "radio_grpc_requests_total", { method: "Embed", code });
-}
-
-async function expectStatus(p: Promise<unknown>, code: grpc.status, pattern?: RegExp): Promise<void> {
-  const err = await p.then(
-    () => assert.fail(`expected ${grpc.status[code]}, got success`),
-    (e: unknown) => e as grpc.ServiceError,
-  );
-  assert.equal(err.code, code, `expected ${grpc.status[code]}, got ${grpc.status[err.code]}: ${err.details}`);
-  if (pattern) assert.match(err.details, pattern);
 }
 
 function assertAllResults(results: ImageResult[], n: number): void {

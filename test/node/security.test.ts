@@ -19,7 +19,7 @@ import sharp from "sharp";
 
 import { noiseRaw } from "./support/images.js";
 import { spawnSidecar, type Sidecar } from "./support/sidecar.js";
-import { compileTinyModel, httpGet, metricValue, RadioClient, tempDir, type ImageResult } from "./support/server.js";
+import { compileTinyModel, expectStatus, httpGet, metricValue, RadioClient, tempDir, type ImageResult } from "./support/server.js";
 
 const TOKEN = "s3cret-token-4f0c2b7e9a51";
 
@@ -30,15 +30,6 @@ function opensslAvailable(): boolean {
   } catch {
     return false;
   }
-}
-
-async function expectCode(p: Promise<unknown>, code: grpc.status, pattern?: RegExp): Promise<void> {
-  const err = await p.then(
-    () => assert.fail(`expected ${grpc.status[code]}, got success`),
-    (e: unknown) => e as grpc.ServiceError,
-  );
-  assert.equal(err.code, code, `expected ${grpc.status[code]}, got ${grpc.status[err.code]}: ${err.details}`);
-  if (pattern) assert.match(err.details, pattern);
 }
 
 function bearer(token: string): grpc.Metadata {
@@ -198,12 +189,12 @@ describe("access control and limits", () => {
 
     it("calls without the token, or with a wrong one, get UNAUTHENTICATED; health needs none", async () => {
       const c = client();
-      await expectCode(c.info(), grpc.status.UNAUTHENTICATED, /authorization: Bearer/);
-      await expectCode(c.info(bearer("wrong")), grpc.status.UNAUTHENTICATED);
-      await expectCode(c.info(bearer(`${TOKEN}x`)), grpc.status.UNAUTHENTICATED);
-      await expectCode(c.embed({ images: [{ id: "x", encoded: png }] }).done, grpc.status.UNAUTHENTICATED);
-      await expectCode(c.embed({ images: [{ id: "x", encoded: png }] }, { metadata: bearer("") }).done, grpc.status.UNAUTHENTICATED);
-      await expectCode(c.listServices(), grpc.status.UNAUTHENTICATED);
+      await expectStatus(c.info(), grpc.status.UNAUTHENTICATED, /authorization: Bearer/);
+      await expectStatus(c.info(bearer("wrong")), grpc.status.UNAUTHENTICATED);
+      await expectStatus(c.info(bearer(`${TOKEN}x`)), grpc.status.UNAUTHENTICATED);
+      await expectStatus(c.embed({ images: [{ id: "x", encoded: png }] }).done, grpc.status.UNAUTHENTICATED);
+      await expectStatus(c.embed({ images: [{ id: "x", encoded: png }] }, { metadata: bearer("") }).done, grpc.status.UNAUTHENTICATED);
+      await expectStatus(c.listServices(), grpc.status.UNAUTHENTICATED);
       assert.equal(await c.healthCheck(""), "SERVING");
       const text = (await httpGet(httpPort, "/metrics")).body;
       assert.ok(metricValue(text, "radio_grpc_requests_total", { code: "UNAUTHENTICATED" }) >= 6);
@@ -229,7 +220,7 @@ describe("access control and limits", () => {
 
     it("a plaintext client cannot talk to the TLS port", async () => {
       const c = client({ tls: false });
-      await expectCode(c.info(bearer(TOKEN)), grpc.status.UNAVAILABLE);
+      await expectStatus(c.info(bearer(TOKEN)), grpc.status.UNAVAILABLE);
     });
 
     it("the HTTP port shows no files and no token; the token is never logged", async () => {
@@ -286,7 +277,7 @@ describe("access control and limits", () => {
     });
 
     it("limits: message size, pixels per image, images per call", async () => {
-      await expectCode(c.embed({ images: [{ id: "big", encoded: Buffer.alloc(2 * 1024 * 1024, 1) }] }).done, grpc.status.RESOURCE_EXHAUSTED);
+      await expectStatus(c.embed({ images: [{ id: "big", encoded: Buffer.alloc(2 * 1024 * 1024, 1) }] }).done, grpc.status.RESOURCE_EXHAUSTED);
       const big = await sharp(noiseRaw(128, 100, 1), { raw: { width: 128, height: 100, channels: 3 } })
         .png()
         .toBuffer(); // 12800 px
@@ -300,7 +291,7 @@ describe("access control and limits", () => {
       assert.equal(results[0]!.error?.code, "TOO_LARGE", results[0]!.error?.message);
       assert.equal(results[1]!.error?.code, "TOO_LARGE", results[1]!.error?.message);
       assert.ok(results[2]!.output);
-      await expectCode(
+      await expectStatus(
         c.embed({ images: Array.from({ length: 17 }, (_, i) => ({ id: `${i}`, encoded: png })) }).done,
         grpc.status.INVALID_ARGUMENT,
         /at most 16/,

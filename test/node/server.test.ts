@@ -21,6 +21,7 @@ const FAULT_WORKER = new URL("./support/fault-worker.ts", import.meta.url).href;
 import {
   compileTinyModel,
   batchOf,
+  expectStatus,
   floats,
   httpGet,
   maxAbsDiff,
@@ -44,16 +45,6 @@ const TOL = 2e-5;
 /** Inference batches the 'tiny' model ran between two metric scrapes. */
 function tinyRunsBetween(before: string, after: string): number {
   return metricValue(after, "radio_batch_size_count", { graph: "tiny" }) - metricValue(before, "radio_batch_size_count", { graph: "tiny" });
-}
-
-async function expectStatus(p: Promise<unknown>, code: grpc.status, pattern?: RegExp): Promise<grpc.ServiceError> {
-  const err = await p.then(
-    () => assert.fail(`expected ${grpc.status[code]}, got success`),
-    (e: unknown) => e as grpc.ServiceError,
-  );
-  assert.equal(err.code, code, `expected ${grpc.status[code]}, got ${grpc.status[err.code]}: ${err.details}`);
-  if (pattern) assert.match(err.details, pattern);
-  return err;
 }
 
 describe("radio sidecar over a unix socket", () => {

@@ -1,5 +1,6 @@
 /** Helpers for server tests: a tiny compiled model, an in-process server on a real unix socket, a real gRPC client. */
 
+import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -322,4 +323,15 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs 
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** Awaits a call that must fail with `code` (and details matching `pattern`); returns its error. */
+export async function expectStatus(p: Promise<unknown>, code: grpc.status, pattern?: RegExp): Promise<grpc.ServiceError> {
+  const err = await p.then(
+    () => assert.fail(`expected ${grpc.status[code]}, got success`),
+    (e: unknown) => e as grpc.ServiceError,
+  );
+  assert.equal(err.code, code, `expected ${grpc.status[code]}, got ${grpc.status[err.code]}: ${err.details}`);
+  if (pattern) assert.match(err.details, pattern);
+  return err;
 }
