@@ -162,6 +162,16 @@ function deadlineOf(call: Pick<grpc.ServerWritableStream<unknown, unknown>, "get
   return Number.isFinite(ms) ? ms : null;
 }
 
+/** Past the call's deadline: grpc-js has answered DEADLINE_EXCEEDED itself. */
+function pastDeadline(deadline: number | null): boolean {
+  return deadline !== null && Date.now() >= deadline;
+}
+
+/** A cancel that is the deadline: a client's own deadline timer usually fires (and resets the stream) just before ours. */
+function cancelledAtDeadline(deadline: number | null): boolean {
+  return deadline !== null && Date.now() >= deadline - 5;
+}
+
 export function radioHandlers(state: RadioServiceState, recorder: RequestRecorder, logger: Logger, stalls: StallGuard): grpc.UntypedServiceImplementation {
   const finish = (method: string, code: grpc.status) => recorder.request(method, STATUS_NAME[code] ?? String(code));
 
@@ -184,7 +194,7 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
       handle = pipeline.submit(specFromProto(req, deadline, state.pathInputs ?? true), (outcome) => {
         // Never write to a call that is gone (cancelled, or past its deadline: grpc-js has already
         // answered DEADLINE_EXCEEDED).
-        if (closed || call.cancelled || (deadline !== null && Date.now() >= deadline)) return;
+        if (closed || call.cancelled || pastDeadline(deadline)) return;
         written++;
         // Delivered when grpc-js calls back: HTTP/2 flow control let the message out to the client.
         return deliveries.track((done) => call.write({ results: [resultToProto(outcome, req)] } satisfies ProtoEmbedResponse, done));
@@ -202,8 +212,7 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
       deliveries.settleAll();
       if (closed) return;
       closed = true;
-      // A client's own deadline timer usually fires (and resets the stream) just before ours.
-      const expired = deadline !== null && Date.now() >= deadline - 5;
+      const expired = cancelledAtDeadline(deadline);
       handle.cancel(expired ? "deadline" : "cancelled");
       finish("Embed", expired ? grpc.status.DEADLINE_EXCEEDED : grpc.status.CANCELLED);
       logger.debug({ images, ms: Math.round(performance.now() - started), expired }, "Embed cancelled");
@@ -229,7 +238,7 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
     void handle.done.then(() => {
       if (closed || call.cancelled) return;
       closed = true;
-      if (deadline !== null && Date.now() >= deadline) {
+      if (pastDeadline(deadline)) {
         // The last image finished after the deadline: grpc-js answers DEADLINE_EXCEEDED itself.
         finish("Embed", grpc.status.DEADLINE_EXCEEDED);
         return;
@@ -255,12 +264,10 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
     if (!pipeline) return refuse(grpc.status.UNAVAILABLE, "the graphs are still loading; wait for health SERVING");
     const req = call.request;
     const deadline = deadlineOf(call);
-    // A client's own deadline timer usually fires (and resets the stream) just before ours.
-    const expired = () => deadline !== null && Date.now() >= deadline - 5;
-    // Gone: cancelled, or past its deadline (grpc-js has answered DEADLINE_EXCEEDED and emits "cancelled").
-    const gone = () => call.cancelled || (deadline !== null && Date.now() >= deadline);
+    // Gone: cancelled, or past its deadline (grpc-js emits "cancelled" then too).
+    const gone = () => call.cancelled || pastDeadline(deadline);
     const caller = new AbortController();
-    call.on("cancelled", () => caller.abort(expired() ? "deadline" : "cancelled"));
+    call.on("cancelled", () => caller.abort(cancelledAtDeadline(deadline) ? "deadline" : "cancelled"));
     if (call.cancelled) caller.abort("cancelled");
     let running: ReturnType<Pipeline["embedText"]>;
     try {
@@ -270,7 +277,7 @@ export function radioHandlers(state: RadioServiceState, recorder: RequestRecorde
       logger.error({ err }, "EmbedText failed");
       return refuse(grpc.status.INTERNAL, `internal error: ${(err as Error).message}`);
     }
-    const dropped = () => finish("EmbedText", expired() ? grpc.status.DEADLINE_EXCEEDED : grpc.status.CANCELLED);
+    const dropped = () => finish("EmbedText", cancelledAtDeadline(deadline) ? grpc.status.DEADLINE_EXCEEDED : grpc.status.CANCELLED);
     running.then(
       ({ outcomes, space, logitScale, logitBias }) => {
         if (gone()) return dropped();
