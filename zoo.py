@@ -89,6 +89,13 @@ def check_image_reader_hook() -> None:
             "(check_image_reader_hook, _LazyImageReader) to the new name")
 
 
+def _called_by_fiftyone(function: str) -> bool:
+    """Whether the code calling the caller of this is ``fiftyone.core.models.<function>``: FiftyOne has
+    no hook for what the zoo decides with it (the pixels a patch loop crops, ragged patch batches)."""
+    caller = sys._getframe(2)
+    return caller.f_code.co_name == function and caller.f_globals.get("__name__") == "fiftyone.core.models"
+
+
 class _LazyImageReader:
     """Stands in for ``fiftyone.utils.image`` inside ``fiftyone.core.models`` while this model is
     entered: ``read(path)`` returns the path (pixels for the patch loop, which crops them), everything
@@ -98,8 +105,7 @@ class _LazyImageReader:
         self._real = real
 
     def read(self, path_or_url: str, include_alpha: bool = False, flag: Any = None) -> Any:
-        caller = sys._getframe(1)
-        if caller.f_code.co_name == "_embed_patches" and caller.f_globals.get("__name__") == "fiftyone.core.models":
+        if _called_by_fiftyone("_embed_patches"):
             # compute_patch_embeddings crops the image it reads (then sends the crops): it needs the pixels.
             return self._real.read(path_or_url, include_alpha=include_alpha, flag=flag)
         return LazyImage(path_or_url)
@@ -204,9 +210,7 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
         # for the patch data loader (compute_patch_embeddings with torch + torchvision), which otherwise
         # np.stacks each image's crops, so an image whose boxes differ in size failed ("all input arrays
         # must have the same shape"): there it hands the crops as a list, which the sidecar takes as is.
-        caller = sys._getframe(1)
-        return (caller.f_code.co_name == "_make_patch_data_loader"
-                and caller.f_globals.get("__name__") == "fiftyone.core.models")
+        return _called_by_fiftyone("_make_patch_data_loader")
 
     @property
     def transforms(self) -> None:
