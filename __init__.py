@@ -311,7 +311,7 @@ def resolve_input(model_name: str, ctx: Any) -> Any:
     the class names and prompt)."""
     import fiftyone.operators.types as types
 
-    current = ((getattr(ctx, "params", None) or {}).get("remote_params") or {}) if ctx is not None else {}
+    current = (getattr(ctx, "params", None) or {}).get("remote_params") or {}
     inputs = types.Object()
     inputs.enum("prediction", list(PREDICTIONS), default="heatmaps", label="Prediction",
                 description="heatmaps: PCA maps of the dense features (fo.Heatmap); zero-shot: a class per image, "
