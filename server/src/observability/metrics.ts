@@ -137,39 +137,55 @@ export class ServerMetrics implements PipelineMetrics, TextMetrics {
   constructor(private readonly options: ServerMetricsOptions) {
     collectDefaultMetrics({ register: this.registry });
     const live = () => this.live;
-    // A gauge read from the running server at scrape time (0 before it is connected).
-    const liveGauge = (name: string, help: string, read: (state: LiveState) => number) =>
-      new Gauge({
-        name,
-        help,
-        registers: [this.registry],
-        collect() {
-          const state = live();
-          this.set(state ? read(state) : 0);
-        },
-      });
-    liveGauge(
-      "radio_queue_admitted_images",
-      "Images counted against the bounded queue (--max-queue): admitted and not yet running, plus finished results their clients have not read yet",
-      (s) => s.admitted(),
-    );
-    liveGauge(
-      "radio_queue_undelivered_results",
-      "Finished results waiting for their clients to read them (held in memory, counted in radio_queue_admitted_images; see --stall-timeout-s)",
-      (s) => s.undelivered(),
-    );
-    liveGauge("radio_queue_depth", "Decoded images waiting in the batcher", (s) => s.queueDepth());
-    liveGauge(
-      "radio_grpc_open_calls",
-      "gRPC calls open now, health Watch streams included (a shared sidecar's clients each hold one)",
-      (s) => s.openCalls?.() ?? 0,
-    );
-    liveGauge("radio_workers", "Inference workers", (s) => s.workers());
-    liveGauge(
-      "radio_worker_utilization",
-      "Fraction of inference workers running a batch right now (over time: rate(radio_worker_busy_seconds_total) / radio_workers)",
-      (s) => (s.workers() > 0 ? s.runningBatches() / s.workers() : 0),
-    );
+    new Gauge({
+      name: "radio_queue_admitted_images",
+      help: "Images counted against the bounded queue (--max-queue): admitted and not yet running, plus finished results their clients have not read yet",
+      registers: [this.registry],
+      collect() {
+        this.set(live()?.admitted() ?? 0);
+      },
+    });
+    new Gauge({
+      name: "radio_queue_undelivered_results",
+      help: "Finished results waiting for their clients to read them (held in memory, counted in radio_queue_admitted_images; see --stall-timeout-s)",
+      registers: [this.registry],
+      collect() {
+        this.set(live()?.undelivered() ?? 0);
+      },
+    });
+    new Gauge({
+      name: "radio_queue_depth",
+      help: "Decoded images waiting in the batcher",
+      registers: [this.registry],
+      collect() {
+        this.set(live()?.queueDepth() ?? 0);
+      },
+    });
+    new Gauge({
+      name: "radio_grpc_open_calls",
+      help: "gRPC calls open now, health Watch streams included (a shared sidecar's clients each hold one)",
+      registers: [this.registry],
+      collect() {
+        this.set(live()?.openCalls?.() ?? 0);
+      },
+    });
+    new Gauge({
+      name: "radio_workers",
+      help: "Inference workers",
+      registers: [this.registry],
+      collect() {
+        this.set(live()?.workers() ?? 0);
+      },
+    });
+    new Gauge({
+      name: "radio_worker_utilization",
+      help: "Fraction of inference workers running a batch right now (over time: rate(radio_worker_busy_seconds_total) / radio_workers)",
+      registers: [this.registry],
+      collect() {
+        const l = live();
+        this.set(l && l.workers() > 0 ? l.runningBatches() / l.workers() : 0);
+      },
+    });
     let reported = 0;
     new Counter({
       name: "radio_worker_busy_seconds_total",
