@@ -576,26 +576,26 @@ def test_shared_sidecar_outlives_its_models(model_h, registered, dataset) -> Non
 
 
 CHILD = """
-import os, sys, time
+import sys
 import fiftyone.zoo as foz
 model = foz.load_zoo_model("nv_labs/c-radio_v4-h", shared=False)
 model.embed(sys.argv[1])
 print(model._sidecar.pid, flush=True)
-if sys.argv[2] == "hang":
-    time.sleep(600)
+sys.stdin.readline()  # hold on until the test has seen the sidecar, then exit (or be SIGKILLed)
 """
 
 
 @pytest.mark.parametrize("how", ["exit", "sigkill"])
 def test_no_orphan_sidecar(registered, dataset, how: str) -> None:
     """shared=False: a Python process that exits, or is SIGKILLed, leaves no sidecar behind."""
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, dataset.first().filepath, "hang" if how == "sigkill" else "exit"],
-                            stdout=subprocess.PIPE, text=True, env=os.environ.copy())
-    assert proc.stdout is not None
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, dataset.first().filepath],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    assert proc.stdin is not None and proc.stdout is not None
     pid = int(proc.stdout.readline())
     assert pid in _sidecar_pids()
     if how == "sigkill":
         proc.kill()
+    proc.stdin.close()  # the go-ahead: a living child exits now
     proc.wait(60)
     deadline = time.monotonic() + 20
     while pid in _sidecar_pids() and time.monotonic() < deadline:
