@@ -1,0 +1,34 @@
+/**
+ * CMYK without an ICC profile → RGB the way Pillow, OpenCV and web browsers do it: each ink taken
+ * away from white, no colour management:
+ *
+ *   R = (255 − C)·(255 − K) / 255,  G = (255 − M)·(255 − K) / 255,  B = (255 − Y)·(255 − K) / 255
+ *
+ * rounded to the nearest integer. That is what FiftyOne's App shows for such a file and what
+ * PIL-based pipelines (upstream RADIO's and FiftyOne's own loaders) give a model. libvips would
+ * convert through its built-in CMYK profile instead: a visibly different colour (embedding cosine
+ * 0.75 against Pillow's pixels on a test image). Files that carry a profile keep the
+ * colour-managed conversion, as Pillow with ImageCms does.
+ *
+ * Written by hand: neither sharp nor libvips offers this conversion (their operations are linear
+ * per band; this one multiplies two bands).
+ */
+
+/** Interleaved 8-bit CMYK (ink amounts, 0 = none; libvips undoes Adobe's inversion on load) → interleaved RGB. */
+export function naiveCmykToRgb(cmyk: Uint8Array): Uint8Array {
+  const pixels = cmyk.length / 4;
+  const rgb = new Uint8Array(pixels * 3);
+  for (let i = 0, j = 0; i < cmyk.length; i += 4, j += 3) {
+    const white = 255 - cmyk[i + 3]!;
+    rgb[j] = white - mulDiv255(cmyk[i]!, white);
+    rgb[j + 1] = white - mulDiv255(cmyk[i + 1]!, white);
+    rgb[j + 2] = white - mulDiv255(cmyk[i + 2]!, white);
+  }
+  return rgb;
+}
+
+/** round(a·b / 255) for a, b in 0..255, in integers (the usual exact form: t = ab + 128, (t + t/256) / 256). */
+function mulDiv255(a: number, b: number): number {
+  const t = a * b + 128;
+  return ((t >> 8) + t) >> 8;
+}
