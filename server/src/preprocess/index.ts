@@ -14,7 +14,7 @@
  * Every failure caused by the input is an InputError (see errors.ts).
  */
 
-import { classifySharpError, decodeEncoded, decodeRaw, probeEncoded, type DecodeLimits } from "./decode.js";
+import { classifySharpError, decodeEncoded, decodeRaw, probeEncoded, type ColourRoute, type DecodeLimits } from "./decode.js";
 import { InputError } from "./errors.js";
 import type { SupportedFormat } from "./format.js";
 import { resolveTargetResolution, type GraphGeometry, type ResolutionPolicy, type Size } from "./resolution.js";
@@ -48,8 +48,8 @@ export type OpenedImage =
       readonly id: string;
       readonly bytes: Buffer;
       readonly format: SupportedFormat;
-      /** ProbeResult.highBitProfile */
-      readonly highBitProfile: boolean;
+      /** How it reaches 8-bit sRGB (decode.ts). */
+      readonly colour: ColourRoute;
       readonly originalHeight: number;
       readonly originalWidth: number;
     }
@@ -90,7 +90,7 @@ export async function openImage(input: ImageInput, opts: OpenOptions): Promise<O
       id: src.id,
       bytes: src.bytes,
       format: probe.format,
-      highBitProfile: probe.highBitProfile,
+      colour: probe.colour,
       originalHeight: probe.originalHeight,
       originalWidth: probe.originalWidth,
     };
@@ -109,7 +109,7 @@ export async function decodeOpened(opened: OpenedImage, target: Size, opts: Pick
     const { data, height, width } =
       opened.kind === "raw"
         ? await decodeRaw(opened.id, opened.raw, target, limits)
-        : await decodeEncoded(opened.id, opened.bytes, opened.highBitProfile, target, limits);
+        : await decodeEncoded(opened.id, opened.bytes, opened.colour, { width: opened.originalWidth, height: opened.originalHeight }, target, limits);
     return { id: opened.id, pixels: data, height, width, originalHeight: opened.originalHeight, originalWidth: opened.originalWidth };
   } catch (err) {
     throw asInputError(opened, err);
