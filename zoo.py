@@ -190,6 +190,10 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
 
     @property
     def media_type(self) -> str:
+        # apply_model reads this first, before its loop: a model with nothing to predict stops there,
+        # once, instead of failing every batch (one warning each under FiftyOne's skip_failures=True).
+        if _called_by_fiftyone("apply_model"):
+            self._check_can_predict()
         return "image"
 
     @property
@@ -263,14 +267,17 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
     def predict(self, arg: Any) -> Any:
         return self.predict_all([arg])[0]
 
-    def predict_all(self, args: Sequence[Any]) -> list[Any]:
-        if self.options.classes:
-            return self._classify(args)
-        if self.options.output_type != "spatial":
+    def _check_can_predict(self) -> None:
+        if not self.options.classes and self.options.output_type != "spatial":
             raise ValueError(
                 "a summary model has no labels to apply: use dataset.compute_embeddings(model, ...) for "
                 "embeddings, load the model with classes=[...] for zero-shot classification, or with "
                 "output_type='spatial' for heatmaps via apply_model")
+
+    def predict_all(self, args: Sequence[Any]) -> list[Any]:
+        self._check_can_predict()
+        if self.options.classes:
+            return self._classify(args)
         results = self._image_results(args, "HEATMAP")
         labels: list[Any] = []
         for r in results:

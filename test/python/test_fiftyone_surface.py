@@ -74,6 +74,25 @@ def test_zero_shot_confidence_thresh_and_classes_filter_the_labels(graphs: dict[
         spatial.close()
 
 
+def test_apply_model_with_a_summary_model_fails_once_before_any_batch(graphs: dict[str, Path], images: fo.Dataset,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A summary model (the default) has nothing to predict. Under apply_model's default
+    skip_failures=True it used to fail each batch: a warning per batch, then a field of Nones. It now
+    raises once, before the loop, saying what to load instead; compute_embeddings still works."""
+    model = local(graphs)
+    try:
+        with pytest.raises(ValueError, match=r"a summary model has no labels to apply: use dataset.compute_embeddings"):
+            images.apply_model(model, "labels", batch_size=2)
+        assert "labels" not in images.get_field_schema()
+        assert not [r for r in caplog.records if r.levelname == "WARNING" and "summary model" in r.getMessage()]
+        images.compute_embeddings(model, embeddings_field="e", batch_size=4)
+        assert all(e is not None and e.ndim == 1 for e in images.values("e"))
+        with pytest.raises(ValueError, match=r"a summary model has no labels"):  # called directly, too
+            model.predict(images.first().filepath)
+    finally:
+        model.close()
+
+
 @pytest.mark.skipif(not zoo.HAS_DATA_LOADER, reason="FiftyOne's data loaders need torch and torchvision")
 @pytest.mark.parametrize("batch_size", [None, 2])
 def test_patch_embeddings_through_the_data_loader_take_boxes_of_any_size(graphs: dict[str, Path], images: fo.Dataset,
