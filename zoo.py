@@ -89,11 +89,35 @@ def check_image_reader_hook() -> None:
             "(check_image_reader_hook, _LazyImageReader) to the new name")
 
 
+def _fiftyone_caller(function: str, depth: int = 2) -> FrameType | None:
+    """The frame of ``fiftyone.core.models.<function>`` when it is the code calling the caller of this
+    (``depth`` frames up), else None: FiftyOne has no hook for what the zoo decides with it (the pixels
+    a patch loop crops, ragged patch batches, a loop that can't run this model)."""
+    caller = sys._getframe(depth)
+    if caller.f_code.co_name == function and caller.f_globals.get("__name__") == "fiftyone.core.models":
+        return caller
+    return None
+
+
 def _called_by_fiftyone(function: str) -> bool:
-    """Whether the code calling the caller of this is ``fiftyone.core.models.<function>``: FiftyOne has
-    no hook for what the zoo decides with it (the pixels a patch loop crops, ragged patch batches)."""
-    caller = sys._getframe(2)
-    return caller.f_code.co_name == function and caller.f_globals.get("__name__") == "fiftyone.core.models"
+    return _fiftyone_caller(function, 3) is not None
+
+
+def _check_frame_loop(samples: Any) -> None:
+    """apply_model on a video collection runs an image model on its frames. FiftyOne 1.22's frame loops
+    look up a class of ``fiftyone.utils.torch`` for every model, and that module needs torch and
+    torchvision: without them each video failed on its own (a warning each, no labels)."""
+    if getattr(samples, "media_type", None) != "video" or HAS_DATA_LOADER:
+        return
+    loops = (getattr(fom, "_apply_image_model_to_frames_single", None), getattr(fom, "_apply_image_model_to_frames_batch", None))
+    if not any(loop is not None and "TorchImageModelWithPrompts" in loop.__code__.co_names for loop in loops):
+        return  # a FiftyOne whose frame loops don't need torch
+    import fiftyone
+
+    raise ValueError(
+        f"apply_model on video frames needs torch and torchvision installed under FiftyOne {fiftyone.__version__} "
+        "(its frame loop imports fiftyone.utils.torch for every model; this model uses neither): "
+        "pip install torch torchvision. compute_embeddings on frames works without them")
 
 
 class _LazyImageReader:
@@ -192,8 +216,10 @@ class RadioModel(*_mixins()):  # type: ignore[misc]
     def media_type(self) -> str:
         # apply_model reads this first, before its loop: a model with nothing to predict stops there,
         # once, instead of failing every batch (one warning each under FiftyOne's skip_failures=True).
-        if _called_by_fiftyone("apply_model"):
+        caller = _fiftyone_caller("apply_model")
+        if caller is not None:
             self._check_can_predict()
+            _check_frame_loop(caller.f_locals.get("samples"))
         return "image"
 
     @property

@@ -30,8 +30,8 @@ echo "[setup] pruning onnxruntime-node's other platforms: $(node scripts/prune-o
 echo "[setup] npm run build"
 npm run build
 bash .ci/setup-python.sh
-# SwiftShader (Debian's chromium) and the Vulkan loader: the driver the WebGPU tests run on without a GPU.
-bash scripts/setup-swiftshader.sh
+# Debian packages the tests use: SwiftShader (chromium) + the Vulkan loader for WebGPU without a GPU, ffmpeg for video.
+bash scripts/setup-test-packages.sh
 
 # The CUDA provider: on hosts with an NVIDIA GPU, or when asked (RADIO_CUDA_PROVIDER=install or
 # --cuda-provider); a no-op elsewhere (CI). Unasked, a failure is a warning: the CPU still works.

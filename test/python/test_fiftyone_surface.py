@@ -1,9 +1,12 @@
 """The parts of FiftyOne's model API that a user reaches with arguments the other tests leave at their
-defaults (apply_model's confidence_thresh and classes), and compute_patch_embeddings through FiftyOne's
-data loader (torch + torchvision installed). The model is this repository's zoo code (imported as
+defaults (apply_model's confidence_thresh and classes), video datasets (the model runs on their frames),
+and compute_patch_embeddings through FiftyOne's data loader (torch + torchvision installed). The model is this repository's zoo code (imported as
 test_reliability.py does) on tiny compiled graphs, run by the real FiftyOne loops."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +94,61 @@ def test_apply_model_with_a_summary_model_fails_once_before_any_batch(graphs: di
             model.predict(images.first().filepath)
     finally:
         model.close()
+
+
+@pytest.fixture
+def videos(tmp_path: Path):
+    """Two short videos (5 and 10 frames, 96×64) made by ffmpeg, which FiftyOne reads frames with."""
+    if shutil.which("ffmpeg") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI: no ffmpeg (scripts/setup-test-packages.sh installs it)")
+        pytest.skip("no ffmpeg: FiftyOne reads video frames with it")
+    ds = fo.Dataset()
+    for i, seconds in enumerate((1, 2)):
+        path = tmp_path / f"v{i}.mp4"
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc=size=96x64:rate=5:duration={seconds}",
+                        "-pix_fmt", "yuv420p", str(path)], check=True)
+        ds.add_sample(fo.Sample(filepath=str(path)))
+    ds.compute_metadata()
+    yield ds
+    ds.delete()
+
+
+def test_video_datasets_run_the_model_on_their_frames(graphs: dict[str, Path], videos: fo.Dataset, tmp_path: Path) -> None:
+    """compute_embeddings on a video collection embeds every frame (RGB, as the frame is: the same as
+    embedding that frame's pixels read with Pillow). apply_model gives heatmaps and zero-shot labels
+    per frame where FiftyOne's frame loop can run (it needs torch and torchvision, whatever the
+    model: the torchvision lane); without them it raises once, saying so, instead of failing each
+    video alone."""
+    assert videos.values("metadata.total_frame_count") == [5, 10]
+    model = local(graphs)
+    try:
+        videos.compute_embeddings(model, embeddings_field="e", batch_size=4)
+        frames = videos.values("frames.e")
+        assert [len(f) for f in frames] == [5, 10] and all(e is not None and e.shape == (128,) for f in frames for e in f)
+        first = videos.first().filepath
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-i", first, "-vf", "select=eq(n\\,2)", "-frames:v", "1",
+                        str(tmp_path / "f2.png")], check=True)
+        own = model.embed(np.asarray(Image.open(tmp_path / "f2.png").convert("RGB")))
+        got = frames[0][2]
+        assert float(own @ got / np.linalg.norm(own) / np.linalg.norm(got)) >= 0.99999, "frame 3 of the first video"
+    finally:
+        model.close()
+    spatial = local(graphs, output_type="spatial")
+    zero_shot = local(graphs, "fp32-text", classes=["dog", "cat"], embedding_space="text")
+    try:
+        if not zoo.HAS_DATA_LOADER:
+            with pytest.raises(ValueError, match=r"apply_model on video frames needs torch and torchvision installed"):
+                videos.apply_model(spatial, "hm", batch_size=4)
+            assert "hm" not in videos.get_frame_field_schema()
+            return
+        videos.apply_model(spatial, "hm", batch_size=4, skip_failures=False)
+        assert [[type(h).__name__ for h in f] for f in videos.values("frames.hm")] == [["Heatmap"] * 5, ["Heatmap"] * 10]
+        videos.apply_model(zero_shot, "cls", skip_failures=False)  # batch_size None: the one-frame-at-a-time loop
+        assert all(c is not None and c.label in ("dog", "cat") for f in videos.values("frames.cls") for c in f)
+    finally:
+        spatial.close()
+        zero_shot.close()
 
 
 @pytest.mark.skipif(not zoo.HAS_DATA_LOADER, reason="FiftyOne's data loaders need torch and torchvision")
