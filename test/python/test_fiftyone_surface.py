@@ -96,6 +96,44 @@ def test_apply_model_with_a_summary_model_fails_once_before_any_batch(graphs: di
         model.close()
 
 
+SWIFTSHADER_ICD = os.environ.get("RADIO_TEST_SWIFTSHADER_ICD", "/usr/lib/chromium/vk_swiftshader_icd.json")
+
+
+def test_a_gpu_model_run_without_batch_size_says_once_to_pass_one(graphs: dict[str, Path], images: fo.Dataset,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Without batch_size FiftyOne sends the model one image per call: on a GPU provider that leaves the
+    GPU idle while each image is decoded (d: 20.9 images/s at 1 per call, 52.1 at 8, H200), silently.
+    The model says so once, at the start of the run; not with batch_size, and not on the CPU (one
+    512² image per batch there anyway). WebGPU on SwiftShader stands in for the GPU."""
+    if not Path(SWIFTSHADER_ICD).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI: {SWIFTSHADER_ICD} is missing (scripts/setup-test-packages.sh installs it)")
+        pytest.skip(f"{SWIFTSHADER_ICD} is missing")
+
+    def hints() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "without batch_size" in r.getMessage()]
+
+    gpu = make_local_model(MODEL, parse_options(MODEL, {"image_size": 64}), {"fp32": graphs["fp32"]}, "fp32", "webgpu",
+                           env={"VK_ICD_FILENAMES": SWIFTSHADER_ICD})
+    try:
+        assert gpu.provider == "webgpu"
+        images.compute_embeddings(gpu, embeddings_field="with_batches", batch_size=4)
+        assert hints() == []
+        images.compute_embeddings(gpu, embeddings_field="one_by_one")
+        images.compute_embeddings(gpu, embeddings_field="again")
+        assert len(hints()) == 1 and hints()[0].startswith("C-RADIOv4 runs on webgpu, and without batch_size FiftyOne")
+        assert all(e is not None for e in images.values("one_by_one"))
+    finally:
+        gpu.close()
+    spatial = local(graphs, output_type="spatial", image_size=64)
+    try:
+        caplog.clear()
+        images.apply_model(spatial, "hm")
+        assert hints() == [], "on the CPU"
+    finally:
+        spatial.close()
+
+
 @pytest.fixture
 def videos(tmp_path: Path):
     """Two short videos (5 and 10 frames, 96×64) made by ffmpeg, which FiftyOne reads frames with."""
