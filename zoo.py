@@ -28,8 +28,8 @@ import numpy as np
 from .client.grpc_client import EmbedOptions, ImageResult, RadioClient, SidecarUnavailable, TextEmbeddings
 from .client.options import RadioOptions
 from .client.pillow_fallback import pixels, retry_unsupported
-from .client.providers import GPU_PROVIDERS
 from .client.prompts import class_embeddings, class_prompts, zero_shot_scores
+from .client.providers import GPU_PROVIDERS
 from .client.served import check_image_size, select_graph
 from .client.sidecar import LocalSidecar, SharedSidecar, SidecarSpec, live_client, registry
 

@@ -31,6 +31,7 @@ import {
 } from "../../server/src/preprocess/index.js";
 import { noiseRaw, pngClaimingSize, solid, twoTone, type RGB } from "./support/images.js";
 import { pilBicubic } from "./support/pil-bicubic.js";
+import { naiveCmykToRgb } from "../../server/src/preprocess/cmyk.js";
 
 const MODEL: GraphGeometry = { patchSize: 16, windowSize: null, maxResolution: 2048, preferred: [512, 512] };
 const VITDET: GraphGeometry = { ...MODEL, windowSize: 8 }; // step 128
@@ -370,6 +371,26 @@ describe("decode: formats and colour handling", () => {
     // not libvips' profile conversion, which lands near the source colour: this is a different colour
     const [r, g, b] = px(img, 16, 8);
     assert.ok(r > g && g > b && Math.abs(r - COLOUR.r) + Math.abs(g - COLOUR.g) + Math.abs(b - COLOUR.b) > 30, `${r},${g},${b}`);
+  });
+
+  it("the CMYK conversion is exact for every ink pair, and lets the event loop through on big images", async () => {
+    const cmyk = new Uint8Array(256 * 256 * 4);
+    for (let c = 0; c < 256; c++) {
+      for (let k = 0; k < 256; k++) cmyk.set([c, 255 - c, (c * 7) & 255, k], (c * 256 + k) * 4);
+    }
+    const rgb = await naiveCmykToRgb(cmyk);
+    for (let p = 0; p < 256 * 256; p++) {
+      const k = cmyk[4 * p + 3]!;
+      for (let ch = 0; ch < 3; ch++) {
+        const want = Math.round(((255 - cmyk[4 * p + ch]!) * (255 - k)) / 255);
+        assert.equal(rgb[3 * p + ch], want, `pixel ${p}, channel ${ch}`);
+      }
+    }
+    let turns = 0;
+    const tick = setInterval(() => turns++, 0);
+    await naiveCmykToRgb(new Uint8Array(4 * 5 * 2 ** 20)); // 5 slices
+    clearInterval(tick);
+    assert.ok(turns >= 2, `the event loop turned ${turns} times during the conversion`);
   });
 
   it("CMYK JPEG with its profile → colour-managed sRGB (close to the source colour)", async () => {

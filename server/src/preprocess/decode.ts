@@ -248,7 +248,7 @@ async function naiveCmykPixels(id: string, bytes: Buffer, limits: DecodeLimits):
   }
   const { data, info } = out;
   if (info.channels !== 4) throw new InputError("corrupt_image", id, `CMYK decoder produced ${info.channels} channels, expected 4`);
-  return { data: naiveCmykToRgb(data), height: info.height, width: info.width, channels: 3, dtype: "uint8" };
+  return { data: await naiveCmykToRgb(data), height: info.height, width: info.width, channels: 3, dtype: "uint8" };
 }
 
 /**
