@@ -101,6 +101,7 @@ def _fiftyone_caller(function: str, depth: int = 2) -> FrameType | None:
 
 
 def _called_by_fiftyone(function: str) -> bool:
+    """Whether the caller of the caller of this is ``fiftyone.core.models.<function>``."""
     return _fiftyone_caller(function, 3) is not None
 
 
