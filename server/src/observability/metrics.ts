@@ -33,6 +33,32 @@ export interface ServerMetricsOptions {
 
 const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
+/** Gauges of current state, read from the running server at scrape time (0 before it runs). */
+const LIVE_GAUGES: ReadonlyArray<{ name: string; help: string; read: (l: LiveState) => number }> = [
+  {
+    name: "radio_queue_admitted_images",
+    help: "Images counted against the bounded queue (--max-queue): admitted and not yet running, plus finished results their clients have not read yet",
+    read: (l) => l.admitted(),
+  },
+  {
+    name: "radio_queue_undelivered_results",
+    help: "Finished results waiting for their clients to read them (held in memory, counted in radio_queue_admitted_images; see --stall-timeout-s)",
+    read: (l) => l.undelivered(),
+  },
+  { name: "radio_queue_depth", help: "Decoded images waiting in the batcher", read: (l) => l.queueDepth() },
+  {
+    name: "radio_grpc_open_calls",
+    help: "gRPC calls open now, health Watch streams included (a shared sidecar's clients each hold one)",
+    read: (l) => l.openCalls?.() ?? 0,
+  },
+  { name: "radio_workers", help: "Inference workers", read: (l) => l.workers() },
+  {
+    name: "radio_worker_utilization",
+    help: "Fraction of inference workers running a batch right now (over time: rate(radio_worker_busy_seconds_total) / radio_workers)",
+    read: (l) => (l.workers() > 0 ? l.runningBatches() / l.workers() : 0),
+  },
+];
+
 export class ServerMetrics implements PipelineMetrics, TextMetrics {
   readonly registry = new Registry();
   private live: LiveState | null = null;
@@ -137,55 +163,17 @@ export class ServerMetrics implements PipelineMetrics, TextMetrics {
   constructor(private readonly options: ServerMetricsOptions) {
     collectDefaultMetrics({ register: this.registry });
     const live = () => this.live;
-    new Gauge({
-      name: "radio_queue_admitted_images",
-      help: "Images counted against the bounded queue (--max-queue): admitted and not yet running, plus finished results their clients have not read yet",
-      registers: [this.registry],
-      collect() {
-        this.set(live()?.admitted() ?? 0);
-      },
-    });
-    new Gauge({
-      name: "radio_queue_undelivered_results",
-      help: "Finished results waiting for their clients to read them (held in memory, counted in radio_queue_admitted_images; see --stall-timeout-s)",
-      registers: [this.registry],
-      collect() {
-        this.set(live()?.undelivered() ?? 0);
-      },
-    });
-    new Gauge({
-      name: "radio_queue_depth",
-      help: "Decoded images waiting in the batcher",
-      registers: [this.registry],
-      collect() {
-        this.set(live()?.queueDepth() ?? 0);
-      },
-    });
-    new Gauge({
-      name: "radio_grpc_open_calls",
-      help: "gRPC calls open now, health Watch streams included (a shared sidecar's clients each hold one)",
-      registers: [this.registry],
-      collect() {
-        this.set(live()?.openCalls?.() ?? 0);
-      },
-    });
-    new Gauge({
-      name: "radio_workers",
-      help: "Inference workers",
-      registers: [this.registry],
-      collect() {
-        this.set(live()?.workers() ?? 0);
-      },
-    });
-    new Gauge({
-      name: "radio_worker_utilization",
-      help: "Fraction of inference workers running a batch right now (over time: rate(radio_worker_busy_seconds_total) / radio_workers)",
-      registers: [this.registry],
-      collect() {
-        const l = live();
-        this.set(l && l.workers() > 0 ? l.runningBatches() / l.workers() : 0);
-      },
-    });
+    for (const g of LIVE_GAUGES) {
+      new Gauge({
+        name: g.name,
+        help: g.help,
+        registers: [this.registry],
+        collect() {
+          const l = live();
+          this.set(l ? g.read(l) : 0);
+        },
+      });
+    }
     let reported = 0;
     new Counter({
       name: "radio_worker_busy_seconds_total",
