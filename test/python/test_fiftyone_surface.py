@@ -1,5 +1,6 @@
 """The parts of FiftyOne's model API that a user reaches with arguments the other tests leave at their
-defaults (apply_model's confidence_thresh and classes), video datasets (the model runs on their frames),
+defaults (apply_model's confidence_thresh and classes), FiftyOne Brain given the model itself (it
+computes the embeddings), video datasets (the model runs on their frames),
 and compute_patch_embeddings through FiftyOne's data loader (torch + torchvision installed). The model is this repository's zoo code (imported as
 test_reliability.py does) on tiny compiled graphs, run by the real FiftyOne loops."""
 from __future__ import annotations
@@ -94,6 +95,44 @@ def test_apply_model_with_a_summary_model_fails_once_before_any_batch(graphs: di
             model.predict(images.first().filepath)
     finally:
         model.close()
+
+
+def test_brain_methods_given_the_model_compute_their_own_embeddings(graphs: dict[str, Path], tmp_path: Path) -> None:
+    """fob.compute_*(samples, model=...) embed through this model (FiftyOne's compute_embeddings inside
+    each, through the data loader in the torchvision lane): uniqueness (also of regions), near
+    duplicates, representativeness (it needs 20 samples or more), visualization and similarity, of
+    images and of patches. An exact duplicate must come out as one."""
+    import fiftyone.brain as fob
+
+    rng = np.random.default_rng(11)
+    ds = fo.Dataset()
+    box = fo.Detections(detections=[fo.Detection(label="a", bounding_box=[0.1, 0.2, 0.5, 0.4])])
+    for i in range(24):
+        path = tmp_path / f"b{i}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(path)
+        ds.add_sample(fo.Sample(filepath=str(path), gt=box.copy()))
+    ds.add_sample(fo.Sample(filepath=ds.first().filepath, gt=box.copy()))  # the same file again
+    model = local(graphs, image_size=64)
+    try:
+        fob.compute_uniqueness(ds, model=model, batch_size=8)
+        fob.compute_uniqueness(ds, uniqueness_field="roi_uniqueness", roi_field="gt", model=model, batch_size=8)
+        fob.compute_representativeness(ds, model=model, batch_size=8)
+        for field in ("uniqueness", "roi_uniqueness", "representativeness"):
+            values = ds.values(field)
+            assert len(values) == 25 and all(v is not None and 0 <= v <= 1 for v in values), field
+        index = fob.compute_near_duplicates(ds, model=model, batch_size=8, threshold=1e-3)
+        twins = {ds.first().id, ds.last().id}
+        assert len(index.duplicate_ids) == 1 and set(index.duplicate_ids) < twins, index.duplicate_ids
+        fob.compute_visualization(ds, model=model, method="pca", batch_size=8, brain_key="viz")
+        fob.compute_visualization(ds, patches_field="gt", model=model, method="pca", batch_size=8, brain_key="viz_patches")
+        assert ds.load_brain_results("viz").points.shape == (25, 2)
+        assert ds.load_brain_results("viz_patches").points.shape == (25, 2)
+        fob.compute_similarity(ds, model=model, batch_size=8, brain_key="sim")
+        nearest = ds.sort_by_similarity(ds.first().id, k=2, brain_key="sim")
+        assert set(nearest.values("filepath")) == {ds.first().filepath}, "the duplicate is the nearest"
+    finally:
+        model.close()
+        ds.delete()
 
 
 SWIFTSHADER_ICD = os.environ.get("RADIO_TEST_SWIFTSHADER_ICD", "/usr/lib/chromium/vk_swiftshader_icd.json")
