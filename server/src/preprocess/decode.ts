@@ -197,17 +197,20 @@ async function upsize(id: string, padded: RgbPixels, pad: number, target: Size, 
   return { data, height: target.height, width: target.width };
 }
 
-/** Run `p` to 8-bit interleaved sRGB; `expected` (when given) is the size it must come out at. */
-async function toRgb(id: string, p: Sharp, expected: Size | null, limits: DecodeLimits): Promise<RgbPixels> {
-  let out: { data: Buffer; info: OutputInfo };
+/** Run `p` to 8-bit interleaved pixels in `space`, under the decode timeout; sharp's errors as InputErrors. */
+async function render(id: string, p: Sharp, space: "srgb" | "cmyk", limits: DecodeLimits): Promise<{ data: Buffer; info: OutputInfo }> {
   try {
-    let q = p.toColourspace("srgb").raw({ depth: "uchar" });
+    let q = p.toColourspace(space).raw({ depth: "uchar" });
     if (limits.timeoutSeconds > 0) q = q.timeout({ seconds: limits.timeoutSeconds });
-    out = await q.toBuffer({ resolveWithObject: true });
+    return await q.toBuffer({ resolveWithObject: true });
   } catch (err) {
     throw classifySharpError(id, err);
   }
-  const { info, data } = out;
+}
+
+/** Run `p` to 8-bit interleaved sRGB; `expected` (when given) is the size it must come out at. */
+async function toRgb(id: string, p: Sharp, expected: Size | null, limits: DecodeLimits): Promise<RgbPixels> {
+  const { info, data } = await render(id, p, "srgb", limits);
   if (info.channels !== 3 || (expected !== null && (info.width !== expected.width || info.height !== expected.height))) {
     const want = expected === null ? "3 channels" : `${expected.height}x${expected.width}x3`;
     throw new InputError("corrupt_image", id, `decoder produced ${info.height}x${info.width}x${info.channels}, expected ${want}`);
@@ -242,20 +245,17 @@ export async function decodeEncoded(id: string, bytes: Buffer, colour: ColourRou
  */
 async function naiveCmykPixels(id: string, bytes: Buffer, source: Size, target: Size, limits: DecodeLimits): Promise<RawPixels> {
   const inks = { width: Math.min(source.width, 2 * target.width), height: Math.min(source.height, 2 * target.height) };
-  let out: { data: Buffer; info: OutputInfo };
+  let p: Sharp;
   try {
     // pipelineColourspace("cmyk") keeps the inks as decoded: no transform through a CMYK profile
-    let p = sharp(bytes, inputOptions(limits)).autoOrient().pipelineColourspace("cmyk");
+    p = sharp(bytes, inputOptions(limits)).autoOrient().pipelineColourspace("cmyk");
     if (inks.width < source.width || inks.height < source.height) {
       p = p.resize({ width: inks.width, height: inks.height, fit: "fill", kernel: RESIZE_KERNEL });
     }
-    p = p.toColourspace("cmyk").raw({ depth: "uchar" });
-    if (limits.timeoutSeconds > 0) p = p.timeout({ seconds: limits.timeoutSeconds });
-    out = await p.toBuffer({ resolveWithObject: true });
   } catch (err) {
     throw classifySharpError(id, err);
   }
-  const { data, info } = out;
+  const { data, info } = await render(id, p, "cmyk", limits);
   if (info.channels !== 4) throw new InputError("corrupt_image", id, `CMYK decoder produced ${info.channels} channels, expected 4`);
   return { data: await naiveCmykToRgb(data), height: info.height, width: info.width, channels: 3, dtype: "uint8" };
 }
