@@ -23,3 +23,16 @@ export function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
   }
   return ab / Math.sqrt(aa * bb);
 }
+
+/** Mean and largest |a − b| over all values (pixels: in 1/255). */
+export function absDiff(a: ArrayLike<number>, b: ArrayLike<number>): { mean: number; max: number } {
+  if (a.length !== b.length) throw new Error(`lengths differ: ${a.length} vs ${b.length}`);
+  let sum = 0;
+  let max = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    sum += d;
+    max = Math.max(max, d);
+  }
+  return { mean: sum / a.length, max };
+}
