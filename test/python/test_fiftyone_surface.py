@@ -5,7 +5,6 @@ and compute_patch_embeddings through FiftyOne's data loader (torch + torchvision
 test_reliability.py does) on tiny compiled graphs, run by the real FiftyOne loops."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +17,7 @@ from PIL import Image
 from test_reliability import MODEL, radio  # noqa: F401 — registers the radio_zoo_under_test package: first
 
 # isort: split
+from prerequisites import SWIFTSHADER_ICD, unavailable
 from radio_zoo_under_test import zoo  # noqa: E402
 from radio_zoo_under_test.client.options import parse_options  # noqa: E402
 from radio_zoo_under_test.zoo import make_local_model  # noqa: E402
@@ -135,7 +135,6 @@ def test_brain_methods_given_the_model_compute_their_own_embeddings(graphs: dict
         ds.delete()
 
 
-SWIFTSHADER_ICD = os.environ.get("RADIO_TEST_SWIFTSHADER_ICD", "/usr/lib/chromium/vk_swiftshader_icd.json")
 
 
 def test_a_gpu_model_run_without_batch_size_says_once_to_pass_one(graphs: dict[str, Path], images: fo.Dataset,
@@ -145,9 +144,7 @@ def test_a_gpu_model_run_without_batch_size_says_once_to_pass_one(graphs: dict[s
     The model says so once, at the start of the run; not with batch_size, and not on the CPU (one
     512² image per batch there anyway). WebGPU on SwiftShader stands in for the GPU."""
     if not Path(SWIFTSHADER_ICD).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI: {SWIFTSHADER_ICD} is missing (scripts/setup-test-packages.sh installs it)")
-        pytest.skip(f"{SWIFTSHADER_ICD} is missing")
+        unavailable(f"{SWIFTSHADER_ICD} is missing (scripts/setup-test-packages.sh installs it)")
 
     def hints() -> list[str]:
         return [r.getMessage() for r in caplog.records if "without batch_size" in r.getMessage()]
@@ -177,9 +174,7 @@ def test_a_gpu_model_run_without_batch_size_says_once_to_pass_one(graphs: dict[s
 def videos(tmp_path: Path):
     """Two short videos (5 and 10 frames, 96×64) made by ffmpeg, which FiftyOne reads frames with."""
     if shutil.which("ffmpeg") is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI: no ffmpeg (scripts/setup-test-packages.sh installs it)")
-        pytest.skip("no ffmpeg: FiftyOne reads video frames with it")
+        unavailable("no ffmpeg: FiftyOne reads video frames with it (scripts/setup-test-packages.sh installs it)")
     ds = fo.Dataset()
     for i, seconds in enumerate((1, 2)):
         path = tmp_path / f"v{i}.mp4"

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from prerequisites import unavailable
 
 HERE = Path(__file__).resolve().parent
 LANE = HERE.parents[1] / ".venv" / "lanes" / "torchvision"
@@ -20,10 +20,7 @@ NEEDS_LOADER = "FiftyOne's data loaders need torch and torchvision"
 
 def test_the_fiftyone_tests_pass_through_fiftyone_data_loaders() -> None:
     if not (LANE / "torchvision").is_dir():
-        message = f"{LANE} has no torchvision: .ci/setup-python.sh installs it there (pip install --target)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI: {message}")
-        pytest.skip(message)
+        unavailable(f"{LANE} has no torchvision: .ci/setup-python.sh installs it there (pip install --target)")
     # The same FiftyOne database and runtime folders as this session (the environment conftest.py set).
     proc = subprocess.run([sys.executable, "-m", "pytest", *FILES, "--rootdir", str(HERE), "-q", "-rs",
                            "-p", "no:cacheprovider"], cwd=HERE, capture_output=True, text=True, timeout=1800,
