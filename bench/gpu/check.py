@@ -324,14 +324,15 @@ class Check:
         finally:
             w.close()
 
-    def profile(self, graph: str, provider: str, batch: int) -> dict[str, Any]:
-        """onnxruntime's profile of one batch: which nodes run on which provider (on a GPU the times
-        are host-side launch times), for finding nodes that leave the GPU."""
+    def profile(self, graph: str, provider: str, batches: str) -> dict[str, Any]:
+        """onnxruntime's profile of one batch per size in `batches` ("8,32"): which nodes run on which
+        provider (on a GPU the times are host-side launch times), the slowest nodes and the run's
+        time outside nodes: for finding what leaves the GPU idle, and whether it grows with the batch."""
         r = subprocess.run(["node", "--import", "tsx", str(REPO / "bench" / "profile_graph.ts"), str(self.cache / "graphs" / graph),
-                            str(RES), provider, str(batch)], cwd=REPO, capture_output=True, text=True, timeout=300)
+                            str(RES), provider, batches], cwd=REPO, capture_output=True, text=True, timeout=300)
         if r.returncode != 0:
             raise RuntimeError(r.stderr[-2000:])
-        return {"table": r.stdout.strip().splitlines()[:40]}
+        return {"table": r.stdout.strip().splitlines()[:160]}
 
     def sidecar_workers(self, preset: str, call: int) -> dict[str, Any]:
         """Path d with one inference worker and with two, at the same ORT batch (half a call).
@@ -428,7 +429,7 @@ def main() -> None:
     c.step(f"speed:{PROVIDER}:attention", lambda: c.bare_speed([f"{PRESETS[0]}-fp16", f"{PRESETS[0]}-fp16-matmul"], PROVIDER,
                                                               [8, 32], 64), need_s=120)
     c.step(f"speed:{PROVIDER}:threads", lambda: c.bare_threads(f"{PRESETS[0]}-fp16", PROVIDER, 32, 64), need_s=90)
-    c.step(f"profile:{PROVIDER}", lambda: c.profile(f"{PRESETS[0]}-fp16", PROVIDER, 8), need_s=60)
+    c.step(f"profile:{PROVIDER}", lambda: c.profile(f"{PRESETS[0]}-fp16", PROVIDER, "8,32"), need_s=90)
     c.step(f"gpu-buffer:{PROVIDER}", lambda: c.gpu_buffer(f"{PRESETS[0]}-fp16", PROVIDER, 8), need_s=60)
     c.step(f"heatmaps:{PROVIDER}", lambda: c.heatmaps(PRESETS[0], PROVIDER), need_s=90)
     c.step("bench", c.bench, need_s=200)
