@@ -11,7 +11,8 @@ allow and has not been done on this machine yet:
          agreement and bare-session speed.
   cuda   (once the CUDA provider is staged too): CUDA fp16 agreement (also of the adaptor heads and the
          text tower, on a small text checkpoint: text:*), the two fp16 attention variants
-         timed on the bare session, then bench/run.py: a (reference-style loop), b′ (fused batched
+         timed on the bare session, its intra-op threads, onnxruntime's profile (H at 8 and 32), the
+         bare session on the tiny graph (a run's fixed costs), gpu-buffer, heatmaps, then bench/run.py: a (reference-style loop), b′ (fused batched
          torch), c (bare onnxruntime-node session) and d (the sidecar over gRPC, JPEG paths) at 512²,
          batches 1/8/32/64, NVML utilisation and memory; then, time allowing, d with one inference
          worker and with two.
@@ -313,6 +314,20 @@ class Check:
                 w.close()
         return out
 
+    def overhead(self, provider: str) -> dict[str, Any]:
+        """Path c on the tiny graph (width 64, 8 blocks) at RES: its kernels take next to nothing, so its
+        time per image is what a run costs whatever the model (the uint8 input copied in, ~250 node
+        launches, the outputs copied out, the final wait for the device). Set beside the ~5 ms an H
+        image during which the GPU waits in c (h200-check.md): is it the run's fixed costs, or the model's?"""
+        ckpt = self.cache / "ckpt" / "tiny"
+        if not (ckpt / ".complete").exists():
+            shutil.rmtree(ckpt, ignore_errors=True)
+            self.cli("make-checkpoint", "--preset", "tiny", "--out", str(ckpt))
+            (ckpt / ".complete").write_text("")
+        if not (self.cache / "graphs" / "tiny-fp16" / "metadata.json").exists():
+            self.cli("compile", "--checkpoint-dir", str(ckpt), "--precision", "fp16", "--out", str(self.cache / "graphs" / "tiny-fp16"))
+        return self.bare_speed(["tiny-fp16"], provider, [1, 8, 32], 64)
+
     def gpu_buffer(self, graph: str, provider: str, batch: int) -> dict[str, Any]:
         """Does onnxruntime-node leave an output on a CUDA device when asked (IO binding; documented
         for WebGPU only)? Images/s with the features left there, or onnxruntime's error."""
@@ -430,6 +445,7 @@ def main() -> None:
                                                               [8, 32], 64), need_s=120)
     c.step(f"speed:{PROVIDER}:threads", lambda: c.bare_threads(f"{PRESETS[0]}-fp16", PROVIDER, 32, 64), need_s=90)
     c.step(f"profile:{PROVIDER}", lambda: c.profile(f"{PRESETS[0]}-fp16", PROVIDER, "8,32"), need_s=90)
+    c.step(f"overhead:{PROVIDER}", lambda: c.overhead(PROVIDER), need_s=45)
     c.step(f"gpu-buffer:{PROVIDER}", lambda: c.gpu_buffer(f"{PRESETS[0]}-fp16", PROVIDER, 8), need_s=60)
     c.step(f"heatmaps:{PROVIDER}", lambda: c.heatmaps(PRESETS[0], PROVIDER), need_s=90)
     c.step("bench", c.bench, need_s=200)
