@@ -6,29 +6,24 @@ timeout with no client left. This process holds a lease on it while a model uses
 
 Private (``shared=False``): spawn it on a private unix socket, wait until it is SERVING, share it
 between models of this process, restart it once if it dies, stop it when the last model using it is
-released or Python exits. No orphans: the child also gets SIGTERM from the kernel if this process
-dies without running its exit handlers (Linux PR_SET_PDEATHSIG).
+released or Python exits. No orphans: the sidecar is told this process's pid (`--parent-pid`) and
+exits by itself within a second once this process is gone, exit handlers run or not.
 """
 from __future__ import annotations
 
 import atexit
-import ctypes
 import json
 import logging
 import os
-import queue
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from . import shared
 from .gpu_libs import library_env
@@ -36,7 +31,6 @@ from .grpc_client import RadioClient
 from .node_runtime import MIN_NODE_MAJOR, node_executable  # noqa: F401 (one lookup: RADIO_NODE, PATH, PyPI)
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,47 +48,14 @@ def cli_path(repo: Path = REPO) -> Path:
     return repo / "server" / "dist" / "cli.js"
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: ask the kernel for SIGTERM when the parent dies.
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-class _LastingThread:
-    """Runs functions on one daemon thread that lives as long as Python. Linux sends the parent-death
-    signal when the *thread* that forked the child ends, not the process: a private sidecar started from
-    a worker thread (the App server's executor, a notebook's) would get SIGTERM when that thread ended.
-    Not a one-thread ThreadPoolExecutor: Python joins its workers early in interpreter shutdown (before
-    atexit handlers), so a private sidecar got its parent-death signal before this process had closed
-    it (test_no_orphan_sidecar[exit] caught it)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def run(self, fn: Callable[[], T]) -> T:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, daemon=True, name="radio-sidecar-spawner")
-                self._thread.start()
-        done: Future[T] = Future()
-        self._queue.put((fn, done))
-        return done.result()
-
-    def _loop(self) -> None:
-        while True:
-            fn, done = self._queue.get()
-            try:
-                done.set_result(fn())
-            except BaseException as err:  # noqa: BLE001 - handed to the caller
-                done.set_exception(err)
-
-
-_spawner = _LastingThread()
+def spawn_private(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """Starts a private sidecar process, its stdout and stderr piped to us. Nothing of Python runs in
+    the child between fork and exec (no preexec_fn), so CPython spawns it with vfork and no fork
+    handlers: with grpcio >= 1.80, a child forked from a process whose gRPC channels are in use crashes
+    before exec in a few % of spawns when Python code runs there (grpc/grpc#43055; here 6 of 200 with
+    a preexec_fn, while another model's calls ran). That is why the sidecar watches for its parent's
+    death itself (`--parent-pid`) instead of Linux's parent-death signal, which needed a preexec_fn."""
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def _sidecar_env(spec: SidecarSpec) -> dict[str, str]:
@@ -174,12 +135,10 @@ class LocalSidecar:
         os.chmod(self._tmpdir, 0o700)  # the socket is private to this user
         self.socket_path = self._tmpdir / "radio.sock"
         cmd = [node, *NODE_FLAGS, str(cli), "serve", "--socket", str(self.socket_path), "--http-port", "0",
-               *self.spec.serve_args()]
+               "--parent-pid", str(os.getpid()), *self.spec.serve_args()]
         logger.info("starting C-RADIOv4 sidecar: %s", " ".join(cmd))
         env = _sidecar_env(self.spec)  # the CUDA/cuDNN pip wheels' folders: the loader reads LD_LIBRARY_PATH only at exec
-        self.process = _spawner.run(lambda: subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None))
+        self.process = spawn_private(cmd, env)
         ready = threading.Event()
         threading.Thread(target=self._read_stdout, args=(self.process, ready), daemon=True).start()
         threading.Thread(target=self._read_stderr, args=(self.process,), daemon=True).start()

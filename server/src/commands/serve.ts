@@ -39,6 +39,22 @@ interface ServeOptions {
   httpSocket?: string;
   instanceKey?: string;
   idleTimeoutS: number;
+  parentPid?: number;
+}
+
+/**
+ * Calls `gone` once, when the server's parent is no longer `pid`: that process died and the server was
+ * re-parented (to init or a subreaper). Checked once a second; the timer never keeps the process alive.
+ * Polled rather than Linux's parent-death signal, which the parent must set between fork and exec,
+ * where a Python parent with gRPC calls in flight may crash (client/sidecar.py, spawn_private).
+ */
+function watchParent(pid: number, gone: () => void): void {
+  const timer = setInterval(() => {
+    if (process.ppid === pid) return;
+    clearInterval(timer);
+    gone();
+  }, 1000);
+  timer.unref();
 }
 
 /** NAME=DIR, or a bare DIR named after its metadata (variant-precision). */
@@ -56,6 +72,11 @@ async function serveCommand(options: ServeOptions): Promise<void> {
   if (graphs.length === 0) throw new InvalidArgumentError("give at least one --graph [name=]DIR (or RADIO_GRAPH)");
   if (Boolean(options.tlsCert) !== Boolean(options.tlsKey)) throw new InvalidArgumentError("--tls-cert and --tls-key go together");
   const tls = options.tlsCert && options.tlsKey ? { cert: readFileSync(options.tlsCert), key: readFileSync(options.tlsKey) } : null;
+  if (options.parentPid !== undefined && process.ppid !== options.parentPid) {
+    throw new InvalidArgumentError(
+      `--parent-pid ${options.parentPid} is not this server's parent process (${process.ppid}): start node itself, not through a wrapper`,
+    );
+  }
   const running = await serve(
     {
       graphs,
@@ -98,6 +119,13 @@ async function serveCommand(options: ServeOptions): Promise<void> {
   process.once("SIGINT", () => stop(0));
   void running.fatal.then(() => stop(1));
   void running.idle.then(() => stop(0));
+  if (options.parentPid !== undefined) {
+    const pid = options.parentPid;
+    watchParent(pid, () => {
+      logger.info({ parentPid: pid }, "the process that started the server is gone; shutting down");
+      stop(0);
+    });
+  }
   const ready = {
     event: "ready",
     socket: running.socket,
@@ -285,6 +313,14 @@ export function addServeCommand(program: Command): void {
         .env("RADIO_IDLE_TIMEOUT_S")
         .argParser(nonNegativeInt)
         .default(SERVE_DEFAULTS.idleTimeoutMs / 1000),
+    )
+    .addOption(
+      new Option(
+        "--parent-pid <pid>",
+        "exit (gracefully, code 0) within a second of this process, the one that started the server, dying: what the zoo's private sidecars pass, so that none outlives its Python process [env RADIO_PARENT_PID]",
+      )
+        .env("RADIO_PARENT_PID")
+        .argParser(positiveInt),
     )
     .addOption(
       new Option("--log-level <level>", "pino log level (logs are JSON on stderr) [env RADIO_LOG_LEVEL]")
