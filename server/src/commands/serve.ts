@@ -202,7 +202,10 @@ export function addServeCommand(program: Command): void {
         .argParser(nonNegativeInt),
     )
     .addOption(
-      new Option("--queue-delay-ms <ms>", "longest an image waits for batch-mates when a worker is free [env RADIO_QUEUE_DELAY_MS]")
+      new Option(
+        "--queue-delay-ms <ms>",
+        "longest an image waits on a free worker for batch-mates from calls not yet arrived (images of calls already here wait by --batch-hold-ms) [env RADIO_QUEUE_DELAY_MS]",
+      )
         .env("RADIO_QUEUE_DELAY_MS")
         .argParser(nonNegativeInt)
         .default(SERVE_DEFAULTS.queueDelayMs),
@@ -210,7 +213,7 @@ export function addServeCommand(program: Command): void {
     .addOption(
       new Option(
         "--batch-hold-ms <ms>",
-        `while images are still being decoded, longest a partial batch waits for them, 0 = only --queue-delay-ms (default: ${describeBatchDefault("batchHoldMs")}: on a CPU decoding beside inference beats bigger batches) [env RADIO_BATCH_HOLD_MS]`,
+        `while images of calls already here are still being decoded, longest a partial batch waits for them, 0 = only --queue-delay-ms (default: ${describeBatchDefault("batchHoldMs")}: on a CPU decoding beside inference beats bigger batches) [env RADIO_BATCH_HOLD_MS]`,
       )
         .env("RADIO_BATCH_HOLD_MS")
         .argParser(nonNegativeInt),
