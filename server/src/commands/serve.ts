@@ -43,14 +43,24 @@ interface ServeOptions {
 }
 
 /**
- * Calls `gone` once, when the server's parent is no longer `pid`: that process died and the server was
- * re-parented (to init or a subreaper). Checked once a second; the timer never keeps the process alive.
- * Polled rather than Linux's parent-death signal, which the parent must set between fork and exec,
- * where a Python parent with gRPC calls in flight may crash (client/sidecar.py, spawn_private).
+ * Calls `gone` once, when process `pid` (the one that started the server) is gone: the server was
+ * re-parented, or `pid` no longer exists (it may be a grandparent, when node was started through a
+ * wrapper such as a version manager's shim). Checked once a second; the timer never keeps the process
+ * alive. Polled rather than Linux's parent-death signal, which the parent must set between fork and
+ * exec, where a Python parent with gRPC calls in flight may crash (client/sidecar.py, spawn_private).
  */
 function watchParent(pid: number, gone: () => void): void {
+  const parent = process.ppid;
+  const alive = (): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === "EPERM"; // exists, another user's
+    }
+  };
   const timer = setInterval(() => {
-    if (process.ppid === pid) return;
+    if (process.ppid === parent && alive()) return;
     clearInterval(timer);
     gone();
   }, 1000);
@@ -72,11 +82,6 @@ async function serveCommand(options: ServeOptions): Promise<void> {
   if (graphs.length === 0) throw new InvalidArgumentError("give at least one --graph [name=]DIR (or RADIO_GRAPH)");
   if (Boolean(options.tlsCert) !== Boolean(options.tlsKey)) throw new InvalidArgumentError("--tls-cert and --tls-key go together");
   const tls = options.tlsCert && options.tlsKey ? { cert: readFileSync(options.tlsCert), key: readFileSync(options.tlsKey) } : null;
-  if (options.parentPid !== undefined && process.ppid !== options.parentPid) {
-    throw new InvalidArgumentError(
-      `--parent-pid ${options.parentPid} is not this server's parent process (${process.ppid}): start node itself, not through a wrapper`,
-    );
-  }
   const running = await serve(
     {
       graphs,
@@ -320,7 +325,7 @@ export function addServeCommand(program: Command): void {
     .addOption(
       new Option(
         "--parent-pid <pid>",
-        "exit (gracefully, code 0) within a second of this process, the one that started the server, dying: what the zoo's private sidecars pass, so that none outlives its Python process [env RADIO_PARENT_PID]",
+        "exit (gracefully, code 0) within a second of this process (the one that started the server, or an ancestor) being gone, or of the server's own parent dying: what the zoo's private sidecars pass, so that none outlives its Python process [env RADIO_PARENT_PID]",
       )
         .env("RADIO_PARENT_PID")
         .argParser(positiveInt),
