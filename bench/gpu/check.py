@@ -151,19 +151,31 @@ class Check:
             raise RuntimeError(f"radio-sidecar {' '.join(args)}: {r.stderr[-2000:]}")
         return r.stdout
 
+    def checkpoint(self, preset: str, *args: str) -> float:
+        """A random checkpoint of `preset` in the cache (kept once complete), `args` passed on to
+        make-checkpoint; seconds it took (0: cached)."""
+        ckpt = self.cache / "ckpt" / preset
+        if (ckpt / ".complete").exists():
+            return 0.0
+        t = time.monotonic()
+        shutil.rmtree(ckpt, ignore_errors=True)
+        self.cli("make-checkpoint", "--preset", preset, *args, "--out", str(ckpt))
+        (ckpt / ".complete").write_text("")
+        return round(time.monotonic() - t, 1)
+
+    def graph(self, name: str, args: list[str]) -> float:
+        """Graph `name` compiled with `args` into the cache (kept once written); seconds it took (0: cached)."""
+        out = self.cache / "graphs" / name
+        if (out / "metadata.json").exists():
+            return 0.0
+        t = time.monotonic()
+        self.cli("compile", *args, "--out", str(out))
+        return round(time.monotonic() - t, 1)
+
     def checkpoints(self) -> dict[str, Any]:
         """Random checkpoints, written side by side (each writer is one JS thread)."""
-        def make(preset: str) -> float:
-            ckpt = self.cache / "ckpt" / preset
-            if (ckpt / ".complete").exists():
-                return 0.0
-            t = time.monotonic()
-            shutil.rmtree(ckpt, ignore_errors=True)
-            self.cli("make-checkpoint", "--preset", preset, "--out", str(ckpt))
-            (ckpt / ".complete").write_text("")
-            return round(time.monotonic() - t, 1)
         with ThreadPoolExecutor(len(PRESETS)) as pool:
-            return dict(zip(PRESETS, pool.map(make, PRESETS)))
+            return dict(zip(PRESETS, pool.map(self.checkpoint, PRESETS)))
 
     def graphs(self) -> dict[str, Any]:
         """fp32 (CPU reference), fp16 (default attention: fused MultiHeadAttention), fp16 with
@@ -174,17 +186,8 @@ class Check:
             jobs += [(f"{p}-fp32", ["--checkpoint-dir", ckpt]), (f"{p}-fp16", ["--checkpoint-dir", ckpt, "--precision", "fp16"]),
                      (f"{p}-fp16-matmul", ["--checkpoint-dir", ckpt, "--precision", "fp16", "--attention", "matmul"])]
         jobs.append((f"{PRESETS[0]}-fp16-heatmap", ["--checkpoint-dir", str(self.cache / "ckpt" / PRESETS[0]), "--precision", "fp16", "--heatmap"]))
-
-        def build(job: tuple[str, list[str]]) -> float:
-            name, args = job
-            out = self.cache / "graphs" / name
-            if (out / "metadata.json").exists():
-                return 0.0
-            t = time.monotonic()
-            self.cli("compile", *args, "--out", str(out))
-            return round(time.monotonic() - t, 1)
         with ThreadPoolExecutor(3) as pool:
-            return dict(zip([j[0] for j in jobs], pool.map(build, jobs)))
+            return dict(zip([j[0] for j in jobs], pool.map(lambda j: self.graph(*j), jobs)))
 
     def photos(self) -> Path:
         d = self.work / "photos"
@@ -197,10 +200,7 @@ class Check:
         """A small checkpoint with the adaptor heads and a SigLIP2 text tower, compiled fp32 (the CPU
         reference) and fp16: what the text features run on, checked for agreement, not speed."""
         ckpt, siglip = self.cache / "ckpt" / "tiny-text", self.cache / "ckpt" / "tiny-text-siglip"
-        if not (ckpt / ".complete").exists():
-            shutil.rmtree(ckpt, ignore_errors=True)
-            self.cli("make-checkpoint", "--preset", "tiny-text", "--siglip", str(siglip), "--out", str(ckpt))
-            (ckpt / ".complete").write_text("")
+        self.checkpoint("tiny-text", "--siglip", str(siglip))
         for precision in ("fp32", "fp16"):
             out = self.cache / "graphs" / f"text-{precision}"
             if not (out / "text" / "metadata.json").exists():
@@ -319,13 +319,8 @@ class Check:
         time per image is what a run costs whatever the model (the uint8 input copied in, ~250 node
         launches, the outputs copied out, the final wait for the device). Set beside the ~5 ms an H
         image during which the GPU waits in c (h200-check.md): is it the run's fixed costs, or the model's?"""
-        ckpt = self.cache / "ckpt" / "tiny"
-        if not (ckpt / ".complete").exists():
-            shutil.rmtree(ckpt, ignore_errors=True)
-            self.cli("make-checkpoint", "--preset", "tiny", "--out", str(ckpt))
-            (ckpt / ".complete").write_text("")
-        if not (self.cache / "graphs" / "tiny-fp16" / "metadata.json").exists():
-            self.cli("compile", "--checkpoint-dir", str(ckpt), "--precision", "fp16", "--out", str(self.cache / "graphs" / "tiny-fp16"))
+        self.checkpoint("tiny")
+        self.graph("tiny-fp16", ["--checkpoint-dir", str(self.cache / "ckpt" / "tiny"), "--precision", "fp16"])
         return self.bare_speed(["tiny-fp16"], provider, [1, 8, 32], 64)
 
     def gpu_buffer(self, graph: str, provider: str, batch: int) -> dict[str, Any]:

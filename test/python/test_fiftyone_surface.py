@@ -135,8 +135,6 @@ def test_brain_methods_given_the_model_compute_their_own_embeddings(graphs: dict
         ds.delete()
 
 
-
-
 def test_a_gpu_model_run_without_batch_size_says_once_to_pass_one(graphs: dict[str, Path], images: fo.Dataset,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     """Without batch_size FiftyOne sends the model one image per call: on a GPU provider that leaves the
